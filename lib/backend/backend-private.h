@@ -1,0 +1,47 @@
+/* backend-private.h: what a backend implements, and the storage it hands out. */
+#pragma once
+
+#include "backend/backend.h"
+#include "core/error.h"
+
+G_BEGIN_DECLS
+
+struct _MexdStorage {
+  gint ref_count;
+  MexdBackend *backend; /* not a reference: a backend outlives its storages via the tensors */
+  size_t size;
+  void *host;     /* cpu: the data; vulkan: the persistent mapping when the memory is host-visible */
+  gpointer priv;  /* backend data (vulkan: the sub-allocation) */
+};
+
+typedef struct {
+  void (*destroy)(MexdBackend *be);
+  MexdStorage *(*storage_new)(MexdBackend *be, size_t size, GError **error);
+  void (*storage_free)(MexdBackend *be, MexdStorage *s);
+  gboolean (*write)(MexdBackend *be, MexdStorage *s, size_t off, const void *src, size_t n,
+                    GError **error);
+  gboolean (*read)(MexdBackend *be, MexdStorage *s, size_t off, void *dst, size_t n,
+                   GError **error);
+  gboolean (*fill_zero)(MexdBackend *be, MexdStorage *s, size_t off, size_t n, GError **error);
+  gboolean (*sync)(MexdBackend *be, GError **error);
+} MexdBackendVTable;
+
+struct _MexdBackend {
+  const MexdBackendVTable *vt;
+  MexdBackendKind kind;
+  gint ref_count;
+  char *name;
+  gboolean has_f16;
+  size_t max_tensor_bytes; /* largest single tensor the backend can bind */
+};
+
+MexdStorage *mexd_storage_ref(MexdStorage *s);
+void mexd_storage_unref(MexdStorage *s);
+
+MexdBackend *mexd_cpu_backend_new(GError **error);
+/* index < 0: the default device (discrete/integrated first, then software).  `allow_software`
+ * FALSE refuses CPU-type devices (used for the automatic choice order). */
+MexdBackend *mexd_vulkan_backend_new(int index, GError **error);
+int mexd_vulkan_device_count(void);
+
+G_END_DECLS

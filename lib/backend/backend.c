@@ -1,0 +1,102 @@
+/* backend.c: choosing a backend, reference counting, and storage lifetime. */
+#include "backend/backend-private.h"
+#include "core/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+MexdStorage *mexd_storage_ref(MexdStorage *s)
+{
+  g_atomic_int_inc(&s->ref_count);
+  return s;
+}
+
+void mexd_storage_unref(MexdStorage *s)
+{
+  if (s && g_atomic_int_dec_and_test(&s->ref_count))
+    s->backend->vt->storage_free(s->backend, s);
+}
+
+static MexdBackend *backend_from_spec(const char *spec, const char *origin, GError **error)
+{
+  if (g_ascii_strcasecmp(spec, "cpu") == 0)
+    return mexd_cpu_backend_new(error);
+  if (g_ascii_strncasecmp(spec, "vulkan", 6) == 0) {
+    const char *rest = spec + 6;
+    if (*rest == '\0')
+      return mexd_vulkan_backend_new(-1, error);
+    if (*rest == ':' && rest[1]) {
+      char *end = NULL;
+      long idx = strtol(rest + 1, &end, 10);
+      if (end && *end == '\0' && idx >= 0 && idx < 1024)
+        return mexd_vulkan_backend_new((int)idx, error);
+    }
+  }
+  return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT,
+                        "%s \"%s\" is not a device; use cpu, vulkan or vulkan:N", origin, spec);
+}
+
+MexdBackend *mexd_backend_new(const char *spec, GError **error)
+{
+  if (spec && *spec)
+    return backend_from_spec(spec, "device", error);
+  const char *env = g_getenv("MEXD_DEVICE");
+  if (env && *env)
+    return backend_from_spec(env, "MEXD_DEVICE", error);
+  /* automatic: the default Vulkan device (GPUs before software), else cpu */
+  g_autoptr(GError) vk_error = NULL;
+  MexdBackend *be = mexd_vulkan_backend_new(-1, &vk_error);
+  if (be)
+    return be;
+  mexd_debug("no Vulkan device opened (%s); using the cpu backend", vk_error->message);
+  return mexd_cpu_backend_new(error);
+}
+
+MexdBackend *mexd_backend_ref(MexdBackend *be)
+{
+  g_return_val_if_fail(be != NULL, NULL);
+  g_atomic_int_inc(&be->ref_count);
+  return be;
+}
+
+void mexd_backend_unref(MexdBackend *be)
+{
+  if (!be || !g_atomic_int_dec_and_test(&be->ref_count))
+    return;
+  char *name = be->name;
+  be->vt->destroy(be);
+  g_free(name);
+}
+
+MexdBackendKind mexd_backend_kind(const MexdBackend *be)
+{
+  return be->kind;
+}
+
+const char *mexd_backend_name(const MexdBackend *be)
+{
+  return be ? be->name : "(null)";
+}
+
+gboolean mexd_backend_has_f16(const MexdBackend *be)
+{
+  return be && be->has_f16;
+}
+
+gboolean mexd_backend_sync(MexdBackend *be, GError **error)
+{
+  if (!be)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "mexd_backend_sync: backend is NULL");
+  return be->vt->sync(be, error);
+}
+
+char **mexd_backend_list(void)
+{
+  GPtrArray *a = g_ptr_array_new();
+  g_ptr_array_add(a, g_strdup("cpu"));
+  int n = mexd_vulkan_device_count();
+  for (int i = 0; i < n; i++)
+    g_ptr_array_add(a, g_strdup_printf("vulkan:%d", i));
+  g_ptr_array_add(a, NULL);
+  return (char **)g_ptr_array_free(a, FALSE);
+}

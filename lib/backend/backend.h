@@ -1,0 +1,44 @@
+/* backend.h: the compute backends behind one interface.
+ *
+ * `cpu` runs plain C kernels (GEMM through OpenBLAS when it was found at build time) and is the
+ * reference every shader is tested against.  `vulkan` runs the shaders of shaders/ on a Vulkan 1.2+
+ * device (any vendor's GPU, or Mesa's lavapipe on a CPU); ops are recorded into one command buffer
+ * and submitted together by mexd_backend_sync() (reads of tensors sync implicitly).
+ *
+ * Choice: the spec string "cpu", "vulkan" (the default Vulkan device) or "vulkan:N" (device N in
+ * the order the loader lists them).  NULL or "" reads MEXD_DEVICE; when that is unset too, the first
+ * discrete or integrated GPU is taken, else a software Vulkan device (lavapipe), else cpu. */
+#pragma once
+
+#include "core/tensor.h"
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+typedef enum {
+  MEXD_BACKEND_CPU,
+  MEXD_BACKEND_VULKAN,
+} MexdBackendKind;
+
+MexdBackend *mexd_backend_new(const char *spec, GError **error);
+MexdBackend *mexd_backend_ref(MexdBackend *be);
+void mexd_backend_unref(MexdBackend *be);
+
+MexdBackendKind mexd_backend_kind(const MexdBackend *be);
+/* A human-readable name, e.g. "cpu (OpenBLAS)" or "vulkan:0 NVIDIA H100 80GB HBM3". */
+const char *mexd_backend_name(const MexdBackend *be);
+/* TRUE when the device supports f16 storage (the cpu backend always does). */
+gboolean mexd_backend_has_f16(const MexdBackend *be);
+
+/* Submits everything recorded so far and waits for it.  Errors found by the device while running
+ * (an out-of-range index in a gather, a lost device, a timeout) are reported here. */
+gboolean mexd_backend_sync(MexdBackend *be, GError **error);
+
+/* The spec strings of every backend that can be opened here: "cpu", then "vulkan:0", "vulkan:1"...
+ * (NULL-terminated; g_strfreev it).  Used by the test harness and `mexd bench`. */
+char **mexd_backend_list(void);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdBackend, mexd_backend_unref)
+
+G_END_DECLS

@@ -1,0 +1,2 @@
+/* safetensors.h: placeholder header, replaced by the safetensors reader/writer. */
+#pragma once

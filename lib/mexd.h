@@ -1,0 +1,9 @@
+/* mexd.h: the public API of libmexd. */
+#pragma once
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/tensor.h"
+#include "io/safetensors.h"
+#include "ops/ops.h"

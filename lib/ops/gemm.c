@@ -1,0 +1,219 @@
+/* gemm.c: C = alpha·op(A)·op(B) + beta·C + bias, batched (ops.h).
+ *
+ * cpu: OpenBLAS's cblas_sgemm per batch when the build found it (MEXD_CPU_NO_BLAS=1 forces the
+ * plain-C kernel, which the tests compare against it); f16 operands are widened to f32 first.
+ * vulkan: shaders/gemm.comp, tile sizes chosen per device class by specialization constants. */
+#include "backend/cpu.h"
+#include "backend/vulkan.h"
+#include "ops/ops-private.h"
+
+#include <string.h>
+#ifdef MEXD_HAVE_CBLAS
+#include <cblas.h>
+#endif
+
+typedef struct {
+  int64_t batch, M, N, K;
+  int64_t sab, sam, sak; /* element strides of A: batch, m, k */
+  int64_t sbb, sbk, sbn; /* of B: batch, k, n */
+} GemmGeom;
+
+static gboolean use_blas(void)
+{
+#ifdef MEXD_HAVE_CBLAS
+  const char *v = g_getenv("MEXD_CPU_NO_BLAS");
+  return !(v && *v && strcmp(v, "0") != 0);
+#else
+  return FALSE;
+#endif
+}
+
+/* Plain C: per batch, rows of C accumulated in f32 in (i, k, j) order so the inner loop runs
+ * along contiguous rows of B when B is not transposed. */
+static void gemm_plain(const GemmGeom *g, const float *A, const float *B, float *acc)
+{
+  for (int64_t bt = 0; bt < g->batch; bt++) {
+    const float *a = A + bt * g->sab;
+    const float *b = B + bt * g->sbb;
+    float *c = acc + bt * g->M * g->N;
+    for (int64_t i = 0; i < g->M; i++) {
+      float *crow = c + i * g->N;
+      memset(crow, 0, sizeof(float) * (size_t)g->N);
+      if (g->sbn == 1) {
+        for (int64_t k = 0; k < g->K; k++) {
+          float av = a[i * g->sam + k * g->sak];
+          const float *brow = b + k * g->sbk;
+          for (int64_t j = 0; j < g->N; j++)
+            crow[j] += av * brow[j];
+        }
+      } else {
+        for (int64_t j = 0; j < g->N; j++) {
+          const float *bcol = b + j * g->sbn;
+          float s = 0.0f;
+          for (int64_t k = 0; k < g->K; k++)
+            s += a[i * g->sam + k * g->sak] * bcol[k * g->sbk];
+          crow[j] = s;
+        }
+      }
+    }
+  }
+}
+
+static void gemm_cpu(const GemmGeom *g, MexdTensor *c, MexdTensor *a, MexdTensor *b,
+                     MexdTensor *bias, const MexdGemmParams *p)
+{
+  gboolean oa, ob, oc, obias = FALSE;
+  float *A = mexd_cpu_f32_in(a, &oa);
+  float *B = mexd_cpu_f32_in(b, &ob);
+  float *C = mexd_cpu_f32_out(c, p->beta != 0.0f, &oc);
+  float *bv = bias ? mexd_cpu_f32_in(bias, &obias) : NULL;
+  int64_t mn = g->M * g->N;
+  float *prod = NULL;
+  if (use_blas()) {
+#ifdef MEXD_HAVE_CBLAS
+    for (int64_t bt = 0; bt < g->batch; bt++) {
+      float *cb = C + bt * mn;
+      if (p->beta == 0.0f)
+        memset(cb, 0, sizeof(float) * (size_t)mn); /* beta = 0 ignores C, NaN included */
+      cblas_sgemm(CblasRowMajor, p->trans_a ? CblasTrans : CblasNoTrans,
+                  p->trans_b ? CblasTrans : CblasNoTrans, (int)g->M, (int)g->N, (int)g->K,
+                  p->alpha, A + bt * g->sab, p->trans_a ? (int)g->M : (int)g->K,
+                  B + bt * g->sbb, p->trans_b ? (int)g->K : (int)g->N, p->beta, cb, (int)g->N);
+    }
+#endif
+  } else {
+    prod = g_new(float, g->batch * mn);
+    gemm_plain(g, A, B, prod);
+    for (int64_t i = 0; i < g->batch * mn; i++)
+      C[i] = p->alpha * prod[i] + (p->beta != 0.0f ? p->beta * C[i] : 0.0f);
+    g_free(prod);
+  }
+  if (bv)
+    for (int64_t r = 0; r < g->batch * g->M; r++)
+      for (int64_t j = 0; j < g->N; j++)
+        C[r * g->N + j] += bv[j];
+  mexd_cpu_f32_done(c, C, oc, TRUE);
+  if (oa)
+    g_free(A);
+  if (ob)
+    g_free(B);
+  if (obias)
+    g_free(bv);
+}
+
+typedef struct {
+  uint32_t off[4];
+  uint32_t M, N, K;
+  uint32_t sab, sam, sak;
+  uint32_t sbb, sbk, sbn;
+  uint32_t scb;
+  float alpha, beta;
+  uint32_t has_bias;
+} GemmPush;
+
+static gboolean gemm_vulkan(const GemmGeom *g, MexdTensor *c, MexdTensor *a, MexdTensor *b,
+                            MexdTensor *bias, const MexdGemmParams *p, GError **error)
+{
+  MexdBackend *be = c->backend;
+  const MexdVkLimits *lim = mexd_vk_limits(be);
+  /* tiles: 128×128 with 8×8 per thread on GPUs with room, 64×64 with 4×4 elsewhere (lavapipe
+   * runs a workgroup per CPU thread: smaller tiles keep both cores busy on small matrices) */
+  uint32_t bm = 64, bn = 64, bk = 16, tm = 4, tn = 4;
+  if (lim->is_gpu && g->M >= 128 && g->N >= 128 && lim->max_shared_memory >= 2 * 16 * 128 * 4) {
+    bm = bn = 128;
+    tm = tn = 8;
+  }
+  uint32_t threads = (bm / tm) * (bn / tn);
+  GemmPush pc = {
+    .M = (uint32_t)g->M, .N = (uint32_t)g->N, .K = (uint32_t)g->K,
+    .sab = (uint32_t)g->sab, .sam = (uint32_t)g->sam, .sak = (uint32_t)g->sak,
+    .sbb = (uint32_t)g->sbb, .sbk = (uint32_t)g->sbk, .sbn = (uint32_t)g->sbn,
+    .scb = (uint32_t)(g->M * g->N),
+    .alpha = p->alpha, .beta = p->beta,
+    .has_bias = bias != NULL,
+  };
+  MexdVkDispatch d = {
+    .shader = "gemm",
+    .variant = c->dtype,
+    .spec = {bm, bn, bk, tm, tn, threads},
+    .n_spec = 6,
+    .bind = {a, b, bias, c},
+    .n_bind = 4,
+    .push = &pc,
+    .push_size = sizeof pc,
+    .groups = {(uint32_t)((g->N + bn - 1) / bn), (uint32_t)((g->M + bm - 1) / bm),
+               (uint32_t)g->batch},
+  };
+  return mexd_vk_dispatch(be, &d, error);
+}
+
+gboolean mexd_gemm(MexdTensor *c, MexdTensor *a, MexdTensor *b, MexdTensor *bias,
+                   const MexdGemmParams *params, GError **error)
+{
+  const char *op = "gemm";
+  MexdGemmParams p = params ? *params : MEXD_GEMM_PARAMS_DEFAULT;
+  if (!mexd_op_check_float(op, "c", c, error))
+    return FALSE;
+  MexdBackend *be = c->backend;
+  if (!mexd_op_check_dtype(op, "a", a, be, c->dtype, error) ||
+      !mexd_op_check_dtype(op, "b", b, be, c->dtype, error) ||
+      (bias && !mexd_op_check_dtype(op, "bias", bias, be, c->dtype, error)))
+    return FALSE;
+  if (c->ndim != 2 && c->ndim != 3)
+    return mexd_fail(error, MEXD_ERROR_SHAPE, "gemm: c must be [M,N] or [batch,M,N], not %d-D",
+                     c->ndim);
+  if ((a->ndim != 2 && a->ndim != 3) || (b->ndim != 2 && b->ndim != 3))
+    return mexd_fail(error, MEXD_ERROR_SHAPE, "gemm: a and b must be 2-D or 3-D");
+  GemmGeom g = {0};
+  g.batch = c->ndim == 3 ? c->shape[0] : 1;
+  const int64_t *as = a->ndim == 3 ? a->shape + 1 : a->shape;
+  const int64_t *bs = b->ndim == 3 ? b->shape + 1 : b->shape;
+  const int64_t *cs = c->ndim == 3 ? c->shape + 1 : c->shape;
+  if ((a->ndim == 3 && a->shape[0] != g.batch) || (b->ndim == 3 && b->shape[0] != g.batch) ||
+      ((a->ndim == 3 || b->ndim == 3) && c->ndim != 3)) {
+    g_autofree char *da = mexd_tensor_describe(a), *db = mexd_tensor_describe(b),
+                    *dc = mexd_tensor_describe(c);
+    return mexd_fail(error, MEXD_ERROR_SHAPE, "gemm: batch sizes differ: a %s, b %s, c %s", da,
+                     db, dc);
+  }
+  g.M = cs[0];
+  g.N = cs[1];
+  int64_t am = p.trans_a ? as[1] : as[0], ak = p.trans_a ? as[0] : as[1];
+  int64_t bk = p.trans_b ? bs[1] : bs[0], bn = p.trans_b ? bs[0] : bs[1];
+  if (am != g.M || bn != g.N || ak != bk) {
+    g_autofree char *da = mexd_tensor_describe(a), *db = mexd_tensor_describe(b),
+                    *dc = mexd_tensor_describe(c);
+    return mexd_fail(error, MEXD_ERROR_SHAPE,
+                     "gemm: shapes do not fit: a %s%s * b %s%s -> c %s", da,
+                     p.trans_a ? "^T" : "", db, p.trans_b ? "^T" : "", dc);
+  }
+  g.K = ak;
+  if (bias && (bias->ndim != 1 || bias->shape[0] != g.N)) {
+    g_autofree char *d = mexd_tensor_describe(bias);
+    return mexd_fail(error, MEXD_ERROR_SHAPE, "gemm: bias is %s, expected [%" G_GINT64_FORMAT "]",
+                     d, g.N);
+  }
+  if (!mexd_op_check_no_overlap(op, "c", c, "a", a, error) ||
+      !mexd_op_check_no_overlap(op, "c", c, "b", b, error) ||
+      !mexd_op_check_no_overlap(op, "c", c, "bias", bias, error))
+    return FALSE;
+  g.sab = a->ndim == 3 ? as[0] * as[1] : 0;
+  g.sam = p.trans_a ? 1 : g.K;
+  g.sak = p.trans_a ? g.M : 1;
+  g.sbb = b->ndim == 3 ? bs[0] * bs[1] : 0;
+  g.sbk = p.trans_b ? 1 : g.N;
+  g.sbn = p.trans_b ? g.K : 1;
+
+  if (be->kind == MEXD_BACKEND_CPU) {
+    if (g.M > G_MAXINT || g.N > G_MAXINT || g.K > G_MAXINT)
+      return mexd_fail(error, MEXD_ERROR_SHAPE, "gemm: a dimension exceeds 2^31");
+    gemm_cpu(&g, c, a, b, bias, &p);
+    return TRUE;
+  }
+  if (!mexd_op_check_u32(op, "elements of c", mexd_tensor_numel(c), error))
+    return FALSE;
+  if (g.batch > mexd_vk_limits(be)->max_group_count[2])
+    return mexd_fail(error, MEXD_ERROR_SHAPE, "gemm: batch %" G_GINT64_FORMAT
+                     " exceeds the device's workgroup count limit", g.batch);
+  return gemm_vulkan(&g, c, a, b, bias, &p, error);
+}

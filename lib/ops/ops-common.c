@@ -1,0 +1,91 @@
+/* ops-common.c: argument checks shared by the ops (ops-private.h). */
+#include "ops/ops-private.h"
+
+gboolean mexd_op_check_tensor(const char *op, const char *arg, const MexdTensor *t,
+                              const MexdBackend *be, GError **error)
+{
+  if (!t)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: argument %s is NULL", op, arg);
+  if (be && t->backend != be)
+    return mexd_fail(error, MEXD_ERROR_BACKEND,
+                     "%s: argument %s lives on %s but the op runs on %s", op, arg,
+                     t->backend->name, be->name);
+  return TRUE;
+}
+
+gboolean mexd_op_check_dtype(const char *op, const char *arg, const MexdTensor *t,
+                             const MexdBackend *be, MexdDType dtype, GError **error)
+{
+  if (!mexd_op_check_tensor(op, arg, t, be, error))
+    return FALSE;
+  if (t->dtype != dtype) {
+    g_autofree char *d = mexd_tensor_describe(t);
+    return mexd_fail(error, MEXD_ERROR_DTYPE, "%s: argument %s is %s, expected %s", op, arg, d,
+                     mexd_dtype_name(dtype));
+  }
+  return TRUE;
+}
+
+gboolean mexd_op_check_float(const char *op, const char *arg, const MexdTensor *t,
+                             GError **error)
+{
+  if (!mexd_op_check_tensor(op, arg, t, NULL, error))
+    return FALSE;
+  if (!mexd_dtype_is_float(t->dtype)) {
+    g_autofree char *d = mexd_tensor_describe(t);
+    return mexd_fail(error, MEXD_ERROR_DTYPE, "%s: argument %s is %s, expected f32 or f16", op,
+                     arg, d);
+  }
+  return TRUE;
+}
+
+gboolean mexd_op_check_shape(const char *op, const char *arg, const MexdTensor *t, int ndim,
+                             const int64_t *shape, GError **error)
+{
+  gboolean ok = t->ndim == ndim;
+  for (int i = 0; ok && i < ndim; i++)
+    if (shape[i] >= 0 && t->shape[i] != shape[i])
+      ok = FALSE;
+  if (ok)
+    return TRUE;
+  g_autofree char *d = mexd_tensor_describe(t);
+  GString *want = g_string_new("[");
+  for (int i = 0; i < ndim; i++) {
+    if (shape[i] >= 0)
+      g_string_append_printf(want, "%s%" G_GINT64_FORMAT, i ? "," : "", shape[i]);
+    else
+      g_string_append_printf(want, "%s*", i ? "," : "");
+  }
+  g_string_append_c(want, ']');
+  g_set_error(error, MEXD_ERROR, MEXD_ERROR_SHAPE, "%s: argument %s is %s, expected shape %s", op,
+              arg, d, want->str);
+  g_string_free(want, TRUE);
+  return FALSE;
+}
+
+gboolean mexd_tensor_same_data(const MexdTensor *a, const MexdTensor *b)
+{
+  return a->storage == b->storage && a->offset == b->offset && a->dtype == b->dtype &&
+         mexd_tensor_nbytes(a) == mexd_tensor_nbytes(b);
+}
+
+gboolean mexd_op_check_no_overlap(const char *op, const char *out, const MexdTensor *a,
+                                  const char *in, const MexdTensor *b, GError **error)
+{
+  if (!a || !b || a->storage != b->storage)
+    return TRUE;
+  size_t a0 = a->offset, a1 = a->offset + mexd_tensor_nbytes(a);
+  size_t b0 = b->offset, b1 = b->offset + mexd_tensor_nbytes(b);
+  if (a0 < b1 && b0 < a1)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "%s: output %s overlaps input %s; use a separate output tensor", op, out, in);
+  return TRUE;
+}
+
+gboolean mexd_op_check_u32(const char *op, const char *what, int64_t v, GError **error)
+{
+  if (v < 0 || v > (int64_t)UINT32_MAX)
+    return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "%s: %s = %" G_GINT64_FORMAT " is too large",
+                     op, what, v);
+  return TRUE;
+}

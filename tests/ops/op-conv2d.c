@@ -1,0 +1,2 @@
+#include "harness.h"
+void register_conv2d_tests(void) {}

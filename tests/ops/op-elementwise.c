@@ -1,0 +1,2 @@
+#include "harness.h"
+void register_elementwise_tests(void) {}

@@ -1,0 +1,2 @@
+#include "harness.h"
+void register_norm_tests(void) {}

@@ -1,0 +1,2 @@
+#include "harness.h"
+void register_reduce_tests(void) {}

@@ -1,0 +1,66 @@
+/* mexd.c: the `mexd` command.  `mexd help` lists the subcommands; each takes --help.
+ * Exit codes: 0 success, 1 a failure while running, 2 bad usage. */
+#include "mexd.h"
+
+#include "../lib/mexd.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int cmd_devices(int argc, char **argv)
+{
+  (void)argc;
+  (void)argv;
+  g_auto(GStrv) list = mexd_backend_list();
+  for (int i = 0; list[i]; i++) {
+    g_autoptr(GError) error = NULL;
+    g_autoptr(MexdBackend) be = mexd_backend_new(list[i], &error);
+    if (be)
+      printf("%-10s %s%s\n", list[i], mexd_backend_name(be),
+             mexd_backend_has_f16(be) ? "" : " (no f16)");
+    else
+      printf("%-10s cannot be used: %s\n", list[i], error->message);
+  }
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MexdBackend) def = mexd_backend_new(NULL, &error);
+  printf("default: %s\n", def ? mexd_backend_name(def) : error->message);
+  return def ? 0 : 1;
+}
+
+static void usage(FILE *f)
+{
+  fprintf(f,
+          "usage: mexd COMMAND [ARGS…]\n"
+          "\n"
+          "commands:\n"
+          "  bench gemm M N K [--device D] [--dtype f32|f16] [--reps R] [--json]\n"
+          "                 GEMM throughput (GFLOP/s, median of R runs)\n"
+          "  devices        list the compute devices and the default choice\n"
+          "  help           this text\n"
+          "\n"
+          "Devices: --device cpu | vulkan | vulkan:N; default MEXD_DEVICE, else the first GPU,\n"
+          "else lavapipe, else cpu.  MEXD_DEBUG=1 logs the device, its limits and features.\n");
+}
+
+int main(int argc, char **argv)
+{
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "--version") == 0) {
+    printf("mexd 0.1.0\n");
+    return 0;
+  }
+  if (strcmp(cmd, "bench") == 0)
+    return mexd_cmd_bench(argc - 1, argv + 1);
+  if (strcmp(cmd, "devices") == 0)
+    return cmd_devices(argc - 1, argv + 1);
+  fprintf(stderr, "mexd: unknown command \"%s\" (mexd help lists them)\n", cmd);
+  return 2;
+}

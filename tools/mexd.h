@@ -1,0 +1,4 @@
+/* mexd.h (tools): the subcommands of the `mexd` command. */
+#pragma once
+
+int mexd_cmd_bench(int argc, char **argv);

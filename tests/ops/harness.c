@@ -225,7 +225,7 @@ int main(int argc, char **argv)
   register_layout_tests();
   const char *v = g_getenv("MEXD_VK_VALIDATION");
   if (v && *v && strcmp(v, "0") != 0)
-    g_test_add_func("/ops/~validation-layer-silent", test_validation_clean);
+    g_test_add_func("/validation/layer-silent", test_validation_clean);
   int rc = g_test_run();
   for (guint i = 0; i < backends->len; i++)
     mexd_backend_unref(g_ptr_array_index(backends, i));

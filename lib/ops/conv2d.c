@@ -1,1 +1,218 @@
-/* placeholder, replaced by the op's implementation */
+/* conv2d.c: NCHW 2-D cross-correlation with stride, zero padding, dilation and groups, as
+ * PyTorch's Conv2d (ops.h).
+ *
+ * cpu: a direct convolution in f32, one output plane at a time: for every (input channel, kh, kw)
+ * the weight is a scalar and the valid output columns are a contiguous range, so the inner loop
+ * is a strided axpy along an input row.  f16 tensors are widened to f32 first.
+ * vulkan: shaders/conv2d.comp, one invocation per output element (a direct convolution), spread
+ * over a 1-D grid of workgroups (mexd_vk_grid). */
+#include "backend/cpu.h"
+#include "backend/vulkan.h"
+#include "ops/ops-private.h"
+
+#include <string.h>
+
+typedef struct {
+  int64_t N, C, H, W;  /* x */
+  int64_t O, KH, KW;   /* w is [O, C/groups, KH, KW] */
+  int64_t OH, OW;      /* y is [N, O, OH, OW] */
+  int64_t cpg, opg;    /* input / output channels per group */
+  MexdConv2dParams p;
+} ConvGeom;
+
+/* The first output index `o` in [0, n_out) whose input index o·stride − pad + off is ≥ 0, and one
+ * past the last whose input index is < n_in: the outputs a kernel tap (at offset `off`) reaches. */
+static void tap_range(int64_t n_out, int64_t n_in, int64_t stride, int64_t pad, int64_t off,
+                      int64_t *lo, int64_t *hi)
+{
+  int64_t s = off - pad; /* input index of output 0 */
+  int64_t a = s >= 0 ? 0 : (-s + stride - 1) / stride;
+  int64_t b = n_in - s <= 0 ? 0 : (n_in - s + stride - 1) / stride; /* o·stride + s < n_in */
+  *lo = MIN(a, n_out);
+  *hi = MAX(MIN(b, n_out), *lo);
+}
+
+static void conv2d_cpu(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTensor *w,
+                       MexdTensor *bias)
+{
+  gboolean ox, ow_, oy, obias = FALSE;
+  const float *X = mexd_cpu_f32_in(x, &ox);
+  const float *Wt = mexd_cpu_f32_in(w, &ow_);
+  float *Y = mexd_cpu_f32_out(y, FALSE, &oy);
+  const float *bv = bias ? mexd_cpu_f32_in(bias, &obias) : NULL;
+  const MexdConv2dParams *p = &g->p;
+  int64_t plane = g->OH * g->OW;
+  /* the output columns each kw tap reaches, the same for every row and channel */
+  int64_t *kw_lo = g_new(int64_t, g->KW), *kw_hi = g_new(int64_t, g->KW);
+  for (int64_t kw = 0; kw < g->KW; kw++)
+    tap_range(g->OW, g->W, p->stride_w, p->pad_w, kw * p->dil_w, &kw_lo[kw], &kw_hi[kw]);
+
+  for (int64_t n = 0; n < g->N; n++)
+    for (int64_t o = 0; o < g->O; o++) {
+      float *out = Y + (n * g->O + o) * plane;
+      float b0 = bv ? bv[o] : 0.0f;
+      for (int64_t i = 0; i < plane; i++)
+        out[i] = b0;
+      int64_t c0 = (o / g->opg) * g->cpg;
+      for (int64_t ic = 0; ic < g->cpg; ic++) {
+        const float *xp = X + (n * g->C + c0 + ic) * g->H * g->W;
+        const float *wp = Wt + (o * g->cpg + ic) * g->KH * g->KW;
+        for (int64_t kh = 0; kh < g->KH; kh++) {
+          int64_t oh0, oh1;
+          tap_range(g->OH, g->H, p->stride_h, p->pad_h, kh * p->dil_h, &oh0, &oh1);
+          for (int64_t kw = 0; kw < g->KW; kw++) {
+            float wv = wp[kh * g->KW + kw];
+            int64_t ow0 = kw_lo[kw], ow1 = kw_hi[kw];
+            int64_t iw0 = kw * p->dil_w - p->pad_w; /* input column of output column 0 */
+            for (int64_t oh = oh0; oh < oh1; oh++) {
+              int64_t ih = oh * p->stride_h - p->pad_h + kh * p->dil_h;
+              const float *xrow = xp + ih * g->W;
+              float *orow = out + oh * g->OW;
+              if (p->stride_w == 1)
+                for (int64_t ow = ow0; ow < ow1; ow++)
+                  orow[ow] += wv * xrow[ow + iw0];
+              else
+                for (int64_t ow = ow0; ow < ow1; ow++)
+                  orow[ow] += wv * xrow[ow * p->stride_w + iw0];
+            }
+          }
+        }
+      }
+    }
+  g_free(kw_lo);
+  g_free(kw_hi);
+  mexd_cpu_f32_done(y, Y, oy, TRUE);
+  if (ox)
+    g_free((float *)X);
+  if (ow_)
+    g_free((float *)Wt);
+  if (obias)
+    g_free((float *)bv);
+}
+
+typedef struct {
+  uint32_t off[4];
+  uint32_t total; /* elements of y */
+  uint32_t C, H, W;
+  uint32_t O, OH, OW;
+  uint32_t KH, KW;
+  uint32_t cpg, opg;
+  int32_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  uint32_t has_bias;
+} ConvPush;
+
+static gboolean conv2d_vulkan(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTensor *w,
+                              MexdTensor *bias, GError **error)
+{
+  MexdBackend *be = y->backend;
+  const MexdVkLimits *lim = mexd_vk_limits(be);
+  /* lavapipe runs a workgroup per CPU thread: smaller groups spread small outputs better */
+  uint32_t wg = lim->is_gpu ? 256 : 64;
+  int64_t total = mexd_tensor_numel(y);
+  ConvPush pc = {
+    .total = (uint32_t)total,
+    .C = (uint32_t)g->C, .H = (uint32_t)g->H, .W = (uint32_t)g->W,
+    .O = (uint32_t)g->O, .OH = (uint32_t)g->OH, .OW = (uint32_t)g->OW,
+    .KH = (uint32_t)g->KH, .KW = (uint32_t)g->KW,
+    .cpg = (uint32_t)g->cpg, .opg = (uint32_t)g->opg,
+    .stride_h = g->p.stride_h, .stride_w = g->p.stride_w,
+    .pad_h = g->p.pad_h, .pad_w = g->p.pad_w,
+    .dil_h = g->p.dil_h, .dil_w = g->p.dil_w,
+    .has_bias = bias != NULL,
+  };
+  MexdVkDispatch d = {
+    .shader = "conv2d",
+    .variant = y->dtype,
+    .spec = {wg},
+    .n_spec = 1,
+    .bind = {x, w, bias, y},
+    .n_bind = 4,
+    .push = &pc,
+    .push_size = sizeof pc,
+  };
+  if (!mexd_vk_grid(be, ((uint64_t)total + wg - 1) / wg, d.groups, error))
+    return FALSE;
+  return mexd_vk_dispatch(be, &d, error);
+}
+
+gboolean mexd_conv2d(MexdTensor *y, MexdTensor *x, MexdTensor *w, MexdTensor *bias,
+                     const MexdConv2dParams *params, GError **error)
+{
+  const char *op = "conv2d";
+  MexdConv2dParams p = params ? *params : MEXD_CONV2D_PARAMS_DEFAULT;
+  if (!mexd_op_check_float(op, "y", y, error))
+    return FALSE;
+  MexdBackend *be = y->backend;
+  if (!mexd_op_check_dtype(op, "x", x, be, y->dtype, error) ||
+      !mexd_op_check_dtype(op, "w", w, be, y->dtype, error) ||
+      (bias && !mexd_op_check_dtype(op, "bias", bias, be, y->dtype, error)))
+    return FALSE;
+  if (y->ndim != 4 || x->ndim != 4 || w->ndim != 4) {
+    g_autofree char *dy = mexd_tensor_describe(y), *dx = mexd_tensor_describe(x),
+                    *dw = mexd_tensor_describe(w);
+    return mexd_fail(error, MEXD_ERROR_SHAPE,
+                     "conv2d: y, x and w must be 4-D ([N,O,OH,OW], [N,C,H,W], [O,C/groups,KH,KW]);"
+                     " got y %s, x %s, w %s", dy, dx, dw);
+  }
+  if (p.stride_h < 1 || p.stride_w < 1)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "conv2d: stride %dx%d, expected >= 1", p.stride_h, p.stride_w);
+  if (p.dil_h < 1 || p.dil_w < 1)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "conv2d: dilation %dx%d, expected >= 1", p.dil_h, p.dil_w);
+  if (p.pad_h < 0 || p.pad_w < 0)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "conv2d: padding %dx%d, expected >= 0", p.pad_h, p.pad_w);
+  ConvGeom g = {.p = p};
+  g.N = x->shape[0];
+  g.C = x->shape[1];
+  g.H = x->shape[2];
+  g.W = x->shape[3];
+  g.O = w->shape[0];
+  g.KH = w->shape[2];
+  g.KW = w->shape[3];
+  if (p.groups < 1 || g.C % p.groups != 0 || g.O % p.groups != 0) {
+    g_autofree char *dx = mexd_tensor_describe(x), *dw = mexd_tensor_describe(w);
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "conv2d: groups %d must be >= 1 and divide the channels of x %s and w %s",
+                     p.groups, dx, dw);
+  }
+  g.cpg = g.C / p.groups;
+  g.opg = g.O / p.groups;
+  if (!mexd_op_check_shape(op, "w", w, 4, (int64_t[]){-1, g.cpg, -1, -1}, error))
+    return FALSE;
+  /* padded extents and kernel spans in int64: no overflow for any int parameters */
+  int64_t hp = g.H + 2 * (int64_t)p.pad_h, wp = g.W + 2 * (int64_t)p.pad_w;
+  int64_t span_h = (int64_t)p.dil_h * (g.KH - 1) + 1, span_w = (int64_t)p.dil_w * (g.KW - 1) + 1;
+  if (span_h > hp || span_w > wp) {
+    g_autofree char *dx = mexd_tensor_describe(x), *dw = mexd_tensor_describe(w);
+    return mexd_fail(error, MEXD_ERROR_SHAPE,
+                     "conv2d: the kernel of w %s (dilation %dx%d) is larger than x %s with "
+                     "padding %dx%d: the output would be empty",
+                     dw, p.dil_h, p.dil_w, dx, p.pad_h, p.pad_w);
+  }
+  g.OH = (hp - span_h) / p.stride_h + 1;
+  g.OW = (wp - span_w) / p.stride_w + 1;
+  if (!mexd_op_check_shape(op, "y", y, 4, (int64_t[]){g.N, g.O, g.OH, g.OW}, error))
+    return FALSE;
+  if (bias && !mexd_op_check_shape(op, "bias", bias, 1, (int64_t[]){g.O}, error))
+    return FALSE;
+  if (!mexd_op_check_no_overlap(op, "y", y, "x", x, error) ||
+      !mexd_op_check_no_overlap(op, "y", y, "w", w, error) ||
+      !mexd_op_check_no_overlap(op, "y", y, "bias", bias, error))
+    return FALSE;
+
+  if (be->kind == MEXD_BACKEND_CPU) {
+    conv2d_cpu(&g, y, x, w, bias);
+    return TRUE;
+  }
+  /* the shader indexes in uint32 and computes input rows/columns (and their bounds) in int32 */
+  if (!mexd_op_check_u32(op, "elements of y", mexd_tensor_numel(y), error) ||
+      !mexd_op_check_u32(op, "elements of x", mexd_tensor_numel(x), error) ||
+      !mexd_op_check_u32(op, "elements of w", mexd_tensor_numel(w), error))
+    return FALSE;
+  if (hp + p.dil_h > G_MAXINT32 || wp + p.dil_w > G_MAXINT32)
+    return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "conv2d: padded input %" G_GINT64_FORMAT
+                     "x%" G_GINT64_FORMAT " is too large", hp, wp);
+  return conv2d_vulkan(&g, y, x, w, bias, error);
+}

@@ -1,0 +1,186 @@
+/* test-backend.c: backend choice, the vulkan allocator and recorder (views at unaligned offsets,
+ * ordering of writes against recorded ops, many live tensors), and device limits. */
+#include "mexd.h"
+
+#include "backend/vulkan.h"
+
+#include <string.h>
+
+static void expect_error(GError *error, int code, const char *what)
+{
+  if (!error)
+    g_error("%s: expected an error", what);
+  g_assert_true(error->domain == MEXD_ERROR);
+  if (code >= 0 && error->code != code)
+    g_error("%s: expected code %d, got %d: %s", what, code, error->code, error->message);
+  g_test_message("%s: %s", what, error->message);
+  g_error_free(error);
+}
+
+static MexdBackend *open_vulkan(void)
+{
+  g_autoptr(GError) error = NULL;
+  MexdBackend *be = mexd_backend_new("vulkan", &error);
+  if (!be)
+    g_test_skip_printf("no Vulkan device: %s", error->message);
+  return be;
+}
+
+static void test_choice(void)
+{
+  GError *error = NULL;
+  g_assert_null(mexd_backend_new("tpu", &error));
+  expect_error(error, MEXD_ERROR_INVALID_ARGUMENT, "unknown device");
+  error = NULL;
+  g_assert_null(mexd_backend_new("vulkan:x", &error));
+  expect_error(error, MEXD_ERROR_INVALID_ARGUMENT, "bad index");
+  error = NULL;
+  g_assert_null(mexd_backend_new("vulkan:999", &error));
+  expect_error(error, -1, "missing device");
+  error = NULL;
+  g_setenv("MEXD_DEVICE", "bogus", TRUE);
+  g_assert_null(mexd_backend_new(NULL, &error));
+  g_assert_nonnull(strstr(error->message, "MEXD_DEVICE"));
+  expect_error(error, MEXD_ERROR_INVALID_ARGUMENT, "bad MEXD_DEVICE");
+  error = NULL;
+  g_setenv("MEXD_DEVICE", "cpu", TRUE);
+  g_autoptr(MexdBackend) be = mexd_backend_new(NULL, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(mexd_backend_kind(be), ==, MEXD_BACKEND_CPU);
+  g_unsetenv("MEXD_DEVICE");
+  g_autoptr(MexdBackend) def = mexd_backend_new(NULL, &error);
+  g_assert_no_error(error);
+  g_assert_true(mexd_backend_sync(def, &error));
+  g_assert_false(mexd_backend_sync(NULL, &error));
+  expect_error(error, MEXD_ERROR_INVALID_ARGUMENT, "sync NULL");
+  g_auto(GStrv) list = mexd_backend_list();
+  g_assert_cmpstr(list[0], ==, "cpu");
+}
+
+/* gemm on row views whose offsets are not multiples of the descriptor alignment. */
+static void test_unaligned_views(void)
+{
+  g_autoptr(MexdBackend) vk = open_vulkan();
+  if (!vk)
+    return;
+  g_autoptr(MexdBackend) cpu = mexd_backend_new("cpu", NULL);
+  GError *error = NULL;
+  enum { M = 9, K = 5, N = 3 };
+  float a[M * K], b[K * N];
+  for (int i = 0; i < M * K; i++)
+    a[i] = (float)((i * 7) % 11) - 5;
+  for (int i = 0; i < K * N; i++)
+    b[i] = (float)((i * 5) % 7) - 3;
+  float out[2][4 * N];
+  MexdBackend *bes[2] = {cpu, vk};
+  for (int k = 0; k < 2; k++) {
+    int64_t sa[2] = {M, K}, sb[2] = {K, N}, sc[2] = {7, N};
+    g_autoptr(MexdTensor) ta = mexd_tensor_new_from_f32(bes[k], MEXD_DTYPE_F32, 2, sa, a, &error);
+    g_autoptr(MexdTensor) tb = mexd_tensor_new_from_f32(bes[k], MEXD_DTYPE_F32, 2, sb, b, &error);
+    g_autoptr(MexdTensor) tc = mexd_tensor_new_zeros(bes[k], MEXD_DTYPE_F32, 2, sc, &error);
+    g_assert_no_error(error);
+    /* rows 3..6 of A (offset 60 bytes) times rows 1..5 of B viewed as... B whole; into rows 1..4 of C */
+    g_autoptr(MexdTensor) av = mexd_tensor_rows(ta, 3, 4, &error);
+    g_autoptr(MexdTensor) cv = mexd_tensor_rows(tc, 1, 4, &error);
+    g_assert_no_error(error);
+    g_assert_true(mexd_gemm(cv, av, tb, NULL, NULL, &error));
+    g_assert_no_error(error);
+    g_assert_true(mexd_tensor_read_f32(cv, out[k], 4 * N, &error));
+    g_assert_no_error(error);
+    float whole[7 * N];
+    g_assert_true(mexd_tensor_read_f32(tc, whole, 7 * N, &error));
+    for (int j = 0; j < N; j++) { /* rows outside the view untouched */
+      g_assert_cmpfloat(whole[j], ==, 0.0f);
+      g_assert_cmpfloat(whole[5 * N + j], ==, 0.0f);
+    }
+  }
+  for (int i = 0; i < 4 * N; i++)
+    g_assert_cmpfloat(out[0][i], ==, out[1][i]);
+}
+
+/* A write after a recorded op must not change what the op computed. */
+static void test_write_after_record(void)
+{
+  g_autoptr(MexdBackend) vk = open_vulkan();
+  if (!vk)
+    return;
+  GError *error = NULL;
+  float one[4] = {1, 1, 1, 1}, two[4] = {2, 2, 2, 2}, eye[4] = {1, 0, 0, 1};
+  int64_t s[2] = {2, 2};
+  g_autoptr(MexdTensor) a = mexd_tensor_new_from_f32(vk, MEXD_DTYPE_F32, 2, s, one, &error);
+  g_autoptr(MexdTensor) i = mexd_tensor_new_from_f32(vk, MEXD_DTYPE_F32, 2, s, eye, &error);
+  g_autoptr(MexdTensor) c = mexd_tensor_new_2d(vk, MEXD_DTYPE_F32, 2, 2, &error);
+  g_assert_true(mexd_gemm(c, a, i, NULL, NULL, &error));
+  g_assert_true(mexd_tensor_write_f32(a, two, 4, &error)); /* after recording, before sync */
+  float got[4];
+  g_assert_true(mexd_tensor_read_f32(c, got, 4, &error));
+  g_assert_no_error(error);
+  for (int k = 0; k < 4; k++)
+    g_assert_cmpfloat(got[k], ==, 1.0f);
+}
+
+/* Many tensors of random sizes live at once, written and read back, freed in random order:
+ * any overlap between sub-allocations shows as a wrong pattern. */
+static void test_allocator_stress(void)
+{
+  g_autoptr(MexdBackend) vk = open_vulkan();
+  if (!vk)
+    return;
+  GRand *r = g_rand_new_with_seed(3);
+  GPtrArray *live = g_ptr_array_new();
+  GError *error = NULL;
+  for (int step = 0; step < 400; step++) {
+    if (live->len > 0 && g_rand_int_range(r, 0, 3) == 0) {
+      guint k = (guint)g_rand_int_range(r, 0, (gint32)live->len);
+      MexdTensor *t = g_ptr_array_index(live, k);
+      int64_t n = mexd_tensor_numel(t);
+      int32_t *v = g_new(int32_t, n);
+      g_assert_true(mexd_tensor_read(t, v, (size_t)n * 4, &error));
+      int32_t tag = v[0];
+      for (int64_t j = 0; j < n; j++)
+        if (v[j] != tag + (int32_t)j)
+          g_error("tensor %d element %" G_GINT64_FORMAT " was overwritten", tag, j);
+      g_free(v);
+      mexd_tensor_unref(t);
+      g_ptr_array_remove_index_fast(live, k);
+      continue;
+    }
+    int64_t n = g_rand_int_range(r, 1, 4) == 1 ? g_rand_int_range(r, 1 << 18, 1 << 22)
+                                                : g_rand_int_range(r, 1, 5000);
+    MexdTensor *t = mexd_tensor_new_1d(vk, MEXD_DTYPE_I32, n, &error);
+    g_assert_no_error(error);
+    int32_t *v = g_new(int32_t, n);
+    for (int64_t j = 0; j < n; j++)
+      v[j] = step * 1000003 + (int32_t)j;
+    g_assert_true(mexd_tensor_write(t, v, (size_t)n * 4, &error));
+    g_free(v);
+    g_ptr_array_add(live, t);
+  }
+  g_ptr_array_set_free_func(live, (GDestroyNotify)mexd_tensor_unref);
+  g_ptr_array_free(live, TRUE);
+  g_rand_free(r);
+}
+
+static void test_limits(void)
+{
+  g_autoptr(MexdBackend) vk = open_vulkan();
+  if (!vk)
+    return;
+  const MexdVkLimits *l = mexd_vk_limits(vk);
+  GError *error = NULL;
+  /* a tensor larger than the device can bind is refused when it is created */
+  int64_t n = (int64_t)(l->max_storage_range / 4) + 1;
+  g_assert_null(mexd_tensor_new_1d(vk, MEXD_DTYPE_F32, n, &error));
+  expect_error(error, MEXD_ERROR_NO_MEMORY, "tensor over maxStorageBufferRange");
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/backend/choice", test_choice);
+  g_test_add_func("/backend/vulkan/unaligned-views", test_unaligned_views);
+  g_test_add_func("/backend/vulkan/write-after-record", test_write_after_record);
+  g_test_add_func("/backend/vulkan/allocator-stress", test_allocator_stress);
+  g_test_add_func("/backend/vulkan/limits", test_limits);
+  return g_test_run();
+}

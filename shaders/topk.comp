@@ -11,7 +11,8 @@
 //
 // The sort runs over P = 2^p ≥ max(n, BLOCK) pairs held in `tmp` (keys at [0,P), indices at
 // [P,2P)); pairs past n are padding with key 0 and index ≥ n, which rank after every real element
-// (NaNs included).  BLOCK = 2·WG pairs are handled by one workgroup in shared memory.  Modes
+// (NaNs included).  A block of BLOCK pairs is handled by one workgroup in shared memory, each
+// invocation taking BLOCK/2/WG compare-exchanges per step.  Modes
 // (push constant `mode`, one pipeline for all):
 //   MODE_LOCAL_SORT  computes the keys of a block and runs every bitonic step of sizes 2..BLOCK on
 //                    it in shared memory (sequences alternate direction by block, as in the
@@ -28,9 +29,9 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(constant_id = 0) const uint WG = 256; // invocations per workgroup, a power of two
+layout(constant_id = 0) const uint WG = 256;     // invocations per workgroup, a power of two
+layout(constant_id = 1) const uint BLOCK = 2048; // pairs per shared-memory block: 2·WG·2^m
 layout(local_size_x_id = 0) in;
-const uint BLOCK = 2 * WG;
 
 #define MODE_LOCAL_SORT 0u
 #define MODE_GLOBAL 1u
@@ -103,17 +104,18 @@ uint pair_low(uint t, uint j)
 // position has the `size` bit clear.
 void local_steps(uint base, uint size, uint j0)
 {
-  const uint t = gl_LocalInvocationID.x;
   for (uint j = j0; j > 0u; j >>= 1) {
     barrier();
-    const uint i = pair_low(t, j), l = i + j;
-    const uint ki = skey[i], ii = sidx[i], kl = skey[l], il = sidx[l];
-    const bool asc = ((base + i) & size) == 0u;
-    if (asc ? before(kl, il, ki, ii) : before(ki, ii, kl, il)) {
-      skey[i] = kl;
-      sidx[i] = il;
-      skey[l] = ki;
-      sidx[l] = ii;
+    for (uint t = gl_LocalInvocationID.x; t < BLOCK / 2; t += WG) {
+      const uint i = pair_low(t, j), l = i + j;
+      const uint ki = skey[i], ii = sidx[i], kl = skey[l], il = sidx[l];
+      const bool asc = ((base + i) & size) == 0u;
+      if (asc ? before(kl, il, ki, ii) : before(ki, ii, kl, il)) {
+        skey[i] = kl;
+        sidx[i] = il;
+        skey[l] = ki;
+        sidx[l] = ii;
+      }
     }
   }
   barrier();
@@ -154,8 +156,8 @@ void main()
 
   // the local modes: block g is pairs [base, base + BLOCK)
   const uint base = g * BLOCK;
-  for (uint h = 0u; h < 2u; h++) {
-    const uint e = t + h * WG, gi = base + e;
+  for (uint e = t; e < BLOCK; e += WG) {
+    const uint gi = base + e;
     if (pc.mode == MODE_LOCAL_SORT) {
       skey[e] = gi < pc.n ? order_key(gi) : 0u;
       sidx[e] = gi;
@@ -170,8 +172,8 @@ void main()
   } else {
     local_steps(base, pc.size, BLOCK >> 1);
   }
-  for (uint h = 0u; h < 2u; h++) {
-    const uint e = t + h * WG, gi = base + e;
+  for (uint e = t; e < BLOCK; e += WG) {
+    const uint gi = base + e;
     tmp[pc.o1 + gi] = skey[e];
     tmp[pc.o1 + pc.P + gi] = sidx[e];
   }

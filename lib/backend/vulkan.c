@@ -1135,6 +1135,11 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
   vk->limits.discrete = vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU;
   vk->limits.is_gpu = vk->limits.discrete ||
                       vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU;
+  if (g_getenv("MEXD_VK_EMULATE_DISCRETE")) {
+    /* test aid: take the discrete-GPU paths (staged copies, large GEMM tiles) on any device */
+    vk->limits.discrete = TRUE;
+    vk->limits.is_gpu = TRUE;
+  }
   vk->offset_align = MAX(l->minStorageBufferOffsetAlignment, 4);
   vk->block_size = MIN(BLOCK_SIZE_DEFAULT, m3.maxMemoryAllocationSize);
   be->max_tensor_bytes = MIN((size_t)l->maxStorageBufferRange, (size_t)m3.maxMemoryAllocationSize);

@@ -22,8 +22,8 @@ static gboolean gather_cpu(MexdTensor *y, MexdTensor *x, MexdTensor *idx, GError
   for (int64_t i = 0; i < K; i++)
     if (ix[i] < 0 || ix[i] >= M)
       return mexd_fail(error, MEXD_ERROR_INDEX,
-                       "gather_rows: idx[%" G_GINT64_FORMAT "] = %d is outside the %" G_GINT64_FORMAT
-                       " rows of x",
+                       "gather_rows: idx[%" G_GINT64_FORMAT "] = %d is outside the %"
+                       G_GINT64_FORMAT " rows of x",
                        i, (int)ix[i], M);
   const size_t row_bytes = (size_t)N * mexd_dtype_size(x->dtype);
   const char *src = mexd_tensor_host_data(x);

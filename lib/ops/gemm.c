@@ -7,6 +7,7 @@
 #include "backend/vulkan.h"
 #include "ops/ops-private.h"
 
+#include <stdio.h>
 #include <string.h>
 #ifdef MEXD_HAVE_CBLAS
 #include <cblas.h>
@@ -122,6 +123,21 @@ static gboolean gemm_vulkan(const GemmGeom *g, MexdTensor *c, MexdTensor *a, Mex
   if (lim->is_gpu && g->M >= 128 && g->N >= 128 && lim->max_shared_memory >= 2 * 16 * 128 * 4) {
     bm = bn = 128;
     tm = tn = 8;
+  }
+  const char *tiles = g_getenv("MEXD_GEMM_TILES"); /* tuning aid: "BM,BN,BK,TM,TN" */
+  if (tiles) {
+    unsigned v[5];
+    if (sscanf(tiles, "%u,%u,%u,%u,%u", &v[0], &v[1], &v[2], &v[3], &v[4]) == 5 && v[3] &&
+        v[4] && v[0] % v[3] == 0 && v[1] % v[4] == 0 && (v[0] / v[3]) * (v[1] / v[4]) <= 1024 &&
+        (v[0] + v[1]) * v[2] * 4 <= lim->max_shared_memory) {
+      bm = v[0], bn = v[1], bk = v[2], tm = v[3], tn = v[4];
+    } else {
+      return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                       "MEXD_GEMM_TILES=\"%s\" is not BM,BN,BK,TM,TN with BM%%TM = BN%%TN = 0, "
+                       "at most 1024 threads and (BM+BN)*BK*4 bytes of shared memory within the "
+                       "device limit",
+                       tiles);
+    }
   }
   uint32_t threads = (bm / tm) * (bn / tn);
   GemmPush pc = {

@@ -12,7 +12,9 @@
  * The sort is a sequence of dispatches recorded into the open command buffer (the backend puts a
  * barrier between dispatches): one shared-memory pass sorting each block, then for every larger
  * sequence size the global compare-exchange steps of distance ≥ the block and one shared-memory
- * pass for the smaller distances.  For n = 100,000 that is 1 + 36 + 8 + 1 = 46 dispatches. */
+ * pass for the smaller distances.  Blocks are 2048 pairs for 256 invocations (less where the
+ * device has less shared memory); for n = 100,000, P = 2^17 and that is 1 + 21 + 6 + 1 = 29
+ * dispatches. */
 #include "backend/cpu.h"
 #include "backend/vulkan.h"
 #include "ops/ops-private.h"
@@ -20,6 +22,7 @@
 #include <string.h>
 
 #define TOPK_THREADS 256
+#define TOPK_BLOCK 2048
 
 /* Larger key = ranks earlier; see the file comment. */
 static inline uint32_t order_key(float v)
@@ -129,14 +132,15 @@ static gboolean topk_vulkan(MexdTensor *values, MexdTensor *indices, MexdTensor 
                             GError **error)
 {
   const char *op = "topk";
-  MexdBackend *be = x->backend;
+  MexdBackend *be = indices->backend;
   const MexdVkLimits *lim = mexd_vk_limits(be);
-  /* a power of two that the device takes; shared memory holds 2 uints per pair of the block */
-  uint32_t threads = TOPK_THREADS;
-  while (threads > 32 && (threads > lim->max_group_invocations ||
-                          (uint64_t)threads * 2 * 2 * sizeof(uint32_t) > lim->max_shared_memory))
+  /* powers of two that the device takes: threads per workgroup, and pairs per shared-memory
+   * block (2 uints each) — larger blocks leave fewer global steps */
+  uint32_t threads = TOPK_THREADS, block = TOPK_BLOCK;
+  while (threads > 32 && threads > lim->max_group_invocations)
     threads >>= 1;
-  const uint64_t block = 2 * (uint64_t)threads;
+  while (block > 2 * threads && block * 2 * sizeof(uint32_t) > lim->max_shared_memory)
+    block >>= 1;
   const uint64_t n = (uint64_t)x->shape[0], k = (uint64_t)indices->shape[0];
   uint64_t P = block;
   while (P < n)
@@ -157,21 +161,21 @@ static gboolean topk_vulkan(MexdTensor *values, MexdTensor *indices, MexdTensor 
   MexdVkDispatch d = {
     .shader = "topk",
     .variant = x->dtype,
-    .spec = {threads},
-    .n_spec = 1,
+    .spec = {threads, block},
+    .n_spec = 2,
     .bind = {x, tmp, indices, values},
     .n_bind = 4,
     .push = &pc,
     .push_size = sizeof pc,
   };
-  const uint64_t blocks = P / block; /* also the workgroups of a global step: P/2 invocations */
+  const uint64_t blocks = P / block, pair_groups = P / 2 / threads;
   if (!topk_pass(be, &d, &pc, MODE_LOCAL_SORT, blocks, error))
     return FALSE;
   for (uint64_t size = 2 * block; size <= P; size <<= 1) {
     pc.size = (uint32_t)size;
     for (uint64_t stride = size / 2; stride >= block; stride >>= 1) {
       pc.stride = (uint32_t)stride;
-      if (!topk_pass(be, &d, &pc, MODE_GLOBAL, blocks, error))
+      if (!topk_pass(be, &d, &pc, MODE_GLOBAL, pair_groups, error))
         return FALSE;
     }
     if (!topk_pass(be, &d, &pc, MODE_LOCAL_MERGE, blocks, error))
@@ -183,10 +187,12 @@ static gboolean topk_vulkan(MexdTensor *values, MexdTensor *indices, MexdTensor 
 gboolean mexd_topk(MexdTensor *values, MexdTensor *indices, MexdTensor *x, GError **error)
 {
   const char *op = "topk";
-  if (!mexd_op_check_float(op, "x", x, error))
+  /* the op runs on the backend of indices, the one required output */
+  if (!mexd_op_check_dtype(op, "indices", indices, NULL, MEXD_DTYPE_I32, error))
     return FALSE;
-  MexdBackend *be = x->backend;
-  if (!mexd_op_check_dtype(op, "indices", indices, be, MEXD_DTYPE_I32, error) ||
+  MexdBackend *be = indices->backend;
+  if (!mexd_op_check_tensor(op, "x", x, be, error) ||
+      !mexd_op_check_float(op, "x", x, error) ||
       (values && !mexd_op_check_dtype(op, "values", values, be, x->dtype, error)))
     return FALSE;
   const int64_t any[1] = {-1};

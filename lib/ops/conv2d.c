@@ -1,16 +1,24 @@
 /* conv2d.c: NCHW 2-D cross-correlation with stride, zero padding, dilation and groups, as
  * PyTorch's Conv2d (ops.h).
  *
- * cpu: a direct convolution in f32, one output plane at a time: for every (input channel, kh, kw)
- * the weight is a scalar and the valid output columns are a contiguous range, so the inner loop
- * is a strided axpy along an input row.  f16 tensors are widened to f32 first.
- * vulkan: shaders/conv2d.comp, one invocation per output element (a direct convolution), spread
- * over a 1-D grid of workgroups (mexd_vk_grid). */
+ * cpu: f16 tensors are widened to f32 first.  When the build found a CBLAS and a group has at
+ * least 16 output channels and a depth C/groups·KH·KW of at least 16: im2col in chunks of output
+ * pixels and sgemm.  Otherwise (or with MEXD_CPU_NO_BLAS=1, which the tests use to check it)
+ * a direct convolution, one output plane at a time: for every (input channel, kh, kw) the weight
+ * is a scalar and the output columns it reaches are a contiguous range, so the inner loop is a
+ * strided axpy along an input row.
+ * vulkan: shaders/conv2d.comp on a 1-D grid of workgroups (mexd_vk_grid): an implicit GEMM per
+ * group (im2col gathered into shared memory tile by tile) when a group has at least 16 output
+ * channels and a depth C/groups·KH·KW of at least 16; otherwise (depthwise, thin convolutions)
+ * a direct convolution, one invocation per output element. */
 #include "backend/cpu.h"
 #include "backend/vulkan.h"
 #include "ops/ops-private.h"
 
 #include <string.h>
+#ifdef MEXD_HAVE_CBLAS
+#include <cblas.h>
+#endif
 
 typedef struct {
   int64_t N, C, H, W;  /* x */
@@ -32,14 +40,66 @@ static void tap_range(int64_t n_out, int64_t n_in, int64_t stride, int64_t pad, 
   *hi = MAX(MIN(b, n_out), *lo);
 }
 
-static void conv2d_cpu(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTensor *w,
-                       MexdTensor *bias)
+static gboolean use_blas(const ConvGeom *g)
 {
-  gboolean ox, ow_, oy, obias = FALSE;
-  const float *X = mexd_cpu_f32_in(x, &ox);
-  const float *Wt = mexd_cpu_f32_in(w, &ow_);
-  float *Y = mexd_cpu_f32_out(y, FALSE, &oy);
-  const float *bv = bias ? mexd_cpu_f32_in(bias, &obias) : NULL;
+#ifdef MEXD_HAVE_CBLAS
+  const char *v = g_getenv("MEXD_CPU_NO_BLAS");
+  if (v && *v && strcmp(v, "0") != 0)
+    return FALSE;
+  /* as the shader's implicit GEMM: worth it when a group has some width and depth */
+  int64_t K = g->cpg * g->KH * g->KW;
+  return g->opg >= 16 && K >= 16 && g->opg <= G_MAXINT && K <= G_MAXINT &&
+         g->OH * g->OW <= G_MAXINT; /* cblas takes int sizes */
+#else
+  (void)g;
+  return FALSE;
+#endif
+}
+
+#ifdef MEXD_HAVE_CBLAS
+/* im2col + sgemm: per image and group, the columns of output pixels [p0, p1) of the im2col
+ * matrix cols[K, p1 − p0] (K = cpg·KH·KW; taps in the padding are 0), then
+ * Y[o0 .. o0+opg, p0 .. p1) += W_g[opg, K] · cols (Y holds the bias).  Pixels go in chunks so
+ * that cols stays within 16 MiB. */
+static void conv2d_blas(const ConvGeom *g, const float *X, const float *Wt, float *Y)
+{
+  const MexdConv2dParams *p = &g->p;
+  int64_t K = g->cpg * g->KH * g->KW, P = g->OH * g->OW;
+  int64_t chunk = MAX(1, MIN(P, ((int64_t)4 << 20) / K));
+  float *cols = g_new(float, K * chunk);
+  for (int64_t n = 0; n < g->N; n++)
+    for (int64_t grp = 0; grp < p->groups; grp++) {
+      const float *xg = X + (n * g->C + grp * g->cpg) * g->H * g->W;
+      for (int64_t p0 = 0; p0 < P; p0 += chunk) {
+        int64_t np = MIN(chunk, P - p0);
+        for (int64_t k = 0; k < K; k++) {
+          int64_t ic = k / (g->KH * g->KW), r = k % (g->KH * g->KW);
+          int64_t kh = r / g->KW, kw = r % g->KW;
+          const float *xp = xg + ic * g->H * g->W;
+          float *row = cols + k * np;
+          int64_t oh = p0 / g->OW, ow = p0 % g->OW;
+          for (int64_t q = 0; q < np; q++) {
+            int64_t ih = oh * p->stride_h - p->pad_h + kh * p->dil_h;
+            int64_t iw = ow * p->stride_w - p->pad_w + kw * p->dil_w;
+            row[q] = (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) ? xp[ih * g->W + iw] : 0.0f;
+            if (++ow == g->OW) {
+              ow = 0;
+              oh++;
+            }
+          }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->opg, (int)np, (int)K,
+                    1.0f, Wt + grp * g->opg * K, (int)K, cols, (int)np, 1.0f,
+                    Y + (n * g->O + grp * g->opg) * P + p0, (int)P);
+      }
+    }
+  g_free(cols);
+}
+#endif
+
+/* Direct: Y (holding the bias) += the convolution, one output plane at a time. */
+static void conv2d_direct(const ConvGeom *g, const float *X, const float *Wt, float *Y)
+{
   const MexdConv2dParams *p = &g->p;
   int64_t plane = g->OH * g->OW;
   /* the output columns each kw tap reaches, the same for every row and channel */
@@ -50,9 +110,6 @@ static void conv2d_cpu(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTens
   for (int64_t n = 0; n < g->N; n++)
     for (int64_t o = 0; o < g->O; o++) {
       float *out = Y + (n * g->O + o) * plane;
-      float b0 = bv ? bv[o] : 0.0f;
-      for (int64_t i = 0; i < plane; i++)
-        out[i] = b0;
       int64_t c0 = (o / g->opg) * g->cpg;
       for (int64_t ic = 0; ic < g->cpg; ic++) {
         const float *xp = X + (n * g->C + c0 + ic) * g->H * g->W;
@@ -81,6 +138,29 @@ static void conv2d_cpu(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTens
     }
   g_free(kw_lo);
   g_free(kw_hi);
+}
+
+static void conv2d_cpu(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTensor *w,
+                       MexdTensor *bias)
+{
+  gboolean ox, ow_, oy, obias = FALSE;
+  const float *X = mexd_cpu_f32_in(x, &ox);
+  const float *Wt = mexd_cpu_f32_in(w, &ow_);
+  float *Y = mexd_cpu_f32_out(y, FALSE, &oy);
+  const float *bv = bias ? mexd_cpu_f32_in(bias, &obias) : NULL;
+  int64_t plane = g->OH * g->OW;
+  for (int64_t no = 0; no < g->N * g->O; no++) {
+    float b0 = bv ? bv[no % g->O] : 0.0f;
+    for (int64_t i = 0; i < plane; i++)
+      Y[no * plane + i] = b0;
+  }
+  if (use_blas(g)) {
+#ifdef MEXD_HAVE_CBLAS
+    conv2d_blas(g, X, Wt, Y);
+#endif
+  } else {
+    conv2d_direct(g, X, Wt, Y);
+  }
   mexd_cpu_f32_done(y, Y, oy, TRUE);
   if (ox)
     g_free((float *)X);
@@ -92,13 +172,14 @@ static void conv2d_cpu(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTens
 
 typedef struct {
   uint32_t off[4];
-  uint32_t total; /* elements of y */
+  uint32_t total; /* direct: elements of y; implicit GEMM: workgroup tiles */
   uint32_t C, H, W;
   uint32_t O, OH, OW;
   uint32_t KH, KW;
   uint32_t cpg, opg;
   int32_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
   uint32_t has_bias;
+  uint32_t K, P, ncols, mtiles, ntiles;
 } ConvPush;
 
 static gboolean conv2d_vulkan(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTensor *w,
@@ -106,11 +187,8 @@ static gboolean conv2d_vulkan(const ConvGeom *g, MexdTensor *y, MexdTensor *x, M
 {
   MexdBackend *be = y->backend;
   const MexdVkLimits *lim = mexd_vk_limits(be);
-  /* lavapipe runs a workgroup per CPU thread: smaller groups spread small outputs better */
-  uint32_t wg = lim->is_gpu ? 256 : 64;
-  int64_t total = mexd_tensor_numel(y);
+  int64_t K = g->cpg * g->KH * g->KW, P = g->OH * g->OW, ncols = g->N * P;
   ConvPush pc = {
-    .total = (uint32_t)total,
     .C = (uint32_t)g->C, .H = (uint32_t)g->H, .W = (uint32_t)g->W,
     .O = (uint32_t)g->O, .OH = (uint32_t)g->OH, .OW = (uint32_t)g->OW,
     .KH = (uint32_t)g->KH, .KW = (uint32_t)g->KW,
@@ -119,18 +197,49 @@ static gboolean conv2d_vulkan(const ConvGeom *g, MexdTensor *y, MexdTensor *x, M
     .pad_h = g->p.pad_h, .pad_w = g->p.pad_w,
     .dil_h = g->p.dil_h, .dil_w = g->p.dil_w,
     .has_bias = bias != NULL,
+    .K = (uint32_t)K, .P = (uint32_t)P, .ncols = (uint32_t)ncols,
   };
   MexdVkDispatch d = {
     .shader = "conv2d",
     .variant = y->dtype,
-    .spec = {wg},
-    .n_spec = 1,
     .bind = {x, w, bias, y},
     .n_bind = 4,
     .push = &pc,
     .push_size = sizeof pc,
   };
-  if (!mexd_vk_grid(be, ((uint64_t)total + wg - 1) / wg, d.groups, error))
+  uint64_t n_groups;
+  if (g->opg >= 16 && K >= 16) {
+    /* implicit GEMM per group: tiles as gemm.c (128×128 with 8×8 per thread on GPUs with room,
+     * else 64×64 with 4×4), 32 rows when a group has few output channels */
+    uint32_t bm = 64, bn = 64, bk = 16, tm = 4, tn = 4;
+    if (lim->is_gpu && g->opg >= 128 && ncols >= 128 &&
+        lim->max_shared_memory >= 2 * 16 * 128 * 4) {
+      bm = bn = 128;
+      tm = tn = 8;
+    } else if (g->opg <= 32) {
+      bm = 32;
+    }
+    uint32_t threads = (bm / tm) * (bn / tn); /* a multiple of bn, as the shader needs */
+    uint64_t mtiles = (uint64_t)(g->opg + bm - 1) / bm, ntiles = (uint64_t)(ncols + bn - 1) / bn;
+    n_groups = (uint64_t)g->p.groups * mtiles * ntiles;
+    if (!mexd_op_check_u32("conv2d", "workgroup tiles", (int64_t)n_groups, error))
+      return FALSE;
+    pc.total = (uint32_t)n_groups;
+    pc.mtiles = (uint32_t)mtiles;
+    pc.ntiles = (uint32_t)ntiles;
+    uint32_t spec[] = {1, bm, bn, bk, tm, tn, threads};
+    memcpy(d.spec, spec, sizeof spec);
+  } else {
+    /* direct, one invocation per output; lavapipe runs a workgroup per CPU thread: smaller
+     * groups spread small outputs better */
+    uint32_t wg = lim->is_gpu ? 256 : 64;
+    pc.total = (uint32_t)mexd_tensor_numel(y);
+    n_groups = ((uint64_t)pc.total + wg - 1) / wg;
+    uint32_t spec[] = {0, 1, 1, 1, 1, 1, wg};
+    memcpy(d.spec, spec, sizeof spec);
+  }
+  d.n_spec = 7;
+  if (!mexd_vk_grid(be, n_groups, d.groups, error))
     return FALSE;
   return mexd_vk_dispatch(be, &d, error);
 }

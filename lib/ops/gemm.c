@@ -140,6 +140,11 @@ static gboolean gemm_vulkan(const GemmGeom *g, MexdTensor *c, MexdTensor *a, Mex
     }
   }
   uint32_t threads = (bm / tm) * (bn / tn);
+  if (threads > lim->max_group_invocations) { /* Vulkan guarantees 128 */
+    bm = bn = 32;
+    tm = tn = 4;
+    threads = 64;
+  }
   GemmPush pc = {
     .M = (uint32_t)g->M, .N = (uint32_t)g->N, .K = (uint32_t)g->K,
     .sab = (uint32_t)g->sab, .sam = (uint32_t)g->sam, .sak = (uint32_t)g->sak,

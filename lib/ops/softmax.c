@@ -1,1 +1,105 @@
-/* placeholder, replaced by the op's implementation */
+/* softmax.c: softmax over the last dimension, y = exp(x − max)/Σexp(x − max) per row (ops.h).
+ *
+ * Entries of −inf give 0.  A row whose entries are all −inf has no defined softmax (PyTorch
+ * gives NaN); here it comes out as all zeros, on every backend, so that fully masked rows stay
+ * harmless downstream.
+ * cpu: per row: the max, then exp(x − max) written to y and summed in double, then a scale by the
+ * reciprocal; f16 tensors are widened to f32 first.
+ * vulkan: shaders/softmax.comp, one workgroup per row reducing through shared memory in f32.
+ * y may be x exactly (in place). */
+#include "backend/cpu.h"
+#include "backend/vulkan.h"
+#include "ops/ops-private.h"
+
+#include <math.h>
+
+static void softmax_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x)
+{
+  gboolean ox, oy;
+  /* in place in f32, X and Y are the same memory: every element is read before it is written */
+  const float *X = mexd_cpu_f32_in(x, &ox);
+  float *Y = mexd_cpu_f32_out(y, FALSE, &oy);
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = X + r * D;
+    float *yr = Y + r * D;
+    float m = -INFINITY;
+    for (int64_t i = 0; i < D; i++)
+      m = fmaxf(m, xr[i]);
+    if (m == -INFINITY) { /* all −inf (the documented choice: zeros) */
+      for (int64_t i = 0; i < D; i++)
+        yr[i] = 0.0f;
+      continue;
+    }
+    double s = 0;
+    for (int64_t i = 0; i < D; i++) {
+      float e = expf(xr[i] - m);
+      yr[i] = e;
+      s += e;
+    }
+    float inv = (float)(1.0 / s);
+    for (int64_t i = 0; i < D; i++)
+      yr[i] *= inv;
+  }
+  mexd_cpu_f32_done(y, Y, oy, TRUE);
+  if (ox)
+    g_free((float *)X);
+}
+
+typedef struct {
+  uint32_t off[4];
+  uint32_t rows, D;
+} SoftmaxPush;
+
+/* As layernorm.c: 256 threads for long rows, 64 otherwise, within the device's limit (a power
+ * of two, for the shader's tree reduction). */
+static uint32_t row_workgroup(MexdBackend *be, int64_t D)
+{
+  uint32_t wg = D > 1024 ? 256 : 64;
+  while (wg > mexd_vk_limits(be)->max_group_invocations)
+    wg /= 2;
+  return wg;
+}
+
+static gboolean softmax_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x,
+                               GError **error)
+{
+  MexdBackend *be = y->backend;
+  SoftmaxPush pc = {.rows = (uint32_t)rows, .D = (uint32_t)D};
+  MexdVkDispatch d = {
+    .shader = "softmax",
+    .variant = y->dtype,
+    .spec = {row_workgroup(be, D)},
+    .n_spec = 1,
+    .bind = {x, y},
+    .n_bind = 2,
+    .push = &pc,
+    .push_size = sizeof pc,
+  };
+  if (!mexd_vk_grid(be, (uint64_t)rows, d.groups, error))
+    return FALSE;
+  return mexd_vk_dispatch(be, &d, error);
+}
+
+gboolean mexd_softmax_rows(MexdTensor *y, MexdTensor *x, GError **error)
+{
+  const char *op = "softmax_rows";
+  if (!mexd_op_check_float(op, "y", y, error))
+    return FALSE;
+  MexdBackend *be = y->backend;
+  if (!mexd_op_check_dtype(op, "x", x, be, y->dtype, error))
+    return FALSE;
+  if (!mexd_op_check_shape(op, "x", x, y->ndim, y->shape, error))
+    return FALSE;
+  /* y may be x itself, but not part of it */
+  if (!mexd_tensor_same_data(y, x) && !mexd_op_check_no_overlap(op, "y", y, "x", x, error))
+    return FALSE;
+  int64_t rows = mexd_tensor_rows_count(y), D = mexd_tensor_row_len(y);
+
+  if (be->kind == MEXD_BACKEND_CPU) {
+    softmax_cpu(rows, D, y, x);
+    return TRUE;
+  }
+  if (!mexd_op_check_u32(op, "elements of y", mexd_tensor_numel(y), error))
+    return FALSE;
+  return softmax_vulkan(rows, D, y, x, error);
+}

@@ -11,8 +11,9 @@ typedef struct {
   HarnessFunc fn;
 } Registered;
 
-static GPtrArray *backends; /* MexdBackend*, [0] is cpu */
-static GPtrArray *specs;
+static GPtrArray *backends;   /* MexdBackend*, [0] is cpu */
+static GPtrArray *specs;      /* char*, owned */
+static GPtrArray *registered; /* Registered*, owned: GLib frees its test cases, not their data */
 
 static gboolean backend_wanted(const char *spec)
 {
@@ -29,7 +30,7 @@ static gboolean backend_wanted(const char *spec)
 static void open_backends(void)
 {
   backends = g_ptr_array_new();
-  specs = g_ptr_array_new();
+  specs = g_ptr_array_new_with_free_func(g_free);
   g_auto(GStrv) list = mexd_backend_list();
   for (int i = 0; list[i]; i++) {
     if (i > 0 && !backend_wanted(list[i])) /* cpu always opens: it is the reference */
@@ -64,7 +65,10 @@ void harness_add(const char *name, unsigned dtypes, HarnessFunc fn)
         continue; /* the cpu backend stays open as the reference */
       if (dt == MEXD_DTYPE_F16 && !mexd_backend_has_f16(be))
         continue;
-      Registered *r = g_new0(Registered, 1); /* lives as long as the test program */
+      Registered *r = g_new0(Registered, 1);
+      if (!registered)
+        registered = g_ptr_array_new_with_free_func(g_free);
+      g_ptr_array_add(registered, r);
       r->hc.be = be;
       r->hc.cpu = g_ptr_array_index(backends, 0);
       r->hc.dtype = (MexdDType)dt;
@@ -231,5 +235,7 @@ int main(int argc, char **argv)
     mexd_backend_unref(g_ptr_array_index(backends, i));
   g_ptr_array_free(backends, TRUE);
   g_ptr_array_free(specs, TRUE);
+  if (registered)
+    g_ptr_array_free(registered, TRUE);
   return rc;
 }

@@ -1,3 +1,54 @@
 #version 450
-layout(local_size_x=1) in;
-void main(){}
+// binary.comp: y = a ∘ b with NumPy broadcasting (lib/ops/binary.c), ∘ chosen by pc.op.
+// One invocation per element of y over a grid from mexd_vk_grid().  y is addressed as 4-D
+// [d0,d1,d2,d3] (shapes padded with leading 1s); each input has one element stride per output
+// dimension, 0 where it is broadcast.  An input with y's element count is not broadcast at all
+// and is read at y's linear index (flag bits), which also makes y == a / y == b safe.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x = 256) in;
+
+layout(std430, binding = 0) readonly buffer A { TYPE a[]; };
+layout(std430, binding = 1) readonly buffer B { TYPE b[]; };
+layout(std430, binding = 2) buffer Y { TYPE y[]; };
+
+layout(push_constant) uniform PC {
+  PC_HEADER
+  uint n;
+  uint op;    // 0 add, 1 sub, 2 mul, 3 div (MexdBinaryOp)
+  uint flags; // bit 0: a is read at y's index, bit 1: b is
+  uint d1, d2, d3; // y's dims 1..3 (dim 0 follows from n)
+  uint sa0, sa1, sa2, sa3;
+  uint sb0, sb1, sb2, sb3;
+} pc;
+
+void main()
+{
+  uint i = MEXD_GROUP_ID * 256u + gl_LocalInvocationID.x;
+  if (i >= pc.n)
+    return;
+  uint ia = i, ib = i;
+  if ((pc.flags & 3u) != 3u) {
+    uint i3 = i % pc.d3;
+    uint r = i / pc.d3;
+    uint i2 = r % pc.d2;
+    r /= pc.d2;
+    uint i1 = r % pc.d1;
+    uint i0 = r / pc.d1;
+    if ((pc.flags & 1u) == 0u)
+      ia = i0 * pc.sa0 + i1 * pc.sa1 + i2 * pc.sa2 + i3 * pc.sa3;
+    if ((pc.flags & 2u) == 0u)
+      ib = i0 * pc.sb0 + i1 * pc.sb1 + i2 * pc.sb2 + i3 * pc.sb3;
+  }
+  float va = LOAD(a[pc.o0 + ia]);
+  float vb = LOAD(b[pc.o1 + ib]);
+  float r;
+  switch (pc.op) {
+  case 0u: r = va + vb; break;
+  case 1u: r = va - vb; break;
+  case 2u: r = va * vb; break;
+  default: r = va / vb; break;
+  }
+  y[pc.o2 + i] = STORE(r);
+}

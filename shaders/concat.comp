@@ -1,3 +1,38 @@
 #version 450
-layout(local_size_x=1) in;
-void main(){}
+// concat.comp: copies x into a slice of y along one axis (lib/ops/concat.c; also mexd_copy).
+// x is viewed as [outer, xrow] and y as [outer, yrow] (a row = the concat axis × the dims after
+// it); x's row o lands in y's row o at element yoff.  One invocation per element of x over a
+// grid from mexd_vk_grid().
+// The data is moved as raw words, never as floats, so the copy is bit-exact (NaN payloads,
+// denormals) and also moves i32 tensors: the f32 build copies 32-bit words (f32 and i32
+// tensors), the f16 build 16-bit ones.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+#ifdef FLOAT16
+#define WORD uint16_t
+#else
+#define WORD uint
+#endif
+
+layout(local_size_x = 256) in;
+
+layout(std430, binding = 0) readonly buffer X { WORD x[]; };
+layout(std430, binding = 1) writeonly buffer Y { WORD y[]; };
+
+layout(push_constant) uniform PC {
+  PC_HEADER
+  uint n;    // elements of x
+  uint xrow; // x's elements per outer index
+  uint yrow; // y's elements per outer index
+  uint yoff; // where x's row starts inside y's row
+} pc;
+
+void main()
+{
+  uint i = MEXD_GROUP_ID * 256u + gl_LocalInvocationID.x;
+  if (i >= pc.n)
+    return;
+  uint o = i / pc.xrow, r = i % pc.xrow;
+  y[pc.o1 + o * pc.yrow + pc.yoff + r] = x[pc.o0 + i];
+}

@@ -1,3 +1,40 @@
 #version 450
-layout(local_size_x=1) in;
-void main(){}
+// permute.comp: y = x with its dimensions permuted (lib/ops/permute.c: permute, transpose, copy).
+// y is addressed as 4-D [d0,d1,d2,d3] (padded with leading 1s); one invocation per element of y
+// (writes are contiguous) reads x at Σ y_index[i]·s[i], s[i] being x's stride along the x
+// dimension that y's dimension i comes from.  Moved as raw words like concat.comp: bit-exact,
+// and the f32 build also moves i32 tensors.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+#ifdef FLOAT16
+#define WORD uint16_t
+#else
+#define WORD uint
+#endif
+
+layout(local_size_x = 256) in;
+
+layout(std430, binding = 0) readonly buffer X { WORD x[]; };
+layout(std430, binding = 1) writeonly buffer Y { WORD y[]; };
+
+layout(push_constant) uniform PC {
+  PC_HEADER
+  uint n;          // elements
+  uint d1, d2, d3; // y's dims 1..3
+  uint s0, s1, s2, s3;
+} pc;
+
+void main()
+{
+  uint i = MEXD_GROUP_ID * 256u + gl_LocalInvocationID.x;
+  if (i >= pc.n)
+    return;
+  uint i3 = i % pc.d3;
+  uint r = i / pc.d3;
+  uint i2 = r % pc.d2;
+  r /= pc.d2;
+  uint i1 = r % pc.d1;
+  uint i0 = r / pc.d1;
+  y[pc.o1 + i] = x[pc.o0 + i0 * pc.s0 + i1 * pc.s1 + i2 * pc.s2 + i3 * pc.s3];
+}

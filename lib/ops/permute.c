@@ -1,1 +1,202 @@
-/* placeholder, replaced by the op's implementation */
+/* permute.c: dimension permutations — mexd_permute, mexd_transpose, mexd_copy (ops.h).
+ *
+ * permute: y.shape[i] = x.shape[perm[i]], perm a permutation of 0..ndim−1 (no negative entries).
+ * transpose: the permutation swapping the last two dimensions (ndim ≥ 2).
+ * copy: same shape and dtype; the identity permutation on x flattened to 1-D.
+ * dtypes: f32, f16 and also i32 — the data is moved as raw words, never converted, so the copy is
+ * bit-exact.
+ * cpu: nested loops over y (4-D padded) reading x through permuted strides, or one memcpy when
+ * the permutation keeps the element order.
+ * vulkan: shaders/permute.comp, one invocation per element of y.
+ * y must not overlap x. */
+#include "backend/vulkan.h"
+#include "ops/ops-private.h"
+
+#include <string.h>
+
+#define PERMUTE_GROUP 256 /* local_size_x of permute.comp */
+
+typedef struct {
+  int64_t d[4]; /* y's shape padded to 4-D with leading 1s */
+  int64_t s[4]; /* x's element stride along the source of each padded y dimension */
+  int64_t n;
+  gboolean identity; /* the element order is unchanged: a plain copy */
+} PermuteGeom;
+
+static void permute_geom(const MexdTensor *x, const int *perm, int ndim, PermuteGeom *g)
+{
+  int64_t xs[MEXD_MAX_DIMS];
+  int64_t stride = 1;
+  for (int k = ndim - 1; k >= 0; k--) {
+    xs[k] = stride;
+    stride *= x->shape[k];
+  }
+  int pad = 4 - ndim;
+  /* the element order is unchanged when the dims of size > 1 keep their relative order */
+  g->identity = TRUE;
+  int last = -1;
+  for (int p = 0; p < 4; p++) {
+    if (p < pad) {
+      g->d[p] = 1;
+      g->s[p] = 0;
+      continue;
+    }
+    int src = perm[p - pad];
+    g->d[p] = x->shape[src];
+    g->s[p] = xs[src];
+    if (x->shape[src] > 1) {
+      if (src < last)
+        g->identity = FALSE;
+      last = src;
+    }
+  }
+  g->n = mexd_tensor_numel(x);
+}
+
+static void permute_cpu(const PermuteGeom *g, MexdTensor *y, MexdTensor *x)
+{
+  size_t es = mexd_dtype_size(x->dtype);
+  const char *X = mexd_tensor_host_data(x);
+  char *Y = mexd_tensor_host_data(y);
+  if (g->identity) {
+    memcpy(Y, X, (size_t)g->n * es);
+    return;
+  }
+  int64_t i = 0;
+  for (int64_t i0 = 0; i0 < g->d[0]; i0++)
+    for (int64_t i1 = 0; i1 < g->d[1]; i1++)
+      for (int64_t i2 = 0; i2 < g->d[2]; i2++) {
+        int64_t base = i0 * g->s[0] + i1 * g->s[1] + i2 * g->s[2];
+        if (es == 4) {
+          const uint32_t *src = (const uint32_t *)X + base;
+          uint32_t *dst = (uint32_t *)Y + i;
+          for (int64_t i3 = 0; i3 < g->d[3]; i3++)
+            dst[i3] = src[i3 * g->s[3]];
+        } else {
+          const uint16_t *src = (const uint16_t *)X + base;
+          uint16_t *dst = (uint16_t *)Y + i;
+          for (int64_t i3 = 0; i3 < g->d[3]; i3++)
+            dst[i3] = src[i3 * g->s[3]];
+        }
+        i += g->d[3];
+      }
+}
+
+typedef struct {
+  uint32_t off[4];
+  uint32_t n;
+  uint32_t d1, d2, d3;
+  uint32_t s[4];
+} PermutePush;
+
+static gboolean permute_vulkan(const PermuteGeom *g, MexdTensor *y, MexdTensor *x,
+                               GError **error)
+{
+  MexdBackend *be = y->backend;
+  PermutePush pc = {.n = (uint32_t)g->n};
+  if (g->identity) { /* flat: y[i] = x[i] */
+    pc.d1 = pc.d2 = 1;
+    pc.d3 = (uint32_t)g->n;
+    pc.s[3] = 1;
+  } else {
+    pc.d1 = (uint32_t)g->d[1];
+    pc.d2 = (uint32_t)g->d[2];
+    pc.d3 = (uint32_t)g->d[3];
+    for (int p = 0; p < 4; p++)
+      pc.s[p] = (uint32_t)g->s[p];
+  }
+  MexdVkDispatch d = {
+    .shader = "permute",
+    /* 32-bit words for f32 and i32, 16-bit ones for f16 */
+    .variant = y->dtype == MEXD_DTYPE_F16 ? MEXD_DTYPE_F16 : MEXD_DTYPE_F32,
+    .bind = {x, y},
+    .n_bind = 2,
+    .push = &pc,
+    .push_size = sizeof pc,
+  };
+  if (!mexd_vk_grid(be, ((uint64_t)g->n + PERMUTE_GROUP - 1) / PERMUTE_GROUP, d.groups, error))
+    return FALSE;
+  return mexd_vk_dispatch(be, &d, error);
+}
+
+/* Validates and runs; `op` names the public entry point in messages. */
+static gboolean permute_run(const char *op, MexdTensor *y, MexdTensor *x, const int *perm,
+                            GError **error)
+{
+  MexdBackend *be = y->backend;
+  int ndim = x->ndim;
+  int64_t shape[MEXD_MAX_DIMS];
+  for (int i = 0; i < ndim; i++)
+    shape[i] = x->shape[perm[i]];
+  if (!mexd_op_check_shape(op, "y", y, ndim, shape, error) ||
+      !mexd_op_check_no_overlap(op, "y", y, "x", x, error))
+    return FALSE;
+  PermuteGeom g;
+  permute_geom(x, perm, ndim, &g);
+  if (be->kind == MEXD_BACKEND_CPU) {
+    permute_cpu(&g, y, x);
+    return TRUE;
+  }
+  if (!mexd_op_check_u32(op, "elements of y", g.n, error))
+    return FALSE;
+  return permute_vulkan(&g, y, x, error);
+}
+
+/* y and x present, on one backend, with one dtype. */
+static gboolean check_pair(const char *op, MexdTensor *y, MexdTensor *x, GError **error)
+{
+  if (!mexd_op_check_tensor(op, "y", y, NULL, error))
+    return FALSE;
+  return mexd_op_check_dtype(op, "x", x, y->backend, y->dtype, error);
+}
+
+gboolean mexd_permute(MexdTensor *y, MexdTensor *x, const int *perm, GError **error)
+{
+  const char *op = "permute";
+  if (!check_pair(op, y, x, error))
+    return FALSE;
+  if (!perm)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "permute: argument perm is NULL");
+  gboolean seen[MEXD_MAX_DIMS] = {FALSE};
+  for (int i = 0; i < x->ndim; i++) {
+    if (perm[i] < 0 || perm[i] >= x->ndim)
+      return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                       "permute: perm[%d] = %d is not a dimension of a %d-D x (0..%d)", i,
+                       perm[i], x->ndim, x->ndim - 1);
+    if (seen[perm[i]])
+      return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                       "permute: perm repeats dimension %d (perm[%d]); it must be a permutation",
+                       perm[i], i);
+    seen[perm[i]] = TRUE;
+  }
+  return permute_run(op, y, x, perm, error);
+}
+
+gboolean mexd_transpose(MexdTensor *y, MexdTensor *x, GError **error)
+{
+  const char *op = "transpose";
+  if (!check_pair(op, y, x, error))
+    return FALSE;
+  if (x->ndim < 2) {
+    g_autofree char *d = mexd_tensor_describe(x);
+    return mexd_fail(error, MEXD_ERROR_SHAPE, "transpose: x is %s, needs at least 2 dimensions",
+                     d);
+  }
+  int perm[MEXD_MAX_DIMS];
+  for (int i = 0; i < x->ndim; i++)
+    perm[i] = i;
+  perm[x->ndim - 2] = x->ndim - 1;
+  perm[x->ndim - 1] = x->ndim - 2;
+  return permute_run(op, y, x, perm, error);
+}
+
+gboolean mexd_copy(MexdTensor *y, MexdTensor *x, GError **error)
+{
+  const char *op = "copy";
+  if (!check_pair(op, y, x, error))
+    return FALSE;
+  int perm[MEXD_MAX_DIMS];
+  for (int i = 0; i < x->ndim; i++)
+    perm[i] = i;
+  return permute_run(op, y, x, perm, error);
+}

@@ -117,12 +117,17 @@ static gboolean gemm_vulkan(const GemmGeom *g, MexdTensor *c, MexdTensor *a, Mex
 {
   MexdBackend *be = c->backend;
   const MexdVkLimits *lim = mexd_vk_limits(be);
-  /* tiles: 128×128 with 8×8 per thread on GPUs with room, 64×64 with 4×4 elsewhere (lavapipe
-   * runs a workgroup per CPU thread: smaller tiles keep both cores busy on small matrices) */
+  /* tiles (measured: docs/PERFORMANCE.md): 128×128 with 8×8 accumulators per thread on any
+   * device for matrices that fill them; below that 64×64 tiles, 8×8 per thread on a CPU device
+   * (lavapipe runs a workgroup as one SIMD loop, so fewer, fatter invocations win there) and
+   * 4×4 per thread on a GPU (more threads in flight). */
   uint32_t bm = 64, bn = 64, bk = 16, tm = 4, tn = 4;
-  if (lim->is_gpu && g->M >= 128 && g->N >= 128 && lim->max_shared_memory >= 2 * 16 * 128 * 4) {
+  if (!lim->is_gpu)
+    tm = tn = 8;
+  if (g->M >= 128 && g->N >= 128 && lim->max_shared_memory >= 2 * 32 * 128 * 4) {
     bm = bn = 128;
     tm = tn = 8;
+    bk = lim->is_gpu ? 16 : 32;
   }
   const char *tiles = g_getenv("MEXD_GEMM_TILES"); /* tuning aid: "BM,BN,BK,TM,TN" */
   if (tiles) {

@@ -128,6 +128,43 @@ MexdTensor *harness_tensor_i32(MexdBackend *be, int ndim, const int64_t *shape,
   return t;
 }
 
+MexdTensor *harness_view_tensor(MexdBackend *be, MexdDType dtype, int ndim, const int64_t *shape,
+                                const float *data, int64_t pad)
+{
+  int64_t n = harness_numel(ndim, shape);
+  if (pad == 0)
+    return harness_tensor(be, dtype, ndim, shape, data);
+  int64_t total = n + pad;
+  g_autofree float *buf = g_new(float, total);
+  for (int64_t i = 0; i < pad; i++)
+    buf[i] = 1e4f + (float)i;
+  memcpy(buf + pad, data, sizeof(float) * (size_t)n);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MexdTensor) base = harness_tensor(be, dtype, 1, &total, buf);
+  g_autoptr(MexdTensor) rows = mexd_tensor_rows(base, pad, n, &error);
+  g_assert_no_error(error);
+  MexdTensor *t = mexd_tensor_reshape(rows, ndim, shape, &error);
+  g_assert_no_error(error);
+  return t;
+}
+
+int64_t harness_numel(int ndim, const int64_t *shape)
+{
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++)
+    n *= shape[i];
+  return n;
+}
+
+char *harness_shape_str(int ndim, const int64_t *shape)
+{
+  GString *s = g_string_new("[");
+  for (int i = 0; i < ndim; i++)
+    g_string_append_printf(s, "%s%" G_GINT64_FORMAT, i ? "," : "", shape[i]);
+  g_string_append_c(s, ']');
+  return g_string_free(s, FALSE);
+}
+
 float *harness_read(MexdTensor *t)
 {
   g_autoptr(GError) error = NULL;

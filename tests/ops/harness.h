@@ -48,6 +48,13 @@ MexdTensor *harness_tensor(MexdBackend *be, MexdDType dtype, int ndim, const int
                            const float *data);
 MexdTensor *harness_tensor_i32(MexdBackend *be, int ndim, const int64_t *shape,
                                const int32_t *data);
+/* `data` as a view `pad` elements into a larger 1-D tensor whose other elements are `fill`
+ * (pad 0: a plain tensor), so ops see inputs at offsets that are not descriptor-aligned. */
+MexdTensor *harness_view_tensor(MexdBackend *be, MexdDType dtype, int ndim, const int64_t *shape,
+                                const float *data, int64_t pad);
+int64_t harness_numel(int ndim, const int64_t *shape);
+/* "[3,4]"; g_free it. */
+char *harness_shape_str(int ndim, const int64_t *shape);
 /* The tensor's values as f32 (syncs; aborts on error). g_free them. */
 float *harness_read(MexdTensor *t);
 double harness_nmse(const float *out, const double *ref, int64_t n);

@@ -11,28 +11,6 @@
 
 /* A tensor of `shape` holding `data`, as a view `pad` elements into a larger 1-D tensor (pad 0:
  * a plain tensor).  The elements before the view hold garbage. */
-static MexdTensor *padded_tensor(MexdBackend *be, MexdDType dt, int ndim, const int64_t *shape,
-                                 const float *data, int64_t pad)
-{
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++)
-    n *= shape[i];
-  if (pad == 0)
-    return harness_tensor(be, dt, ndim, shape, data);
-  int64_t total = n + pad;
-  g_autofree float *buf = g_new(float, total);
-  for (int64_t i = 0; i < pad; i++)
-    buf[i] = 1e4f + (float)i;
-  memcpy(buf + pad, data, sizeof(float) * (size_t)n);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(MexdTensor) base = harness_tensor(be, dt, 1, &total, buf);
-  g_autoptr(MexdTensor) rows = mexd_tensor_rows(base, pad, n, &error);
-  g_assert_no_error(error);
-  MexdTensor *t = mexd_tensor_reshape(rows, ndim, shape, &error);
-  g_assert_no_error(error);
-  return t;
-}
-
 static int64_t random_pad(void)
 {
   return g_test_rand_bit() ? 0 : g_test_rand_int_range(1, 4);
@@ -46,23 +24,6 @@ static int random_shape(int64_t shape[4])
   for (int i = 0; i < ndim; i++)
     shape[i] = harness_size(max_dim[ndim]);
   return ndim;
-}
-
-static int64_t numel(int ndim, const int64_t *shape)
-{
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++)
-    n *= shape[i];
-  return n;
-}
-
-static char *shape_str(int ndim, const int64_t *shape)
-{
-  GString *s = g_string_new("[");
-  for (int i = 0; i < ndim; i++)
-    g_string_append_printf(s, "%s%" G_GINT64_FORMAT, i ? "," : "", shape[i]);
-  g_string_append_c(s, ']');
-  return g_string_free(s, FALSE);
 }
 
 /* ---- unary ---- */
@@ -89,7 +50,7 @@ static float *run_unary(MexdBackend *be, MexdDType dt, MexdUnaryOp op, float a, 
                         const int64_t *shape, const float *x, gboolean inplace, int64_t pad,
                         gboolean wrapper)
 {
-  g_autoptr(MexdTensor) tx = padded_tensor(be, dt, ndim, shape, x, pad);
+  g_autoptr(MexdTensor) tx = harness_view_tensor(be, dt, ndim, shape, x, pad);
   g_autoptr(MexdTensor) ty = NULL;
   g_autoptr(GError) error = NULL;
   ty = inplace ? mexd_tensor_ref(tx) : mexd_tensor_new(be, dt, ndim, shape, &error);
@@ -116,10 +77,10 @@ static void check_unary(const HarnessCase *hc, MexdUnaryOp op, float a, float b,
                         const int64_t *shape, const float *x, gboolean also_ref,
                         const char *label)
 {
-  int64_t n = numel(ndim, shape);
+  int64_t n = harness_numel(ndim, shape);
   gboolean inplace = g_test_rand_bit(), wrapper = g_test_rand_bit();
   int64_t pad = random_pad();
-  g_autofree char *ss = shape_str(ndim, shape);
+  g_autofree char *ss = harness_shape_str(ndim, shape);
   g_autofree char *what =
     g_strdup_printf("%s %s %s %s a %g b %g%s pad %" G_GINT64_FORMAT " (%s)", unary_names[op],
                     hc->spec, mexd_dtype_name(hc->dtype), ss, a, b,
@@ -151,7 +112,7 @@ static void test_unary_random(const HarnessCase *hc)
     for (int op = MEXD_UNARY_RELU; op <= MEXD_UNARY_SCALE; op++) {
       int64_t shape[4];
       int ndim = random_shape(shape);
-      int64_t n = numel(ndim, shape);
+      int64_t n = harness_numel(ndim, shape);
       g_autofree float *x = harness_random(n, range[op][0], range[op][1], hc->dtype);
       float a = (float)g_test_rand_double_range(-3, 3), b = (float)g_test_rand_double_range(-3, 3);
       check_unary(hc, (MexdUnaryOp)op, a, b, ndim, shape, x, FALSE, "random");
@@ -366,7 +327,7 @@ static double ref_binary1(MexdBinaryOp op, double u, double v)
 static void ref_binary(const BinShape *s, MexdBinaryOp op, const float *a, const float *b,
                        double *out)
 {
-  int64_t n = numel(s->ndy, s->sy);
+  int64_t n = harness_numel(s->ndy, s->sy);
   for (int64_t i = 0; i < n; i++) {
     int64_t c[4], r = i;
     for (int k = s->ndy - 1; k >= 0; k--) {
@@ -382,8 +343,8 @@ static void ref_binary(const BinShape *s, MexdBinaryOp op, const float *a, const
 static float *run_binary(MexdBackend *be, MexdDType dt, const BinShape *s, MexdBinaryOp op,
                          const float *a, const float *b, int inplace, int64_t pad)
 {
-  g_autoptr(MexdTensor) ta = padded_tensor(be, dt, s->nda, s->sa, a, pad);
-  g_autoptr(MexdTensor) tb = padded_tensor(be, dt, s->ndb, s->sb, b, pad ? pad + 1 : 0);
+  g_autoptr(MexdTensor) ta = harness_view_tensor(be, dt, s->nda, s->sa, a, pad);
+  g_autoptr(MexdTensor) tb = harness_view_tensor(be, dt, s->ndb, s->sb, b, pad ? pad + 1 : 0);
   g_autoptr(GError) error = NULL;
   g_autoptr(MexdTensor) ty = inplace == 1 ? mexd_tensor_ref(ta)
                            : inplace == 2 ? mexd_tensor_ref(tb)
@@ -403,7 +364,7 @@ static float *run_binary(MexdBackend *be, MexdDType dt, const BinShape *s, MexdB
 
 static void check_binary(const HarnessCase *hc, const BinShape *s, MexdBinaryOp op)
 {
-  int64_t na = numel(s->nda, s->sa), nb = numel(s->ndb, s->sb), ny = numel(s->ndy, s->sy);
+  int64_t na = harness_numel(s->nda, s->sa), nb = harness_numel(s->ndb, s->sb), ny = harness_numel(s->ndy, s->sy);
   g_autofree float *a = harness_random(na, -2, 2, hc->dtype);
   g_autofree float *b = harness_random(nb, -2, 2, hc->dtype);
   if (op == MEXD_BINARY_DIV) /* keep divisors away from 0: |b| in [0.5, 2] */
@@ -420,8 +381,8 @@ static void check_binary(const HarnessCase *hc, const BinShape *s, MexdBinaryOp 
       inplace = 2;
   }
   int64_t pad = random_pad();
-  g_autofree char *sa = shape_str(s->nda, s->sa), *sb = shape_str(s->ndb, s->sb),
-                  *sy = shape_str(s->ndy, s->sy);
+  g_autofree char *sa = harness_shape_str(s->nda, s->sa), *sb = harness_shape_str(s->ndb, s->sb),
+                  *sy = harness_shape_str(s->ndy, s->sy);
   g_autofree char *what = g_strdup_printf("%s %s %s: a %s, b %s -> y %s%s pad %" G_GINT64_FORMAT,
                                           binary_names[op], hc->spec, mexd_dtype_name(hc->dtype),
                                           sa, sb, sy,

@@ -10,23 +10,6 @@
 
 /* ---- helpers ---- */
 
-static int64_t numel(int ndim, const int64_t *shape)
-{
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++)
-    n *= shape[i];
-  return n;
-}
-
-static char *shape_str(int ndim, const int64_t *shape)
-{
-  GString *s = g_string_new("[");
-  for (int i = 0; i < ndim; i++)
-    g_string_append_printf(s, "%s%" G_GINT64_FORMAT, i ? "," : "", shape[i]);
-  g_string_append_c(s, ']');
-  return g_string_free(s, FALSE);
-}
-
 /* n random raw elements of `es` bytes */
 static void *random_bits(int64_t n, size_t es)
 {
@@ -44,7 +27,7 @@ static MexdTensor *raw_tensor(MexdBackend *be, MexdDType dt, int ndim, const int
 {
   g_autoptr(GError) error = NULL;
   size_t es = mexd_dtype_size(dt);
-  int64_t n = numel(ndim, shape), total = n + pad;
+  int64_t n = harness_numel(ndim, shape), total = n + pad;
   g_autoptr(MexdTensor) base = mexd_tensor_new(be, dt, 1, &total, &error);
   g_assert_no_error(error);
   g_autofree uint8_t *buf = g_malloc0((size_t)total * es);
@@ -106,7 +89,7 @@ typedef struct {
 static void ref_concat(const ConcatShape *s, size_t es, void *const *xs, uint8_t *y)
 {
   int ax = s->axis < 0 ? s->axis + s->ndim : s->axis;
-  int64_t ny = numel(s->ndim, s->yshape);
+  int64_t ny = harness_numel(s->ndim, s->yshape);
   /* per y element: find the input and its coordinates */
   for (int64_t i = 0; i < ny; i++) {
     int64_t c[4] = {0}, r = i;
@@ -147,10 +130,10 @@ static void check_concat(const HarnessCase *hc, MexdDType dt, const ConcatShape 
   size_t es = mexd_dtype_size(dt);
   void *xs[4] = {NULL};
   for (int j = 0; j < s->n; j++)
-    xs[j] = random_bits(numel(s->ndim, s->xshape[j]), es);
-  int64_t ny = numel(s->ndim, s->yshape);
+    xs[j] = random_bits(harness_numel(s->ndim, s->xshape[j]), es);
+  int64_t ny = harness_numel(s->ndim, s->yshape);
   gboolean pad = g_test_rand_bit();
-  g_autofree char *ys = shape_str(s->ndim, s->yshape);
+  g_autofree char *ys = harness_shape_str(s->ndim, s->yshape);
   g_autofree char *what = g_strdup_printf("concat %s %s: %d inputs along axis %d -> %s%s",
                                           hc->spec, mexd_dtype_name(dt), s->n, s->axis, ys,
                                           pad ? " (views)" : "");
@@ -265,7 +248,7 @@ typedef enum { P_PERMUTE, P_TRANSPOSE, P_COPY } PKind;
 static void ref_permute(int ndim, const int64_t *xshape, const int *perm, size_t es,
                         const uint8_t *x, uint8_t *y)
 {
-  int64_t yshape[4], xstride[4], n = numel(ndim, xshape);
+  int64_t yshape[4], xstride[4], n = harness_numel(ndim, xshape);
   int64_t st = 1;
   for (int k = ndim - 1; k >= 0; k--) {
     xstride[k] = st;
@@ -306,12 +289,12 @@ static void check_permute(const HarnessCase *hc, MexdDType dt, PKind kind, int n
 {
   static const char *const names[] = {"permute", "transpose", "copy"};
   size_t es = mexd_dtype_size(dt);
-  int64_t n = numel(ndim, xshape);
+  int64_t n = harness_numel(ndim, xshape);
   int64_t pad = g_test_rand_bit() ? 0 : g_test_rand_int_range(1, 4);
   g_autofree void *x = random_bits(n, es);
   g_autofree uint8_t *ref = g_malloc((size_t)n * es);
   ref_permute(ndim, xshape, perm, es, x, ref);
-  g_autofree char *xs = shape_str(ndim, xshape);
+  g_autofree char *xs = harness_shape_str(ndim, xshape);
   g_autofree char *what =
     g_strdup_printf("%s %s %s: x %s perm (%d,%d,%d,%d)[:%d] pad %" G_GINT64_FORMAT, names[kind],
                     hc->spec, mexd_dtype_name(dt), xs, perm[0], ndim > 1 ? perm[1] : -1,

@@ -5,29 +5,6 @@
 
 #include <string.h>
 
-/* x as a view `pad` elements into a larger 1-D tensor (pad 0: a plain tensor). */
-static MexdTensor *padded_tensor(MexdBackend *be, MexdDType dt, int ndim, const int64_t *shape,
-                                 const float *data, int64_t pad)
-{
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++)
-    n *= shape[i];
-  if (pad == 0)
-    return harness_tensor(be, dt, ndim, shape, data);
-  int64_t total = n + pad;
-  g_autofree float *buf = g_new(float, total);
-  for (int64_t i = 0; i < pad; i++)
-    buf[i] = -1e4f;
-  memcpy(buf + pad, data, sizeof(float) * (size_t)n);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(MexdTensor) base = harness_tensor(be, dt, 1, &total, buf);
-  g_autoptr(MexdTensor) rows = mexd_tensor_rows(base, pad, n, &error);
-  g_assert_no_error(error);
-  MexdTensor *t = mexd_tensor_reshape(rows, ndim, shape, &error);
-  g_assert_no_error(error);
-  return t;
-}
-
 /* x is [M,N] split as `ndim` dims (leading ones multiply to M). */
 typedef struct {
   int ndim;
@@ -80,7 +57,7 @@ static void ref_means(const RShape *s, int64_t seg_len, const float *x, double *
 static float *run_means(MexdBackend *be, MexdDType dt, const RShape *s, int64_t seg_len,
                         const float *x, int64_t pad)
 {
-  g_autoptr(MexdTensor) tx = padded_tensor(be, dt, s->ndim, s->shape, x, pad);
+  g_autoptr(MexdTensor) tx = harness_view_tensor(be, dt, s->ndim, s->shape, x, pad);
   g_autoptr(GError) error = NULL;
   g_autoptr(MexdTensor) ty = NULL;
   gboolean ok;

@@ -79,7 +79,8 @@ static void test_unaligned_views(void)
     g_autoptr(MexdTensor) tb = mexd_tensor_new_from_f32(bes[k], MEXD_DTYPE_F32, 2, sb, b, &error);
     g_autoptr(MexdTensor) tc = mexd_tensor_new_zeros(bes[k], MEXD_DTYPE_F32, 2, sc, &error);
     g_assert_no_error(error);
-    /* rows 3..6 of A (offset 60 bytes) times rows 1..5 of B viewed as... B whole; into rows 1..4 of C */
+    /* rows 3..6 of A (offset 60 bytes) times rows 1..5 of B viewed as... B whole; into rows 1..4 of
+     * C */
     g_autoptr(MexdTensor) av = mexd_tensor_rows(ta, 3, 4, &error);
     g_autoptr(MexdTensor) cv = mexd_tensor_rows(tc, 1, 4, &error);
     g_assert_no_error(error);
@@ -146,7 +147,7 @@ static void test_allocator_stress(void)
       continue;
     }
     int64_t n = g_rand_int_range(r, 1, 4) == 1 ? g_rand_int_range(r, 1 << 18, 1 << 22)
-                                                : g_rand_int_range(r, 1, 5000);
+                                               : g_rand_int_range(r, 1, 5000);
     MexdTensor *t = mexd_tensor_new_1d(vk, MEXD_DTYPE_I32, n, &error);
     g_assert_no_error(error);
     int32_t *v = g_new(int32_t, n);

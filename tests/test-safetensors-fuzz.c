@@ -10,8 +10,8 @@
  * ASan/UBSan too).
  *
  * FUZZ_ITERATIONS (a build option, default 100000) mutants are read; MEXD_FUZZ_ITERATIONS
- * overrides it at run time, MEXD_FUZZ_SEED the seed (printed at the start); MEXD_FUZZ_VERBOSE prints
- * every rejection's message. */
+ * overrides it at run time, MEXD_FUZZ_SEED the seed (printed at the start); MEXD_FUZZ_VERBOSE
+ * prints every rejection's message. */
 #include "mexd.h"
 
 #include <string.h>
@@ -20,9 +20,9 @@
 #define FUZZ_ITERATIONS 100000
 #endif
 #define DEFAULT_SEED 0x5afe7e45u
-#define FNAME "fuzz.safetensors"
-#define MAX_FILE (64 * 1024)       /* mutants are kept below this */
-#define MAX_LOAD (16 * 1024 * 1024) /* tensors larger than this are not loaded */
+#define FNAME        "fuzz.safetensors"
+#define MAX_FILE     (64 * 1024)        /* mutants are kept below this */
+#define MAX_LOAD     (16 * 1024 * 1024) /* tensors larger than this are not loaded */
 
 static MexdBackend *cpu;
 static GPtrArray *seeds; /* GBytes */
@@ -123,8 +123,8 @@ static void make_seeds(void)
       g_autofree char *name = g_strdup_printf("layer.%d.weight", k);
       float v[3] = {(float)k, -(float)k, 0.5f};
       const int64_t s[1] = {k % 3 + 1};
-      g_assert_true(mexd_safetensors_writer_add(w, name, k % 2 ? MEXD_ST_F32 : MEXD_ST_I32, 1, s,
-                                                v, (size_t)s[0] * 4, &error));
+      g_assert_true(mexd_safetensors_writer_add(w, name, k % 2 ? MEXD_ST_F32 : MEXD_ST_I32, 1, s, v,
+                                                (size_t)s[0] * 4, &error));
     }
     add_seed_writer(w);
   }
@@ -151,13 +151,13 @@ static void make_seeds(void)
                 "[ 4 , 8 ] } ,\n \"a\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[0,4],"
                 "\"extra\":[1,{\"x\":null},true,-2.5e3]} }   ",
                 8);
-  add_seed_text("{\"__metadata__\":{\"a\":\"\\u00e9\\n\\\"\"},\"t\":{\"dtype\":\"F32\",\"shape\":[],"
-                "\"data_offsets\":[0,4]}}",
-                4);
+  add_seed_text(
+      "{\"__metadata__\":{\"a\":\"\\u00e9\\n\\\"\"},\"t\":{\"dtype\":\"F32\",\"shape\":[],"
+      "\"data_offsets\":[0,4]}}",
+      4);
 
   g_autofree char *dir = fixture_dir();
-  const char *fixtures[] = {"mixed.safetensors", "four_d.safetensors",
-                            "metadata_only.safetensors"};
+  const char *fixtures[] = {"mixed.safetensors", "four_d.safetensors", "metadata_only.safetensors"};
   int found = 0;
   for (guint k = 0; dir && k < G_N_ELEMENTS(fixtures); k++) {
     g_autofree char *path = g_build_filename(dir, fixtures[k], NULL);
@@ -173,8 +173,8 @@ static void make_seeds(void)
 
   /* every seed parses */
   for (guint k = 0; k < seeds->len; k++) {
-    MexdSafetensors *st = mexd_safetensors_new_from_bytes(g_ptr_array_index(seeds, k), "seed",
-                                                          &error);
+    MexdSafetensors *st =
+        mexd_safetensors_new_from_bytes(g_ptr_array_index(seeds, k), "seed", &error);
     if (!st)
       g_error("seed %u does not parse: %s", k, error->message);
     mexd_safetensors_free(st);
@@ -238,17 +238,63 @@ static void replace_range(GRand *r, GByteArray *a, guint pos, guint len, const c
 }
 
 static const char *const interesting_numbers[] = {
-  "0", "1", "-1", "-0", "7", "8", "255", "65536", "2147483647", "2147483648", "-2147483649",
-  "4294967296", "999999999999999999", "-999999999999999999", "9223372036854775807",
-  "9223372036854775808", "-9223372036854775808", "18446744073709551615", "18446744073709551616",
-  "1e308", "-1e400", "2.5", "0.0", "1E3", "0x10", "00", "-", "1.", ".5", "true", "null", "[]",
-  "{}", "\"1\"",
+    "0",
+    "1",
+    "-1",
+    "-0",
+    "7",
+    "8",
+    "255",
+    "65536",
+    "2147483647",
+    "2147483648",
+    "-2147483649",
+    "4294967296",
+    "999999999999999999",
+    "-999999999999999999",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    "1e308",
+    "-1e400",
+    "2.5",
+    "0.0",
+    "1E3",
+    "0x10",
+    "00",
+    "-",
+    "1.",
+    ".5",
+    "true",
+    "null",
+    "[]",
+    "{}",
+    "\"1\"",
 };
 
 static const char *const interesting_strings[] = {
-  "\"F32\"", "\"F16\"", "\"BF16\"", "\"I64\"", "\"I32\"", "\"F64\"", "\"U8\"", "\"BOOL\"",
-  "\"\"", "\"__metadata__\"", "\"dtype\"", "\"shape\"", "\"data_offsets\"", "\"\\u0000\"",
-  "\"\\ud800\"", "\"x\\udc00y\"", "\"\\ud83d\\ude00\"", "\"\\\"\"", "\"\xc3\xa9\"", "\"a\"",
+    "\"F32\"",
+    "\"F16\"",
+    "\"BF16\"",
+    "\"I64\"",
+    "\"I32\"",
+    "\"F64\"",
+    "\"U8\"",
+    "\"BOOL\"",
+    "\"\"",
+    "\"__metadata__\"",
+    "\"dtype\"",
+    "\"shape\"",
+    "\"data_offsets\"",
+    "\"\\u0000\"",
+    "\"\\ud800\"",
+    "\"x\\udc00y\"",
+    "\"\\ud83d\\ude00\"",
+    "\"\\\"\"",
+    "\"\xc3\xa9\"",
+    "\"a\"",
 };
 
 static void mutate_number(GRand *r, GByteArray *a)
@@ -281,7 +327,8 @@ static void mutate_number(GRand *r, GByteArray *a)
   } else { /* the old value nudged */
     g_autofree char *old = g_strndup((const char *)a->data + starts[k], lens[k]);
     /* wrapping arithmetic: the old value may be INT64_MAX */
-    gint64 v = (gint64)((guint64)g_ascii_strtoll(old, NULL, 10) + (guint64)g_rand_int_range(r, -9, 10));
+    gint64 v =
+        (gint64)((guint64)g_ascii_strtoll(old, NULL, 10) + (guint64)g_rand_int_range(r, -9, 10));
     g_snprintf(buf, sizeof buf, "%" G_GINT64_FORMAT, v);
     text = buf;
   }
@@ -353,8 +400,8 @@ static void mutate_offsets(GRand *r, GByteArray *a)
   int64_t b = g_ascii_strtoll(text, NULL, 10), e = g_ascii_strtoll(comma + 1, NULL, 10);
   /* wrapping arithmetic: the values may be anything a mutation left */
   uint64_t shift = g_rand_boolean(r)
-                     ? (uint64_t)(int64_t)g_rand_int_range(r, -16, 17)
-                     : (uint64_t)begins[g_rand_int_range(r, 0, (gint32)n)] - (uint64_t)b;
+                       ? (uint64_t)(int64_t)g_rand_int_range(r, -16, 17)
+                       : (uint64_t)begins[g_rand_int_range(r, 0, (gint32)n)] - (uint64_t)b;
   char buf[64];
   g_snprintf(buf, sizeof buf, "[%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT "]",
              (int64_t)((uint64_t)b + shift), (int64_t)((uint64_t)e + shift));
@@ -363,8 +410,8 @@ static void mutate_offsets(GRand *r, GByteArray *a)
 
 static void mutate(GRand *r, GByteArray *a)
 {
-  static const guint8 interesting[] = {0, 0xff, '"', '{', '}', '[', ']', '9', '-', ',', ':', ' ',
-                                       '\\', 0x80, 0xc3, '0', 'e', '.'};
+  static const guint8 interesting[] = {0,   0xff, '"', '{',  '}',  '[',  ']', '9', '-',
+                                       ',', ':',  ' ', '\\', 0x80, 0xc3, '0', 'e', '.'};
   int op = g_rand_int_range(r, 0, 13);
   if (a->len == 0 && op != 4)
     op = 4;
@@ -377,9 +424,7 @@ static void mutate(GRand *r, GByteArray *a)
   case 1: /* an interesting byte */
     a->data[pick_pos(r, a)] = interesting[g_rand_int_range(r, 0, G_N_ELEMENTS(interesting))];
     break;
-  case 2: /* a random byte */
-    a->data[pick_pos(r, a)] = (guint8)g_rand_int_range(r, 0, 256);
-    break;
+  case 2: /* a random byte */ a->data[pick_pos(r, a)] = (guint8)g_rand_int_range(r, 0, 256); break;
   case 3: /* truncate */
     g_byte_array_set_size(a, (guint)g_rand_int_range(r, 0, (gint32)a->len));
     break;
@@ -396,9 +441,20 @@ static void mutate(GRand *r, GByteArray *a)
   }
   case 5: { /* a new header length */
     uint64_t h = get_hlen(a), len = a->len;
-    const uint64_t choices[] = {0,         1,        len - 8,   len - 7, len - 9, h + 1, h - 1,
-                                h + 8,     h * 2,    1ull << 63, ~0ull,   100ull << 20,
-                                (100ull << 20) + 1, (uint64_t)g_rand_int(r)};
+    const uint64_t choices[] = {0,
+                                1,
+                                len - 8,
+                                len - 7,
+                                len - 9,
+                                h + 1,
+                                h - 1,
+                                h + 8,
+                                h * 2,
+                                1ull << 63,
+                                ~0ull,
+                                100ull << 20,
+                                (100ull << 20) + 1,
+                                (uint64_t)g_rand_int(r)};
     set_hlen(a, choices[g_rand_int_range(r, 0, G_N_ELEMENTS(choices))]);
     break;
   }
@@ -420,12 +476,8 @@ static void mutate(GRand *r, GByteArray *a)
     break;
   }
   case 8:
-  case 9:
-    mutate_number(r, a);
-    break;
-  case 10:
-    mutate_string(r, a);
-    break;
+  case 9: mutate_number(r, a); break;
+  case 10: mutate_string(r, a); break;
   case 11: { /* splice a chunk of another seed over or into this one */
     GBytes *other = g_ptr_array_index(seeds, g_rand_int_range(r, 0, (gint32)seeds->len));
     gsize olen;
@@ -441,9 +493,7 @@ static void mutate(GRand *r, GByteArray *a)
       replace_range(r, a, p, over, (const char *)od + from, n);
     break;
   }
-  case 12:
-    mutate_offsets(r, a);
-    break;
+  case 12: mutate_offsets(r, a); break;
   }
 }
 
@@ -486,8 +536,8 @@ static void check_accepted(MexdSafetensors *st, GBytes *b, Stats *stats)
       g_assert_cmpuint(numel * mexd_st_dtype_size(t->dtype), ==, t->nbytes);
 
     if (t->nbytes <= MAX_LOAD) {
-      gboolean is_float = t->dtype == MEXD_ST_F32 || t->dtype == MEXD_ST_F16 ||
-                          t->dtype == MEXD_ST_BF16;
+      gboolean is_float =
+          t->dtype == MEXD_ST_F32 || t->dtype == MEXD_ST_F16 || t->dtype == MEXD_ST_BF16;
       MexdDType want = !is_float ? MEXD_DTYPE_I32 : (i % 3 == 2) ? MEXD_DTYPE_F16 : MEXD_DTYPE_F32;
       MexdTensor *x = mexd_safetensors_load(st, t->name, cpu, want, &error);
       stats->loads++;

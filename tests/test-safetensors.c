@@ -1,9 +1,9 @@
 /* test-safetensors.c: the safetensors reader and writer.
  *
  * Round trips writer -> reader for every dtype, scalars, 4-D, metadata and empty files; loading
- * onto the cpu backend with dtype conversion; the fixtures of tests/fixtures/safetensors/ (written by
- * the independent tests/fixtures/make_safetensors.py); one corrupt file per validation rule; and the
- * writer's errors. */
+ * onto the cpu backend with dtype conversion; the fixtures of tests/fixtures/safetensors/ (written
+ * by the independent tests/fixtures/make_safetensors.py); one corrupt file per validation rule; and
+ * the writer's errors. */
 #include "mexd.h"
 
 #include <glib/gstdio.h>
@@ -130,22 +130,22 @@ static void test_roundtrip_dtypes(void)
   const int64_t s_f32[2] = {2, 3}, s_f16[1] = {3}, s_bf16[1] = {5}, s_i64[2] = {2, 2},
                 s_i32[1] = {2}, s_four[4] = {2, 3, 4, 5}, s_empty[2] = {0, 7};
   const int64_t s_eight[8] = {1, 2, 1, 1, 1, 1, 1, 1};
-  g_assert_true(mexd_safetensors_writer_add(w, "f32", MEXD_ST_F32, 2, s_f32, f32, sizeof f32,
-                                            &error));
-  g_assert_true(mexd_safetensors_writer_add(w, "f16", MEXD_ST_F16, 1, s_f16, f16, sizeof f16,
-                                            &error));
-  g_assert_true(mexd_safetensors_writer_add(w, "bf16", MEXD_ST_BF16, 1, s_bf16, bf16, sizeof bf16,
-                                            &error));
-  g_assert_true(mexd_safetensors_writer_add(w, "i64", MEXD_ST_I64, 2, s_i64, i64, sizeof i64,
-                                            &error));
-  g_assert_true(mexd_safetensors_writer_add(w, "i32", MEXD_ST_I32, 1, s_i32, i32, sizeof i32,
-                                            &error));
+  g_assert_true(
+      mexd_safetensors_writer_add(w, "f32", MEXD_ST_F32, 2, s_f32, f32, sizeof f32, &error));
+  g_assert_true(
+      mexd_safetensors_writer_add(w, "f16", MEXD_ST_F16, 1, s_f16, f16, sizeof f16, &error));
+  g_assert_true(
+      mexd_safetensors_writer_add(w, "bf16", MEXD_ST_BF16, 1, s_bf16, bf16, sizeof bf16, &error));
+  g_assert_true(
+      mexd_safetensors_writer_add(w, "i64", MEXD_ST_I64, 2, s_i64, i64, sizeof i64, &error));
+  g_assert_true(
+      mexd_safetensors_writer_add(w, "i32", MEXD_ST_I32, 1, s_i32, i32, sizeof i32, &error));
   g_assert_true(mexd_safetensors_writer_add(w, "scalar", MEXD_ST_F32, 0, NULL, &scalar, 4, &error));
-  g_assert_true(mexd_safetensors_writer_add(w, "four", MEXD_ST_F32, 4, s_four, four, sizeof four,
-                                            &error));
+  g_assert_true(
+      mexd_safetensors_writer_add(w, "four", MEXD_ST_F32, 4, s_four, four, sizeof four, &error));
   g_assert_true(mexd_safetensors_writer_add(w, "empty", MEXD_ST_F16, 2, s_empty, NULL, 0, &error));
-  g_assert_true(mexd_safetensors_writer_add(w, "eight", MEXD_ST_I32, 8, s_eight, i32, sizeof i32,
-                                            &error));
+  g_assert_true(
+      mexd_safetensors_writer_add(w, "eight", MEXD_ST_I32, 8, s_eight, i32, sizeof i32, &error));
   g_assert_no_error(error);
   mexd_safetensors_writer_set_metadata(w, "format", "pt");
   mexd_safetensors_writer_set_metadata(w, "removed", "x");
@@ -169,7 +169,7 @@ static void test_roundtrip_dtypes(void)
     hlen = (hlen << 8) | (guint8)contents[i];
   g_assert_cmpuint(hlen % 8, ==, 0);
   g_assert_cmpuint(8 + hlen + sizeof f32 + sizeof f16 + sizeof bf16 + sizeof i64 + sizeof i32 + 4 +
-                     sizeof four + sizeof i32,
+                       sizeof four + sizeof i32,
                    ==, len);
 
   for (int pass = 0; pass < 2; pass++) {
@@ -267,8 +267,17 @@ static void test_roundtrip_empty(void)
 static void test_roundtrip_names(void)
 {
   GError *error = NULL;
-  const char *names[] = {"a\"b", "back\\slash", "new\nline", "tab\there", "\xc3\xa9t\xc3\xa9",
-                         "\xf0\x9f\x98\x80", "", "ctl\x01", "slash/", "__metadata", " "};
+  const char *names[] = {"a\"b",
+                         "back\\slash",
+                         "new\nline",
+                         "tab\there",
+                         "\xc3\xa9t\xc3\xa9",
+                         "\xf0\x9f\x98\x80",
+                         "",
+                         "ctl\x01",
+                         "slash/",
+                         "__metadata",
+                         " "};
   g_autoptr(MexdSafetensorsWriter) w = mexd_safetensors_writer_new();
   for (guint i = 0; i < G_N_ELEMENTS(names); i++) {
     int32_t v = (int32_t)i;
@@ -354,7 +363,8 @@ static void test_load_conversions(void)
   const uint16_t bf_scalar = 0x4049; /* 3.140625 */
 
   g_autoptr(MexdSafetensorsWriter) w = mexd_safetensors_writer_new();
-  g_assert_true(mexd_safetensors_writer_add(w, "bf16", MEXD_ST_BF16, 2, s_all, all, 131072, &error));
+  g_assert_true(
+      mexd_safetensors_writer_add(w, "bf16", MEXD_ST_BF16, 2, s_all, all, 131072, &error));
   g_assert_true(mexd_safetensors_writer_add(w, "f16", MEXD_ST_F16, 2, s_all, all, 131072, &error));
   g_assert_true(mexd_safetensors_writer_add(w, "f32", MEXD_ST_F32, 1, s5, f32, sizeof f32, &error));
   g_assert_true(mexd_safetensors_writer_add(w, "i64", MEXD_ST_I64, 1, s5, i64, sizeof i64, &error));
@@ -362,11 +372,11 @@ static void test_load_conversions(void)
   g_assert_true(mexd_safetensors_writer_add(w, "i64lo", MEXD_ST_I64, 1, s3, i64_lo, 24, &error));
   g_assert_true(mexd_safetensors_writer_add(w, "i32", MEXD_ST_I32, 1, s5, i32, sizeof i32, &error));
   g_assert_true(mexd_safetensors_writer_add(w, "five", MEXD_ST_F32, 5, s5d, f32, 8, &error));
-  g_assert_true(mexd_safetensors_writer_add(w, "empty", MEXD_ST_F32, 1, (int64_t[]){0}, NULL, 0,
-                                            &error));
+  g_assert_true(
+      mexd_safetensors_writer_add(w, "empty", MEXD_ST_F32, 1, (int64_t[]){0}, NULL, 0, &error));
   g_assert_true(mexd_safetensors_writer_add(w, "scalar", MEXD_ST_F32, 0, NULL, &s_val, 4, &error));
-  g_assert_true(mexd_safetensors_writer_add(w, "bfscalar", MEXD_ST_BF16, 0, NULL, &bf_scalar, 2,
-                                            &error));
+  g_assert_true(
+      mexd_safetensors_writer_add(w, "bfscalar", MEXD_ST_BF16, 0, NULL, &bf_scalar, 2, &error));
   g_assert_no_error(error);
   g_autoptr(GBytes) b = writer_bytes(w);
   g_autoptr(MexdSafetensors) st = mexd_safetensors_new_from_bytes(b, "conv.safetensors", &error);
@@ -455,15 +465,15 @@ static void test_load_conversions(void)
     int code;
     const char *contains;
   } bad[] = {
-    {"i64hi", MEXD_DTYPE_I32, MEXD_ERROR_DTYPE, "2147483648"},
-    {"i64lo", MEXD_DTYPE_I32, MEXD_ERROR_DTYPE, "-2147483649"},
-    {"f32", MEXD_DTYPE_I32, MEXD_ERROR_DTYPE, "'f32'"},
-    {"i64", MEXD_DTYPE_F32, MEXD_ERROR_DTYPE, "'i64'"},
-    {"i32", MEXD_DTYPE_F16, MEXD_ERROR_DTYPE, "'i32'"},
-    {"five", MEXD_DTYPE_F32, MEXD_ERROR_UNSUPPORTED, "'five'"},
-    {"empty", MEXD_DTYPE_F32, MEXD_ERROR_UNSUPPORTED, "'empty'"},
-    {"absent", MEXD_DTYPE_F32, MEXD_ERROR_NOT_FOUND, "'absent'"},
-    {"f32", (MexdDType)17, MEXD_ERROR_DTYPE, "'f32'"},
+      {"i64hi", MEXD_DTYPE_I32, MEXD_ERROR_DTYPE, "2147483648"},
+      {"i64lo", MEXD_DTYPE_I32, MEXD_ERROR_DTYPE, "-2147483649"},
+      {"f32", MEXD_DTYPE_I32, MEXD_ERROR_DTYPE, "'f32'"},
+      {"i64", MEXD_DTYPE_F32, MEXD_ERROR_DTYPE, "'i64'"},
+      {"i32", MEXD_DTYPE_F16, MEXD_ERROR_DTYPE, "'i32'"},
+      {"five", MEXD_DTYPE_F32, MEXD_ERROR_UNSUPPORTED, "'five'"},
+      {"empty", MEXD_DTYPE_F32, MEXD_ERROR_UNSUPPORTED, "'empty'"},
+      {"absent", MEXD_DTYPE_F32, MEXD_ERROR_NOT_FOUND, "'absent'"},
+      {"f32", (MexdDType)17, MEXD_ERROR_DTYPE, "'f32'"},
   };
   for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
     t = mexd_safetensors_load(st, bad[i].name, cpu, bad[i].want, &error);
@@ -794,8 +804,9 @@ static void test_bad_json(void)
     g_string_free(s, TRUE);
   }
   /* a valid header, for contrast: whitespace around the object, escapes */
-  expect_good("whitespace", " \n{ \"a\\n\\u00e9\\ud83d\\ude00\" : {\"dtype\":\"F32\", \"shape\" : [],"
-                            " \"data_offsets\":[0,4]} }\r\n\t   ",
+  expect_good("whitespace",
+              " \n{ \"a\\n\\u00e9\\ud83d\\ude00\" : {\"dtype\":\"F32\", \"shape\" : [],"
+              " \"data_offsets\":[0,4]} }\r\n\t   ",
               4);
 }
 
@@ -809,15 +820,15 @@ static void test_bad_entries(void)
              "has no dtype");
   expect_bad("dtype-number", "{\"t\":{\"dtype\":4,\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
              MEXD_ERROR_FORMAT, "not a string");
-  expect_bad("dtype-unknown", "{\"t\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}",
-             8, MEXD_ERROR_FORMAT, "F33");
+  expect_bad("dtype-unknown", "{\"t\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+             MEXD_ERROR_FORMAT, "F33");
   expect_bad("dtype-lower", "{\"t\":{\"dtype\":\"f32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
              MEXD_ERROR_FORMAT, "unknown dtype");
   const char *unsupported[] = {"F64", "U8", "BOOL", "I8", "F8_E4M3"};
   for (guint i = 0; i < G_N_ELEMENTS(unsupported); i++) {
-    g_autofree char *json = g_strdup_printf(
-      "{\"tensor_%s\":{\"dtype\":\"%s\",\"shape\":[8],\"data_offsets\":[0,8]}}", unsupported[i],
-      unsupported[i]);
+    g_autofree char *json =
+        g_strdup_printf("{\"tensor_%s\":{\"dtype\":\"%s\",\"shape\":[8],\"data_offsets\":[0,8]}}",
+                        unsupported[i], unsupported[i]);
     g_autofree char *name = g_strdup_printf("tensor_%s", unsupported[i]);
     expect_bad("unsupported", json, 8, MEXD_ERROR_UNSUPPORTED, name);
     expect_bad("unsupported", json, 8, MEXD_ERROR_UNSUPPORTED, unsupported[i]);
@@ -851,11 +862,11 @@ static void test_bad_entries(void)
   /* data_offsets */
   expect_bad("no-offsets", "{\"t\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, MEXD_ERROR_FORMAT,
              "no data_offsets");
-  const char *offsets[] = {"[0]", "[0,8,8]", "[]", "8", "\"0,8\"", "[0,8.0]", "[0.0,8]",
-                           "[\"0\",8]", "[0,null]", "{\"0\":8}"};
+  const char *offsets[] = {"[0]",     "[0,8,8]", "[]",        "8",        "\"0,8\"",
+                           "[0,8.0]", "[0.0,8]", "[\"0\",8]", "[0,null]", "{\"0\":8}"};
   for (guint i = 0; i < G_N_ELEMENTS(offsets); i++) {
     g_autofree char *json = g_strdup_printf(
-      "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":%s}}", offsets[i]);
+        "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":%s}}", offsets[i]);
     expect_bad("offsets-shape", json, 8, MEXD_ERROR_FORMAT, "not two integers");
   }
   expect_bad("offsets-negative",
@@ -925,20 +936,17 @@ static void test_bad_metadata_and_duplicates(void)
              "__metadata__ is not a JSON object");
   expect_bad("metadata-number", "{\"__metadata__\":{\"k\":1}}", 0, MEXD_ERROR_FORMAT,
              "entry 'k' is not a string");
-  expect_bad("metadata-null", "{\"__metadata__\":{\"k\":null}}", 0, MEXD_ERROR_FORMAT,
-             "entry 'k'");
+  expect_bad("metadata-null", "{\"__metadata__\":{\"k\":null}}", 0, MEXD_ERROR_FORMAT, "entry 'k'");
   expect_bad("metadata-object", "{\"__metadata__\":{\"k\":{}}}", 0, MEXD_ERROR_FORMAT, "entry 'k'");
-  expect_bad("metadata-bool", "{\"__metadata__\":{\"k\":true}}", 0, MEXD_ERROR_FORMAT,
-             "entry 'k'");
+  expect_bad("metadata-bool", "{\"__metadata__\":{\"k\":true}}", 0, MEXD_ERROR_FORMAT, "entry 'k'");
   expect_good("metadata-empty", "{\"__metadata__\":{}}", 0);
 
   expect_bad("duplicate-tensor",
              "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
              "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
              16, MEXD_ERROR_FORMAT, "names 'a' twice");
-  expect_bad("duplicate-metadata",
-             "{\"__metadata__\":{},\"__metadata__\":{}}", 0, MEXD_ERROR_FORMAT,
-             "'__metadata__' twice");
+  expect_bad("duplicate-metadata", "{\"__metadata__\":{},\"__metadata__\":{}}", 0,
+             MEXD_ERROR_FORMAT, "'__metadata__' twice");
   expect_bad("duplicate-key",
              "{\"a\":{\"dtype\":\"F32\",\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
              8, MEXD_ERROR_FORMAT, "key 'dtype' twice");
@@ -1019,8 +1027,7 @@ static void test_writer_errors(void)
   g_assert_false(mexd_safetensors_writer_add(w, "a", MEXD_ST_F32, 1, s4, v, 16, &error));
   expect_error(error, MEXD_ERROR_INVALID_ARGUMENT, "'a'", "duplicate name");
   error = NULL;
-  g_assert_false(mexd_safetensors_writer_add(w, "__metadata__", MEXD_ST_F32, 1, s4, v, 16,
-                                             &error));
+  g_assert_false(mexd_safetensors_writer_add(w, "__metadata__", MEXD_ST_F32, 1, s4, v, 16, &error));
   expect_error(error, MEXD_ERROR_INVALID_ARGUMENT, "__metadata__", "reserved name");
   error = NULL;
   g_assert_false(mexd_safetensors_writer_add(w, NULL, MEXD_ST_F32, 1, s4, v, 16, &error));

@@ -197,10 +197,10 @@ static void test_f32_to_f16_rounding(void)
     n++;
   }
   /* the edges: ties, overflow threshold, subnormals, signed zero */
-  const float edges[] = {65504.0f, 65519.99f, 65520.0f, -65520.0f, 5.9604645e-08f,
-                         2.9802322e-08f, 2.9802326e-08f, 8.940697e-08f, 6.1035156e-05f,
-                         6.1035152e-05f, -0.0f, 1.0009766f, 1.00048828125f, 1.00146484375f,
-                         INFINITY, -INFINITY};
+  const float edges[] = {65504.0f,       65519.99f,      65520.0f,       -65520.0f,
+                         5.9604645e-08f, 2.9802322e-08f, 2.9802326e-08f, 8.940697e-08f,
+                         6.1035156e-05f, 6.1035152e-05f, -0.0f,          1.0009766f,
+                         1.00048828125f, 1.00146484375f, INFINITY,       -INFINITY};
   for (size_t i = 0; i < G_N_ELEMENTS(edges); i++) {
     uint16_t got = mexd_f32_to_f16(edges[i]), want = ref_f32_to_f16(edges[i]);
     if (got != want)

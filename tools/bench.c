@@ -90,7 +90,7 @@ static int bench_gemm(int argc, char **argv)
     return 1;
   }
   GRand *rng = g_rand_new_with_seed(1);
-  float *a = g_new(float, M * K), *b = g_new(float, K * N);
+  float *a = g_new(float, M *K), *b = g_new(float, K *N);
   for (int64_t i = 0; i < M * K; i++)
     a[i] = (float)g_rand_double_range(rng, -1, 1);
   for (int64_t i = 0; i < K * N; i++)
@@ -120,7 +120,7 @@ static int bench_gemm(int argc, char **argv)
   double blas_med = 0;
 #ifdef MEXD_HAVE_CBLAS
   if (mexd_backend_kind(be) == MEXD_BACKEND_CPU && dt == MEXD_DTYPE_F32) {
-    float *c = g_new(float, M * N);
+    float *c = g_new(float, M *N);
     for (int r = -1; r < reps; r++) {
       gint64 t0 = g_get_monotonic_time();
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, a,

@@ -29,17 +29,16 @@ static int cmd_devices(int argc, char **argv)
 
 static void usage(FILE *f)
 {
-  fprintf(f,
-          "usage: mexd COMMAND [ARGS…]\n"
-          "\n"
-          "commands:\n"
-          "  bench gemm M N K [--device D] [--dtype f32|f16] [--reps R] [--json]\n"
-          "                 GEMM throughput (GFLOP/s, median of R runs)\n"
-          "  devices        list the compute devices and the default choice\n"
-          "  help           this text\n"
-          "\n"
-          "Devices: --device cpu | vulkan | vulkan:N; default MEXD_DEVICE, else the first GPU,\n"
-          "else lavapipe, else cpu.  MEXD_DEBUG=1 logs the device, its limits and features.\n");
+  fprintf(f, "usage: mexd COMMAND [ARGS…]\n"
+             "\n"
+             "commands:\n"
+             "  bench gemm M N K [--device D] [--dtype f32|f16] [--reps R] [--json]\n"
+             "                 GEMM throughput (GFLOP/s, median of R runs)\n"
+             "  devices        list the compute devices and the default choice\n"
+             "  help           this text\n"
+             "\n"
+             "Devices: --device cpu | vulkan | vulkan:N; default MEXD_DEVICE, else the first GPU,\n"
+             "else lavapipe, else cpu.  MEXD_DEBUG=1 logs the device, its limits and features.\n");
 }
 
 int main(int argc, char **argv)

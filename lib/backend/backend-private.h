@@ -10,8 +10,8 @@ struct _MexdStorage {
   gint ref_count;
   MexdBackend *backend; /* not a reference: a backend outlives its storages via the tensors */
   size_t size;
-  void *host;     /* cpu: the data; vulkan: the persistent mapping when the memory is host-visible */
-  gpointer priv;  /* backend data (vulkan: the sub-allocation) */
+  void *host;    /* cpu: the data; vulkan: the persistent mapping when the memory is host-visible */
+  gpointer priv; /* backend data (vulkan: the sub-allocation) */
 };
 
 typedef struct {

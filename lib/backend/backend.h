@@ -6,8 +6,8 @@
  * and submitted together by mexd_backend_sync() (reads of tensors sync implicitly).
  *
  * Choice: the spec string "cpu", "vulkan" (the default Vulkan device) or "vulkan:N" (device N in
- * the order the loader lists them).  NULL or "" reads MEXD_DEVICE; when that is unset too, the first
- * discrete or integrated GPU is taken, else a software Vulkan device (lavapipe), else cpu. */
+ * the order the loader lists them).  NULL or "" reads MEXD_DEVICE; when that is unset too, the
+ * first discrete or integrated GPU is taken, else a software Vulkan device (lavapipe), else cpu. */
 #pragma once
 
 #include "core/tensor.h"

@@ -51,8 +51,7 @@ static gboolean cpu_read(MexdBackend *be, MexdStorage *s, size_t off, void *dst,
   return TRUE;
 }
 
-static gboolean cpu_fill_zero(MexdBackend *be, MexdStorage *s, size_t off, size_t n,
-                              GError **error)
+static gboolean cpu_fill_zero(MexdBackend *be, MexdStorage *s, size_t off, size_t n, GError **error)
 {
   (void)be;
   (void)error;
@@ -68,13 +67,13 @@ static gboolean cpu_sync(MexdBackend *be, GError **error)
 }
 
 static const MexdBackendVTable cpu_vtable = {
-  .destroy = cpu_destroy,
-  .storage_new = cpu_storage_new,
-  .storage_free = cpu_storage_free,
-  .write = cpu_write,
-  .read = cpu_read,
-  .fill_zero = cpu_fill_zero,
-  .sync = cpu_sync,
+    .destroy = cpu_destroy,
+    .storage_new = cpu_storage_new,
+    .storage_free = cpu_storage_free,
+    .write = cpu_write,
+    .read = cpu_read,
+    .fill_zero = cpu_fill_zero,
+    .sync = cpu_sync,
 };
 
 MexdBackend *mexd_cpu_backend_new(GError **error)

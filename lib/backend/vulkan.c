@@ -25,8 +25,8 @@
 #include <vulkan/vulkan.h>
 
 #define BLOCK_SIZE_DEFAULT ((VkDeviceSize)256 << 20)
-#define ALLOC_ALIGN 256
-#define STAGING_CHUNK ((VkDeviceSize)64 << 20)
+#define ALLOC_ALIGN        256
+#define STAGING_CHUNK      ((VkDeviceSize)64 << 20)
 
 typedef struct {
   VkDeviceSize off, size;
@@ -76,8 +76,8 @@ typedef struct {
   VkCommandBuffer cmd;
   VkFence fence;
   gboolean recording;
-  guint n_dispatch;  /* dispatches recorded since begin */
-  GPtrArray *held;   /* MexdStorage* kept alive until the next sync */
+  guint n_dispatch; /* dispatches recorded since begin */
+  GPtrArray *held;  /* MexdStorage* kept alive until the next sync */
   uint64_t timeout_ns;
 
   Block *status;  /* host-visible status word (binding 4) */
@@ -113,10 +113,11 @@ static const char *vk_result_name(VkResult r)
   }
 }
 
-#define VK_FAIL(error, r, what)                                                                   \
-  mexd_fail(error, (r) == VK_ERROR_OUT_OF_DEVICE_MEMORY || (r) == VK_ERROR_OUT_OF_HOST_MEMORY     \
-                       ? MEXD_ERROR_NO_MEMORY                                                      \
-                       : MEXD_ERROR_DEVICE,                                                        \
+#define VK_FAIL(error, r, what)                                                                    \
+  mexd_fail(error,                                                                                 \
+            (r) == VK_ERROR_OUT_OF_DEVICE_MEMORY || (r) == VK_ERROR_OUT_OF_HOST_MEMORY             \
+                ? MEXD_ERROR_NO_MEMORY                                                             \
+                : MEXD_ERROR_DEVICE,                                                               \
             "Vulkan: %s failed: %s (%d)", what, vk_result_name(r), (int)(r))
 
 static VKAPI_ATTR VkBool32 VKAPI_CALL debug_cb(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
@@ -156,10 +157,10 @@ static VkResult create_instance(VkInstance *inst, VkDebugUtilsMessengerEXT *mess
                                 GError **error)
 {
   VkApplicationInfo app = {
-    .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
-    .pApplicationName = "mexd",
-    .pEngineName = "libmexd",
-    .apiVersion = VK_API_VERSION_1_2,
+      .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+      .pApplicationName = "mexd",
+      .pEngineName = "libmexd",
+      .apiVersion = VK_API_VERSION_1_2,
   };
   const char *layers[1];
   const char *exts[1];
@@ -176,32 +177,34 @@ static VkResult create_instance(VkInstance *inst, VkDebugUtilsMessengerEXT *mess
     exts[n_exts++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
   }
   VkDebugUtilsMessengerCreateInfoEXT dbg = {
-    .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
-    .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
-                       VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
-    .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
-                   VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
-                   VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
-    .pfnUserCallback = debug_cb,
+      .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+      .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                         VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
+      .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
+                     VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                     VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
+      .pfnUserCallback = debug_cb,
   };
   VkInstanceCreateInfo ici = {
-    .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
-    .pNext = validate ? &dbg : NULL,
-    .pApplicationInfo = &app,
-    .enabledLayerCount = n_layers,
-    .ppEnabledLayerNames = layers,
-    .enabledExtensionCount = n_exts,
-    .ppEnabledExtensionNames = exts,
+      .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+      .pNext = validate ? &dbg : NULL,
+      .pApplicationInfo = &app,
+      .enabledLayerCount = n_layers,
+      .ppEnabledLayerNames = layers,
+      .enabledExtensionCount = n_exts,
+      .ppEnabledExtensionNames = exts,
   };
   VkResult r = vkCreateInstance(&ici, NULL, inst);
   if (r != VK_SUCCESS) {
-    VK_FAIL(error, r, "vkCreateInstance (is a Vulkan driver installed? Debian: mesa-vulkan-drivers)");
+    VK_FAIL(error, r,
+            "vkCreateInstance (is a Vulkan driver installed? Debian: mesa-vulkan-drivers)");
     return r;
   }
   *messenger = VK_NULL_HANDLE;
   if (validate) {
-    PFN_vkCreateDebugUtilsMessengerEXT create = (PFN_vkCreateDebugUtilsMessengerEXT)
-      vkGetInstanceProcAddr(*inst, "vkCreateDebugUtilsMessengerEXT");
+    PFN_vkCreateDebugUtilsMessengerEXT create =
+        (PFN_vkCreateDebugUtilsMessengerEXT)vkGetInstanceProcAddr(*inst,
+                                                                  "vkCreateDebugUtilsMessengerEXT");
     if (create)
       create(*inst, &dbg, NULL, messenger);
   }
@@ -335,11 +338,11 @@ static Block *block_new(VkBackend *vk, VkDeviceSize size, gboolean host_visible,
   Block *b = g_new0(Block, 1);
   b->size = size;
   VkBufferCreateInfo bci = {
-    .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
-    .size = size,
-    .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-             VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-    .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
+      .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+      .size = size,
+      .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+               VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+      .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
   };
   VkResult r = vkCreateBuffer(vk->device, &bci, NULL, &b->buf);
   if (r != VK_SUCCESS) {
@@ -358,9 +361,9 @@ static Block *block_new(VkBackend *vk, VkDeviceSize size, gboolean host_visible,
     return mexd_fail_null(error, MEXD_ERROR_DEVICE, "Vulkan: no memory type fits a storage buffer");
   }
   VkMemoryAllocateInfo mai = {
-    .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
-    .allocationSize = req.size,
-    .memoryTypeIndex = type,
+      .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+      .allocationSize = req.size,
+      .memoryTypeIndex = type,
   };
   r = vkAllocateMemory(vk->device, &mai, NULL, &b->mem);
   if (r != VK_SUCCESS) {
@@ -498,8 +501,8 @@ static gboolean begin_if_needed(VkBackend *vk, GError **error)
   if (vk->recording)
     return TRUE;
   VkCommandBufferBeginInfo bi = {
-    .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
-    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+      .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+      .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
   };
   VkResult r = vkBeginCommandBuffer(vk->cmd, &bi);
   if (r != VK_SUCCESS)
@@ -513,9 +516,9 @@ static void barrier(VkBackend *vk, VkPipelineStageFlags src, VkAccessFlags src_a
                     VkPipelineStageFlags dst, VkAccessFlags dst_access)
 {
   VkMemoryBarrier mb = {
-    .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-    .srcAccessMask = src_access,
-    .dstAccessMask = dst_access,
+      .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+      .srcAccessMask = src_access,
+      .dstAccessMask = dst_access,
   };
   vkCmdPipelineBarrier(vk->cmd, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
 }
@@ -540,9 +543,9 @@ static gboolean submit_and_wait(VkBackend *vk, GError **error)
   if (r != VK_SUCCESS)
     return VK_FAIL(error, r, "vkEndCommandBuffer");
   VkSubmitInfo si = {
-    .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-    .commandBufferCount = 1,
-    .pCommandBuffers = &vk->cmd,
+      .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+      .commandBufferCount = 1,
+      .pCommandBuffers = &vk->cmd,
   };
   r = vkQueueSubmit(vk->queue, 1, &si, vk->fence);
   if (r != VK_SUCCESS) {
@@ -694,8 +697,7 @@ static void record_fill(VkBackend *vk, gpointer data)
   vkCmdFillBuffer(vk->cmd, j->buf, j->off, j->size, 0);
 }
 
-static gboolean vk_fill_zero(MexdBackend *be, MexdStorage *s, size_t off, size_t n,
-                             GError **error)
+static gboolean vk_fill_zero(MexdBackend *be, MexdStorage *s, size_t off, size_t n, GError **error)
 {
   VkBackend *vk = (VkBackend *)be;
   Alloc *a = s->priv;
@@ -734,9 +736,9 @@ static VkShaderModule get_module(VkBackend *vk, const char *name, GError **error
     return VK_NULL_HANDLE;
   }
   VkShaderModuleCreateInfo ci = {
-    .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-    .codeSize = blob->size,
-    .pCode = blob->code,
+      .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+      .codeSize = blob->size,
+      .pCode = blob->code,
   };
   VkResult r = vkCreateShaderModule(vk->device, &ci, NULL, &m);
   if (r != VK_SUCCESS) {
@@ -770,15 +772,16 @@ static VkPipeline get_pipeline(VkBackend *vk, const MexdVkDispatch *d, GError **
     entries[i] = (VkSpecializationMapEntry){(uint32_t)i, (uint32_t)(i * 4), 4};
   VkSpecializationInfo si = {(uint32_t)d->n_spec, entries, (size_t)d->n_spec * 4, d->spec};
   VkComputePipelineCreateInfo ci = {
-    .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-    .stage = {
-      .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
-      .stage = VK_SHADER_STAGE_COMPUTE_BIT,
-      .module = m,
-      .pName = "main",
-      .pSpecializationInfo = d->n_spec ? &si : NULL,
-    },
-    .layout = vk->pipe_layout,
+      .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+      .stage =
+          {
+              .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+              .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+              .module = m,
+              .pName = "main",
+              .pSpecializationInfo = d->n_spec ? &si : NULL,
+          },
+      .layout = vk->pipe_layout,
   };
   VkResult r = vkCreateComputePipelines(vk->device, vk->pipe_cache, 1, &ci, NULL, &p);
   if (r != VK_SUCCESS) {
@@ -861,22 +864,22 @@ gboolean mexd_vk_dispatch(MexdBackend *be, const MexdVkDispatch *d, GError **err
       offs[i] = 0;
     }
     writes[n_writes] = (VkWriteDescriptorSet){
-      .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-      .dstBinding = (uint32_t)i,
-      .descriptorCount = 1,
-      .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-      .pBufferInfo = &infos[n_writes],
+        .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+        .dstBinding = (uint32_t)i,
+        .descriptorCount = 1,
+        .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+        .pBufferInfo = &infos[n_writes],
     };
     n_writes++;
   }
   if (d->bind_status) {
     infos[n_writes] = (VkDescriptorBufferInfo){vk->status->buf, 0, vk->status->size};
     writes[n_writes] = (VkWriteDescriptorSet){
-      .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-      .dstBinding = MEXD_VK_STATUS_BINDING,
-      .descriptorCount = 1,
-      .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-      .pBufferInfo = &infos[n_writes],
+        .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+        .dstBinding = MEXD_VK_STATUS_BINDING,
+        .descriptorCount = 1,
+        .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+        .pBufferInfo = &infos[n_writes],
     };
     n_writes++;
   }
@@ -972,8 +975,9 @@ static void vk_destroy(MexdBackend *be)
   if (vk->held)
     g_ptr_array_free(vk->held, TRUE);
   if (vk->messenger) {
-    PFN_vkDestroyDebugUtilsMessengerEXT destroy = (PFN_vkDestroyDebugUtilsMessengerEXT)
-      vkGetInstanceProcAddr(vk->instance, "vkDestroyDebugUtilsMessengerEXT");
+    PFN_vkDestroyDebugUtilsMessengerEXT destroy =
+        (PFN_vkDestroyDebugUtilsMessengerEXT)vkGetInstanceProcAddr(
+            vk->instance, "vkDestroyDebugUtilsMessengerEXT");
     if (destroy)
       destroy(vk->instance, vk->messenger, NULL);
   }
@@ -985,13 +989,13 @@ static void vk_destroy(MexdBackend *be)
 }
 
 static const MexdBackendVTable vk_vtable = {
-  .destroy = vk_destroy,
-  .storage_new = vk_storage_new,
-  .storage_free = vk_storage_free,
-  .write = vk_write,
-  .read = vk_read,
-  .fill_zero = vk_fill_zero,
-  .sync = vk_sync,
+    .destroy = vk_destroy,
+    .storage_new = vk_storage_new,
+    .storage_free = vk_storage_free,
+    .write = vk_write,
+    .read = vk_read,
+    .fill_zero = vk_fill_zero,
+    .sync = vk_sync,
 };
 
 static void log_device(VkBackend *vk, gboolean f16_storage, gboolean f16_arith)
@@ -1079,34 +1083,36 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
   vk->queue_family = (uint32_t)compute_queue_family(vk->phys);
 
   /* features: 16-bit storage when present */
-  VkPhysicalDeviceVulkan12Features f12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
-  VkPhysicalDeviceVulkan11Features f11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
-                                          .pNext = &f12};
+  VkPhysicalDeviceVulkan12Features f12 = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+  VkPhysicalDeviceVulkan11Features f11 = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES, .pNext = &f12};
   VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                   .pNext = &f11};
   vkGetPhysicalDeviceFeatures2(vk->phys, &f2);
   gboolean f16_storage = f11.storageBuffer16BitAccess;
   gboolean f16_arith = f12.shaderFloat16;
-  VkPhysicalDeviceVulkan12Features e12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-                                          .shaderFloat16 = f16_arith};
-  VkPhysicalDeviceVulkan11Features e11 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
+  VkPhysicalDeviceVulkan12Features e12 = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, .shaderFloat16 = f16_arith};
+  VkPhysicalDeviceVulkan11Features e11 = {.sType =
+                                              VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
                                           .pNext = &e12,
                                           .storageBuffer16BitAccess = f16_storage};
   float prio = 1.0f;
   VkDeviceQueueCreateInfo qci = {
-    .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
-    .queueFamilyIndex = vk->queue_family,
-    .queueCount = 1,
-    .pQueuePriorities = &prio,
+      .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+      .queueFamilyIndex = vk->queue_family,
+      .queueCount = 1,
+      .pQueuePriorities = &prio,
   };
   const char *exts[] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
   VkDeviceCreateInfo dci = {
-    .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
-    .pNext = &e11,
-    .queueCreateInfoCount = 1,
-    .pQueueCreateInfos = &qci,
-    .enabledExtensionCount = 1,
-    .ppEnabledExtensionNames = exts,
+      .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+      .pNext = &e11,
+      .queueCreateInfoCount = 1,
+      .pQueueCreateInfos = &qci,
+      .enabledExtensionCount = 1,
+      .ppEnabledExtensionNames = exts,
   };
   VkResult r = vkCreateDevice(vk->phys, &dci, NULL, &vk->device);
   if (r != VK_SUCCESS) {
@@ -1116,13 +1122,13 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
   }
   vkGetDeviceQueue(vk->device, vk->queue_family, 0, &vk->queue);
   vk->push_descriptor =
-    (PFN_vkCmdPushDescriptorSetKHR)vkGetDeviceProcAddr(vk->device, "vkCmdPushDescriptorSetKHR");
+      (PFN_vkCmdPushDescriptorSetKHR)vkGetDeviceProcAddr(vk->device, "vkCmdPushDescriptorSetKHR");
 
   /* limits */
   VkPhysicalDeviceMaintenance3Properties m3 = {
-    .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
   VkPhysicalDeviceSubgroupProperties sg = {
-    .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES, .pNext = &m3};
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES, .pNext = &m3};
   VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
                                     .pNext = &sg};
   vkGetPhysicalDeviceProperties2(vk->phys, &p2);
@@ -1133,8 +1139,8 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
   vk->limits.max_group_invocations = l->maxComputeWorkGroupInvocations;
   vk->limits.max_storage_range = l->maxStorageBufferRange;
   vk->limits.discrete = vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU;
-  vk->limits.is_gpu = vk->limits.discrete ||
-                      vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU;
+  vk->limits.is_gpu =
+      vk->limits.discrete || vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU;
   if (g_getenv("MEXD_VK_EMULATE_DISCRETE")) {
     /* test aid: take the discrete-GPU paths (staged copies, large GEMM tiles) on any device */
     vk->limits.discrete = TRUE;
@@ -1158,7 +1164,7 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
     vkGetBufferMemoryRequirements(vk->device, probe, &req);
     vkDestroyBuffer(vk->device, probe, NULL);
     const VkMemoryPropertyFlags hv =
-      VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+        VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     gboolean found = FALSE;
     if (!vk->limits.discrete &&
         find_mem_type(vk, req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | hv, 0,
@@ -1199,10 +1205,10 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
       b[i] = (VkDescriptorSetLayoutBinding){(uint32_t)i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1,
                                             VK_SHADER_STAGE_COMPUTE_BIT, NULL};
     VkDescriptorSetLayoutCreateInfo lci = {
-      .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-      .flags = VK_DESCRIPTOR_SET_LAYOUT_CREATE_PUSH_DESCRIPTOR_BIT_KHR,
-      .bindingCount = MEXD_VK_MAX_BINDINGS + 1,
-      .pBindings = b,
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+        .flags = VK_DESCRIPTOR_SET_LAYOUT_CREATE_PUSH_DESCRIPTOR_BIT_KHR,
+        .bindingCount = MEXD_VK_MAX_BINDINGS + 1,
+        .pBindings = b,
     };
     r = vkCreateDescriptorSetLayout(vk->device, &lci, NULL, &vk->set_layout);
     if (r != VK_SUCCESS) {
@@ -1212,11 +1218,11 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
     VkPushConstantRange pcr = {VK_SHADER_STAGE_COMPUTE_BIT, 0,
                                MIN(MEXD_VK_MAX_PUSH, l->maxPushConstantsSize)};
     VkPipelineLayoutCreateInfo plci = {
-      .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
-      .setLayoutCount = 1,
-      .pSetLayouts = &vk->set_layout,
-      .pushConstantRangeCount = 1,
-      .pPushConstantRanges = &pcr,
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+        .setLayoutCount = 1,
+        .pSetLayouts = &vk->set_layout,
+        .pushConstantRangeCount = 1,
+        .pPushConstantRanges = &pcr,
     };
     r = vkCreatePipelineLayout(vk->device, &plci, NULL, &vk->pipe_layout);
     if (r != VK_SUCCESS) {
@@ -1228,8 +1234,8 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
     GString *uuid = g_string_new(NULL);
     for (int i = 0; i < (int)VK_UUID_SIZE; i++)
       g_string_append_printf(uuid, "%02x", vk->props.pipelineCacheUUID[i]);
-    vk->pipe_cache_path = g_build_filename(g_get_user_cache_dir(), "mexd",
-                                           "pipelines", uuid->str, NULL);
+    vk->pipe_cache_path =
+        g_build_filename(g_get_user_cache_dir(), "mexd", "pipelines", uuid->str, NULL);
     g_string_free(uuid, TRUE);
     g_autofree char *data = NULL;
     gsize len = 0;
@@ -1237,9 +1243,9 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
         !g_file_get_contents(vk->pipe_cache_path, &data, &len, NULL))
       len = 0;
     VkPipelineCacheCreateInfo pci = {
-      .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
-      .initialDataSize = len,
-      .pInitialData = len ? data : NULL,
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
+        .initialDataSize = len,
+        .pInitialData = len ? data : NULL,
     };
     if (vkCreatePipelineCache(vk->device, &pci, NULL, &vk->pipe_cache) != VK_SUCCESS) {
       pci.initialDataSize = 0; /* a stale or corrupt cache file: start empty */
@@ -1253,9 +1259,9 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
   vk->modules = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   {
     VkCommandPoolCreateInfo cpci = {
-      .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-      .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
-      .queueFamilyIndex = vk->queue_family,
+        .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+        .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+        .queueFamilyIndex = vk->queue_family,
     };
     r = vkCreateCommandPool(vk->device, &cpci, NULL, &vk->pool);
     if (r != VK_SUCCESS) {
@@ -1263,10 +1269,10 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
       goto fail;
     }
     VkCommandBufferAllocateInfo cai = {
-      .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-      .commandPool = vk->pool,
-      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-      .commandBufferCount = 1,
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+        .commandPool = vk->pool,
+        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+        .commandBufferCount = 1,
     };
     r = vkAllocateCommandBuffers(vk->device, &cai, &vk->cmd);
     if (r != VK_SUCCESS) {

@@ -6,8 +6,8 @@
  * its temporaries at once.
  *
  * Shader conventions (shaders/common.glsl):
- * - bindings 0..MEXD_VK_MAX_BINDINGS-1 are std430 storage buffers; binding MEXD_VK_STATUS_BINDING is
- *   the status word a shader sets (atomicOr) to report bad data found on the device;
+ * - bindings 0..MEXD_VK_MAX_BINDINGS-1 are std430 storage buffers; binding MEXD_VK_STATUS_BINDING
+ * is the status word a shader sets (atomicOr) to report bad data found on the device;
  * - push constants start with one uint per binding, the element offset of the tensor inside the
  *   bound range (descriptor offsets must be aligned, tensor views need not be); the op's own
  *   parameters follow, in at most 128 − 16 bytes;
@@ -20,10 +20,10 @@
 
 G_BEGIN_DECLS
 
-#define MEXD_VK_MAX_BINDINGS 4
+#define MEXD_VK_MAX_BINDINGS   4
 #define MEXD_VK_STATUS_BINDING 4
-#define MEXD_VK_PUSH_HEADER 16 /* bytes of binding offsets at the start of the push constants */
-#define MEXD_VK_MAX_PUSH 128
+#define MEXD_VK_PUSH_HEADER    16 /* bytes of binding offsets at the start of the push constants */
+#define MEXD_VK_MAX_PUSH       128
 
 /* Bits a shader may set in the status word (shaders/common.glsl has the same values). */
 enum {

@@ -5,7 +5,7 @@
 #include <stdarg.h>
 #include <string.h>
 
-G_DEFINE_QUARK(mexd-error-quark, mexd_error)
+G_DEFINE_QUARK(mexd - error - quark, mexd_error)
 
 gboolean mexd_debug_enabled(void)
 {

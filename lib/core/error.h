@@ -17,13 +17,13 @@ typedef enum {
   MEXD_ERROR_SHAPE,            /* shapes that do not fit together */
   MEXD_ERROR_DTYPE,            /* a dtype the op does not take, or mismatched dtypes */
   MEXD_ERROR_INDEX,            /* an index out of range */
-  MEXD_ERROR_BACKEND,          /* tensors from different backends, or a backend that cannot run it */
-  MEXD_ERROR_DEVICE,           /* the compute device failed (lost, timed out, driver error) */
-  MEXD_ERROR_NO_MEMORY,        /* an allocation failed or exceeds a device limit */
-  MEXD_ERROR_IO,               /* reading or writing a file failed */
-  MEXD_ERROR_FORMAT,           /* a file's contents are corrupt or not what was expected */
-  MEXD_ERROR_UNSUPPORTED,      /* valid, but not supported here (device feature, file variant) */
-  MEXD_ERROR_NOT_FOUND,        /* a named thing (tensor, device) does not exist */
+  MEXD_ERROR_BACKEND,     /* tensors from different backends, or a backend that cannot run it */
+  MEXD_ERROR_DEVICE,      /* the compute device failed (lost, timed out, driver error) */
+  MEXD_ERROR_NO_MEMORY,   /* an allocation failed or exceeds a device limit */
+  MEXD_ERROR_IO,          /* reading or writing a file failed */
+  MEXD_ERROR_FORMAT,      /* a file's contents are corrupt or not what was expected */
+  MEXD_ERROR_UNSUPPORTED, /* valid, but not supported here (device feature, file variant) */
+  MEXD_ERROR_NOT_FOUND,   /* a named thing (tensor, device) does not exist */
 } MexdErrorCode;
 
 /* Shorthands used throughout lib/: set the error (when error is not NULL) and return FALSE /

@@ -352,7 +352,7 @@ uint16_t mexd_f32_to_f16(float f)
       return (uint16_t)sign;
     uint32_t mant = (absx & 0x7fffffu) | 0x800000u;
     int shift = 126 - (int)(absx >> 23); /* 14..24 */
-    uint32_t q = mant >> shift; /* in units of 2^-24, the subnormal step */
+    uint32_t q = mant >> shift;          /* in units of 2^-24, the subnormal step */
     uint32_t rem = mant & ((1u << shift) - 1u);
     uint32_t half = 1u << (shift - 1);
     if (rem > half || (rem == half && (q & 1u)))

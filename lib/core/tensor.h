@@ -2,8 +2,8 @@
  *
  * A tensor has a dtype (f32, f16, or i32 for indices), a row-major contiguous shape of 1 to 4
  * dimensions, and storage owned by one backend: host memory on the cpu backend, a device buffer on
- * the vulkan backend.  Views (a range of rows, a reshape) share the storage of their parent and keep
- * it alive.  Tensors are reference counted; `mexd_tensor_new*` return a new reference.
+ * the vulkan backend.  Views (a range of rows, a reshape) share the storage of their parent and
+ * keep it alive.  Tensors are reference counted; `mexd_tensor_new*` return a new reference.
  *
  * Reads and writes go through the backend: on vulkan they wait for the work recorded so far, so a
  * read always sees every op recorded before it. */
@@ -30,8 +30,8 @@ typedef struct _MexdTensor {
   /*< read-only >*/
   MexdBackend *backend; /* the backend owning the storage (a reference is held) */
   MexdDType dtype;
-  int ndim;                      /* 1..MEXD_MAX_DIMS */
-  int64_t shape[MEXD_MAX_DIMS];  /* dims beyond ndim are 1 */
+  int ndim;                     /* 1..MEXD_MAX_DIMS */
+  int64_t shape[MEXD_MAX_DIMS]; /* dims beyond ndim are 1 */
   /*< private >*/
   MexdStorage *storage;
   size_t offset; /* bytes from the start of the storage */

@@ -25,18 +25,15 @@ static const struct {
   const char *name;
   size_t size;
 } st_dtypes[] = {
-  [MEXD_ST_F32] = {"F32", 4},
-  [MEXD_ST_F16] = {"F16", 2},
-  [MEXD_ST_BF16] = {"BF16", 2},
-  [MEXD_ST_I64] = {"I64", 8},
-  [MEXD_ST_I32] = {"I32", 4},
+    [MEXD_ST_F32] = {"F32", 4}, [MEXD_ST_F16] = {"F16", 2}, [MEXD_ST_BF16] = {"BF16", 2},
+    [MEXD_ST_I64] = {"I64", 8}, [MEXD_ST_I32] = {"I32", 4},
 };
 #define N_ST_DTYPES ((int)G_N_ELEMENTS(st_dtypes))
 
 /* dtypes of the format that libmexd does not read: a clear "unsupported" instead of "unknown". */
 static const char *const unsupported_dtypes[] = {
-  "F64", "I8", "U8", "I16", "U16", "U32", "U64", "BOOL", "F8_E4M3", "F8_E5M2", "F8_E8M0",
-  "F6_E2M3", "F6_E3M2", "F4", "C64",
+    "F64",     "I8",      "U8",      "I16",     "U16",     "U32", "U64", "BOOL",
+    "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4",  "C64",
 };
 
 static gboolean st_dtype_valid(MexdStDType dtype)
@@ -165,8 +162,8 @@ static gboolean prescan_header(const char *fname, const unsigned char *h, size_t
     case '[':
       started = TRUE;
       if (++depth > MAX_JSON_DEPTH)
-        return mexd_fail(error, MEXD_ERROR_FORMAT,
-                         "%s: header JSON nests more than %d levels deep", fname, MAX_JSON_DEPTH);
+        return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: header JSON nests more than %d levels deep",
+                         fname, MAX_JSON_DEPTH);
       break;
     case '}':
     case ']':
@@ -203,8 +200,8 @@ static gboolean prescan_header(const char *fname, const unsigned char *h, size_t
           /* a surrogate must be a high one followed by an escaped low one: json-glib turns a lone
            * low surrogate into invalid UTF-8 */
           if (u >= 0xd800 && u <= 0xdfff) {
-            int lo = n - i > 2 && h[i + 1] == '\\' && h[i + 2] == 'u' ? hex4(h + i + 3, n - i - 3)
-                                                                     : -1;
+            int lo =
+                n - i > 2 && h[i + 1] == '\\' && h[i + 2] == 'u' ? hex4(h + i + 3, n - i - 3) : -1;
             if (u >= 0xdc00 || lo < 0xdc00 || lo > 0xdfff)
               return mexd_fail(error, MEXD_ERROR_FORMAT,
                                "%s: header has an unpaired surrogate \\u%04x at byte %zu", fname,
@@ -221,8 +218,7 @@ static gboolean prescan_header(const char *fname, const unsigned char *h, size_t
     case ',':
     case '-':
     case '+':
-    case '.':
-      break;
+    case '.': break;
     default:
       if (is_digit(c)) {
         if (digits > MAX_NUMBER_DIGITS)
@@ -327,8 +323,8 @@ static gboolean parse_entry(const char *fname, const char *name, JsonNode *node,
   guint ndim = json_array_get_length(sa);
   if (ndim > MEXD_ST_MAX_DIMS)
     return mexd_fail(error, MEXD_ERROR_FORMAT,
-                     "%s: tensor '%s' has %u dimensions; at most %d are allowed", fname, name,
-                     ndim, MEXD_ST_MAX_DIMS);
+                     "%s: tensor '%s' has %u dimensions; at most %d are allowed", fname, name, ndim,
+                     MEXD_ST_MAX_DIMS);
   e->pub.ndim = (int)ndim;
   for (guint i = 0; i < ndim; i++) {
     int64_t d;
@@ -350,8 +346,7 @@ static gboolean parse_entry(const char *fname, const char *name, JsonNode *node,
   /* data_offsets */
   JsonNode *on = json_object_get_member(obj, "data_offsets");
   if (!on)
-    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: tensor '%s' has no data_offsets", fname,
-                     name);
+    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: tensor '%s' has no data_offsets", fname, name);
   int64_t begin, end;
   if (!JSON_NODE_HOLDS_ARRAY(on) || json_array_get_length(json_node_get_array(on)) != 2 ||
       !node_int(json_array_get_element(json_node_get_array(on), 0), &begin) ||
@@ -392,8 +387,8 @@ static gboolean parse_metadata(const char *fname, JsonNode *node, GHashTable *md
     const char *k = l->data;
     JsonNode *v = json_object_get_member(obj, k);
     if (!JSON_NODE_HOLDS_VALUE(v) || json_node_get_value_type(v) != G_TYPE_STRING)
-      return mexd_fail(error, MEXD_ERROR_FORMAT,
-                       "%s: __metadata__ entry '%s' is not a string", fname, k);
+      return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: __metadata__ entry '%s' is not a string",
+                       fname, k);
     const char *s = json_node_get_string(v);
     if (!g_utf8_validate(k, -1, NULL) || !g_utf8_validate(s, -1, NULL))
       return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: __metadata__ is not valid UTF-8", fname);
@@ -499,11 +494,10 @@ static gboolean parse(MexdSafetensors *st, GError **error)
   for (guint i = 0; i < st->n_entries; i++) {
     const Entry *e = &st->entries[i];
     if (last && e->begin < pos) /* pos > 0 only once there is a `last` */
-      return mexd_fail(error, MEXD_ERROR_FORMAT,
-                       "%s: tensors '%s' [%" PRIu64 ", %" PRIu64 ") and '%s' [%" PRIu64
-                       ", %" PRIu64 ") overlap",
-                       fname, last->pub.name, last->begin, last->end, e->pub.name, e->begin,
-                       e->end);
+      return mexd_fail(
+          error, MEXD_ERROR_FORMAT,
+          "%s: tensors '%s' [%" PRIu64 ", %" PRIu64 ") and '%s' [%" PRIu64 ", %" PRIu64 ") overlap",
+          fname, last->pub.name, last->begin, last->end, e->pub.name, e->begin, e->end);
     if (e->begin > pos)
       return mexd_fail(error, MEXD_ERROR_FORMAT,
                        "%s: bytes [%" PRIu64 ", %" PRIu64 ") of the data buffer belong to no "
@@ -516,8 +510,8 @@ static gboolean parse(MexdSafetensors *st, GError **error)
   }
   if (pos != data_len)
     return mexd_fail(error, MEXD_ERROR_FORMAT,
-                     "%s: the last %" PRIu64 " bytes of the data buffer belong to no tensor",
-                     fname, (uint64_t)data_len - pos);
+                     "%s: the last %" PRIu64 " bytes of the data buffer belong to no tensor", fname,
+                     (uint64_t)data_len - pos);
 
   for (guint i = 0; i < st->n_entries; i++)
     g_hash_table_insert(st->by_name, (gpointer)st->entries[i].pub.name, &st->entries[i]);
@@ -543,7 +537,8 @@ static MexdSafetensors *parse_new(GBytes *bytes, GMappedFile *mapped, const char
 MexdSafetensors *mexd_safetensors_open(const char *path, GError **error)
 {
   if (!path)
-    return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT, "mexd_safetensors_open: path is NULL");
+    return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT,
+                          "mexd_safetensors_open: path is NULL");
   g_autofree char *display = g_filename_display_name(path);
   GError *ferr = NULL;
   GMappedFile *mf = g_mapped_file_new(path, FALSE, &ferr);
@@ -634,15 +629,9 @@ static float load_float(const unsigned char *src, MexdStDType dtype, size_t i)
   uint16_t h;
   float f;
   switch (dtype) {
-  case MEXD_ST_F32:
-    memcpy(&f, src + i * 4, 4);
-    return f;
-  case MEXD_ST_F16:
-    memcpy(&h, src + i * 2, 2);
-    return mexd_f16_to_f32(h);
-  default: /* BF16 */
-    memcpy(&h, src + i * 2, 2);
-    return bf16_to_f32(h);
+  case MEXD_ST_F32: memcpy(&f, src + i * 4, 4); return f;
+  case MEXD_ST_F16: memcpy(&h, src + i * 2, 2); return mexd_f16_to_f32(h);
+  default: /* BF16 */ memcpy(&h, src + i * 2, 2); return bf16_to_f32(h);
   }
 }
 
@@ -655,8 +644,8 @@ static gboolean same_layout(MexdStDType dtype, MexdDType want)
 }
 
 /* Converts n elements of the file's data to `want` into dst (aligned host memory). */
-static gboolean convert(const MexdSafetensors *st, const MexdStTensor *t, MexdDType want,
-                        void *dst, size_t n, GError **error)
+static gboolean convert(const MexdSafetensors *st, const MexdStTensor *t, MexdDType want, void *dst,
+                        size_t n, GError **error)
 {
   const unsigned char *src = t->data;
   if (same_layout(t->dtype, want)) {
@@ -678,8 +667,7 @@ static gboolean convert(const MexdSafetensors *st, const MexdStTensor *t, MexdDT
       memcpy(&v, src + i * 8, 8);
       if (v < INT32_MIN || v > INT32_MAX)
         return mexd_fail(error, MEXD_ERROR_DTYPE,
-                         "%s: element %zu of tensor '%s' is %" PRId64
-                         ", outside the range of i32",
+                         "%s: element %zu of tensor '%s' is %" PRId64 ", outside the range of i32",
                          st->name, i, t->name, v);
       d[i] = (int32_t)v;
     }
@@ -692,7 +680,9 @@ MexdTensor *mexd_safetensors_load(MexdSafetensors *st, const char *name, MexdBac
 {
   if (!st || !name || !be)
     return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT, "mexd_safetensors_load: %s is NULL",
-                          !st ? "the file" : !name ? "the name" : "the backend");
+                          !st     ? "the file"
+                          : !name ? "the name"
+                                  : "the backend");
   const MexdStTensor *t = mexd_safetensors_find(st, name);
   if (!t)
     return mexd_fail_null(error, MEXD_ERROR_NOT_FOUND, "%s: there is no tensor '%s'", st->name,
@@ -701,11 +691,10 @@ MexdTensor *mexd_safetensors_load(MexdSafetensors *st, const char *name, MexdBac
     return mexd_fail_null(error, MEXD_ERROR_DTYPE, "%s: tensor '%s': unknown dtype %d asked for",
                           st->name, name, (int)want);
   if (st_dtype_is_float(t->dtype) != mexd_dtype_is_float(want))
-    return mexd_fail_null(error, MEXD_ERROR_DTYPE,
-                          "%s: tensor '%s' is %s, which does not load as %s (%s)", st->name, name,
-                          mexd_st_dtype_name(t->dtype), mexd_dtype_name(want),
-                          st_dtype_is_float(t->dtype) ? "floats load as f32 or f16"
-                                                      : "integers load as i32");
+    return mexd_fail_null(
+        error, MEXD_ERROR_DTYPE, "%s: tensor '%s' is %s, which does not load as %s (%s)", st->name,
+        name, mexd_st_dtype_name(t->dtype), mexd_dtype_name(want),
+        st_dtype_is_float(t->dtype) ? "floats load as f32 or f16" : "integers load as i32");
   if (t->ndim > MEXD_MAX_DIMS)
     return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED,
                           "%s: tensor '%s' has %d dimensions; a MexdTensor has at most %d",
@@ -821,8 +810,8 @@ static gboolean check_add(MexdSafetensorsWriter *w, const char *name, MexdStDTyp
                      "safetensors writer: tensor '%s': unknown dtype %d", name, (int)dtype);
   if (ndim < 0 || ndim > MEXD_ST_MAX_DIMS)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
-                     "safetensors writer: tensor '%s' has %d dimensions; 0 to %d are allowed",
-                     name, ndim, MEXD_ST_MAX_DIMS);
+                     "safetensors writer: tensor '%s' has %d dimensions; 0 to %d are allowed", name,
+                     ndim, MEXD_ST_MAX_DIMS);
   if (ndim > 0 && !shape)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
                      "safetensors writer: tensor '%s': the shape is NULL", name);
@@ -884,8 +873,8 @@ gboolean mexd_safetensors_writer_add_tensor(MexdSafetensorsWriter *w, const char
                                             MexdTensor *t, GError **error)
 {
   if (!t)
-    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
-                     "safetensors writer: tensor '%s' is NULL", name ? name : "(null)");
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "safetensors writer: tensor '%s' is NULL",
+                     name ? name : "(null)");
   MexdStDType dtype;
   switch (t->dtype) {
   case MEXD_DTYPE_F32: dtype = MEXD_ST_F32; break;

@@ -25,9 +25,9 @@
  * when the file cannot be opened or mapped, MEXD_ERROR_FORMAT when its contents are malformed.
  *
  * The data of a tensor is not aligned in general (offsets are arbitrary byte positions): read it
- * with memcpy, or through mexd_safetensors_load(), never by casting the pointer.  A mapped file that
- * is truncated by another process while open makes reads of it fault (SIGBUS); that is the price of
- * mapping.
+ * with memcpy, or through mexd_safetensors_load(), never by casting the pointer.  A mapped file
+ * that is truncated by another process while open makes reads of it fault (SIGBUS); that is the
+ * price of mapping.
  *
  * An open file is not modified by any call but mexd_safetensors_free(), so several threads may
  * read and load from it at once.
@@ -64,10 +64,10 @@ typedef enum {
 typedef struct {
   const char *name;
   MexdStDType dtype;
-  int ndim;                          /* 0 (a scalar) to MEXD_ST_MAX_DIMS */
-  int64_t shape[MEXD_ST_MAX_DIMS];   /* dims beyond ndim are 0; a dim may be 0 (an empty tensor) */
-  const void *data;                  /* NOT aligned in general: read with memcpy */
-  size_t nbytes;                     /* product(shape) * element size */
+  int ndim;                        /* 0 (a scalar) to MEXD_ST_MAX_DIMS */
+  int64_t shape[MEXD_ST_MAX_DIMS]; /* dims beyond ndim are 0; a dim may be 0 (an empty tensor) */
+  const void *data;                /* NOT aligned in general: read with memcpy */
+  size_t nbytes;                   /* product(shape) * element size */
 } MexdStTensor;
 
 typedef struct _MexdSafetensors MexdSafetensors;
@@ -82,7 +82,8 @@ size_t mexd_st_dtype_size(MexdStDType dtype);
 
 /* Maps the file at `path`, parses and validates its header.  NULL with the error set on failure
  * (MEXD_ERROR_IO: cannot open or map the file; MEXD_ERROR_FORMAT: malformed contents;
- * MEXD_ERROR_UNSUPPORTED: a dtype other than the five above).  Free with mexd_safetensors_free(). */
+ * MEXD_ERROR_UNSUPPORTED: a dtype other than the five above).  Free with mexd_safetensors_free().
+ */
 MexdSafetensors *mexd_safetensors_open(const char *path, GError **error);
 
 /* The same parser over bytes in memory (a reference to `bytes` is kept).  `name_for_errors` is the

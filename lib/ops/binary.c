@@ -40,14 +40,10 @@ static void broadcast_strides(const MexdTensor *t, int64_t s[4])
 static float binary_apply(MexdBinaryOp op, float u, float v)
 {
   switch (op) {
-  case MEXD_BINARY_ADD:
-    return u + v;
-  case MEXD_BINARY_SUB:
-    return u - v;
-  case MEXD_BINARY_MUL:
-    return u * v;
-  case MEXD_BINARY_DIV:
-    break;
+  case MEXD_BINARY_ADD: return u + v;
+  case MEXD_BINARY_SUB: return u - v;
+  case MEXD_BINARY_MUL: return u * v;
+  case MEXD_BINARY_DIV: break;
   }
   return u / v;
 }
@@ -96,30 +92,31 @@ static gboolean binary_vulkan(const BinaryGeom *g, MexdTensor *y, MexdTensor *a,
 {
   MexdBackend *be = y->backend;
   BinaryPush pc = {
-    .n = (uint32_t)g->n,
-    .op = (uint32_t)op,
-    .flags = (g->a_full ? 1u : 0u) | (g->b_full ? 2u : 0u),
-    .d1 = (uint32_t)g->d[1], .d2 = (uint32_t)g->d[2], .d3 = (uint32_t)g->d[3],
+      .n = (uint32_t)g->n,
+      .op = (uint32_t)op,
+      .flags = (g->a_full ? 1u : 0u) | (g->b_full ? 2u : 0u),
+      .d1 = (uint32_t)g->d[1],
+      .d2 = (uint32_t)g->d[2],
+      .d3 = (uint32_t)g->d[3],
   };
   for (int p = 0; p < 4; p++) {
     pc.sa[p] = (uint32_t)g->sa[p];
     pc.sb[p] = (uint32_t)g->sb[p];
   }
   MexdVkDispatch d = {
-    .shader = "binary",
-    .variant = y->dtype,
-    .bind = {a, b, y},
-    .n_bind = 3,
-    .push = &pc,
-    .push_size = sizeof pc,
+      .shader = "binary",
+      .variant = y->dtype,
+      .bind = {a, b, y},
+      .n_bind = 3,
+      .push = &pc,
+      .push_size = sizeof pc,
   };
   if (!mexd_vk_grid(be, ((uint64_t)g->n + BINARY_GROUP - 1) / BINARY_GROUP, d.groups, error))
     return FALSE;
   return mexd_vk_dispatch(be, &d, error);
 }
 
-gboolean mexd_binary(MexdTensor *y, MexdTensor *a, MexdTensor *b, MexdBinaryOp op,
-                     GError **error)
+gboolean mexd_binary(MexdTensor *y, MexdTensor *a, MexdTensor *b, MexdBinaryOp op, GError **error)
 {
   const char *name = "binary";
   if (!mexd_op_check_float(name, "y", y, error))
@@ -139,10 +136,11 @@ gboolean mexd_binary(MexdTensor *y, MexdTensor *a, MexdTensor *b, MexdBinaryOp o
     int64_t da = ka >= 0 ? a->shape[ka] : 1, db = kb >= 0 ? b->shape[kb] : 1;
     if (da != db && da != 1 && db != 1) {
       g_autofree char *sa = mexd_tensor_describe(a), *sb = mexd_tensor_describe(b);
-      return mexd_fail(error, MEXD_ERROR_SHAPE,
-                       "binary: shapes of a %s and b %s do not broadcast (dimension %d: %"
-                       G_GINT64_FORMAT " vs %" G_GINT64_FORMAT ")",
-                       sa, sb, k - nd, da, db);
+      return mexd_fail(
+          error, MEXD_ERROR_SHAPE,
+          "binary: shapes of a %s and b %s do not broadcast (dimension %d: %" G_GINT64_FORMAT
+          " vs %" G_GINT64_FORMAT ")",
+          sa, sb, k - nd, da, db);
     }
     shape[k] = da == 1 ? db : da;
   }

@@ -26,16 +26,19 @@ static gboolean concat_vulkan(MexdTensor *y, MexdTensor *x, int64_t xrow, int64_
   MexdBackend *be = y->backend;
   int64_t n = mexd_tensor_numel(x);
   ConcatPush pc = {
-    .n = (uint32_t)n, .xrow = (uint32_t)xrow, .yrow = (uint32_t)yrow, .yoff = (uint32_t)yoff,
+      .n = (uint32_t)n,
+      .xrow = (uint32_t)xrow,
+      .yrow = (uint32_t)yrow,
+      .yoff = (uint32_t)yoff,
   };
   MexdVkDispatch d = {
-    .shader = "concat",
-    /* 32-bit words for f32 and i32, 16-bit ones for f16 */
-    .variant = y->dtype == MEXD_DTYPE_F16 ? MEXD_DTYPE_F16 : MEXD_DTYPE_F32,
-    .bind = {x, y},
-    .n_bind = 2,
-    .push = &pc,
-    .push_size = sizeof pc,
+      .shader = "concat",
+      /* 32-bit words for f32 and i32, 16-bit ones for f16 */
+      .variant = y->dtype == MEXD_DTYPE_F16 ? MEXD_DTYPE_F16 : MEXD_DTYPE_F32,
+      .bind = {x, y},
+      .n_bind = 2,
+      .push = &pc,
+      .push_size = sizeof pc,
   };
   if (!mexd_vk_grid(be, ((uint64_t)n + CONCAT_GROUP - 1) / CONCAT_GROUP, d.groups, error))
     return FALSE;
@@ -92,8 +95,7 @@ gboolean mexd_concat(MexdTensor *y, MexdTensor *const *xs, int n, int axis, GErr
       const char *X = mexd_tensor_host_data(xs[i]);
       int64_t xrow = xs[i]->shape[ax] * inner;
       for (int64_t o = 0; o < outer; o++)
-        memcpy(Y + (size_t)(o * yrow + yoff) * es, X + (size_t)(o * xrow) * es,
-               (size_t)xrow * es);
+        memcpy(Y + (size_t)(o * yrow + yoff) * es, X + (size_t)(o * xrow) * es, (size_t)xrow * es);
       yoff += xrow;
     }
     return TRUE;

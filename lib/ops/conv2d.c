@@ -21,10 +21,10 @@
 #endif
 
 typedef struct {
-  int64_t N, C, H, W;  /* x */
-  int64_t O, KH, KW;   /* w is [O, C/groups, KH, KW] */
-  int64_t OH, OW;      /* y is [N, O, OH, OW] */
-  int64_t cpg, opg;    /* input / output channels per group */
+  int64_t N, C, H, W; /* x */
+  int64_t O, KH, KW;  /* w is [O, C/groups, KH, KW] */
+  int64_t OH, OW;     /* y is [N, O, OH, OW] */
+  int64_t cpg, opg;   /* input / output channels per group */
   MexdConv2dParams p;
 } ConvGeom;
 
@@ -66,7 +66,7 @@ static void conv2d_blas(const ConvGeom *g, const float *X, const float *Wt, floa
   const MexdConv2dParams *p = &g->p;
   int64_t K = g->cpg * g->KH * g->KW, P = g->OH * g->OW;
   int64_t chunk = MAX(1, MIN(P, ((int64_t)4 << 20) / K));
-  float *cols = g_new(float, K * chunk);
+  float *cols = g_new(float, K *chunk);
   for (int64_t n = 0; n < g->N; n++)
     for (int64_t grp = 0; grp < p->groups; grp++) {
       const float *xg = X + (n * g->C + grp * g->cpg) * g->H * g->W;
@@ -88,8 +88,8 @@ static void conv2d_blas(const ConvGeom *g, const float *X, const float *Wt, floa
             }
           }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->opg, (int)np, (int)K,
-                    1.0f, Wt + grp * g->opg * K, (int)K, cols, (int)np, 1.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->opg, (int)np, (int)K, 1.0f,
+                    Wt + grp * g->opg * K, (int)K, cols, (int)np, 1.0f,
                     Y + (n * g->O + grp * g->opg) * P + p0, (int)P);
       }
     }
@@ -189,23 +189,34 @@ static gboolean conv2d_vulkan(const ConvGeom *g, MexdTensor *y, MexdTensor *x, M
   const MexdVkLimits *lim = mexd_vk_limits(be);
   int64_t K = g->cpg * g->KH * g->KW, P = g->OH * g->OW, ncols = g->N * P;
   ConvPush pc = {
-    .C = (uint32_t)g->C, .H = (uint32_t)g->H, .W = (uint32_t)g->W,
-    .O = (uint32_t)g->O, .OH = (uint32_t)g->OH, .OW = (uint32_t)g->OW,
-    .KH = (uint32_t)g->KH, .KW = (uint32_t)g->KW,
-    .cpg = (uint32_t)g->cpg, .opg = (uint32_t)g->opg,
-    .stride_h = g->p.stride_h, .stride_w = g->p.stride_w,
-    .pad_h = g->p.pad_h, .pad_w = g->p.pad_w,
-    .dil_h = g->p.dil_h, .dil_w = g->p.dil_w,
-    .has_bias = bias != NULL,
-    .K = (uint32_t)K, .P = (uint32_t)P, .ncols = (uint32_t)ncols,
+      .C = (uint32_t)g->C,
+      .H = (uint32_t)g->H,
+      .W = (uint32_t)g->W,
+      .O = (uint32_t)g->O,
+      .OH = (uint32_t)g->OH,
+      .OW = (uint32_t)g->OW,
+      .KH = (uint32_t)g->KH,
+      .KW = (uint32_t)g->KW,
+      .cpg = (uint32_t)g->cpg,
+      .opg = (uint32_t)g->opg,
+      .stride_h = g->p.stride_h,
+      .stride_w = g->p.stride_w,
+      .pad_h = g->p.pad_h,
+      .pad_w = g->p.pad_w,
+      .dil_h = g->p.dil_h,
+      .dil_w = g->p.dil_w,
+      .has_bias = bias != NULL,
+      .K = (uint32_t)K,
+      .P = (uint32_t)P,
+      .ncols = (uint32_t)ncols,
   };
   MexdVkDispatch d = {
-    .shader = "conv2d",
-    .variant = y->dtype,
-    .bind = {x, w, bias, y},
-    .n_bind = 4,
-    .push = &pc,
-    .push_size = sizeof pc,
+      .shader = "conv2d",
+      .variant = y->dtype,
+      .bind = {x, w, bias, y},
+      .n_bind = 4,
+      .push = &pc,
+      .push_size = sizeof pc,
   };
   uint64_t n_groups;
   if (g->opg >= 16 && K >= 16) {
@@ -261,17 +272,18 @@ gboolean mexd_conv2d(MexdTensor *y, MexdTensor *x, MexdTensor *w, MexdTensor *bi
                     *dw = mexd_tensor_describe(w);
     return mexd_fail(error, MEXD_ERROR_SHAPE,
                      "conv2d: y, x and w must be 4-D ([N,O,OH,OW], [N,C,H,W], [O,C/groups,KH,KW]);"
-                     " got y %s, x %s, w %s", dy, dx, dw);
+                     " got y %s, x %s, w %s",
+                     dy, dx, dw);
   }
   if (p.stride_h < 1 || p.stride_w < 1)
-    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
-                     "conv2d: stride %dx%d, expected >= 1", p.stride_h, p.stride_w);
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "conv2d: stride %dx%d, expected >= 1",
+                     p.stride_h, p.stride_w);
   if (p.dil_h < 1 || p.dil_w < 1)
-    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
-                     "conv2d: dilation %dx%d, expected >= 1", p.dil_h, p.dil_w);
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "conv2d: dilation %dx%d, expected >= 1",
+                     p.dil_h, p.dil_w);
   if (p.pad_h < 0 || p.pad_w < 0)
-    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
-                     "conv2d: padding %dx%d, expected >= 0", p.pad_h, p.pad_w);
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "conv2d: padding %dx%d, expected >= 0",
+                     p.pad_h, p.pad_w);
   ConvGeom g = {.p = p};
   g.N = x->shape[0];
   g.C = x->shape[1];
@@ -321,7 +333,8 @@ gboolean mexd_conv2d(MexdTensor *y, MexdTensor *x, MexdTensor *w, MexdTensor *bi
       !mexd_op_check_u32(op, "elements of w", mexd_tensor_numel(w), error))
     return FALSE;
   if (hp + p.dil_h > G_MAXINT32 || wp + p.dil_w > G_MAXINT32)
-    return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "conv2d: padded input %" G_GINT64_FORMAT
-                     "x%" G_GINT64_FORMAT " is too large", hp, wp);
+    return mexd_fail(error, MEXD_ERROR_NO_MEMORY,
+                     "conv2d: padded input %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT " is too large",
+                     hp, wp);
   return conv2d_vulkan(&g, y, x, w, bias, error);
 }

@@ -22,8 +22,8 @@ static gboolean gather_cpu(MexdTensor *y, MexdTensor *x, MexdTensor *idx, GError
   for (int64_t i = 0; i < K; i++)
     if (ix[i] < 0 || ix[i] >= M)
       return mexd_fail(error, MEXD_ERROR_INDEX,
-                       "gather_rows: idx[%" G_GINT64_FORMAT "] = %d is outside the %"
-                       G_GINT64_FORMAT " rows of x",
+                       "gather_rows: idx[%" G_GINT64_FORMAT
+                       "] = %d is outside the %" G_GINT64_FORMAT " rows of x",
                        i, (int)ix[i], M);
   const size_t row_bytes = (size_t)N * mexd_dtype_size(x->dtype);
   const char *src = mexd_tensor_host_data(x);
@@ -48,21 +48,21 @@ static gboolean gather_vulkan(MexdTensor *y, MexdTensor *x, MexdTensor *idx, GEr
   uint64_t total = (uint64_t)mexd_tensor_numel(y);
   uint64_t n_groups = (total + threads - 1) / threads;
   GatherPush pc = {
-    .M = (uint32_t)x->shape[0],
-    .N = (uint32_t)x->shape[1],
-    .total = (uint32_t)total,
-    .n_groups = (uint32_t)n_groups,
+      .M = (uint32_t)x->shape[0],
+      .N = (uint32_t)x->shape[1],
+      .total = (uint32_t)total,
+      .n_groups = (uint32_t)n_groups,
   };
   MexdVkDispatch d = {
-    .shader = "gather",
-    .variant = y->dtype,
-    .spec = {threads},
-    .n_spec = 1,
-    .bind = {x, idx, y},
-    .n_bind = 3,
-    .bind_status = TRUE,
-    .push = &pc,
-    .push_size = sizeof pc,
+      .shader = "gather",
+      .variant = y->dtype,
+      .spec = {threads},
+      .n_spec = 1,
+      .bind = {x, idx, y},
+      .n_bind = 3,
+      .bind_status = TRUE,
+      .push = &pc,
+      .push_size = sizeof pc,
   };
   if (!mexd_vk_grid(be, n_groups, d.groups, error))
     return FALSE;

@@ -77,13 +77,13 @@ static void gemm_cpu(const GemmGeom *g, MexdTensor *c, MexdTensor *a, MexdTensor
       if (p->beta == 0.0f)
         memset(cb, 0, sizeof(float) * (size_t)mn); /* beta = 0 ignores C, NaN included */
       cblas_sgemm(CblasRowMajor, p->trans_a ? CblasTrans : CblasNoTrans,
-                  p->trans_b ? CblasTrans : CblasNoTrans, (int)g->M, (int)g->N, (int)g->K,
-                  p->alpha, A + bt * g->sab, p->trans_a ? (int)g->M : (int)g->K,
-                  B + bt * g->sbb, p->trans_b ? (int)g->K : (int)g->N, p->beta, cb, (int)g->N);
+                  p->trans_b ? CblasTrans : CblasNoTrans, (int)g->M, (int)g->N, (int)g->K, p->alpha,
+                  A + bt * g->sab, p->trans_a ? (int)g->M : (int)g->K, B + bt * g->sbb,
+                  p->trans_b ? (int)g->K : (int)g->N, p->beta, cb, (int)g->N);
     }
 #endif
   } else {
-    prod = g_new(float, g->batch * mn);
+    prod = g_new(float, g->batch *mn);
     gemm_plain(g, A, B, prod);
     for (int64_t i = 0; i < g->batch * mn; i++)
       C[i] = p->alpha * prod[i] + (p->beta != 0.0f ? p->beta * C[i] : 0.0f);
@@ -132,8 +132,8 @@ static gboolean gemm_vulkan(const GemmGeom *g, MexdTensor *c, MexdTensor *a, Mex
   const char *tiles = g_getenv("MEXD_GEMM_TILES"); /* tuning aid: "BM,BN,BK,TM,TN" */
   if (tiles) {
     unsigned v[5];
-    if (sscanf(tiles, "%u,%u,%u,%u,%u", &v[0], &v[1], &v[2], &v[3], &v[4]) == 5 && v[3] &&
-        v[4] && v[0] % v[3] == 0 && v[1] % v[4] == 0 && (v[0] / v[3]) * (v[1] / v[4]) <= 1024 &&
+    if (sscanf(tiles, "%u,%u,%u,%u,%u", &v[0], &v[1], &v[2], &v[3], &v[4]) == 5 && v[3] && v[4] &&
+        v[0] % v[3] == 0 && v[1] % v[4] == 0 && (v[0] / v[3]) * (v[1] / v[4]) <= 1024 &&
         (v[0] + v[1]) * v[2] * 4 <= lim->max_shared_memory) {
       bm = v[0], bn = v[1], bk = v[2], tm = v[3], tn = v[4];
     } else {
@@ -151,24 +151,31 @@ static gboolean gemm_vulkan(const GemmGeom *g, MexdTensor *c, MexdTensor *a, Mex
     threads = 64;
   }
   GemmPush pc = {
-    .M = (uint32_t)g->M, .N = (uint32_t)g->N, .K = (uint32_t)g->K,
-    .sab = (uint32_t)g->sab, .sam = (uint32_t)g->sam, .sak = (uint32_t)g->sak,
-    .sbb = (uint32_t)g->sbb, .sbk = (uint32_t)g->sbk, .sbn = (uint32_t)g->sbn,
-    .scb = (uint32_t)(g->M * g->N),
-    .alpha = p->alpha, .beta = p->beta,
-    .has_bias = bias != NULL,
+      .M = (uint32_t)g->M,
+      .N = (uint32_t)g->N,
+      .K = (uint32_t)g->K,
+      .sab = (uint32_t)g->sab,
+      .sam = (uint32_t)g->sam,
+      .sak = (uint32_t)g->sak,
+      .sbb = (uint32_t)g->sbb,
+      .sbk = (uint32_t)g->sbk,
+      .sbn = (uint32_t)g->sbn,
+      .scb = (uint32_t)(g->M * g->N),
+      .alpha = p->alpha,
+      .beta = p->beta,
+      .has_bias = bias != NULL,
   };
   MexdVkDispatch d = {
-    .shader = "gemm",
-    .variant = c->dtype,
-    .spec = {bm, bn, bk, tm, tn, threads},
-    .n_spec = 6,
-    .bind = {a, b, bias, c},
-    .n_bind = 4,
-    .push = &pc,
-    .push_size = sizeof pc,
-    .groups = {(uint32_t)((g->N + bn - 1) / bn), (uint32_t)((g->M + bm - 1) / bm),
-               (uint32_t)g->batch},
+      .shader = "gemm",
+      .variant = c->dtype,
+      .spec = {bm, bn, bk, tm, tn, threads},
+      .n_spec = 6,
+      .bind = {a, b, bias, c},
+      .n_bind = 4,
+      .push = &pc,
+      .push_size = sizeof pc,
+      .groups = {(uint32_t)((g->N + bn - 1) / bn), (uint32_t)((g->M + bm - 1) / bm),
+                 (uint32_t)g->batch},
   };
   return mexd_vk_dispatch(be, &d, error);
 }
@@ -199,8 +206,8 @@ gboolean mexd_gemm(MexdTensor *c, MexdTensor *a, MexdTensor *b, MexdTensor *bias
       ((a->ndim == 3 || b->ndim == 3) && c->ndim != 3)) {
     g_autofree char *da = mexd_tensor_describe(a), *db = mexd_tensor_describe(b),
                     *dc = mexd_tensor_describe(c);
-    return mexd_fail(error, MEXD_ERROR_SHAPE, "gemm: batch sizes differ: a %s, b %s, c %s", da,
-                     db, dc);
+    return mexd_fail(error, MEXD_ERROR_SHAPE, "gemm: batch sizes differ: a %s, b %s, c %s", da, db,
+                     dc);
   }
   g.M = cs[0];
   g.N = cs[1];
@@ -209,9 +216,8 @@ gboolean mexd_gemm(MexdTensor *c, MexdTensor *a, MexdTensor *b, MexdTensor *bias
   if (am != g.M || bn != g.N || ak != bk) {
     g_autofree char *da = mexd_tensor_describe(a), *db = mexd_tensor_describe(b),
                     *dc = mexd_tensor_describe(c);
-    return mexd_fail(error, MEXD_ERROR_SHAPE,
-                     "gemm: shapes do not fit: a %s%s * b %s%s -> c %s", da,
-                     p.trans_a ? "^T" : "", db, p.trans_b ? "^T" : "", dc);
+    return mexd_fail(error, MEXD_ERROR_SHAPE, "gemm: shapes do not fit: a %s%s * b %s%s -> c %s",
+                     da, p.trans_a ? "^T" : "", db, p.trans_b ? "^T" : "", dc);
   }
   g.K = ak;
   if (bias && (bias->ndim != 1 || bias->shape[0] != g.N)) {
@@ -239,7 +245,8 @@ gboolean mexd_gemm(MexdTensor *c, MexdTensor *a, MexdTensor *b, MexdTensor *bias
   if (!mexd_op_check_u32(op, "elements of c", mexd_tensor_numel(c), error))
     return FALSE;
   if (g.batch > mexd_vk_limits(be)->max_group_count[2])
-    return mexd_fail(error, MEXD_ERROR_SHAPE, "gemm: batch %" G_GINT64_FORMAT
-                     " exceeds the device's workgroup count limit", g.batch);
+    return mexd_fail(error, MEXD_ERROR_SHAPE,
+                     "gemm: batch %" G_GINT64_FORMAT " exceeds the device's workgroup count limit",
+                     g.batch);
   return gemm_vulkan(&g, c, a, b, bias, &p, error);
 }

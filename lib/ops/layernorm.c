@@ -10,8 +10,8 @@
 
 #include <math.h>
 
-static void layernorm_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x,
-                          MexdTensor *gamma, MexdTensor *beta, float eps)
+static void layernorm_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x, MexdTensor *gamma,
+                          MexdTensor *beta, float eps)
 {
   gboolean ox, oy, og = FALSE, ob = FALSE;
   /* in place in f32, X and Y are the same memory: harmless, as each row's statistics are taken
@@ -73,18 +73,21 @@ static gboolean layernorm_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTen
 {
   MexdBackend *be = y->backend;
   LayernormPush pc = {
-    .rows = (uint32_t)rows, .D = (uint32_t)D, .eps = eps,
-    .has_gamma = gamma != NULL, .has_beta = beta != NULL,
+      .rows = (uint32_t)rows,
+      .D = (uint32_t)D,
+      .eps = eps,
+      .has_gamma = gamma != NULL,
+      .has_beta = beta != NULL,
   };
   MexdVkDispatch d = {
-    .shader = "layernorm",
-    .variant = y->dtype,
-    .spec = {row_workgroup(be, D)},
-    .n_spec = 1,
-    .bind = {x, gamma, beta, y},
-    .n_bind = 4,
-    .push = &pc,
-    .push_size = sizeof pc,
+      .shader = "layernorm",
+      .variant = y->dtype,
+      .spec = {row_workgroup(be, D)},
+      .n_spec = 1,
+      .bind = {x, gamma, beta, y},
+      .n_bind = 4,
+      .push = &pc,
+      .push_size = sizeof pc,
   };
   if (!mexd_vk_grid(be, (uint64_t)rows, d.groups, error))
     return FALSE;

@@ -7,9 +7,8 @@ gboolean mexd_op_check_tensor(const char *op, const char *arg, const MexdTensor 
   if (!t)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: argument %s is NULL", op, arg);
   if (be && t->backend != be)
-    return mexd_fail(error, MEXD_ERROR_BACKEND,
-                     "%s: argument %s lives on %s but the op runs on %s", op, arg,
-                     t->backend->name, be->name);
+    return mexd_fail(error, MEXD_ERROR_BACKEND, "%s: argument %s lives on %s but the op runs on %s",
+                     op, arg, t->backend->name, be->name);
   return TRUE;
 }
 
@@ -26,15 +25,14 @@ gboolean mexd_op_check_dtype(const char *op, const char *arg, const MexdTensor *
   return TRUE;
 }
 
-gboolean mexd_op_check_float(const char *op, const char *arg, const MexdTensor *t,
-                             GError **error)
+gboolean mexd_op_check_float(const char *op, const char *arg, const MexdTensor *t, GError **error)
 {
   if (!mexd_op_check_tensor(op, arg, t, NULL, error))
     return FALSE;
   if (!mexd_dtype_is_float(t->dtype)) {
     g_autofree char *d = mexd_tensor_describe(t);
-    return mexd_fail(error, MEXD_ERROR_DTYPE, "%s: argument %s is %s, expected f32 or f16", op,
-                     arg, d);
+    return mexd_fail(error, MEXD_ERROR_DTYPE, "%s: argument %s is %s, expected f32 or f16", op, arg,
+                     d);
   }
   return TRUE;
 }
@@ -85,7 +83,7 @@ gboolean mexd_op_check_no_overlap(const char *op, const char *out, const MexdTen
 gboolean mexd_op_check_u32(const char *op, const char *what, int64_t v, GError **error)
 {
   if (v < 0 || v > (int64_t)UINT32_MAX)
-    return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "%s: %s = %" G_GINT64_FORMAT " is too large",
-                     op, what, v);
+    return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "%s: %s = %" G_GINT64_FORMAT " is too large", op,
+                     what, v);
   return TRUE;
 }

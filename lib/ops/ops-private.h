@@ -14,8 +14,7 @@ gboolean mexd_op_check_tensor(const char *op, const char *arg, const MexdTensor 
 gboolean mexd_op_check_dtype(const char *op, const char *arg, const MexdTensor *t,
                              const MexdBackend *be, MexdDType dtype, GError **error);
 /* The dtype of a float output: f32 or f16. */
-gboolean mexd_op_check_float(const char *op, const char *arg, const MexdTensor *t,
-                             GError **error);
+gboolean mexd_op_check_float(const char *op, const char *arg, const MexdTensor *t, GError **error);
 /* t has `ndim` dimensions with the given sizes (a size < 0 is not checked). */
 gboolean mexd_op_check_shape(const char *op, const char *arg, const MexdTensor *t, int ndim,
                              const int64_t *shape, GError **error);

@@ -61,8 +61,7 @@ typedef enum {
   MEXD_UNARY_SCALE,    /* a·x + b */
 } MexdUnaryOp;
 /* y = f(x), same shape; y may be x.  `a` and `b` are used by MEXD_UNARY_SCALE only. */
-gboolean mexd_unary(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float b,
-                    GError **error);
+gboolean mexd_unary(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float b, GError **error);
 gboolean mexd_relu(MexdTensor *y, MexdTensor *x, GError **error);
 gboolean mexd_gelu(MexdTensor *y, MexdTensor *x, GError **error);
 gboolean mexd_softplus(MexdTensor *y, MexdTensor *x, GError **error);
@@ -76,17 +75,16 @@ typedef enum {
 } MexdBinaryOp;
 /* y = a ∘ b with NumPy broadcasting (shapes aligned at the last dimension; a dimension of 1
  * stretches); y has the broadcast shape.  y may be a or b when it has that one's shape. */
-gboolean mexd_binary(MexdTensor *y, MexdTensor *a, MexdTensor *b, MexdBinaryOp op,
-                     GError **error);
+gboolean mexd_binary(MexdTensor *y, MexdTensor *a, MexdTensor *b, MexdBinaryOp op, GError **error);
 gboolean mexd_add(MexdTensor *y, MexdTensor *a, MexdTensor *b, GError **error);
 gboolean mexd_mul(MexdTensor *y, MexdTensor *a, MexdTensor *b, GError **error);
 
 /* ---- reductions ---- */
 /* y[j] = mean over rows i of x[i,j]; x is [M,N] (leading dims count as rows), y is [N]. */
 gboolean mexd_mean_rows(MexdTensor *y, MexdTensor *x, GError **error);
-/* Means of consecutive groups of `seg_len` rows (Nyström landmarks): x [M,N], y [ceil(M/seg_len),N];
- * y[s] = mean of rows s·seg_len … min((s+1)·seg_len, M)−1 (a last, shorter group is averaged
- * over the rows it has). */
+/* Means of consecutive groups of `seg_len` rows (Nyström landmarks): x [M,N], y
+ * [ceil(M/seg_len),N]; y[s] = mean of rows s·seg_len … min((s+1)·seg_len, M)−1 (a last, shorter
+ * group is averaged over the rows it has). */
 gboolean mexd_segment_mean(MexdTensor *y, MexdTensor *x, int64_t seg_len, GError **error);
 
 /* ---- indexing ---- */
@@ -98,7 +96,8 @@ gboolean mexd_gather_rows(MexdTensor *y, MexdTensor *x, MexdTensor *idx, GError 
 gboolean mexd_topk(MexdTensor *values, MexdTensor *indices, MexdTensor *x, GError **error);
 
 /* ---- layout ---- */
-/* Concatenates xs[0..n) along `axis` (negative counts from the end); every other dimension equal. */
+/* Concatenates xs[0..n) along `axis` (negative counts from the end); every other dimension equal.
+ */
 gboolean mexd_concat(MexdTensor *y, MexdTensor *const *xs, int n, int axis, GError **error);
 /* y = x with dimensions permuted: y.shape[i] = x.shape[perm[i]]; perm has x->ndim entries. */
 gboolean mexd_permute(MexdTensor *y, MexdTensor *x, const int *perm, GError **error);

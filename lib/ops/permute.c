@@ -89,8 +89,7 @@ typedef struct {
   uint32_t s[4];
 } PermutePush;
 
-static gboolean permute_vulkan(const PermuteGeom *g, MexdTensor *y, MexdTensor *x,
-                               GError **error)
+static gboolean permute_vulkan(const PermuteGeom *g, MexdTensor *y, MexdTensor *x, GError **error)
 {
   MexdBackend *be = y->backend;
   PermutePush pc = {.n = (uint32_t)g->n};
@@ -106,13 +105,13 @@ static gboolean permute_vulkan(const PermuteGeom *g, MexdTensor *y, MexdTensor *
       pc.s[p] = (uint32_t)g->s[p];
   }
   MexdVkDispatch d = {
-    .shader = "permute",
-    /* 32-bit words for f32 and i32, 16-bit ones for f16 */
-    .variant = y->dtype == MEXD_DTYPE_F16 ? MEXD_DTYPE_F16 : MEXD_DTYPE_F32,
-    .bind = {x, y},
-    .n_bind = 2,
-    .push = &pc,
-    .push_size = sizeof pc,
+      .shader = "permute",
+      /* 32-bit words for f32 and i32, 16-bit ones for f16 */
+      .variant = y->dtype == MEXD_DTYPE_F16 ? MEXD_DTYPE_F16 : MEXD_DTYPE_F32,
+      .bind = {x, y},
+      .n_bind = 2,
+      .push = &pc,
+      .push_size = sizeof pc,
   };
   if (!mexd_vk_grid(be, ((uint64_t)g->n + PERMUTE_GROUP - 1) / PERMUTE_GROUP, d.groups, error))
     return FALSE;
@@ -161,8 +160,8 @@ gboolean mexd_permute(MexdTensor *y, MexdTensor *x, const int *perm, GError **er
   for (int i = 0; i < x->ndim; i++) {
     if (perm[i] < 0 || perm[i] >= x->ndim)
       return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
-                       "permute: perm[%d] = %d is not a dimension of a %d-D x (0..%d)", i,
-                       perm[i], x->ndim, x->ndim - 1);
+                       "permute: perm[%d] = %d is not a dimension of a %d-D x (0..%d)", i, perm[i],
+                       x->ndim, x->ndim - 1);
     if (seen[perm[i]])
       return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
                        "permute: perm repeats dimension %d (perm[%d]); it must be a permutation",
@@ -179,8 +178,7 @@ gboolean mexd_transpose(MexdTensor *y, MexdTensor *x, GError **error)
     return FALSE;
   if (x->ndim < 2) {
     g_autofree char *d = mexd_tensor_describe(x);
-    return mexd_fail(error, MEXD_ERROR_SHAPE, "transpose: x is %s, needs at least 2 dimensions",
-                     d);
+    return mexd_fail(error, MEXD_ERROR_SHAPE, "transpose: x is %s, needs at least 2 dimensions", d);
   }
   int perm[MEXD_MAX_DIMS];
   for (int i = 0; i < x->ndim; i++)

@@ -18,10 +18,10 @@
 #include "backend/vulkan.h"
 #include "ops/ops-private.h"
 
-#define SHORT_SEG 64   /* segments up to this many rows go to segment_mean.comp */
-#define MIN_CHUNK 64   /* rows per chunk in mean_rows.comp, at least */
-#define MAX_CHUNKS 512 /* chunks per segment in mean_rows.comp, at most */
-#define COLS_PER_GROUP 64 /* mean_rows.comp: local_size_x (columns) */
+#define SHORT_SEG       64  /* segments up to this many rows go to segment_mean.comp */
+#define MIN_CHUNK       64  /* rows per chunk in mean_rows.comp, at least */
+#define MAX_CHUNKS      512 /* chunks per segment in mean_rows.comp, at most */
+#define COLS_PER_GROUP  64  /* mean_rows.comp: local_size_x (columns) */
 #define ELEMS_PER_GROUP 256 /* invocations per workgroup of both shaders */
 
 static void segment_mean_cpu(MexdTensor *y, MexdTensor *x, int64_t M, int64_t N, int64_t seg_len)
@@ -66,8 +66,8 @@ typedef struct {
 
 /* shaders/mean_rows.comp: pass 1 over (chunk, column block) workgroups, pass 2 when a segment
  * has more than one chunk. */
-static gboolean mean_rows_vulkan(const char *op, MexdTensor *y, MexdTensor *x, int64_t M,
-                                 int64_t N, int64_t seg_len, int64_t n_seg, GError **error)
+static gboolean mean_rows_vulkan(const char *op, MexdTensor *y, MexdTensor *x, int64_t M, int64_t N,
+                                 int64_t seg_len, int64_t n_seg, GError **error)
 {
   MexdBackend *be = y->backend;
   int64_t chunk = MAX(MIN_CHUNK, (seg_len + MAX_CHUNKS - 1) / MAX_CHUNKS);
@@ -86,19 +86,22 @@ static gboolean mean_rows_vulkan(const char *op, MexdTensor *y, MexdTensor *x, i
       return FALSE;
   }
   MeanRowsPush pc = {
-    .mode = 0,
-    .M = (uint32_t)M, .N = (uint32_t)N,
-    .seg_len = (uint32_t)seg_len, .n_seg = (uint32_t)n_seg,
-    .chunk = (uint32_t)chunk, .kpc = (uint32_t)kpc,
-    .n_colblk = (uint32_t)n_colblk,
+      .mode = 0,
+      .M = (uint32_t)M,
+      .N = (uint32_t)N,
+      .seg_len = (uint32_t)seg_len,
+      .n_seg = (uint32_t)n_seg,
+      .chunk = (uint32_t)chunk,
+      .kpc = (uint32_t)kpc,
+      .n_colblk = (uint32_t)n_colblk,
   };
   MexdVkDispatch d = {
-    .shader = "mean_rows",
-    .variant = y->dtype,
-    .bind = {x, y, part},
-    .n_bind = 3,
-    .push = &pc,
-    .push_size = sizeof pc,
+      .shader = "mean_rows",
+      .variant = y->dtype,
+      .bind = {x, y, part},
+      .n_bind = 3,
+      .push = &pc,
+      .push_size = sizeof pc,
   };
   if (!mexd_vk_grid(be, (uint64_t)n_groups, d.groups, error) || !mexd_vk_dispatch(be, &d, error))
     return FALSE;
@@ -117,17 +120,18 @@ static gboolean segment_mean_short_vulkan(MexdTensor *y, MexdTensor *x, int64_t 
 {
   MexdBackend *be = y->backend;
   SegmentMeanPush pc = {
-    .M = (uint32_t)M, .N = (uint32_t)N,
-    .seg_len = (uint32_t)seg_len,
-    .n_out = (uint32_t)(n_seg * N),
+      .M = (uint32_t)M,
+      .N = (uint32_t)N,
+      .seg_len = (uint32_t)seg_len,
+      .n_out = (uint32_t)(n_seg * N),
   };
   MexdVkDispatch d = {
-    .shader = "segment_mean",
-    .variant = y->dtype,
-    .bind = {x, y},
-    .n_bind = 2,
-    .push = &pc,
-    .push_size = sizeof pc,
+      .shader = "segment_mean",
+      .variant = y->dtype,
+      .bind = {x, y},
+      .n_bind = 2,
+      .push = &pc,
+      .push_size = sizeof pc,
   };
   if (!mexd_vk_grid(be, ((uint64_t)pc.n_out + ELEMS_PER_GROUP - 1) / ELEMS_PER_GROUP, d.groups,
                     error))

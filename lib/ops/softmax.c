@@ -66,14 +66,14 @@ static gboolean softmax_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTenso
   MexdBackend *be = y->backend;
   SoftmaxPush pc = {.rows = (uint32_t)rows, .D = (uint32_t)D};
   MexdVkDispatch d = {
-    .shader = "softmax",
-    .variant = y->dtype,
-    .spec = {row_workgroup(be, D)},
-    .n_spec = 1,
-    .bind = {x, y},
-    .n_bind = 2,
-    .push = &pc,
-    .push_size = sizeof pc,
+      .shader = "softmax",
+      .variant = y->dtype,
+      .spec = {row_workgroup(be, D)},
+      .n_spec = 1,
+      .bind = {x, y},
+      .n_bind = 2,
+      .push = &pc,
+      .push_size = sizeof pc,
   };
   if (!mexd_vk_grid(be, (uint64_t)rows, d.groups, error))
     return FALSE;

@@ -22,7 +22,7 @@
 #include <string.h>
 
 #define TOPK_THREADS 256
-#define TOPK_BLOCK 2048
+#define TOPK_BLOCK   2048
 
 /* Larger key = ranks earlier; see the file comment. */
 static inline uint32_t order_key(float v)
@@ -128,8 +128,7 @@ static gboolean topk_pass(MexdBackend *be, MexdVkDispatch *d, TopkPush *pc, uint
   return mexd_vk_dispatch(be, d, error);
 }
 
-static gboolean topk_vulkan(MexdTensor *values, MexdTensor *indices, MexdTensor *x,
-                            GError **error)
+static gboolean topk_vulkan(MexdTensor *values, MexdTensor *indices, MexdTensor *x, GError **error)
 {
   const char *op = "topk";
   MexdBackend *be = indices->backend;
@@ -153,20 +152,20 @@ static gboolean topk_vulkan(MexdTensor *values, MexdTensor *indices, MexdTensor 
     return FALSE;
   }
   TopkPush pc = {
-    .n = (uint32_t)n,
-    .P = (uint32_t)P,
-    .k = (uint32_t)k,
-    .has_values = values != NULL,
+      .n = (uint32_t)n,
+      .P = (uint32_t)P,
+      .k = (uint32_t)k,
+      .has_values = values != NULL,
   };
   MexdVkDispatch d = {
-    .shader = "topk",
-    .variant = x->dtype,
-    .spec = {threads, block},
-    .n_spec = 2,
-    .bind = {x, tmp, indices, values},
-    .n_bind = 4,
-    .push = &pc,
-    .push_size = sizeof pc,
+      .shader = "topk",
+      .variant = x->dtype,
+      .spec = {threads, block},
+      .n_spec = 2,
+      .bind = {x, tmp, indices, values},
+      .n_bind = 4,
+      .push = &pc,
+      .push_size = sizeof pc,
   };
   const uint64_t blocks = P / block, pair_groups = P / 2 / threads;
   if (!topk_pass(be, &d, &pc, MODE_LOCAL_SORT, blocks, error))
@@ -191,8 +190,7 @@ gboolean mexd_topk(MexdTensor *values, MexdTensor *indices, MexdTensor *x, GErro
   if (!mexd_op_check_dtype(op, "indices", indices, NULL, MEXD_DTYPE_I32, error))
     return FALSE;
   MexdBackend *be = indices->backend;
-  if (!mexd_op_check_tensor(op, "x", x, be, error) ||
-      !mexd_op_check_float(op, "x", x, error) ||
+  if (!mexd_op_check_tensor(op, "x", x, be, error) || !mexd_op_check_float(op, "x", x, error) ||
       (values && !mexd_op_check_dtype(op, "values", values, be, x->dtype, error)))
     return FALSE;
   const int64_t any[1] = {-1};
@@ -202,8 +200,8 @@ gboolean mexd_topk(MexdTensor *values, MexdTensor *indices, MexdTensor *x, GErro
   const int64_t n = x->shape[0], k = indices->shape[0];
   if (k > n)
     return mexd_fail(error, MEXD_ERROR_SHAPE,
-                     "topk: k = %" G_GINT64_FORMAT " (the length of indices) exceeds n = %"
-                     G_GINT64_FORMAT " (the length of x)",
+                     "topk: k = %" G_GINT64_FORMAT
+                     " (the length of indices) exceeds n = %" G_GINT64_FORMAT " (the length of x)",
                      k, n);
   if (n > G_MAXINT32)
     return mexd_fail(error, MEXD_ERROR_SHAPE,

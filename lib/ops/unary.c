@@ -66,20 +66,19 @@ static gboolean unary_vulkan(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float
   int64_t n = mexd_tensor_numel(y);
   UnaryPush pc = {.n = (uint32_t)n, .op = (uint32_t)op, .a = a, .b = b};
   MexdVkDispatch d = {
-    .shader = "unary",
-    .variant = y->dtype,
-    .bind = {x, y},
-    .n_bind = 2,
-    .push = &pc,
-    .push_size = sizeof pc,
+      .shader = "unary",
+      .variant = y->dtype,
+      .bind = {x, y},
+      .n_bind = 2,
+      .push = &pc,
+      .push_size = sizeof pc,
   };
   if (!mexd_vk_grid(be, ((uint64_t)n + UNARY_GROUP - 1) / UNARY_GROUP, d.groups, error))
     return FALSE;
   return mexd_vk_dispatch(be, &d, error);
 }
 
-gboolean mexd_unary(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float b,
-                    GError **error)
+gboolean mexd_unary(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float b, GError **error)
 {
   const char *name = "unary";
   if (!mexd_op_check_float(name, "y", y, error))

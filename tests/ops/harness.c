@@ -38,8 +38,7 @@ static void open_backends(void)
     g_autoptr(GError) error = NULL;
     MexdBackend *be = mexd_backend_new(list[i], &error);
     if (!be) {
-      g_printerr("# %s does not open here (%s): its cases are skipped\n", list[i],
-                 error->message);
+      g_printerr("# %s does not open here (%s): its cases are skipped\n", list[i], error->message);
       continue;
     }
     g_printerr("# backend %s: %s\n", list[i], mexd_backend_name(be));
@@ -75,7 +74,7 @@ void harness_add(const char *name, unsigned dtypes, HarnessFunc fn)
       r->hc.spec = g_ptr_array_index(specs, i);
       r->fn = fn;
       g_autofree char *path =
-        g_strdup_printf("/ops/%s/%s/%s", name, r->hc.spec, mexd_dtype_name((MexdDType)dt));
+          g_strdup_printf("/ops/%s/%s/%s", name, r->hc.spec, mexd_dtype_name((MexdDType)dt));
       g_test_add_data_func(path, r, run_case);
     }
   }
@@ -117,8 +116,7 @@ MexdTensor *harness_tensor(MexdBackend *be, MexdDType dtype, int ndim, const int
   return t;
 }
 
-MexdTensor *harness_tensor_i32(MexdBackend *be, int ndim, const int64_t *shape,
-                               const int32_t *data)
+MexdTensor *harness_tensor_i32(MexdBackend *be, int ndim, const int64_t *shape, const int32_t *data)
 {
   g_autoptr(GError) error = NULL;
   MexdTensor *t = mexd_tensor_new(be, MEXD_DTYPE_I32, ndim, shape, &error);

@@ -17,9 +17,9 @@
 
 G_BEGIN_DECLS
 
-#define NMSE_F32 1e-7 /* elementwise, reductions */
+#define NMSE_F32      1e-7 /* elementwise, reductions */
 #define NMSE_F32_GEMM 1e-6
-#define NMSE_F16 5e-4  /* gemm / conv in f16 (also used for f16 elementwise) */
+#define NMSE_F16      5e-4 /* gemm / conv in f16 (also used for f16 elementwise) */
 
 typedef struct {
   MexdBackend *be;  /* the backend under test */
@@ -33,8 +33,8 @@ typedef void (*HarnessFunc)(const HarnessCase *hc);
 /* Adds "/ops/<name>/<backend>/<dtype>" for every backend and for each dtype in `dtypes`
  * (a bitmask of 1 << MEXD_DTYPE_*); f16 cases are skipped on backends without f16. */
 void harness_add(const char *name, unsigned dtypes, HarnessFunc fn);
-#define HARNESS_F32 (1u << MEXD_DTYPE_F32)
-#define HARNESS_F16 (1u << MEXD_DTYPE_F16)
+#define HARNESS_F32  (1u << MEXD_DTYPE_F32)
+#define HARNESS_F16  (1u << MEXD_DTYPE_F16)
 #define HARNESS_BOTH (HARNESS_F32 | HARNESS_F16)
 
 /* Sizes that exercise edges: 1, 7, 255, 257, and random ones; picked per case from the seeded
@@ -73,10 +73,10 @@ float harness_f16_round(float x);
 
 void register_gemm_tests(void);
 void register_conv2d_tests(void);
-void register_norm_tests(void);    /* layernorm, softmax */
+void register_norm_tests(void);        /* layernorm, softmax */
 void register_elementwise_tests(void); /* unary, binary */
-void register_reduce_tests(void);  /* mean_rows, segment_mean */
-void register_index_tests(void);   /* gather, topk */
-void register_layout_tests(void);  /* concat, permute, transpose, copy */
+void register_reduce_tests(void);      /* mean_rows, segment_mean */
+void register_index_tests(void);       /* gather, topk */
+void register_layout_tests(void);      /* concat, permute, transpose, copy */
 
 G_END_DECLS

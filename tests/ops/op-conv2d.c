@@ -222,36 +222,37 @@ static void test_conv2d_cases(const HarnessCase *hc)
     gboolean bias;
   } Case;
   static const Case cases[] = {
-    /* 1×1, batch 2, bias */
-    {2, 5, 9, 7, 6, 1, 1, {1, 1, 0, 0, 1, 1, 1}, TRUE},
-    /* 3×3 stride 2 pad 1, no bias */
-    {1, 4, 17, 16, 8, 3, 3, {2, 2, 1, 1, 1, 1, 1}, FALSE},
-    /* depthwise 7×7 pad 3 (the ConvNeXt-style block) */
-    {1, 16, 24, 24, 16, 7, 7, {1, 1, 3, 3, 1, 1, 16}, TRUE},
-    /* depthwise 5×5 dilation 2 pad 4, batch 3 */
-    {3, 8, 13, 11, 8, 5, 5, {1, 1, 4, 4, 2, 2, 8}, FALSE},
-    /* depthwise 3×3 stride 2, channel multiplier 2 */
-    {1, 6, 10, 9, 12, 3, 3, {2, 2, 1, 1, 1, 1, 6}, TRUE},
-    /* groups 2, 3×3 dilation 2 pad 2 stride 2 */
-    {2, 6, 15, 14, 4, 3, 3, {2, 2, 2, 2, 2, 2, 2}, TRUE},
-    /* non-square kernel with different strides, paddings and dilations per axis */
-    {1, 3, 12, 19, 5, 3, 5, {2, 1, 1, 2, 1, 2, 1}, TRUE},
-    /* the kernel is larger than the input: only the padding makes room */
-    {2, 3, 2, 3, 4, 5, 5, {1, 1, 2, 2, 1, 1, 1}, TRUE},
-    {1, 2, 1, 1, 3, 7, 3, {1, 1, 3, 1, 1, 1, 1}, FALSE},
-    /* a 1×1 kernel with padding 3 (a border of bias), and a stride larger than the kernel */
-    {1, 2, 5, 6, 3, 1, 1, {1, 1, 3, 3, 1, 1, 1}, TRUE},
-    {1, 3, 16, 17, 2, 2, 2, {3, 3, 0, 1, 1, 1, 1}, FALSE},
-    /* an edge size */
-    {1, 2, 257, 7, 2, 3, 3, {1, 2, 1, 0, 1, 1, 2}, TRUE},
-    /* the vulkan implicit-GEMM path (a group has >= 16 output channels and a depth
-     * C/groups·KH·KW >= 16): partial tiles in every direction, batch, padding, stride, dilation */
-    {2, 5, 13, 11, 24, 3, 3, {1, 1, 1, 1, 1, 1, 1}, TRUE},
-    {1, 7, 20, 18, 70, 3, 5, {2, 1, 2, 1, 2, 1, 1}, FALSE},
-    {3, 16, 9, 9, 17, 1, 1, {1, 1, 0, 0, 1, 1, 1}, TRUE},
-    {1, 3, 3, 2, 16, 7, 7, {1, 1, 3, 3, 1, 1, 1}, TRUE}, /* kernel larger than the input */
-    {2, 8, 10, 12, 40, 3, 3, {1, 2, 2, 1, 2, 1, 2}, TRUE},  /* groups 2, 20 outputs each */
-    {1, 130, 6, 5, 130, 1, 1, {1, 1, 0, 0, 1, 1, 1}, FALSE}, /* many channels, 129+ rows */
+      /* 1×1, batch 2, bias */
+      {2, 5, 9, 7, 6, 1, 1, {1, 1, 0, 0, 1, 1, 1}, TRUE},
+      /* 3×3 stride 2 pad 1, no bias */
+      {1, 4, 17, 16, 8, 3, 3, {2, 2, 1, 1, 1, 1, 1}, FALSE},
+      /* depthwise 7×7 pad 3 (the ConvNeXt-style block) */
+      {1, 16, 24, 24, 16, 7, 7, {1, 1, 3, 3, 1, 1, 16}, TRUE},
+      /* depthwise 5×5 dilation 2 pad 4, batch 3 */
+      {3, 8, 13, 11, 8, 5, 5, {1, 1, 4, 4, 2, 2, 8}, FALSE},
+      /* depthwise 3×3 stride 2, channel multiplier 2 */
+      {1, 6, 10, 9, 12, 3, 3, {2, 2, 1, 1, 1, 1, 6}, TRUE},
+      /* groups 2, 3×3 dilation 2 pad 2 stride 2 */
+      {2, 6, 15, 14, 4, 3, 3, {2, 2, 2, 2, 2, 2, 2}, TRUE},
+      /* non-square kernel with different strides, paddings and dilations per axis */
+      {1, 3, 12, 19, 5, 3, 5, {2, 1, 1, 2, 1, 2, 1}, TRUE},
+      /* the kernel is larger than the input: only the padding makes room */
+      {2, 3, 2, 3, 4, 5, 5, {1, 1, 2, 2, 1, 1, 1}, TRUE},
+      {1, 2, 1, 1, 3, 7, 3, {1, 1, 3, 1, 1, 1, 1}, FALSE},
+      /* a 1×1 kernel with padding 3 (a border of bias), and a stride larger than the kernel */
+      {1, 2, 5, 6, 3, 1, 1, {1, 1, 3, 3, 1, 1, 1}, TRUE},
+      {1, 3, 16, 17, 2, 2, 2, {3, 3, 0, 1, 1, 1, 1}, FALSE},
+      /* an edge size */
+      {1, 2, 257, 7, 2, 3, 3, {1, 2, 1, 0, 1, 1, 2}, TRUE},
+      /* the vulkan implicit-GEMM path (a group has >= 16 output channels and a depth
+       * C/groups·KH·KW >= 16): partial tiles in every direction, batch, padding, stride, dilation
+       */
+      {2, 5, 13, 11, 24, 3, 3, {1, 1, 1, 1, 1, 1, 1}, TRUE},
+      {1, 7, 20, 18, 70, 3, 5, {2, 1, 2, 1, 2, 1, 1}, FALSE},
+      {3, 16, 9, 9, 17, 1, 1, {1, 1, 0, 0, 1, 1, 1}, TRUE},
+      {1, 3, 3, 2, 16, 7, 7, {1, 1, 3, 3, 1, 1, 1}, TRUE},     /* kernel larger than the input */
+      {2, 8, 10, 12, 40, 3, 3, {1, 2, 2, 1, 2, 1, 2}, TRUE},   /* groups 2, 20 outputs each */
+      {1, 130, 6, 5, 130, 1, 1, {1, 1, 0, 0, 1, 1, 1}, FALSE}, /* many channels, 129+ rows */
   };
   for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
     const Case *c = &cases[i];
@@ -374,16 +375,16 @@ static void test_conv2d_errors(const HarnessCase *hc)
     MexdConv2dParams p;
     const char *what;
   } bad[] = {
-    {{0, 1, 0, 0, 1, 1, 1}, "conv2d stride_h 0"},
-    {{1, 0, 0, 0, 1, 1, 1}, "conv2d stride_w 0"},
-    {{1, 1, -1, 0, 1, 1, 1}, "conv2d pad_h -1"},
-    {{1, 1, 0, -2, 1, 1, 1}, "conv2d pad_w -2"},
-    {{1, 1, 0, 0, 0, 1, 1}, "conv2d dil_h 0"},
-    {{1, 1, 0, 0, 1, -1, 1}, "conv2d dil_w -1"},
-    {{1, 1, 0, 0, 1, 1, 0}, "conv2d groups 0"},
-    {{1, 1, 0, 0, 1, 1, -2}, "conv2d groups -2"},
-    {{1, 1, 0, 0, 1, 1, 3}, "conv2d groups 3 not dividing C 4"},
-    {{1, 1, 0, 0, 1, 1, 4}, "conv2d groups 4 not dividing O 2"},
+      {{0, 1, 0, 0, 1, 1, 1}, "conv2d stride_h 0"},
+      {{1, 0, 0, 0, 1, 1, 1}, "conv2d stride_w 0"},
+      {{1, 1, -1, 0, 1, 1, 1}, "conv2d pad_h -1"},
+      {{1, 1, 0, -2, 1, 1, 1}, "conv2d pad_w -2"},
+      {{1, 1, 0, 0, 0, 1, 1}, "conv2d dil_h 0"},
+      {{1, 1, 0, 0, 1, -1, 1}, "conv2d dil_w -1"},
+      {{1, 1, 0, 0, 1, 1, 0}, "conv2d groups 0"},
+      {{1, 1, 0, 0, 1, 1, -2}, "conv2d groups -2"},
+      {{1, 1, 0, 0, 1, 1, 3}, "conv2d groups 3 not dividing C 4"},
+      {{1, 1, 0, 0, 1, 1, 4}, "conv2d groups 4 not dividing O 2"},
   };
   for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
     error = NULL;

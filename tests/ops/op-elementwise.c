@@ -33,14 +33,10 @@ static const char *const unary_names[] = {"relu", "gelu", "softplus", "scale"};
 static double ref_unary1(MexdUnaryOp op, double x, double a, double b)
 {
   switch (op) {
-  case MEXD_UNARY_RELU:
-    return x < 0 ? 0 : x;
-  case MEXD_UNARY_GELU:
-    return 0.5 * x * (1 + erf(x / sqrt(2.0)));
-  case MEXD_UNARY_SOFTPLUS:
-    return x > 20 ? x : log1p(exp(x));
-  case MEXD_UNARY_SCALE:
-    break;
+  case MEXD_UNARY_RELU: return x < 0 ? 0 : x;
+  case MEXD_UNARY_GELU: return 0.5 * x * (1 + erf(x / sqrt(2.0)));
+  case MEXD_UNARY_SOFTPLUS: return x > 20 ? x : log1p(exp(x));
+  case MEXD_UNARY_SCALE: break;
   }
   return a * x + b;
 }
@@ -74,19 +70,17 @@ static float *run_unary(MexdBackend *be, MexdDType dt, MexdUnaryOp op, float a, 
 /* Checks one unary run: against the double reference on cpu, against cpu elsewhere; with
  * `also_ref` other backends are held to the double reference as well. */
 static void check_unary(const HarnessCase *hc, MexdUnaryOp op, float a, float b, int ndim,
-                        const int64_t *shape, const float *x, gboolean also_ref,
-                        const char *label)
+                        const int64_t *shape, const float *x, gboolean also_ref, const char *label)
 {
   int64_t n = harness_numel(ndim, shape);
   gboolean inplace = g_test_rand_bit(), wrapper = g_test_rand_bit();
   int64_t pad = random_pad();
   g_autofree char *ss = harness_shape_str(ndim, shape);
-  g_autofree char *what =
-    g_strdup_printf("%s %s %s %s a %g b %g%s pad %" G_GINT64_FORMAT " (%s)", unary_names[op],
-                    hc->spec, mexd_dtype_name(hc->dtype), ss, a, b,
-                    inplace ? " in place" : "", pad, label);
-  g_autofree float *out = run_unary(hc->be, hc->dtype, op, a, b, ndim, shape, x, inplace, pad,
-                                    wrapper);
+  g_autofree char *what = g_strdup_printf("%s %s %s %s a %g b %g%s pad %" G_GINT64_FORMAT " (%s)",
+                                          unary_names[op], hc->spec, mexd_dtype_name(hc->dtype), ss,
+                                          a, b, inplace ? " in place" : "", pad, label);
+  g_autofree float *out =
+      run_unary(hc->be, hc->dtype, op, a, b, ndim, shape, x, inplace, pad, wrapper);
   double thr = harness_thr(hc, NMSE_F32);
   if (hc->be == hc->cpu || also_ref) {
     g_autofree double *ref = g_new(double, n);
@@ -95,8 +89,8 @@ static void check_unary(const HarnessCase *hc, MexdUnaryOp op, float a, float b,
     harness_assert_close_d(what, out, ref, n, thr);
   }
   if (hc->be != hc->cpu) {
-    g_autofree float *ref = run_unary(hc->cpu, hc->dtype, op, a, b, ndim, shape, x, FALSE, 0,
-                                      FALSE);
+    g_autofree float *ref =
+        run_unary(hc->cpu, hc->dtype, op, a, b, ndim, shape, x, FALSE, 0, FALSE);
     harness_assert_close(what, out, ref, n, thr);
   }
 }
@@ -130,19 +124,19 @@ static void test_unary_tails(const HarnessCase *hc)
     float lo, hi;
     const char *label;
   } cases[] = {
-    /* e^x is no normal f16 for x < −9.7: f16 tests the low range it can represent */
-    {MEXD_UNARY_SOFTPLUS, f16 ? -9.5f : -40.0f, f16 ? -7.0f : -20.0f, "softplus x < -20"},
-    {MEXD_UNARY_SOFTPLUS, 20.0f, 40.0f, "softplus x > 20"},
-    {MEXD_UNARY_SOFTPLUS, 18.0f, 22.0f, "softplus around the threshold"},
-    {MEXD_UNARY_SOFTPLUS, -1e-3f, 1e-3f, "softplus near 0"},
-    /* 1 + erf(x/√2) cancels for x ≪ 0 (in PyTorch's f32 formula too): the error there is
-     * absolute, ~1e-8·|x| (test_gelu_grid holds it to that); this range keeps enough values near
-     * −2 for a relative measure */
-    {MEXD_UNARY_GELU, -6.5f, -2.0f, "gelu large negative"},
-    {MEXD_UNARY_GELU, 2.0f, 6.5f, "gelu large positive"},
-    {MEXD_UNARY_GELU, -1e-3f, 1e-3f, "gelu near 0"},
-    {MEXD_UNARY_GELU, -1.5f, 1.5f, "gelu across the erf branches"},
-    {MEXD_UNARY_RELU, -1e-3f, 1e-3f, "relu near 0"},
+      /* e^x is no normal f16 for x < −9.7: f16 tests the low range it can represent */
+      {MEXD_UNARY_SOFTPLUS, f16 ? -9.5f : -40.0f, f16 ? -7.0f : -20.0f, "softplus x < -20"},
+      {MEXD_UNARY_SOFTPLUS, 20.0f, 40.0f, "softplus x > 20"},
+      {MEXD_UNARY_SOFTPLUS, 18.0f, 22.0f, "softplus around the threshold"},
+      {MEXD_UNARY_SOFTPLUS, -1e-3f, 1e-3f, "softplus near 0"},
+      /* 1 + erf(x/√2) cancels for x ≪ 0 (in PyTorch's f32 formula too): the error there is
+       * absolute, ~1e-8·|x| (test_gelu_grid holds it to that); this range keeps enough values near
+       * −2 for a relative measure */
+      {MEXD_UNARY_GELU, -6.5f, -2.0f, "gelu large negative"},
+      {MEXD_UNARY_GELU, 2.0f, 6.5f, "gelu large positive"},
+      {MEXD_UNARY_GELU, -1e-3f, 1e-3f, "gelu near 0"},
+      {MEXD_UNARY_GELU, -1.5f, 1.5f, "gelu across the erf branches"},
+      {MEXD_UNARY_RELU, -1e-3f, 1e-3f, "relu near 0"},
   };
   for (guint c = 0; c < G_N_ELEMENTS(cases); c++) {
     int64_t shape[1] = {256 + harness_size(5000)}; /* enough values to span each range */
@@ -166,7 +160,7 @@ static void test_gelu_grid(const HarnessCase *hc)
   for (int64_t i = 0; i < n; i++)
     x[i] = -8.0f + (float)i / 512.0f;
   g_autofree float *out =
-    run_unary(hc->be, hc->dtype, MEXD_UNARY_GELU, 0, 0, 1, &n, x, FALSE, 1, TRUE);
+      run_unary(hc->be, hc->dtype, MEXD_UNARY_GELU, 0, 0, 1, &n, x, FALSE, 1, TRUE);
   double worst = 0;
   int64_t wi = 0;
   for (int64_t i = 0; i < n; i++) {
@@ -192,22 +186,21 @@ static void test_unary_special(const HarnessCase *hc)
     MexdUnaryOp op;
     float want[5];
   } cases[] = {
-    {MEXD_UNARY_RELU, {NAN, INFINITY, 0.0f, 0.0f, 2.0f}},
-    {MEXD_UNARY_GELU, {NAN, INFINITY, NAN /* not checked */, 0.0f, 1.95449972f}},
-    {MEXD_UNARY_SOFTPLUS, {NAN, INFINITY, 0.0f, 0.693147181f, 2.12692801f}},
-    {MEXD_UNARY_SCALE, {NAN, INFINITY, -INFINITY, 1.0f, 5.0f}}, /* 2x + 1 */
+      {MEXD_UNARY_RELU, {NAN, INFINITY, 0.0f, 0.0f, 2.0f}},
+      {MEXD_UNARY_GELU, {NAN, INFINITY, NAN /* not checked */, 0.0f, 1.95449972f}},
+      {MEXD_UNARY_SOFTPLUS, {NAN, INFINITY, 0.0f, 0.693147181f, 2.12692801f}},
+      {MEXD_UNARY_SCALE, {NAN, INFINITY, -INFINITY, 1.0f, 5.0f}}, /* 2x + 1 */
   };
   for (guint c = 0; c < G_N_ELEMENTS(cases); c++) {
     MexdUnaryOp op = cases[c].op;
-    g_autofree float *out =
-      run_unary(hc->be, hc->dtype, op, 2.0f, 1.0f, 1, &n, x, FALSE, 0, FALSE);
+    g_autofree float *out = run_unary(hc->be, hc->dtype, op, 2.0f, 1.0f, 1, &n, x, FALSE, 0, FALSE);
     for (int64_t i = 0; i < n; i++) {
       float w = cases[c].want[i];
       if (op == MEXD_UNARY_GELU && i == 2)
         continue; /* gelu(−inf) is −inf·0: left unspecified */
-      gboolean ok = isnan(w) ? isnan(out[i])
-                  : isinf(w) ? out[i] == w
-                             : fabsf(out[i] - w) <= 2e-3f * (1 + fabsf(w));
+      gboolean ok = isnan(w)   ? isnan(out[i])
+                    : isinf(w) ? out[i] == w
+                               : fabsf(out[i] - w) <= 2e-3f * (1 + fabsf(w));
       if (!ok)
         g_error("%s %s %s: f(%g) = %g, want %g", unary_names[op], hc->spec,
                 mexd_dtype_name(hc->dtype), x[i], out[i], w);
@@ -312,14 +305,10 @@ static int64_t bcast_index(const int64_t *sh, int nd, const int64_t *c, int ndy)
 static double ref_binary1(MexdBinaryOp op, double u, double v)
 {
   switch (op) {
-  case MEXD_BINARY_ADD:
-    return u + v;
-  case MEXD_BINARY_SUB:
-    return u - v;
-  case MEXD_BINARY_MUL:
-    return u * v;
-  case MEXD_BINARY_DIV:
-    break;
+  case MEXD_BINARY_ADD: return u + v;
+  case MEXD_BINARY_SUB: return u - v;
+  case MEXD_BINARY_MUL: return u * v;
+  case MEXD_BINARY_DIV: break;
   }
   return u / v;
 }
@@ -346,9 +335,9 @@ static float *run_binary(MexdBackend *be, MexdDType dt, const BinShape *s, MexdB
   g_autoptr(MexdTensor) ta = harness_view_tensor(be, dt, s->nda, s->sa, a, pad);
   g_autoptr(MexdTensor) tb = harness_view_tensor(be, dt, s->ndb, s->sb, b, pad ? pad + 1 : 0);
   g_autoptr(GError) error = NULL;
-  g_autoptr(MexdTensor) ty = inplace == 1 ? mexd_tensor_ref(ta)
-                           : inplace == 2 ? mexd_tensor_ref(tb)
-                                          : mexd_tensor_new(be, dt, s->ndy, s->sy, &error);
+  g_autoptr(MexdTensor) ty = inplace == 1   ? mexd_tensor_ref(ta)
+                             : inplace == 2 ? mexd_tensor_ref(tb)
+                                            : mexd_tensor_new(be, dt, s->ndy, s->sy, &error);
   g_assert_no_error(error);
   gboolean ok;
   if (op == MEXD_BINARY_ADD && g_test_rand_bit())
@@ -364,7 +353,8 @@ static float *run_binary(MexdBackend *be, MexdDType dt, const BinShape *s, MexdB
 
 static void check_binary(const HarnessCase *hc, const BinShape *s, MexdBinaryOp op)
 {
-  int64_t na = harness_numel(s->nda, s->sa), nb = harness_numel(s->ndb, s->sb), ny = harness_numel(s->ndy, s->sy);
+  int64_t na = harness_numel(s->nda, s->sa), nb = harness_numel(s->ndb, s->sb),
+          ny = harness_numel(s->ndy, s->sy);
   g_autofree float *a = harness_random(na, -2, 2, hc->dtype);
   g_autofree float *b = harness_random(nb, -2, 2, hc->dtype);
   if (op == MEXD_BINARY_DIV) /* keep divisors away from 0: |b| in [0.5, 2] */
@@ -383,13 +373,13 @@ static void check_binary(const HarnessCase *hc, const BinShape *s, MexdBinaryOp 
   int64_t pad = random_pad();
   g_autofree char *sa = harness_shape_str(s->nda, s->sa), *sb = harness_shape_str(s->ndb, s->sb),
                   *sy = harness_shape_str(s->ndy, s->sy);
-  g_autofree char *what = g_strdup_printf("%s %s %s: a %s, b %s -> y %s%s pad %" G_GINT64_FORMAT,
-                                          binary_names[op], hc->spec, mexd_dtype_name(hc->dtype),
-                                          sa, sb, sy,
-                                          inplace == 1   ? " (y = a)"
-                                          : inplace == 2 ? " (y = b)"
-                                                         : "",
-                                          pad);
+  g_autofree char *what =
+      g_strdup_printf("%s %s %s: a %s, b %s -> y %s%s pad %" G_GINT64_FORMAT, binary_names[op],
+                      hc->spec, mexd_dtype_name(hc->dtype), sa, sb, sy,
+                      inplace == 1   ? " (y = a)"
+                      : inplace == 2 ? " (y = b)"
+                                     : "",
+                      pad);
   g_autofree float *out = run_binary(hc->be, hc->dtype, s, op, a, b, inplace, pad);
   if (hc->be == hc->cpu) {
     g_autofree double *ref = g_new(double, ny);
@@ -406,11 +396,11 @@ static void test_binary_patterns(const HarnessCase *hc)
 {
   /* symbolic shapes: 'M','N','B','C' are sizes, '1' is 1; right-aligned as NumPy */
   static const char *const pats[][2] = {
-    {"MN", "MN"},     {"MN", "1"},     {"1", "MN"},     {"MN", "N"},     {"N", "MN"},
-    {"MN", "M1"},     {"M1", "MN"},    {"M1", "N"},     {"N", "M1"},     {"1N", "M1"},
-    {"BMN", "N"},     {"BMN", "M1"},   {"BMN", "B11"},  {"B1N", "MN"},   {"BMN", "BMN"},
-    {"CBMN", "N"},    {"CBMN", "B1N"}, {"C1M1", "BMN"}, {"CBMN", "C111"}, {"1", "1"},
-    {"N", "N"},       {"N", "1"},      {"CBMN", "1"},   {"11N", "M1"},
+      {"MN", "MN"},  {"MN", "1"},     {"1", "MN"},     {"MN", "N"},      {"N", "MN"},
+      {"MN", "M1"},  {"M1", "MN"},    {"M1", "N"},     {"N", "M1"},      {"1N", "M1"},
+      {"BMN", "N"},  {"BMN", "M1"},   {"BMN", "B11"},  {"B1N", "MN"},    {"BMN", "BMN"},
+      {"CBMN", "N"}, {"CBMN", "B1N"}, {"C1M1", "BMN"}, {"CBMN", "C111"}, {"1", "1"},
+      {"N", "N"},    {"N", "1"},      {"CBMN", "1"},   {"11N", "M1"},
   };
   for (guint p = 0; p < G_N_ELEMENTS(pats); p++) {
     int64_t M = harness_size(64), N = harness_size(300), B = harness_size(5), C = harness_size(4);
@@ -475,7 +465,7 @@ static void test_elementwise_large(const HarnessCase *hc)
       g_error("large add %s: y[%" G_GINT64_FORMAT "] = %g, want %g", hc->spec, i, sum[i],
               a[i] + 0.5f);
   g_autofree float *scaled =
-    run_unary(hc->be, hc->dtype, MEXD_UNARY_SCALE, 2.0f, 1.0f, 1, &n, a, FALSE, 0, TRUE);
+      run_unary(hc->be, hc->dtype, MEXD_UNARY_SCALE, 2.0f, 1.0f, 1, &n, a, FALSE, 0, TRUE);
   for (int64_t i = 0; i < n; i++)
     if (scaled[i] != 2.0f * a[i] + 1.0f)
       g_error("large scale %s: y[%" G_GINT64_FORMAT "] = %g, want %g", hc->spec, i, scaled[i],

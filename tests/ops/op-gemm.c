@@ -84,9 +84,9 @@ static void test_gemm_random(const HarnessCase *hc)
     g_autofree float *bias = harness_random(s.N, -1, 1, hc->dtype);
     g_autofree float *c0 = harness_random(nc, -1, 1, hc->dtype);
     g_autofree char *what = g_strdup_printf(
-      "gemm %s batch %" G_GINT64_FORMAT " M %" G_GINT64_FORMAT " N %" G_GINT64_FORMAT
-      " K %" G_GINT64_FORMAT " ta %d tb %d alpha %g beta %g bias %d",
-      hc->spec, s.batch, s.M, s.N, s.K, s.p.trans_a, s.p.trans_b, s.p.alpha, s.p.beta, s.bias);
+        "gemm %s batch %" G_GINT64_FORMAT " M %" G_GINT64_FORMAT " N %" G_GINT64_FORMAT
+        " K %" G_GINT64_FORMAT " ta %d tb %d alpha %g beta %g bias %d",
+        hc->spec, s.batch, s.M, s.N, s.K, s.p.trans_a, s.p.trans_b, s.p.alpha, s.p.beta, s.bias);
     g_autofree float *out = run_gemm(hc->be, hc->dtype, &s, a, b, s.bias ? bias : NULL, c0);
     if (hc->be == hc->cpu) {
       g_autofree double *ref = g_new(double, nc);
@@ -136,8 +136,8 @@ static void test_gemm_errors(const HarnessCase *hc)
   g_autoptr(MexdTensor) wrong = mexd_tensor_new_2d(be, hc->dtype, 4, 6, NULL);
   g_autoptr(MexdTensor) i32 = mexd_tensor_new_2d(be, MEXD_DTYPE_I32, 3, 5, NULL);
   g_autoptr(MexdTensor) bias_bad = mexd_tensor_new_1d(be, hc->dtype, 4, NULL);
-  g_autoptr(MexdTensor) other = mexd_tensor_new_2d(hc->be == hc->cpu ? hc->be : hc->cpu,
-                                                   hc->dtype, 3, 5, NULL);
+  g_autoptr(MexdTensor) other =
+      mexd_tensor_new_2d(hc->be == hc->cpu ? hc->be : hc->cpu, hc->dtype, 3, 5, NULL);
   g_assert_false(mexd_gemm(NULL, a, b, NULL, NULL, &error));
   harness_assert_error(error, MEXD_ERROR_INVALID_ARGUMENT, "gemm c NULL");
   error = NULL;

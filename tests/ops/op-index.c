@@ -96,23 +96,18 @@ static float *special_values(int64_t n, int kind, MexdDType dt)
   float c = (float)g_test_rand_int_range(-3, 4);
   for (int64_t i = 0; i < n; i++) {
     switch (kind) {
-    case 0:
-      v[i] = few[g_test_rand_int_range(0, G_N_ELEMENTS(few))];
-      break;
+    case 0: v[i] = few[g_test_rand_int_range(0, G_N_ELEMENTS(few))]; break;
     case 1:
       v[i] = g_test_rand_int_range(0, 4) == 0
-               ? specials[g_test_rand_int_range(0, G_N_ELEMENTS(specials))]
-               : few[g_test_rand_int_range(0, G_N_ELEMENTS(few))];
+                 ? specials[g_test_rand_int_range(0, G_N_ELEMENTS(specials))]
+                 : few[g_test_rand_int_range(0, G_N_ELEMENTS(few))];
       break;
-    case 3:
-      v[i] = c;
-      break;
+    case 3: v[i] = c; break;
     case 4:
       if (g_test_rand_int_range(0, 10) == 0)
         v[i] = specials[g_test_rand_int_range(0, G_N_ELEMENTS(specials))];
       break;
-    default:
-      break;
+    default: break;
     }
   }
   return v;
@@ -132,7 +127,7 @@ static float *run_gather(MexdBackend *be, MexdDType dt, int64_t M, int64_t N, in
                          const float *x, const int32_t *idx, gboolean view)
 {
   int64_t xs[2] = {M, N}, is[1] = {K}, ys[2] = {K, N};
-  g_autofree float *y0 = g_new0(float, K * N);
+  g_autofree float *y0 = g_new0(float, K *N);
   g_autoptr(MexdTensor) tx = make_tensor(be, dt, 2, xs, x, view);
   g_autoptr(MexdTensor) ti = make_tensor(be, MEXD_DTYPE_I32, 1, is, idx, view);
   g_autoptr(MexdTensor) ty = make_tensor(be, dt, 2, ys, y0, view);
@@ -159,13 +154,13 @@ static void test_gather_random(const HarnessCase *hc)
     for (int64_t i = 0; i < K; i++)
       idx[i] = g_test_rand_int_range(0, (gint32)M);
     g_autofree char *what =
-      g_strdup_printf("gather_rows %s M %" G_GINT64_FORMAT " N %" G_GINT64_FORMAT
-                      " K %" G_GINT64_FORMAT " view %d",
-                      hc->spec, M, N, K, view);
+        g_strdup_printf("gather_rows %s M %" G_GINT64_FORMAT " N %" G_GINT64_FORMAT
+                        " K %" G_GINT64_FORMAT " view %d",
+                        hc->spec, M, N, K, view);
     g_autofree float *out = run_gather(hc->be, hc->dtype, M, N, K, x, idx, view);
     g_autofree float *ref = NULL;
     if (hc->be == hc->cpu) {
-      ref = g_new(float, K * N);
+      ref = g_new(float, K *N);
       ref_gather(x, N, idx, K, ref);
     } else {
       ref = run_gather(hc->cpu, hc->dtype, M, N, K, x, idx, FALSE);
@@ -194,7 +189,7 @@ static void test_gather_big_grid(const HarnessCase *hc)
   g_assert_true(mexd_gather_rows(ty, tx, ti, &error));
   g_assert_no_error(error);
   g_autofree float *out = harness_read(ty);
-  g_autofree float *ref = g_new(float, K * N);
+  g_autofree float *ref = g_new(float, K *N);
   ref_gather(x, N, idx, K, ref);
   assert_same_floats("gather_rows big grid", out, ref, K * N);
 }
@@ -237,8 +232,7 @@ static void test_gather_bad_index(const HarnessCase *hc)
     for (int i = 0; i < K; i++)
       for (int j = 0; j < N; j++)
         ref[i * N + j] = bad[c][i] >= 0 && bad[c][i] < M ? x[bad[c][i] * N + j] : 0.0f;
-    assert_same_floats("gather_rows bad index: good rows copied, bad rows zero", out, ref,
-                       K * N);
+    assert_same_floats("gather_rows bad index: good rows copied, bad rows zero", out, ref, K * N);
     /* a good gather afterwards runs and syncs cleanly */
     static const int32_t good[4] = {4, 3, 2, 1};
     g_autoptr(MexdTensor) tg = harness_tensor_i32(hc->be, 1, is, good);
@@ -268,13 +262,13 @@ static void test_gather_errors(const HarnessCase *hc)
   g_autoptr(MexdTensor) y_rows = mexd_tensor_new_2d(be, hc->dtype, 5, 3, NULL);
   g_autoptr(MexdTensor) y_cols = mexd_tensor_new_2d(be, hc->dtype, 4, 2, NULL);
   g_autoptr(MexdTensor) x_mixed =
-    mexd_backend_has_f16(be) ? mexd_tensor_new_2d(be, other_dt, 5, 3, NULL) : NULL;
+      mexd_backend_has_f16(be) ? mexd_tensor_new_2d(be, other_dt, 5, 3, NULL) : NULL;
   g_autoptr(MexdTensor) x_big = mexd_tensor_new_2d(be, hc->dtype, 8, 3, NULL);
   g_autoptr(MexdTensor) y_alias = mexd_tensor_rows(x_big, 2, 4, NULL);
-  g_autoptr(MexdTensor) x_other = mexd_tensor_new_2d(be == hc->cpu ? be : hc->cpu, hc->dtype,
-                                                     5, 3, NULL);
-  g_autoptr(MexdTensor) idx_other = mexd_tensor_new_zeros(be == hc->cpu ? be : hc->cpu,
-                                                          MEXD_DTYPE_I32, 1, (int64_t[]){4}, NULL);
+  g_autoptr(MexdTensor) x_other =
+      mexd_tensor_new_2d(be == hc->cpu ? be : hc->cpu, hc->dtype, 5, 3, NULL);
+  g_autoptr(MexdTensor) idx_other =
+      mexd_tensor_new_zeros(be == hc->cpu ? be : hc->cpu, MEXD_DTYPE_I32, 1, (int64_t[]){4}, NULL);
   g_assert_nonnull(x_i32);
   g_assert_nonnull(y_alias);
 
@@ -381,8 +375,8 @@ static void check_topk(const HarnessCase *hc, const char *label, const float *x,
   if (k < 1 || k > n)
     g_error("check_topk: bad k %" G_GINT64_FORMAT, k);
   g_autofree char *what =
-    g_strdup_printf("topk %s %s n %" G_GINT64_FORMAT " k %" G_GINT64_FORMAT " values %d view %d",
-                    hc->spec, label, n, k, with_values, view);
+      g_strdup_printf("topk %s %s n %" G_GINT64_FORMAT " k %" G_GINT64_FORMAT " values %d view %d",
+                      hc->spec, label, n, k, with_values, view);
   float *vals_raw = NULL;
   g_autofree int32_t *out = run_topk(hc->be, hc->dtype, n, k, x, with_values, view, &vals_raw);
   g_autofree float *vals = vals_raw;
@@ -415,8 +409,7 @@ static void test_topk_random(const HarnessCase *hc)
 {
   /* around powers of two, and the vulkan kernel's shared-memory block (2048) and its multiples */
   static const int64_t edges[] = {1, 7, 255, 256, 257, 1023, 1024, 1025, 2047, 2048, 2049, 8193};
-  static const char *kinds[] = {"ties", "ties+inf+nan", "uniform", "all-equal",
-                                "uniform+specials"};
+  static const char *kinds[] = {"ties", "ties+inf+nan", "uniform", "all-equal", "uniform+specials"};
   for (int iter = 0; iter < (int)G_N_ELEMENTS(edges) + 8; iter++) {
     int64_t n = iter < (int)G_N_ELEMENTS(edges) ? edges[iter] : harness_size(5000);
     int64_t k = random_k(n);
@@ -435,9 +428,9 @@ static void test_topk_special(const HarnessCase *hc)
   one[0] = -INFINITY;
   check_topk(hc, "n=1 -inf", one, 1, 1, TRUE, TRUE);
   /* ±inf, NaN, ±0, subnormals (f16 subnormals too), repeated, k = n */
-  float mix[] = {NAN,  1.0f, -INFINITY, 0.0f,  -0.0f, INFINITY, NAN,    1.0f,     -1.0f,
-                 1e-6f, -1e-6f, 1e-40f, -1e-40f, -0.0f, INFINITY, -INFINITY, 6e-8f, NAN,
-                 65504.0f, -65504.0f, 3.0f};
+  float mix[] = {NAN,      1.0f,      -INFINITY, 0.0f,   -0.0f,    INFINITY,  NAN,
+                 1.0f,     -1.0f,     1e-6f,     -1e-6f, 1e-40f,   -1e-40f,   -0.0f,
+                 INFINITY, -INFINITY, 6e-8f,     NAN,    65504.0f, -65504.0f, 3.0f};
   int64_t n = G_N_ELEMENTS(mix);
   for (int64_t i = 0; i < n; i++)
     if (hc->dtype == MEXD_DTYPE_F16)
@@ -489,14 +482,14 @@ static void test_topk_errors(const HarnessCase *hc)
   g_autoptr(MexdTensor) val_i32 = mexd_tensor_new_1d(be, MEXD_DTYPE_I32, 3, NULL);
   g_autoptr(MexdTensor) val_4 = mexd_tensor_new_1d(be, hc->dtype, 4, NULL);
   g_autoptr(MexdTensor) val_mixed =
-    mexd_backend_has_f16(be) ? mexd_tensor_new_1d(be, other_dt, 3, NULL) : NULL;
+      mexd_backend_has_f16(be) ? mexd_tensor_new_1d(be, other_dt, 3, NULL) : NULL;
   g_autoptr(MexdTensor) val_alias = mexd_tensor_rows(x, 2, 3, NULL);
   g_autoptr(MexdTensor) x_other =
-    mexd_tensor_new_zeros(be == hc->cpu ? be : hc->cpu, hc->dtype, 1, (int64_t[]){10}, NULL);
+      mexd_tensor_new_zeros(be == hc->cpu ? be : hc->cpu, hc->dtype, 1, (int64_t[]){10}, NULL);
   g_autoptr(MexdTensor) ind_other =
-    mexd_tensor_new_1d(be == hc->cpu ? be : hc->cpu, MEXD_DTYPE_I32, 3, NULL);
+      mexd_tensor_new_1d(be == hc->cpu ? be : hc->cpu, MEXD_DTYPE_I32, 3, NULL);
   g_autoptr(MexdTensor) val_other =
-    mexd_tensor_new_1d(be == hc->cpu ? be : hc->cpu, hc->dtype, 3, NULL);
+      mexd_tensor_new_1d(be == hc->cpu ? be : hc->cpu, hc->dtype, 3, NULL);
   g_assert_nonnull(val_alias);
 
   g_assert_false(mexd_topk(val, ind, NULL, &error));

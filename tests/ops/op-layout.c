@@ -63,8 +63,8 @@ static void assert_same_bytes(const char *what, const void *out, const void *ref
       uint32_t o = 0, r = 0;
       memcpy(&o, (const uint8_t *)out + i * es, es);
       memcpy(&r, (const uint8_t *)ref + i * es, es);
-      g_error("%s: element %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT " is 0x%x, want 0x%x",
-              what, i, n, o, r);
+      g_error("%s: element %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT " is 0x%x, want 0x%x", what,
+              i, n, o, r);
     }
 }
 
@@ -134,9 +134,9 @@ static void check_concat(const HarnessCase *hc, MexdDType dt, const ConcatShape 
   int64_t ny = harness_numel(s->ndim, s->yshape);
   gboolean pad = g_test_rand_bit();
   g_autofree char *ys = harness_shape_str(s->ndim, s->yshape);
-  g_autofree char *what = g_strdup_printf("concat %s %s: %d inputs along axis %d -> %s%s",
-                                          hc->spec, mexd_dtype_name(dt), s->n, s->axis, ys,
-                                          pad ? " (views)" : "");
+  g_autofree char *what =
+      g_strdup_printf("concat %s %s: %d inputs along axis %d -> %s%s", hc->spec,
+                      mexd_dtype_name(dt), s->n, s->axis, ys, pad ? " (views)" : "");
   g_autofree uint8_t *ref = g_malloc((size_t)ny * es);
   ref_concat(s, es, xs, ref);
   g_autofree void *out = run_concat(hc->be, dt, s, xs, pad);
@@ -266,8 +266,8 @@ static void ref_permute(int ndim, const int64_t *xshape, const int *perm, size_t
   }
 }
 
-static void *run_permute(MexdBackend *be, MexdDType dt, PKind kind, int ndim,
-                         const int64_t *xshape, const int *perm, const void *x, int64_t pad)
+static void *run_permute(MexdBackend *be, MexdDType dt, PKind kind, int ndim, const int64_t *xshape,
+                         const int *perm, const void *x, int64_t pad)
 {
   int64_t yshape[4];
   for (int k = 0; k < ndim; k++)
@@ -296,9 +296,9 @@ static void check_permute(const HarnessCase *hc, MexdDType dt, PKind kind, int n
   ref_permute(ndim, xshape, perm, es, x, ref);
   g_autofree char *xs = harness_shape_str(ndim, xshape);
   g_autofree char *what =
-    g_strdup_printf("%s %s %s: x %s perm (%d,%d,%d,%d)[:%d] pad %" G_GINT64_FORMAT, names[kind],
-                    hc->spec, mexd_dtype_name(dt), xs, perm[0], ndim > 1 ? perm[1] : -1,
-                    ndim > 2 ? perm[2] : -1, ndim > 3 ? perm[3] : -1, ndim, pad);
+      g_strdup_printf("%s %s %s: x %s perm (%d,%d,%d,%d)[:%d] pad %" G_GINT64_FORMAT, names[kind],
+                      hc->spec, mexd_dtype_name(dt), xs, perm[0], ndim > 1 ? perm[1] : -1,
+                      ndim > 2 ? perm[2] : -1, ndim > 3 ? perm[3] : -1, ndim, pad);
   g_autofree void *out = run_permute(hc->be, dt, kind, ndim, xshape, perm, x, pad);
   assert_same_bytes(what, out, ref, n, es);
   if (hc->be != hc->cpu) {
@@ -379,7 +379,7 @@ static void test_layout_large(const HarnessCase *hc)
     for (int64_t j = 0; j < xshape[1]; j++)
       ref[j * xshape[0] + i] = x[i * xshape[1] + j];
   g_autofree void *out =
-    run_permute(hc->be, MEXD_DTYPE_I32, P_TRANSPOSE, 2, xshape, (int[]){1, 0}, x, 1);
+      run_permute(hc->be, MEXD_DTYPE_I32, P_TRANSPOSE, 2, xshape, (int[]){1, 0}, x, 1);
   assert_same_bytes("large transpose", out, ref, n, 4);
 
   ConcatShape s = {.ndim = 1, .n = 2, .axis = 0};
@@ -401,8 +401,7 @@ static void test_permute_errors(const HarnessCase *hc)
   g_autoptr(MexdTensor) y_t = mexd_tensor_new(be, dt, 3, (int64_t[]){2, 4, 3}, NULL);
   g_autoptr(MexdTensor) y_same = mexd_tensor_new(be, dt, 3, (int64_t[]){2, 3, 4}, NULL);
   g_autoptr(MexdTensor) y_flat = mexd_tensor_new_1d(be, dt, 24, NULL);
-  g_autoptr(MexdTensor) y_dt = mexd_tensor_new(be, other_dt,
-                                               3, (int64_t[]){4, 2, 3}, NULL);
+  g_autoptr(MexdTensor) y_dt = mexd_tensor_new(be, other_dt, 3, (int64_t[]){4, 2, 3}, NULL);
   g_autoptr(MexdTensor) y_i32 = mexd_tensor_new(be, MEXD_DTYPE_I32, 3, (int64_t[]){4, 2, 3}, NULL);
   g_autoptr(MexdTensor) v1 = mexd_tensor_new_1d(be, dt, 5, NULL);
   g_autoptr(MexdTensor) v1b = mexd_tensor_new_1d(be, dt, 5, NULL);

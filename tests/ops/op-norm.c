@@ -32,8 +32,7 @@ static int random_dims(int64_t rows, int64_t D, int64_t shape[4])
   return ndim;
 }
 
-static char *describe_shape(const char *op, const HarnessCase *hc, int ndim,
-                            const int64_t *shape)
+static char *describe_shape(const char *op, const HarnessCase *hc, int ndim, const int64_t *shape)
 {
   GString *s = g_string_new(NULL);
   g_string_append_printf(s, "%s %s %s [", op, hc->spec, mexd_dtype_name(hc->dtype));
@@ -59,8 +58,8 @@ static void ref_layernorm(int64_t rows, int64_t D, const float *x, const float *
     var /= (double)D;
     double rstd = 1.0 / sqrt(var + (double)eps);
     for (int64_t i = 0; i < D; i++)
-      out[r * D + i] = ((double)xr[i] - mean) * rstd * (gamma ? gamma[i] : 1.0) +
-                       (beta ? beta[i] : 0.0);
+      out[r * D + i] =
+          ((double)xr[i] - mean) * rstd * (gamma ? gamma[i] : 1.0) + (beta ? beta[i] : 0.0);
   }
 }
 
@@ -134,9 +133,9 @@ static void check_layernorm(const HarnessCase *hc, const NormRun *r, const float
   for (int i = 0; i < r->ndim; i++)
     n *= r->shape[i];
   g_autofree char *shape = describe_shape("layernorm", hc, r->ndim, r->shape);
-  g_autofree char *what = g_strdup_printf("%s eps %g gamma %d beta %d in-place %d views %d",
-                                          shape, (double)r->eps, gamma != NULL, beta != NULL,
-                                          r->in_place, r->views);
+  g_autofree char *what =
+      g_strdup_printf("%s eps %g gamma %d beta %d in-place %d views %d", shape, (double)r->eps,
+                      gamma != NULL, beta != NULL, r->in_place, r->views);
   g_test_message("%s", what);
   g_autofree float *out = run_layernorm(hc->be, hc->dtype, r, x, gamma, beta);
   if (hc->be == hc->cpu) {
@@ -347,15 +346,14 @@ static float *run_softmax(MexdBackend *be, MexdDType dt, const NormRun *r, const
   return harness_read(tyy);
 }
 
-static void check_softmax(const HarnessCase *hc, const NormRun *r, const float *x,
-                          const char *note)
+static void check_softmax(const HarnessCase *hc, const NormRun *r, const float *x, const char *note)
 {
   int64_t D = r->shape[r->ndim - 1], n = 1;
   for (int i = 0; i < r->ndim; i++)
     n *= r->shape[i];
   g_autofree char *shape = describe_shape("softmax_rows", hc, r->ndim, r->shape);
-  g_autofree char *what = g_strdup_printf("%s %s in-place %d views %d", shape, note,
-                                          r->in_place, r->views);
+  g_autofree char *what =
+      g_strdup_printf("%s %s in-place %d views %d", shape, note, r->in_place, r->views);
   g_test_message("%s", what);
   g_autofree float *out = run_softmax(hc->be, hc->dtype, r, x);
   if (hc->be == hc->cpu) {
@@ -401,12 +399,12 @@ static void test_softmax_special(const HarnessCase *hc)
 {
   const float ninf = -INFINITY;
   const float rows[][6] = {
-    {1000, 1000, 999, -1000, 0, 1000},
-    {ninf, 2, ninf, 1, ninf, ninf},
-    {ninf, ninf, ninf, ninf, ninf, ninf},
-    {-1000, -1001, -1002, -999, -1000, -1000},
-    {88, 89, 90, 91, -88, 0},
-    {0, 0, 0, 0, 0, 0},
+      {1000, 1000, 999, -1000, 0, 1000},
+      {ninf, 2, ninf, 1, ninf, ninf},
+      {ninf, ninf, ninf, ninf, ninf, ninf},
+      {-1000, -1001, -1002, -999, -1000, -1000},
+      {88, 89, 90, 91, -88, 0},
+      {0, 0, 0, 0, 0, 0},
   };
   int64_t n = G_N_ELEMENTS(rows) * 6;
   NormRun r = {.ndim = 2, .shape = {G_N_ELEMENTS(rows), 6}};

@@ -83,11 +83,11 @@ static void check_means(const HarnessCase *hc, int64_t M, int64_t N, int64_t seg
   int64_t ny = (s.M + L - 1) / L * s.N;
   int64_t pad = g_test_rand_bit() ? 0 : g_test_rand_int_range(1, 4);
   g_autofree float *x = harness_random(s.M * s.N, -1, 3, hc->dtype);
-  g_autofree char *what = g_strdup_printf(
-    "%s %s %s: x [%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT "] as %d-D, seg_len %" G_GINT64_FORMAT
-    ", pad %" G_GINT64_FORMAT,
-    seg_len ? "segment_mean" : "mean_rows", hc->spec, mexd_dtype_name(hc->dtype), s.M, s.N,
-    s.ndim, seg_len, pad);
+  g_autofree char *what =
+      g_strdup_printf("%s %s %s: x [%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT
+                      "] as %d-D, seg_len %" G_GINT64_FORMAT ", pad %" G_GINT64_FORMAT,
+                      seg_len ? "segment_mean" : "mean_rows", hc->spec, mexd_dtype_name(hc->dtype),
+                      s.M, s.N, s.ndim, seg_len, pad);
   g_autofree float *out = run_means(hc->be, hc->dtype, &s, seg_len, x, pad);
   if (hc->be == hc->cpu) {
     g_autofree double *ref = g_new(double, ny);
@@ -116,9 +116,7 @@ static void test_segment_mean_random(const HarnessCase *hc)
     int64_t N = harness_size(M > 300 ? 40 : 200);
     int64_t seg_len;
     switch (iter % 6) {
-    case 0:
-      seg_len = 1;
-      break;
+    case 0: seg_len = 1; break;
     case 1:
       seg_len = g_test_rand_int_range(1, 65); /* short segments */
       break;
@@ -133,9 +131,7 @@ static void test_segment_mean_random(const HarnessCase *hc)
     case 4:
       seg_len = MAX(1, M - 1); /* a last segment of one row */
       break;
-    default:
-      seg_len = M;
-      break;
+    default: seg_len = M; break;
     }
     check_means(hc, M, N, seg_len);
   }

@@ -175,6 +175,42 @@ static void test_limits(void)
   expect_error(error, MEXD_ERROR_NO_MEMORY, "tensor over maxStorageBufferRange");
 }
 
+/* Work that outlives MEXD_VK_TIMEOUT is reported as a device failure, and the backend then refuses
+ * more work with a clear error instead of reusing memory the device may still be using. */
+static void test_timeout(void)
+{
+  g_setenv("MEXD_VK_TIMEOUT", "1", TRUE);
+  g_autoptr(MexdBackend) vk = open_vulkan();
+  g_unsetenv("MEXD_VK_TIMEOUT");
+  if (!vk)
+    return;
+  GError *error = NULL;
+  enum { N = 2048 };
+  g_autoptr(MexdTensor) a = mexd_tensor_new_zeros(vk, MEXD_DTYPE_F32, 2, (int64_t[]){N, N}, &error);
+  g_autoptr(MexdTensor) c = mexd_tensor_new_2d(vk, MEXD_DTYPE_F32, N, N, &error);
+  g_assert_no_error(error);
+  gint64 t0 = g_get_monotonic_time();
+  g_assert_true(mexd_gemm(c, a, a, NULL, NULL, &error));
+  g_assert_true(mexd_gemm(a, c, c, NULL, NULL, &error));
+  g_assert_no_error(error);
+  if (mexd_backend_sync(vk, &error)) {
+    g_test_skip_printf("the device ran 2 GEMMs of 2048³ in %.2f s, within the 1 s limit",
+                       (double)(g_get_monotonic_time() - t0) / 1e6);
+    return;
+  }
+  g_assert_nonnull(strstr(error->message, "MEXD_VK_TIMEOUT"));
+  expect_error(error, MEXD_ERROR_DEVICE, "timeout");
+  error = NULL;
+  g_assert_false(mexd_gemm(c, a, a, NULL, NULL, &error));
+  g_assert_nonnull(strstr(error->message, "failed earlier"));
+  expect_error(error, MEXD_ERROR_DEVICE, "work after a timeout");
+  error = NULL;
+  float v[4];
+  g_autoptr(MexdTensor) four = mexd_tensor_new_1d(vk, MEXD_DTYPE_F32, 4, &error);
+  g_assert_false(mexd_tensor_read_f32(four, v, 4, &error));
+  expect_error(error, MEXD_ERROR_DEVICE, "read after a timeout");
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -183,5 +219,6 @@ int main(int argc, char **argv)
   g_test_add_func("/backend/vulkan/write-after-record", test_write_after_record);
   g_test_add_func("/backend/vulkan/allocator-stress", test_allocator_stress);
   g_test_add_func("/backend/vulkan/limits", test_limits);
+  g_test_add_func("/backend/vulkan/timeout", test_timeout);
   return g_test_run();
 }

@@ -78,6 +78,7 @@ typedef struct {
   gboolean recording;
   guint n_dispatch; /* dispatches recorded since begin */
   GPtrArray *held;  /* MexdStorage* kept alive until the next sync */
+  char *dead;       /* why the device takes no more work (timeout, lost device), or NULL */
   uint64_t timeout_ns;
 
   Block *status;  /* host-visible status word (binding 4) */
@@ -498,6 +499,10 @@ static void vk_storage_free(MexdBackend *be, MexdStorage *s)
 
 static gboolean begin_if_needed(VkBackend *vk, GError **error)
 {
+  if (vk->dead)
+    return mexd_fail(error, MEXD_ERROR_DEVICE,
+                     "Vulkan: %s failed earlier and takes no more work: %s", vk->props.deviceName,
+                     vk->dead);
   if (vk->recording)
     return TRUE;
   VkCommandBufferBeginInfo bi = {
@@ -523,14 +528,31 @@ static void barrier(VkBackend *vk, VkPipelineStageFlags src, VkAccessFlags src_a
   vkCmdPipelineBarrier(vk->cmd, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
 }
 
-static void release_held(VkBackend *vk)
+/* Unlocks vk->lock and drops the storages kept alive for submitted work, when no work is pending
+ * (none recorded, none left running by a failed device).  Storages may be freed here, which takes
+ * vk->lock again: they are dropped after unlocking. */
+static void unlock_and_release(VkBackend *vk)
 {
-  /* storages may be freed here, which takes vk->lock: call without it */
-  GPtrArray *held = vk->held;
-  vk->held = g_ptr_array_new();
+  GPtrArray *held = NULL;
+  if (!vk->recording && !vk->dead && vk->held->len > 0) {
+    held = vk->held;
+    vk->held = g_ptr_array_new();
+  }
+  g_mutex_unlock(&vk->lock);
+  if (!held)
+    return;
   for (guint i = 0; i < held->len; i++)
     mexd_storage_unref(g_ptr_array_index(held, i));
   g_ptr_array_free(held, TRUE);
+}
+
+/* After a timeout or a lost device the submitted work may still be running: the backend refuses
+ * further work and keeps that work's memory (it is released with the process). */
+static gboolean mark_dead(VkBackend *vk, GError **error)
+{
+  if (!vk->dead)
+    vk->dead = g_strdup(error && *error ? (*error)->message : "the device stopped responding");
+  return FALSE;
 }
 
 /* Submits the open command buffer and waits for it.  Called with vk->lock held. */
@@ -549,17 +571,21 @@ static gboolean submit_and_wait(VkBackend *vk, GError **error)
   };
   r = vkQueueSubmit(vk->queue, 1, &si, vk->fence);
   if (r != VK_SUCCESS) {
-    vkResetCommandBuffer(vk->cmd, 0);
-    return VK_FAIL(error, r, "vkQueueSubmit");
+    VK_FAIL(error, r, "vkQueueSubmit");
+    return mark_dead(vk, error);
   }
   r = vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, vk->timeout_ns);
-  if (r == VK_TIMEOUT)
-    return mexd_fail(error, MEXD_ERROR_DEVICE,
-                     "Vulkan: %s did not finish the submitted work within %" G_GUINT64_FORMAT
-                     " s (MEXD_VK_TIMEOUT sets the limit); the device may be hung",
-                     vk->props.deviceName, (guint64)(vk->timeout_ns / 1000000000ull));
-  if (r != VK_SUCCESS)
-    return VK_FAIL(error, r, "vkWaitForFences");
+  if (r == VK_TIMEOUT) {
+    mexd_fail(error, MEXD_ERROR_DEVICE,
+              "Vulkan: %s did not finish the submitted work within %" G_GUINT64_FORMAT
+              " s (MEXD_VK_TIMEOUT sets the limit); the device may be hung",
+              vk->props.deviceName, (guint64)(vk->timeout_ns / 1000000000ull));
+    return mark_dead(vk, error);
+  }
+  if (r != VK_SUCCESS) {
+    VK_FAIL(error, r, "vkWaitForFences");
+    return mark_dead(vk, error);
+  }
   vkResetFences(vk->device, 1, &vk->fence);
   vkResetCommandBuffer(vk->cmd, 0);
   return TRUE;
@@ -592,8 +618,7 @@ static gboolean vk_sync(MexdBackend *be, GError **error)
   VkBackend *vk = (VkBackend *)be;
   g_mutex_lock(&vk->lock);
   gboolean ok = vk_sync_locked(vk, error);
-  g_mutex_unlock(&vk->lock);
-  release_held(vk);
+  unlock_and_release(vk);
   return ok;
 }
 
@@ -642,7 +667,9 @@ static gboolean vk_write(MexdBackend *be, MexdStorage *s, size_t off, const void
   gboolean ok = TRUE;
   g_mutex_lock(&vk->lock);
   /* earlier recorded ops must see the old contents: finish them first */
-  if (vk->recording)
+  if (vk->dead)
+    ok = begin_if_needed(vk, error); /* fails, saying why */
+  else if (vk->recording)
     ok = vk_sync_locked(vk, error);
   if (ok && s->host) {
     memcpy((char *)s->host + off, src, n);
@@ -655,8 +682,7 @@ static gboolean vk_write(MexdBackend *be, MexdStorage *s, size_t off, const void
       ok = run_now(vk, record_copy, &j, error);
     }
   }
-  g_mutex_unlock(&vk->lock);
-  release_held(vk);
+  unlock_and_release(vk);
   return ok;
 }
 
@@ -667,7 +693,9 @@ static gboolean vk_read(MexdBackend *be, MexdStorage *s, size_t off, void *dst, 
   Alloc *a = s->priv;
   gboolean ok = TRUE;
   g_mutex_lock(&vk->lock);
-  if (vk->recording)
+  if (vk->dead)
+    ok = begin_if_needed(vk, error); /* fails, saying why */
+  else if (vk->recording)
     ok = vk_sync_locked(vk, error);
   if (ok && s->host) {
     memcpy(dst, (const char *)s->host + off, n);
@@ -681,8 +709,7 @@ static gboolean vk_read(MexdBackend *be, MexdStorage *s, size_t off, void *dst, 
         memcpy((char *)dst + done, vk->staging->map, chunk);
     }
   }
-  g_mutex_unlock(&vk->lock);
-  release_held(vk);
+  unlock_and_release(vk);
   return ok;
 }
 
@@ -703,7 +730,9 @@ static gboolean vk_fill_zero(MexdBackend *be, MexdStorage *s, size_t off, size_t
   Alloc *a = s->priv;
   gboolean ok = TRUE;
   g_mutex_lock(&vk->lock);
-  if (vk->recording)
+  if (vk->dead)
+    ok = begin_if_needed(vk, error); /* fails, saying why */
+  else if (vk->recording)
     ok = vk_sync_locked(vk, error);
   if (ok && s->host) {
     memset((char *)s->host + off, 0, n);
@@ -717,8 +746,7 @@ static gboolean vk_fill_zero(MexdBackend *be, MexdStorage *s, size_t off, size_t
     g_free(z);
     return ok;
   }
-  g_mutex_unlock(&vk->lock);
-  release_held(vk);
+  unlock_and_release(vk);
   return ok;
 }
 
@@ -935,10 +963,14 @@ static void vk_destroy(MexdBackend *be)
       if (!vk_sync_locked(vk, &e))
         mexd_warning("vulkan: work pending at close failed: %s", e->message);
     }
-    vkDeviceWaitIdle(vk->device);
+    /* after this nothing runs any more, even on a device that timed out: its memory can go */
+    if (vkDeviceWaitIdle(vk->device) == VK_SUCCESS)
+      g_clear_pointer(&vk->dead, g_free);
   }
-  if (vk->held)
-    release_held(vk);
+  if (vk->held) {
+    g_mutex_lock(&vk->lock);
+    unlock_and_release(vk);
+  }
   if (vk->device) {
     save_pipeline_cache(vk);
     if (vk->pipelines) {
@@ -984,6 +1016,7 @@ static void vk_destroy(MexdBackend *be)
   if (vk->instance)
     vkDestroyInstance(vk->instance, NULL);
   g_free(vk->pipe_cache_path);
+  g_free(vk->dead);
   g_mutex_clear(&vk->lock);
   g_free(vk);
 }

@@ -111,6 +111,9 @@ static int bench_gemm(int argc, char **argv)
     gint64 t0 = g_get_monotonic_time();
     if (!mexd_gemm(tc, ta, tb, NULL, NULL, &error) || !mexd_backend_sync(be, &error)) {
       fprintf(stderr, "mexd bench gemm: %s\n", error->message);
+      g_free(t);
+      g_free(a);
+      g_free(b);
       return 1;
     }
     if (r >= 0)

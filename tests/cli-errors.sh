@@ -1,0 +1,30 @@
+#!/bin/sh
+# cli-errors.sh MEXD: bad usage exits 2, a failure while running exits 1, each with one clear line
+# on stderr naming the problem (and never a crash: exit codes above 2 fail the test).
+mexd=${1:?usage: cli-errors.sh MEXD}
+fails=0
+check() { # expected-code pattern args...
+  want=$1; pat=$2; shift 2
+  err=$("$mexd" "$@" 2>&1 >/dev/null); got=$?
+  if [ "$got" -ne "$want" ]; then
+    echo "FAIL: mexd $* exited $got, expected $want ($err)"; fails=$((fails + 1))
+  elif ! printf '%s' "$err" | grep -q -- "$pat"; then
+    echo "FAIL: mexd $*: message \"$err\" lacks \"$pat\""; fails=$((fails + 1))
+  else
+    echo "ok: mexd $* -> $got: $err"
+  fi
+}
+check 2 "usage" 
+check 2 "unknown command" frobnicate
+check 2 "give M N K" bench gemm 4 4
+check 2 "bad argument" bench gemm 4 -4 4
+check 2 "f32 or f16" bench gemm 4 4 4 --dtype f64
+check 1 "not a device" bench gemm 4 4 4 --device tpu
+err=$(MEXD_DEVICE=gpu9 "$mexd" bench gemm 4 4 4 2>&1 >/dev/null); got=$?
+if [ "$got" -ne 1 ] || ! printf '%s' "$err" | grep -q MEXD_DEVICE; then
+  echo "FAIL: a bad MEXD_DEVICE gave exit $got: $err"; fails=$((fails + 1))
+else
+  echo "ok: MEXD_DEVICE=gpu9 -> $got: $err"
+fi
+check 2 "unknown benchmark" bench conv
+exit $fails

@@ -58,16 +58,6 @@ typedef struct {
   uint32_t has_gamma, has_beta;
 } LayernormPush;
 
-/* A power-of-two workgroup size for a reduction over rows of D elements (softmax.c chooses the
- * same way): 256 for long rows, 64 otherwise, within the device's limit. */
-static uint32_t row_workgroup(MexdBackend *be, int64_t D)
-{
-  uint32_t wg = D > 1024 ? 256 : 64;
-  while (wg > mexd_vk_limits(be)->max_group_invocations)
-    wg /= 2;
-  return wg;
-}
-
 static gboolean layernorm_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x,
                                  MexdTensor *gamma, MexdTensor *beta, float eps, GError **error)
 {
@@ -82,7 +72,7 @@ static gboolean layernorm_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTen
   MexdVkDispatch d = {
       .shader = "layernorm",
       .variant = y->dtype,
-      .spec = {row_workgroup(be, D)},
+      .spec = {mexd_vk_row_workgroup(be, D)},
       .n_spec = 1,
       .bind = {x, gamma, beta, y},
       .n_bind = 4,

@@ -1,6 +1,8 @@
 /* ops-common.c: argument checks shared by the ops (ops-private.h). */
 #include "ops/ops-private.h"
 
+#include "backend/vulkan.h"
+
 gboolean mexd_op_check_tensor(const char *op, const char *arg, const MexdTensor *t,
                               const MexdBackend *be, GError **error)
 {
@@ -86,4 +88,12 @@ gboolean mexd_op_check_u32(const char *op, const char *what, int64_t v, GError *
     return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "%s: %s = %" G_GINT64_FORMAT " is too large", op,
                      what, v);
   return TRUE;
+}
+
+uint32_t mexd_vk_row_workgroup(MexdBackend *be, int64_t D)
+{
+  uint32_t wg = D > 1024 ? 256 : 64;
+  while (wg > mexd_vk_limits(be)->max_group_invocations)
+    wg /= 2;
+  return wg;
 }

@@ -27,4 +27,9 @@ gboolean mexd_tensor_same_data(const MexdTensor *a, const MexdTensor *b);
 /* Element count as uint32 for a shader, or an error when it does not fit. */
 gboolean mexd_op_check_u32(const char *op, const char *what, int64_t v, GError **error);
 
+/* vulkan: the workgroup size of a one-workgroup-per-row reduction over rows of D elements
+ * (layernorm, softmax): 256 for long rows, 64 otherwise, halved to the device's limit; always a
+ * power of two, for the shaders' tree reductions. */
+uint32_t mexd_vk_row_workgroup(MexdBackend *be, int64_t D);
+
 G_END_DECLS

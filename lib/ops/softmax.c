@@ -50,16 +50,6 @@ typedef struct {
   uint32_t rows, D;
 } SoftmaxPush;
 
-/* As layernorm.c: 256 threads for long rows, 64 otherwise, within the device's limit (a power
- * of two, for the shader's tree reduction). */
-static uint32_t row_workgroup(MexdBackend *be, int64_t D)
-{
-  uint32_t wg = D > 1024 ? 256 : 64;
-  while (wg > mexd_vk_limits(be)->max_group_invocations)
-    wg /= 2;
-  return wg;
-}
-
 static gboolean softmax_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x,
                                GError **error)
 {
@@ -68,7 +58,7 @@ static gboolean softmax_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTenso
   MexdVkDispatch d = {
       .shader = "softmax",
       .variant = y->dtype,
-      .spec = {row_workgroup(be, D)},
+      .spec = {mexd_vk_row_workgroup(be, D)},
       .n_spec = 1,
       .bind = {x, y},
       .n_bind = 2,

@@ -22,8 +22,9 @@ layout(std430, binding = 1) buffer Y { TYPE y[]; };
 layout(push_constant) uniform PC {
   PC_HEADER
   uint n;
-  uint op; // 0 relu, 1 gelu, 2 softplus, 3 scale (MexdUnaryOp)
+  uint op; // 0 relu, 1 gelu, 2 softplus, 3 scale, 4 scale_eye (MexdUnaryOp)
   float a, b;
+  uint m; // scale_eye: the size of the square matrices
 } pc;
 
 const float ERF_P[8] = float[8](
@@ -68,7 +69,7 @@ float log1p_unit(float z)
   return 2.0 * s * p;
 }
 
-float apply(float v)
+float apply(float v, uint i)
 {
   switch (pc.op) {
   case 0u:
@@ -80,8 +81,10 @@ float apply(float v)
     if (v > 20.0)
       return v;
     return max(v, 0.0) + log1p_unit(exp(-abs(v)));
-  default:
+  case 3u:
     return pc.a * v + pc.b;
+  default: // 4: a·x + b·I
+    return pc.a * v + ((i / pc.m) % pc.m == i % pc.m ? pc.b : 0.0);
   }
 }
 
@@ -90,5 +93,5 @@ void main()
   uint i = MEXD_GROUP_ID * 256u + gl_LocalInvocationID.x;
   if (i >= pc.n)
     return;
-  y[pc.o1 + i] = STORE(apply(LOAD(x[pc.o0 + i])));
+  y[pc.o1 + i] = STORE(apply(LOAD(x[pc.o0 + i]), i));
 }

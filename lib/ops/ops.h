@@ -56,9 +56,10 @@ gboolean mexd_softmax_rows(MexdTensor *y, MexdTensor *x, GError **error);
 /* ---- elementwise ---- */
 typedef enum {
   MEXD_UNARY_RELU,
-  MEXD_UNARY_GELU,     /* exact (erf) form, PyTorch's default */
-  MEXD_UNARY_SOFTPLUS, /* log(1 + e^x), x for x > 20 as PyTorch */
-  MEXD_UNARY_SCALE,    /* a·x + b */
+  MEXD_UNARY_GELU,      /* exact (erf) form, PyTorch's default */
+  MEXD_UNARY_SOFTPLUS,  /* log(1 + e^x), x for x > 20 as PyTorch */
+  MEXD_UNARY_SCALE,     /* a·x + b */
+  MEXD_UNARY_SCALE_EYE, /* a·x + b·I over the last two dims, which must be equal */
 } MexdUnaryOp;
 /* y = f(x), same shape; y may be x.  `a` and `b` are used by MEXD_UNARY_SCALE only. */
 gboolean mexd_unary(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float b, GError **error);
@@ -66,6 +67,15 @@ gboolean mexd_relu(MexdTensor *y, MexdTensor *x, GError **error);
 gboolean mexd_gelu(MexdTensor *y, MexdTensor *x, GError **error);
 gboolean mexd_softplus(MexdTensor *y, MexdTensor *x, GError **error);
 gboolean mexd_scale(MexdTensor *y, MexdTensor *x, float a, float b, GError **error);
+/* y = a·x + b·I for x [..., m, m] (a batch of square matrices; the Nyström pseudo-inverse's
+ * Newton–Schulz steps 7I − XZ, 15I − …, 13I − …).  y may be x. */
+gboolean mexd_scale_eye(MexdTensor *y, MexdTensor *x, float a, float b, GError **error);
+
+/* y = a0·x0 + a1·x1 + a2·x2 + beta·y, elementwise, summed left to right in f32.  Each x_k may be
+ * NULL (no term) and otherwise has a shape that is a suffix of y's (it repeats: ρ [C] against
+ * f [S,C]); x_k may be y itself.  With beta = 0, y's old contents are ignored (NaN included). */
+gboolean mexd_lincomb(MexdTensor *y, float a0, MexdTensor *x0, float a1, MexdTensor *x1, float a2,
+                      MexdTensor *x2, float beta, GError **error);
 
 typedef enum {
   MEXD_BINARY_ADD,
@@ -86,6 +96,19 @@ gboolean mexd_mean_rows(MexdTensor *y, MexdTensor *x, GError **error);
  * [ceil(M/seg_len),N]; y[s] = mean of rows s·seg_len … min((s+1)·seg_len, M)−1 (a last, shorter
  * group is averaged over the rows it has). */
 gboolean mexd_segment_mean(MexdTensor *y, MexdTensor *x, int64_t seg_len, GError **error);
+
+/* y [1] = the largest sum of absolute values along a line of x [..., R, C], over all lines of
+ * all leading (batch) dims: axis −1 sums along rows (max row sum), −2 along columns (max column
+ * sum).  NaN anywhere gives NaN.  (The Nyström pseudo-inverse's initial scale.) */
+gboolean mexd_abs_sum_max(MexdTensor *y, MexdTensor *x, int axis, GError **error);
+
+/* ---- routing ---- */
+/* The Dyn-MoE keep sets.  probs [R,E,2]: per routed row i and router r the softmax (p0, p1).
+ * gate [E,R] = p1; masked [E,R] = p1 where p1 > p0 (kept; a tie is not kept) and −inf elsewhere,
+ * so mexd_topk over a row of masked ranks exactly the kept rows; counts i32 [E] = kept rows per
+ * router. */
+gboolean mexd_route_keep(MexdTensor *gate, MexdTensor *masked, MexdTensor *counts,
+                         MexdTensor *probs, GError **error);
 
 /* ---- indexing ---- */
 /* y[i,:] = x[idx[i],:]: x [M,N], idx i32 [K], y [K,N].  An index outside [0,M) is an error: found

@@ -46,6 +46,12 @@ static void unary_cpu(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, flo
     for (int64_t i = 0; i < n; i++)
       Y[i] = a * X[i] + b;
     break;
+  case MEXD_UNARY_SCALE_EYE: {
+    int64_t m = x->shape[x->ndim - 1];
+    for (int64_t i = 0; i < n; i++)
+      Y[i] = a * X[i] + ((i / m) % m == i % m ? b : 0.0f);
+    break;
+  }
   }
   mexd_cpu_f32_done(y, Y, oy, TRUE);
   if (ox)
@@ -57,6 +63,7 @@ typedef struct {
   uint32_t n;
   uint32_t op;
   float a, b;
+  uint32_t m; /* MEXD_UNARY_SCALE_EYE: the matrix size */
 } UnaryPush;
 
 static gboolean unary_vulkan(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float b,
@@ -64,7 +71,8 @@ static gboolean unary_vulkan(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float
 {
   MexdBackend *be = y->backend;
   int64_t n = mexd_tensor_numel(y);
-  UnaryPush pc = {.n = (uint32_t)n, .op = (uint32_t)op, .a = a, .b = b};
+  UnaryPush pc = {
+      .n = (uint32_t)n, .op = (uint32_t)op, .a = a, .b = b, .m = (uint32_t)x->shape[x->ndim - 1]};
   MexdVkDispatch d = {
       .shader = "unary",
       .variant = y->dtype,
@@ -86,10 +94,13 @@ gboolean mexd_unary(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float
   MexdBackend *be = y->backend;
   if (!mexd_op_check_dtype(name, "x", x, be, y->dtype, error))
     return FALSE;
-  if ((int)op < MEXD_UNARY_RELU || (int)op > MEXD_UNARY_SCALE)
+  if ((int)op < MEXD_UNARY_RELU || (int)op > MEXD_UNARY_SCALE_EYE)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "unary: unknown op %d", (int)op);
   if (!mexd_op_check_shape(name, "y", y, x->ndim, x->shape, error))
     return FALSE;
+  if (op == MEXD_UNARY_SCALE_EYE && (x->ndim < 2 || x->shape[x->ndim - 1] != x->shape[x->ndim - 2]))
+    return mexd_fail(error, MEXD_ERROR_SHAPE,
+                     "scale_eye: argument x must be a batch of square matrices [..., m, m]");
   if (!mexd_tensor_same_data(y, x) && !mexd_op_check_no_overlap(name, "y", y, "x", x, error))
     return FALSE;
   if (be->kind == MEXD_BACKEND_CPU) {
@@ -119,4 +130,9 @@ gboolean mexd_softplus(MexdTensor *y, MexdTensor *x, GError **error)
 gboolean mexd_scale(MexdTensor *y, MexdTensor *x, float a, float b, GError **error)
 {
   return mexd_unary(y, x, MEXD_UNARY_SCALE, a, b, error);
+}
+
+gboolean mexd_scale_eye(MexdTensor *y, MexdTensor *x, float a, float b, GError **error)
+{
+  return mexd_unary(y, x, MEXD_UNARY_SCALE_EYE, a, b, error);
 }

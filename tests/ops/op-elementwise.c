@@ -37,6 +37,7 @@ static double ref_unary1(MexdUnaryOp op, double x, double a, double b)
   case MEXD_UNARY_GELU: return 0.5 * x * (1 + erf(x / sqrt(2.0)));
   case MEXD_UNARY_SOFTPLUS: return x > 20 ? x : log1p(exp(x));
   case MEXD_UNARY_SCALE: break;
+  case MEXD_UNARY_SCALE_EYE: break; /* tested in op-mexd.c (it needs the shape) */
   }
   return a * x + b;
 }

@@ -1,0 +1,39 @@
+#version 450
+// lincomb.comp: y[i] = a0·x0[i % n0] + a1·x1[i % n1] + a2·x2[i % n2] + beta·y[i] (lib/ops/lincomb.c).
+// Each input's shape is a suffix of y's, so i % n_k is its element under broadcasting.  A term is
+// skipped when its bit in pc.mask is clear (an absent input; also beta = 0, so that old NaNs in y
+// do not leak).  The sum is formed left to right in f32, as the cpu code does.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x = 256) in;
+
+layout(std430, binding = 0) readonly buffer X0 { TYPE x0[]; };
+layout(std430, binding = 1) readonly buffer X1 { TYPE x1[]; };
+layout(std430, binding = 2) readonly buffer X2 { TYPE x2[]; };
+layout(std430, binding = 3) buffer Y { TYPE y[]; };
+
+layout(push_constant) uniform PC {
+  PC_HEADER
+  uint n;
+  uint n0, n1, n2;
+  uint mask; // bit k: term k present (k = 3: beta·y)
+  float a0, a1, a2, beta;
+} pc;
+
+void main()
+{
+  uint i = MEXD_GROUP_ID * 256u + gl_LocalInvocationID.x;
+  if (i >= pc.n)
+    return;
+  float acc = 0.0;
+  if ((pc.mask & 1u) != 0u)
+    acc = pc.a0 * LOAD(x0[pc.o0 + i % pc.n0]);
+  if ((pc.mask & 2u) != 0u)
+    acc += pc.a1 * LOAD(x1[pc.o1 + i % pc.n1]);
+  if ((pc.mask & 4u) != 0u)
+    acc += pc.a2 * LOAD(x2[pc.o2 + i % pc.n2]);
+  if ((pc.mask & 8u) != 0u)
+    acc += pc.beta * LOAD(y[pc.o3 + i]);
+  y[pc.o3 + i] = STORE(acc);
+}

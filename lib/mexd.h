@@ -6,4 +6,5 @@
 #include "core/log.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
+#include "nn/model.h"
 #include "ops/ops.h"

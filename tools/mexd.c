@@ -35,6 +35,8 @@ static void usage(FILE *f)
              "  bench gemm M N K [--device D] [--dtype f32|f16] [--reps R] [--json]\n"
              "                 GEMM throughput (GFLOP/s, median of R runs)\n"
              "  devices        list the compute devices and the default choice\n"
+             "  forward --model M --features BAG [--compat official] [--seed S] [--json]\n"
+             "                 classify one bag of features with a MExD model\n"
              "  help           this text\n"
              "\n"
              "Devices: --device cpu | vulkan | vulkan:N; default MEXD_DEVICE, else the first GPU,\n"
@@ -60,6 +62,10 @@ int main(int argc, char **argv)
     return mexd_cmd_bench(argc - 1, argv + 1);
   if (strcmp(cmd, "devices") == 0)
     return cmd_devices(argc - 1, argv + 1);
+#ifdef MEXD_HAVE_FORWARD
+  if (strcmp(cmd, "forward") == 0)
+    return mexd_cmd_forward(argc - 1, argv + 1);
+#endif
   fprintf(stderr, "mexd: unknown command \"%s\" (mexd help lists them)\n", cmd);
   return 2;
 }

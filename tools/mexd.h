@@ -2,3 +2,5 @@
 #pragma once
 
 int mexd_cmd_bench(int argc, char **argv);
+int mexd_cmd_forward(int argc, char **argv);
+int mexd_bench_mexd(int argc, char **argv);

@@ -1,0 +1,544 @@
+/* layers.c: weight loading, tracing, linear, Nyström attention and TransMIL (nn.h; MEXD.md §1).
+ *
+ * Nyström attention, as ops (n tokens, W = width, H heads of dh = W/H, m landmarks):
+ *   qkv = x·W_qkvᵀ [n,3W]; m − n%m zero rows in front (zero rows of qkv are the projections of zero
+ *   rows of x: no bias) → n_p rows; permuted to [3,H,n_p,dh];
+ *   landmarks q̃, k̃ = segment means of l = n_p/m rows (= ceil(n/m) with the unpadded n);
+ *   A1 = softmax(s·q·k̃ᵀ), A2 = softmax(s·q̃·k̃ᵀ), A3 = softmax(s·q̃·kᵀ) with s = dh^−½ applied as the
+ *   GEMM's alpha (the reference scales q first: the same up to rounding);
+ *   Z0 = A2ᵀ / (max row abs-sum · max column abs-sum) over all heads; Newton–Schulz
+ *   Z ← ¼·Z·(13I − XZ(15I − XZ(7I − XZ))), XZ = A2·Z;
+ *   out = A1·(Z·(A3·v)) + depthwise conv of v along the rows (taps × 1 kernel, zero padded);
+ *   heads merged, the last n rows through the output Linear. */
+#include "nn/nn.h"
+
+#include "core/error.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- weights ---- */
+
+void mexd_weights_init(MexdWeights *w, MexdSafetensors *st, MexdBackend *be)
+{
+  w->st = st;
+  w->be = be;
+  w->taken = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+}
+
+void mexd_weights_clear(MexdWeights *w)
+{
+  g_clear_pointer(&w->taken, g_hash_table_unref);
+}
+
+static char *shape_str(int ndim, const int64_t *shape)
+{
+  GString *s = g_string_new("[");
+  for (int i = 0; i < ndim; i++)
+    g_string_append_printf(s, "%s%" G_GINT64_FORMAT, i ? "," : "", shape[i]);
+  g_string_append_c(s, ']');
+  return g_string_free(s, FALSE);
+}
+
+static const MexdStTensor *weights_find(MexdWeights *w, const char *name, int ndim,
+                                        const int64_t *shape, GError **error)
+{
+  const char *file = mexd_safetensors_name(w->st);
+  const MexdStTensor *t = mexd_safetensors_find(w->st, name);
+  g_autofree char *want = shape_str(ndim, shape);
+  if (!t)
+    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: tensor %s %s is missing", file, name,
+                          want);
+  if (t->dtype != MEXD_ST_F32 && t->dtype != MEXD_ST_F16 && t->dtype != MEXD_ST_BF16)
+    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: tensor %s is %s, expected a float dtype",
+                          file, name, mexd_st_dtype_name(t->dtype));
+  gboolean same = t->ndim == ndim;
+  for (int i = 0; same && i < ndim; i++)
+    same = t->shape[i] == shape[i];
+  if (!same) {
+    g_autofree char *got = shape_str(t->ndim, t->shape);
+    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: tensor %s has shape %s, expected %s", file,
+                          name, got, want);
+  }
+  g_hash_table_add(w->taken, g_strdup(name));
+  return t;
+}
+
+MexdTensor *mexd_weights_get(MexdWeights *w, const char *name, int ndim, const int64_t *shape,
+                             GError **error)
+{
+  if (!weights_find(w, name, ndim, shape, error))
+    return NULL;
+  g_autoptr(MexdTensor) t = mexd_safetensors_load(w->st, name, w->be, MEXD_DTYPE_F32, error);
+  if (!t)
+    return NULL;
+  /* MexdTensor has at most 4 dims and no scalar: keep the checked shape (numel is the same) */
+  if (t->ndim != ndim)
+    return mexd_tensor_reshape(t, ndim, shape, error);
+  return g_steal_pointer(&t);
+}
+
+float *mexd_weights_get_host(MexdWeights *w, const char *name, int ndim, const int64_t *shape,
+                             GError **error)
+{
+  if (!weights_find(w, name, ndim, shape, error))
+    return NULL;
+  g_autoptr(MexdBackend) cpu = mexd_backend_new("cpu", error);
+  if (!cpu)
+    return NULL;
+  g_autoptr(MexdTensor) t = mexd_safetensors_load(w->st, name, cpu, MEXD_DTYPE_F32, error);
+  if (!t)
+    return NULL;
+  return mexd_tensor_dup_f32(t, error);
+}
+
+gboolean mexd_weights_check_all_taken(MexdWeights *w, GError **error)
+{
+  guint n = mexd_safetensors_n_tensors(w->st);
+  for (guint i = 0; i < n; i++) {
+    const MexdStTensor *t = mexd_safetensors_index(w->st, i);
+    if (!g_hash_table_contains(w->taken, t->name))
+      return mexd_fail(error, MEXD_ERROR_FORMAT,
+                       "%s: tensor %s is not part of the model its configuration describes",
+                       mexd_safetensors_name(w->st), t->name);
+  }
+  return TRUE;
+}
+
+/* ---- trace ---- */
+
+MexdTrace *mexd_trace_new(void)
+{
+  MexdTrace *t = g_new0(MexdTrace, 1);
+  t->tensors =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)mexd_tensor_unref);
+  return t;
+}
+
+void mexd_trace_free(MexdTrace *t)
+{
+  if (!t)
+    return;
+  g_hash_table_unref(t->tensors);
+  g_free(t);
+}
+
+gboolean mexd_trace_put(MexdTrace *trace, const char *prefix, const char *name, MexdTensor *x,
+                        GError **error)
+{
+  if (!trace)
+    return TRUE;
+  g_autoptr(MexdTensor) c = mexd_tensor_new(x->backend, x->dtype, x->ndim, x->shape, error);
+  if (!c || !mexd_copy(c, x, error))
+    return FALSE;
+  char *key = prefix ? g_strdup_printf("%s.%s", prefix, name) : g_strdup(name);
+  g_hash_table_replace(trace->tensors, key, g_steal_pointer(&c));
+  return TRUE;
+}
+
+MexdTensor *mexd_trace_get(MexdTrace *trace, const char *name)
+{
+  return trace ? g_hash_table_lookup(trace->tensors, name) : NULL;
+}
+
+/* ---- linear ---- */
+
+gboolean mexd_linear(MexdTensor *y, MexdTensor *x, MexdTensor *w, MexdTensor *b, GError **error)
+{
+  MexdGemmParams p = MEXD_GEMM_PARAMS_DEFAULT;
+  p.trans_b = TRUE;
+  return mexd_gemm(y, x, w, b, &p, error);
+}
+
+MexdTensor *mexd_linear_new(MexdTensor *x, MexdTensor *w, MexdTensor *b, GError **error)
+{
+  g_autoptr(MexdTensor) y =
+      mexd_tensor_new_2d(x->backend, x->dtype, mexd_tensor_rows_count(x), w->shape[0], error);
+  if (!y || !mexd_linear(y, x, w, b, error))
+    return NULL;
+  return g_steal_pointer(&y);
+}
+
+/* ---- helpers ---- */
+
+static MexdTensor *new_like(MexdTensor *x, int ndim, const int64_t *shape, GError **error)
+{
+  return mexd_tensor_new(x->backend, x->dtype, ndim, shape, error);
+}
+
+static MexdTensor *reshape(MexdTensor *x, int ndim, const int64_t *shape, GError **error)
+{
+  return mexd_tensor_reshape(x, ndim, shape, error);
+}
+
+/* c = alpha·a·op(b), batched, new [B,M,N] */
+static MexdTensor *bmm(MexdTensor *a, MexdTensor *b, gboolean trans_b, float alpha, GError **error)
+{
+  int64_t B = a->shape[0], M = a->shape[1], N = trans_b ? b->shape[1] : b->shape[2];
+  g_autoptr(MexdTensor) c = new_like(a, 3, (int64_t[]){B, M, N}, error);
+  if (!c)
+    return NULL;
+  MexdGemmParams p = MEXD_GEMM_PARAMS_DEFAULT;
+  p.trans_b = trans_b;
+  p.alpha = alpha;
+  if (!mexd_gemm(c, a, b, NULL, &p, error))
+    return NULL;
+  return g_steal_pointer(&c);
+}
+
+/* ---- Nyström attention ---- */
+
+gboolean mexd_nystrom_load(MexdNystrom *ny, MexdWeights *w, const char *prefix,
+                           const MexdAttnShape *s, GError **error)
+{
+  memset(ny, 0, sizeof *ny);
+  ny->s = *s;
+  int64_t W = s->width;
+  g_autofree char *n1 = g_strdup_printf("%s.qkv.weight", prefix);
+  g_autofree char *n2 = g_strdup_printf("%s.out.weight", prefix);
+  g_autofree char *n3 = g_strdup_printf("%s.out.bias", prefix);
+  g_autofree char *n4 = g_strdup_printf("%s.res_conv.weight", prefix);
+  if (!(ny->qkv_w = mexd_weights_get(w, n1, 2, (int64_t[]){3 * W, W}, error)) ||
+      !(ny->out_w = mexd_weights_get(w, n2, 2, (int64_t[]){W, W}, error)) ||
+      !(ny->out_b = mexd_weights_get(w, n3, 1, (int64_t[]){W}, error)) ||
+      !(ny->conv_w = mexd_weights_get(w, n4, 4, (int64_t[]){s->heads, 1, s->taps, 1}, error))) {
+    mexd_nystrom_clear(ny);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+void mexd_nystrom_clear(MexdNystrom *ny)
+{
+  g_clear_pointer(&ny->qkv_w, mexd_tensor_unref);
+  g_clear_pointer(&ny->out_w, mexd_tensor_unref);
+  g_clear_pointer(&ny->out_b, mexd_tensor_unref);
+  g_clear_pointer(&ny->conv_w, mexd_tensor_unref);
+}
+
+/* The Moore–Penrose pseudo-inverse of A2 [H,m,m] by Newton–Schulz iterations. */
+static MexdTensor *nystrom_pinv(MexdTensor *a2, int iterations, GError **error)
+{
+  int64_t H = a2->shape[0], m = a2->shape[1];
+  int64_t sq[3] = {H, m, m};
+  g_autoptr(MexdTensor) rmax = new_like(a2, 1, (int64_t[]){1}, error);
+  g_autoptr(MexdTensor) cmax = new_like(a2, 1, (int64_t[]){1}, error);
+  g_autoptr(MexdTensor) z = new_like(a2, 3, sq, error);
+  if (!rmax || !cmax || !z || !mexd_abs_sum_max(rmax, a2, -1, error) ||
+      !mexd_abs_sum_max(cmax, a2, -2, error) || !mexd_mul(rmax, rmax, cmax, error) ||
+      !mexd_transpose(z, a2, error) || !mexd_binary(z, z, rmax, MEXD_BINARY_DIV, error))
+    return NULL;
+  for (int it = 0; it < iterations; it++) {
+    g_autoptr(MexdTensor) xz = bmm(a2, z, FALSE, 1.0f, error);
+    g_autoptr(MexdTensor) t = xz ? new_like(a2, 3, sq, error) : NULL;
+    if (!t || !mexd_scale_eye(t, xz, -1.0f, 7.0f, error))
+      return NULL;
+    g_autoptr(MexdTensor) t2 = bmm(xz, t, FALSE, 1.0f, error);
+    if (!t2 || !mexd_scale_eye(t2, t2, -1.0f, 15.0f, error))
+      return NULL;
+    g_autoptr(MexdTensor) t3 = bmm(xz, t2, FALSE, 1.0f, error);
+    if (!t3 || !mexd_scale_eye(t3, t3, -1.0f, 13.0f, error))
+      return NULL;
+    MexdTensor *zn = bmm(z, t3, FALSE, 0.25f, error);
+    if (!zn)
+      return NULL;
+    mexd_tensor_unref(z);
+    z = zn;
+  }
+  return g_steal_pointer(&z);
+}
+
+/* Big bags: the vulkan backend keeps a dropped tensor's memory until the work recorded so far
+ * has run, so a layer syncs after its large intermediates are dropped (peak memory then stays
+ * near the largest few of them instead of their sum).  Small bags record the whole pass. */
+#define SYNC_ELEMENTS (8 << 20)
+
+static gboolean sync_if_large(MexdTensor *like, int64_t elements, GError **error)
+{
+  if (elements < SYNC_ELEMENTS || mexd_backend_kind(like->backend) == MEXD_BACKEND_CPU)
+    return TRUE;
+  return mexd_backend_sync(like->backend, error);
+}
+
+MexdTensor *mexd_nystrom_forward(MexdNystrom *ny, MexdTensor *x, GError **error)
+{
+  const MexdAttnShape *s = &ny->s;
+  int64_t n = x->shape[0], W = s->width, H = s->heads, dh = W / H, m = s->landmarks;
+  int64_t l = (n + m - 1) / m, np = m * l;
+  float scale = (float)(1.0 / sqrt((double)dh));
+  int64_t hs[3] = {H, np, dh}, ls[3] = {H, m, dh};
+
+  /* q, k, v for the padded rows: the projection goes straight below np − n zero rows (the
+   * projections of zero rows: there is no bias), then heads are split to [3, H, np, dh] */
+  g_autoptr(MexdTensor) heads = NULL;
+  {
+    g_autoptr(MexdTensor) qkv =
+        np > n ? mexd_tensor_new_zeros(x->backend, x->dtype, 2, (int64_t[]){np, 3 * W}, error)
+               : new_like(x, 2, (int64_t[]){np, 3 * W}, error);
+    g_autoptr(MexdTensor) rows = qkv ? mexd_tensor_rows(qkv, np - n, n, error) : NULL;
+    if (!rows || !mexd_linear(rows, x, ny->qkv_w, NULL, error))
+      return NULL;
+    g_autoptr(MexdTensor) qkv4 = reshape(qkv, 4, (int64_t[]){np, 3, H, dh}, error);
+    heads = qkv4 ? new_like(x, 4, (int64_t[]){3, H, np, dh}, error) : NULL;
+    if (!heads || !mexd_permute(heads, qkv4, (int[]){1, 2, 0, 3}, error))
+      return NULL;
+  }
+  if (!sync_if_large(x, np * 3 * W, error))
+    return NULL;
+  g_autoptr(MexdTensor) flat = reshape(heads, 2, (int64_t[]){3 * H * np, dh}, error);
+  if (!flat)
+    return NULL;
+  g_autoptr(MexdTensor) q2 = mexd_tensor_rows(flat, 0, H * np, error);
+  g_autoptr(MexdTensor) k2 = mexd_tensor_rows(flat, H * np, H * np, error);
+  g_autoptr(MexdTensor) v2 = mexd_tensor_rows(flat, 2 * H * np, H * np, error);
+  if (!q2 || !k2 || !v2)
+    return NULL;
+  g_autoptr(MexdTensor) q = reshape(q2, 3, hs, error);
+  g_autoptr(MexdTensor) k = reshape(k2, 3, hs, error);
+  g_autoptr(MexdTensor) v = reshape(v2, 3, hs, error);
+  g_autoptr(MexdTensor) ql2 = new_like(x, 2, (int64_t[]){H * m, dh}, error);
+  g_autoptr(MexdTensor) kl2 = new_like(x, 2, (int64_t[]){H * m, dh}, error);
+  if (!q || !k || !v || !ql2 || !kl2 || !mexd_segment_mean(ql2, q2, l, error) ||
+      !mexd_segment_mean(kl2, k2, l, error))
+    return NULL;
+  g_autoptr(MexdTensor) ql = reshape(ql2, 3, ls, error);
+  g_autoptr(MexdTensor) kl = reshape(kl2, 3, ls, error);
+  if (!ql || !kl)
+    return NULL;
+
+  /* Z = pinv(A2); then Z·(A3·v), dropping A3 before A1 exists */
+  g_autoptr(MexdTensor) zav = NULL;
+  {
+    g_autoptr(MexdTensor) a2 = bmm(ql, kl, TRUE, scale, error);
+    if (!a2 || !mexd_softmax_rows(a2, a2, error))
+      return NULL;
+    g_autoptr(MexdTensor) z = nystrom_pinv(a2, s->iterations, error);
+    g_autoptr(MexdTensor) a3 = z ? bmm(ql, k, TRUE, scale, error) : NULL;
+    if (!a3 || !mexd_softmax_rows(a3, a3, error))
+      return NULL;
+    g_autoptr(MexdTensor) av = bmm(a3, v, FALSE, 1.0f, error);
+    zav = av ? bmm(z, av, FALSE, 1.0f, error) : NULL;
+    if (!zav)
+      return NULL;
+  }
+  if (!sync_if_large(x, H * np * m, error))
+    return NULL;
+  g_autoptr(MexdTensor) out = NULL;
+  {
+    g_autoptr(MexdTensor) a1 = bmm(q, kl, TRUE, scale, error);
+    if (!a1 || !mexd_softmax_rows(a1, a1, error))
+      return NULL;
+    out = bmm(a1, zav, FALSE, 1.0f, error);
+    if (!out)
+      return NULL;
+  }
+  if (!sync_if_large(x, H * np * m, error))
+    return NULL;
+
+  /* residual: depthwise conv of v along the rows, one taps×1 kernel per head */
+  {
+    g_autoptr(MexdTensor) v4 = reshape(v, 4, (int64_t[]){1, H, np, dh}, error);
+    g_autoptr(MexdTensor) res = new_like(x, 4, (int64_t[]){1, H, np, dh}, error);
+    MexdConv2dParams cp = MEXD_CONV2D_PARAMS_DEFAULT;
+    cp.pad_h = s->taps / 2;
+    cp.groups = (int)H;
+    if (!v4 || !res || !mexd_conv2d(res, v4, ny->conv_w, NULL, &cp, error))
+      return NULL;
+    g_autoptr(MexdTensor) res3 = reshape(res, 3, hs, error);
+    if (!res3 || !mexd_add(out, out, res3, error))
+      return NULL;
+  }
+  g_clear_pointer(&q, mexd_tensor_unref);
+  g_clear_pointer(&k, mexd_tensor_unref);
+  g_clear_pointer(&v, mexd_tensor_unref);
+  g_clear_pointer(&q2, mexd_tensor_unref);
+  g_clear_pointer(&k2, mexd_tensor_unref);
+  g_clear_pointer(&v2, mexd_tensor_unref);
+  g_clear_pointer(&flat, mexd_tensor_unref);
+  g_clear_pointer(&heads, mexd_tensor_unref);
+
+  /* merge the heads of the last n rows, then the output projection */
+  g_autoptr(MexdTensor) out_last = NULL;
+  {
+    g_autoptr(MexdTensor) merged = new_like(x, 3, (int64_t[]){np, H, dh}, error);
+    if (!merged || !mexd_permute(merged, out, (int[]){1, 0, 2}, error))
+      return NULL;
+    g_clear_pointer(&out, mexd_tensor_unref);
+    g_autoptr(MexdTensor) merged2 = reshape(merged, 2, (int64_t[]){np, W}, error);
+    g_autoptr(MexdTensor) last = merged2 ? mexd_tensor_rows(merged2, np - n, n, error) : NULL;
+    out_last = last ? mexd_linear_new(last, ny->out_w, ny->out_b, error) : NULL;
+    if (!out_last)
+      return NULL;
+  }
+  if (!sync_if_large(x, np * W, error))
+    return NULL;
+  return g_steal_pointer(&out_last);
+}
+
+/* ---- TransMIL ---- */
+
+int64_t mexd_square_side(int64_t n)
+{
+  int64_t s = (int64_t)ceil(sqrt((double)n));
+  while (s > 0 && (s - 1) * (s - 1) >= n)
+    s--;
+  while (s * s < n)
+    s++;
+  return s;
+}
+
+gboolean mexd_transmil_load(MexdTransMil *tm, MexdWeights *w, const char *prefix, int in_dim,
+                            int classes, const MexdAttnShape *s, GError **error)
+{
+  memset(tm, 0, sizeof *tm);
+  tm->in_dim = in_dim;
+  tm->classes = classes;
+  tm->s = *s;
+  int64_t W = s->width;
+  int64_t vW[1] = {W};
+#define GET(field, suffix, nd, ...)                                                                \
+  do {                                                                                             \
+    g_autofree char *nm_ = g_strdup_printf("%s.%s", prefix, suffix);                               \
+    if (!(tm->field = mexd_weights_get(w, nm_, nd, (int64_t[])__VA_ARGS__, error)))                \
+      goto fail;                                                                                   \
+  } while (0)
+  GET(fc1_w, "fc1.weight", 2, {W, in_dim});
+  GET(fc1_b, "fc1.bias", 1, {W});
+  {
+    g_autofree char *nm = g_strdup_printf("%s.cls_token", prefix);
+    g_autoptr(MexdTensor) c = mexd_weights_get(w, nm, 3, (int64_t[]){1, 1, W}, error);
+    if (!c || !(tm->cls = mexd_tensor_reshape(c, 2, (int64_t[]){1, W}, error)))
+      goto fail;
+  }
+  GET(ln1_w, "layer1.norm.weight", 1, {W});
+  GET(ln1_b, "layer1.norm.bias", 1, {W});
+  GET(ln2_w, "layer2.norm.weight", 1, {W});
+  GET(ln2_b, "layer2.norm.bias", 1, {W});
+  GET(norm_w, "norm.weight", 1, {W});
+  GET(norm_b, "norm.bias", 1, {W});
+  GET(conv_w[0], "ppeg.conv7.weight", 4, {W, 1, 7, 7});
+  GET(conv_b[0], "ppeg.conv7.bias", 1, {W});
+  GET(conv_w[1], "ppeg.conv5.weight", 4, {W, 1, 5, 5});
+  GET(conv_b[1], "ppeg.conv5.bias", 1, {W});
+  GET(conv_w[2], "ppeg.conv3.weight", 4, {W, 1, 3, 3});
+  GET(conv_b[2], "ppeg.conv3.bias", 1, {W});
+  GET(head_w, "head.weight", 2, {classes, W});
+  GET(head_b, "head.bias", 1, {classes});
+#undef GET
+  (void)vW;
+  {
+    g_autofree char *p1 = g_strdup_printf("%s.layer1.attn", prefix);
+    g_autofree char *p2 = g_strdup_printf("%s.layer2.attn", prefix);
+    if (!mexd_nystrom_load(&tm->attn1, w, p1, s, error) ||
+        !mexd_nystrom_load(&tm->attn2, w, p2, s, error))
+      goto fail;
+  }
+  return TRUE;
+fail:
+  mexd_transmil_clear(tm);
+  return FALSE;
+}
+
+void mexd_transmil_clear(MexdTransMil *tm)
+{
+  MexdTensor **all[] = {&tm->fc1_w,     &tm->fc1_b,     &tm->cls,       &tm->ln1_w,
+                        &tm->ln1_b,     &tm->ln2_w,     &tm->ln2_b,     &tm->norm_w,
+                        &tm->norm_b,    &tm->conv_w[0], &tm->conv_w[1], &tm->conv_w[2],
+                        &tm->conv_b[0], &tm->conv_b[1], &tm->conv_b[2], &tm->head_w,
+                        &tm->head_b};
+  for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
+    g_clear_pointer(all[i], mexd_tensor_unref);
+  mexd_nystrom_clear(&tm->attn1);
+  mexd_nystrom_clear(&tm->attn2);
+}
+
+/* h += attn(LN(h)) */
+static gboolean transmil_layer(MexdTensor *h, MexdNystrom *ny, MexdTensor *ln_w, MexdTensor *ln_b,
+                               GError **error)
+{
+  g_autoptr(MexdTensor) hn = new_like(h, 2, h->shape, error);
+  if (!hn || !mexd_layernorm(hn, h, ln_w, ln_b, 1e-5f, error))
+    return FALSE;
+  g_autoptr(MexdTensor) att = mexd_nystrom_forward(ny, hn, error);
+  return att && mexd_add(h, h, att, error);
+}
+
+/* PPEG over the tokens h [Np+1, W] (row 0 the cls token): a new tensor of the same shape. */
+static MexdTensor *transmil_ppeg(MexdTransMil *tm, MexdTensor *h, int64_t S, GError **error)
+{
+  int64_t W = tm->s.width, Np = S * S;
+  g_autoptr(MexdTensor) feat = mexd_tensor_rows(h, 1, Np, error);
+  g_autoptr(MexdTensor) gt = feat ? new_like(h, 2, (int64_t[]){W, Np}, error) : NULL;
+  if (!gt || !mexd_transpose(gt, feat, error))
+    return NULL;
+  int64_t gs[4] = {1, W, S, S};
+  g_autoptr(MexdTensor) g = reshape(gt, 4, gs, error);
+  g_autoptr(MexdTensor) y = g ? new_like(h, 4, gs, error) : NULL;
+  g_autoptr(MexdTensor) c = y ? new_like(h, 4, gs, error) : NULL;
+  if (!c)
+    return NULL;
+  static const int ks[3] = {7, 5, 3};
+  for (int i = 0; i < 3; i++) {
+    MexdConv2dParams cp = MEXD_CONV2D_PARAMS_DEFAULT;
+    cp.pad_h = cp.pad_w = ks[i] / 2;
+    cp.groups = (int)W;
+    /* the authors' order: ((conv7(g) + g) + conv5(g)) + conv3(g) */
+    if (!mexd_conv2d(i == 0 ? y : c, g, tm->conv_w[i], tm->conv_b[i], &cp, error) ||
+        !mexd_add(y, y, i == 0 ? g : c, error))
+      return NULL;
+  }
+  g_autoptr(MexdTensor) y2 = reshape(y, 2, (int64_t[]){W, Np}, error);
+  g_autoptr(MexdTensor) yt = y2 ? new_like(h, 2, (int64_t[]){Np, W}, error) : NULL;
+  if (!yt || !mexd_transpose(yt, y2, error))
+    return NULL;
+  g_autoptr(MexdTensor) cls = mexd_tensor_rows(h, 0, 1, error);
+  g_autoptr(MexdTensor) out = cls ? new_like(h, 2, (int64_t[]){Np + 1, W}, error) : NULL;
+  MexdTensor *parts[2] = {cls, yt};
+  if (!out || !mexd_concat(out, parts, 2, 0, error))
+    return NULL;
+  return g_steal_pointer(&out);
+}
+
+gboolean mexd_transmil_forward(MexdTransMil *tm, MexdTensor *x, MexdTensor **logits,
+                               MexdTensor **out, MexdTrace *trace, const char *prefix,
+                               GError **error)
+{
+  int64_t N = x->shape[0], W = tm->s.width;
+  if (x->ndim != 2 || x->shape[1] != tm->in_dim)
+    return mexd_fail(error, MEXD_ERROR_SHAPE, "%s: input must be [N,%d]", prefix, tm->in_dim);
+  g_autoptr(MexdTensor) h = mexd_linear_new(x, tm->fc1_w, tm->fc1_b, error);
+  if (!h || !mexd_relu(h, h, error) || !mexd_trace_put(trace, prefix, "h", h, error))
+    return FALSE;
+  int64_t S = mexd_square_side(N), Np = S * S, add = Np - N;
+  g_autoptr(MexdTensor) tok = new_like(x, 2, (int64_t[]){Np + 1, W}, error);
+  g_autoptr(MexdTensor) dup = add > 0 ? mexd_tensor_rows(h, 0, add, error) : NULL;
+  if (!tok || (add > 0 && !dup))
+    return FALSE;
+  MexdTensor *parts[3] = {tm->cls, h, dup};
+  if (!mexd_concat(tok, parts, add > 0 ? 3 : 2, 0, error))
+    return FALSE;
+  g_clear_pointer(&h, mexd_tensor_unref);
+  g_clear_pointer(&dup, mexd_tensor_unref);
+
+  if (!transmil_layer(tok, &tm->attn1, tm->ln1_w, tm->ln1_b, error) ||
+      !mexd_trace_put(trace, prefix, "layer1", tok, error))
+    return FALSE;
+  g_autoptr(MexdTensor) p = transmil_ppeg(tm, tok, S, error);
+  if (!p || !mexd_trace_put(trace, prefix, "ppeg", p, error))
+    return FALSE;
+  g_clear_pointer(&tok, mexd_tensor_unref);
+  if (!transmil_layer(p, &tm->attn2, tm->ln2_w, tm->ln2_b, error) ||
+      !mexd_trace_put(trace, prefix, "layer2", p, error))
+    return FALSE;
+  if (!mexd_layernorm(p, p, tm->norm_w, tm->norm_b, 1e-5f, error) ||
+      !mexd_trace_put(trace, prefix, "out", p, error))
+    return FALSE;
+  g_autoptr(MexdTensor) cls = mexd_tensor_rows(p, 0, 1, error);
+  g_autoptr(MexdTensor) lg = cls ? mexd_linear_new(cls, tm->head_w, tm->head_b, error) : NULL;
+  if (!lg || !mexd_trace_put(trace, prefix, "logits", lg, error))
+    return FALSE;
+  *logits = g_steal_pointer(&lg);
+  if (out)
+    *out = g_steal_pointer(&p);
+  return TRUE;
+}

@@ -1,0 +1,510 @@
+/* test-mexd.c: the C MExD forward against the PyTorch reference's fixtures (tests/reference/,
+ * tests/fixtures/mexd/, docs/MODEL-FORMAT.md), on every backend of MEXD_TEST_BACKENDS (default:
+ * cpu and vulkan:0 when it opens).
+ *
+ * Every intermediate the fixture holds is compared by normwise relative error,
+ * max|out − ref| / max|ref| ≤ 1e-4 (fp32), and the selected index lists must be identical.
+ * Diff-C: the denoiser at several t and one CARD / DDIM step at 1e-4, a whole 1000-step CARD
+ * chain and a 50-step DDIM chain at 1e-3 (f̂0 and the probabilities).
+ * MEXD_TEST_CASES=substring restricts the bag cases (e.g. "e2-paper"). */
+#include "mexd.h"
+#include "nn/nn.h"
+
+#include <glib/gstdio.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REL_TOL       1e-4
+#define CHAIN_REL_TOL 1e-3
+
+static char **backends;
+
+static char *fixture(const char *name)
+{
+  return g_test_build_filename(G_TEST_DIST, "fixtures", "mexd", name, NULL);
+}
+
+/* The values of tensor `name` as f32 (I32 cast), or NULL when absent. */
+static float *st_floats(MexdSafetensors *st, const char *name, int64_t *n_out)
+{
+  const MexdStTensor *t = mexd_safetensors_find(st, name);
+  if (!t)
+    return NULL;
+  int64_t n = 1;
+  for (int i = 0; i < t->ndim; i++)
+    n *= t->shape[i];
+  float *v = g_new(float, MAX(n, 1));
+  const uint8_t *p = t->data;
+  for (int64_t i = 0; i < n; i++) {
+    if (t->dtype == MEXD_ST_F32) {
+      memcpy(&v[i], p + 4 * i, 4);
+    } else if (t->dtype == MEXD_ST_I32) {
+      int32_t x;
+      memcpy(&x, p + 4 * i, 4);
+      v[i] = (float)x;
+    } else if (t->dtype == MEXD_ST_I64) {
+      int64_t x;
+      memcpy(&x, p + 8 * i, 8);
+      v[i] = (float)x;
+    } else {
+      g_error("fixture tensor %s has dtype %s", name, mexd_st_dtype_name(t->dtype));
+    }
+  }
+  *n_out = n;
+  return v;
+}
+
+static double rel_err(const float *out, const float *ref, int64_t n, int64_t *worst)
+{
+  double md = 0, mr = 0;
+  *worst = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs((double)out[i] - ref[i]);
+    if (!(d <= md)) {
+      md = d;
+      *worst = i;
+    }
+    mr = MAX(mr, fabs((double)ref[i]));
+  }
+  return mr > 0 ? md / mr : md;
+}
+
+static void assert_close(const char *what, const float *out, int64_t n_out, const float *ref,
+                         int64_t n_ref, double tol)
+{
+  if (n_out != n_ref)
+    g_error("%s: %" G_GINT64_FORMAT " values, the reference has %" G_GINT64_FORMAT, what, n_out,
+            n_ref);
+  int64_t w;
+  double e = rel_err(out, ref, n_out, &w);
+  if (!(e <= tol))
+    g_error("%s: relative error %.3g > %.1g (element %" G_GINT64_FORMAT ": %.9g vs %.9g)", what, e,
+            tol, w, out[w], ref[w]);
+  g_test_message("%s: relative error %.3g", what, e);
+}
+
+static void compare_traced(MexdTrace *trace, MexdSafetensors *ref, const char *name,
+                           const char *label)
+{
+  int64_t nr;
+  g_autofree float *r = st_floats(ref, name, &nr);
+  if (!r)
+    return; /* not stored for large bags */
+  MexdTensor *t = mexd_trace_get(trace, name);
+  if (!t)
+    g_error("%s: the forward pass traced no %s", label, name);
+  g_autoptr(GError) error = NULL;
+  g_autofree float *o = mexd_tensor_dup_f32(t, &error);
+  g_assert_no_error(error);
+  g_autofree char *what = g_strdup_printf("%s %s", label, name);
+  assert_close(what, o, mexd_tensor_numel(t), r, nr, REL_TOL);
+}
+
+typedef struct {
+  char *backend;
+  int experts;
+  char *mode;
+  int n;
+} BagCase;
+
+static void bag_case_free(gpointer p)
+{
+  BagCase *c = p;
+  g_free(c->backend);
+  g_free(c->mode);
+  g_free(c);
+}
+
+static void test_bag(gconstpointer data)
+{
+  const BagCase *bc = data;
+  g_autoptr(GError) error = NULL;
+  g_autofree char *mpath = fixture(g_strdup_printf("model-e%d.safetensors", bc->experts));
+  g_autofree char *bname = g_strdup_printf("bag-n%d.safetensors", bc->n);
+  g_autofree char *cname =
+      g_strdup_printf("case-e%d-%s-n%d.safetensors", bc->experts, bc->mode, bc->n);
+  g_autofree char *bpath = fixture(bname);
+  g_autofree char *cpath = fixture(cname);
+  g_autoptr(MexdBackend) be = mexd_backend_new(bc->backend, &error);
+  g_assert_no_error(error);
+  g_autoptr(MexdModel) m = mexd_model_load(mpath, be, &error);
+  g_assert_no_error(error);
+  g_assert_true(mexd_model_set_mode(
+      m, g_str_equal(bc->mode, "official") ? MEXD_ROUTE_OFFICIAL : MEXD_ROUTE_PAPER, &error));
+  g_autoptr(MexdSafetensors) bag = mexd_safetensors_open(bpath, &error);
+  g_assert_no_error(error);
+  g_autoptr(MexdSafetensors) ref = mexd_safetensors_open(cpath, &error);
+  g_assert_no_error(error);
+  int64_t nx;
+  g_autofree float *x = st_floats(bag, "x", &nx);
+  g_assert_nonnull(x);
+  const MexdModelConfig *cfg = mexd_model_config(m);
+  g_assert_cmpint(nx, ==, (int64_t)bc->n * cfg->feature_dim);
+  g_autoptr(MexdTrace) trace = mexd_trace_new();
+  MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
+  opt.diffusion = FALSE;
+  g_autoptr(MexdResult) r = mexd_model_forward(m, x, bc->n, cfg->feature_dim, &opt, trace, &error);
+  const char *expect_error = mexd_safetensors_metadata(ref, "error");
+  g_autofree char *label = g_strdup_printf("%s %s", bc->backend, cname);
+  if (expect_error) {
+    g_assert_null(r);
+    g_assert_nonnull(error);
+    g_test_message("%s: the reference failed (%s); here: %s", label, expect_error, error->message);
+    g_assert_error(error, MEXD_ERROR, MEXD_ERROR_UNSUPPORTED);
+    return;
+  }
+  g_assert_no_error(error);
+  g_assert_nonnull(r);
+  static const char *const names[] = {
+      "a1.h",         "a1.layer1", "a1.ppeg", "a1.layer2", "a1.out", "a1.logits", "moe.probs",
+      "moe.centroid", "moe.c",     "moe.z",   "moe.rows",  "a2.out", "a2.logits", "rho"};
+  for (size_t i = 0; i < G_N_ELEMENTS(names); i++)
+    compare_traced(trace, ref, names[i], label);
+  for (int e = 0; e < cfg->experts; e++) {
+    g_autofree char *sn = g_strdup_printf("moe.sel.%d", e);
+    int64_t ns;
+    g_autofree float *sel = st_floats(ref, sn, &ns);
+    if (!sel)
+      g_error("%s: the fixture has no %s", label, sn);
+    if (ns != r->n_selected[e])
+      g_error("%s: expert %d selected %" G_GINT64_FORMAT " rows, the reference %" G_GINT64_FORMAT,
+              label, e, r->n_selected[e], ns);
+    for (int64_t i = 0; i < ns; i++)
+      if ((float)r->selected[e][i] != sel[i])
+        g_error("%s: expert %d, position %" G_GINT64_FORMAT ": row %d, the reference %g", label, e,
+                i, r->selected[e][i], sel[i]);
+  }
+  /* the result struct carries the same numbers as the trace */
+  int64_t nl;
+  g_autofree float *l1 = st_floats(ref, "a1.logits", &nl);
+  assert_close("result logits1", r->logits1, cfg->n_classes, l1, nl, REL_TOL);
+}
+
+/* ---- Diff-C ---- */
+
+typedef struct {
+  MexdBackend *be;
+  MexdModel *m;
+  MexdDiffc *dc;
+  MexdSafetensors *ref;
+  MexdDiffcCond cond;
+  int S, C;
+} DiffFix;
+
+static void diff_fix_init(DiffFix *f, const char *backend, int experts)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *mname = g_strdup_printf("model-e%d.safetensors", experts);
+  g_autofree char *dname = g_strdup_printf("diffc-e%d.safetensors", experts);
+  g_autofree char *mpath = fixture(mname);
+  g_autofree char *dpath = fixture(dname);
+  f->be = mexd_backend_new(backend, &error);
+  g_assert_no_error(error);
+  f->m = mexd_model_load(mpath, f->be, &error);
+  g_assert_no_error(error);
+  f->dc = mexd_model_get_diffc(f->m);
+  g_assert_nonnull(f->dc);
+  f->ref = mexd_safetensors_open(dpath, &error);
+  g_assert_no_error(error);
+  int64_t nz, nr;
+  g_autofree float *z = st_floats(f->ref, "z", &nz);
+  g_autofree float *rho = st_floats(f->ref, "rho", &nr);
+  g_assert_nonnull(z);
+  g_assert_nonnull(rho);
+  f->C = (int)nr;
+  g_autoptr(MexdTensor) tz = mexd_tensor_new_from_f32(f->be, MEXD_DTYPE_F32, 1, &nz, z, &error);
+  g_autoptr(MexdTensor) tr = mexd_tensor_new_from_f32(f->be, MEXD_DTYPE_F32, 1, &nr, rho, &error);
+  g_assert_no_error(error);
+  g_assert_true(mexd_diffc_condition(f->dc, &f->cond, tz, tr, &error));
+  g_assert_no_error(error);
+  const MexdStTensor *ft = mexd_safetensors_find(f->ref, "f");
+  g_assert_nonnull(ft);
+  f->S = (int)ft->shape[0];
+}
+
+static void diff_fix_clear(DiffFix *f)
+{
+  mexd_diffc_cond_clear(&f->cond);
+  mexd_safetensors_free(f->ref);
+  mexd_model_free(f->m);
+  mexd_backend_unref(f->be);
+}
+
+static MexdTensor *upload(DiffFix *f, const char *name)
+{
+  int64_t n;
+  g_autofree float *v = st_floats(f->ref, name, &n);
+  if (!v)
+    g_error("diffc fixture: no %s", name);
+  g_autoptr(GError) error = NULL;
+  MexdTensor *t =
+      mexd_tensor_new_from_f32(f->be, MEXD_DTYPE_F32, 2, (int64_t[]){n / f->C, f->C}, v, &error);
+  g_assert_no_error(error);
+  return t;
+}
+
+static void check_tensor(DiffFix *f, MexdTensor *t, const char *name, const char *label, double tol)
+{
+  int64_t n;
+  g_autofree float *ref = st_floats(f->ref, name, &n);
+  if (!ref)
+    g_error("diffc fixture: no %s", name);
+  g_autoptr(GError) error = NULL;
+  g_autofree float *o = mexd_tensor_dup_f32(t, &error);
+  g_assert_no_error(error);
+  g_autofree char *what = g_strdup_printf("%s %s", label, name);
+  assert_close(what, o, mexd_tensor_numel(t), ref, n, tol);
+}
+
+typedef struct {
+  char *backend;
+  int experts;
+} DiffCase;
+
+static void test_denoiser(gconstpointer data)
+{
+  const DiffCase *dcase = data;
+  DiffFix f;
+  diff_fix_init(&f, dcase->backend, dcase->experts);
+  g_autoptr(GError) error = NULL;
+  int64_t nts, neps;
+  g_autofree float *ts = st_floats(f.ref, "ts", &nts);
+  g_autofree float *eps_ref = st_floats(f.ref, "eps", &neps);
+  g_assert_nonnull(ts);
+  g_assert_cmpint(neps, ==, nts * f.S * f.C);
+  g_autoptr(MexdTensor) fin = upload(&f, "f");
+  for (int64_t i = 0; i < nts; i++) {
+    g_autoptr(MexdTensor) eps = mexd_tensor_new_2d(f.be, MEXD_DTYPE_F32, f.S, f.C, &error);
+    g_assert_true(mexd_diffc_eps(f.dc, &f.cond, eps, fin, (int)ts[i], &error));
+    g_assert_no_error(error);
+    g_autofree float *o = mexd_tensor_dup_f32(eps, &error);
+    g_autofree char *what =
+        g_strdup_printf("%s e%d eps at t = %g", dcase->backend, dcase->experts, ts[i]);
+    assert_close(what, o, f.S * f.C, eps_ref + i * f.S * f.C, f.S * f.C, REL_TOL);
+  }
+  diff_fix_clear(&f);
+}
+
+static void test_steps(gconstpointer data)
+{
+  const DiffCase *dcase = data;
+  DiffFix f;
+  diff_fix_init(&f, dcase->backend, dcase->experts);
+  g_autoptr(GError) error = NULL;
+  g_autofree char *label = g_strdup_printf("%s e%d", dcase->backend, dcase->experts);
+  for (int ddim = 0; ddim < 2; ddim++) {
+    const char *p = ddim ? "ddim_step" : "card_step";
+    g_autofree char *n_in = g_strdup_printf("%s.f_in", p);
+    g_autofree char *n_t = g_strdup_printf("%s.t", p);
+    g_autofree char *n_s = g_strdup_printf("%s.s", p);
+    g_autofree char *n_z = g_strdup_printf("%s.noise", p);
+    g_autofree char *n_f0 = g_strdup_printf("%s.f0", p);
+    g_autofree char *n_out = g_strdup_printf("%s.f_out", p);
+    int64_t one;
+    g_autofree float *t = st_floats(f.ref, n_t, &one);
+    g_autofree float *s = ddim ? st_floats(f.ref, n_s, &one) : NULL;
+    g_assert_nonnull(t);
+    g_autoptr(MexdTensor) fs = upload(&f, n_in);
+    g_autoptr(MexdTensor) z = mexd_safetensors_find(f.ref, n_z) ? upload(&f, n_z) : NULL;
+    g_autoptr(MexdTensor) f0 = mexd_tensor_new_2d(f.be, MEXD_DTYPE_F32, f.S, f.C, &error);
+    g_assert_true(
+        mexd_diffc_step(f.dc, &f.cond, fs, f0, z, (int)t[0], ddim ? (int)s[0] : -1, 0.0, &error));
+    g_assert_no_error(error);
+    check_tensor(&f, f0, n_f0, label, REL_TOL);
+    check_tensor(&f, fs, n_out, label, REL_TOL);
+  }
+  diff_fix_clear(&f);
+}
+
+static void test_chains(gconstpointer data)
+{
+  const DiffCase *dcase = data;
+  DiffFix f;
+  diff_fix_init(&f, dcase->backend, dcase->experts);
+  g_autoptr(GError) error = NULL;
+  g_autofree char *label = g_strdup_printf("%s e%d", dcase->backend, dcase->experts);
+  const char *seed_s = mexd_safetensors_metadata(f.ref, "seed");
+  const char *chains_s = mexd_safetensors_metadata(f.ref, "chains");
+  g_assert_nonnull(seed_s);
+  g_assert_nonnull(chains_s);
+  uint64_t seed = g_ascii_strtoull(seed_s, NULL, 10);
+  int S = atoi(chains_s);
+  for (int ddim = 0; ddim < 2; ddim++) {
+    g_autoptr(MexdTensor) f0 = mexd_tensor_new_2d(f.be, MEXD_DTYPE_F32, S, f.C, &error);
+    g_assert_true(mexd_diffc_sample(f.dc, &f.cond, ddim ? 50 : 0, 0.0, S, seed, f0, &error));
+    g_assert_no_error(error);
+    check_tensor(&f, f0, ddim ? "ddim.f0" : "card.f0", label, CHAIN_REL_TOL);
+    g_autofree float *host = mexd_tensor_dup_f32(f0, &error);
+    g_autofree float *probs = g_new(float, f.C);
+    g_autofree float *spread = g_new(float, f.C);
+    mexd_diffc_readout(host, S, f.C, probs, spread);
+    int64_t np;
+    g_autofree float *pref = st_floats(f.ref, ddim ? "ddim.probs" : "card.probs", &np);
+    g_autofree char *what = g_strdup_printf("%s %s probabilities", label, ddim ? "ddim" : "card");
+    assert_close(what, probs, f.C, pref, np, CHAIN_REL_TOL);
+  }
+  diff_fix_clear(&f);
+}
+
+/* ---- bad input ---- */
+
+static void test_bad_input(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MexdBackend) be = mexd_backend_new("cpu", &error);
+  g_autofree char *mpath = fixture("model-e2.safetensors");
+  g_autoptr(MexdModel) m = mexd_model_load(mpath, be, &error);
+  g_assert_no_error(error);
+  const MexdModelConfig *cfg = mexd_model_config(m);
+  int D = cfg->feature_dim;
+  g_autofree float *x = g_new0(float, 4 * (D + 1));
+  MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
+  opt.diffusion = FALSE;
+  /* N = 0 */
+  g_assert_null(mexd_model_forward(m, x, 0, D, &opt, NULL, &error));
+  g_assert_error(error, MEXD_ERROR, MEXD_ERROR_SHAPE);
+  g_assert_nonnull(strstr(error->message, "0 instances"));
+  g_clear_error(&error);
+  /* D mismatch */
+  g_assert_null(mexd_model_forward(m, x, 4, D + 1, &opt, NULL, &error));
+  g_assert_error(error, MEXD_ERROR, MEXD_ERROR_SHAPE);
+  g_assert_nonnull(strstr(error->message, "-dimensional"));
+  g_clear_error(&error);
+  /* NaN and Inf */
+  x[2 * D + 3] = NAN;
+  g_assert_null(mexd_model_forward(m, x, 4, D, &opt, NULL, &error));
+  g_assert_error(error, MEXD_ERROR, MEXD_ERROR_INVALID_ARGUMENT);
+  g_assert_nonnull(strstr(error->message, "instance 2, feature 3 is NaN"));
+  g_clear_error(&error);
+  x[2 * D + 3] = INFINITY;
+  g_assert_null(mexd_model_forward(m, x, 4, D, &opt, NULL, &error));
+  g_assert_nonnull(strstr(error->message, "infinite"));
+  g_clear_error(&error);
+}
+
+/* A model file rewritten with one change: each variant must fail to load with a message naming
+ * the problem. */
+static void test_bad_model(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MexdBackend) be = mexd_backend_new("cpu", &error);
+  g_autofree char *mpath = fixture("model-e2.safetensors");
+  g_autoptr(MexdSafetensors) st = mexd_safetensors_open(mpath, &error);
+  g_assert_no_error(error);
+  g_autofree char *dir = g_dir_make_tmp("mexd-model-XXXXXX", &error);
+  g_assert_no_error(error);
+  g_autofree char *out = g_build_filename(dir, "bad.safetensors", NULL);
+  const char *cfgjson = mexd_safetensors_metadata(st, "mexd.config");
+  struct {
+    const char *drop;    /* leave this tensor out */
+    const char *reshape; /* give this tensor one extra row */
+    const char *extra;   /* add this tensor */
+    const char *config;  /* replace the config */
+    const char *expect;
+  } cases[] = {
+      {"adapter1.layer2.attn.qkv.weight", NULL, NULL, NULL,
+       "adapter1.layer2.attn.qkv.weight [192,64] is missing"},
+      {NULL, "moe.router.1.weight", NULL, NULL, "moe.router.1.weight has shape"},
+      {NULL, NULL, "stray.tensor", NULL, "stray.tensor is not part of the model"},
+      {NULL, NULL, NULL, "{\"feature_dim\": 32}", "no \"classes\""},
+      {NULL, NULL, NULL, "not json", "not JSON"},
+      {NULL, NULL, NULL, "{\"feature_dim\": 32, \"colours\": 1}", "unknown key \"colours\""},
+  };
+  for (size_t k = 0; k < G_N_ELEMENTS(cases); k++) {
+    g_autoptr(MexdSafetensorsWriter) w = mexd_safetensors_writer_new();
+    for (guint i = 0; i < mexd_safetensors_n_tensors(st); i++) {
+      const MexdStTensor *t = mexd_safetensors_index(st, i);
+      if (cases[k].drop && g_str_equal(t->name, cases[k].drop))
+        continue;
+      int64_t shape[MEXD_ST_MAX_DIMS];
+      memcpy(shape, t->shape, sizeof shape);
+      g_autofree uint8_t *data = g_memdup2(t->data, t->nbytes);
+      size_t nbytes = t->nbytes;
+      if (cases[k].reshape && g_str_equal(t->name, cases[k].reshape)) {
+        size_t row = t->nbytes / (size_t)t->shape[0];
+        shape[0]++;
+        data = g_realloc(data, nbytes + row);
+        memset(data + nbytes, 0, row);
+        nbytes += row;
+      }
+      g_assert_true(
+          mexd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, shape, data, nbytes, &error));
+    }
+    if (cases[k].extra) {
+      float v = 1;
+      g_assert_true(mexd_safetensors_writer_add(w, cases[k].extra, MEXD_ST_F32, 1, (int64_t[]){1},
+                                                &v, 4, &error));
+    }
+    mexd_safetensors_writer_set_metadata(w, "mexd.format", "mexd-model/1");
+    mexd_safetensors_writer_set_metadata(w, "mexd.config",
+                                         cases[k].config ? cases[k].config : cfgjson);
+    g_assert_true(mexd_safetensors_writer_write(w, out, &error));
+    g_assert_no_error(error);
+    g_autoptr(MexdModel) m = mexd_model_load(out, be, &error);
+    g_assert_null(m);
+    g_assert_nonnull(error);
+    g_test_message("case %zu: %s", k, error->message);
+    if (!strstr(error->message, cases[k].expect))
+      g_error("case %zu: \"%s\" lacks \"%s\"", k, error->message, cases[k].expect);
+    g_clear_error(&error);
+  }
+  /* a truncated file */
+  g_autofree char *bytes = NULL;
+  gsize len;
+  g_assert_true(g_file_get_contents(mpath, &bytes, &len, &error));
+  g_assert_true(g_file_set_contents(out, bytes, (gssize)(len / 2), &error));
+  g_autoptr(MexdModel) m = mexd_model_load(out, be, &error);
+  g_assert_null(m);
+  g_assert_error(error, MEXD_ERROR, MEXD_ERROR_FORMAT);
+  g_test_message("truncated: %s", error->message);
+  g_clear_error(&error);
+  g_unlink(out);
+  g_rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  const char *env = g_getenv("MEXD_TEST_BACKENDS");
+  if (env) {
+    backends = g_strsplit(env, ",", -1);
+  } else {
+    g_autoptr(GError) error = NULL;
+    g_autoptr(MexdBackend) vk = mexd_backend_new("vulkan:0", &error);
+    backends = g_strsplit(vk ? "cpu,vulkan:0" : "cpu", ",", -1);
+  }
+  const char *filter = g_getenv("MEXD_TEST_CASES");
+  static const int ns[] = {1, 2, 7, 255, 256, 257, 1000, 4096};
+  static const char *const modes[] = {"paper", "official"};
+  for (int b = 0; backends[b]; b++)
+    for (int e = 2; e <= 4; e++) {
+      for (int mo = 0; mo < 2; mo++)
+        for (size_t i = 0; i < G_N_ELEMENTS(ns); i++) {
+          BagCase *bc = g_new0(BagCase, 1);
+          bc->backend = g_strdup(backends[b]);
+          bc->experts = e;
+          bc->mode = g_strdup(modes[mo]);
+          bc->n = ns[i];
+          g_autofree char *path =
+              g_strdup_printf("/mexd/%s/e%d-%s-n%d", backends[b], e, modes[mo], ns[i]);
+          if (filter && !strstr(path, filter)) {
+            bag_case_free(bc);
+            continue;
+          }
+          g_test_add_data_func_full(path, bc, test_bag, bag_case_free);
+        }
+      DiffCase *dc = g_new0(DiffCase, 1);
+      dc->backend = g_strdup(backends[b]);
+      dc->experts = e;
+      g_autofree char *p1 = g_strdup_printf("/diffc/%s/e%d/denoiser", backends[b], e);
+      g_autofree char *p2 = g_strdup_printf("/diffc/%s/e%d/steps", backends[b], e);
+      g_autofree char *p3 = g_strdup_printf("/diffc/%s/e%d/chains", backends[b], e);
+      g_test_add_data_func(p1, dc, test_denoiser);
+      g_test_add_data_func(p2, dc, test_steps);
+      g_test_add_data_func(p3, dc, test_chains);
+    }
+  g_test_add_func("/mexd/bad-input", test_bad_input);
+  g_test_add_func("/mexd/bad-model", test_bad_model);
+  return g_test_run();
+}

@@ -1,0 +1,280 @@
+/* bench-mexd.c: `mexd bench mexd` — milliseconds per slide for the whole MExD forward.
+ *
+ *   mexd bench mexd [--n N] [--dim D] [--model M] [--experts E] [--chains S] [--sampler card|ddim]
+ *                   [--steps K] [--device DEV] [--reps R] [--json]
+ *
+ * Without --model it builds a model of the paper's sizes (width 512, 8 heads, 256 landmarks,
+ * T = 1000, denoiser width 512) with seeded random weights in a temporary file.  The bag is N
+ * random instances of D features.  Prints the median over R runs (after one warm-up) of each
+ * stage — adapter #1, Dyn-MoE + adapter #2, diffusion — and the process's peak resident memory
+ * (which on lavapipe includes the "device" memory). */
+#include "mexd.h"
+
+#include "../lib/mexd.h"
+
+#include <glib/gstdio.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+typedef struct {
+  MexdSafetensorsWriter *w;
+  GRand *rng;
+} Gen;
+
+static gboolean put(Gen *g, const char *name, int ndim, const int64_t *shape, int kind,
+                    double scale, GError **error)
+{
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++)
+    n *= shape[i];
+  g_autofree float *v = g_new(float, n);
+  for (int64_t i = 0; i < n; i++)
+    v[i] = kind == 0   ? (float)g_rand_double_range(g->rng, -scale, scale)
+           : kind == 1 ? 1.0f
+           : kind == 2 ? 0.0f
+                       : (float)g_rand_double(g->rng);
+  return mexd_safetensors_writer_add(g->w, name, MEXD_ST_F32, ndim, shape, v, n * 4, error);
+}
+
+#define U(name, s, ...)                                                                            \
+  ok = ok &&                                                                                       \
+       put(g, name, G_N_ELEMENTS(((int64_t[])__VA_ARGS__)), (int64_t[])__VA_ARGS__, 0, s, error)
+#define ONES(name, ...)                                                                            \
+  ok = ok &&                                                                                       \
+       put(g, name, G_N_ELEMENTS(((int64_t[])__VA_ARGS__)), (int64_t[])__VA_ARGS__, 1, 0, error)
+#define ZEROS(name, ...)                                                                           \
+  ok = ok &&                                                                                       \
+       put(g, name, G_N_ELEMENTS(((int64_t[])__VA_ARGS__)), (int64_t[])__VA_ARGS__, 2, 0, error)
+#define UNIT(name, ...)                                                                            \
+  ok = ok &&                                                                                       \
+       put(g, name, G_N_ELEMENTS(((int64_t[])__VA_ARGS__)), (int64_t[])__VA_ARGS__, 3, 0, error)
+
+static gboolean gen_transmil(Gen *g, const char *p, int64_t in, int64_t W, int64_t H, int64_t C,
+                             GError **error)
+{
+  gboolean ok = TRUE;
+  char nm[128];
+#define N(s) (g_snprintf(nm, sizeof nm, "%s.%s", p, s), nm)
+  U(N("fc1.weight"), 1 / sqrt((double)in), {W, in});
+  U(N("fc1.bias"), 1 / sqrt((double)in), {W});
+  U(N("cls_token"), 1, {1, 1, W});
+  for (int l = 1; l <= 2; l++) {
+    char q[64];
+    g_snprintf(q, sizeof q, "layer%d.norm.weight", l);
+    ONES(N(q), {W});
+    g_snprintf(q, sizeof q, "layer%d.norm.bias", l);
+    ZEROS(N(q), {W});
+    g_snprintf(q, sizeof q, "layer%d.attn.qkv.weight", l);
+    U(N(q), 1 / sqrt((double)W), {3 * W, W});
+    g_snprintf(q, sizeof q, "layer%d.attn.out.weight", l);
+    U(N(q), 1 / sqrt((double)W), {W, W});
+    g_snprintf(q, sizeof q, "layer%d.attn.out.bias", l);
+    U(N(q), 1 / sqrt((double)W), {W});
+    g_snprintf(q, sizeof q, "layer%d.attn.res_conv.weight", l);
+    U(N(q), 1 / sqrt(33.0), {H, 1, 33, 1});
+  }
+  static const int ks[3] = {7, 5, 3};
+  for (int i = 0; i < 3; i++) {
+    char q[64];
+    int64_t k = ks[i];
+    g_snprintf(q, sizeof q, "ppeg.conv%d.weight", ks[i]);
+    U(N(q), 1.0 / (double)k, {W, 1, k, k});
+    g_snprintf(q, sizeof q, "ppeg.conv%d.bias", ks[i]);
+    U(N(q), 1.0 / (double)k, {W});
+  }
+  ONES(N("norm.weight"), {W});
+  ZEROS(N("norm.bias"), {W});
+  U(N("head.weight"), 1 / sqrt((double)W), {C, W});
+  U(N("head.bias"), 1 / sqrt((double)W), {C});
+#undef N
+  return ok;
+}
+
+/* A paper-sized model with random weights, written to `path`. */
+static gboolean make_model(const char *path, int64_t D, int64_t E, GError **error)
+{
+  const int64_t W = 512, H = 8, F = 512, T = 1000;
+  int64_t C = E == 2 ? 2 : E - 1;
+  g_autoptr(MexdSafetensorsWriter) w = mexd_safetensors_writer_new();
+  Gen gg = {w, g_rand_new_with_seed(7)}, *g = &gg;
+  gboolean ok = gen_transmil(g, "adapter1", D, W, H, C, error) &&
+                gen_transmil(g, "adapter2", W, W, H, C, error);
+  for (int r = 0; r < E; r++) {
+    char nm[64];
+    g_snprintf(nm, sizeof nm, "moe.router.%d.weight", r);
+    U(nm, 1 / sqrt((double)W), {2, W});
+    g_snprintf(nm, sizeof nm, "moe.classifier.%d.weight", r);
+    U(nm, 1 / sqrt((double)W), {E, W});
+    g_snprintf(nm, sizeof nm, "moe.classifier.%d.bias", r);
+    U(nm, 1 / sqrt((double)W), {E});
+  }
+  U("diffc.cl1.weight", 1 / sqrt(2.0 * C), {F, 2 * C});
+  U("diffc.cl1.bias", 1 / sqrt(2.0 * C), {F});
+  for (int l = 1; l <= 3; l++) {
+    char nm[64];
+    if (l > 1) {
+      g_snprintf(nm, sizeof nm, "diffc.cl%d.weight", l);
+      U(nm, 1 / sqrt((double)F), {F, F});
+      g_snprintf(nm, sizeof nm, "diffc.cl%d.bias", l);
+      U(nm, 1 / sqrt((double)F), {F});
+    }
+    g_snprintf(nm, sizeof nm, "diffc.cl%d.embed", l);
+    UNIT(nm, {T + 1, F});
+    g_snprintf(nm, sizeof nm, "diffc.norm%d.weight", l);
+    ONES(nm, {F});
+    g_snprintf(nm, sizeof nm, "diffc.norm%d.bias", l);
+    ZEROS(nm, {F});
+  }
+  U("diffc.z.weight", 1 / sqrt((double)W), {F, W});
+  U("diffc.z.bias", 1 / sqrt((double)W), {F});
+  ONES("diffc.norm_z.weight", {F});
+  ZEROS("diffc.norm_z.bias", {F});
+  U("diffc.out.weight", 1 / sqrt((double)F), {C, F});
+  U("diffc.out.bias", 1 / sqrt((double)F), {C});
+  g_rand_free(gg.rng);
+  if (!ok)
+    return FALSE;
+  GString *cfg = g_string_new(NULL);
+  g_string_append_printf(cfg, "{\"feature_dim\": %" G_GINT64_FORMAT ", \"classes\": [", D);
+  for (int64_t c = 0; c < C; c++)
+    g_string_append_printf(cfg, "%s\"class%" G_GINT64_FORMAT "\"", c ? ", " : "", c);
+  g_string_append_printf(cfg, "], \"experts\": %" G_GINT64_FORMAT ", \"alpha\": [", E);
+  for (int64_t r = 0; r < E; r++)
+    g_string_append_printf(cfg, "%s%s", r ? ", " : "", r == 0 || r == E - 1 ? "0.25" : "0.5");
+  g_string_append(cfg, "], \"expert_of_class\": [");
+  for (int64_t c = 0; c < C; c++)
+    g_string_append_printf(cfg, "%s%" G_GINT64_FORMAT, c ? ", " : "",
+                           E == 2 ? c : MIN(c + 1, E - 1));
+  g_string_append(cfg, "], \"diffusion\": {\"T\": 1000, \"width\": 512}}");
+  mexd_safetensors_writer_set_metadata(w, "mexd.format", "mexd-model/1");
+  mexd_safetensors_writer_set_metadata(w, "mexd.config", cfg->str);
+  g_string_free(cfg, TRUE);
+  return mexd_safetensors_writer_write(w, path, error);
+}
+
+int mexd_bench_mexd(int argc, char **argv)
+{
+  gint64 n = 10000, dim = 768, experts = 2;
+  int reps = 3, chains = 32, steps = 50;
+  g_autofree char *model = NULL, *device = NULL, *sampler = NULL;
+  gboolean json = FALSE;
+  GOptionEntry entries[] = {
+      {"n", 0, 0, G_OPTION_ARG_INT64, &n, "instances in the bag (10000)", "N"},
+      {"dim", 0, 0, G_OPTION_ARG_INT64, &dim, "feature size without --model (768)", "D"},
+      {"experts", 0, 0, G_OPTION_ARG_INT64, &experts, "experts without --model (2)", "E"},
+      {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model, "a model file instead", "M"},
+      {"chains", 0, 0, G_OPTION_ARG_INT, &chains, "diffusion chains (32)", "S"},
+      {"sampler", 0, 0, G_OPTION_ARG_STRING, &sampler, "card (default) or ddim", "NAME"},
+      {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "DDIM steps (50)", "K"},
+      {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "DEV"},
+      {"reps", 0, 0, G_OPTION_ARG_INT, &reps, "timed runs after one warm-up (3)", "R"},
+      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "one JSON line", NULL},
+      {NULL},
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new("- time the MExD forward per slide");
+  g_option_context_add_main_entries(ctx, entries, NULL);
+  g_autoptr(GError) error = NULL;
+  if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
+    fprintf(stderr, "mexd bench mexd: %s\n", error->message);
+    return 2;
+  }
+  if (n < 1 || dim < 1 || experts < 2 || experts > 16 || reps < 1 || chains < 1) {
+    fprintf(stderr, "mexd bench mexd: --n, --dim, --reps, --chains must be positive and "
+                    "--experts 2..16\n");
+    return 2;
+  }
+  g_autoptr(MexdBackend) be = mexd_backend_new(device, &error);
+  if (!be) {
+    fprintf(stderr, "mexd bench mexd: %s\n", error->message);
+    return 1;
+  }
+  g_autofree char *tmpdir = NULL, *tmpfile = NULL;
+  if (!model) {
+    tmpdir = g_dir_make_tmp("mexd-bench-XXXXXX", &error);
+    tmpfile = tmpdir ? g_build_filename(tmpdir, "model.safetensors", NULL) : NULL;
+    if (!tmpfile || !make_model(tmpfile, dim, experts, &error)) {
+      fprintf(stderr, "mexd bench mexd: %s\n", error->message);
+      return 1;
+    }
+  }
+  g_autoptr(MexdModel) m = mexd_model_load(model ? model : tmpfile, be, &error);
+  if (tmpfile) {
+    g_unlink(tmpfile);
+    g_rmdir(tmpdir);
+  }
+  if (!m) {
+    fprintf(stderr, "mexd bench mexd: %s\n", error->message);
+    return 1;
+  }
+  const MexdModelConfig *cfg = mexd_model_config(m);
+  int64_t D = cfg->feature_dim;
+  g_autofree float *x = g_try_new(float, n *D);
+  if (!x) {
+    fprintf(stderr,
+            "mexd bench mexd: no memory for %" G_GINT64_FORMAT " × %" G_GINT64_FORMAT " features\n",
+            n, D);
+    return 1;
+  }
+  GRand *rng = g_rand_new_with_seed(11);
+  for (int64_t i = 0; i < n * D; i++)
+    x[i] = (float)g_rand_double_range(rng, -1, 1);
+  g_rand_free(rng);
+  MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
+  opt.chains = chains;
+  opt.steps = steps;
+  opt.sampler = sampler && g_str_equal(sampler, "ddim") ? MEXD_SAMPLER_DDIM : MEXD_SAMPLER_CARD;
+  g_autofree double *t1 = g_new(double, reps), *t2 = g_new(double, reps), *t3 = g_new(double, reps);
+  g_autofree double *tt = g_new(double, reps);
+  for (int r = -1; r < reps; r++) {
+    opt.seed = (uint64_t)(r + 1);
+    g_autoptr(MexdResult) res = mexd_model_forward(m, x, n, D, &opt, NULL, &error);
+    if (!res) {
+      fprintf(stderr, "mexd bench mexd: %s\n", error->message);
+      return 1;
+    }
+    if (r >= 0) {
+      t1[r] = res->ms_adapter1;
+      t2[r] = res->ms_moe;
+      t3[r] = res->ms_diffusion;
+      tt[r] = t1[r] + t2[r] + t3[r];
+    }
+    if (!json)
+      fprintf(stderr, "%s run: %.1f + %.1f + %.1f ms\n", r < 0 ? "warm-up" : "timed",
+              res->ms_adapter1, res->ms_moe, res->ms_diffusion);
+  }
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  double peak_mib = (double)ru.ru_maxrss / 1024.0;
+  double a1 = median(t1, reps), moe = median(t2, reps), dif = median(t3, reps),
+         tot = median(tt, reps);
+  if (json)
+    printf("{\"bench\": \"mexd\", \"device\": \"%s\", \"n\": %" G_GINT64_FORMAT
+           ", \"dim\": %" G_GINT64_FORMAT ", \"experts\": %d, \"chains\": %d, \"sampler\": \"%s\", "
+           "\"steps\": %d, \"ms_adapter1\": %.2f, \"ms_moe\": %.2f, \"ms_diffusion\": %.2f, "
+           "\"ms_total\": %.2f, \"peak_rss_mib\": %.0f, \"reps\": %d}\n",
+           mexd_backend_name(be), n, D, cfg->experts, chains,
+           opt.sampler == MEXD_SAMPLER_DDIM ? "ddim" : "card",
+           opt.sampler == MEXD_SAMPLER_DDIM ? steps : cfg->T, a1, moe, dif, tot, peak_mib, reps);
+  else
+    printf("mexd bench mexd on %s: N = %" G_GINT64_FORMAT ", D = %" G_GINT64_FORMAT
+           ", E = %d: adapter #1 %.1f ms, Dyn-MoE + adapter #2 %.1f ms, diffusion (%s, %d chains) "
+           "%.1f ms, total %.1f ms per slide (median of %d); peak RSS %.0f MiB\n",
+           mexd_backend_name(be), n, D, cfg->experts, a1, moe,
+           opt.sampler == MEXD_SAMPLER_DDIM ? "ddim" : "card", chains, dif, tot, reps, peak_mib);
+  return 0;
+}

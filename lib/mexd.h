@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/tensor.h"
+#include "io/features.h"
 #include "io/safetensors.h"
 #include "nn/model.h"
 #include "ops/ops.h"

@@ -62,10 +62,8 @@ int main(int argc, char **argv)
     return mexd_cmd_bench(argc - 1, argv + 1);
   if (strcmp(cmd, "devices") == 0)
     return cmd_devices(argc - 1, argv + 1);
-#ifdef MEXD_HAVE_FORWARD
   if (strcmp(cmd, "forward") == 0)
     return mexd_cmd_forward(argc - 1, argv + 1);
-#endif
   fprintf(stderr, "mexd: unknown command \"%s\" (mexd help lists them)\n", cmd);
   return 2;
 }

@@ -110,12 +110,14 @@ typedef struct {
   MexdTensor *ln_w[3], *ln_b[3];
   MexdTensor *wz, *bz, *lnz_w, *lnz_b;
   MexdTensor *wo, *bo;
+  MexdTensor *packed; /* vulkan: every denoiser weight in one buffer for shaders/diffc_step.comp */
 } MexdDiffc;
 
 /* Per-bag conditioning: ρ [C], the guidance embedding LN_z(W_z·Z + b_z) [F] and cl1's ρ term plus
  * bias (W1ρ·ρ + b1) [F], computed once per bag. */
 typedef struct {
   MexdTensor *rho, *hz, *b1eff;
+  MexdTensor *packed; /* vulkan: b1eff, hz, ρ in one buffer [2F + C] */
 } MexdDiffcCond;
 
 gboolean mexd_diffc_load(MexdDiffc *dc, MexdWeights *w, int classes, int z_dim, int width, int T,

@@ -27,4 +27,9 @@ else
   echo "ok: MEXD_DEVICE=gpu9 -> $got: $err"
 fi
 check 2 "unknown benchmark" bench conv
+check 2 "give --model M and --features BAG" forward
+check 2 "card or ddim" forward --model a --features b --sampler euler
+check 2 "paper or official" forward --model a --features b --compat authors
+check 1 "/nonexistent/model.safetensors" forward --model /nonexistent/model.safetensors --features b --device cpu
+check 2 "experts 2..16" bench mexd --experts 1
 exit $fails

@@ -1,0 +1,285 @@
+#!/usr/bin/python3
+"""Convert PyTorch checkpoints to mexd model files (docs/MODEL-FORMAT.md).
+
+  convert.py mexd-official IN.pth OUT.safetensors [--dataset camelyon16|tcga|bracs] [--classes a,b,...]
+  convert.py transmil IN.pth OUT.safetensors [--classes a,b,...]
+
+mexd-official: the authors' stage-1 state dict (MExD, MOE_v3_{2,3,4}.py; MEXD.md §6).
+  `trans1.*` is adapter #1 (the TransMIL on the D-dim instance features: its _fc1.0.weight is
+  [512, D]) and `agg1.*` is adapter #2 (the TransMIL over the selected 512-dim rows: [512, 512]);
+  `gate.weight` is router 0, `gate{r}.weight` router r; `classifier.{r}.*` expert classifier r.
+  The top-level `_fc2.*`, `norm2.*`, `confounder_W_q.*`, `confounder_W_k.*` are unused and skipped.
+  E = the number of routers.  C = the rows of trans1's logits head (`trans1._fc2.weight`).
+  The configuration gets mode `official`, no `diffusion` (the authors released no Diff-C).
+  --dataset sets α, the class names and expert_of_class (default: the authors' file for this E):
+    camelyon16  E=2  α (0.25, 0.5)            classes normal,tumor                 expert_of_class [0, 1]
+    tcga        E=3  α (0.25, 0.5, 0.25)      classes LUAD,LUSC                    expert_of_class [1, 2]
+    bracs       E=4  α (0.5, 0.5, 0.5, 0.25)  classes benign,atypical,malignant    expert_of_class [1, 2, 3]
+  (BRACS in the paper is the 3-class task; expert 0 is the background expert.)  When the preset's
+  class count differs from C, the classes are named class0..class{C-1} (or --classes) and
+  expert_of_class defaults to [c+1] when C = E-1 and to [c] when C = E (else give
+  --expert-of-class).  --alpha and --expert-of-class override the preset.
+transmil: a plain TransMIL state dict (`_fc1.0.*`, `cls_token`, `layer{1,2}.*`, `pos_layer.*`,
+  `norm.*`, `_fc2.*`) -> a `mexd-transmil/1` file holding only `adapter1.*` (docs/MODEL-FORMAT.md,
+  "TransMIL-only files").
+
+Both: landmarks and pinv iterations are not stored in a state dict; the defaults are the
+authors' (256 landmarks, 6 iterations), --landmarks / --pinv-iterations override.  Checkpoints
+wrapped as {"state_dict": ...} or {"model": ...} and "module." prefixes are accepted.  Missing
+keys or wrong shapes: an error naming the key (exit 1); unexpected keys: a warning.
+"""
+import argparse
+import json
+import struct
+import sys
+
+import numpy as np
+import torch
+
+DATASETS = {
+    "camelyon16": dict(E=2, alpha=[0.25, 0.5], classes=["normal", "tumor"], expert_of_class=[0, 1]),
+    "tcga": dict(E=3, alpha=[0.25, 0.5, 0.25], classes=["LUAD", "LUSC"], expert_of_class=[1, 2]),
+    "bracs": dict(E=4, alpha=[0.5, 0.5, 0.5, 0.25], classes=["benign", "atypical", "malignant"],
+                  expert_of_class=[1, 2, 3]),
+}
+DATASET_OF_E = {2: "camelyon16", 3: "tcga", 4: "bracs"}
+
+# our TransMIL name (no prefix) -> the authors' (Models/TransMIL/net.py) name
+TRANSMIL_KEYS = [("fc1.weight", "_fc1.0.weight"), ("fc1.bias", "_fc1.0.bias"), ("cls_token", "cls_token")]
+for _L in ("layer1", "layer2"):
+    TRANSMIL_KEYS += [(f"{_L}.norm.weight", f"{_L}.norm.weight"), (f"{_L}.norm.bias", f"{_L}.norm.bias"),
+                      (f"{_L}.attn.qkv.weight", f"{_L}.attn.to_qkv.weight"),
+                      (f"{_L}.attn.out.weight", f"{_L}.attn.to_out.0.weight"),
+                      (f"{_L}.attn.out.bias", f"{_L}.attn.to_out.0.bias"),
+                      (f"{_L}.attn.res_conv.weight", f"{_L}.attn.res_conv.weight")]
+for _k, _pk in ((7, "proj"), (5, "proj1"), (3, "proj2")):
+    TRANSMIL_KEYS += [(f"ppeg.conv{_k}.weight", f"pos_layer.{_pk}.weight"), (f"ppeg.conv{_k}.bias", f"pos_layer.{_pk}.bias")]
+TRANSMIL_KEYS += [("norm.weight", "norm.weight"), ("norm.bias", "norm.bias"), ("head.weight", "_fc2.weight"),
+                  ("head.bias", "_fc2.bias")]
+SKIPPED_TOP = ("_fc2.", "norm2.", "confounder_W_q.", "confounder_W_k.")
+
+
+class ConvertError(Exception):
+    pass
+
+
+def warn(msg):
+    print(f"convert.py: warning: {msg}", file=sys.stderr)
+
+
+def write_safetensors(path, tensors, metadata):
+    header = {"__metadata__": {k: str(v) for k, v in metadata.items()}}
+    blobs, off = [], 0
+    for name, t in tensors.items():
+        a = np.ascontiguousarray(t.detach().cpu().to(torch.float32).numpy()).astype("<f4")
+        b = a.tobytes()
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    hj = json.dumps(header, separators=(",", ":")).encode()
+    hj += b" " * ((8 - len(hj) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hj)))
+        f.write(hj)
+        for b in blobs:
+            f.write(b)
+
+
+def load_state_dict(path):
+    try:
+        obj = torch.load(path, map_location="cpu")
+    except Exception as e:  # noqa: BLE001
+        raise ConvertError(f"{path}: cannot be read by torch.load: {e}")
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise ConvertError(f"{path}: not a state dict (a {type(obj).__name__})")
+    sd = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            warn(f"{k}: not a tensor, ignored")
+            continue
+        k2 = k[len("module."):] if k.startswith("module.") else k
+        sd[k2] = v
+    return sd
+
+
+class Taker:
+    """Takes keys out of a state dict with shape checks; remembers what was used."""
+
+    def __init__(self, sd, path):
+        self.sd, self.path, self.used = sd, path, set()
+
+    def take(self, key, shape=None, ndim=None):
+        if key not in self.sd:
+            raise ConvertError(f"{self.path}: missing key {key}")
+        t = self.sd[key]
+        if not t.is_floating_point():
+            raise ConvertError(f"{self.path}: {key} has dtype {t.dtype}, not a float type")
+        if ndim is not None and t.dim() != ndim:
+            raise ConvertError(f"{self.path}: {key} has shape {list(t.shape)}, expected {ndim} dimensions")
+        if shape is not None and tuple(t.shape) != tuple(shape):
+            raise ConvertError(f"{self.path}: {key} has shape {list(t.shape)}, expected {list(shape)}")
+        self.used.add(key)
+        return t.to(torch.float32)
+
+    def leftover(self):
+        return [k for k in self.sd if k not in self.used]
+
+
+def transmil_shapes(fin, W, H, taps, C):
+    s = {"fc1.weight": (W, fin), "fc1.bias": (W,), "cls_token": (1, 1, W)}
+    for L in ("layer1", "layer2"):
+        s.update({f"{L}.norm.weight": (W,), f"{L}.norm.bias": (W,), f"{L}.attn.qkv.weight": (3 * W, W),
+                  f"{L}.attn.out.weight": (W, W), f"{L}.attn.out.bias": (W,),
+                  f"{L}.attn.res_conv.weight": (H, 1, taps, 1)})
+    for k in (7, 5, 3):
+        s.update({f"ppeg.conv{k}.weight": (W, 1, k, k), f"ppeg.conv{k}.bias": (W,)})
+    s.update({"norm.weight": (W,), "norm.bias": (W,), "head.weight": (C, W), "head.bias": (C,)})
+    return s
+
+
+def take_transmil(tk, src, dst, out, fin=None, W=None, C=None):
+    """Maps authors' prefix `src` to our `dst`; returns (in, W, H, taps, C)."""
+    pre = src + "." if src else ""
+    fc1 = tk.take(pre + "_fc1.0.weight", ndim=2)
+    Wf, fin_f = fc1.shape
+    if W is not None and Wf != W:
+        raise ConvertError(f"{tk.path}: {pre}_fc1.0.weight has shape {list(fc1.shape)}, expected [{W}, {fin or 'in'}]")
+    if fin is not None and fin_f != fin:
+        raise ConvertError(f"{tk.path}: {pre}_fc1.0.weight has shape {list(fc1.shape)}, expected [{Wf}, {fin}]")
+    rc = tk.take(pre + "layer1.attn.res_conv.weight", ndim=4)
+    H, taps = rc.shape[0], rc.shape[2]
+    if Wf % H != 0 or taps % 2 != 1:
+        raise ConvertError(f"{tk.path}: {pre}layer1.attn.res_conv.weight has shape {list(rc.shape)}, expected [H, 1, odd taps, 1] with H dividing {Wf}")
+    head = tk.take(pre + "_fc2.weight", ndim=2)
+    Cf = head.shape[0]
+    if C is not None and Cf != C:
+        raise ConvertError(f"{tk.path}: {pre}_fc2.weight has shape {list(head.shape)}, expected [{C}, {Wf}]")
+    shapes = transmil_shapes(fin_f, Wf, H, taps, Cf)
+    for ours, theirs in TRANSMIL_KEYS:
+        out[f"{dst}.{ours}"] = tk.take(pre + theirs, shape=shapes[ours])
+    return fin_f, Wf, H, taps, Cf
+
+
+def parse_list(s, conv, what):
+    try:
+        return [conv(v) for v in s.split(",")]
+    except ValueError:
+        raise ConvertError(f"--{what}: cannot parse {s!r}")
+
+
+def convert_official(args):
+    sd = load_state_dict(args.input)
+    tk = Taker(sd, args.input)
+    out = {}
+    D, W, H, taps, C = take_transmil(tk, "trans1", "adapter1", out)
+    _, _, H2, taps2, C2 = take_transmil(tk, "agg1", "adapter2", out, fin=W, W=W, C=C)
+    if (H2, taps2) != (H, taps):
+        raise ConvertError(f"{args.input}: agg1.layer1.attn.res_conv.weight: {H2} heads × {taps2} taps, trans1 has {H} × {taps}")
+    E = 1
+    while f"gate{E}.weight" in sd:
+        E += 1
+    if E < 2:
+        raise ConvertError(f"{args.input}: missing key gate1.weight (router 1); a MExD checkpoint has E >= 2 routers")
+    if E > 4:
+        raise ConvertError(f"{args.input}: {E} routers; official mode covers the authors' files with E = 2, 3, 4")
+    out["moe.router.0.weight"] = tk.take("gate.weight", shape=(2, W))
+    for r in range(1, E):
+        out[f"moe.router.{r}.weight"] = tk.take(f"gate{r}.weight", shape=(2, W))
+    for r in range(E):
+        out[f"moe.classifier.{r}.weight"] = tk.take(f"classifier.{r}.weight", shape=(E, W))
+        out[f"moe.classifier.{r}.bias"] = tk.take(f"classifier.{r}.bias", shape=(E,))
+    # reorder: adapters, routers, classifiers (as docs/MODEL-FORMAT.md)
+    order = [k for k in out if k.startswith("adapter1.")] + [k for k in out if k.startswith("adapter2.")]
+    order += [f"moe.router.{r}.weight" for r in range(E)]
+    for r in range(E):
+        order += [f"moe.classifier.{r}.weight", f"moe.classifier.{r}.bias"]
+    out = {k: out[k] for k in order}
+    for k in tk.leftover():
+        if k.startswith(SKIPPED_TOP):
+            continue
+        warn(f"unexpected key {k} {list(sd[k].shape)} ignored")
+    ds_name = args.dataset or DATASET_OF_E[E]
+    ds = DATASETS[ds_name]
+    if ds["E"] != E:
+        raise ConvertError(f"--dataset {ds_name} is for E = {ds['E']} experts; the checkpoint has {E} routers")
+    alpha = parse_list(args.alpha, float, "alpha") if args.alpha else list(ds["alpha"])
+    if len(alpha) != E or not all(0 < a <= 1 for a in alpha):
+        raise ConvertError(f"--alpha: need {E} values in (0, 1]")
+    if args.classes:
+        classes = args.classes.split(",")
+    elif len(ds["classes"]) == C:
+        classes = list(ds["classes"])
+    else:
+        classes = [f"class{c}" for c in range(C)]
+    if len(classes) != C:
+        raise ConvertError(f"--classes: {len(classes)} names, the logits head trans1._fc2.weight has {C} rows")
+    if args.expert_of_class:
+        eoc = parse_list(args.expert_of_class, int, "expert-of-class")
+    elif len(ds["expert_of_class"]) == C:
+        eoc = list(ds["expert_of_class"])
+    elif C == E - 1:
+        eoc = [c + 1 for c in range(C)]
+    elif C == E:
+        eoc = list(range(C))
+    else:
+        raise ConvertError(f"{C} classes and {E} experts: give --expert-of-class")
+    if len(eoc) != C or not all(0 <= e < E for e in eoc):
+        raise ConvertError(f"--expert-of-class: need {C} values in 0..{E - 1}")
+    cfg = {"feature_dim": D, "width": W, "heads": H, "landmarks": args.landmarks,
+           "pinv_iterations": args.pinv_iterations, "res_conv_taps": taps, "classes": classes,
+           "experts": E, "alpha": alpha, "expert_of_class": eoc, "mode": "official"}
+    write_safetensors(args.output, out, {"mexd.format": "mexd-model/1", "mexd.config": json.dumps(cfg)})
+    print(f"{args.output}: MExD stage 1, E = {E}, D = {D}, W = {W}, C = {C} ({','.join(classes)}), "
+          f"alpha {alpha}, expert_of_class {eoc}, {len(out)} tensors")
+
+
+def convert_transmil(args):
+    sd = load_state_dict(args.input)
+    tk = Taker(sd, args.input)
+    out = {}
+    D, W, H, taps, C = take_transmil(tk, "", "adapter1", out)
+    for k in tk.leftover():
+        warn(f"unexpected key {k} {list(sd[k].shape)} ignored")
+    classes = args.classes.split(",") if args.classes else [f"class{c}" for c in range(C)]
+    if len(classes) != C:
+        raise ConvertError(f"--classes: {len(classes)} names, the logits head _fc2.weight has {C} rows")
+    cfg = {"feature_dim": D, "width": W, "heads": H, "landmarks": args.landmarks,
+           "pinv_iterations": args.pinv_iterations, "res_conv_taps": taps, "classes": classes}
+    write_safetensors(args.output, out, {"mexd.format": "mexd-transmil/1", "mexd.config": json.dumps(cfg)})
+    print(f"{args.output}: TransMIL, D = {D}, W = {W}, C = {C} ({','.join(classes)}), {len(out)} tensors")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="convert.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name, helptext in (("mexd-official", "the authors' stage-1 MExD state dict"),
+                           ("transmil", "a plain TransMIL state dict")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("input", metavar="IN.pth")
+        sp.add_argument("output", metavar="OUT.safetensors")
+        sp.add_argument("--classes", help="comma-separated class names, in logit order")
+        sp.add_argument("--landmarks", type=int, default=256, help="Nyström landmarks (default 256, the authors')")
+        sp.add_argument("--pinv-iterations", type=int, default=6, help="pinv iterations (default 6)")
+        if name == "mexd-official":
+            sp.add_argument("--dataset", choices=sorted(DATASETS), help="presets for α, classes, expert_of_class")
+            sp.add_argument("--alpha", help="comma-separated α_r, r = 0..E-1")
+            sp.add_argument("--expert-of-class", help="comma-separated expert of each class")
+    args = ap.parse_args(argv)
+    if args.landmarks < 1 or args.pinv_iterations < 0:
+        print("convert.py: error: --landmarks must be >= 1 and --pinv-iterations >= 0", file=sys.stderr)
+        return 1
+    try:
+        (convert_official if args.cmd == "mexd-official" else convert_transmil)(args)
+    except ConvertError as e:
+        print(f"convert.py: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

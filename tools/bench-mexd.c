@@ -170,7 +170,7 @@ static gboolean make_model(const char *path, int64_t D, int64_t E, GError **erro
 int mexd_bench_mexd(int argc, char **argv)
 {
   gint64 n = 10000, dim = 768, experts = 2;
-  int reps = 3, chains = 32, steps = 50;
+  int reps = 3, chains = 32, steps = 50, warmup = 1;
   g_autofree char *model = NULL, *device = NULL, *sampler = NULL;
   gboolean json = FALSE;
   GOptionEntry entries[] = {
@@ -182,7 +182,8 @@ int mexd_bench_mexd(int argc, char **argv)
       {"sampler", 0, 0, G_OPTION_ARG_STRING, &sampler, "card (default) or ddim", "NAME"},
       {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "DDIM steps (50)", "K"},
       {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "DEV"},
-      {"reps", 0, 0, G_OPTION_ARG_INT, &reps, "timed runs after one warm-up (3)", "R"},
+      {"reps", 0, 0, G_OPTION_ARG_INT, &reps, "timed runs after the warm-up (3)", "R"},
+      {"warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "untimed runs first (1)", "W"},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json, "one JSON line", NULL},
       {NULL},
   };
@@ -240,8 +241,8 @@ int mexd_bench_mexd(int argc, char **argv)
   opt.sampler = sampler && g_str_equal(sampler, "ddim") ? MEXD_SAMPLER_DDIM : MEXD_SAMPLER_CARD;
   g_autofree double *t1 = g_new(double, reps), *t2 = g_new(double, reps), *t3 = g_new(double, reps);
   g_autofree double *tt = g_new(double, reps);
-  for (int r = -1; r < reps; r++) {
-    opt.seed = (uint64_t)(r + 1);
+  for (int r = -MAX(warmup, 0); r < reps; r++) {
+    opt.seed = (uint64_t)(r + 100);
     g_autoptr(MexdResult) res = mexd_model_forward(m, x, n, D, &opt, NULL, &error);
     if (!res) {
       fprintf(stderr, "mexd bench mexd: %s\n", error->message);

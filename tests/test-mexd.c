@@ -9,6 +9,7 @@
  * MEXD_TEST_CASES=substring restricts the bag cases (e.g. "e2-paper"); MEXD_TEST_MODEL_E2 (E3,
  * E4) replaces the model file of those cases. */
 #include "mexd.h"
+#include "backend/vulkan.h"
 #include "nn/nn.h"
 
 #include <glib/gstdio.h>
@@ -546,5 +547,10 @@ int main(int argc, char **argv)
     }
   g_test_add_func("/mexd/bad-input", test_bad_input);
   g_test_add_func("/mexd/bad-model", test_bad_model);
-  return g_test_run();
+  int rc = g_test_run();
+  if (g_getenv("MEXD_VK_VALIDATION") && mexd_vk_validation_messages() > 0) {
+    g_printerr("the Vulkan validation layer reported %u messages\n", mexd_vk_validation_messages());
+    rc = 1;
+  }
+  return rc;
 }

@@ -32,4 +32,14 @@ check 2 "card or ddim" forward --model a --features b --sampler euler
 check 2 "paper or official" forward --model a --features b --compat authors
 check 1 "/nonexistent/model.safetensors" forward --model /nonexistent/model.safetensors --features b --device cpu
 check 2 "experts 2..16" bench mexd --experts 1
+fx=$(dirname "$0")/fixtures
+check 1 "3-dimensional but" forward --model "$fx/mexd/model-e2.safetensors" --features "$fx/features/f4.npy" --device cpu
+check 1 "not a mexd model file" forward --model "$fx/safetensors/mixed.safetensors" --features "$fx/features/f4.npy" --device cpu
+# a whole run: JSON with the class and the probabilities
+out=$("$mexd" forward --model "$fx/mexd/model-e2.safetensors" --features "$fx/mexd/bag-n7.npy" --device cpu --chains 4 --json 2>&1); got=$?
+if [ "$got" -ne 0 ] || ! printf '%s' "$out" | grep -q '"probabilities"'; then
+  echo "FAIL: mexd forward on bag-n7.npy exited $got: $out"; fails=$((fails + 1))
+else
+  echo "ok: mexd forward on bag-n7.npy"
+fi
 exit $fails

@@ -19,18 +19,6 @@
 #include <string.h>
 #include <sys/resource.h>
 
-static int cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 typedef struct {
   MexdSafetensorsWriter *w;
   GRand *rng;
@@ -261,8 +249,8 @@ int mexd_bench_mexd(int argc, char **argv)
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   double peak_mib = (double)ru.ru_maxrss / 1024.0;
-  double a1 = median(t1, reps), moe = median(t2, reps), dif = median(t3, reps),
-         tot = median(tt, reps);
+  double a1 = mexd_median(t1, reps), moe = mexd_median(t2, reps), dif = mexd_median(t3, reps),
+         tot = mexd_median(tt, reps);
   if (json)
     printf("{\"bench\": \"mexd\", \"device\": \"%s\", \"n\": %" G_GINT64_FORMAT
            ", \"dim\": %" G_GINT64_FORMAT ", \"experts\": %d, \"chains\": %d, \"sampler\": \"%s\", "

@@ -23,7 +23,7 @@ static int cmp_double(const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
-static double median(double *v, int n)
+double mexd_median(double *v, int n)
 {
   qsort(v, (size_t)n, sizeof *v, cmp_double);
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
@@ -121,7 +121,7 @@ static int bench_gemm(int argc, char **argv)
     if (r >= 0)
       t[r] = (double)(g_get_monotonic_time() - t0) / 1e6;
   }
-  double med = median(t, reps);
+  double med = mexd_median(t, reps);
   double blas_med = 0;
 #ifdef MEXD_HAVE_CBLAS
   if (mexd_backend_kind(be) == MEXD_BACKEND_CPU && dt == MEXD_DTYPE_F32) {
@@ -133,7 +133,7 @@ static int bench_gemm(int argc, char **argv)
       if (r >= 0)
         t[r] = (double)(g_get_monotonic_time() - t0) / 1e6;
     }
-    blas_med = median(t, reps);
+    blas_med = mexd_median(t, reps);
     g_free(c);
   }
 #endif

@@ -1,5 +1,6 @@
 /* features.c: bags of instance features from CLAM HDF5, DSMIL/IBMIL CSV and NumPy .npy files, and
  * the CLAM HDF5 writer.  See features.h for the formats and the rules enforced. */
+#include "io/io-private.h"
 #include "io/features.h"
 
 #include "core/error.h"
@@ -999,16 +1000,10 @@ gboolean mexd_bag_write_h5(const char *path, const MexdBag *bag, GError **error)
   return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
                    "%s: cannot write HDF5: libmexd was built without HDF5", fname);
 #else
-  g_autofree char *dir = g_path_get_dirname(path);
-  g_autofree char *base = g_path_get_basename(path);
-  g_autofree char *tmpl_base = g_strdup_printf(".%s.XXXXXX", base);
-  g_autofree char *tmp = g_build_filename(dir, tmpl_base, NULL);
-  int fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0666);
-  if (fd < 0) {
-    int err_no = errno;
-    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot create a temporary file beside it: %s",
-                     fname, g_strerror(err_no));
-  }
+  g_autofree char *tmp = NULL;
+  int fd = mexd_io_temp_beside(path, fname, &tmp, error);
+  if (fd < 0)
+    return FALSE;
   const char *step = NULL;
   g_autofree char *detail = NULL;
   H5Quiet q;

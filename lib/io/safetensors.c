@@ -1,5 +1,6 @@
 /* safetensors.c: the safetensors reader (mapped file, strict validation) and writer (json-glib
  * header, atomic write).  See safetensors.h for the format and the rules enforced. */
+#include "io/io-private.h"
 #include "io/safetensors.h"
 
 #include "core/error.h"
@@ -1021,16 +1022,10 @@ gboolean mexd_safetensors_writer_write(MexdSafetensorsWriter *w, const char *pat
   if (!header)
     return FALSE;
 
-  g_autofree char *dir = g_path_get_dirname(path);
-  g_autofree char *base = g_path_get_basename(path);
-  g_autofree char *tmpl_base = g_strdup_printf(".%s.XXXXXX", base);
-  g_autofree char *tmp = g_build_filename(dir, tmpl_base, NULL);
-  int fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0666);
-  if (fd < 0) {
-    int err_no = errno;
-    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot create a temporary file beside it: %s",
-                     display, g_strerror(err_no));
-  }
+  g_autofree char *tmp = NULL;
+  int fd = mexd_io_temp_beside(path, display, &tmp, error);
+  if (fd < 0)
+    return FALSE;
 
   gboolean ok = write_all(fd, g_bytes_get_data(header, NULL), g_bytes_get_size(header));
   for (guint i = 0; ok && i < w->entries->len; i++) {

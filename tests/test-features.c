@@ -8,6 +8,7 @@
  * starting with the file name.  Variants too small to deserve a fixture are written to a temporary
  * directory.  HDF5 tests skip when libmexd was built without HDF5. */
 #include "mexd.h"
+#include "fixture-dir.h"
 #include "io/features.h"
 
 #include <glib/gstdio.h>
@@ -35,43 +36,6 @@ static void expect_error(GError *error, int code, const char *must_contain, cons
     g_error("%s: message \"%s\" does not contain \"%s\"", what, error->message, must_contain);
   g_test_message("%s: %s", what, error->message);
   g_error_free(error);
-}
-
-/* tests/fixtures/features/, looked for through G_TEST_SRCDIR, this source file's directory and
- * the directories above the test program (a build directory inside the source tree). */
-static char *fixture_dir(void)
-{
-  const char *srcdir = g_getenv("G_TEST_SRCDIR");
-  if (srcdir) {
-    char *d = g_build_filename(srcdir, "fixtures", "features", NULL);
-    if (g_file_test(d, G_FILE_TEST_IS_DIR))
-      return d;
-    g_free(d);
-  }
-  g_autofree char *here = g_path_get_dirname(__FILE__);
-  char *d = g_build_filename(here, "fixtures", "features", NULL);
-  if (g_file_test(d, G_FILE_TEST_IS_DIR))
-    return d;
-  g_free(d);
-  g_autofree char *exe = g_file_read_link("/proc/self/exe", NULL);
-  if (!exe)
-    return NULL;
-  char *dir = g_path_get_dirname(exe);
-  for (int up = 0; up < 6; up++) {
-    d = g_build_filename(dir, "tests", "fixtures", "features", "f4.npy", NULL);
-    if (g_file_test(d, G_FILE_TEST_IS_REGULAR)) {
-      g_free(d);
-      d = g_build_filename(dir, "tests", "fixtures", "features", NULL);
-      g_free(dir);
-      return d;
-    }
-    g_free(d);
-    char *parent = g_path_get_dirname(dir);
-    g_free(dir);
-    dir = parent;
-  }
-  g_free(dir);
-  return NULL;
 }
 
 static char *fixture(const char *name)
@@ -570,7 +534,7 @@ static void remove_tree(const char *dir)
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
-  fixtures = fixture_dir();
+  fixtures = mexd_test_fixture_dir("features");
   if (!fixtures)
     g_error("tests/fixtures/features not found (set G_TEST_SRCDIR to the tests directory)");
   tmpdir = g_dir_make_tmp("mexd-test-features-XXXXXX", NULL);

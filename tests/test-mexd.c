@@ -10,6 +10,7 @@
  * E4) replaces the model file of those cases. */
 #include "mexd.h"
 #include "backend/vulkan.h"
+#include "fixture-dir.h"
 #include "nn/nn.h"
 
 #include <glib/gstdio.h>
@@ -24,7 +25,10 @@ static char **backends;
 
 static char *fixture(const char *name)
 {
-  return g_test_build_filename(G_TEST_DIST, "fixtures", "mexd", name, NULL);
+  g_autofree char *dir = mexd_test_fixture_dir("mexd");
+  if (!dir)
+    g_error("tests/fixtures/mexd not found (set G_TEST_SRCDIR to the tests directory)");
+  return g_build_filename(dir, name, NULL);
 }
 
 /* The values of tensor `name` as f32 (I32 cast), or NULL when absent. */

@@ -13,6 +13,7 @@
  * overrides it at run time, MEXD_FUZZ_SEED the seed (printed at the start); MEXD_FUZZ_VERBOSE
  * prints every rejection's message. */
 #include "mexd.h"
+#include "fixture-dir.h"
 
 #include <string.h>
 
@@ -52,40 +53,6 @@ static void add_seed_text(const char *json, size_t data_len)
   for (size_t i = 0; i < data_len; i++)
     buf[8 + n + i] = (guint8)(i * 37 + 11);
   g_ptr_array_add(seeds, g_bytes_new_take(buf, 8 + n + data_len));
-}
-
-/* The fixtures directory, as in test-safetensors.c. */
-static char *fixture_dir(void)
-{
-  const char *srcdir = g_getenv("G_TEST_SRCDIR");
-  if (srcdir) {
-    char *d = g_build_filename(srcdir, "fixtures", "safetensors", NULL);
-    if (g_file_test(d, G_FILE_TEST_IS_DIR))
-      return d;
-    g_free(d);
-  }
-  g_autofree char *here = g_path_get_dirname(__FILE__);
-  char *d = g_build_filename(here, "fixtures", "safetensors", NULL);
-  if (g_file_test(d, G_FILE_TEST_IS_DIR))
-    return d;
-  g_free(d);
-  g_autofree char *exe = g_file_read_link("/proc/self/exe", NULL);
-  if (!exe)
-    return NULL;
-  char *dir = g_path_get_dirname(exe);
-  for (int up = 0; up < 6; up++) {
-    d = g_build_filename(dir, "tests", "fixtures", "safetensors", NULL);
-    if (g_file_test(d, G_FILE_TEST_IS_DIR)) {
-      g_free(dir);
-      return d;
-    }
-    g_free(d);
-    char *parent = g_path_get_dirname(dir);
-    g_free(dir);
-    dir = parent;
-  }
-  g_free(dir);
-  return NULL;
 }
 
 static void make_seeds(void)
@@ -156,7 +123,7 @@ static void make_seeds(void)
       "\"data_offsets\":[0,4]}}",
       4);
 
-  g_autofree char *dir = fixture_dir();
+  g_autofree char *dir = mexd_test_fixture_dir("safetensors");
   const char *fixtures[] = {"mixed.safetensors", "four_d.safetensors", "metadata_only.safetensors"};
   int found = 0;
   for (guint k = 0; dir && k < G_N_ELEMENTS(fixtures); k++) {

@@ -5,6 +5,7 @@
  * by the independent tests/fixtures/make_safetensors.py); one corrupt file per validation rule; and
  * the writer's errors. */
 #include "mexd.h"
+#include "fixture-dir.h"
 
 #include <glib/gstdio.h>
 #include <math.h>
@@ -545,46 +546,9 @@ static void test_load_other_backends(void)
 
 /* ---- fixtures from make_safetensors.py ---- */
 
-/* tests/fixtures/safetensors/, looked for through G_TEST_SRCDIR, this source file's directory and
- * the directories above the test program (a build directory inside the source tree). */
-static char *fixture_dir(void)
-{
-  const char *srcdir = g_getenv("G_TEST_SRCDIR");
-  if (srcdir) {
-    char *d = g_build_filename(srcdir, "fixtures", "safetensors", NULL);
-    if (g_file_test(d, G_FILE_TEST_IS_DIR))
-      return d;
-    g_free(d);
-  }
-  g_autofree char *here = g_path_get_dirname(__FILE__);
-  char *d = g_build_filename(here, "fixtures", "safetensors", NULL);
-  if (g_file_test(d, G_FILE_TEST_IS_DIR))
-    return d;
-  g_free(d);
-  g_autofree char *exe = g_file_read_link("/proc/self/exe", NULL);
-  if (!exe)
-    return NULL;
-  char *dir = g_path_get_dirname(exe);
-  for (int up = 0; up < 6; up++) {
-    d = g_build_filename(dir, "tests", "fixtures", "safetensors", "mixed.safetensors", NULL);
-    if (g_file_test(d, G_FILE_TEST_IS_REGULAR)) {
-      g_free(d);
-      d = g_build_filename(dir, "tests", "fixtures", "safetensors", NULL);
-      g_free(dir);
-      return d;
-    }
-    g_free(d);
-    char *parent = g_path_get_dirname(dir);
-    g_free(dir);
-    dir = parent;
-  }
-  g_free(dir);
-  return NULL;
-}
-
 static MexdSafetensors *open_fixture(const char *name)
 {
-  g_autofree char *dir = fixture_dir();
+  g_autofree char *dir = mexd_test_fixture_dir("safetensors");
   if (!dir)
     g_error("tests/fixtures/safetensors not found (set G_TEST_SRCDIR to the tests directory)");
   g_autofree char *path = g_build_filename(dir, name, NULL);

@@ -90,6 +90,17 @@ static void assert_close(const char *what, const float *out, int64_t n_out, cons
   g_test_message("%s: relative error %.3g", what, e);
 }
 
+/* Tensor t against the fixture's `name` (reference values r of nr elements). */
+static void assert_tensor(MexdTensor *t, const float *r, int64_t nr, const char *name,
+                          const char *label, double tol)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree float *o = mexd_tensor_dup_f32(t, &error);
+  g_assert_no_error(error);
+  g_autofree char *what = g_strdup_printf("%s %s", label, name);
+  assert_close(what, o, mexd_tensor_numel(t), r, nr, tol);
+}
+
 static void compare_traced(MexdTrace *trace, MexdSafetensors *ref, const char *name,
                            const char *label)
 {
@@ -100,11 +111,7 @@ static void compare_traced(MexdTrace *trace, MexdSafetensors *ref, const char *n
   MexdTensor *t = mexd_trace_get(trace, name);
   if (!t)
     g_error("%s: the forward pass traced no %s", label, name);
-  g_autoptr(GError) error = NULL;
-  g_autofree float *o = mexd_tensor_dup_f32(t, &error);
-  g_assert_no_error(error);
-  g_autofree char *what = g_strdup_printf("%s %s", label, name);
-  assert_close(what, o, mexd_tensor_numel(t), r, nr, REL_TOL);
+  assert_tensor(t, r, nr, name, label, REL_TOL);
 }
 
 typedef struct {
@@ -295,11 +302,7 @@ static void check_tensor(DiffFix *f, MexdTensor *t, const char *name, const char
   g_autofree float *ref = st_floats(f->ref, name, &n);
   if (!ref)
     g_error("diffc fixture: no %s", name);
-  g_autoptr(GError) error = NULL;
-  g_autofree float *o = mexd_tensor_dup_f32(t, &error);
-  g_assert_no_error(error);
-  g_autofree char *what = g_strdup_printf("%s %s", label, name);
-  assert_close(what, o, mexd_tensor_numel(t), ref, n, tol);
+  assert_tensor(t, ref, n, name, label, tol);
 }
 
 typedef struct {

@@ -7,5 +7,6 @@
 #include "core/tensor.h"
 #include "io/features.h"
 #include "io/safetensors.h"
+#include "nn/backbone.h"
 #include "nn/model.h"
 #include "ops/ops.h"

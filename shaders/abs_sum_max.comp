@@ -9,8 +9,10 @@
 
 layout(local_size_x = 256) in;
 
-layout(std430, binding = 0) readonly buffer X { TYPE x[]; };
-layout(std430, binding = 1) buffer Y { TYPE y[]; };
+TENSOR_RO(0, X, TYPE)
+#define x_ TENSOR(X, 0)
+TENSOR_RW(1, Y, TYPE)
+#define y_ TENSOR(Y, 1)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -34,10 +36,10 @@ void main()
   bool nan_seen = false;
   for (uint t = lid; t < pc.B * lines; t += 256u) {
     uint b = t / lines, l = t % lines;
-    uint base = pc.o0 + b * pc.R * pc.C + (pc.axis == 0u ? l * pc.C : l);
+    uint base = O0 + b * pc.R * pc.C + (pc.axis == 0u ? l * pc.C : l);
     float s = 0.0;
     for (uint j = 0u; j < len; j++)
-      s += abs(LOAD(x[base + j * stride]));
+      s += abs(LOAD(x_[base + j * stride]));
     if (isnan(s))
       nan_seen = true;
     best = max(best, s);
@@ -52,5 +54,5 @@ void main()
     barrier();
   }
   if (lid == 0u)
-    y[pc.o1] = STORE(has_nan[0] != 0u ? uintBitsToFloat(0x7fc00000u) : part[0]);
+    y_[O1] = STORE(has_nan[0] != 0u ? uintBitsToFloat(0x7fc00000u) : part[0]);
 }

@@ -9,9 +9,12 @@
 
 layout(local_size_x = 256) in;
 
-layout(std430, binding = 0) readonly buffer A { TYPE a[]; };
-layout(std430, binding = 1) readonly buffer B { TYPE b[]; };
-layout(std430, binding = 2) buffer Y { TYPE y[]; };
+TENSOR_RO(0, A, TYPE)
+#define a_ TENSOR(A, 0)
+TENSOR_RO(1, B, TYPE)
+#define b_ TENSOR(B, 1)
+TENSOR_RW(2, Y, TYPE)
+#define y_ TENSOR(Y, 2)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -41,8 +44,8 @@ void main()
     if ((pc.flags & 2u) == 0u)
       ib = i0 * pc.sb0 + i1 * pc.sb1 + i2 * pc.sb2 + i3 * pc.sb3;
   }
-  float va = LOAD(a[pc.o0 + ia]);
-  float vb = LOAD(b[pc.o1 + ib]);
+  float va = LOAD(a_[O0 + ia]);
+  float vb = LOAD(b_[O1 + ib]);
   float r;
   switch (pc.op) {
   case 0u: r = va + vb; break;
@@ -50,5 +53,5 @@ void main()
   case 2u: r = va * vb; break;
   default: r = va / vb; break;
   }
-  y[pc.o2 + i] = STORE(r);
+  y_[O2 + i] = STORE(r);
 }

@@ -17,8 +17,10 @@
 
 layout(local_size_x = 256) in;
 
-layout(std430, binding = 0) readonly buffer X { WORD x[]; };
-layout(std430, binding = 1) writeonly buffer Y { WORD y[]; };
+TENSOR_RO(0, X, WORD)
+#define x_ TENSOR(X, 0)
+TENSOR_WO(1, Y, WORD)
+#define y_ TENSOR(Y, 1)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -34,5 +36,5 @@ void main()
   if (i >= pc.n)
     return;
   uint o = i / pc.xrow, r = i % pc.xrow;
-  y[pc.o1 + o * pc.yrow + pc.yoff + r] = x[pc.o0 + i];
+  y_[O1 + o * pc.yrow + pc.yoff + r] = x_[O0 + i];
 }

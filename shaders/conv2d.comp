@@ -23,10 +23,14 @@ layout(constant_id = 4) const uint TM = 1;
 layout(constant_id = 5) const uint TN = 1;
 layout(local_size_x_id = 6) in; // MODE 1: (BM/TM)·(BN/TN), a multiple of BN
 
-layout(std430, binding = 0) readonly buffer X { TYPE x[]; };
-layout(std430, binding = 1) readonly buffer Wt { TYPE w[]; };
-layout(std430, binding = 2) readonly buffer Bias { TYPE bias[]; };
-layout(std430, binding = 3) writeonly buffer Y { TYPE y[]; };
+TENSOR_RO(0, X, TYPE)
+#define x_ TENSOR(X, 0)
+TENSOR_RO(1, Wt, TYPE)
+#define w_ TENSOR(Wt, 1)
+TENSOR_RO(2, Bias, TYPE)
+#define bias_ TENSOR(Bias, 2)
+TENSOR_WO(3, Y, TYPE)
+#define y_ TENSOR(Y, 3)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -37,12 +41,13 @@ layout(push_constant) uniform PC {
   uint cpg, opg; // input / output channels per group
   int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
   uint has_bias;
-  uint K;      // cpg·KH·KW: the GEMM depth
-  uint P;      // OH·OW
   uint ncols;  // N·OH·OW: the GEMM columns
   uint mtiles; // tiles of BM over opg
   uint ntiles; // tiles of BN over ncols
 } pc;
+#define CK (pc.cpg * pc.KH * pc.KW) // the GEMM depth
+#define CP (pc.OH * pc.OW)           // output pixels per image
+
 
 shared float As[BK * BM]; // [k][m]
 shared float Bs[BK * BN]; // [k][n]
@@ -71,21 +76,21 @@ void conv_direct()
 
   float acc = 0.0;
   const uint ksize = pc.KH * pc.KW;
-  uint xc = pc.o0 + (n * pc.C + c0) * pc.H * pc.W; // channel plane of x
-  uint wc = pc.o1 + o * pc.cpg * ksize;             // weights of (o, ic)
+  uint xc = O0 + (n * pc.C + c0) * pc.H * pc.W; // channel plane of x
+  uint wc = O1 + o * pc.cpg * ksize;             // weights of (o, ic)
   for (uint ic = 0; ic < pc.cpg; ic++) {
     for (int kh = kh0; kh < kh1; kh++) {
       const uint xr = xc + uint(ih0 + kh * pc.dil_h) * pc.W;
       const uint wr = wc + uint(kh) * pc.KW;
       for (int kw = kw0; kw < kw1; kw++)
-        acc = fma(LOAD(x[xr + uint(iw0 + kw * pc.dil_w)]), LOAD(w[wr + uint(kw)]), acc);
+        acc = fma(LOAD(x_[xr + uint(iw0 + kw * pc.dil_w)]), LOAD(w_[wr + uint(kw)]), acc);
     }
     xc += pc.H * pc.W;
     wc += ksize;
   }
   if (pc.has_bias != 0)
-    acc += LOAD(bias[pc.o2 + o]);
-  y[pc.o3 + gid] = STORE(acc);
+    acc += LOAD(bias_[O2 + o]);
+  y_[O3 + gid] = STORE(acc);
 }
 
 void conv_gemm()
@@ -110,33 +115,33 @@ void conv_gemm()
   const uint bcol = tid % BN, bk0 = tid / BN, bkstep = nthreads / BN;
   const uint j = n0 + bcol;
   const bool jvalid = j < pc.ncols;
-  const uint jn = jvalid ? j / pc.P : 0, pix = jvalid ? j % pc.P : 0;
+  const uint jn = jvalid ? j / CP : 0, pix = jvalid ? j % CP : 0;
   const int ih0 = int(pix / pc.OW) * pc.stride_h - pc.pad_h;
   const int iw0 = int(pix % pc.OW) * pc.stride_w - pc.pad_w;
-  const uint xbase = pc.o0 + (jn * pc.C + grp * pc.cpg) * pc.H * pc.W;
-  const uint wbase = pc.o1 + o0 * pc.K;
+  const uint xbase = O0 + (jn * pc.C + grp * pc.cpg) * pc.H * pc.W;
+  const uint wbase = O1 + o0 * CK;
 
   float acc[TM * TN];
   for (uint i = 0; i < TM * TN; i++)
     acc[i] = 0.0;
 
-  for (uint k0 = 0; k0 < pc.K; k0 += BK) {
+  for (uint k0 = 0; k0 < CK; k0 += BK) {
     // weights: row m of W_g is contiguous along k
     for (uint idx = tid; idx < BM * BK; idx += nthreads) {
       const uint kk = idx % BK, mm = idx / BK;
       const uint m = m0 + mm, k = k0 + kk;
-      As[kk * BM + mm] = (m < pc.opg && k < pc.K) ? LOAD(w[wbase + m * pc.K + k]) : 0.0;
+      As[kk * BM + mm] = (m < pc.opg && k < CK) ? LOAD(w_[wbase + m * CK + k]) : 0.0;
     }
     // im2col: k → (ic, kh, kw); taps in the padding (and columns past the end) are 0
     for (uint kk = bk0; kk < BK; kk += bkstep) {
       const uint k = k0 + kk;
       float v = 0.0;
-      if (jvalid && k < pc.K) {
+      if (jvalid && k < CK) {
         const uint ic = k / ksize, r = k - ic * ksize;
         const uint kh = r / pc.KW, kw = r - kh * pc.KW;
         const int ih = ih0 + int(kh) * pc.dil_h, iw = iw0 + int(kw) * pc.dil_w;
         if (ih >= 0 && ih < int(pc.H) && iw >= 0 && iw < int(pc.W))
-          v = LOAD(x[xbase + (ic * pc.H + uint(ih)) * pc.W + uint(iw)]);
+          v = LOAD(x_[xbase + (ic * pc.H + uint(ih)) * pc.W + uint(iw)]);
       }
       Bs[kk * BN + bcol] = v;
     }
@@ -159,13 +164,13 @@ void conv_gemm()
     if (m >= pc.opg)
       continue;
     const uint o = o0 + m;
-    const float b = pc.has_bias != 0 ? LOAD(bias[pc.o2 + o]) : 0.0;
+    const float b = pc.has_bias != 0 ? LOAD(bias_[O2 + o]) : 0.0;
     for (uint jj = 0; jj < TN; jj++) {
       const uint col = n0 + tc + jj * WN;
       if (col >= pc.ncols)
         continue;
-      const uint cn = col / pc.P, cp = col - cn * pc.P;
-      y[pc.o3 + (cn * pc.O + o) * pc.P + cp] = STORE(acc[i * TN + jj] + b);
+      const uint cn = col / CP, cp = col - cn * CP;
+      y_[O3 + (cn * pc.O + o) * CP + cp] = STORE(acc[i * TN + jj] + b);
     }
   }
 }

@@ -18,9 +18,12 @@ layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint FMAX = 512; // ≥ F
 layout(constant_id = 1) const uint CMAX = 4;   // ≥ C
 
-layout(std430, binding = 0) readonly buffer P { float p[]; };
-layout(std430, binding = 1) readonly buffer COND { float cond[]; };
-layout(std430, binding = 2) buffer ST { float st[]; };
+TENSOR_RO(0, P, float)
+#define p_ TENSOR(P, 0)
+TENSOR_RO(1, COND, float)
+#define cond_ TENSOR(COND, 1)
+TENSOR_RW(2, ST, float)
+#define st_ TENSOR(ST, 2)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -94,7 +97,7 @@ void norm_softplus(uint b, uint k)
   float rstd = inversesqrt(sum_all(ss) / float(pc.F) + 1e-5);
   uint ow = off_ln(2u * k), ob = off_ln(2u * k + 1u);
   for (uint i = lid; i < pc.F; i += 256u)
-    h[b][i] = softplus((h[b][i] - mean) * rstd * p[ow + i] + p[ob + i]);
+    h[b][i] = softplus((h[b][i] - mean) * rstd * p_[ow + i] + p_[ob + i]);
   barrier();
 }
 
@@ -106,8 +109,8 @@ void dense(uint src, uint dst, uint ow, uint obias, uint k)
   for (uint o = lid; o < pc.F; o += 256u) {
     float acc = 0.0;
     for (uint i = 0u; i < pc.F; i++)
-      acc += p[ow + i * pc.F + o] * h[src][i];
-    h[dst][o] = (acc + p[obias + o]) * p[oe + o];
+      acc += p_[ow + i * pc.F + o] * h[src][i];
+    h[dst][o] = (acc + p_[obias + o]) * p_[oe + o];
   }
   barrier();
 }
@@ -117,24 +120,24 @@ void main()
   uint s = gl_WorkGroupID.x;
   uint lid = gl_LocalInvocationID.x;
   uint F = pc.F, C = pc.C;
-  uint base = pc.o2 + s * C;        // f of chain s
+  uint base = O2 + s * C;        // f of chain s
   uint base0 = base + pc.S * C;     // f̂0
-  uint basez = pc.o2 + (2u + pc.noise_row) * pc.S * C + s * C;
+  uint basez = O2 + (2u + pc.noise_row) * pc.S * C + s * C;
   for (uint c = lid; c < C; c += 256u)
-    fs[c] = st[base + c];
+    fs[c] = st_[base + c];
   barrier();
   // layer 1: C inputs
   uint oe = off_emb(0u) + pc.t * F;
   for (uint o = lid; o < F; o += 256u) {
     float acc = 0.0;
     for (uint c = 0u; c < C; c++)
-      acc += p[off_w1() + c * F + o] * fs[c];
-    h[0][o] = (acc + cond[pc.o1 + o]) * p[oe + o];
+      acc += p_[off_w1() + c * F + o] * fs[c];
+    h[0][o] = (acc + cond_[O1 + o]) * p_[oe + o];
   }
   barrier();
   norm_softplus(0u, 0u);
   for (uint o = lid; o < F; o += 256u)
-    h[0][o] *= cond[pc.o1 + F + o];
+    h[0][o] *= cond_[O1 + F + o];
   barrier();
   dense(0u, 1u, off_w2(), off_b2(), 1u);
   norm_softplus(1u, 1u);
@@ -143,24 +146,24 @@ void main()
   for (uint c = 0u; c < C; c++) {
     float part = 0.0;
     for (uint i = lid; i < F; i += 256u)
-      part += p[off_wo() + c * F + i] * h[0][i];
+      part += p_[off_wo() + c * F + i] * h[0][i];
     float e = sum_all(part);
     if (lid == 0u)
-      es[c] = e + p[off_bo() + c];
+      es[c] = e + p_[off_bo() + c];
   }
   barrier();
   for (uint c = lid; c < C; c += 256u) {
-    float f = fs[c], rho = cond[pc.o1 + 2u * F + c], eps = es[c];
+    float f = fs[c], rho = cond_[O1 + 2u * F + c], eps = es[c];
     float f0 = pc.c0 * f + pc.c1 * rho + pc.c2 * eps;
     if ((pc.mode & 4u) != 0u)
-      st[base0 + c] = eps;
+      st_[base0 + c] = eps;
     else if ((pc.mode & 1u) != 0u)
-      st[base0 + c] = f0;
+      st_[base0 + c] = f0;
     if ((pc.mode & 2u) != 0u) {
       float nf = pc.a0 * f0 + pc.a1 * rho + pc.a2 * eps;
       if (pc.a3 != 0.0)
-        nf += pc.a3 * st[basez + c];
-      st[base + c] = nf + pc.a4 * f;
+        nf += pc.a3 * st_[basez + c];
+      st_[base + c] = nf + pc.a4 * f;
     }
   }
 }

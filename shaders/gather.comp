@@ -9,9 +9,12 @@
 
 layout(local_size_x_id = 0) in;
 
-layout(std430, binding = 0) readonly buffer X { TYPE x[]; };
-layout(std430, binding = 1) readonly buffer Idx { int idx[]; };
-layout(std430, binding = 2) writeonly buffer Y { TYPE y[]; };
+TENSOR_RO(0, X, TYPE)
+#define x_ TENSOR(X, 0)
+TENSOR_RO(1, Idx, int)
+#define idx_ TENSOR(Idx, 1)
+TENSOR_WO(2, Y, TYPE)
+#define y_ TENSOR(Y, 2)
 STATUS_BUFFER
 
 layout(push_constant) uniform PC {
@@ -31,12 +34,12 @@ void main()
     return;
   const uint e = g * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
   const uint row = e / pc.N, col = e - row * pc.N;
-  const int r = idx[pc.o1 + row];
+  const int r = idx_[O1 + row];
   if (r < 0 || uint(r) >= pc.M) {
-    y[pc.o2 + e] = STORE(0.0);
+    y_[O2 + e] = STORE(0.0);
     if (col == 0)
       atomicOr(status_word, STATUS_INDEX_RANGE);
     return;
   }
-  y[pc.o2 + e] = x[pc.o0 + uint(r) * pc.N + col];
+  y_[O2 + e] = x_[O0 + uint(r) * pc.N + col];
 }

@@ -14,10 +14,14 @@ layout(constant_id = 3) const uint TM = 4;
 layout(constant_id = 4) const uint TN = 4;
 layout(local_size_x_id = 5) in;
 
-layout(std430, binding = 0) readonly buffer A { TYPE a[]; };
-layout(std430, binding = 1) readonly buffer B { TYPE b[]; };
-layout(std430, binding = 2) readonly buffer Bias { TYPE bias[]; };
-layout(std430, binding = 3) buffer C { TYPE c[]; };
+TENSOR_RO(0, A, TYPE)
+#define a_ TENSOR(A, 0)
+TENSOR_RO(1, B, TYPE)
+#define b_ TENSOR(B, 1)
+TENSOR_RO(2, Bias, TYPE)
+#define bias_ TENSOR(Bias, 2)
+TENSOR_RW(3, C, TYPE)
+#define c_ TENSOR(C, 3)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -40,8 +44,8 @@ void main()
   const uint tr = tid % WM, tc = tid / WM;
   const uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
   const uint batch = gl_WorkGroupID.z;
-  const uint abase = pc.o0 + batch * pc.sab;
-  const uint bbase = pc.o1 + batch * pc.sbb;
+  const uint abase = O0 + batch * pc.sab;
+  const uint bbase = O1 + batch * pc.sbb;
 
   float acc[TM * TN];
   for (uint i = 0; i < TM * TN; i++)
@@ -56,13 +60,13 @@ void main()
       uint mm, kk;
       if (a_k_fast) { kk = idx % BK; mm = idx / BK; } else { mm = idx % BM; kk = idx / BM; }
       uint m = m0 + mm, k = k0 + kk;
-      As[kk * BM + mm] = (m < pc.M && k < pc.K) ? LOAD(a[abase + m * pc.sam + k * pc.sak]) : 0.0;
+      As[kk * BM + mm] = (m < pc.M && k < pc.K) ? LOAD(a_[abase + m * pc.sam + k * pc.sak]) : 0.0;
     }
     for (uint idx = tid; idx < BN * BK; idx += nthreads) {
       uint nn, kk;
       if (b_n_fast) { nn = idx % BN; kk = idx / BN; } else { kk = idx % BK; nn = idx / BK; }
       uint n = n0 + nn, k = k0 + kk;
-      Bs[kk * BN + nn] = (n < pc.N && k < pc.K) ? LOAD(b[bbase + k * pc.sbk + n * pc.sbn]) : 0.0;
+      Bs[kk * BN + nn] = (n < pc.N && k < pc.K) ? LOAD(b_[bbase + k * pc.sbk + n * pc.sbn]) : 0.0;
     }
     barrier();
     for (uint kk = 0; kk < BK; kk++) {
@@ -78,7 +82,7 @@ void main()
     barrier();
   }
 
-  const uint cbase = pc.o3 + batch * pc.scb;
+  const uint cbase = O3 + batch * pc.scb;
   for (uint i = 0; i < TM; i++) {
     uint m = m0 + tr + i * WM;
     if (m >= pc.M)
@@ -90,10 +94,10 @@ void main()
       float v = pc.alpha * acc[i * TN + j];
       uint ci = cbase + m * pc.N + n;
       if (pc.beta != 0.0)
-        v += pc.beta * LOAD(c[ci]);
+        v += pc.beta * LOAD(c_[ci]);
       if (pc.has_bias != 0)
-        v += LOAD(bias[pc.o2 + n]);
-      c[ci] = STORE(v);
+        v += LOAD(bias_[O2 + n]);
+      c_[ci] = STORE(v);
     }
   }
 }

@@ -10,10 +10,14 @@
 
 layout(local_size_x_id = 0) in; // a power of two
 
-layout(std430, binding = 0) readonly buffer X { TYPE x[]; };
-layout(std430, binding = 1) readonly buffer Gamma { TYPE gamma[]; };
-layout(std430, binding = 2) readonly buffer Beta { TYPE beta[]; };
-layout(std430, binding = 3) writeonly buffer Y { TYPE y[]; };
+TENSOR_RO(0, X, TYPE)
+#define x_ TENSOR(X, 0)
+TENSOR_RO(1, Gamma, TYPE)
+#define gamma_ TENSOR(Gamma, 1)
+TENSOR_RO(2, Beta, TYPE)
+#define beta_ TENSOR(Beta, 2)
+TENSOR_WO(3, Y, TYPE)
+#define y_ TENSOR(Y, 3)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -46,17 +50,17 @@ void main()
   if (row >= pc.rows) // uniform over the workgroup: no thread reaches a barrier
     return;
   const uint t = gl_LocalInvocationID.x, nt = gl_WorkGroupSize.x;
-  const uint xb = pc.o0 + row * pc.D, yb = pc.o3 + row * pc.D;
+  const uint xb = O0 + row * pc.D, yb = O3 + row * pc.D;
   const float D = float(pc.D);
 
   float s = 0.0;
   for (uint i = t; i < pc.D; i += nt)
-    s += LOAD(x[xb + i]);
+    s += LOAD(x_[xb + i]);
   const float m1 = reduce_sum(vec2(s, 0.0)).x / D;
 
   vec2 sd = vec2(0.0);
   for (uint i = t; i < pc.D; i += nt) {
-    float d = LOAD(x[xb + i]) - m1;
+    float d = LOAD(x_[xb + i]) - m1;
     sd += vec2(d, d * d);
   }
   sd = reduce_sum(sd);
@@ -65,11 +69,11 @@ void main()
   const float rstd = inversesqrt(var + pc.eps);
 
   for (uint i = t; i < pc.D; i += nt) {
-    float v = ((LOAD(x[xb + i]) - m1) - dm) * rstd; // x − mean, without rounding m1 + dm
+    float v = ((LOAD(x_[xb + i]) - m1) - dm) * rstd; // x − mean, without rounding m1 + dm
     if (pc.has_gamma != 0)
-      v *= LOAD(gamma[pc.o1 + i]);
+      v *= LOAD(gamma_[O1 + i]);
     if (pc.has_beta != 0)
-      v += LOAD(beta[pc.o2 + i]);
-    y[yb + i] = STORE(v);
+      v += LOAD(beta_[O2 + i]);
+    y_[yb + i] = STORE(v);
   }
 }

@@ -8,10 +8,14 @@
 
 layout(local_size_x = 256) in;
 
-layout(std430, binding = 0) readonly buffer X0 { TYPE x0[]; };
-layout(std430, binding = 1) readonly buffer X1 { TYPE x1[]; };
-layout(std430, binding = 2) readonly buffer X2 { TYPE x2[]; };
-layout(std430, binding = 3) buffer Y { TYPE y[]; };
+TENSOR_RO(0, X0, TYPE)
+#define x0_ TENSOR(X0, 0)
+TENSOR_RO(1, X1, TYPE)
+#define x1_ TENSOR(X1, 1)
+TENSOR_RO(2, X2, TYPE)
+#define x2_ TENSOR(X2, 2)
+TENSOR_RW(3, Y, TYPE)
+#define y_ TENSOR(Y, 3)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -28,12 +32,12 @@ void main()
     return;
   float acc = 0.0;
   if ((pc.mask & 1u) != 0u)
-    acc = pc.a0 * LOAD(x0[pc.o0 + i % pc.n0]);
+    acc = pc.a0 * LOAD(x0_[O0 + i % pc.n0]);
   if ((pc.mask & 2u) != 0u)
-    acc += pc.a1 * LOAD(x1[pc.o1 + i % pc.n1]);
+    acc += pc.a1 * LOAD(x1_[O1 + i % pc.n1]);
   if ((pc.mask & 4u) != 0u)
-    acc += pc.a2 * LOAD(x2[pc.o2 + i % pc.n2]);
+    acc += pc.a2 * LOAD(x2_[O2 + i % pc.n2]);
   if ((pc.mask & 8u) != 0u)
-    acc += pc.beta * LOAD(y[pc.o3 + i]);
-  y[pc.o3 + i] = STORE(acc);
+    acc += pc.beta * LOAD(y_[O3 + i]);
+  y_[O3 + i] = STORE(acc);
 }

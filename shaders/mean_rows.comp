@@ -14,9 +14,12 @@
 
 layout(local_size_x = 64, local_size_y = 4) in;
 
-layout(std430, binding = 0) readonly buffer X { TYPE x[]; };
-layout(std430, binding = 1) buffer Y { TYPE y[]; };
-layout(std430, binding = 2) buffer Part { float part[]; };
+TENSOR_RO(0, X, TYPE)
+#define x_ TENSOR(X, 0)
+TENSOR_RW(1, Y, TYPE)
+#define y_ TENSOR(Y, 1)
+TENSOR_RW(2, Part, float)
+#define part_ TENSOR(Part, 2)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -47,8 +50,8 @@ void main()
     uint s = idx / pc.N, j = idx % pc.N;
     float acc = 0.0;
     for (uint k = 0; k < pc.kpc; k++)
-      acc += part[pc.o2 + (s * pc.kpc + k) * pc.N + j];
-    y[pc.o1 + idx] = STORE(acc / float(seg_rows(s)));
+      acc += part_[O2 + (s * pc.kpc + k) * pc.N + j];
+    y_[O1 + idx] = STORE(acc / float(seg_rows(s)));
     return;
   }
 
@@ -66,14 +69,14 @@ void main()
   float acc = 0.0;
   if (j < pc.N)
     for (uint r = r0 + ly; r < r1; r += 4u)
-      acc += LOAD(x[pc.o0 + r * pc.N + j]);
+      acc += LOAD(x_[O0 + r * pc.N + j]);
   lanes[ly][lx] = acc;
   barrier();
   if (ly != 0u || j >= pc.N)
     return;
   float sum = (lanes[0][lx] + lanes[1][lx]) + (lanes[2][lx] + lanes[3][lx]);
   if (pc.kpc == 1u)
-    y[pc.o1 + s * pc.N + j] = STORE(sum / float(seg1 - seg0));
+    y_[O1 + s * pc.N + j] = STORE(sum / float(seg1 - seg0));
   else
-    part[pc.o2 + sk * pc.N + j] = sum;
+    part_[O2 + sk * pc.N + j] = sum;
 }

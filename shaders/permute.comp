@@ -15,8 +15,10 @@
 
 layout(local_size_x = 256) in;
 
-layout(std430, binding = 0) readonly buffer X { WORD x[]; };
-layout(std430, binding = 1) writeonly buffer Y { WORD y[]; };
+TENSOR_RO(0, X, WORD)
+#define x_ TENSOR(X, 0)
+TENSOR_WO(1, Y, WORD)
+#define y_ TENSOR(Y, 1)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -36,5 +38,5 @@ void main()
   r /= pc.d2;
   uint i1 = r % pc.d1;
   uint i0 = r / pc.d1;
-  y[pc.o1 + i] = x[pc.o0 + i0 * pc.s0 + i1 * pc.s1 + i2 * pc.s2 + i3 * pc.s3];
+  y_[O1 + i] = x_[O0 + i0 * pc.s0 + i1 * pc.s1 + i2 * pc.s2 + i3 * pc.s3];
 }

@@ -9,10 +9,14 @@
 
 layout(local_size_x = 256) in;
 
-layout(std430, binding = 0) readonly buffer P { TYPE probs[]; };
-layout(std430, binding = 1) buffer G { TYPE gate[]; };
-layout(std430, binding = 2) buffer M { TYPE masked[]; };
-layout(std430, binding = 3) buffer N { int counts[]; };
+TENSOR_RO(0, P, TYPE)
+#define probs_ TENSOR(P, 0)
+TENSOR_RW(1, G, TYPE)
+#define gate_ TENSOR(G, 1)
+TENSOR_RW(2, M, TYPE)
+#define masked_ TENSOR(M, 2)
+TENSOR_RW(3, N, int)
+#define counts_ TENSOR(N, 3)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -30,16 +34,16 @@ void main()
   barrier();
   uint mine = 0u;
   for (uint i = lid; i < pc.R; i += 256u) {
-    float p0 = LOAD(probs[pc.o0 + (i * pc.E + r) * 2u]);
-    float p1 = LOAD(probs[pc.o0 + (i * pc.E + r) * 2u + 1u]);
+    float p0 = LOAD(probs_[O0 + (i * pc.E + r) * 2u]);
+    float p1 = LOAD(probs_[O0 + (i * pc.E + r) * 2u + 1u]);
     bool keep = p1 > p0;
-    gate[pc.o1 + r * pc.R + i] = STORE(p1);
-    masked[pc.o2 + r * pc.R + i] = STORE(keep ? p1 : uintBitsToFloat(0xff800000u));
+    gate_[O1 + r * pc.R + i] = STORE(p1);
+    masked_[O2 + r * pc.R + i] = STORE(keep ? p1 : uintBitsToFloat(0xff800000u));
     if (keep)
       mine++;
   }
   atomicAdd(total[0], mine);
   barrier();
   if (lid == 0u)
-    counts[pc.o3 + r] = int(total[0]);
+    counts_[O3 + r] = int(total[0]);
 }

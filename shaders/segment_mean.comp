@@ -9,8 +9,10 @@
 
 layout(local_size_x = 256) in;
 
-layout(std430, binding = 0) readonly buffer X { TYPE x[]; };
-layout(std430, binding = 1) writeonly buffer Y { TYPE y[]; };
+TENSOR_RO(0, X, TYPE)
+#define x_ TENSOR(X, 0)
+TENSOR_WO(1, Y, TYPE)
+#define y_ TENSOR(Y, 1)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -29,6 +31,6 @@ void main()
   uint r1 = r0 + min(pc.seg_len, pc.M - r0); // no uint overflow
   float acc = 0.0;
   for (uint r = r0; r < r1; r++)
-    acc += LOAD(x[pc.o0 + r * pc.N + j]);
-  y[pc.o1 + idx] = STORE(acc / float(r1 - r0));
+    acc += LOAD(x_[O0 + r * pc.N + j]);
+  y_[O1 + idx] = STORE(acc / float(r1 - r0));
 }

@@ -8,8 +8,10 @@
 
 layout(local_size_x_id = 0) in; // a power of two
 
-layout(std430, binding = 0) readonly buffer X { TYPE x[]; };
-layout(std430, binding = 1) writeonly buffer Y { TYPE y[]; };
+TENSOR_RO(0, X, TYPE)
+#define x_ TENSOR(X, 0)
+TENSOR_WO(1, Y, TYPE)
+#define y_ TENSOR(Y, 1)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -40,25 +42,25 @@ void main()
   if (row >= pc.rows) // uniform over the workgroup: no thread reaches a barrier
     return;
   const uint t = gl_LocalInvocationID.x, nt = gl_WorkGroupSize.x;
-  const uint xb = pc.o0 + row * pc.D, yb = pc.o1 + row * pc.D;
+  const uint xb = O0 + row * pc.D, yb = O1 + row * pc.D;
   const float NEG_INF = uintBitsToFloat(0xff800000u);
 
   float m = NEG_INF;
   for (uint i = t; i < pc.D; i += nt)
-    m = max(m, LOAD(x[xb + i]));
+    m = max(m, LOAD(x_[xb + i]));
   m = reduce(m, true);
 
   if (m == NEG_INF) { // all −inf: zeros (uniform: m is the same in every thread)
     for (uint i = t; i < pc.D; i += nt)
-      y[yb + i] = STORE(0.0);
+      y_[yb + i] = STORE(0.0);
     return;
   }
 
   float s = 0.0;
   for (uint i = t; i < pc.D; i += nt)
-    s += exp(LOAD(x[xb + i]) - m);
+    s += exp(LOAD(x_[xb + i]) - m);
   const float inv = 1.0 / reduce(s, false);
 
   for (uint i = t; i < pc.D; i += nt)
-    y[yb + i] = STORE(exp(LOAD(x[xb + i]) - m) * inv);
+    y_[yb + i] = STORE(exp(LOAD(x_[xb + i]) - m) * inv);
 }

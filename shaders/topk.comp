@@ -44,11 +44,16 @@ layout(local_size_x_id = 0) in;
 #else
 #define RAW uint
 #endif
-layout(std430, binding = 0) readonly buffer X { TYPE x[]; };
-layout(std430, binding = 0) readonly buffer XBits { RAW xbits[]; };
-layout(std430, binding = 1) buffer Tmp { uint tmp[]; };
-layout(std430, binding = 2) writeonly buffer Indices { int indices[]; };
-layout(std430, binding = 3) writeonly buffer Values { TYPE values[]; };
+TENSOR_RO(0, X, TYPE)
+#define x_ TENSOR(X, 0)
+TENSOR_RO(0, XBits, RAW)
+#define xbits_ TENSOR(XBits, 0)
+TENSOR_RW(1, Tmp, uint)
+#define tmp_ TENSOR(Tmp, 1)
+TENSOR_WO(2, Indices, int)
+#define indices_ TENSOR(Indices, 2)
+TENSOR_WO(3, Values, TYPE)
+#define values_ TENSOR(Values, 3)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -68,7 +73,7 @@ shared uint sidx[BLOCK];
 uint order_key(uint i)
 {
 #ifdef FLOAT16
-  const uint b = uint(xbits[pc.o0 + i]);
+  const uint b = uint(xbits_[O0 + i]);
   const uint mag = b & 0x7fffu;
   if (mag > 0x7c00u)
     return 0u; // NaN
@@ -76,7 +81,7 @@ uint order_key(uint i)
     return 0x8000u; // ±0: the key of +0
   return (b & 0x8000u) != 0u ? (~b & 0xffffu) : (b | 0x8000u);
 #else
-  const uint b = xbits[pc.o0 + i];
+  const uint b = xbits_[O0 + i];
   const uint mag = b & 0x7fffffffu;
   if (mag > 0x7f800000u)
     return 0u;
@@ -130,14 +135,14 @@ void main()
 
   if (pc.mode == MODE_GLOBAL) {
     const uint i = pair_low(g * WG + t, pc.stride), l = i + pc.stride;
-    const uint ki = tmp[pc.o1 + i], kl = tmp[pc.o1 + l];
-    const uint ii = tmp[pc.o1 + pc.P + i], il = tmp[pc.o1 + pc.P + l];
+    const uint ki = tmp_[O1 + i], kl = tmp_[O1 + l];
+    const uint ii = tmp_[O1 + pc.P + i], il = tmp_[O1 + pc.P + l];
     const bool asc = (i & pc.size) == 0u;
     if (asc ? before(kl, il, ki, ii) : before(ki, ii, kl, il)) {
-      tmp[pc.o1 + i] = kl;
-      tmp[pc.o1 + pc.P + i] = il;
-      tmp[pc.o1 + l] = ki;
-      tmp[pc.o1 + pc.P + l] = ii;
+      tmp_[O1 + i] = kl;
+      tmp_[O1 + pc.P + i] = il;
+      tmp_[O1 + l] = ki;
+      tmp_[O1 + pc.P + l] = ii;
     }
     return;
   }
@@ -147,10 +152,10 @@ void main()
     if (t >= pc.k - g * WG)
       return;
     const uint i = g * WG + t;
-    const uint src = tmp[pc.o1 + pc.P + i];
-    indices[pc.o2 + i] = int(src);
+    const uint src = tmp_[O1 + pc.P + i];
+    indices_[O2 + i] = int(src);
     if (pc.has_values != 0u)
-      values[pc.o3 + i] = x[pc.o0 + src];
+      values_[O3 + i] = x_[O0 + src];
     return;
   }
 
@@ -162,8 +167,8 @@ void main()
       skey[e] = gi < pc.n ? order_key(gi) : 0u;
       sidx[e] = gi;
     } else {
-      skey[e] = tmp[pc.o1 + gi];
-      sidx[e] = tmp[pc.o1 + pc.P + gi];
+      skey[e] = tmp_[O1 + gi];
+      sidx[e] = tmp_[O1 + pc.P + gi];
     }
   }
   if (pc.mode == MODE_LOCAL_SORT) {
@@ -174,7 +179,7 @@ void main()
   }
   for (uint e = t; e < BLOCK; e += WG) {
     const uint gi = base + e;
-    tmp[pc.o1 + gi] = skey[e];
-    tmp[pc.o1 + pc.P + gi] = sidx[e];
+    tmp_[O1 + gi] = skey[e];
+    tmp_[O1 + pc.P + gi] = sidx[e];
   }
 }

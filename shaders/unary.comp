@@ -16,8 +16,10 @@
 
 layout(local_size_x = 256) in;
 
-layout(std430, binding = 0) readonly buffer X { TYPE x[]; };
-layout(std430, binding = 1) buffer Y { TYPE y[]; };
+TENSOR_RO(0, X, TYPE)
+#define x_ TENSOR(X, 0)
+TENSOR_RW(1, Y, TYPE)
+#define y_ TENSOR(Y, 1)
 
 layout(push_constant) uniform PC {
   PC_HEADER
@@ -93,5 +95,5 @@ void main()
   uint i = MEXD_GROUP_ID * 256u + gl_LocalInvocationID.x;
   if (i >= pc.n)
     return;
-  y[pc.o1 + i] = STORE(apply(LOAD(x[pc.o0 + i]), i));
+  y_[O1 + i] = STORE(apply(LOAD(x_[O0 + i]), i));
 }

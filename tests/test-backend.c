@@ -4,6 +4,7 @@
 
 #include "backend/vulkan.h"
 
+#include <math.h>
 #include <string.h>
 
 static void expect_error(GError *error, int code, const char *what)
@@ -162,17 +163,80 @@ static void test_allocator_stress(void)
   g_rand_free(r);
 }
 
+/* Tensors beyond maxStorageBufferRange (lavapipe: 128 MiB) run through the shaders' buffer device
+ * address builds: an elementwise op over a whole one, a GEMM whose rows lie past the range, and a
+ * small view far inside one, each checked against the host; without bufferDeviceAddress
+ * (MEXD_VK_NO_BDA=1) such a tensor is refused when it is created. */
 static void test_limits(void)
 {
-  g_autoptr(MexdBackend) vk = open_vulkan();
-  if (!vk)
+  g_setenv("MEXD_VK_NO_BDA", "1", TRUE);
+  g_autoptr(MexdBackend) plain = open_vulkan();
+  g_unsetenv("MEXD_VK_NO_BDA");
+  if (!plain)
     return;
-  const MexdVkLimits *l = mexd_vk_limits(vk);
+  const MexdVkLimits *l = mexd_vk_limits(plain);
   GError *error = NULL;
-  /* a tensor larger than the device can bind is refused when it is created */
-  int64_t n = (int64_t)(l->max_storage_range / 4) + 1;
-  g_assert_null(mexd_tensor_new_1d(vk, MEXD_DTYPE_F32, n, &error));
-  expect_error(error, MEXD_ERROR_NO_MEMORY, "tensor over maxStorageBufferRange");
+  enum { K = 64, COLS = 4 };
+  /* rows of K floats: one more row than the range holds, plus a few */
+  int64_t rows = (int64_t)(l->max_storage_range / (4 * K)) + 3;
+  int64_t n = rows * K;
+  g_assert_null(mexd_tensor_new_1d(plain, MEXD_DTYPE_F32, n, &error));
+  expect_error(error, MEXD_ERROR_NO_MEMORY, "tensor over maxStorageBufferRange without BDA");
+  error = NULL;
+
+  g_autoptr(MexdBackend) vk = open_vulkan();
+  if ((size_t)n * 4 > vk->max_tensor_bytes) {
+    g_assert_null(mexd_tensor_new_1d(vk, MEXD_DTYPE_F32, n, &error));
+    expect_error(error, MEXD_ERROR_NO_MEMORY, "tensor over the backend's limit");
+    g_test_skip("the device has no bufferDeviceAddress (or binds more than 2 GiB)");
+    return;
+  }
+  g_autofree float *h = g_new(float, n);
+  for (int64_t i = 0; i < n; i++)
+    h[i] = (float)(i % 1001) * 0.001f - 0.5f;
+  g_autoptr(MexdTensor) x = mexd_tensor_new_1d(vk, MEXD_DTYPE_F32, n, &error);
+  g_autoptr(MexdTensor) y = mexd_tensor_new_1d(vk, MEXD_DTYPE_F32, n, &error);
+  g_assert_no_error(error);
+  g_assert_true(mexd_tensor_write_f32(x, h, n, &error));
+  g_assert_true(mexd_lincomb(y, 2.0f, x, 0, NULL, 0, NULL, 0.0f, &error));
+  g_assert_no_error(error);
+  /* C [rows, COLS] = X [rows, K] · B [K, COLS], B[k][c] = (k == c) + 0.5 (c == 3) */
+  float hb[K * COLS] = {0};
+  for (int k = 0; k < K; k++)
+    for (int c = 0; c < COLS; c++)
+      hb[k * COLS + c] = (k == c ? 1.0f : 0.0f) + (c == 3 ? 0.5f : 0.0f);
+  g_autoptr(MexdTensor) b =
+      mexd_tensor_new_from_f32(vk, MEXD_DTYPE_F32, 2, (int64_t[]){K, COLS}, hb, &error);
+  g_autoptr(MexdTensor) x2 = mexd_tensor_reshape(x, 2, (int64_t[]){rows, K}, &error);
+  g_autoptr(MexdTensor) c = mexd_tensor_new_2d(vk, MEXD_DTYPE_F32, rows, COLS, &error);
+  g_assert_no_error(error);
+  g_assert_true(mexd_gemm(c, x2, b, NULL, NULL, &error));
+  /* a small view at an unaligned offset past the range: bound through a descriptor */
+  g_autoptr(MexdTensor) tail = mexd_tensor_rows(x, n - 1003, 1001, &error);
+  g_autoptr(MexdTensor) t2 = mexd_tensor_new_1d(vk, MEXD_DTYPE_F32, 1001, &error);
+  g_assert_no_error(error);
+  g_assert_true(mexd_lincomb(t2, 1.0f, tail, 0, NULL, 0, NULL, 0.0f, &error));
+  g_assert_no_error(error);
+
+  g_autofree float *hy = mexd_tensor_dup_f32(y, &error);
+  g_autofree float *hc = mexd_tensor_dup_f32(c, &error);
+  g_autofree float *ht = mexd_tensor_dup_f32(t2, &error);
+  g_assert_no_error(error);
+  for (int64_t i = 0; i < n; i++)
+    if (hy[i] != 2.0f * h[i])
+      g_error("y[%" G_GINT64_FORMAT "] = %g, expected %g", i, hy[i], 2.0f * h[i]);
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = h + r * K;
+    double sum = 0;
+    for (int k = 0; k < K; k++)
+      sum += xr[k];
+    for (int cc = 0; cc < COLS; cc++) {
+      double want = (cc < K ? xr[cc] : 0) + (cc == 3 ? 0.5 * sum : 0);
+      if (fabs(hc[r * COLS + cc] - want) > 1e-5 * (1 + fabs(want)))
+        g_error("C[%" G_GINT64_FORMAT ",%d] = %g, expected %g", r, cc, hc[r * COLS + cc], want);
+    }
+  }
+  g_assert_cmpmem(ht, 1001 * sizeof(float), h + n - 1003, 1001 * sizeof(float));
 }
 
 /* Work that outlives MEXD_VK_TIMEOUT is reported as a device failure, and the backend then refuses

@@ -31,65 +31,6 @@ static char *fixture(const char *name)
   return g_build_filename(dir, name, NULL);
 }
 
-/* The values of tensor `name` as f32 (I32 cast), or NULL when absent. */
-static float *st_floats(MexdSafetensors *st, const char *name, int64_t *n_out)
-{
-  const MexdStTensor *t = mexd_safetensors_find(st, name);
-  if (!t)
-    return NULL;
-  int64_t n = 1;
-  for (int i = 0; i < t->ndim; i++)
-    n *= t->shape[i];
-  float *v = g_new(float, MAX(n, 1));
-  const uint8_t *p = t->data;
-  for (int64_t i = 0; i < n; i++) {
-    if (t->dtype == MEXD_ST_F32) {
-      memcpy(&v[i], p + 4 * i, 4);
-    } else if (t->dtype == MEXD_ST_I32) {
-      int32_t x;
-      memcpy(&x, p + 4 * i, 4);
-      v[i] = (float)x;
-    } else if (t->dtype == MEXD_ST_I64) {
-      int64_t x;
-      memcpy(&x, p + 8 * i, 8);
-      v[i] = (float)x;
-    } else {
-      g_error("fixture tensor %s has dtype %s", name, mexd_st_dtype_name(t->dtype));
-    }
-  }
-  *n_out = n;
-  return v;
-}
-
-static double rel_err(const float *out, const float *ref, int64_t n, int64_t *worst)
-{
-  double md = 0, mr = 0;
-  *worst = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = fabs((double)out[i] - ref[i]);
-    if (!(d <= md)) {
-      md = d;
-      *worst = i;
-    }
-    mr = MAX(mr, fabs((double)ref[i]));
-  }
-  return mr > 0 ? md / mr : md;
-}
-
-static void assert_close(const char *what, const float *out, int64_t n_out, const float *ref,
-                         int64_t n_ref, double tol)
-{
-  if (n_out != n_ref)
-    g_error("%s: %" G_GINT64_FORMAT " values, the reference has %" G_GINT64_FORMAT, what, n_out,
-            n_ref);
-  int64_t w;
-  double e = rel_err(out, ref, n_out, &w);
-  if (!(e <= tol))
-    g_error("%s: relative error %.3g > %.1g (element %" G_GINT64_FORMAT ": %.9g vs %.9g)", what, e,
-            tol, w, out[w], ref[w]);
-  g_test_message("%s: relative error %.3g", what, e);
-}
-
 /* Tensor t against the fixture's `name` (reference values r of nr elements). */
 static void assert_tensor(MexdTensor *t, const float *r, int64_t nr, const char *name,
                           const char *label, double tol)
@@ -98,14 +39,14 @@ static void assert_tensor(MexdTensor *t, const float *r, int64_t nr, const char 
   g_autofree float *o = mexd_tensor_dup_f32(t, &error);
   g_assert_no_error(error);
   g_autofree char *what = g_strdup_printf("%s %s", label, name);
-  assert_close(what, o, mexd_tensor_numel(t), r, nr, tol);
+  mexd_test_assert_close(what, o, mexd_tensor_numel(t), r, nr, tol);
 }
 
 static void compare_traced(MexdTrace *trace, MexdSafetensors *ref, const char *name,
                            const char *label)
 {
   int64_t nr;
-  g_autofree float *r = st_floats(ref, name, &nr);
+  g_autofree float *r = mexd_test_st_floats(ref, name, &nr);
   if (!r)
     return; /* not stored for large bags */
   MexdTensor *t = mexd_trace_get(trace, name);
@@ -153,7 +94,7 @@ static void test_bag(gconstpointer data)
   g_autoptr(MexdSafetensors) ref = mexd_safetensors_open(cpath, &error);
   g_assert_no_error(error);
   int64_t nx;
-  g_autofree float *x = st_floats(bag, "x", &nx);
+  g_autofree float *x = mexd_test_st_floats(bag, "x", &nx);
   g_assert_nonnull(x);
   const MexdModelConfig *cfg = mexd_model_config(m);
   g_assert_cmpint(nx, ==, (int64_t)bc->n * cfg->feature_dim);
@@ -178,13 +119,13 @@ static void test_bag(gconstpointer data)
    * (adapter #2 and after; the centroids when the selected set changed) are skipped. */
   gboolean reordered = FALSE, set_changed = FALSE;
   int64_t np_;
-  g_autofree float *probs = st_floats(ref, "moe.probs", &np_);
+  g_autofree float *probs = mexd_test_st_floats(ref, "moe.probs", &np_);
   int64_t R = np_ / (2 * cfg->experts);
   gboolean official = g_str_equal(bc->mode, "official");
   for (int e = 0; e < cfg->experts; e++) {
     g_autofree char *sn = g_strdup_printf("moe.sel.%d", e);
     int64_t ns;
-    g_autofree float *sel = st_floats(ref, sn, &ns);
+    g_autofree float *sel = mexd_test_st_floats(ref, sn, &ns);
     if (!sel)
       g_error("%s: the fixture has no %s", label, sn);
     if (ns != r->n_selected[e])
@@ -229,8 +170,8 @@ static void test_bag(gconstpointer data)
   }
   /* the result struct carries the same numbers as the trace */
   int64_t nl;
-  g_autofree float *l1 = st_floats(ref, "a1.logits", &nl);
-  assert_close("result logits1", r->logits1, cfg->n_classes, l1, nl, REL_TOL);
+  g_autofree float *l1 = mexd_test_st_floats(ref, "a1.logits", &nl);
+  mexd_test_assert_close("result logits1", r->logits1, cfg->n_classes, l1, nl, REL_TOL);
 }
 
 /* ---- Diff-C ---- */
@@ -260,8 +201,8 @@ static void diff_fix_init(DiffFix *f, const char *backend, int experts)
   f->ref = mexd_safetensors_open(dpath, &error);
   g_assert_no_error(error);
   int64_t nz, nr;
-  g_autofree float *z = st_floats(f->ref, "z", &nz);
-  g_autofree float *rho = st_floats(f->ref, "rho", &nr);
+  g_autofree float *z = mexd_test_st_floats(f->ref, "z", &nz);
+  g_autofree float *rho = mexd_test_st_floats(f->ref, "rho", &nr);
   g_assert_nonnull(z);
   g_assert_nonnull(rho);
   f->C = (int)nr;
@@ -286,7 +227,7 @@ static void diff_fix_clear(DiffFix *f)
 static MexdTensor *upload(DiffFix *f, const char *name)
 {
   int64_t n;
-  g_autofree float *v = st_floats(f->ref, name, &n);
+  g_autofree float *v = mexd_test_st_floats(f->ref, name, &n);
   if (!v)
     g_error("diffc fixture: no %s", name);
   g_autoptr(GError) error = NULL;
@@ -299,7 +240,7 @@ static MexdTensor *upload(DiffFix *f, const char *name)
 static void check_tensor(DiffFix *f, MexdTensor *t, const char *name, const char *label, double tol)
 {
   int64_t n;
-  g_autofree float *ref = st_floats(f->ref, name, &n);
+  g_autofree float *ref = mexd_test_st_floats(f->ref, name, &n);
   if (!ref)
     g_error("diffc fixture: no %s", name);
   assert_tensor(t, ref, n, name, label, tol);
@@ -317,8 +258,8 @@ static void test_denoiser(gconstpointer data)
   diff_fix_init(&f, dcase->backend, dcase->experts);
   g_autoptr(GError) error = NULL;
   int64_t nts, neps;
-  g_autofree float *ts = st_floats(f.ref, "ts", &nts);
-  g_autofree float *eps_ref = st_floats(f.ref, "eps", &neps);
+  g_autofree float *ts = mexd_test_st_floats(f.ref, "ts", &nts);
+  g_autofree float *eps_ref = mexd_test_st_floats(f.ref, "eps", &neps);
   g_assert_nonnull(ts);
   g_assert_cmpint(neps, ==, nts * f.S * f.C);
   g_autoptr(MexdTensor) fin = upload(&f, "f");
@@ -329,7 +270,7 @@ static void test_denoiser(gconstpointer data)
     g_autofree float *o = mexd_tensor_dup_f32(eps, &error);
     g_autofree char *what =
         g_strdup_printf("%s e%d eps at t = %g", dcase->backend, dcase->experts, ts[i]);
-    assert_close(what, o, f.S * f.C, eps_ref + i * f.S * f.C, f.S * f.C, REL_TOL);
+    mexd_test_assert_close(what, o, f.S * f.C, eps_ref + i * f.S * f.C, f.S * f.C, REL_TOL);
   }
   diff_fix_clear(&f);
 }
@@ -350,8 +291,8 @@ static void test_steps(gconstpointer data)
     g_autofree char *n_f0 = g_strdup_printf("%s.f0", p);
     g_autofree char *n_out = g_strdup_printf("%s.f_out", p);
     int64_t one;
-    g_autofree float *t = st_floats(f.ref, n_t, &one);
-    g_autofree float *s = ddim ? st_floats(f.ref, n_s, &one) : NULL;
+    g_autofree float *t = mexd_test_st_floats(f.ref, n_t, &one);
+    g_autofree float *s = ddim ? mexd_test_st_floats(f.ref, n_s, &one) : NULL;
     g_assert_nonnull(t);
     g_autoptr(MexdTensor) fs = upload(&f, n_in);
     g_autoptr(MexdTensor) z = mexd_safetensors_find(f.ref, n_z) ? upload(&f, n_z) : NULL;
@@ -388,9 +329,9 @@ static void test_chains(gconstpointer data)
     g_autofree float *spread = g_new(float, f.C);
     mexd_diffc_readout(host, S, f.C, probs, spread);
     int64_t np;
-    g_autofree float *pref = st_floats(f.ref, ddim ? "ddim.probs" : "card.probs", &np);
+    g_autofree float *pref = mexd_test_st_floats(f.ref, ddim ? "ddim.probs" : "card.probs", &np);
     g_autofree char *what = g_strdup_printf("%s %s probabilities", label, ddim ? "ddim" : "card");
-    assert_close(what, probs, f.C, pref, np, CHAIN_REL_TOL);
+    mexd_test_assert_close(what, probs, f.C, pref, np, CHAIN_REL_TOL);
   }
   diff_fix_clear(&f);
 }
@@ -514,14 +455,7 @@ static void test_bad_model(void)
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
-  const char *env = g_getenv("MEXD_TEST_BACKENDS");
-  if (env) {
-    backends = g_strsplit(env, ",", -1);
-  } else {
-    g_autoptr(GError) error = NULL;
-    g_autoptr(MexdBackend) vk = mexd_backend_new("vulkan:0", &error);
-    backends = g_strsplit(vk ? "cpu,vulkan:0" : "cpu", ",", -1);
-  }
+  backends = mexd_test_backends();
   const char *filter = g_getenv("MEXD_TEST_CASES");
   static const int ns[] = {1, 2, 7, 255, 256, 257, 1000, 4096};
   static const char *const modes[] = {"paper", "official"};

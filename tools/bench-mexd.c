@@ -1,13 +1,15 @@
 /* bench-mexd.c: `mexd bench mexd` — milliseconds per slide for the whole MExD forward.
  *
  *   mexd bench mexd [--n N] [--dim D] [--model M] [--experts E] [--chains S] [--sampler card|ddim]
- *                   [--steps K] [--device DEV] [--reps R] [--json]
+ *                   [--steps K] [--device DEV] [--reps R] [--json] [--check-cpu]
  *
  * Without --model it builds a model of the paper's sizes (width 512, 8 heads, 256 landmarks,
  * T = 1000, denoiser width 512) with seeded random weights in a temporary file.  The bag is N
  * random instances of D features.  Prints the median over R runs (after one warm-up) of each
  * stage — adapter #1, Dyn-MoE + adapter #2, diffusion — and the process's peak resident memory
- * (which on lavapipe includes the "device" memory). */
+ * (which on lavapipe includes the "device" memory).  --check-cpu then runs the same bag once more
+ * on the cpu backend (validated against the PyTorch reference by the tests) and compares every
+ * output: the way to show a device right at sizes no fixture covers (N = 100,000). */
 #include "mexd.h"
 
 #include "../lib/mexd.h"
@@ -155,12 +157,69 @@ static gboolean make_model(const char *path, int64_t D, int64_t E, GError **erro
   return mexd_safetensors_writer_write(w, path, error);
 }
 
+/* ‖a − b‖ / max(‖b‖, tiny) */
+static double rel_err(const float *a, const float *b, int64_t n)
+{
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++) {
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return sqrt(num) / MAX(sqrt(den), 1e-30);
+}
+
+/* The device's result `a` against the cpu's `b`: the tolerances of the tests against the
+ * reference (1e-4 on every float output, 1e-3 on the sampled probabilities) and identical
+ * selections in identical order. */
+static gboolean compare_results(const MexdResult *a, const MexdResult *b, FILE *out)
+{
+  const int C = a->n_classes, E = a->experts, W = a->width;
+  struct {
+    const char *name;
+    const float *x, *y;
+    int n;
+    double tol;
+  } v[] = {
+      {"adapter-1 logits", a->logits1, b->logits1, C, 1e-4},
+      {"c_r", a->c, b->c, E, 1e-4},
+      {"Z", a->z, b->z, W, 1e-4},
+      {"adapter-2 logits", a->logits2, b->logits2, C, 1e-4},
+      {"rho", a->rho, b->rho, C, 1e-4},
+      {"probabilities", a->has_probs ? a->probs : NULL, b->has_probs ? b->probs : NULL, C, 1e-3},
+  };
+  gboolean ok = TRUE;
+  for (size_t i = 0; i < G_N_ELEMENTS(v); i++) {
+    if (!v[i].x || !v[i].y)
+      continue;
+    double e = rel_err(v[i].x, v[i].y, v[i].n);
+    fprintf(out, "check-cpu: %-17s relative error %.2e (limit %.0e)%s\n", v[i].name, e, v[i].tol,
+            e <= v[i].tol ? "" : "  FAILED");
+    ok = ok && e <= v[i].tol;
+  }
+  for (int r = 0; r < E; r++) {
+    int64_t diff = 0;
+    if (a->n_selected[r] != b->n_selected[r]) {
+      fprintf(out, "check-cpu: expert %d selected %" G_GINT64_FORMAT " instances, cpu %" G_GINT64_FORMAT "  FAILED\n", r,
+              a->n_selected[r], b->n_selected[r]);
+      ok = FALSE;
+      continue;
+    }
+    for (int64_t i = 0; i < a->n_selected[r]; i++)
+      diff += a->selected[r][i] != b->selected[r][i];
+    fprintf(out, "check-cpu: expert %d: %" G_GINT64_FORMAT " selected, %" G_GINT64_FORMAT " in a different place%s\n", r,
+            a->n_selected[r], diff, diff ? "  FAILED" : "");
+    ok = ok && diff == 0;
+  }
+  fprintf(out, "check-cpu: %s\n", ok ? "the device matches the cpu backend" : "MISMATCH");
+  return ok;
+}
+
 int mexd_bench_mexd(int argc, char **argv)
 {
   gint64 n = 10000, dim = 768, experts = 2;
   int reps = 3, chains = 32, steps = 50, warmup = 1;
   g_autofree char *model = NULL, *device = NULL, *sampler = NULL;
-  gboolean json = FALSE;
+  gboolean json = FALSE, check_cpu = FALSE;
   GOptionEntry entries[] = {
       {"n", 0, 0, G_OPTION_ARG_INT64, &n, "instances in the bag (10000)", "N"},
       {"dim", 0, 0, G_OPTION_ARG_INT64, &dim, "feature size without --model (768)", "D"},
@@ -173,6 +232,8 @@ int mexd_bench_mexd(int argc, char **argv)
       {"reps", 0, 0, G_OPTION_ARG_INT, &reps, "timed runs after the warm-up (3)", "R"},
       {"warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "untimed runs first (1)", "W"},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json, "one JSON line", NULL},
+      {"check-cpu", 0, 0, G_OPTION_ARG_NONE, &check_cpu,
+       "compare one run's outputs with the cpu backend's", NULL},
       {NULL},
   };
   g_autoptr(GOptionContext) ctx = g_option_context_new("- time the MExD forward per slide");
@@ -202,6 +263,14 @@ int mexd_bench_mexd(int argc, char **argv)
     }
   }
   g_autoptr(MexdModel) m = mexd_model_load(model ? model : tmpfile, be, &error);
+  g_autoptr(MexdBackend) cpu = NULL;
+  g_autoptr(MexdModel) mcpu = NULL;
+  if (m && check_cpu) {
+    cpu = mexd_backend_new("cpu", &error);
+    mcpu = cpu ? mexd_model_load(model ? model : tmpfile, cpu, &error) : NULL;
+    if (!mcpu)
+      g_clear_pointer(&m, mexd_model_free);
+  }
   if (tmpfile) {
     g_unlink(tmpfile);
     g_rmdir(tmpdir);
@@ -248,6 +317,17 @@ int mexd_bench_mexd(int argc, char **argv)
   }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
+  gboolean check_ok = TRUE;
+  if (check_cpu) {
+    opt.seed = 100;
+    g_autoptr(MexdResult) a = mexd_model_forward(m, x, n, D, &opt, NULL, &error);
+    g_autoptr(MexdResult) b = a ? mexd_model_forward(mcpu, x, n, D, &opt, NULL, &error) : NULL;
+    if (!b) {
+      fprintf(stderr, "mexd bench mexd: %s\n", error->message);
+      return 1;
+    }
+    check_ok = compare_results(a, b, stderr);
+  }
   double peak_mib = (double)ru.ru_maxrss / 1024.0;
   double a1 = mexd_median(t1, reps), moe = mexd_median(t2, reps), dif = mexd_median(t3, reps),
          tot = mexd_median(tt, reps);
@@ -255,15 +335,16 @@ int mexd_bench_mexd(int argc, char **argv)
     printf("{\"bench\": \"mexd\", \"device\": \"%s\", \"n\": %" G_GINT64_FORMAT
            ", \"dim\": %" G_GINT64_FORMAT ", \"experts\": %d, \"chains\": %d, \"sampler\": \"%s\", "
            "\"steps\": %d, \"ms_adapter1\": %.2f, \"ms_moe\": %.2f, \"ms_diffusion\": %.2f, "
-           "\"ms_total\": %.2f, \"peak_rss_mib\": %.0f, \"reps\": %d}\n",
+           "\"ms_total\": %.2f, \"peak_rss_mib\": %.0f, \"reps\": %d%s}\n",
            mexd_backend_name(be), n, D, cfg->experts, chains,
            opt.sampler == MEXD_SAMPLER_DDIM ? "ddim" : "card",
-           opt.sampler == MEXD_SAMPLER_DDIM ? steps : cfg->T, a1, moe, dif, tot, peak_mib, reps);
+           opt.sampler == MEXD_SAMPLER_DDIM ? steps : cfg->T, a1, moe, dif, tot, peak_mib, reps,
+           !check_cpu ? "" : check_ok ? ", \"check_cpu\": \"ok\"" : ", \"check_cpu\": \"failed\"");
   else
     printf("mexd bench mexd on %s: N = %" G_GINT64_FORMAT ", D = %" G_GINT64_FORMAT
            ", E = %d: adapter #1 %.1f ms, Dyn-MoE + adapter #2 %.1f ms, diffusion (%s, %d chains) "
            "%.1f ms, total %.1f ms per slide (median of %d); peak RSS %.0f MiB\n",
            mexd_backend_name(be), n, D, cfg->experts, a1, moe,
            opt.sampler == MEXD_SAMPLER_DDIM ? "ddim" : "card", chains, dif, tot, reps, peak_mib);
-  return 0;
+  return check_ok ? 0 : 1;
 }

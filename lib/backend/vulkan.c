@@ -5,8 +5,12 @@
  * - device choice and a start-up log of the device, its limits and enabled features;
  * - a sub-allocator: device memory in blocks (256 MiB or maxMemoryAllocationSize if smaller), each
  *   with one VkBuffer over it; tensors are aligned ranges of a block (first fit, coalescing free
- *   list); a tensor larger than half a block gets a block of its own; a tensor larger than
- *   maxStorageBufferRange is refused when it is created, since no shader could bind it;
+ *   list); a tensor larger than half a block gets a block of its own;
+ * - tensors larger than maxStorageBufferRange (lavapipe: 128 MiB; a bag of 100,000 instances is
+ *   more): where the device has bufferDeviceAddress (Vulkan 1.2), a dispatch that binds one runs
+ *   the shader's MEXD_BDA build, which reaches every tensor through its 64-bit address in the push
+ *   constants (shaders/common.glsl), so tensors may be as large as one allocation (at most 2 GiB);
+ *   without it such a tensor is refused when it is created, since no shader could bind it;
  * - pipelines built on first use from the SPIR-V embedded in the library, keyed by shader name and
  *   specialization constants, through a VkPipelineCache saved under the user's cache directory;
  * - a recorder: every dispatch goes into one open command buffer (push descriptors, push constants,
@@ -35,6 +39,7 @@ typedef struct {
 typedef struct {
   VkDeviceMemory mem;
   VkBuffer buf;
+  VkDeviceAddress addr; /* of buf, when the device has bufferDeviceAddress */
   VkDeviceSize size;
   void *map;
   GArray *free; /* Range, sorted by offset */
@@ -58,6 +63,8 @@ typedef struct {
   uint32_t queue_family;
   uint32_t mem_type;
   gboolean mem_mappable;
+  gboolean has_bda;   /* bufferDeviceAddress enabled: tensors beyond maxStorageBufferRange */
+  gboolean force_bda; /* MEXD_VK_FORCE_BDA=1: every dispatch uses the MEXD_BDA shaders (tests) */
   uint32_t staging_type;
   VkDeviceSize block_size;
   VkDeviceSize offset_align;
@@ -342,7 +349,8 @@ static Block *block_new(VkBackend *vk, VkDeviceSize size, gboolean host_visible,
       .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
       .size = size,
       .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-               VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+               VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+               (vk->has_bda ? VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT : 0),
       .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
   };
   VkResult r = vkCreateBuffer(vk->device, &bci, NULL, &b->buf);
@@ -361,8 +369,13 @@ static Block *block_new(VkBackend *vk, VkDeviceSize size, gboolean host_visible,
     g_free(b);
     return mexd_fail_null(error, MEXD_ERROR_DEVICE, "Vulkan: no memory type fits a storage buffer");
   }
+  VkMemoryAllocateFlagsInfo flags = {
+      .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO,
+      .flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT,
+  };
   VkMemoryAllocateInfo mai = {
       .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+      .pNext = vk->has_bda ? &flags : NULL,
       .allocationSize = req.size,
       .memoryTypeIndex = type,
   };
@@ -376,6 +389,11 @@ static Block *block_new(VkBackend *vk, VkDeviceSize size, gboolean host_visible,
     return NULL;
   }
   vkBindBufferMemory(vk->device, b->buf, b->mem, 0);
+  if (vk->has_bda) {
+    VkBufferDeviceAddressInfo ai = {.sType = VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO,
+                                    .buffer = b->buf};
+    b->addr = vkGetBufferDeviceAddress(vk->device, &ai);
+  }
   if (host_visible || vk->mem_mappable) {
     r = vkMapMemory(vk->device, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map);
     if (r != VK_SUCCESS) {
@@ -777,10 +795,13 @@ static VkShaderModule get_module(VkBackend *vk, const char *name, GError **error
   return m;
 }
 
-static VkPipeline get_pipeline(VkBackend *vk, const MexdVkDispatch *d, GError **error)
+static VkPipeline get_pipeline(VkBackend *vk, const MexdVkDispatch *d, gboolean bda,
+                               GError **error)
 {
   GString *key = g_string_new(d->shader);
   g_string_append(key, d->variant == MEXD_DTYPE_F16 ? ".f16" : ".f32");
+  if (bda)
+    g_string_append(key, ".bda");
   g_autofree char *module_name = g_strdup(key->str);
   g_string_append_c(key, '|');
   for (int i = 0; i < d->n_spec; i++)
@@ -864,13 +885,9 @@ gboolean mexd_vk_dispatch(MexdBackend *be, const MexdVkDispatch *d, GError **err
                        "%s: %u workgroups in dimension %d exceed the device limit %u", d->shader,
                        d->groups[i], i, vk->limits.max_group_count[i]);
 
-  uint8_t push[MEXD_VK_MAX_PUSH];
-  memcpy(push, d->push, d->push_size);
-  uint32_t *offs = (uint32_t *)push;
-  VkDescriptorBufferInfo infos[MEXD_VK_MAX_BINDINGS + 1];
-  VkWriteDescriptorSet writes[MEXD_VK_MAX_BINDINGS + 1];
-  int n_writes = 0;
-  for (int i = 0; i < d->n_bind; i++) {
+  /* Which build: descriptors, unless a bound tensor's range exceeds maxStorageBufferRange */
+  gboolean bda = vk->force_bda;
+  for (int i = 0; i < d->n_bind && !bda; i++) {
     MexdTensor *t = d->bind[i];
     if (t && t->backend != be)
       return mexd_fail(error, MEXD_ERROR_BACKEND, "%s: binding %d is a tensor of another backend",
@@ -878,27 +895,70 @@ gboolean mexd_vk_dispatch(MexdBackend *be, const MexdVkDispatch *d, GError **err
     if (t) {
       Alloc *a = t->storage->priv;
       VkDeviceSize start = a->off + t->offset;
-      VkDeviceSize aligned = start & ~(vk->offset_align - 1);
-      VkDeviceSize range = start - aligned + mexd_tensor_nbytes(t);
-      if (range > vk->limits.max_storage_range)
-        return mexd_fail(error, MEXD_ERROR_NO_MEMORY,
-                         "%s: a tensor of %zu bytes exceeds the device's maxStorageBufferRange "
-                         "(%" G_GUINT64_FORMAT " bytes)",
-                         d->shader, mexd_tensor_nbytes(t), vk->limits.max_storage_range);
-      infos[n_writes] = (VkDescriptorBufferInfo){a->block->buf, aligned, range};
-      offs[i] = (uint32_t)((start - aligned) / mexd_dtype_size(t->dtype));
-    } else {
-      infos[n_writes] = (VkDescriptorBufferInfo){vk->dummy->buf, 0, vk->dummy->size};
-      offs[i] = 0;
+      VkDeviceSize range = (start & (vk->offset_align - 1)) + mexd_tensor_nbytes(t);
+      if (range > vk->limits.max_storage_range) {
+        if (!vk->has_bda)
+          return mexd_fail(error, MEXD_ERROR_NO_MEMORY,
+                           "%s: a tensor of %zu bytes exceeds the device's maxStorageBufferRange "
+                           "(%" G_GUINT64_FORMAT " bytes)",
+                           d->shader, mexd_tensor_nbytes(t), vk->limits.max_storage_range);
+        bda = TRUE;
+      }
     }
-    writes[n_writes] = (VkWriteDescriptorSet){
-        .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-        .dstBinding = (uint32_t)i,
-        .descriptorCount = 1,
-        .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-        .pBufferInfo = &infos[n_writes],
-    };
-    n_writes++;
+  }
+
+  uint8_t push[MEXD_VK_MAX_PUSH + MEXD_VK_PUSH_HEADER];
+  size_t push_size = d->push_size;
+  VkDescriptorBufferInfo infos[MEXD_VK_MAX_BINDINGS + 1];
+  VkWriteDescriptorSet writes[MEXD_VK_MAX_BINDINGS + 1];
+  int n_writes = 0;
+  if (bda) {
+    /* header: the 64-bit address of each tensor's first element; then the op's fields */
+    uint64_t addr[MEXD_VK_MAX_BINDINGS] = {0};
+    for (int i = 0; i < d->n_bind; i++) {
+      MexdTensor *t = d->bind[i];
+      if (t && t->backend != be)
+        return mexd_fail(error, MEXD_ERROR_BACKEND,
+                         "%s: binding %d is a tensor of another backend", d->shader, i);
+      addr[i] = t ? ((Alloc *)t->storage->priv)->block->addr + ((Alloc *)t->storage->priv)->off +
+                        t->offset
+                  : vk->dummy->addr;
+    }
+    push_size = d->push_size + MEXD_VK_PUSH_HEADER;
+    if (push_size > vk->props.limits.maxPushConstantsSize || push_size > MEXD_VK_MAX_PUSH)
+      return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
+                       "%s: %zu bytes of push constants with tensor addresses exceed the device's "
+                       "limit of %u",
+                       d->shader, push_size,
+                       MIN(vk->props.limits.maxPushConstantsSize, MEXD_VK_MAX_PUSH));
+    memcpy(push, addr, sizeof addr);
+    memcpy(push + sizeof addr, (const uint8_t *)d->push + MEXD_VK_PUSH_HEADER,
+           d->push_size - MEXD_VK_PUSH_HEADER);
+  } else {
+    memcpy(push, d->push, d->push_size);
+    uint32_t *offs = (uint32_t *)push;
+    for (int i = 0; i < d->n_bind; i++) {
+      MexdTensor *t = d->bind[i];
+      if (t) {
+        Alloc *a = t->storage->priv;
+        VkDeviceSize start = a->off + t->offset;
+        VkDeviceSize aligned = start & ~(vk->offset_align - 1);
+        VkDeviceSize range = start - aligned + mexd_tensor_nbytes(t);
+        infos[n_writes] = (VkDescriptorBufferInfo){a->block->buf, aligned, range};
+        offs[i] = (uint32_t)((start - aligned) / mexd_dtype_size(t->dtype));
+      } else {
+        infos[n_writes] = (VkDescriptorBufferInfo){vk->dummy->buf, 0, vk->dummy->size};
+        offs[i] = 0;
+      }
+      writes[n_writes] = (VkWriteDescriptorSet){
+          .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+          .dstBinding = (uint32_t)i,
+          .descriptorCount = 1,
+          .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+          .pBufferInfo = &infos[n_writes],
+      };
+      n_writes++;
+    }
   }
   if (d->bind_status) {
     infos[n_writes] = (VkDescriptorBufferInfo){vk->status->buf, 0, vk->status->size};
@@ -913,7 +973,7 @@ gboolean mexd_vk_dispatch(MexdBackend *be, const MexdVkDispatch *d, GError **err
   }
 
   g_mutex_lock(&vk->lock);
-  VkPipeline p = get_pipeline(vk, d, error);
+  VkPipeline p = get_pipeline(vk, d, bda, error);
   if (!p || !begin_if_needed(vk, error)) {
     g_mutex_unlock(&vk->lock);
     return FALSE;
@@ -924,10 +984,11 @@ gboolean mexd_vk_dispatch(MexdBackend *be, const MexdVkDispatch *d, GError **err
             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
             VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
   vkCmdBindPipeline(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p);
-  vk->push_descriptor(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vk->pipe_layout, 0,
-                      (uint32_t)n_writes, writes);
+  if (n_writes > 0)
+    vk->push_descriptor(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vk->pipe_layout, 0,
+                        (uint32_t)n_writes, writes);
   vkCmdPushConstants(vk->cmd, vk->pipe_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
-                     (uint32_t)((d->push_size + 3) & ~(size_t)3), push);
+                     (uint32_t)((push_size + 3) & ~(size_t)3), push);
   vkCmdDispatch(vk->cmd, d->groups[0], d->groups[1], d->groups[2]);
   vk->n_dispatch++;
   for (int i = 0; i < d->n_bind; i++)
@@ -1047,8 +1108,10 @@ static void log_device(VkBackend *vk, gboolean f16_storage, gboolean f16_arith)
              l->maxComputeWorkGroupCount[2], l->maxComputeWorkGroupInvocations,
              vk->limits.subgroup_size, (guint64)l->minStorageBufferOffsetAlignment,
              l->maxPushConstantsSize);
-  mexd_debug("vulkan: features: storageBuffer16BitAccess %s, shaderFloat16 %s, memory %s",
+  mexd_debug("vulkan: features: storageBuffer16BitAccess %s, shaderFloat16 %s, "
+             "bufferDeviceAddress %s, memory %s",
              f16_storage ? "on" : "off", f16_arith ? "available" : "absent",
+             vk->has_bda ? (vk->force_bda ? "on (forced for every dispatch)" : "on") : "off",
              vk->mem_mappable ? "host-visible (direct copies)" : "device-local (staged copies)");
 }
 
@@ -1125,8 +1188,11 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
   vkGetPhysicalDeviceFeatures2(vk->phys, &f2);
   gboolean f16_storage = f11.storageBuffer16BitAccess;
   gboolean f16_arith = f12.shaderFloat16;
+  vk->has_bda = f12.bufferDeviceAddress && f2.features.shaderInt64 && !g_getenv("MEXD_VK_NO_BDA");
   VkPhysicalDeviceVulkan12Features e12 = {
-      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, .shaderFloat16 = f16_arith};
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+      .shaderFloat16 = f16_arith,
+      .bufferDeviceAddress = vk->has_bda};
   VkPhysicalDeviceVulkan11Features e11 = {.sType =
                                               VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
                                           .pNext = &e12,
@@ -1139,9 +1205,11 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
       .pQueuePriorities = &prio,
   };
   const char *exts[] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
+  VkPhysicalDeviceFeatures ef = {.shaderInt64 = vk->has_bda};
   VkDeviceCreateInfo dci = {
       .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
       .pNext = &e11,
+      .pEnabledFeatures = &ef,
       .queueCreateInfoCount = 1,
       .pQueueCreateInfos = &qci,
       .enabledExtensionCount = 1,
@@ -1181,7 +1249,12 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
   }
   vk->offset_align = MAX(l->minStorageBufferOffsetAlignment, 4);
   vk->block_size = MIN(BLOCK_SIZE_DEFAULT, m3.maxMemoryAllocationSize);
-  be->max_tensor_bytes = MIN((size_t)l->maxStorageBufferRange, (size_t)m3.maxMemoryAllocationSize);
+  /* with buffer device addresses a tensor may fill one allocation; 2 GiB keeps every element
+   * index (and the index arithmetic of the shaders) inside 32 bits */
+  be->max_tensor_bytes = vk->has_bda ? MIN((size_t)2 << 30, (size_t)m3.maxMemoryAllocationSize)
+                                     : MIN((size_t)l->maxStorageBufferRange,
+                                           (size_t)m3.maxMemoryAllocationSize);
+  vk->force_bda = vk->has_bda && g_strcmp0(g_getenv("MEXD_VK_FORCE_BDA"), "1") == 0;
   be->has_f16 = f16_storage;
 
   /* memory types: device-local for tensors (mapped directly unless on a discrete GPU) */

@@ -10,7 +10,9 @@
  * is the status word a shader sets (atomicOr) to report bad data found on the device;
  * - push constants start with one uint per binding, the element offset of the tensor inside the
  *   bound range (descriptor offsets must be aligned, tensor views need not be); the op's own
- *   parameters follow, in at most 128 − 16 bytes;
+ *   parameters follow, in at most 128 − 32 bytes (the MEXD_BDA builds, chosen by the backend when
+ *   a bound tensor exceeds maxStorageBufferRange, take 16 bytes more: one 64-bit address per
+ *   binding instead of the offsets; the op's push struct stays the same);
  * - specialization constants 0..n−1 are the op's tile sizes / workgroup sizes;
  * - every shader exists as "<name>.f32" and "<name>.f16" (float storage type; arithmetic and
  *   accumulation are f32 in both). */

@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "nn/config-json.h"
 #include "nn/nn.h"
 
 #include <json-glib/json-glib.h>
@@ -44,75 +45,6 @@ void mexd_model_config_clear(MexdModelConfig *cfg)
   g_clear_pointer(&cfg->classes, g_strfreev);
 }
 
-static gboolean get_int(JsonObject *o, const char *key, int def, int lo, int hi, int *out,
-                        const char *file, GError **error)
-{
-  if (!json_object_has_member(o, key)) {
-    if (def == G_MININT)
-      return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration has no \"%s\"", file, key);
-    *out = def;
-    return TRUE;
-  }
-  JsonNode *n = json_object_get_member(o, key);
-  if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64)
-    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: configuration key \"%s\" must be an integer",
-                     file, key);
-  gint64 v = json_node_get_int(n);
-  if (v < lo || v > hi)
-    return mexd_fail(error, MEXD_ERROR_FORMAT,
-                     "%s: configuration key \"%s\" is %" G_GINT64_FORMAT ", outside %d..%d", file,
-                     key, v, lo, hi);
-  *out = (int)v;
-  return TRUE;
-}
-
-static gboolean get_num(JsonObject *o, const char *key, double def, double *out, const char *file,
-                        GError **error)
-{
-  if (!json_object_has_member(o, key)) {
-    if (isnan(def))
-      return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration has no \"%s\"", file, key);
-    *out = def;
-    return TRUE;
-  }
-  JsonNode *n = json_object_get_member(o, key);
-  if (!JSON_NODE_HOLDS_VALUE(n) ||
-      (json_node_get_value_type(n) != G_TYPE_INT64 && json_node_get_value_type(n) != G_TYPE_DOUBLE))
-    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: configuration key \"%s\" must be a number",
-                     file, key);
-  *out = json_node_get_double(n);
-  return TRUE;
-}
-
-static gboolean check_keys(JsonObject *o, const char *const *allowed, const char *where,
-                           const char *file, GError **error)
-{
-  g_autoptr(GList) members = json_object_get_members(o);
-  for (GList *l = members; l; l = l->next)
-    if (!g_strv_contains(allowed, l->data))
-      return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: unknown key \"%s\" in the %s", file,
-                       (const char *)l->data, where);
-  return TRUE;
-}
-
-static JsonArray *get_array(JsonObject *o, const char *key, guint len, const char *file,
-                            GError **error)
-{
-  JsonNode *n = json_object_get_member(o, key);
-  if (!n)
-    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: the configuration has no \"%s\"", file,
-                          key);
-  if (!JSON_NODE_HOLDS_ARRAY(n))
-    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: configuration key \"%s\" must be an array",
-                          file, key);
-  JsonArray *a = json_node_get_array(n);
-  if (len && json_array_get_length(a) != len)
-    return mexd_fail_null(error, MEXD_ERROR_FORMAT,
-                          "%s: configuration key \"%s\" has %u entries, expected %u", file, key,
-                          json_array_get_length(a), len);
-  return a;
-}
-
 gboolean mexd_model_config_parse(MexdModelConfig *cfg, const char *json, const char *file,
                                  GError **error)
 {
@@ -130,15 +62,15 @@ gboolean mexd_model_config_parse(MexdModelConfig *cfg, const char *json, const c
       "feature_dim",   "width",     "heads",   "landmarks", "pinv_iterations",
       "res_conv_taps", "classes",   "experts", "alpha",     "expert_of_class",
       "mode",          "diffusion", NULL};
-  if (!check_keys(o, keys, "configuration", file, error))
+  if (!mexd_cfg_check_keys(o, keys, "configuration", file, error))
     return FALSE;
-  if (!get_int(o, "feature_dim", G_MININT, 1, 1 << 20, &cfg->feature_dim, file, error) ||
-      !get_int(o, "width", 512, 1, 1 << 16, &cfg->width, file, error) ||
-      !get_int(o, "heads", 8, 1, 1 << 10, &cfg->heads, file, error) ||
-      !get_int(o, "landmarks", 256, 1, 1 << 14, &cfg->landmarks, file, error) ||
-      !get_int(o, "pinv_iterations", 6, 0, 100, &cfg->pinv_iterations, file, error) ||
-      !get_int(o, "res_conv_taps", 33, 1, 1023, &cfg->res_conv_taps, file, error) ||
-      !get_int(o, "experts", G_MININT, 2, MEXD_MAX_EXPERTS, &cfg->experts, file, error))
+  if (!mexd_cfg_get_int(o, "feature_dim", G_MININT, 1, 1 << 20, &cfg->feature_dim, file, error) ||
+      !mexd_cfg_get_int(o, "width", 512, 1, 1 << 16, &cfg->width, file, error) ||
+      !mexd_cfg_get_int(o, "heads", 8, 1, 1 << 10, &cfg->heads, file, error) ||
+      !mexd_cfg_get_int(o, "landmarks", 256, 1, 1 << 14, &cfg->landmarks, file, error) ||
+      !mexd_cfg_get_int(o, "pinv_iterations", 6, 0, 100, &cfg->pinv_iterations, file, error) ||
+      !mexd_cfg_get_int(o, "res_conv_taps", 33, 1, 1023, &cfg->res_conv_taps, file, error) ||
+      !mexd_cfg_get_int(o, "experts", G_MININT, 2, MEXD_MAX_EXPERTS, &cfg->experts, file, error))
     return FALSE;
   if (cfg->width % cfg->heads)
     return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: width %d is not a multiple of heads %d", file,
@@ -146,7 +78,7 @@ gboolean mexd_model_config_parse(MexdModelConfig *cfg, const char *json, const c
   if (cfg->res_conv_taps % 2 == 0)
     return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: res_conv_taps must be odd, not %d", file,
                      cfg->res_conv_taps);
-  JsonArray *cls = get_array(o, "classes", 0, file, error);
+  JsonArray *cls = mexd_cfg_get_array(o, "classes", 0, file, error);
   if (!cls)
     return FALSE;
   guint C = json_array_get_length(cls);
@@ -162,7 +94,7 @@ gboolean mexd_model_config_parse(MexdModelConfig *cfg, const char *json, const c
       return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: class %u is not a non-empty string", file, i);
     cfg->classes[i] = g_strdup(json_node_get_string(n));
   }
-  JsonArray *alpha = get_array(o, "alpha", (guint)cfg->experts, file, error);
+  JsonArray *alpha = mexd_cfg_get_array(o, "alpha", (guint)cfg->experts, file, error);
   if (!alpha)
     return FALSE;
   for (int r = 0; r < cfg->experts; r++) {
@@ -175,7 +107,7 @@ gboolean mexd_model_config_parse(MexdModelConfig *cfg, const char *json, const c
       return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: alpha[%d] = %g is outside (0, 1]", file, r,
                        cfg->alpha[r]);
   }
-  JsonArray *eoc = get_array(o, "expert_of_class", C, file, error);
+  JsonArray *eoc = mexd_cfg_get_array(o, "expert_of_class", C, file, error);
   if (!eoc)
     return FALSE;
   for (guint c = 0; c < C; c++) {
@@ -208,11 +140,11 @@ gboolean mexd_model_config_parse(MexdModelConfig *cfg, const char *json, const c
     JsonObject *d = json_node_get_object(dn);
     static const char *const dkeys[] = {"T", "beta_start", "beta_end", "width", NULL};
     cfg->has_diffusion = TRUE;
-    if (!check_keys(d, dkeys, "diffusion configuration", file, error) ||
-        !get_int(d, "T", 1000, 2, 100000, &cfg->T, file, error) ||
-        !get_int(d, "width", 512, 1, 1 << 16, &cfg->diffusion_width, file, error) ||
-        !get_num(d, "beta_start", 1e-4, &cfg->beta_start, file, error) ||
-        !get_num(d, "beta_end", 0.02, &cfg->beta_end, file, error))
+    if (!mexd_cfg_check_keys(d, dkeys, "diffusion configuration", file, error) ||
+        !mexd_cfg_get_int(d, "T", 1000, 2, 100000, &cfg->T, file, error) ||
+        !mexd_cfg_get_int(d, "width", 512, 1, 1 << 16, &cfg->diffusion_width, file, error) ||
+        !mexd_cfg_get_num(d, "beta_start", 1e-4, &cfg->beta_start, file, error) ||
+        !mexd_cfg_get_num(d, "beta_end", 0.02, &cfg->beta_end, file, error))
       return FALSE;
     if (!(cfg->beta_start > 0 && cfg->beta_start <= cfg->beta_end && cfg->beta_end < 1))
       return mexd_fail(error, MEXD_ERROR_FORMAT,

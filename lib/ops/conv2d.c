@@ -179,7 +179,7 @@ typedef struct {
   uint32_t cpg, opg;
   int32_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
   uint32_t has_bias;
-  uint32_t K, P, ncols, mtiles, ntiles;
+  uint32_t ncols, mtiles, ntiles; /* K = cpg·KH·KW and P = OH·OW the shader derives */
 } ConvPush;
 
 static gboolean conv2d_vulkan(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTensor *w,
@@ -206,8 +206,6 @@ static gboolean conv2d_vulkan(const ConvGeom *g, MexdTensor *y, MexdTensor *x, M
       .dil_h = g->p.dil_h,
       .dil_w = g->p.dil_w,
       .has_bias = bias != NULL,
-      .K = (uint32_t)K,
-      .P = (uint32_t)P,
       .ncols = (uint32_t)ncols,
   };
   MexdVkDispatch d = {

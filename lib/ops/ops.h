@@ -31,6 +31,19 @@ typedef struct {
 gboolean mexd_gemm(MexdTensor *c, MexdTensor *a, MexdTensor *b, MexdTensor *bias,
                    const MexdGemmParams *params, GError **error);
 
+/* ---- vision (lib/ops/vision.c) ---- */
+/* y [N,C,OH,OW] = max over k×k windows of x [N,C,H,W] with stride s and padding p (PyTorch's
+ * MaxPool2d: OH = (H + 2p − k)/s + 1, padding never wins, NaN propagates). */
+gboolean mexd_maxpool2d(MexdTensor *y, MexdTensor *x, int k, int stride, int pad, GError **error);
+/* B tiles of h×w 8-bit RGB (row-major, 3 bytes a pixel, tile after tile) → y [B,3,OH,OW]:
+ * bytes / 255, antialiased bilinear resize to OH×OW (torchvision's tensor resize with
+ * antialias=True), then (v − mean[c]) / std[c].  `pixels` is an i32 tensor of ⌈B·h·w·3/4⌉ words
+ * holding the bytes in memory order (mexd_image_pixels_new makes one). */
+gboolean mexd_image_prep(MexdTensor *y, MexdTensor *pixels, int64_t h, int64_t w,
+                         const float mean[3], const float std_[3], GError **error);
+MexdTensor *mexd_image_pixels_new(MexdBackend *be, const uint8_t *rgb, int64_t n_bytes,
+                                  GError **error);
+
 /* ---- conv2d ---- */
 typedef struct {
   int stride_h, stride_w;

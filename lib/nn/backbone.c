@@ -1,0 +1,382 @@
+/* backbone.c: backbone files and the ResNet-trunc family (backbone.h).
+ *
+ * ResNet-trunc as torchvision builds ResNet-50 (v1.5: the stride of a downsampling bottleneck is
+ * on its 3×3 convolution): stem conv 7×7/2 + BN + ReLU, max-pool 3×3/2 (padding 1), layer1..3 of
+ * bottlenecks (1×1 → 3×3 → 1×1, expansion 4, a 1×1 downsample with BN on the first block of a
+ * layer), global average pooling.  Each convolution's batch norm (eval mode, ε = 1e-5,
+ * torchvision's default) is folded at load: w' = w·γ/√(σ²+ε), b' = β − μ·γ/√(σ²+ε), computed in
+ * double and rounded once to the compute dtype.  The average pooling is a GEMM of the [B·C, H·W]
+ * activations with a column of 1/(H·W). */
+#include "nn/backbone.h"
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "nn/config-json.h"
+
+#include <math.h>
+#include <string.h>
+
+#define BN_EPS 1e-5
+
+typedef struct {
+  MexdTensor *w, *b; /* [cout, cin, k, k], [cout] (batch norm folded in) */
+  int cin, cout, k, stride, pad;
+} Conv;
+
+typedef struct {
+  Conv c1, c2, c3, down;
+  gboolean has_down;
+} Bottleneck;
+
+struct _MexdBackbone {
+  MexdBackboneConfig cfg;
+  MexdBackend *be;
+  MexdDType dtype;
+  char *path;
+  Conv stem;
+  Bottleneck *blocks; /* blocks[0] + blocks[1] + blocks[2] */
+  int n_blocks;
+};
+
+static void conv_clear(Conv *c)
+{
+  g_clear_pointer(&c->w, mexd_tensor_unref);
+  g_clear_pointer(&c->b, mexd_tensor_unref);
+}
+
+void mexd_backbone_free(MexdBackbone *b)
+{
+  if (!b)
+    return;
+  conv_clear(&b->stem);
+  for (int i = 0; i < b->n_blocks; i++) {
+    conv_clear(&b->blocks[i].c1);
+    conv_clear(&b->blocks[i].c2);
+    conv_clear(&b->blocks[i].c3);
+    conv_clear(&b->blocks[i].down);
+  }
+  g_free(b->blocks);
+  g_free(b->cfg.arch);
+  g_free(b->path);
+  if (b->be)
+    mexd_backend_unref(b->be);
+  g_free(b);
+}
+
+const MexdBackboneConfig *mexd_backbone_config(const MexdBackbone *b)
+{
+  return &b->cfg;
+}
+
+MexdDType mexd_backbone_dtype(const MexdBackbone *b)
+{
+  return b->dtype;
+}
+
+MexdBackend *mexd_backbone_backend(const MexdBackbone *b)
+{
+  return b->be;
+}
+
+/* ---- configuration ---- */
+
+static gboolean get_triple(JsonObject *o, const char *key, float out[3], gboolean positive,
+                           const char *file, GError **error)
+{
+  JsonArray *a = mexd_cfg_get_array(o, key, 3, file, error);
+  if (!a)
+    return FALSE;
+  for (guint i = 0; i < 3; i++) {
+    JsonNode *n = json_array_get_element(a, i);
+    if (!JSON_NODE_HOLDS_VALUE(n) || (json_node_get_value_type(n) != G_TYPE_DOUBLE &&
+                                      json_node_get_value_type(n) != G_TYPE_INT64))
+      return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: %s[%u] is not a number", file, key, i);
+    out[i] = (float)json_node_get_double(n);
+    if (!isfinite(out[i]) || (positive && !(out[i] > 0)))
+      return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: %s[%u] = %g is not %s", file, key, i,
+                       out[i], positive ? "a positive number" : "finite");
+  }
+  return TRUE;
+}
+
+static gboolean parse_config(MexdBackboneConfig *cfg, const char *json, const char *file,
+                             GError **error)
+{
+  g_autoptr(JsonParser) parser = json_parser_new();
+  g_autoptr(GError) jerr = NULL;
+  if (!json_parser_load_from_data(parser, json, -1, &jerr))
+    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration is not JSON: %s", file,
+                     jerr->message);
+  JsonNode *root = json_parser_get_root(parser);
+  if (!root || !JSON_NODE_HOLDS_OBJECT(root))
+    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration is not a JSON object", file);
+  JsonObject *o = json_node_get_object(root);
+  const char *arch = json_object_get_string_member_with_default(o, "arch", NULL);
+  if (!arch)
+    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration has no \"arch\" string",
+                     file);
+  cfg->arch = g_strdup(arch);
+  if (!g_str_equal(arch, "resnet50-trunc"))
+    return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
+                     "%s: backbone architecture \"%s\" is not supported by this build "
+                     "(it runs resnet50-trunc)",
+                     file, arch);
+  static const char *const keys[] = {"arch", "input_size", "mean", "std", "output_dim",
+                                     "blocks", "width", NULL};
+  if (!mexd_cfg_check_keys(o, keys, "configuration", file, error) ||
+      !mexd_cfg_get_int(o, "input_size", 224, 32, 4096, &cfg->input_size, file, error) ||
+      !mexd_cfg_get_int(o, "width", 64, 1, 1024, &cfg->width, file, error) ||
+      !get_triple(o, "mean", cfg->mean, FALSE, file, error) ||
+      !get_triple(o, "std", cfg->std, TRUE, file, error))
+    return FALSE;
+  if (json_object_has_member(o, "blocks")) {
+    JsonArray *a = mexd_cfg_get_array(o, "blocks", 3, file, error);
+    if (!a)
+      return FALSE;
+    for (guint i = 0; i < 3; i++) {
+      JsonNode *n = json_array_get_element(a, i);
+      if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64 ||
+          json_node_get_int(n) < 1 || json_node_get_int(n) > 64)
+        return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: blocks[%u] must be an integer 1..64",
+                         file, i);
+      cfg->blocks[i] = (int)json_node_get_int(n);
+    }
+  } else {
+    cfg->blocks[0] = 3, cfg->blocks[1] = 4, cfg->blocks[2] = 6;
+  }
+  int expect = cfg->width * 16;
+  if (!mexd_cfg_get_int(o, "output_dim", expect, 1, 1 << 20, &cfg->output_dim, file, error))
+    return FALSE;
+  if (cfg->output_dim != expect)
+    return mexd_fail(error, MEXD_ERROR_FORMAT,
+                     "%s: output_dim %d does not match a ResNet-trunc of width %d (%d)", file,
+                     cfg->output_dim, cfg->width, expect);
+  return TRUE;
+}
+
+/* ---- loading ---- */
+
+static gboolean load_conv_bn(Conv *c, MexdBackbone *bb, MexdWeights *w, const char *conv,
+                             const char *bn, int cin, int cout, int k, int stride, int pad,
+                             GError **error)
+{
+  *c = (Conv){.cin = cin, .cout = cout, .k = k, .stride = stride, .pad = pad};
+  g_autofree char *nw = g_strdup_printf("%s.weight", conv);
+  g_autofree char *ng = g_strdup_printf("%s.weight", bn), *nb = g_strdup_printf("%s.bias", bn);
+  g_autofree char *nm = g_strdup_printf("%s.running_mean", bn);
+  g_autofree char *nv = g_strdup_printf("%s.running_var", bn);
+  const int64_t ws[4] = {cout, cin, k, k}, cs[1] = {cout};
+  g_autofree float *W = mexd_weights_get_host(w, nw, 4, ws, error);
+  g_autofree float *G = W ? mexd_weights_get_host(w, ng, 1, cs, error) : NULL;
+  g_autofree float *B = G ? mexd_weights_get_host(w, nb, 1, cs, error) : NULL;
+  g_autofree float *M = B ? mexd_weights_get_host(w, nm, 1, cs, error) : NULL;
+  g_autofree float *V = M ? mexd_weights_get_host(w, nv, 1, cs, error) : NULL;
+  if (!V)
+    return FALSE;
+  const int64_t per = (int64_t)cin * k * k;
+  g_autofree float *bias = g_new(float, cout);
+  for (int o = 0; o < cout; o++) {
+    if (!(V[o] >= 0) || !isfinite(V[o]))
+      return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: %s[%d] = %g is not a variance",
+                       bb->path, nv, o, V[o]);
+    double s = (double)G[o] / sqrt((double)V[o] + BN_EPS);
+    for (int64_t i = 0; i < per; i++)
+      W[o * per + i] = (float)(W[o * per + i] * s);
+    bias[o] = (float)(B[o] - M[o] * s);
+  }
+  c->w = mexd_tensor_new_from_f32(bb->be, bb->dtype, 4, ws, W, error);
+  c->b = c->w ? mexd_tensor_new_from_f32(bb->be, bb->dtype, 1, cs, bias, error) : NULL;
+  return c->b != NULL;
+}
+
+static gboolean load_resnet(MexdBackbone *bb, MexdWeights *w, GError **error)
+{
+  const MexdBackboneConfig *c = &bb->cfg;
+  if (!load_conv_bn(&bb->stem, bb, w, "conv1", "bn1", 3, c->width, 7, 2, 3, error))
+    return FALSE;
+  bb->n_blocks = c->blocks[0] + c->blocks[1] + c->blocks[2];
+  bb->blocks = g_new0(Bottleneck, bb->n_blocks);
+  int inplanes = c->width, bi = 0;
+  for (int L = 0; L < 3; L++) {
+    int planes = c->width << L, stride = L == 0 ? 1 : 2;
+    for (int i = 0; i < c->blocks[L]; i++, bi++) {
+      Bottleneck *bl = &bb->blocks[bi];
+      int s = i == 0 ? stride : 1;
+      char p[64], q[64];
+#define NM(buf, fmt) (g_snprintf(buf, sizeof buf, "layer%d.%d." fmt, L + 1, i), buf)
+      if (!load_conv_bn(&bl->c1, bb, w, NM(p, "conv1"), NM(q, "bn1"), inplanes, planes, 1, 1, 0,
+                        error) ||
+          !load_conv_bn(&bl->c2, bb, w, NM(p, "conv2"), NM(q, "bn2"), planes, planes, 3, s, 1,
+                        error) ||
+          !load_conv_bn(&bl->c3, bb, w, NM(p, "conv3"), NM(q, "bn3"), planes, planes * 4, 1, 1,
+                        0, error))
+        return FALSE;
+      bl->has_down = i == 0 && (s != 1 || inplanes != planes * 4);
+      if (bl->has_down && !load_conv_bn(&bl->down, bb, w, NM(p, "downsample.0"),
+                                        NM(q, "downsample.1"), inplanes, planes * 4, 1, s, 0,
+                                        error))
+        return FALSE;
+#undef NM
+      inplanes = planes * 4;
+    }
+  }
+  return TRUE;
+}
+
+MexdBackbone *mexd_backbone_load(const char *path, MexdBackend *be, MexdDType dtype,
+                                 GError **error)
+{
+  if (!path || !be)
+    return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT, "mexd_backbone_load: NULL %s",
+                          path ? "backend" : "path");
+  if (dtype != MEXD_DTYPE_F32 && dtype != MEXD_DTYPE_F16)
+    return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT,
+                          "mexd_backbone_load: the dtype must be f32 or f16");
+  if (dtype == MEXD_DTYPE_F16 && !mexd_backend_has_f16(be))
+    return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED,
+                          "%s: the device %s has no 16-bit storage; use fp32", path, mexd_backend_name(be));
+  g_autoptr(MexdSafetensors) st = mexd_safetensors_open(path, error);
+  if (!st)
+    return NULL;
+  const char *fmt = mexd_safetensors_metadata(st, "mexd.format");
+  const char *json = mexd_safetensors_metadata(st, "mexd.config");
+  if (!fmt || !json)
+    return mexd_fail_null(error, MEXD_ERROR_FORMAT,
+                          "%s: not a mexd backbone file (no \"%s\" in its metadata; convert "
+                          "checkpoints with tools/convert.py)",
+                          path, fmt ? "mexd.config" : "mexd.format");
+  if (!g_str_equal(fmt, MEXD_BACKBONE_FORMAT))
+    return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED,
+                          "%s: format \"%s\" is not a backbone (this build reads %s%s)", path, fmt,
+                          MEXD_BACKBONE_FORMAT,
+                          g_str_has_prefix(fmt, "mexd-model") ? "; this is a MExD model file"
+                                                              : "");
+  MexdBackbone *bb = g_new0(MexdBackbone, 1);
+  bb->be = mexd_backend_ref(be);
+  bb->dtype = dtype;
+  bb->path = g_strdup(path);
+  MexdWeights w;
+  mexd_weights_init(&w, st, be);
+  gboolean ok = parse_config(&bb->cfg, json, path, error) && load_resnet(bb, &w, error) &&
+                mexd_weights_check_all_taken(&w, error);
+  mexd_weights_clear(&w);
+  if (!ok) {
+    mexd_backbone_free(bb);
+    return NULL;
+  }
+  return bb;
+}
+
+/* ---- forward ---- */
+
+static MexdTensor *conv_fwd(const Conv *c, MexdTensor *x, gboolean relu, GError **error)
+{
+  const int64_t H = x->shape[2], W = x->shape[3];
+  const int64_t OH = (H + 2 * c->pad - c->k) / c->stride + 1;
+  const int64_t OW = (W + 2 * c->pad - c->k) / c->stride + 1;
+  MexdTensor *y = mexd_tensor_new(x->backend, x->dtype, 4,
+                                  (int64_t[]){x->shape[0], c->cout, OH, OW}, error);
+  if (!y)
+    return NULL;
+  MexdConv2dParams p = {c->stride, c->stride, c->pad, c->pad, 1, 1, 1};
+  if (!mexd_conv2d(y, x, c->w, c->b, &p, error) || (relu && !mexd_relu(y, y, error))) {
+    mexd_tensor_unref(y);
+    return NULL;
+  }
+  return y;
+}
+
+static MexdTensor *bottleneck_fwd(const Bottleneck *bl, MexdTensor *x, GError **error)
+{
+  g_autoptr(MexdTensor) h1 = conv_fwd(&bl->c1, x, TRUE, error);
+  g_autoptr(MexdTensor) h2 = h1 ? conv_fwd(&bl->c2, h1, TRUE, error) : NULL;
+  g_clear_pointer(&h1, mexd_tensor_unref);
+  g_autoptr(MexdTensor) h3 = h2 ? conv_fwd(&bl->c3, h2, FALSE, error) : NULL;
+  g_clear_pointer(&h2, mexd_tensor_unref);
+  if (!h3)
+    return NULL;
+  g_autoptr(MexdTensor) id = bl->has_down ? conv_fwd(&bl->down, x, FALSE, error) : mexd_tensor_ref(x);
+  if (!id || !mexd_add(h3, h3, id, error) || !mexd_relu(h3, h3, error))
+    return NULL;
+  return g_steal_pointer(&h3);
+}
+
+MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace,
+                                  GError **error)
+{
+  const MexdBackboneConfig *c = &b->cfg;
+  if (!x || x->backend != b->be || x->dtype != b->dtype || x->ndim != 4 || x->shape[1] != 3 ||
+      x->shape[2] != c->input_size || x->shape[3] != c->input_size) {
+    g_autofree char *d = x ? mexd_tensor_describe(x) : g_strdup("NULL");
+    return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT,
+                          "%s: the input is %s, expected %s[B,3,%d,%d] on %s", b->path, d,
+                          mexd_dtype_name(b->dtype), c->input_size, c->input_size, mexd_backend_name(b->be));
+  }
+  g_autoptr(MexdTensor) s = conv_fwd(&b->stem, x, TRUE, error);
+  if (!s)
+    return NULL;
+  const int64_t H = s->shape[2], W = s->shape[3];
+  g_autoptr(MexdTensor) h = mexd_tensor_new(
+      b->be, b->dtype, 4, (int64_t[]){x->shape[0], s->shape[1], (H - 1) / 2 + 1, (W - 1) / 2 + 1},
+      error);
+  if (!h || !mexd_maxpool2d(h, s, 3, 2, 1, error) ||
+      !mexd_trace_put(trace, NULL, "stem", h, error))
+    return NULL;
+  g_clear_pointer(&s, mexd_tensor_unref);
+  for (int i = 0, L = 0, in_layer = 0; i < b->n_blocks; i++) {
+    MexdTensor *next = bottleneck_fwd(&b->blocks[i], h, error);
+    if (!next)
+      return NULL;
+    mexd_tensor_unref(h);
+    h = next;
+    if (++in_layer == c->blocks[L]) {
+      char nm[16];
+      g_snprintf(nm, sizeof nm, "layer%d", L + 1);
+      if (!mexd_trace_put(trace, NULL, nm, h, error))
+        return NULL;
+      L++;
+      in_layer = 0;
+    }
+  }
+  /* global average pooling: [B·C, H·W] · (1/(H·W))·1 */
+  const int64_t B = h->shape[0], C = h->shape[1], P = h->shape[2] * h->shape[3];
+  g_autofree float *ones = g_new(float, P);
+  for (int64_t i = 0; i < P; i++)
+    ones[i] = 1.0f;
+  g_autoptr(MexdTensor) col = mexd_tensor_new_from_f32(b->be, b->dtype, 2, (int64_t[]){P, 1},
+                                                       ones, error);
+  g_autoptr(MexdTensor) flat = col ? mexd_tensor_reshape(h, 2, (int64_t[]){B * C, P}, error) : NULL;
+  MexdTensor *f = flat ? mexd_tensor_new(b->be, b->dtype, 2, (int64_t[]){B * C, 1}, error) : NULL;
+  MexdGemmParams gp = MEXD_GEMM_PARAMS_DEFAULT;
+  gp.alpha = 1.0f / (float)P;
+  if (!f || !mexd_gemm(f, flat, col, NULL, &gp, error)) {
+    if (f)
+      mexd_tensor_unref(f);
+    return NULL;
+  }
+  MexdTensor *out = mexd_tensor_reshape(f, 2, (int64_t[]){B, C}, error);
+  mexd_tensor_unref(f);
+  return out;
+}
+
+gboolean mexd_backbone_embed(MexdBackbone *b, const uint8_t *rgb, int64_t batch, int64_t h,
+                             int64_t w, float *out, MexdTrace *trace, GError **error)
+{
+  const MexdBackboneConfig *c = &b->cfg;
+  if (batch < 1 || h < 1 || w < 1 || !rgb || !out)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "%s: a batch of %" G_GINT64_FORMAT " tiles of %" G_GINT64_FORMAT
+                     "×%" G_GINT64_FORMAT " pixels",
+                     b->path, batch, w, h);
+  g_autoptr(MexdTensor) px = mexd_image_pixels_new(b->be, rgb, batch * h * w * 3, error);
+  g_autoptr(MexdTensor) x =
+      px ? mexd_tensor_new(b->be, b->dtype, 4,
+                           (int64_t[]){batch, 3, c->input_size, c->input_size}, error)
+         : NULL;
+  if (!x || !mexd_image_prep(x, px, h, w, c->mean, c->std, error) ||
+      !mexd_trace_put(trace, NULL, "input", x, error))
+    return FALSE;
+  g_clear_pointer(&px, mexd_tensor_unref);
+  g_autoptr(MexdTensor) f = mexd_backbone_forward(b, x, trace, error);
+  return f && mexd_tensor_read_f32(f, out, batch * c->output_dim, error);
+}

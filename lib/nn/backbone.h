@@ -1,0 +1,54 @@
+/* backbone.h: tile feature extractors ("backbones") on a backend — issue 4.
+ *
+ * A backbone file is a safetensors file with `mexd.format` = "mexd-backbone/1" and its
+ * configuration in `mexd.config` (docs/MODEL-FORMAT.md), made by tools/convert.py from the
+ * user's PyTorch state dict; the tensors keep the PyTorch names.  Loading checks every tensor's
+ * name, dtype and shape against the configuration and refuses tensors no layer takes.
+ *
+ * Architectures built so far: "resnet50-trunc" (torchvision's ResNet-50 through layer3, global
+ * average pooling → 1024-d; batch norm folded into the convolutions at load; `blocks` and `width`
+ * may describe narrower/shorter variants of the same family, which the tests use).
+ *
+ * Computation: the chosen dtype (f32, or f16 storage with f32 accumulation) for weights and
+ * activations; tiles arrive as 8-bit RGB and are preprocessed on the device (mexd_image_prep:
+ * bytes / 255, antialiased bilinear resize to input_size, mean/std from the file). */
+#pragma once
+
+#include "nn/nn.h"
+
+G_BEGIN_DECLS
+
+#define MEXD_BACKBONE_FORMAT "mexd-backbone/1"
+
+typedef struct {
+  char *arch;       /* "resnet50-trunc" */
+  int input_size;   /* tiles are resized to input_size × input_size */
+  float mean[3], std[3];
+  int output_dim;   /* features per tile */
+  int blocks[3];    /* resnet: bottleneck blocks in layer1..3 (3, 4, 6) */
+  int width;        /* resnet: stem width (64); layer k has width·2^(k−1) planes, 4× out */
+} MexdBackboneConfig;
+
+typedef struct _MexdBackbone MexdBackbone;
+
+/* Loads a backbone file onto `be` in `dtype` (MEXD_DTYPE_F32 or MEXD_DTYPE_F16; f16 needs a
+ * backend with f16 storage). */
+MexdBackbone *mexd_backbone_load(const char *path, MexdBackend *be, MexdDType dtype,
+                                 GError **error);
+void mexd_backbone_free(MexdBackbone *b);
+const MexdBackboneConfig *mexd_backbone_config(const MexdBackbone *b);
+MexdDType mexd_backbone_dtype(const MexdBackbone *b);
+MexdBackend *mexd_backbone_backend(const MexdBackbone *b);
+
+/* Features [B, output_dim] (in the backbone's dtype, on its backend) of preprocessed input
+ * x [B, 3, input_size, input_size].  Intermediates go to `trace` ("stem", "layer1".."layer3"). */
+MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace,
+                                  GError **error);
+/* The whole path from bytes: B tiles of h×w 8-bit RGB (row-major, 3 bytes a pixel, tile after
+ * tile) → features written to out [B·output_dim] as f32.  The input goes to `trace` as "input". */
+gboolean mexd_backbone_embed(MexdBackbone *b, const uint8_t *rgb, int64_t batch, int64_t h,
+                             int64_t w, float *out, MexdTrace *trace, GError **error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdBackbone, mexd_backbone_free)
+
+G_END_DECLS

@@ -1,0 +1,75 @@
+/* config-json.c: reading the JSON configurations of model files (config-json.h). */
+#include "nn/config-json.h"
+
+#include "core/error.h"
+
+#include <math.h>
+
+gboolean mexd_cfg_get_int(JsonObject *o, const char *key, int def, int lo, int hi, int *out,
+                        const char *file, GError **error)
+{
+  if (!json_object_has_member(o, key)) {
+    if (def == G_MININT)
+      return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration has no \"%s\"", file, key);
+    *out = def;
+    return TRUE;
+  }
+  JsonNode *n = json_object_get_member(o, key);
+  if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64)
+    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: configuration key \"%s\" must be an integer",
+                     file, key);
+  gint64 v = json_node_get_int(n);
+  if (v < lo || v > hi)
+    return mexd_fail(error, MEXD_ERROR_FORMAT,
+                     "%s: configuration key \"%s\" is %" G_GINT64_FORMAT ", outside %d..%d", file,
+                     key, v, lo, hi);
+  *out = (int)v;
+  return TRUE;
+}
+
+gboolean mexd_cfg_get_num(JsonObject *o, const char *key, double def, double *out, const char *file,
+                        GError **error)
+{
+  if (!json_object_has_member(o, key)) {
+    if (isnan(def))
+      return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration has no \"%s\"", file, key);
+    *out = def;
+    return TRUE;
+  }
+  JsonNode *n = json_object_get_member(o, key);
+  if (!JSON_NODE_HOLDS_VALUE(n) ||
+      (json_node_get_value_type(n) != G_TYPE_INT64 && json_node_get_value_type(n) != G_TYPE_DOUBLE))
+    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: configuration key \"%s\" must be a number",
+                     file, key);
+  *out = json_node_get_double(n);
+  return TRUE;
+}
+
+gboolean mexd_cfg_check_keys(JsonObject *o, const char *const *allowed, const char *where,
+                           const char *file, GError **error)
+{
+  g_autoptr(GList) members = json_object_get_members(o);
+  for (GList *l = members; l; l = l->next)
+    if (!g_strv_contains(allowed, l->data))
+      return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: unknown key \"%s\" in the %s", file,
+                       (const char *)l->data, where);
+  return TRUE;
+}
+
+JsonArray *mexd_cfg_get_array(JsonObject *o, const char *key, guint len, const char *file,
+                            GError **error)
+{
+  JsonNode *n = json_object_get_member(o, key);
+  if (!n)
+    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: the configuration has no \"%s\"", file,
+                          key);
+  if (!JSON_NODE_HOLDS_ARRAY(n))
+    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: configuration key \"%s\" must be an array",
+                          file, key);
+  JsonArray *a = json_node_get_array(n);
+  if (len && json_array_get_length(a) != len)
+    return mexd_fail_null(error, MEXD_ERROR_FORMAT,
+                          "%s: configuration key \"%s\" has %u entries, expected %u", file, key,
+                          json_array_get_length(a), len);
+  return a;
+}

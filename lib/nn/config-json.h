@@ -1,0 +1,22 @@
+/* config-json.h: reading the JSON configuration stored in a model file's metadata (`mexd.config`
+ * of MExD models and backbones).  Every error names the file and the key. */
+#pragma once
+
+#include <json-glib/json-glib.h>
+
+G_BEGIN_DECLS
+
+/* An integer in lo..hi; absent: `def`, or an error when def is G_MININT. */
+gboolean mexd_cfg_get_int(JsonObject *o, const char *key, int def, int lo, int hi, int *out,
+                          const char *file, GError **error);
+/* A number; absent: `def`, or an error when def is NaN. */
+gboolean mexd_cfg_get_num(JsonObject *o, const char *key, double def, double *out,
+                          const char *file, GError **error);
+/* FALSE naming the first key of `o` that is not in the NULL-terminated `allowed`. */
+gboolean mexd_cfg_check_keys(JsonObject *o, const char *const *allowed, const char *where,
+                             const char *file, GError **error);
+/* The array under `key`, which must exist and (when len > 0) have `len` entries. */
+JsonArray *mexd_cfg_get_array(JsonObject *o, const char *key, guint len, const char *file,
+                              GError **error);
+
+G_END_DECLS

@@ -1,0 +1,138 @@
+#!/usr/bin/python3
+"""gen_backbones.py [OUT_DIR]: fixtures for the backbone tests (tests/test-backbone.c).
+
+Writes to tests/fixtures/backbones/ (or OUT_DIR):
+  prep.safetensors     tiles of random 8-bit RGB and torchvision's preprocessing of them:
+                       F.interpolate(tile / 255, size, mode="bilinear", antialias=True,
+                       align_corners=False), then normalisation with the ImageNet mean/std;
+                       cases that shrink (the 256 -> 224 of CLAM), keep, enlarge, and non-square.
+  resnet-tiny.safetensors  a backbone file (mexd-backbone/1, docs/MODEL-FORMAT.md) holding a
+                       narrow ResNet "trunc" (stem width 16, blocks [2, 1, 2]) built from
+                       torchvision's own Bottleneck, seeded random weights and batch-norm
+                       statistics, torchvision state-dict names;
+  resnet-tiny-io.safetensors  its input tiles (72 x 72, resized to 64) and the reference
+                       features and intermediates (stem, layer1..3) in fp32.
+Run with Debian's python3-torch and python3-torchvision:
+  /usr/bin/python3 tests/reference/gen_backbones.py
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import Bottleneck, conv1x1
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mexd_ref as ref  # noqa: E402  (save_safetensors)
+
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+
+
+class ResNetTrunc(nn.Module):
+    """torchvision's ResNet-50 through layer3 + global average pooling, with the stem width and
+    block counts as parameters (width 64, blocks (3, 4, 6) is ResNet-50-trunc; same names)."""
+
+    def __init__(self, blocks=(3, 4, 6), width=64):
+        super().__init__()
+        self.inplanes = width
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(width, blocks[0])
+        self.layer2 = self._make_layer(width * 2, blocks[1], 2)
+        self.layer3 = self._make_layer(width * 4, blocks[2], 2)
+
+    def _make_layer(self, planes, n, stride=1):
+        down = None
+        if stride != 1 or self.inplanes != planes * 4:
+            down = nn.Sequential(conv1x1(self.inplanes, planes * 4, stride), nn.BatchNorm2d(planes * 4))
+        layers = [Bottleneck(self.inplanes, planes, stride, down)]
+        self.inplanes = planes * 4
+        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, n)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x, trace=None):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        if trace is not None:
+            trace["stem"] = x
+        for name in ("layer1", "layer2", "layer3"):
+            x = getattr(self, name)(x)
+            if trace is not None:
+                trace[name] = x
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+def preprocess(tiles_u8, size, mean=MEAN, std=STD):
+    """tiles [B, H, W, 3] uint8 -> [B, 3, size[0], size[1]] float32, torchvision's tensor path."""
+    x = torch.from_numpy(tiles_u8).permute(0, 3, 1, 2).float() / 255.0
+    if tuple(x.shape[2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def randomise_bn(model, g):
+    for mod in model.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            c = mod.num_features
+            mod.weight.data = torch.rand(c, generator=g) + 0.5
+            mod.bias.data = torch.randn(c, generator=g) * 0.1
+            mod.running_mean.data = torch.randn(c, generator=g) * 0.1
+            mod.running_var.data = torch.rand(c, generator=g) + 0.5
+
+
+def resnet_config(blocks, width, size):
+    return {"arch": "resnet50-trunc", "blocks": list(blocks), "width": width, "input_size": size,
+            "mean": MEAN, "std": STD, "output_dim": width * 16}
+
+
+def backbone_tensors(model):
+    return {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "backbones")
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(20261125)
+
+    # preprocessing cases: (B, H, W, OH, OW)
+    cases = [(1, 256, 256, 224, 224), (1, 40, 40, 40, 40), (2, 23, 31, 64, 48), (1, 97, 60, 33, 50)]
+    t = {}
+    for i, (b, h, w, oh, ow) in enumerate(cases):
+        tiles = rng.integers(0, 256, size=(b, h, w, 3), dtype=np.uint8)
+        t[f"case{i}.pixels"] = tiles.astype(np.int32)
+        t[f"case{i}.y"] = preprocess(tiles, (oh, ow)).numpy()
+    ref.save_safetensors(os.path.join(out, "prep.safetensors"), t,
+                         {"cases": json.dumps(cases), "mean": json.dumps(MEAN), "std": json.dumps(STD)})
+
+    # a narrow ResNet-trunc
+    torch.manual_seed(7)
+    g = torch.Generator().manual_seed(8)
+    blocks, width, size = (2, 1, 2), 16, 64
+    model = ResNetTrunc(blocks, width)
+    randomise_bn(model, g)
+    model.eval()
+    cfg = resnet_config(blocks, width, size)
+    ref.save_safetensors(os.path.join(out, "resnet-tiny.safetensors"), backbone_tensors(model),
+                         {"mexd.format": "mexd-backbone/1", "mexd.config": json.dumps(cfg)})
+    tiles = rng.integers(0, 256, size=(3, 72, 72, 3), dtype=np.uint8)
+    with torch.no_grad():
+        x = preprocess(tiles, (size, size))
+        tr = {}
+        feats = model(x, tr)
+    io = {"pixels": tiles.astype(np.int32), "input": x.numpy(), "features": feats.numpy()}
+    io.update({k: v.numpy() for k, v in tr.items()})
+    ref.save_safetensors(os.path.join(out, "resnet-tiny-io.safetensors"), io,
+                         {"tile": "72", "batch": "3"})
+    print(f"wrote fixtures to {out}: features {tuple(feats.shape)}, |f| mean {feats.abs().mean():.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -25,7 +25,7 @@ TENSOR_RW(3, C, TYPE)
 
 layout(push_constant) uniform PC {
   PC_HEADER
-  uint M, N, K;
+  uint M, N, kb, ke; // the depth range summed by this dispatch: [kb, ke) (gemm.c splits long K)
   uint sab, sam, sak; // A: batch, row (m), depth (k) strides
   uint sbb, sbk, sbn; // B: batch, depth (k), column (n) strides
   uint scb;           // C batch stride (rows are N apart)
@@ -55,18 +55,18 @@ void main()
   const bool a_k_fast = pc.sak == 1;
   const bool b_n_fast = pc.sbn == 1;
 
-  for (uint k0 = 0; k0 < pc.K; k0 += BK) {
+  for (uint k0 = pc.kb; k0 < pc.ke; k0 += BK) {
     for (uint idx = tid; idx < BM * BK; idx += nthreads) {
       uint mm, kk;
       if (a_k_fast) { kk = idx % BK; mm = idx / BK; } else { mm = idx % BM; kk = idx / BM; }
       uint m = m0 + mm, k = k0 + kk;
-      As[kk * BM + mm] = (m < pc.M && k < pc.K) ? LOAD(a_[abase + m * pc.sam + k * pc.sak]) : 0.0;
+      As[kk * BM + mm] = (m < pc.M && k < pc.ke) ? LOAD(a_[abase + m * pc.sam + k * pc.sak]) : 0.0;
     }
     for (uint idx = tid; idx < BN * BK; idx += nthreads) {
       uint nn, kk;
       if (b_n_fast) { nn = idx % BN; kk = idx / BN; } else { kk = idx % BK; nn = idx / BK; }
       uint n = n0 + nn, k = k0 + kk;
-      Bs[kk * BN + nn] = (n < pc.N && k < pc.K) ? LOAD(b_[bbase + k * pc.sbk + n * pc.sbn]) : 0.0;
+      Bs[kk * BN + nn] = (n < pc.N && k < pc.ke) ? LOAD(b_[bbase + k * pc.sbk + n * pc.sbn]) : 0.0;
     }
     barrier();
     for (uint kk = 0; kk < BK; kk++) {

@@ -216,6 +216,14 @@ static gboolean conv2d_vulkan(const ConvGeom *g, MexdTensor *y, MexdTensor *x, M
       .push = &pc,
       .push_size = sizeof pc,
   };
+  /* lavapipe ends a shader invocation's loops silently after 65,535 iterations in all (gemm.c):
+   * the depth loop of either mode (K/BK tiles of ~100 iterations, or K taps directly) must stay
+   * well inside that; every backbone and MExD convolution does (at most 3·3·512 = 4,608) */
+  if (!lim->is_gpu && K > 16384)
+    return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
+                     "conv2d: a depth of %" G_GINT64_FORMAT " (channels per group × kernel) is more "
+                     "than %s can run correctly (16,384 at most on a CPU Vulkan device)",
+                     K, mexd_backend_name(be));
   uint64_t n_groups;
   if (g->opg >= 16 && K >= 16) {
     /* implicit GEMM per group: tiles as gemm.c (128×128 with 8×8 per thread on GPUs with room,

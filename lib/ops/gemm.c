@@ -102,9 +102,16 @@ static void gemm_cpu(const GemmGeom *g, MexdTensor *c, MexdTensor *a, MexdTensor
     g_free(bv);
 }
 
+/* lavapipe (llvmpipe) ends every loop of a shader invocation silently once the invocation has run
+ * 65,535 loop iterations in all (LP_MAX_TGSI_LOOP_ITERATIONS, shared by every loop), so a GEMM
+ * with a long K (the Nyström A3·v of a 20,000-instance bag: K = 20,224) came out wrong there.  On
+ * devices that are not GPUs the K range is therefore summed in dispatches of at most
+ * CPU_DEVICE_K_STEPS tiles of BK (each ≤ ~100 loop iterations), accumulating into C. */
+#define CPU_DEVICE_K_STEPS 256
+
 typedef struct {
   uint32_t off[4];
-  uint32_t M, N, K;
+  uint32_t M, N, kb, ke;
   uint32_t sab, sam, sak;
   uint32_t sbb, sbk, sbn;
   uint32_t scb;
@@ -153,7 +160,8 @@ static gboolean gemm_vulkan(const GemmGeom *g, MexdTensor *c, MexdTensor *a, Mex
   GemmPush pc = {
       .M = (uint32_t)g->M,
       .N = (uint32_t)g->N,
-      .K = (uint32_t)g->K,
+      .kb = 0,
+      .ke = (uint32_t)g->K,
       .sab = (uint32_t)g->sab,
       .sam = (uint32_t)g->sam,
       .sak = (uint32_t)g->sak,
@@ -177,7 +185,20 @@ static gboolean gemm_vulkan(const GemmGeom *g, MexdTensor *c, MexdTensor *a, Mex
       .groups = {(uint32_t)((g->N + bn - 1) / bn), (uint32_t)((g->M + bm - 1) / bm),
                  (uint32_t)g->batch},
   };
-  return mexd_vk_dispatch(be, &d, error);
+  const int64_t kstep = lim->is_gpu ? g->K : (int64_t)CPU_DEVICE_K_STEPS * bk;
+  if (g->K <= kstep)
+    return mexd_vk_dispatch(be, &d, error);
+  /* chunks of K: the first with the caller's beta, the next adding to C (beta 1), the bias with
+   * the last */
+  for (int64_t kb = 0; kb < g->K; kb += kstep) {
+    pc.kb = (uint32_t)kb;
+    pc.ke = (uint32_t)MIN(g->K, kb + kstep);
+    pc.beta = kb == 0 ? p->beta : 1.0f;
+    pc.has_bias = bias != NULL && pc.ke == g->K;
+    if (!mexd_vk_dispatch(be, &d, error))
+      return FALSE;
+  }
+  return TRUE;
 }
 
 gboolean mexd_gemm(MexdTensor *c, MexdTensor *a, MexdTensor *b, MexdTensor *bias,

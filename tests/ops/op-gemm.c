@@ -116,6 +116,23 @@ static void test_gemm_beta0_nan(const HarnessCase *hc)
   harness_assert_close_d("gemm beta 0 over NaN", out, ref, 15, 0);
 }
 
+/* A long K (lavapipe stops an invocation's loops after 65,535 iterations: gemm.c splits K there):
+ * batched, with beta, alpha and bias, against the double reference on every backend. */
+static void test_gemm_long_k(const HarnessCase *hc)
+{
+  GemmShape s = {.batch = 2, .M = 9, .N = 5, .K = 70001, .a3 = TRUE, .b3 = TRUE,
+                 .p = {FALSE, FALSE, 0.5f, -0.75f}, .bias = TRUE};
+  int64_t na = s.batch * s.M * s.K, nb = s.batch * s.K * s.N, nc = s.batch * s.M * s.N;
+  g_autofree float *a = harness_random(na, -1, 1, hc->dtype);
+  g_autofree float *b = harness_random(nb, -1, 1, hc->dtype);
+  g_autofree float *bias = harness_random(s.N, -1, 1, hc->dtype);
+  g_autofree float *c0 = harness_random(nc, -1, 1, hc->dtype);
+  g_autofree float *out = run_gemm(hc->be, hc->dtype, &s, a, b, bias, c0);
+  g_autofree double *ref = g_new(double, nc);
+  ref_gemm(&s, a, b, bias, c0, ref);
+  harness_assert_close_d("gemm K 70001", out, ref, nc, harness_thr(hc, NMSE_F32_GEMM));
+}
+
 /* The plain-C cpu kernel (used where there is no BLAS) against the reference. */
 static void test_gemm_plain_c(const HarnessCase *hc)
 {
@@ -167,5 +184,6 @@ void register_gemm_tests(void)
   harness_add("gemm/random", HARNESS_BOTH, test_gemm_random);
   harness_add("gemm/beta0-nan", HARNESS_F32, test_gemm_beta0_nan);
   harness_add("gemm/plain-c", HARNESS_F32, test_gemm_plain_c);
+  harness_add("gemm/long-k", HARNESS_BOTH, test_gemm_long_k);
   harness_add("gemm/errors", HARNESS_BOTH, test_gemm_errors);
 }

@@ -247,6 +247,78 @@ static void test_errors(void)
   expect_error(error, MEXD_ERROR_INVALID_ARGUMENT, "[B,3,64,64]", "an input of the wrong size");
 }
 
+/* `mexd extract` on the PNG copies of the fixture tiles: the CLAM file it writes holds the
+ * reference features and the coordinates in the tiles' names; a folder where a file is not a
+ * PNG fails naming it.  (MEXD_EXE: the mexd program, set by meson.) */
+static void test_extract(void)
+{
+  const char *exe = g_getenv("MEXD_EXE");
+  if (!exe) {
+    g_test_skip("MEXD_EXE is not set");
+    return;
+  }
+#ifndef MEXD_HAVE_HDF5
+  g_test_skip("built without HDF5");
+  return;
+#endif
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp("mexd-extract-XXXXXX", &error);
+  g_autofree char *out = g_build_filename(dir, "feats.h5", NULL);
+  g_autofree char *tiles = fixture("tiles"), *model = fixture("resnet-tiny.safetensors");
+  const char *argv[] = {exe, "extract", "--backbone", model, "--tiles", tiles, "--out", out,
+                        "--device", "cpu", "--batch", "2", NULL};
+  int status;
+  g_autofree char *so = NULL, *se = NULL;
+  g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &so, &se,
+                             &status, &error));
+  g_test_message("mexd extract: %s%s", so, se);
+  g_assert_true(g_spawn_check_wait_status(status, &error));
+  MexdBag *bag = mexd_bag_read(out, MEXD_BAG_AUTO, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(bag->n, ==, 3);
+  g_assert_cmpint(bag->d, ==, 256);
+  g_autofree char *iopath = fixture("resnet-tiny-io.safetensors");
+  g_autoptr(MexdSafetensors) io = mexd_safetensors_open(iopath, &error);
+  int64_t nf;
+  g_autofree float *rf = mexd_test_st_floats(io, "features", &nf);
+  mexd_test_assert_close("extract features", bag->features, bag->n * bag->d, rf, nf, TOL_F32);
+  const int32_t want[6] = {0, 0, 72, 0, 0, 72};
+  g_assert_nonnull(bag->coords);
+  g_assert_cmpmem(bag->coords, sizeof want, want, sizeof want);
+  g_assert_cmpint(bag->patch_size, ==, 72);
+  mexd_bag_free(bag);
+  g_unlink(out);
+
+  /* a folder where a tile is not a PNG file: an error naming it, and no output file */
+  g_autofree char *bad = g_build_filename(dir, "tiles", NULL);
+  g_mkdir(bad, 0755);
+  for (int i = 0; i < 2; i++) {
+    g_autofree char *src = g_build_filename(tiles, i ? "t1_72_0.png" : "t0_0_0.png", NULL);
+    g_autofree char *dst = g_build_filename(bad, i ? "b.png" : "a.png", NULL);
+    gchar *data;
+    gsize len;
+    g_assert_true(g_file_get_contents(i ? src : model, &data, &len, NULL));
+    g_assert_true(g_file_set_contents(dst, data, i ? (gssize)len : 100, NULL));
+    g_free(data);
+  }
+  const char *argv2[] = {exe, "extract", "--backbone", model, "--tiles", bad, "--out", out,
+                         "--device", "cpu", NULL};
+  g_clear_pointer(&so, g_free);
+  g_clear_pointer(&se, g_free);
+  g_assert_true(g_spawn_sync(NULL, (char **)argv2, NULL, G_SPAWN_DEFAULT, NULL, NULL, &so, &se,
+                             &status, &error));
+  g_test_message("mexd extract (a file that is no PNG): %s", se);
+  g_assert_false(g_spawn_check_wait_status(status, NULL));
+  g_assert_nonnull(strstr(se, "a.png: not a readable PNG file"));
+  g_assert_false(g_file_test(out, G_FILE_TEST_EXISTS));
+  g_autofree char *pa = g_build_filename(bad, "a.png", NULL);
+  g_autofree char *pb = g_build_filename(bad, "b.png", NULL);
+  g_unlink(pa);
+  g_unlink(pb);
+  g_rmdir(bad);
+  g_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -264,5 +336,6 @@ int main(int argc, char **argv)
       g_test_add_data_func_full(p2, c, test_resnet, case_free);
     }
   g_test_add_func("/backbone/errors", test_errors);
+  g_test_add_func("/backbone/extract", test_extract);
   return g_test_run();
 }

@@ -167,13 +167,18 @@ int mexd_cmd_bench(int argc, char **argv)
   if (argc < 2 || strcmp(argv[1], "--help") == 0) {
     printf("usage: mexd bench gemm M N K [--device D] [--dtype f32|f16] [--reps R] [--json]\n"
            "       mexd bench mexd [--n N] [--dim D] [--model M] [--chains S] [--device D] "
-           "[--json]\n");
+           "[--json]\n"
+           "       mexd bench backbone --backbone B [--batch N] [--precision fp32|fp16] "
+           "[--device D] [--json]\n");
     return argc < 2 ? 2 : 0;
   }
   if (strcmp(argv[1], "gemm") == 0)
     return bench_gemm(argc - 1, argv + 1);
   if (strcmp(argv[1], "mexd") == 0)
     return mexd_bench_mexd(argc - 1, argv + 1);
-  fprintf(stderr, "mexd bench: unknown benchmark \"%s\" (available: gemm, mexd)\n", argv[1]);
+  if (strcmp(argv[1], "backbone") == 0)
+    return mexd_bench_backbone(argc - 1, argv + 1);
+  fprintf(stderr, "mexd bench: unknown benchmark \"%s\" (available: gemm, mexd, backbone)\n",
+          argv[1]);
   return 2;
 }

@@ -35,6 +35,8 @@ static void usage(FILE *f)
              "  bench gemm M N K [--device D] [--dtype f32|f16] [--reps R] [--json]\n"
              "                 GEMM throughput (GFLOP/s, median of R runs)\n"
              "  devices        list the compute devices and the default choice\n"
+             "  extract --backbone B --tiles DIR --out FEATS.h5 [--batch N] [--precision fp16]\n"
+             "                 tile features (CLAM .h5) with a backbone from a folder of PNG tiles\n"
              "  forward --model M --features BAG [--compat official] [--seed S] [--json]\n"
              "                 classify one bag of features with a MExD model\n"
              "  help           this text\n"
@@ -64,6 +66,8 @@ int main(int argc, char **argv)
     return cmd_devices(argc - 1, argv + 1);
   if (strcmp(cmd, "forward") == 0)
     return mexd_cmd_forward(argc - 1, argv + 1);
+  if (strcmp(cmd, "extract") == 0)
+    return mexd_cmd_extract(argc - 1, argv + 1);
   fprintf(stderr, "mexd: unknown command \"%s\" (mexd help lists them)\n", cmd);
   return 2;
 }

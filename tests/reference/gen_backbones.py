@@ -11,7 +11,8 @@ Writes to tests/fixtures/backbones/ (or OUT_DIR):
                        torchvision's own Bottleneck, seeded random weights and batch-norm
                        statistics, torchvision state-dict names;
   resnet-tiny-io.safetensors  its input tiles (72 x 72, resized to 64) and the reference
-                       features and intermediates (stem, layer1..3) in fp32.
+                       features and intermediates (stem, layer1..3) in fp32;
+  tiles/t{i}_{x}_{y}.png  the same three tiles as PNG files (for `mexd extract`).
 Run with Debian's python3-torch and python3-torchvision:
   /usr/bin/python3 tests/reference/gen_backbones.py
 """
@@ -131,6 +132,12 @@ def main():
     io.update({k: v.numpy() for k, v in tr.items()})
     ref.save_safetensors(os.path.join(out, "resnet-tiny-io.safetensors"), io,
                          {"tile": "72", "batch": "3"})
+    # the same tiles as PNG files for `mexd extract` (names sort in this order; _X_Y coordinates)
+    from PIL import Image
+    tdir = os.path.join(out, "tiles")
+    os.makedirs(tdir, exist_ok=True)
+    for i, (x, y) in enumerate([(0, 0), (72, 0), (0, 72)]):
+        Image.fromarray(tiles[i]).save(os.path.join(tdir, f"t{i}_{x}_{y}.png"))
     print(f"wrote fixtures to {out}: features {tuple(feats.shape)}, |f| mean {feats.abs().mean():.4f}")
 
 

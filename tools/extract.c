@@ -1,0 +1,284 @@
+/* extract.c: `mexd extract` — tile features with a backbone, written as a CLAM feature file; and
+ * `mexd bench backbone` — images per second of a backbone on a device.
+ *
+ *   mexd extract --backbone B.safetensors --tiles DIR --out FEATS.h5 [--batch 64]
+ *                [--precision fp32|fp16] [--device D]
+ *
+ * DIR holds the tiles as PNG files (8-bit RGB or RGBA, any colour type libpng converts; alpha is
+ * dropped), all of one size, taken in file-name order.  Coordinates (decision, issue 4: "PNG tiles
+ * get coords from their order"): when every name ends in _X_Y.png (integers, the way CLAM- and
+ * TRIDENT-style tilers name their output) those are the tile's level-0 (x, y); otherwise tile i
+ * gets (i·w, 0).  The file gets `features` [N,D], `coords` [N,2] and patch_size = w.  A tile that
+ * cannot be read, or of another size, stops the run with an error naming the file; the output is
+ * written atomically at the end, so an interrupted run leaves no partial file.
+ *
+ *   mexd bench backbone --backbone B.safetensors [--batch 32] [--precision fp32|fp16]
+ *                       [--device D] [--reps 3] [--tile 256] [--json]
+ * times mexd_backbone_embed on random tiles (upload, preprocessing and the network). */
+#include "mexd.h"
+
+#include "../lib/io/features.h"
+#include "../lib/mexd.h"
+
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint8_t *read_png(const char *path, int64_t *w, int64_t *h, GError **error)
+{
+  png_image img;
+  memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_file(&img, path)) {
+    g_set_error(error, MEXD_ERROR, MEXD_ERROR_FORMAT, "%s: not a readable PNG file (%s)", path,
+                img.message);
+    return NULL;
+  }
+  img.format = PNG_FORMAT_RGB;
+  uint8_t *buf = g_try_malloc(PNG_IMAGE_SIZE(img));
+  if (!buf) {
+    png_image_free(&img);
+    g_set_error(error, MEXD_ERROR, MEXD_ERROR_NO_MEMORY, "%s: no memory for a %ux%u image", path,
+                img.width, img.height);
+    return NULL;
+  }
+  if (!png_image_finish_read(&img, NULL, buf, 0, NULL)) {
+    g_set_error(error, MEXD_ERROR, MEXD_ERROR_FORMAT, "%s: the PNG data is damaged (%s)", path,
+                img.message);
+    g_free(buf);
+    return NULL;
+  }
+  *w = img.width;
+  *h = img.height;
+  return buf;
+}
+
+/* "…_X_Y.png" → x, y */
+static gboolean coords_from_name(const char *name, int32_t *x, int32_t *y)
+{
+  g_autofree char *stem = g_strndup(name, strlen(name) - 4);
+  char *u2 = strrchr(stem, '_');
+  if (!u2 || u2 == stem)
+    return FALSE;
+  *u2 = '\0';
+  char *u1 = strrchr(stem, '_');
+  const char *sx = u1 ? u1 + 1 : stem, *sy = u2 + 1;
+  char *end;
+  gint64 vx = g_ascii_strtoll(sx, &end, 10);
+  if (!*sx || *end || vx < 0 || vx > G_MAXINT32)
+    return FALSE;
+  gint64 vy = g_ascii_strtoll(sy, &end, 10);
+  if (!*sy || *end || vy < 0 || vy > G_MAXINT32)
+    return FALSE;
+  *x = (int32_t)vx;
+  *y = (int32_t)vy;
+  return TRUE;
+}
+
+static gint cmp_str(gconstpointer a, gconstpointer b)
+{
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static MexdDType parse_precision(const char *p, const char *cmd, gboolean *ok)
+{
+  *ok = TRUE;
+  if (!p || g_str_equal(p, "fp32") || g_str_equal(p, "f32"))
+    return MEXD_DTYPE_F32;
+  if (g_str_equal(p, "fp16") || g_str_equal(p, "f16"))
+    return MEXD_DTYPE_F16;
+  fprintf(stderr, "mexd %s: --precision is fp32 or fp16, not \"%s\"\n", cmd, p);
+  *ok = FALSE;
+  return MEXD_DTYPE_F32;
+}
+
+int mexd_cmd_extract(int argc, char **argv)
+{
+  g_autofree char *backbone = NULL, *tiles = NULL, *out = NULL, *device = NULL, *prec = NULL;
+  int batch = 64;
+  gboolean quiet = FALSE;
+  GOptionEntry entries[] = {
+      {"backbone", 'b', 0, G_OPTION_ARG_FILENAME, &backbone, "the backbone file", "B"},
+      {"tiles", 't', 0, G_OPTION_ARG_FILENAME, &tiles, "a directory of PNG tiles", "DIR"},
+      {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "the CLAM feature file to write (.h5)", "H5"},
+      {"batch", 0, 0, G_OPTION_ARG_INT, &batch, "tiles per batch (64)", "N"},
+      {"precision", 0, 0, G_OPTION_ARG_STRING, &prec, "fp32 (default) or fp16", "P"},
+      {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "D"},
+      {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress lines", NULL},
+      {NULL},
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new("- tile features with a backbone");
+  g_option_context_add_main_entries(ctx, entries, NULL);
+  g_autoptr(GError) error = NULL;
+  if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
+    fprintf(stderr, "mexd extract: %s\n", error->message);
+    return 2;
+  }
+  if (argc > 1 || !backbone || !tiles || !out || batch < 1) {
+    fprintf(stderr, "mexd extract: give --backbone B --tiles DIR --out FEATS.h5 (and a positive "
+                    "--batch); mexd extract --help\n");
+    return 2;
+  }
+  gboolean ok;
+  MexdDType dtype = parse_precision(prec, "extract", &ok);
+  if (!ok)
+    return 2;
+  g_autoptr(GDir) dir = g_dir_open(tiles, 0, &error);
+  if (!dir) {
+    fprintf(stderr, "mexd extract: %s\n", error->message);
+    return 1;
+  }
+  g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+  for (const char *n; (n = g_dir_read_name(dir));)
+    if (g_str_has_suffix(n, ".png") || g_str_has_suffix(n, ".PNG"))
+      g_ptr_array_add(names, g_strdup(n));
+  if (names->len == 0) {
+    fprintf(stderr, "mexd extract: %s has no .png tiles\n", tiles);
+    return 1;
+  }
+  g_ptr_array_sort(names, cmp_str);
+  const int64_t N = names->len;
+
+  g_autoptr(MexdBackend) be = mexd_backend_new(device, &error);
+  g_autoptr(MexdBackbone) bb = be ? mexd_backbone_load(backbone, be, dtype, &error) : NULL;
+  if (!bb) {
+    fprintf(stderr, "mexd extract: %s\n", error->message);
+    return 1;
+  }
+  const int64_t D = mexd_backbone_config(bb)->output_dim;
+  MexdBag bag = {.n = N, .d = D, .patch_level = 0};
+  g_autofree float *feats = bag.features = g_try_new(float, N * D);
+  g_autofree int32_t *coords = bag.coords = g_new(int32_t, N * 2);
+  g_autofree uint8_t *buf = NULL;
+  if (!feats) {
+    fprintf(stderr, "mexd extract: no memory for %" G_GINT64_FORMAT " × %" G_GINT64_FORMAT
+                    " features\n", N, D);
+    return 1;
+  }
+  gboolean named = TRUE;
+  for (int64_t i = 0; i < N; i++)
+    named = named && coords_from_name(names->pdata[i], &coords[2 * i], &coords[2 * i + 1]);
+  int64_t tw = 0, th = 0;
+  gint64 t0 = g_get_monotonic_time(), last = t0;
+  for (int64_t i0 = 0; i0 < N; i0 += batch) {
+    int64_t nb = MIN(batch, N - i0);
+    for (int64_t j = 0; j < nb; j++) {
+      g_autofree char *path = g_build_filename(tiles, (char *)names->pdata[i0 + j], NULL);
+      int64_t w, h;
+      g_autofree uint8_t *px = read_png(path, &w, &h, &error);
+      if (!px) {
+        fprintf(stderr, "mexd extract: %s\n", error->message);
+        return 1;
+      }
+      if (!buf) {
+        tw = w, th = h;
+        buf = g_try_malloc((size_t)batch * tw * th * 3);
+        if (!buf) {
+          fprintf(stderr, "mexd extract: no memory for a batch of %d tiles\n", batch);
+          return 1;
+        }
+      } else if (w != tw || h != th) {
+        fprintf(stderr,
+                "mexd extract: %s is %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+                ", the tiles before it %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+                " (all tiles must have one size)\n",
+                path, w, h, tw, th);
+        return 1;
+      }
+      memcpy(buf + j * tw * th * 3, px, (size_t)tw * th * 3);
+    }
+    if (!mexd_backbone_embed(bb, buf, nb, th, tw, feats + i0 * D, NULL, &error)) {
+      fprintf(stderr, "mexd extract: %s\n", error->message);
+      return 1;
+    }
+    gint64 now = g_get_monotonic_time();
+    if (!quiet && (now - last > 2000000 || i0 + nb == N)) {
+      fprintf(stderr, "mexd extract: %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT " tiles, %.1f tiles/s\n",
+              i0 + nb, N, (double)(i0 + nb) / ((double)(now - t0) / 1e6));
+      last = now;
+    }
+  }
+  if (!named)
+    for (int64_t i = 0; i < N; i++) {
+      coords[2 * i] = (int32_t)(i * tw);
+      coords[2 * i + 1] = 0;
+    }
+  bag.patch_size = (int)tw;
+  if (!mexd_bag_write_h5(out, &bag, &error)) {
+    fprintf(stderr, "mexd extract: %s\n", error->message);
+    return 1;
+  }
+  if (!quiet)
+    printf("%s: %" G_GINT64_FORMAT " tiles × %" G_GINT64_FORMAT " features (%s coordinates)\n",
+           out, N, D, named ? "file-name" : "order");
+  return 0;
+}
+
+int mexd_bench_backbone(int argc, char **argv)
+{
+  g_autofree char *backbone = NULL, *device = NULL, *prec = NULL;
+  int batch = 32, reps = 3, tile = 256;
+  gboolean json = FALSE;
+  GOptionEntry entries[] = {
+      {"backbone", 'b', 0, G_OPTION_ARG_FILENAME, &backbone, "the backbone file", "B"},
+      {"batch", 0, 0, G_OPTION_ARG_INT, &batch, "tiles per batch (32)", "N"},
+      {"precision", 0, 0, G_OPTION_ARG_STRING, &prec, "fp32 (default) or fp16", "P"},
+      {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "D"},
+      {"reps", 0, 0, G_OPTION_ARG_INT, &reps, "timed batches after one warm-up (3)", "R"},
+      {"tile", 0, 0, G_OPTION_ARG_INT, &tile, "tile side in pixels before the resize (256)", "S"},
+      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "one JSON line", NULL},
+      {NULL},
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new("- images per second of a backbone");
+  g_option_context_add_main_entries(ctx, entries, NULL);
+  g_autoptr(GError) error = NULL;
+  if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
+    fprintf(stderr, "mexd bench backbone: %s\n", error->message);
+    return 2;
+  }
+  gboolean ok;
+  MexdDType dtype = parse_precision(prec, "bench backbone", &ok);
+  if (!ok || !backbone || batch < 1 || reps < 1 || tile < 1) {
+    fprintf(stderr, "mexd bench backbone: give --backbone B (and positive --batch, --reps, "
+                    "--tile)\n");
+    return 2;
+  }
+  g_autoptr(MexdBackend) be = mexd_backend_new(device, &error);
+  g_autoptr(MexdBackbone) bb = be ? mexd_backbone_load(backbone, be, dtype, &error) : NULL;
+  if (!bb) {
+    fprintf(stderr, "mexd bench backbone: %s\n", error->message);
+    return 1;
+  }
+  const MexdBackboneConfig *cfg = mexd_backbone_config(bb);
+  size_t nbytes = (size_t)batch * tile * tile * 3;
+  g_autofree uint8_t *px = g_malloc(nbytes);
+  GRand *rng = g_rand_new_with_seed(3);
+  for (size_t i = 0; i < nbytes; i++)
+    px[i] = (uint8_t)g_rand_int_range(rng, 0, 256);
+  g_rand_free(rng);
+  g_autofree float *out = g_new(float, (int64_t)batch * cfg->output_dim);
+  g_autofree double *t = g_new(double, reps);
+  for (int r = -1; r < reps; r++) {
+    gint64 t0 = g_get_monotonic_time();
+    if (!mexd_backbone_embed(bb, px, batch, tile, tile, out, NULL, &error)) {
+      fprintf(stderr, "mexd bench backbone: %s\n", error->message);
+      return 1;
+    }
+    if (r >= 0)
+      t[r] = (double)(g_get_monotonic_time() - t0) / 1e3;
+  }
+  double ms = mexd_median(t, reps), ips = batch / (ms / 1e3);
+  if (json)
+    printf("{\"bench\": \"backbone\", \"arch\": \"%s\", \"device\": \"%s\", \"precision\": \"%s\", "
+           "\"batch\": %d, \"tile\": %d, \"input\": %d, \"ms_per_batch\": %.2f, "
+           "\"images_per_s\": %.1f, \"reps\": %d}\n",
+           cfg->arch, mexd_backend_name(be), dtype == MEXD_DTYPE_F16 ? "fp16" : "fp32", batch,
+           tile, cfg->input_size, ms, ips, reps);
+  else
+    printf("mexd bench backbone %s on %s (%s): batch %d of %d² tiles → %d²: %.1f ms per batch, "
+           "%.1f images/s (median of %d)\n",
+           cfg->arch, mexd_backend_name(be), dtype == MEXD_DTYPE_F16 ? "fp16" : "fp32", batch,
+           tile, cfg->input_size, ms, ips, reps);
+  return 0;
+}

@@ -3,6 +3,7 @@
 
   convert.py mexd-official IN.pth OUT.safetensors [--dataset camelyon16|tcga|bracs] [--classes a,b,...]
   convert.py transmil IN.pth OUT.safetensors [--classes a,b,...]
+  convert.py resnet50 IN.pth OUT.safetensors [--input-size 224] [--mean R,G,B] [--std R,G,B]
 
 mexd-official: the authors' stage-1 state dict (MExD, MOE_v3_{2,3,4}.py; MEXD.md §6).
   `trans1.*` is adapter #1 (the TransMIL on the D-dim instance features: its _fc1.0.weight is
@@ -23,7 +24,14 @@ transmil: a plain TransMIL state dict (`_fc1.0.*`, `cls_token`, `layer{1,2}.*`, 
   `norm.*`, `_fc2.*`) -> a `mexd-transmil/1` file holding only `adapter1.*` (docs/MODEL-FORMAT.md,
   "TransMIL-only files").
 
-Both: landmarks and pinv iterations are not stored in a state dict; the defaults are the
+resnet50: a torchvision ResNet-50 state dict (e.g. resnet50(weights=...).state_dict(), the
+  backbone of CLAM's features) -> a `mexd-backbone/1` file of arch resnet50-trunc: conv1/bn1 and
+  layer1..layer3 with their torchvision names (batch norm is folded at load by libmexd), output
+  1024-d after global average pooling.  layer4.*, fc.* and num_batches_tracked are dropped.  The
+  stem width and the block counts are read from the state dict (64 and 3, 4, 6 for ResNet-50).
+  --input-size (224), --mean / --std (ImageNet's) are the preprocessing recorded in the file.
+
+mexd-official, transmil: landmarks and pinv iterations are not stored in a state dict; the defaults are the
 authors' (256 landmarks, 6 iterations), --landmarks / --pinv-iterations override.  Checkpoints
 wrapped as {"state_dict": ...} or {"model": ...} and "module." prefixes are accepted.  Missing
 keys or wrong shapes: an error naming the key (exit 1); unexpected keys: a warning.
@@ -253,6 +261,58 @@ def convert_transmil(args):
     print(f"{args.output}: TransMIL, D = {D}, W = {W}, C = {C} ({','.join(classes)}), {len(out)} tensors")
 
 
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def convert_resnet(args):
+    sd = load_state_dict(args.input)
+    tk = Taker(sd, args.input)
+    out = {}
+    if "conv1.weight" not in sd:
+        raise ConvertError(f"{args.input}: missing key conv1.weight (not a torchvision ResNet state dict)")
+    width = sd["conv1.weight"].shape[0]
+
+    def conv_bn(conv, bn, cout, cin, k):
+        out[f"{conv}.weight"] = tk.take(f"{conv}.weight", shape=(cout, cin, k, k))
+        for s_ in ("weight", "bias", "running_mean", "running_var"):
+            out[f"{bn}.{s_}"] = tk.take(f"{bn}.{s_}", shape=(cout,))
+
+    conv_bn("conv1", "bn1", width, 3, 7)
+    blocks, inplanes = [], width
+    for L in range(3):
+        planes = width << L
+        n = 0
+        while f"layer{L + 1}.{n}.conv1.weight" in sd:
+            n += 1
+        if n == 0:
+            raise ConvertError(f"{args.input}: missing key layer{L + 1}.0.conv1.weight")
+        for i in range(n):
+            p_ = f"layer{L + 1}.{i}"
+            conv_bn(f"{p_}.conv1", f"{p_}.bn1", planes, inplanes, 1)
+            conv_bn(f"{p_}.conv2", f"{p_}.bn2", planes, planes, 3)
+            conv_bn(f"{p_}.conv3", f"{p_}.bn3", planes * 4, planes, 1)
+            if i == 0 and (L > 0 or inplanes != planes * 4):
+                conv_bn(f"{p_}.downsample.0", f"{p_}.downsample.1", planes * 4, inplanes, 1)
+            inplanes = planes * 4
+        blocks.append(n)
+    for k in tk.leftover():
+        if k.startswith(("layer4.", "fc.")) or k.endswith("num_batches_tracked"):
+            continue
+        warn(f"unexpected key {k} {list(sd[k].shape)} ignored")
+    mean = parse_list(args.mean, float, "mean") if args.mean else IMAGENET_MEAN
+    std = parse_list(args.std, float, "std") if args.std else IMAGENET_STD
+    if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
+        raise ConvertError("--mean and --std need 3 values each (std > 0)")
+    if args.input_size < 32:
+        raise ConvertError("--input-size must be at least 32")
+    cfg = {"arch": "resnet50-trunc", "blocks": blocks, "width": width, "input_size": args.input_size,
+           "mean": mean, "std": std, "output_dim": width * 16}
+    write_safetensors(args.output, out, {"mexd.format": "mexd-backbone/1", "mexd.config": json.dumps(cfg)})
+    print(f"{args.output}: resnet50-trunc, width {width}, blocks {blocks}, {width * 16}-d features, "
+          f"input {args.input_size}², {len(out)} tensors")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="convert.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -269,7 +329,20 @@ def main(argv=None):
             sp.add_argument("--dataset", choices=sorted(DATASETS), help="presets for α, classes, expert_of_class")
             sp.add_argument("--alpha", help="comma-separated α_r, r = 0..E-1")
             sp.add_argument("--expert-of-class", help="comma-separated expert of each class")
+    sp = sub.add_parser("resnet50", help="a torchvision ResNet-50 state dict (features after layer3)")
+    sp.add_argument("input", metavar="IN.pth")
+    sp.add_argument("output", metavar="OUT.safetensors")
+    sp.add_argument("--input-size", type=int, default=224, help="side the tiles are resized to (224)")
+    sp.add_argument("--mean", help="comma-separated normalisation mean (ImageNet's)")
+    sp.add_argument("--std", help="comma-separated normalisation std (ImageNet's)")
     args = ap.parse_args(argv)
+    if args.cmd == "resnet50":
+        try:
+            convert_resnet(args)
+        except ConvertError as e:
+            print(f"convert.py: error: {e}", file=sys.stderr)
+            return 1
+        return 0
     if args.landmarks < 1 or args.pinv_iterations < 0:
         print("convert.py: error: --landmarks must be >= 1 and --pinv-iterations >= 0", file=sys.stderr)
         return 1

@@ -15,6 +15,8 @@ Writes to tests/fixtures/backbones/ (or OUT_DIR):
   tiles/t{i}_{x}_{y}.png  the same three tiles as PNG files (for `mexd extract`).
 Run with Debian's python3-torch and python3-torchvision:
   /usr/bin/python3 tests/reference/gen_backbones.py
+`gen_backbones.py --full DIR` instead writes the full-size ResNet-50 check of the slow suite
+(torchvision's resnet50(), 224 x 224) to DIR: nothing of it is committed.
 """
 import json
 import os
@@ -97,7 +99,37 @@ def backbone_tensors(model):
     return {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
 
 
+def full_resnet50(out):
+    """The slow check (tests/slow/resnet50-full.sh): torchvision's own resnet50() with seeded
+    weights and batch-norm statistics -> OUT/resnet50.pth (its state dict, for tools/convert.py)
+    and OUT/resnet50-io.safetensors (two 256 x 256 tiles, their 224 x 224 input and the 1024-d
+    features of the network through layer3 + global average pooling)."""
+    import torchvision
+    torch.manual_seed(11)
+    m = torchvision.models.resnet50()
+    randomise_bn(m, torch.Generator().manual_seed(12))
+    m.eval()
+    torch.save(m.state_dict(), os.path.join(out, "resnet50.pth"))
+    rng = np.random.default_rng(13)
+    tiles = rng.integers(0, 256, size=(2, 256, 256, 3), dtype=np.uint8)
+    with torch.no_grad():
+        x = preprocess(tiles, (224, 224))
+        h = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        tr = {"stem": h}
+        for name in ("layer1", "layer2", "layer3"):
+            h = getattr(m, name)(h)
+            tr[name] = h
+        feats = F.adaptive_avg_pool2d(h, 1).flatten(1)
+    io = {"pixels": tiles.astype(np.int32), "input": x.numpy(), "features": feats.numpy()}
+    io.update({k: v.numpy() for k, v in tr.items()})
+    ref.save_safetensors(os.path.join(out, "resnet50-io.safetensors"), io, {"tile": "256", "batch": "2"})
+    print(f"wrote {out}/resnet50.pth and resnet50-io.safetensors: features {tuple(feats.shape)}")
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--full":
+        full_resnet50(sys.argv[2])
+        return
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "backbones")
     os.makedirs(out, exist_ok=True)

@@ -78,6 +78,7 @@ void register_elementwise_tests(void); /* unary, binary */
 void register_reduce_tests(void);      /* mean_rows, segment_mean */
 void register_index_tests(void);       /* gather, topk */
 void register_layout_tests(void);      /* concat, permute, transpose, copy */
+void register_vision_tests(void);      /* maxpool2d, image_prep */
 void register_mexd_tests(void);        /* lincomb, scale_eye, abs_sum_max, route_keep */
 
 G_END_DECLS

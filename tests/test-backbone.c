@@ -9,6 +9,7 @@
  * - bad input: a MExD model file, a file for another architecture, a missing tensor, a tensor of
  *   the wrong shape, an empty batch, an input of the wrong size. */
 #include "mexd.h"
+#include "backend/vulkan.h"
 #include "fixture-dir.h"
 #include "nn/backbone.h"
 
@@ -341,5 +342,10 @@ int main(int argc, char **argv)
     }
   g_test_add_func("/backbone/errors", test_errors);
   g_test_add_func("/backbone/extract", test_extract);
-  return g_test_run();
+  int rc = g_test_run();
+  if (g_getenv("MEXD_VK_VALIDATION") && mexd_vk_validation_messages() > 0) {
+    g_printerr("the Vulkan validation layer reported %u messages\n", mexd_vk_validation_messages());
+    rc = 1;
+  }
+  return rc;
 }

@@ -35,6 +35,10 @@ check 2 "experts 2..16" bench mexd --experts 1
 fx=$(dirname "$0")/fixtures
 check 1 "3-dimensional but" forward --model "$fx/mexd/model-e2.safetensors" --features "$fx/features/f4.npy" --device cpu
 check 1 "not a mexd model file" forward --model "$fx/safetensors/mixed.safetensors" --features "$fx/features/f4.npy" --device cpu
+check 1 "this is a backbone file" forward --model "$fx/backbones/resnet-tiny.safetensors" --features "$fx/features/f4.npy" --device cpu
+check 1 "this is a MExD model file" extract --backbone "$fx/mexd/model-e2.safetensors" --tiles "$fx/backbones/tiles" --out /tmp/never.h5 --device cpu
+check 1 "has no .png tiles" extract --backbone "$fx/backbones/resnet-tiny.safetensors" --tiles "$fx/mexd" --out /tmp/never.h5 --device cpu
+check 2 "give --backbone" extract --tiles "$fx/backbones/tiles"
 # a whole run: JSON with the class and the probabilities
 out=$("$mexd" forward --model "$fx/mexd/model-e2.safetensors" --features "$fx/mexd/bag-n7.npy" --device cpu --chains 4 --json 2>&1); got=$?
 if [ "$got" -ne 0 ] || ! printf '%s' "$out" | grep -q '"probabilities"'; then

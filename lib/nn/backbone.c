@@ -234,23 +234,12 @@ MexdBackbone *mexd_backbone_load(const char *path, MexdBackend *be, MexdDType dt
                           "mexd_backbone_load: the dtype must be f32 or f16");
   if (dtype == MEXD_DTYPE_F16 && !mexd_backend_has_f16(be))
     return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED,
-                          "%s: the device %s has no 16-bit storage; use fp32", path, mexd_backend_name(be));
-  g_autoptr(MexdSafetensors) st = mexd_safetensors_open(path, error);
+                          "%s: the device %s has no 16-bit storage; use fp32", path,
+                          mexd_backend_name(be));
+  const char *json;
+  g_autoptr(MexdSafetensors) st = mexd_cfg_open(path, MEXD_BACKBONE_FORMAT, "backbone", &json, error);
   if (!st)
     return NULL;
-  const char *fmt = mexd_safetensors_metadata(st, "mexd.format");
-  const char *json = mexd_safetensors_metadata(st, "mexd.config");
-  if (!fmt || !json)
-    return mexd_fail_null(error, MEXD_ERROR_FORMAT,
-                          "%s: not a mexd backbone file (no \"%s\" in its metadata; convert "
-                          "checkpoints with tools/convert.py)",
-                          path, fmt ? "mexd.config" : "mexd.format");
-  if (!g_str_equal(fmt, MEXD_BACKBONE_FORMAT))
-    return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED,
-                          "%s: format \"%s\" is not a backbone (this build reads %s%s)", path, fmt,
-                          MEXD_BACKBONE_FORMAT,
-                          g_str_has_prefix(fmt, "mexd-model") ? "; this is a MExD model file"
-                                                              : "");
   MexdBackbone *bb = g_new0(MexdBackbone, 1);
   bb->be = mexd_backend_ref(be);
   bb->dtype = dtype;

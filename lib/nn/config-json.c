@@ -3,6 +3,8 @@
 
 #include "core/error.h"
 
+#include <string.h>
+
 #include <math.h>
 
 gboolean mexd_cfg_get_int(JsonObject *o, const char *key, int def, int lo, int hi, int *out,
@@ -72,4 +74,33 @@ JsonArray *mexd_cfg_get_array(JsonObject *o, const char *key, guint len, const c
                           "%s: configuration key \"%s\" has %u entries, expected %u", file, key,
                           json_array_get_length(a), len);
   return a;
+}
+
+MexdSafetensors *mexd_cfg_open(const char *path, const char *format, const char *kind,
+                               const char **config, GError **error)
+{
+  MexdSafetensors *st = mexd_safetensors_open(path, error);
+  if (!st)
+    return NULL;
+  const char *fmt = mexd_safetensors_metadata(st, "mexd.format");
+  *config = mexd_safetensors_metadata(st, "mexd.config");
+  if (!fmt || !*config) {
+    g_set_error(error, MEXD_ERROR, MEXD_ERROR_FORMAT,
+                "%s: not a mexd %s file (no \"%s\" in its metadata; convert checkpoints with "
+                "tools/convert.py)",
+                path, kind, fmt ? "mexd.config" : "mexd.format");
+  } else if (!g_str_equal(fmt, format)) {
+    const char *other = g_str_has_prefix(fmt, "mexd-model/")      ? "a MExD model file"
+                        : g_str_has_prefix(fmt, "mexd-backbone/") ? "a backbone file"
+                        : g_str_has_prefix(fmt, "mexd-transmil/") ? "a TransMIL-only file"
+                                                                  : NULL;
+    g_set_error(error, MEXD_ERROR, MEXD_ERROR_UNSUPPORTED,
+                "%s: format \"%s\" is not supported as a %s (this build reads %s)%s%s", path, fmt,
+                kind, format, other ? "; this is " : "", other ? other : "");
+  } else {
+    return st;
+  }
+  mexd_safetensors_free(st);
+  *config = NULL;
+  return NULL;
 }

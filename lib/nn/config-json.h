@@ -2,6 +2,8 @@
  * of MExD models and backbones).  Every error names the file and the key. */
 #pragma once
 
+#include "io/safetensors.h"
+
 #include <json-glib/json-glib.h>
 
 G_BEGIN_DECLS
@@ -18,5 +20,10 @@ gboolean mexd_cfg_check_keys(JsonObject *o, const char *const *allowed, const ch
 /* The array under `key`, which must exist and (when len > 0) have `len` entries. */
 JsonArray *mexd_cfg_get_array(JsonObject *o, const char *key, guint len, const char *file,
                               GError **error);
+/* Opens the mexd file at `path`, whose metadata must hold mexd.format = `format` and a
+ * mexd.config (returned in *config, owned by the file); `kind` ("model", "backbone") names it in
+ * the errors, which say what the file is when it is another mexd format. */
+MexdSafetensors *mexd_cfg_open(const char *path, const char *format, const char *kind,
+                               const char **config, GError **error);
 
 G_END_DECLS

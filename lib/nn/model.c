@@ -228,21 +228,10 @@ MexdModel *mexd_model_load(const char *path, MexdBackend *be, GError **error)
   if (!path || !be)
     return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT, "mexd_model_load: NULL %s",
                           path ? "backend" : "path");
-  g_autoptr(MexdSafetensors) st = mexd_safetensors_open(path, error);
+  const char *json;
+  g_autoptr(MexdSafetensors) st = mexd_cfg_open(path, "mexd-model/1", "model", &json, error);
   if (!st)
     return NULL;
-  const char *fmt = mexd_safetensors_metadata(st, "mexd.format");
-  const char *json = mexd_safetensors_metadata(st, "mexd.config");
-  if (!fmt || !json)
-    return mexd_fail_null(error, MEXD_ERROR_FORMAT,
-                          "%s: not a mexd model file (no \"%s\" in its metadata; convert "
-                          "checkpoints with tools/convert.py)",
-                          path, fmt ? "mexd.config" : "mexd.format");
-  if (!g_str_equal(fmt, "mexd-model/1"))
-    return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED,
-                          "%s: model format \"%s\" is not supported (this build reads "
-                          "mexd-model/1)",
-                          path, fmt);
   MexdModel *m = g_new0(MexdModel, 1);
   m->be = mexd_backend_ref(be);
   m->path = g_strdup(path);

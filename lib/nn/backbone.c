@@ -28,15 +28,39 @@ typedef struct {
   gboolean has_down;
 } Bottleneck;
 
+typedef struct {
+  MexdTensor *n1w, *n1b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ls1;
+  MexdTensor *n2w, *n2b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ls2;
+} VitBlock;
+
 struct _MexdBackbone {
   MexdBackboneConfig cfg;
   MexdBackend *be;
   MexdDType dtype;
   char *path;
+  /* resnet */
   Conv stem;
   Bottleneck *blocks; /* blocks[0] + blocks[1] + blocks[2] */
   int n_blocks;
+  /* vit */
+  MexdTensor *patch_w, *patch_b, *cls, *pos, *norm_w, *norm_b;
+  VitBlock *vit;
 };
+
+static void vit_clear(MexdBackbone *b)
+{
+  MexdTensor **top[] = {&b->patch_w, &b->patch_b, &b->cls, &b->pos, &b->norm_w, &b->norm_b};
+  for (size_t i = 0; i < G_N_ELEMENTS(top); i++)
+    g_clear_pointer(top[i], mexd_tensor_unref);
+  for (int i = 0; b->vit && i < b->cfg.depth; i++) {
+    VitBlock *v = &b->vit[i];
+    MexdTensor **t[] = {&v->n1w, &v->n1b, &v->qkv_w, &v->qkv_b, &v->proj_w, &v->proj_b, &v->ls1,
+                        &v->n2w, &v->n2b, &v->fc1_w, &v->fc1_b, &v->fc2_w, &v->fc2_b, &v->ls2};
+    for (size_t j = 0; j < G_N_ELEMENTS(t); j++)
+      g_clear_pointer(t[j], mexd_tensor_unref);
+  }
+  g_clear_pointer(&b->vit, g_free);
+}
 
 static void conv_clear(Conv *c)
 {
@@ -56,6 +80,7 @@ void mexd_backbone_free(MexdBackbone *b)
     conv_clear(&b->blocks[i].down);
   }
   g_free(b->blocks);
+  vit_clear(b);
   g_free(b->cfg.arch);
   g_free(b->path);
   if (b->be)
@@ -116,10 +141,49 @@ static gboolean parse_config(MexdBackboneConfig *cfg, const char *json, const ch
     return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration has no \"arch\" string",
                      file);
   cfg->arch = g_strdup(arch);
+  static const struct {
+    const char *arch;
+    int dim, depth, heads;
+  } vits[] = {{"vit-s16", 384, 12, 6}, {"vit-b16", 768, 12, 12}, {"vit-l16", 1024, 24, 16}};
+  for (size_t i = 0; i < G_N_ELEMENTS(vits); i++)
+    if (g_str_equal(arch, vits[i].arch)) {
+      static const char *const vkeys[] = {"arch", "input_size", "mean", "std", "output_dim",
+                                          "dim", "depth", "heads", "patch", "mlp_ratio",
+                                          "layer_scale", "ln_eps", NULL};
+      cfg->is_vit = TRUE;
+      if (!mexd_cfg_check_keys(o, vkeys, "configuration", file, error) ||
+          !mexd_cfg_get_int(o, "input_size", 224, 16, 4096, &cfg->input_size, file, error) ||
+          !mexd_cfg_get_int(o, "dim", vits[i].dim, 1, 1 << 14, &cfg->dim, file, error) ||
+          !mexd_cfg_get_int(o, "depth", vits[i].depth, 1, 256, &cfg->depth, file, error) ||
+          !mexd_cfg_get_int(o, "heads", vits[i].heads, 1, 256, &cfg->heads, file, error) ||
+          !mexd_cfg_get_int(o, "patch", 16, 1, 1024, &cfg->patch, file, error) ||
+          !mexd_cfg_get_int(o, "mlp_ratio", 4, 1, 64, &cfg->mlp_ratio, file, error) ||
+          !mexd_cfg_get_num(o, "ln_eps", 1e-6, &cfg->ln_eps, file, error) ||
+          !get_triple(o, "mean", cfg->mean, FALSE, file, error) ||
+          !get_triple(o, "std", cfg->std, TRUE, file, error))
+        return FALSE;
+      JsonNode *ls = json_object_get_member(o, "layer_scale");
+      if (ls && (!JSON_NODE_HOLDS_VALUE(ls) || json_node_get_value_type(ls) != G_TYPE_BOOLEAN))
+        return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: layer_scale must be true or false", file);
+      cfg->layer_scale = ls && json_node_get_boolean(ls);
+      if (cfg->dim % cfg->heads || cfg->input_size % cfg->patch || !(cfg->ln_eps > 0))
+        return mexd_fail(error, MEXD_ERROR_FORMAT,
+                         "%s: dim %d must be a multiple of heads %d, input_size %d of patch %d, "
+                         "and ln_eps positive",
+                         file, cfg->dim, cfg->heads, cfg->input_size, cfg->patch);
+      if (!mexd_cfg_get_int(o, "output_dim", cfg->dim, 1, 1 << 20, &cfg->output_dim, file,
+                            error))
+        return FALSE;
+      if (cfg->output_dim != cfg->dim)
+        return mexd_fail(error, MEXD_ERROR_FORMAT,
+                         "%s: output_dim %d is not the ViT's dim %d (the class token)", file,
+                         cfg->output_dim, cfg->dim);
+      return TRUE;
+    }
   if (!g_str_equal(arch, "resnet50-trunc"))
     return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
                      "%s: backbone architecture \"%s\" is not supported by this build "
-                     "(it runs resnet50-trunc)",
+                     "(it runs resnet50-trunc, vit-s16, vit-b16, vit-l16)",
                      file, arch);
   static const char *const keys[] = {"arch", "input_size", "mean", "std", "output_dim",
                                      "blocks", "width", NULL};
@@ -223,6 +287,56 @@ static gboolean load_resnet(MexdBackbone *bb, MexdWeights *w, GError **error)
   return TRUE;
 }
 
+/* Weight `name` of exactly `shape`, in the backbone's dtype. */
+static MexdTensor *get_w(MexdBackbone *bb, MexdWeights *w, const char *name, int ndim,
+                         const int64_t *shape, GError **error)
+{
+  g_autofree float *h = mexd_weights_get_host(w, name, ndim, shape, error);
+  return h ? mexd_tensor_new_from_f32(bb->be, bb->dtype, ndim, shape, h, error) : NULL;
+}
+
+static gboolean load_vit(MexdBackbone *bb, MexdWeights *w, GError **error)
+{
+  const MexdBackboneConfig *c = &bb->cfg;
+  const int64_t D = c->dim, P = c->patch, T = 1 + (c->input_size / P) * (c->input_size / P);
+  const int64_t F = D * c->mlp_ratio;
+#define W1(field, name, ...)                                                                       \
+  if (!(field = get_w(bb, w, name, G_N_ELEMENTS(((int64_t[])__VA_ARGS__)),                        \
+                      (int64_t[])__VA_ARGS__, error)))                                             \
+  return FALSE
+  W1(bb->patch_w, "patch_embed.proj.weight", {D, 3, P, P});
+  W1(bb->patch_b, "patch_embed.proj.bias", {D});
+  W1(bb->cls, "cls_token", {1, 1, D});
+  W1(bb->pos, "pos_embed", {1, T, D});
+  W1(bb->norm_w, "norm.weight", {D});
+  W1(bb->norm_b, "norm.bias", {D});
+  bb->vit = g_new0(VitBlock, c->depth);
+  for (int i = 0; i < c->depth; i++) {
+    VitBlock *v = &bb->vit[i];
+    char nm[64];
+#define NB(s) (g_snprintf(nm, sizeof nm, "blocks.%d." s, i), nm)
+    W1(v->n1w, NB("norm1.weight"), {D});
+    W1(v->n1b, NB("norm1.bias"), {D});
+    W1(v->qkv_w, NB("attn.qkv.weight"), {3 * D, D});
+    W1(v->qkv_b, NB("attn.qkv.bias"), {3 * D});
+    W1(v->proj_w, NB("attn.proj.weight"), {D, D});
+    W1(v->proj_b, NB("attn.proj.bias"), {D});
+    W1(v->n2w, NB("norm2.weight"), {D});
+    W1(v->n2b, NB("norm2.bias"), {D});
+    W1(v->fc1_w, NB("mlp.fc1.weight"), {F, D});
+    W1(v->fc1_b, NB("mlp.fc1.bias"), {F});
+    W1(v->fc2_w, NB("mlp.fc2.weight"), {D, F});
+    W1(v->fc2_b, NB("mlp.fc2.bias"), {D});
+    if (c->layer_scale) {
+      W1(v->ls1, NB("ls1.gamma"), {D});
+      W1(v->ls2, NB("ls2.gamma"), {D});
+    }
+#undef NB
+  }
+#undef W1
+  return TRUE;
+}
+
 MexdBackbone *mexd_backbone_load(const char *path, MexdBackend *be, MexdDType dtype,
                                  GError **error)
 {
@@ -246,7 +360,8 @@ MexdBackbone *mexd_backbone_load(const char *path, MexdBackend *be, MexdDType dt
   bb->path = g_strdup(path);
   MexdWeights w;
   mexd_weights_init(&w, st, be);
-  gboolean ok = parse_config(&bb->cfg, json, path, error) && load_resnet(bb, &w, error) &&
+  gboolean ok = parse_config(&bb->cfg, json, path, error) &&
+                (bb->cfg.is_vit ? load_vit(bb, &w, error) : load_resnet(bb, &w, error)) &&
                 mexd_weights_check_all_taken(&w, error);
   mexd_weights_clear(&w);
   if (!ok) {
@@ -290,6 +405,132 @@ static MexdTensor *bottleneck_fwd(const Bottleneck *bl, MexdTensor *x, GError **
   return g_steal_pointer(&h3);
 }
 
+static MexdTensor *new_as(MexdTensor *like, int ndim, const int64_t *shape, GError **error)
+{
+  return mexd_tensor_new(like->backend, like->dtype, ndim, shape, error);
+}
+
+/* ViT: tokens [B·T, D] through the blocks (timm's pre-norm residual blocks). */
+static MexdTensor *vit_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace, GError **error)
+{
+  const MexdBackboneConfig *c = &b->cfg;
+  const int64_t B = x->shape[0], D = c->dim, H = c->heads, dh = D / H, G = c->input_size / c->patch;
+  const int64_t N = G * G, T = N + 1, F = D * c->mlp_ratio;
+  const float scale = (float)(1.0 / sqrt((double)dh)), eps = (float)c->ln_eps;
+  /* patch embedding: a stride-P convolution → [B, D, N] → [B, N, D]; the class token in front;
+   * the position embedding added */
+  g_autoptr(MexdTensor) tok = NULL;
+  {
+    g_autoptr(MexdTensor) pe = new_as(x, 4, (int64_t[]){B, D, G, G}, error);
+    MexdConv2dParams cp = {c->patch, c->patch, 0, 0, 1, 1, 1};
+    if (!pe || !mexd_conv2d(pe, x, b->patch_w, b->patch_b, &cp, error))
+      return NULL;
+    g_autoptr(MexdTensor) pe3 = mexd_tensor_reshape(pe, 3, (int64_t[]){B, D, N}, error);
+    g_autoptr(MexdTensor) pt = pe3 ? new_as(x, 3, (int64_t[]){B, N, D}, error) : NULL;
+    if (!pt || !mexd_permute(pt, pe3, (int[]){0, 2, 1}, error))
+      return NULL;
+    g_autoptr(MexdTensor) cls = new_as(x, 3, (int64_t[]){B, 1, D}, error);
+    g_autoptr(MexdTensor) cls2 = cls ? mexd_tensor_reshape(b->cls, 2, (int64_t[]){1, D}, error)
+                                     : NULL;
+    if (!cls2 || !mexd_lincomb(cls, 1.0f, cls2, 0, NULL, 0, NULL, 0.0f, error))
+      return NULL;
+    tok = new_as(x, 3, (int64_t[]){B, T, D}, error);
+    MexdTensor *parts[2] = {cls, pt};
+    g_autoptr(MexdTensor) pos = tok ? mexd_tensor_reshape(b->pos, 2, (int64_t[]){T, D}, error)
+                                    : NULL;
+    if (!pos || !mexd_concat(tok, parts, 2, 1, error) ||
+        !mexd_lincomb(tok, 1.0f, pos, 0, NULL, 0, NULL, 1.0f, error) ||
+        !mexd_trace_put(trace, NULL, "tokens", tok, error))
+      return NULL;
+  }
+  g_autoptr(MexdTensor) h = mexd_tensor_reshape(tok, 2, (int64_t[]){B * T, D}, error);
+  if (!h)
+    return NULL;
+  g_clear_pointer(&tok, mexd_tensor_unref);
+  for (int i = 0; i < c->depth; i++) {
+    const VitBlock *v = &b->vit[i];
+    /* attention */
+    {
+      g_autoptr(MexdTensor) n1 = new_as(h, 2, (int64_t[]){B * T, D}, error);
+      if (!n1 || !mexd_layernorm(n1, h, v->n1w, v->n1b, eps, error))
+        return NULL;
+      g_autoptr(MexdTensor) qkv = mexd_linear_new(n1, v->qkv_w, v->qkv_b, error);
+      g_clear_pointer(&n1, mexd_tensor_unref);
+      /* [B, T, 3, D] → [3, B, T, D]; then each of q, k, v [B, T, H, dh] → [B, H, T, dh] */
+      g_autoptr(MexdTensor) qkv4 = qkv ? mexd_tensor_reshape(qkv, 4, (int64_t[]){B, T, 3, D}, error)
+                                       : NULL;
+      g_autoptr(MexdTensor) s3 = qkv4 ? new_as(h, 4, (int64_t[]){3, B, T, D}, error) : NULL;
+      if (!s3 || !mexd_permute(s3, qkv4, (int[]){2, 0, 1, 3}, error))
+        return NULL;
+      g_clear_pointer(&qkv4, mexd_tensor_unref);
+      g_clear_pointer(&qkv, mexd_tensor_unref);
+      g_autoptr(MexdTensor) flat = mexd_tensor_reshape(s3, 2, (int64_t[]){3 * B * T, D}, error);
+      MexdTensor *qkvh[3] = {NULL, NULL, NULL};
+      gboolean ok = flat != NULL;
+      for (int j = 0; ok && j < 3; j++) {
+        g_autoptr(MexdTensor) part = mexd_tensor_rows(flat, j * B * T, B * T, error);
+        g_autoptr(MexdTensor) p4 =
+            part ? mexd_tensor_reshape(part, 4, (int64_t[]){B, T, H, dh}, error) : NULL;
+        qkvh[j] = p4 ? new_as(h, 4, (int64_t[]){B, H, T, dh}, error) : NULL;
+        ok = qkvh[j] && mexd_permute(qkvh[j], p4, (int[]){0, 2, 1, 3}, error);
+      }
+      g_autoptr(MexdTensor) q = qkvh[0], k = qkvh[1], vv = qkvh[2];
+      if (!ok)
+        return NULL;
+      g_clear_pointer(&flat, mexd_tensor_unref);
+      g_clear_pointer(&s3, mexd_tensor_unref);
+      g_autoptr(MexdTensor) q3 = mexd_tensor_reshape(q, 3, (int64_t[]){B * H, T, dh}, error);
+      g_autoptr(MexdTensor) k3 = mexd_tensor_reshape(k, 3, (int64_t[]){B * H, T, dh}, error);
+      g_autoptr(MexdTensor) v3 = mexd_tensor_reshape(vv, 3, (int64_t[]){B * H, T, dh}, error);
+      g_autoptr(MexdTensor) att = v3 ? new_as(h, 3, (int64_t[]){B * H, T, T}, error) : NULL;
+      MexdGemmParams gp = {FALSE, TRUE, scale, 0.0f};
+      if (!att || !mexd_gemm(att, q3, k3, NULL, &gp, error) ||
+          !mexd_softmax_rows(att, att, error))
+        return NULL;
+      g_autoptr(MexdTensor) o = new_as(h, 3, (int64_t[]){B * H, T, dh}, error);
+      if (!o || !mexd_gemm(o, att, v3, NULL, NULL, error))
+        return NULL;
+      g_autoptr(MexdTensor) o4 = mexd_tensor_reshape(o, 4, (int64_t[]){B, H, T, dh}, error);
+      g_autoptr(MexdTensor) m4 = o4 ? new_as(h, 4, (int64_t[]){B, T, H, dh}, error) : NULL;
+      if (!m4 || !mexd_permute(m4, o4, (int[]){0, 2, 1, 3}, error))
+        return NULL;
+      g_autoptr(MexdTensor) m2 = mexd_tensor_reshape(m4, 2, (int64_t[]){B * T, D}, error);
+      g_autoptr(MexdTensor) pr = m2 ? mexd_linear_new(m2, v->proj_w, v->proj_b, error) : NULL;
+      if (!pr || (v->ls1 && !mexd_mul(pr, pr, v->ls1, error)) || !mexd_add(h, h, pr, error))
+        return NULL;
+    }
+    /* MLP */
+    {
+      g_autoptr(MexdTensor) n2 = new_as(h, 2, (int64_t[]){B * T, D}, error);
+      if (!n2 || !mexd_layernorm(n2, h, v->n2w, v->n2b, eps, error))
+        return NULL;
+      g_autoptr(MexdTensor) f1 = mexd_linear_new(n2, v->fc1_w, v->fc1_b, error);
+      if (!f1 || f1->shape[1] != F || !mexd_gelu(f1, f1, error))
+        return NULL;
+      g_autoptr(MexdTensor) f2 = mexd_linear_new(f1, v->fc2_w, v->fc2_b, error);
+      if (!f2 || (v->ls2 && !mexd_mul(f2, f2, v->ls2, error)) || !mexd_add(h, h, f2, error))
+        return NULL;
+    }
+    char nm[24];
+    g_snprintf(nm, sizeof nm, "block%d", i);
+    if (!mexd_trace_put(trace, NULL, nm, h, error))
+      return NULL;
+  }
+  /* the class tokens (row b·T of every image), then the final norm */
+  g_autofree int32_t *rows = g_new(int32_t, B);
+  for (int64_t i = 0; i < B; i++)
+    rows[i] = (int32_t)(i * T);
+  g_autoptr(MexdTensor) idx = mexd_tensor_new(b->be, MEXD_DTYPE_I32, 1, (int64_t[]){B}, error);
+  g_autoptr(MexdTensor) clsr = idx ? new_as(h, 2, (int64_t[]){B, D}, error) : NULL;
+  if (!clsr || !mexd_tensor_write(idx, rows, sizeof(int32_t) * B, error) ||
+      !mexd_gather_rows(clsr, h, idx, error))
+    return NULL;
+  MexdTensor *out = new_as(h, 2, (int64_t[]){B, D}, error);
+  if (out && !mexd_layernorm(out, clsr, b->norm_w, b->norm_b, eps, error))
+    g_clear_pointer(&out, mexd_tensor_unref);
+  return out;
+}
+
 MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace,
                                   GError **error)
 {
@@ -301,6 +542,8 @@ MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *tra
                           "%s: the input is %s, expected %s[B,3,%d,%d] on %s", b->path, d,
                           mexd_dtype_name(b->dtype), c->input_size, c->input_size, mexd_backend_name(b->be));
   }
+  if (c->is_vit)
+    return vit_forward(b, x, trace, error);
   g_autoptr(MexdTensor) s = conv_fwd(&b->stem, x, TRUE, error);
   if (!s)
     return NULL;

@@ -7,7 +7,10 @@
  *
  * Architectures built so far: "resnet50-trunc" (torchvision's ResNet-50 through layer3, global
  * average pooling → 1024-d; batch norm folded into the convolutions at load; `blocks` and `width`
- * may describe narrower/shorter variants of the same family, which the tests use).
+ * may describe narrower/shorter variants of the same family, which the tests use); "vit-s16",
+ * "vit-b16", "vit-l16" (timm's VisionTransformer: 16×16 patch embedding, a class token, learned
+ * position embedding, pre-norm blocks with optional layer scale as in UNI, final norm, the class
+ * token as output: 384/768/1024-d; `dim`, `depth`, `heads` may describe smaller variants).
  *
  * Computation: the chosen dtype (f32, or f16 storage with f32 accumulation) for weights and
  * activations; tiles arrive as 8-bit RGB and are preprocessed on the device (mexd_image_prep:
@@ -27,6 +30,10 @@ typedef struct {
   int output_dim;   /* features per tile */
   int blocks[3];    /* resnet: bottleneck blocks in layer1..3 (3, 4, 6) */
   int width;        /* resnet: stem width (64); layer k has width·2^(k−1) planes, 4× out */
+  gboolean is_vit;
+  int dim, depth, heads, patch, mlp_ratio; /* vit: 384/768/1024, 12/12/24, 6/12/16, 16, 4 */
+  gboolean layer_scale;                    /* vit: blocks have ls1.gamma / ls2.gamma */
+  double ln_eps;                           /* vit: 1e-6 (timm) */
 } MexdBackboneConfig;
 
 typedef struct _MexdBackbone MexdBackbone;
@@ -41,7 +48,8 @@ MexdDType mexd_backbone_dtype(const MexdBackbone *b);
 MexdBackend *mexd_backbone_backend(const MexdBackbone *b);
 
 /* Features [B, output_dim] (in the backbone's dtype, on its backend) of preprocessed input
- * x [B, 3, input_size, input_size].  Intermediates go to `trace` ("stem", "layer1".."layer3"). */
+ * x [B, 3, input_size, input_size].  Intermediates go to `trace` (resnet: "stem",
+ * "layer1".."layer3"; vit: "tokens" after the position embedding, "block0".."block{depth−1}"). */
 MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace,
                                   GError **error);
 /* The whole path from bytes: B tiles of h×w 8-bit RGB (row-major, 3 bytes a pixel, tile after

@@ -12,7 +12,10 @@ Writes to tests/fixtures/backbones/ (or OUT_DIR):
                        statistics, torchvision state-dict names;
   resnet-tiny-io.safetensors  its input tiles (72 x 72, resized to 64) and the reference
                        features and intermediates (stem, layer1..3) in fp32;
-  tiles/t{i}_{x}_{y}.png  the same three tiles as PNG files (for `mexd extract`).
+  tiles/t{i}_{x}_{y}.png  the same three tiles as PNG files (for `mexd extract`);
+  vit-tiny.safetensors, vit-tiny-io.safetensors  the same for a small ViT written here from
+                       timm's semantics (dim 48, 3 heads, depth 2, layer scale, 64 x 64 input):
+                       tokens, block0, block1 and the class-token features.
 Run with Debian's python3-torch and python3-torchvision:
   /usr/bin/python3 tests/reference/gen_backbones.py
 `gen_backbones.py --full DIR` instead writes the full-size ResNet-50 check of the slow suite
@@ -68,6 +71,59 @@ class ResNetTrunc(nn.Module):
             if trace is not None:
                 trace[name] = x
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+class ViT(nn.Module):
+    """A ViT written here from timm's VisionTransformer semantics (the reference issue 4 asks for):
+    16x16 patch embedding (a strided conv), class token, learned position embedding, pre-norm
+    blocks x + ls1 * attn(norm1(x)), x + ls2 * mlp(norm2(x)) with LayerNorm eps 1e-6, qkv with
+    bias, exact GELU, optional layer scale (timm's `ls1.gamma`), final norm, the class token out.
+    Parameter names are timm's."""
+
+    def __init__(self, dim, depth, heads, img=224, patch=16, mlp_ratio=4, layer_scale=False):
+        super().__init__()
+        self.heads = heads
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(3, dim, patch, patch)
+        n = (img // patch) ** 2
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(1, n + 1, dim) * 0.02)
+        self.blocks = nn.ModuleList()
+        for _ in range(depth):
+            b = nn.Module()
+            b.norm1 = nn.LayerNorm(dim, eps=1e-6)
+            b.attn = nn.Module()
+            b.attn.qkv = nn.Linear(dim, 3 * dim)
+            b.attn.proj = nn.Linear(dim, dim)
+            b.norm2 = nn.LayerNorm(dim, eps=1e-6)
+            b.mlp = nn.Module()
+            b.mlp.fc1 = nn.Linear(dim, dim * mlp_ratio)
+            b.mlp.fc2 = nn.Linear(dim * mlp_ratio, dim)
+            if layer_scale:
+                b.ls1 = nn.Module()
+                b.ls1.gamma = nn.Parameter(torch.rand(dim) + 0.5)
+                b.ls2 = nn.Module()
+                b.ls2.gamma = nn.Parameter(torch.rand(dim) + 0.5)
+            self.blocks.append(b)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x, trace=None):
+        x = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        if trace is not None:
+            trace["tokens"] = x
+        B, T, D = x.shape
+        H = self.heads
+        for i, b in enumerate(self.blocks):
+            q, k, v = b.attn.qkv(b.norm1(x)).reshape(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+            a = ((q @ k.transpose(-2, -1)) * (D // H) ** -0.5).softmax(dim=-1)
+            o = b.attn.proj((a @ v).transpose(1, 2).reshape(B, T, D))
+            x = x + (b.ls1.gamma * o if hasattr(b, "ls1") else o)
+            m = b.mlp.fc2(F.gelu(b.mlp.fc1(b.norm2(x))))
+            x = x + (b.ls2.gamma * m if hasattr(b, "ls2") else m)
+            if trace is not None:
+                trace[f"block{i}"] = x
+        return self.norm(x)[:, 0]
 
 
 def preprocess(tiles_u8, size, mean=MEAN, std=STD):
@@ -171,6 +227,21 @@ def main():
     for i, (x, y) in enumerate([(0, 0), (72, 0), (0, 72)]):
         Image.fromarray(tiles[i]).save(os.path.join(tdir, f"t{i}_{x}_{y}.png"))
     print(f"wrote fixtures to {out}: features {tuple(feats.shape)}, |f| mean {feats.abs().mean():.4f}")
+
+    # a small ViT with layer scale (dim 48, 3 heads, depth 2, 64 x 64 input: 16 patches)
+    torch.manual_seed(21)
+    vit = ViT(48, 2, 3, img=64, layer_scale=True).eval()
+    vcfg = {"arch": "vit-s16", "dim": 48, "depth": 2, "heads": 3, "input_size": 64, "patch": 16,
+            "layer_scale": True, "mean": MEAN, "std": STD, "output_dim": 48}
+    ref.save_safetensors(os.path.join(out, "vit-tiny.safetensors"), dict(vit.state_dict()),
+                         {"mexd.format": "mexd-backbone/1", "mexd.config": json.dumps(vcfg)})
+    with torch.no_grad():
+        x = preprocess(tiles, (64, 64))
+        tr = {}
+        vf = vit(x, tr)
+    io = {"pixels": tiles.astype(np.int32), "input": x.numpy(), "features": vf.numpy()}
+    io.update({k: v.numpy() for k, v in tr.items()})
+    ref.save_safetensors(os.path.join(out, "vit-tiny-io.safetensors"), io, {"tile": "72", "batch": "3"})
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ torch.save(sd, sys.argv[2] + "/bad.pth")
 PY
 /usr/bin/python3 "$src/tools/convert.py" resnet50 "$tmp/good.pth" "$tmp/r.safetensors" --input-size 64 || exit 1
 G_TEST_SRCDIR="$src/tests" MEXD_TEST_RESNET="$tmp/r.safetensors" MEXD_TEST_BACKENDS=cpu \
-  "$exe" -p /backbone/resnet-tiny/cpu/f32 || exit 1
+  "$exe" -p /backbone/resnet-tiny/cpu/f32 >"$tmp/log" 2>&1 || { cat "$tmp/log"; exit 1; }
+grep -q "^ok 1 /backbone/resnet-tiny/cpu/f32" "$tmp/log" || { cat "$tmp/log"; exit 1; }
 if /usr/bin/python3 "$src/tools/convert.py" resnet50 "$tmp/bad.pth" "$tmp/b.safetensors" 2>"$tmp/err"; then
   echo "convert.py accepted a wrong shape"; exit 1
 fi

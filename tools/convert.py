@@ -4,6 +4,7 @@
   convert.py mexd-official IN.pth OUT.safetensors [--dataset camelyon16|tcga|bracs] [--classes a,b,...]
   convert.py transmil IN.pth OUT.safetensors [--classes a,b,...]
   convert.py resnet50 IN.pth OUT.safetensors [--input-size 224] [--mean R,G,B] [--std R,G,B]
+  convert.py vit IN.pth OUT.safetensors --arch vit-s16|vit-b16|vit-l16 [--input-size 224] [...]
 
 mexd-official: the authors' stage-1 state dict (MExD, MOE_v3_{2,3,4}.py; MEXD.md §6).
   `trans1.*` is adapter #1 (the TransMIL on the D-dim instance features: its _fc1.0.weight is
@@ -30,6 +31,13 @@ resnet50: a torchvision ResNet-50 state dict (e.g. resnet50(weights=...).state_d
   1024-d after global average pooling.  layer4.*, fc.* and num_batches_tracked are dropped.  The
   stem width and the block counts are read from the state dict (64 and 3, 4, 6 for ResNet-50).
   --input-size (224), --mean / --std (ImageNet's) are the preprocessing recorded in the file.
+
+vit: a timm VisionTransformer state dict (vit_small/base/large_patch16_224, UNI's ViT-L/16) ->
+  a `mexd-backbone/1` file of the given arch: patch_embed.proj, cls_token, pos_embed, blocks.i.*
+  (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2, and ls1.gamma / ls2.gamma when the model
+  has layer scale), norm; the class token after `norm` is the feature.  head.* is dropped; a
+  model with fc_norm (global-average-pool variants) or a different patch size is refused.  dim,
+  depth, heads and the MLP ratio come from the state dict (heads from --heads, else the arch's).
 
 mexd-official, transmil: landmarks and pinv iterations are not stored in a state dict; the defaults are the
 authors' (256 landmarks, 6 iterations), --landmarks / --pinv-iterations override.  Checkpoints
@@ -313,6 +321,66 @@ def convert_resnet(args):
           f"input {args.input_size}², {len(out)} tensors")
 
 
+VIT_HEADS = {"vit-s16": 6, "vit-b16": 12, "vit-l16": 16}
+
+
+def convert_vit(args):
+    sd = load_state_dict(args.input)
+    tk = Taker(sd, args.input)
+    out = {}
+    if "patch_embed.proj.weight" not in sd:
+        raise ConvertError(f"{args.input}: missing key patch_embed.proj.weight (not a timm ViT state dict)")
+    D, cin, P, P2 = sd["patch_embed.proj.weight"].shape
+    if cin != 3 or P != P2 or P != 16:
+        raise ConvertError(f"{args.input}: patch_embed.proj.weight {list(sd['patch_embed.proj.weight'].shape)}: "
+                           "expected [dim, 3, 16, 16]")
+    if "fc_norm.weight" in sd:
+        raise ConvertError(f"{args.input}: has fc_norm (a global-average-pool ViT); only class-token models are supported")
+    depth = 0
+    while f"blocks.{depth}.norm1.weight" in sd:
+        depth += 1
+    if depth == 0:
+        raise ConvertError(f"{args.input}: missing key blocks.0.norm1.weight")
+    heads = args.heads or VIT_HEADS[args.arch]
+    if D % heads:
+        raise ConvertError(f"dim {D} is not a multiple of {heads} heads (give --heads)")
+    F_ = sd["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in sd else 4 * D
+    if F_ % D:
+        raise ConvertError(f"{args.input}: blocks.0.mlp.fc1.weight has {F_} rows, not a multiple of dim {D}")
+    ls = "blocks.0.ls1.gamma" in sd
+    T = 1 + (args.input_size // 16) ** 2
+    out["patch_embed.proj.weight"] = tk.take("patch_embed.proj.weight", shape=(D, 3, 16, 16))
+    out["patch_embed.proj.bias"] = tk.take("patch_embed.proj.bias", shape=(D,))
+    out["cls_token"] = tk.take("cls_token", shape=(1, 1, D))
+    out["pos_embed"] = tk.take("pos_embed", shape=(1, T, D))
+    for i in range(depth):
+        b = f"blocks.{i}."
+        for name, shape in (("norm1.weight", (D,)), ("norm1.bias", (D,)), ("attn.qkv.weight", (3 * D, D)),
+                            ("attn.qkv.bias", (3 * D,)), ("attn.proj.weight", (D, D)), ("attn.proj.bias", (D,)),
+                            ("norm2.weight", (D,)), ("norm2.bias", (D,)), ("mlp.fc1.weight", (F_, D)),
+                            ("mlp.fc1.bias", (F_,)), ("mlp.fc2.weight", (D, F_)), ("mlp.fc2.bias", (D,))):
+            out[b + name] = tk.take(b + name, shape=shape)
+        if ls:
+            out[b + "ls1.gamma"] = tk.take(b + "ls1.gamma", shape=(D,))
+            out[b + "ls2.gamma"] = tk.take(b + "ls2.gamma", shape=(D,))
+    out["norm.weight"] = tk.take("norm.weight", shape=(D,))
+    out["norm.bias"] = tk.take("norm.bias", shape=(D,))
+    for k in tk.leftover():
+        if k.startswith("head."):
+            continue
+        warn(f"unexpected key {k} {list(sd[k].shape)} ignored")
+    mean = parse_list(args.mean, float, "mean") if args.mean else IMAGENET_MEAN
+    std = parse_list(args.std, float, "std") if args.std else IMAGENET_STD
+    if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
+        raise ConvertError("--mean and --std need 3 values each (std > 0)")
+    cfg = {"arch": args.arch, "dim": int(D), "depth": depth, "heads": heads, "patch": 16,
+           "mlp_ratio": int(F_ // D), "layer_scale": ls, "input_size": args.input_size,
+           "mean": mean, "std": std, "output_dim": int(D)}
+    write_safetensors(args.output, out, {"mexd.format": "mexd-backbone/1", "mexd.config": json.dumps(cfg)})
+    print(f"{args.output}: {args.arch}, dim {D}, depth {depth}, heads {heads}, layer scale {ls}, "
+          f"input {args.input_size}², {len(out)} tensors")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="convert.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -335,10 +403,18 @@ def main(argv=None):
     sp.add_argument("--input-size", type=int, default=224, help="side the tiles are resized to (224)")
     sp.add_argument("--mean", help="comma-separated normalisation mean (ImageNet's)")
     sp.add_argument("--std", help="comma-separated normalisation std (ImageNet's)")
+    sp = sub.add_parser("vit", help="a timm VisionTransformer state dict (class-token output)")
+    sp.add_argument("input", metavar="IN.pth")
+    sp.add_argument("output", metavar="OUT.safetensors")
+    sp.add_argument("--arch", required=True, choices=sorted(VIT_HEADS))
+    sp.add_argument("--heads", type=int, help="attention heads (default: the arch's)")
+    sp.add_argument("--input-size", type=int, default=224, help="side the tiles are resized to (224)")
+    sp.add_argument("--mean", help="comma-separated normalisation mean (ImageNet's)")
+    sp.add_argument("--std", help="comma-separated normalisation std (ImageNet's)")
     args = ap.parse_args(argv)
-    if args.cmd == "resnet50":
+    if args.cmd in ("resnet50", "vit"):
         try:
-            convert_resnet(args)
+            (convert_resnet if args.cmd == "resnet50" else convert_vit)(args)
         except ConvertError as e:
             print(f"convert.py: error: {e}", file=sys.stderr)
             return 1

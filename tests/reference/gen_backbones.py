@@ -18,8 +18,9 @@ Writes to tests/fixtures/backbones/ (or OUT_DIR):
                        tokens, block0, block1 and the class-token features.
 Run with Debian's python3-torch and python3-torchvision:
   /usr/bin/python3 tests/reference/gen_backbones.py
-`gen_backbones.py --full DIR` instead writes the full-size ResNet-50 check of the slow suite
-(torchvision's resnet50(), 224 x 224) to DIR: nothing of it is committed.
+`gen_backbones.py --full DIR` instead writes the full-size checks of the slow suite to DIR
+(torchvision's resnet50() and the reference ViT as ViT-S/16, 224 x 224): nothing of it is
+committed.
 """
 import json
 import os
@@ -180,6 +181,17 @@ def full_resnet50(out):
     io.update({k: v.numpy() for k, v in tr.items()})
     ref.save_safetensors(os.path.join(out, "resnet50-io.safetensors"), io, {"tile": "256", "batch": "2"})
     print(f"wrote {out}/resnet50.pth and resnet50-io.safetensors: features {tuple(feats.shape)}")
+    # ViT-S/16 at 224 x 224 (the reference ViT above at full size; no layer scale, as timm's)
+    torch.manual_seed(14)
+    vit = ViT(384, 12, 6, img=224).eval()
+    torch.save(vit.state_dict(), os.path.join(out, "vit-s16.pth"))
+    with torch.no_grad():
+        tr = {}
+        vf = vit(x, tr)
+    io = {"pixels": tiles.astype(np.int32), "input": x.numpy(), "features": vf.numpy(),
+          "tokens": tr["tokens"].numpy(), "block11": tr["block11"].numpy()}
+    ref.save_safetensors(os.path.join(out, "vit-s16-io.safetensors"), io, {"tile": "256", "batch": "2"})
+    print(f"wrote {out}/vit-s16.pth and vit-s16-io.safetensors: features {tuple(vf.shape)}")
 
 
 def main():

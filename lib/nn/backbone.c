@@ -410,13 +410,96 @@ static MexdTensor *new_as(MexdTensor *like, int ndim, const int64_t *shape, GErr
   return mexd_tensor_new(like->backend, like->dtype, ndim, shape, error);
 }
 
+/* Multi-head self-attention over `nb` sequences of T tokens, x [nb·T, D] → a new [nb·T, D]
+ * (after the output projection): qkv, the scaled scores (+ bias [H, T·T] and + mask [nw, 1, T·T]
+ * over groups of nw sequences, when given), softmax, the weighted values. */
+static MexdTensor *mha(MexdTensor *x, const VitBlock *v, int64_t nb, int64_t T, int64_t H,
+                       MexdTensor *bias, MexdTensor *mask, int64_t nw, GError **error)
+{
+  const int64_t D = x->shape[1], dh = D / H;
+  const float scale = (float)(1.0 / sqrt((double)dh));
+  g_autoptr(MexdTensor) qkv = mexd_linear_new(x, v->qkv_w, v->qkv_b, error);
+  /* [nb, T, 3, D] → [3, nb, T, D]; then each of q, k, v [nb, T, H, dh] → [nb, H, T, dh] */
+  g_autoptr(MexdTensor) qkv4 =
+      qkv ? mexd_tensor_reshape(qkv, 4, (int64_t[]){nb, T, 3, D}, error) : NULL;
+  g_autoptr(MexdTensor) s3 = qkv4 ? new_as(x, 4, (int64_t[]){3, nb, T, D}, error) : NULL;
+  if (!s3 || !mexd_permute(s3, qkv4, (int[]){2, 0, 1, 3}, error))
+    return NULL;
+  g_clear_pointer(&qkv4, mexd_tensor_unref);
+  g_clear_pointer(&qkv, mexd_tensor_unref);
+  g_autoptr(MexdTensor) flat = mexd_tensor_reshape(s3, 2, (int64_t[]){3 * nb * T, D}, error);
+  MexdTensor *qkvh[3] = {NULL, NULL, NULL};
+  gboolean ok = flat != NULL;
+  for (int j = 0; ok && j < 3; j++) {
+    g_autoptr(MexdTensor) part = mexd_tensor_rows(flat, j * nb * T, nb * T, error);
+    g_autoptr(MexdTensor) p4 =
+        part ? mexd_tensor_reshape(part, 4, (int64_t[]){nb, T, H, dh}, error) : NULL;
+    qkvh[j] = p4 ? new_as(x, 3, (int64_t[]){nb * H, T, dh}, error) : NULL;
+    g_autoptr(MexdTensor) dst =
+        qkvh[j] ? mexd_tensor_reshape(qkvh[j], 4, (int64_t[]){nb, H, T, dh}, error) : NULL;
+    ok = dst && mexd_permute(dst, p4, (int[]){0, 2, 1, 3}, error);
+  }
+  g_autoptr(MexdTensor) q = qkvh[0], k = qkvh[1], vv = qkvh[2];
+  if (!ok)
+    return NULL;
+  g_clear_pointer(&flat, mexd_tensor_unref);
+  g_clear_pointer(&s3, mexd_tensor_unref);
+  g_autoptr(MexdTensor) att = new_as(x, 3, (int64_t[]){nb * H, T, T}, error);
+  MexdGemmParams gp = {FALSE, TRUE, scale, 0.0f};
+  if (!att || !mexd_gemm(att, q, k, NULL, &gp, error))
+    return NULL;
+  if (bias || mask) {
+    g_autoptr(MexdTensor) a4 =
+        mexd_tensor_reshape(att, 4, (int64_t[]){nb / nw, nw, H, T * T}, error);
+    if (!a4 || (bias && !mexd_add(a4, a4, bias, error)) || (mask && !mexd_add(a4, a4, mask, error)))
+      return NULL;
+  }
+  if (!mexd_softmax_rows(att, att, error))
+    return NULL;
+  g_autoptr(MexdTensor) o = new_as(x, 4, (int64_t[]){nb, H, T, dh}, error);
+  g_autoptr(MexdTensor) o3 = o ? mexd_tensor_reshape(o, 3, (int64_t[]){nb * H, T, dh}, error) : NULL;
+  if (!o3 || !mexd_gemm(o3, att, vv, NULL, NULL, error))
+    return NULL;
+  g_autoptr(MexdTensor) m4 = new_as(x, 4, (int64_t[]){nb, T, H, dh}, error);
+  if (!m4 || !mexd_permute(m4, o, (int[]){0, 2, 1, 3}, error))
+    return NULL;
+  g_autoptr(MexdTensor) m2 = mexd_tensor_reshape(m4, 2, (int64_t[]){nb * T, D}, error);
+  return m2 ? mexd_linear_new(m2, v->proj_w, v->proj_b, error) : NULL;
+}
+
+/* h += ls1 · attention(norm1(h)) for a ViT block (whole sequences of T tokens, no bias/mask). */
+static gboolean attn_block(MexdTensor *h, const VitBlock *v, int64_t nb, int64_t T, int64_t H,
+                           float eps, MexdTensor *bias, MexdTensor *mask, int64_t nw,
+                           GError **error)
+{
+  g_autoptr(MexdTensor) n1 = new_as(h, 2, h->shape, error);
+  if (!n1 || !mexd_layernorm(n1, h, v->n1w, v->n1b, eps, error))
+    return FALSE;
+  g_autoptr(MexdTensor) pr = mha(n1, v, nb, T, H, bias, mask, nw, error);
+  return pr && (!v->ls1 || mexd_mul(pr, pr, v->ls1, error)) && mexd_add(h, h, pr, error);
+}
+
+/* h += ls2 · fc2(gelu(fc1(norm2(h)))) */
+static gboolean mlp_block(MexdTensor *h, const VitBlock *v, float eps, GError **error)
+{
+  g_autoptr(MexdTensor) n2 = new_as(h, 2, h->shape, error);
+  if (!n2 || !mexd_layernorm(n2, h, v->n2w, v->n2b, eps, error))
+    return FALSE;
+  g_autoptr(MexdTensor) f1 = mexd_linear_new(n2, v->fc1_w, v->fc1_b, error);
+  if (!f1 || !mexd_gelu(f1, f1, error))
+    return FALSE;
+  g_clear_pointer(&n2, mexd_tensor_unref);
+  g_autoptr(MexdTensor) f2 = mexd_linear_new(f1, v->fc2_w, v->fc2_b, error);
+  return f2 && (!v->ls2 || mexd_mul(f2, f2, v->ls2, error)) && mexd_add(h, h, f2, error);
+}
+
 /* ViT: tokens [B·T, D] through the blocks (timm's pre-norm residual blocks). */
 static MexdTensor *vit_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace, GError **error)
 {
   const MexdBackboneConfig *c = &b->cfg;
-  const int64_t B = x->shape[0], D = c->dim, H = c->heads, dh = D / H, G = c->input_size / c->patch;
-  const int64_t N = G * G, T = N + 1, F = D * c->mlp_ratio;
-  const float scale = (float)(1.0 / sqrt((double)dh)), eps = (float)c->ln_eps;
+  const int64_t B = x->shape[0], D = c->dim, H = c->heads, G = c->input_size / c->patch;
+  const int64_t N = G * G, T = N + 1;
+  const float eps = (float)c->ln_eps;
   /* patch embedding: a stride-P convolution → [B, D, N] → [B, N, D]; the class token in front;
    * the position embedding added */
   g_autoptr(MexdTensor) tok = NULL;
@@ -449,68 +532,8 @@ static MexdTensor *vit_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace,
   g_clear_pointer(&tok, mexd_tensor_unref);
   for (int i = 0; i < c->depth; i++) {
     const VitBlock *v = &b->vit[i];
-    /* attention */
-    {
-      g_autoptr(MexdTensor) n1 = new_as(h, 2, (int64_t[]){B * T, D}, error);
-      if (!n1 || !mexd_layernorm(n1, h, v->n1w, v->n1b, eps, error))
-        return NULL;
-      g_autoptr(MexdTensor) qkv = mexd_linear_new(n1, v->qkv_w, v->qkv_b, error);
-      g_clear_pointer(&n1, mexd_tensor_unref);
-      /* [B, T, 3, D] → [3, B, T, D]; then each of q, k, v [B, T, H, dh] → [B, H, T, dh] */
-      g_autoptr(MexdTensor) qkv4 = qkv ? mexd_tensor_reshape(qkv, 4, (int64_t[]){B, T, 3, D}, error)
-                                       : NULL;
-      g_autoptr(MexdTensor) s3 = qkv4 ? new_as(h, 4, (int64_t[]){3, B, T, D}, error) : NULL;
-      if (!s3 || !mexd_permute(s3, qkv4, (int[]){2, 0, 1, 3}, error))
-        return NULL;
-      g_clear_pointer(&qkv4, mexd_tensor_unref);
-      g_clear_pointer(&qkv, mexd_tensor_unref);
-      g_autoptr(MexdTensor) flat = mexd_tensor_reshape(s3, 2, (int64_t[]){3 * B * T, D}, error);
-      MexdTensor *qkvh[3] = {NULL, NULL, NULL};
-      gboolean ok = flat != NULL;
-      for (int j = 0; ok && j < 3; j++) {
-        g_autoptr(MexdTensor) part = mexd_tensor_rows(flat, j * B * T, B * T, error);
-        g_autoptr(MexdTensor) p4 =
-            part ? mexd_tensor_reshape(part, 4, (int64_t[]){B, T, H, dh}, error) : NULL;
-        qkvh[j] = p4 ? new_as(h, 4, (int64_t[]){B, H, T, dh}, error) : NULL;
-        ok = qkvh[j] && mexd_permute(qkvh[j], p4, (int[]){0, 2, 1, 3}, error);
-      }
-      g_autoptr(MexdTensor) q = qkvh[0], k = qkvh[1], vv = qkvh[2];
-      if (!ok)
-        return NULL;
-      g_clear_pointer(&flat, mexd_tensor_unref);
-      g_clear_pointer(&s3, mexd_tensor_unref);
-      g_autoptr(MexdTensor) q3 = mexd_tensor_reshape(q, 3, (int64_t[]){B * H, T, dh}, error);
-      g_autoptr(MexdTensor) k3 = mexd_tensor_reshape(k, 3, (int64_t[]){B * H, T, dh}, error);
-      g_autoptr(MexdTensor) v3 = mexd_tensor_reshape(vv, 3, (int64_t[]){B * H, T, dh}, error);
-      g_autoptr(MexdTensor) att = v3 ? new_as(h, 3, (int64_t[]){B * H, T, T}, error) : NULL;
-      MexdGemmParams gp = {FALSE, TRUE, scale, 0.0f};
-      if (!att || !mexd_gemm(att, q3, k3, NULL, &gp, error) ||
-          !mexd_softmax_rows(att, att, error))
-        return NULL;
-      g_autoptr(MexdTensor) o = new_as(h, 3, (int64_t[]){B * H, T, dh}, error);
-      if (!o || !mexd_gemm(o, att, v3, NULL, NULL, error))
-        return NULL;
-      g_autoptr(MexdTensor) o4 = mexd_tensor_reshape(o, 4, (int64_t[]){B, H, T, dh}, error);
-      g_autoptr(MexdTensor) m4 = o4 ? new_as(h, 4, (int64_t[]){B, T, H, dh}, error) : NULL;
-      if (!m4 || !mexd_permute(m4, o4, (int[]){0, 2, 1, 3}, error))
-        return NULL;
-      g_autoptr(MexdTensor) m2 = mexd_tensor_reshape(m4, 2, (int64_t[]){B * T, D}, error);
-      g_autoptr(MexdTensor) pr = m2 ? mexd_linear_new(m2, v->proj_w, v->proj_b, error) : NULL;
-      if (!pr || (v->ls1 && !mexd_mul(pr, pr, v->ls1, error)) || !mexd_add(h, h, pr, error))
-        return NULL;
-    }
-    /* MLP */
-    {
-      g_autoptr(MexdTensor) n2 = new_as(h, 2, (int64_t[]){B * T, D}, error);
-      if (!n2 || !mexd_layernorm(n2, h, v->n2w, v->n2b, eps, error))
-        return NULL;
-      g_autoptr(MexdTensor) f1 = mexd_linear_new(n2, v->fc1_w, v->fc1_b, error);
-      if (!f1 || f1->shape[1] != F || !mexd_gelu(f1, f1, error))
-        return NULL;
-      g_autoptr(MexdTensor) f2 = mexd_linear_new(f1, v->fc2_w, v->fc2_b, error);
-      if (!f2 || (v->ls2 && !mexd_mul(f2, f2, v->ls2, error)) || !mexd_add(h, h, f2, error))
-        return NULL;
-    }
+    if (!attn_block(h, v, B, T, H, eps, NULL, NULL, 1, error) || !mlp_block(h, v, eps, error))
+      return NULL;
     char nm[24];
     g_snprintf(nm, sizeof nm, "block%d", i);
     if (!mexd_trace_put(trace, NULL, nm, h, error))

@@ -127,6 +127,131 @@ class ViT(nn.Module):
         return self.norm(x)[:, 0]
 
 
+def swin_window_partition(x, ws):
+    B, H, W, C = x.shape
+    x = x.view(B, H // ws, ws, W // ws, ws, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, C)
+
+
+def swin_window_reverse(w, ws, H, W):
+    B = w.shape[0] // ((H // ws) * (W // ws))
+    x = w.view(B, H // ws, W // ws, ws, ws, -1)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, -1)
+
+
+class SwinBlock(nn.Module):
+    def __init__(self, dim, res, heads, ws, shift, mlp_ratio=4):
+        super().__init__()
+        if res <= ws:
+            ws, shift = res, 0
+        self.dim, self.res, self.heads, self.ws, self.shift = dim, res, heads, ws, shift
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.Module()
+        self.attn.qkv = nn.Linear(dim, 3 * dim)
+        self.attn.proj = nn.Linear(dim, dim)
+        self.attn.relative_position_bias_table = nn.Parameter(torch.randn((2 * ws - 1) ** 2, heads) * 0.5)
+        c = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+        rel = (c[:, :, None] - c[:, None, :]).permute(1, 2, 0) + (ws - 1)
+        rel[:, :, 0] *= 2 * ws - 1
+        self.attn.register_buffer("relative_position_index", rel.sum(-1))
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Module()
+        self.mlp.fc1 = nn.Linear(dim, dim * mlp_ratio)
+        self.mlp.fc2 = nn.Linear(dim * mlp_ratio, dim)
+        mask = None
+        if shift:
+            img = torch.zeros(1, res, res, 1)
+            cnt = 0
+            for h in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+                for w in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+                    img[:, h, w, :] = cnt
+                    cnt += 1
+            mw = swin_window_partition(img, ws).squeeze(-1)
+            mask = (mw[:, None, :] - mw[:, :, None]).ne(0).float() * -100.0
+        self.register_buffer("attn_mask", mask)
+
+    def forward(self, x):
+        B, L, C = x.shape
+        H = W = self.res
+        ws, nh = self.ws, self.heads
+        h = self.norm1(x).view(B, H, W, C)
+        if self.shift:
+            h = torch.roll(h, (-self.shift, -self.shift), dims=(1, 2))
+        w = swin_window_partition(h, ws)
+        Bw, N, _ = w.shape
+        q, k, v = self.attn.qkv(w).reshape(Bw, N, 3, nh, C // nh).permute(2, 0, 3, 1, 4)
+        a = (q * (C // nh) ** -0.5) @ k.transpose(-2, -1)
+        bias = self.attn.relative_position_bias_table[self.attn.relative_position_index.view(-1)]
+        a = a + bias.view(N, N, -1).permute(2, 0, 1).unsqueeze(0)
+        if self.attn_mask is not None:
+            nW = self.attn_mask.shape[0]
+            a = (a.view(Bw // nW, nW, nh, N, N) + self.attn_mask.unsqueeze(1).unsqueeze(0)).view(-1, nh, N, N)
+        o = self.attn.proj((a.softmax(-1) @ v).transpose(1, 2).reshape(Bw, N, C))
+        h = swin_window_reverse(o.view(-1, ws, ws, C), ws, H, W)
+        if self.shift:
+            h = torch.roll(h, (self.shift, self.shift), dims=(1, 2))
+        x = x + h.reshape(B, L, C)
+        return x + self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
+
+
+class PatchMerging(nn.Module):
+    def __init__(self, dim, res):
+        super().__init__()
+        self.res = res
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x):
+        B, L, C = x.shape
+        x = x.view(B, self.res, self.res, C)
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        return self.reduction(self.norm(x.view(B, -1, 4 * C)))
+
+
+class CTransPath(nn.Module):
+    """CTransPath (TransPath's ctran.py: timm 0.5.4's swin_tiny_patch4_window7_224 with ConvStem),
+    written here from those semantics with their parameter names: a conv stem (3x3/2 conv, BN, ReLU
+    twice, then a 1x1 conv to embed_dim), LayerNorm, four stages of Swin blocks (window attention
+    with a relative position bias, every second block on windows shifted by ws/2 with the -100
+    mask, windows shrunk to the resolution when it is smaller), patch merging between stages,
+    final LayerNorm and the mean over tokens.  Swin-T: embed 96, depths 2,2,6,2, heads 3,6,12,24,
+    window 7 -> 768-d."""
+
+    def __init__(self, img=224, embed=96, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), ws=7):
+        super().__init__()
+        self.patch_embed = nn.Module()
+        e8 = embed // 8
+        self.patch_embed.proj = nn.Sequential(
+            nn.Conv2d(3, e8, 3, 2, 1, bias=False), nn.BatchNorm2d(e8), nn.ReLU(),
+            nn.Conv2d(e8, 2 * e8, 3, 2, 1, bias=False), nn.BatchNorm2d(2 * e8), nn.ReLU(),
+            nn.Conv2d(2 * e8, embed, 1))
+        self.patch_embed.norm = nn.LayerNorm(embed)
+        self.layers = nn.ModuleList()
+        res, dim = img // 4, embed
+        for i, d in enumerate(depths):
+            layer = nn.Module()
+            layer.blocks = nn.ModuleList([SwinBlock(dim, res, heads[i], ws, 0 if j % 2 == 0 else ws // 2)
+                                          for j in range(d)])
+            layer.downsample = PatchMerging(dim, res) if i < len(depths) - 1 else None
+            self.layers.append(layer)
+            if i < len(depths) - 1:
+                res, dim = res // 2, dim * 2
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x, trace=None):
+        x = self.patch_embed.norm(self.patch_embed.proj(x).flatten(2).transpose(1, 2))
+        if trace is not None:
+            trace["stem"] = x
+        for i, layer in enumerate(self.layers):
+            for b in layer.blocks:
+                x = b(x)
+            if layer.downsample is not None:
+                x = layer.downsample(x)
+            if trace is not None:
+                trace[f"stage{i}"] = x
+        return self.norm(x).mean(1)
+
+
 def preprocess(tiles_u8, size, mean=MEAN, std=STD):
     """tiles [B, H, W, 3] uint8 -> [B, 3, size[0], size[1]] float32, torchvision's tensor path."""
     x = torch.from_numpy(tiles_u8).permute(0, 3, 1, 2).float() / 255.0
@@ -254,6 +379,24 @@ def main():
     io = {"pixels": tiles.astype(np.int32), "input": x.numpy(), "features": vf.numpy()}
     io.update({k: v.numpy() for k, v in tr.items()})
     ref.save_safetensors(os.path.join(out, "vit-tiny-io.safetensors"), io, {"tile": "72", "batch": "3"})
+
+    # a small CTransPath: embed 16, depths 2,2,2,2, heads 1,2,2,4, window 4, 64 x 64 input
+    torch.manual_seed(31)
+    ct = CTransPath(img=64, embed=16, depths=(2, 2, 2, 2), heads=(1, 2, 2, 4), ws=4)
+    randomise_bn(ct, torch.Generator().manual_seed(32))
+    ct.eval()
+    ccfg = {"arch": "ctranspath", "embed_dim": 16, "depths": [2, 2, 2, 2], "heads": [1, 2, 2, 4],
+            "window": 4, "input_size": 64, "mean": MEAN, "std": STD, "output_dim": 128}
+    ref.save_safetensors(os.path.join(out, "ctranspath-tiny.safetensors"),
+                         {k: v for k, v in ct.state_dict().items()
+                          if not k.endswith(("num_batches_tracked", "relative_position_index", "attn_mask"))},
+                         {"mexd.format": "mexd-backbone/1", "mexd.config": json.dumps(ccfg)})
+    with torch.no_grad():
+        tr = {}
+        cf = ct(x, tr)
+    io = {"pixels": tiles.astype(np.int32), "input": x.numpy(), "features": cf.numpy()}
+    io.update({k: v.numpy() for k, v in tr.items()})
+    ref.save_safetensors(os.path.join(out, "ctranspath-tiny-io.safetensors"), io, {"tile": "72", "batch": "3"})
 
 
 if __name__ == "__main__":

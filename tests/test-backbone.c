@@ -34,7 +34,7 @@ static char *fixture(const char *name)
 typedef struct {
   char *backend;
   MexdDType dtype;
-  const char *net; /* "resnet" or "vit" */
+  const char *net; /* "resnet", "vit" or "ctranspath" */
 } Case;
 
 static void case_free(gpointer p)
@@ -110,8 +110,8 @@ static void test_prep(gconstpointer data)
   }
 }
 
-/* A network fixture against its reference: "resnet" (resnet-tiny, MEXD_TEST_RESNET /
- * MEXD_TEST_RESNET_IO replace the files) or "vit" (vit-tiny, MEXD_TEST_VIT / MEXD_TEST_VIT_IO). */
+/* A network fixture against its reference: "resnet", "vit" or "ctranspath" (<net>-tiny and
+ * <net>-tiny-io; MEXD_TEST_<NET> / MEXD_TEST_<NET>_IO replace the files). */
 static void test_net(gconstpointer data)
 {
   const Case *c = data;
@@ -119,13 +119,14 @@ static void test_net(gconstpointer data)
   if (!be)
     return;
   g_autoptr(GError) error = NULL;
-  gboolean vit = g_str_equal(c->net, "vit");
-  const char *em = g_getenv(vit ? "MEXD_TEST_VIT" : "MEXD_TEST_RESNET");
-  const char *eio = g_getenv(vit ? "MEXD_TEST_VIT_IO" : "MEXD_TEST_RESNET_IO");
-  g_autofree char *mpath = em ? g_strdup(em) : fixture(vit ? "vit-tiny.safetensors"
-                                                          : "resnet-tiny.safetensors");
-  g_autofree char *iopath = eio ? g_strdup(eio) : fixture(vit ? "vit-tiny-io.safetensors"
-                                                              : "resnet-tiny-io.safetensors");
+  g_autofree char *up = g_ascii_strup(c->net, -1);
+  g_autofree char *ev = g_strdup_printf("MEXD_TEST_%s", up);
+  g_autofree char *evio = g_strdup_printf("MEXD_TEST_%s_IO", up);
+  g_autofree char *fm = g_strdup_printf("%s-tiny.safetensors", c->net);
+  g_autofree char *fio = g_strdup_printf("%s-tiny-io.safetensors", c->net);
+  const char *em = g_getenv(ev), *eio = g_getenv(evio);
+  g_autofree char *mpath = em ? g_strdup(em) : fixture(fm);
+  g_autofree char *iopath = eio ? g_strdup(eio) : fixture(fio);
   g_autoptr(MexdBackbone) bb = mexd_backbone_load(mpath, be, c->dtype, &error);
   g_assert_no_error(error);
   const MexdBackboneConfig *cfg = mexd_backbone_config(bb);
@@ -227,10 +228,10 @@ static void test_errors(void)
   g_assert_null(mexd_backbone_load(v2, cpu, MEXD_DTYPE_F32, &error));
   expect_error(error, MEXD_ERROR_FORMAT, "layer3.1.conv2.weight", "a tensor of the wrong shape");
   error = NULL;
-  g_autofree char *v3 = variant(dir, NULL, NULL, "{\"arch\": \"ctranspath\", \"mean\": [0,0,0], "
+  g_autofree char *v3 = variant(dir, NULL, NULL, "{\"arch\": \"vit-h14\", \"mean\": [0,0,0], "
                                                  "\"std\": [1,1,1]}");
   g_assert_null(mexd_backbone_load(v3, cpu, MEXD_DTYPE_F32, &error));
-  expect_error(error, MEXD_ERROR_UNSUPPORTED, "ctranspath", "an architecture not built yet");
+  expect_error(error, MEXD_ERROR_UNSUPPORTED, "vit-h14", "an architecture not built");
   error = NULL;
   g_autofree char *v3b = variant(dir, NULL, NULL, "{\"arch\": \"vit-b16\", \"mean\": [0,0,0], "
                                                   "\"std\": [1,1,1]}");
@@ -345,19 +346,19 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_auto(GStrv) backends = mexd_test_backends();
   static const MexdDType dtypes[] = {MEXD_DTYPE_F32, MEXD_DTYPE_F16};
-  static const char *const nets[] = {"resnet", "vit"};
+  static const char *const nets[] = {"resnet", "vit", "ctranspath"};
   for (int b = 0; backends[b]; b++)
     for (int d = 0; d < 2; d++) {
       const char *dn = mexd_dtype_name(dtypes[d]);
-      for (int k = 0; k < 3; k++) {
+      for (int k = 0; k < 4; k++) {
         Case *c = g_new0(Case, 1);
         c->backend = g_strdup(backends[b]);
         c->dtype = dtypes[d];
-        c->net = k < 2 ? nets[k] : NULL;
+        c->net = k < 3 ? nets[k] : NULL;
         g_autofree char *p =
-            k == 2 ? g_strdup_printf("/backbone/prep/%s/%s", backends[b], dn)
+            k == 3 ? g_strdup_printf("/backbone/prep/%s/%s", backends[b], dn)
                    : g_strdup_printf("/backbone/%s-tiny/%s/%s", nets[k], backends[b], dn);
-        g_test_add_data_func_full(p, c, k == 2 ? test_prep : test_net, case_free);
+        g_test_add_data_func_full(p, c, k == 3 ? test_prep : test_net, case_free);
       }
     }
   g_test_add_func("/backbone/errors", test_errors);

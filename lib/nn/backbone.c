@@ -33,6 +33,13 @@ typedef struct {
   MexdTensor *n2w, *n2b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ls2;
 } VitBlock;
 
+/* What a Swin block adds to a ViT block: its window, shift, relative position bias expanded to
+ * [heads, N·N] (N = window²) and, for shifted windows, the −100 mask [nW, 1, N·N]. */
+typedef struct {
+  int ws, shift, res, heads;
+  MexdTensor *bias, *mask;
+} SwinBlockX;
+
 struct _MexdBackbone {
   MexdBackboneConfig cfg;
   MexdBackend *be;
@@ -42,17 +49,25 @@ struct _MexdBackbone {
   Conv stem;
   Bottleneck *blocks; /* blocks[0] + blocks[1] + blocks[2] */
   int n_blocks;
-  /* vit */
+  /* vit (and the blocks of ctranspath) */
   MexdTensor *patch_w, *patch_b, *cls, *pos, *norm_w, *norm_b;
   VitBlock *vit;
+  /* ctranspath */
+  Conv stem2[3]; /* conv 3×3/2 + BN + ReLU twice (folded), then the 1×1 projection */
+  MexdTensor *stem_nw, *stem_nb;
+  SwinBlockX *swin;     /* per block: bias, mask, window */
+  MexdTensor *merge_nw[3], *merge_nb[3], *merge_w[3];
+  int n_swin;
 };
+
+static void conv_clear(Conv *c);
 
 static void vit_clear(MexdBackbone *b)
 {
   MexdTensor **top[] = {&b->patch_w, &b->patch_b, &b->cls, &b->pos, &b->norm_w, &b->norm_b};
   for (size_t i = 0; i < G_N_ELEMENTS(top); i++)
     g_clear_pointer(top[i], mexd_tensor_unref);
-  for (int i = 0; b->vit && i < b->cfg.depth; i++) {
+  for (int i = 0; b->vit && i < (b->cfg.is_swin ? b->n_swin : b->cfg.depth); i++) {
     VitBlock *v = &b->vit[i];
     MexdTensor **t[] = {&v->n1w, &v->n1b, &v->qkv_w, &v->qkv_b, &v->proj_w, &v->proj_b, &v->ls1,
                         &v->n2w, &v->n2b, &v->fc1_w, &v->fc1_b, &v->fc2_w, &v->fc2_b, &v->ls2};
@@ -60,6 +75,19 @@ static void vit_clear(MexdBackbone *b)
       g_clear_pointer(t[j], mexd_tensor_unref);
   }
   g_clear_pointer(&b->vit, g_free);
+  for (int i = 0; i < 3; i++) {
+    conv_clear(&b->stem2[i]);
+    g_clear_pointer(&b->merge_nw[i], mexd_tensor_unref);
+    g_clear_pointer(&b->merge_nb[i], mexd_tensor_unref);
+    g_clear_pointer(&b->merge_w[i], mexd_tensor_unref);
+  }
+  g_clear_pointer(&b->stem_nw, mexd_tensor_unref);
+  g_clear_pointer(&b->stem_nb, mexd_tensor_unref);
+  for (int i = 0; b->swin && i < b->n_swin; i++) {
+    g_clear_pointer(&b->swin[i].bias, mexd_tensor_unref);
+    g_clear_pointer(&b->swin[i].mask, mexd_tensor_unref);
+  }
+  g_clear_pointer(&b->swin, g_free);
 }
 
 static void conv_clear(Conv *c)
@@ -180,10 +208,65 @@ static gboolean parse_config(MexdBackboneConfig *cfg, const char *json, const ch
                          cfg->output_dim, cfg->dim);
       return TRUE;
     }
+  if (g_str_equal(arch, "ctranspath")) {
+    static const char *const ckeys[] = {"arch", "input_size", "mean", "std", "output_dim",
+                                        "embed_dim", "depths", "heads", "window", "mlp_ratio",
+                                        "ln_eps", NULL};
+    static const int def_depths[4] = {2, 2, 6, 2}, def_heads[4] = {3, 6, 12, 24};
+    cfg->is_swin = TRUE;
+    if (!mexd_cfg_check_keys(o, ckeys, "configuration", file, error) ||
+        !mexd_cfg_get_int(o, "input_size", 224, 16, 4096, &cfg->input_size, file, error) ||
+        !mexd_cfg_get_int(o, "embed_dim", 96, 8, 4096, &cfg->embed_dim, file, error) ||
+        !mexd_cfg_get_int(o, "window", 7, 1, 64, &cfg->window, file, error) ||
+        !mexd_cfg_get_int(o, "mlp_ratio", 4, 1, 64, &cfg->mlp_ratio, file, error) ||
+        !mexd_cfg_get_num(o, "ln_eps", 1e-5, &cfg->ln_eps, file, error) ||
+        !get_triple(o, "mean", cfg->mean, FALSE, file, error) ||
+        !get_triple(o, "std", cfg->std, TRUE, file, error))
+      return FALSE;
+    for (int k = 0; k < 2; k++) {
+      const char *key = k ? "heads" : "depths";
+      int *dst = k ? cfg->stage_heads : cfg->depths;
+      if (!json_object_has_member(o, key)) {
+        memcpy(dst, k ? def_heads : def_depths, sizeof(int) * 4);
+        continue;
+      }
+      JsonArray *a = mexd_cfg_get_array(o, key, 4, file, error);
+      if (!a)
+        return FALSE;
+      for (guint i = 0; i < 4; i++) {
+        JsonNode *n = json_array_get_element(a, i);
+        if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64 ||
+            json_node_get_int(n) < 1 || json_node_get_int(n) > 64)
+          return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: %s[%u] must be an integer 1..64", file,
+                           key, i);
+        dst[i] = (int)json_node_get_int(n);
+      }
+    }
+    int res = cfg->input_size / 4;
+    if (cfg->input_size % 32 || cfg->embed_dim % 8 || !(cfg->ln_eps > 0))
+      return mexd_fail(error, MEXD_ERROR_FORMAT,
+                       "%s: input_size %d must be a multiple of 32 and embed_dim %d of 8", file,
+                       cfg->input_size, cfg->embed_dim);
+    for (int i = 0; i < 4; i++, res /= 2) {
+      int ws = MIN(cfg->window, res);
+      if (res % ws || ((cfg->embed_dim << i) % cfg->stage_heads[i]))
+        return mexd_fail(error, MEXD_ERROR_FORMAT,
+                         "%s: stage %d: resolution %d is not a multiple of the window %d, or "
+                         "width %d of heads %d",
+                         file, i, res, ws, cfg->embed_dim << i, cfg->stage_heads[i]);
+    }
+    if (!mexd_cfg_get_int(o, "output_dim", cfg->embed_dim * 8, 1, 1 << 20, &cfg->output_dim,
+                          file, error))
+      return FALSE;
+    if (cfg->output_dim != cfg->embed_dim * 8)
+      return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: output_dim %d is not 8 · embed_dim (%d)",
+                       file, cfg->output_dim, cfg->embed_dim * 8);
+    return TRUE;
+  }
   if (!g_str_equal(arch, "resnet50-trunc"))
     return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
                      "%s: backbone architecture \"%s\" is not supported by this build "
-                     "(it runs resnet50-trunc, vit-s16, vit-b16, vit-l16)",
+                     "(it runs resnet50-trunc, vit-s16, vit-b16, vit-l16, ctranspath)",
                      file, arch);
   static const char *const keys[] = {"arch", "input_size", "mean", "std", "output_dim",
                                      "blocks", "width", NULL};
@@ -295,6 +378,37 @@ static MexdTensor *get_w(MexdBackbone *bb, MexdWeights *w, const char *name, int
   return h ? mexd_tensor_new_from_f32(bb->be, bb->dtype, ndim, shape, h, error) : NULL;
 }
 
+/* The ViT-like parts of a block (`blocks.j.*` names under `prefix`). */
+static gboolean load_block(MexdBackbone *bb, MexdWeights *w, VitBlock *v, const char *prefix,
+                           int64_t D, int64_t F, gboolean ls, GError **error)
+{
+  char nm[96];
+#define NB(s) (g_snprintf(nm, sizeof nm, "%s." s, prefix), nm)
+#define W1(field, name, ...)                                                                       \
+  if (!(field = get_w(bb, w, name, G_N_ELEMENTS(((int64_t[])__VA_ARGS__)),                        \
+                      (int64_t[])__VA_ARGS__, error)))                                             \
+  return FALSE
+  W1(v->n1w, NB("norm1.weight"), {D});
+  W1(v->n1b, NB("norm1.bias"), {D});
+  W1(v->qkv_w, NB("attn.qkv.weight"), {3 * D, D});
+  W1(v->qkv_b, NB("attn.qkv.bias"), {3 * D});
+  W1(v->proj_w, NB("attn.proj.weight"), {D, D});
+  W1(v->proj_b, NB("attn.proj.bias"), {D});
+  W1(v->n2w, NB("norm2.weight"), {D});
+  W1(v->n2b, NB("norm2.bias"), {D});
+  W1(v->fc1_w, NB("mlp.fc1.weight"), {F, D});
+  W1(v->fc1_b, NB("mlp.fc1.bias"), {F});
+  W1(v->fc2_w, NB("mlp.fc2.weight"), {D, F});
+  W1(v->fc2_b, NB("mlp.fc2.bias"), {D});
+  if (ls) {
+    W1(v->ls1, NB("ls1.gamma"), {D});
+    W1(v->ls2, NB("ls2.gamma"), {D});
+  }
+#undef W1
+#undef NB
+  return TRUE;
+}
+
 static gboolean load_vit(MexdBackbone *bb, MexdWeights *w, GError **error)
 {
   const MexdBackboneConfig *c = &bb->cfg;
@@ -312,29 +426,104 @@ static gboolean load_vit(MexdBackbone *bb, MexdWeights *w, GError **error)
   W1(bb->norm_b, "norm.bias", {D});
   bb->vit = g_new0(VitBlock, c->depth);
   for (int i = 0; i < c->depth; i++) {
-    VitBlock *v = &bb->vit[i];
-    char nm[64];
-#define NB(s) (g_snprintf(nm, sizeof nm, "blocks.%d." s, i), nm)
-    W1(v->n1w, NB("norm1.weight"), {D});
-    W1(v->n1b, NB("norm1.bias"), {D});
-    W1(v->qkv_w, NB("attn.qkv.weight"), {3 * D, D});
-    W1(v->qkv_b, NB("attn.qkv.bias"), {3 * D});
-    W1(v->proj_w, NB("attn.proj.weight"), {D, D});
-    W1(v->proj_b, NB("attn.proj.bias"), {D});
-    W1(v->n2w, NB("norm2.weight"), {D});
-    W1(v->n2b, NB("norm2.bias"), {D});
-    W1(v->fc1_w, NB("mlp.fc1.weight"), {F, D});
-    W1(v->fc1_b, NB("mlp.fc1.bias"), {F});
-    W1(v->fc2_w, NB("mlp.fc2.weight"), {D, F});
-    W1(v->fc2_b, NB("mlp.fc2.bias"), {D});
-    if (c->layer_scale) {
-      W1(v->ls1, NB("ls1.gamma"), {D});
-      W1(v->ls2, NB("ls2.gamma"), {D});
-    }
-#undef NB
+    char p[32];
+    g_snprintf(p, sizeof p, "blocks.%d", i);
+    if (!load_block(bb, w, &bb->vit[i], p, D, F, c->layer_scale, error))
+      return FALSE;
   }
 #undef W1
   return TRUE;
+}
+
+/* CTransPath: the folded conv stem, the blocks (with their bias tables expanded and shift masks),
+ * the patch-merging layers and the final norm. */
+static gboolean load_swin(MexdBackbone *bb, MexdWeights *w, GError **error)
+{
+  const MexdBackboneConfig *c = &bb->cfg;
+  const int64_t E = c->embed_dim, e8 = E / 8;
+  if (!load_conv_bn(&bb->stem2[0], bb, w, "patch_embed.proj.0", "patch_embed.proj.1", 3, (int)e8,
+                    3, 2, 1, error) ||
+      !load_conv_bn(&bb->stem2[1], bb, w, "patch_embed.proj.3", "patch_embed.proj.4", (int)e8,
+                    (int)(2 * e8), 3, 2, 1, error))
+    return FALSE;
+  bb->stem2[2] = (Conv){.cin = (int)(2 * e8), .cout = (int)E, .k = 1, .stride = 1, .pad = 0};
+  if (!(bb->stem2[2].w = get_w(bb, w, "patch_embed.proj.6.weight", 4,
+                               (int64_t[]){E, 2 * e8, 1, 1}, error)) ||
+      !(bb->stem2[2].b = get_w(bb, w, "patch_embed.proj.6.bias", 1, (int64_t[]){E}, error)) ||
+      !(bb->stem_nw = get_w(bb, w, "patch_embed.norm.weight", 1, (int64_t[]){E}, error)) ||
+      !(bb->stem_nb = get_w(bb, w, "patch_embed.norm.bias", 1, (int64_t[]){E}, error)))
+    return FALSE;
+  bb->n_swin = c->depths[0] + c->depths[1] + c->depths[2] + c->depths[3];
+  bb->vit = g_new0(VitBlock, bb->n_swin);
+  bb->swin = g_new0(SwinBlockX, bb->n_swin);
+  int res = c->input_size / 4, bi = 0;
+  for (int st = 0; st < 4; st++, res /= 2) {
+    const int64_t D = E << st, nh = c->stage_heads[st];
+    for (int j = 0; j < c->depths[st]; j++, bi++) {
+      SwinBlockX *x = &bb->swin[bi];
+      x->res = res;
+      x->heads = (int)nh;
+      x->ws = MIN(c->window, res);
+      x->shift = (j % 2 == 1 && res > c->window) ? c->window / 2 : 0;
+      char p[64];
+      g_snprintf(p, sizeof p, "layers.%d.blocks.%d", st, j);
+      if (!load_block(bb, w, &bb->vit[bi], p, D, D * c->mlp_ratio, FALSE, error))
+        return FALSE;
+      /* relative position bias [heads, N·N] from the table [(2ws−1)², heads] */
+      const int ws = x->ws, N = ws * ws, span = 2 * ws - 1;
+      char tn[96];
+      g_snprintf(tn, sizeof tn, "%s.attn.relative_position_bias_table", p);
+      g_autofree float *tab =
+          mexd_weights_get_host(w, tn, 2, (int64_t[]){(int64_t)span * span, nh}, error);
+      if (!tab)
+        return FALSE;
+      g_autofree float *bias = g_new(float, nh * N * N);
+      for (int a = 0; a < N; a++)
+        for (int bq = 0; bq < N; bq++) {
+          int dy = a / ws - bq / ws + ws - 1, dx = a % ws - bq % ws + ws - 1;
+          for (int h = 0; h < nh; h++)
+            bias[(h * N + a) * N + bq] = tab[(dy * span + dx) * nh + h];
+        }
+      if (!(x->bias = mexd_tensor_new_from_f32(bb->be, bb->dtype, 2, (int64_t[]){nh, N * N}, bias,
+                                               error)))
+        return FALSE;
+      if (x->shift) {
+        /* regions of the shifted image (Swin's three slices per axis), −100 across regions */
+        const int nwin = (res / ws) * (res / ws), s = x->shift;
+        g_autofree float *mask = g_new(float, nwin * N * N);
+        for (int wdx = 0; wdx < nwin; wdx++) {
+          int wy = wdx / (res / ws), wx = wdx % (res / ws);
+          int lab[4096];
+          for (int a = 0; a < N; a++) {
+            int yy = wy * ws + a / ws, xx = wx * ws + a % ws;
+            int ry = yy < res - ws ? 0 : yy < res - s ? 1 : 2;
+            int rx = xx < res - ws ? 0 : xx < res - s ? 1 : 2;
+            lab[a] = ry * 3 + rx;
+          }
+          for (int a = 0; a < N; a++)
+            for (int bq = 0; bq < N; bq++)
+              mask[((int64_t)wdx * N + a) * N + bq] = lab[a] == lab[bq] ? 0.0f : -100.0f;
+        }
+        if (!(x->mask = mexd_tensor_new_from_f32(bb->be, bb->dtype, 3,
+                                                 (int64_t[]){nwin, 1, N * N}, mask, error)))
+          return FALSE;
+      }
+    }
+    if (st < 3) {
+      char nm[64];
+      g_snprintf(nm, sizeof nm, "layers.%d.downsample.norm.weight", st);
+      if (!(bb->merge_nw[st] = get_w(bb, w, nm, 1, (int64_t[]){4 * D}, error)))
+        return FALSE;
+      g_snprintf(nm, sizeof nm, "layers.%d.downsample.norm.bias", st);
+      if (!(bb->merge_nb[st] = get_w(bb, w, nm, 1, (int64_t[]){4 * D}, error)))
+        return FALSE;
+      g_snprintf(nm, sizeof nm, "layers.%d.downsample.reduction.weight", st);
+      if (!(bb->merge_w[st] = get_w(bb, w, nm, 2, (int64_t[]){2 * D, 4 * D}, error)))
+        return FALSE;
+    }
+  }
+  return (bb->norm_w = get_w(bb, w, "norm.weight", 1, (int64_t[]){E * 8}, error)) &&
+         (bb->norm_b = get_w(bb, w, "norm.bias", 1, (int64_t[]){E * 8}, error));
 }
 
 MexdBackbone *mexd_backbone_load(const char *path, MexdBackend *be, MexdDType dtype,
@@ -361,7 +550,9 @@ MexdBackbone *mexd_backbone_load(const char *path, MexdBackend *be, MexdDType dt
   MexdWeights w;
   mexd_weights_init(&w, st, be);
   gboolean ok = parse_config(&bb->cfg, json, path, error) &&
-                (bb->cfg.is_vit ? load_vit(bb, &w, error) : load_resnet(bb, &w, error)) &&
+                (bb->cfg.is_vit    ? load_vit(bb, &w, error)
+                 : bb->cfg.is_swin ? load_swin(bb, &w, error)
+                                   : load_resnet(bb, &w, error)) &&
                 mexd_weights_check_all_taken(&w, error);
   mexd_weights_clear(&w);
   if (!ok) {
@@ -554,6 +745,124 @@ static MexdTensor *vit_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace,
   return out;
 }
 
+/* An i32 tensor of the n row indices in idx. */
+static MexdTensor *index_tensor(MexdBackend *be, const int32_t *idx, int64_t n, GError **error)
+{
+  MexdTensor *t = mexd_tensor_new(be, MEXD_DTYPE_I32, 1, (int64_t[]){n}, error);
+  if (t && !mexd_tensor_write(t, idx, sizeof(int32_t) * n, error))
+    g_clear_pointer(&t, mexd_tensor_unref);
+  return t;
+}
+
+/* A new tensor of the rows idx of x [M, C]. */
+static MexdTensor *gather_new(MexdTensor *x, MexdTensor *idx, GError **error)
+{
+  MexdTensor *y = new_as(x, 2, (int64_t[]){idx->shape[0], x->shape[1]}, error);
+  if (y && !mexd_gather_rows(y, x, idx, error))
+    g_clear_pointer(&y, mexd_tensor_unref);
+  return y;
+}
+
+/* CTransPath / Swin: tokens [B·res², C] in (image, row, column) order.  A block's windows (after
+ * the cyclic shift) are a permutation of the rows, so the shift + window partition is one row
+ * gather and its inverse another; the attention then runs over B·nW sequences of ws² tokens. */
+static MexdTensor *swin_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace, GError **error)
+{
+  const MexdBackboneConfig *c = &b->cfg;
+  const int64_t B = x->shape[0];
+  const float eps = (float)c->ln_eps;
+  g_autoptr(MexdTensor) s1 = conv_fwd(&b->stem2[0], x, TRUE, error);
+  g_autoptr(MexdTensor) s2 = s1 ? conv_fwd(&b->stem2[1], s1, TRUE, error) : NULL;
+  g_autoptr(MexdTensor) s3 = s2 ? conv_fwd(&b->stem2[2], s2, FALSE, error) : NULL;
+  if (!s3)
+    return NULL;
+  int64_t res = s3->shape[2], C = c->embed_dim;
+  g_autoptr(MexdTensor) s3v = mexd_tensor_reshape(s3, 3, (int64_t[]){B, C, res * res}, error);
+  g_autoptr(MexdTensor) tk = s3v ? new_as(x, 3, (int64_t[]){B, res * res, C}, error) : NULL;
+  if (!tk || !mexd_permute(tk, s3v, (int[]){0, 2, 1}, error))
+    return NULL;
+  g_autoptr(MexdTensor) tk2 = mexd_tensor_reshape(tk, 2, (int64_t[]){B * res * res, C}, error);
+  g_autoptr(MexdTensor) h = tk2 ? new_as(x, 2, tk2->shape, error) : NULL;
+  if (!h || !mexd_layernorm(h, tk2, b->stem_nw, b->stem_nb, eps, error) ||
+      !mexd_trace_put(trace, NULL, "stem", h, error))
+    return NULL;
+  g_clear_pointer(&s1, mexd_tensor_unref);
+  g_clear_pointer(&s2, mexd_tensor_unref);
+  int bi = 0;
+  for (int st = 0; st < 4; st++) {
+    const int64_t L = res * res;
+    g_autofree int32_t *fwd = g_new(int32_t, B * L), *inv = g_new(int32_t, B * L);
+    for (int j = 0; j < c->depths[st]; j++, bi++) {
+      const SwinBlockX *sx = &b->swin[bi];
+      const int64_t ws = sx->ws, N = ws * ws, nwr = res / ws, nw = nwr * nwr, sh = sx->shift;
+      /* windowed position ((img·nW + window)·N + in-window) ← row of the shifted image */
+      for (int64_t im = 0; im < B; im++)
+        for (int64_t wdx = 0; wdx < nw; wdx++)
+          for (int64_t a = 0; a < N; a++) {
+            int64_t yy = (wdx / nwr) * ws + a / ws, xx = (wdx % nwr) * ws + a % ws;
+            int64_t src = (im * res + (yy + sh) % res) * res + (xx + sh) % res;
+            int64_t pos = (im * nw + wdx) * N + a;
+            fwd[pos] = (int32_t)src;
+            inv[src] = (int32_t)pos;
+          }
+      g_autoptr(MexdTensor) tf = index_tensor(b->be, fwd, B * L, error);
+      g_autoptr(MexdTensor) ti = tf ? index_tensor(b->be, inv, B * L, error) : NULL;
+      g_autoptr(MexdTensor) n1 = ti ? new_as(h, 2, h->shape, error) : NULL;
+      if (!n1 || !mexd_layernorm(n1, h, b->vit[bi].n1w, b->vit[bi].n1b, eps, error))
+        return NULL;
+      g_autoptr(MexdTensor) win = gather_new(n1, tf, error);
+      g_clear_pointer(&n1, mexd_tensor_unref);
+      g_autoptr(MexdTensor) o =
+          win ? mha(win, &b->vit[bi], B * nw, N, sx->heads, sx->bias, sx->mask, nw, error) : NULL;
+      g_autoptr(MexdTensor) back = o ? gather_new(o, ti, error) : NULL;
+      if (!back || !mexd_add(h, h, back, error) || !mlp_block(h, &b->vit[bi], eps, error))
+        return NULL;
+    }
+    if (st < 3) {
+      /* patch merging: rows (2i+dy, 2j+dx) for (dy, dx) = (0,0), (1,0), (0,1), (1,1), side by
+       * side → [B·(res/2)², 4C] → LayerNorm → the reduction to 2C */
+      const int64_t r2 = res / 2, M = B * r2 * r2;
+      MexdTensor *parts[4] = {NULL, NULL, NULL, NULL};
+      gboolean ok = TRUE;
+      for (int q = 0; q < 4 && ok; q++) {
+        int dy = q & 1, dx = q >> 1;
+        for (int64_t im = 0; im < B; im++)
+          for (int64_t i = 0; i < r2; i++)
+            for (int64_t jj = 0; jj < r2; jj++)
+              fwd[(im * r2 + i) * r2 + jj] = (int32_t)((im * res + 2 * i + dy) * res + 2 * jj + dx);
+        g_autoptr(MexdTensor) t = index_tensor(b->be, fwd, M, error);
+        ok = t && (parts[q] = gather_new(h, t, error));
+      }
+      g_autoptr(MexdTensor) cat = ok ? new_as(h, 2, (int64_t[]){M, 4 * C}, error) : NULL;
+      ok = cat && mexd_concat(cat, parts, 4, 1, error);
+      for (int q = 0; q < 4; q++)
+        if (parts[q])
+          mexd_tensor_unref(parts[q]);
+      g_autoptr(MexdTensor) nrm = ok ? new_as(h, 2, cat->shape, error) : NULL;
+      if (!nrm || !mexd_layernorm(nrm, cat, b->merge_nw[st], b->merge_nb[st], eps, error))
+        return NULL;
+      MexdTensor *next = mexd_linear_new(nrm, b->merge_w[st], NULL, error);
+      if (!next)
+        return NULL;
+      mexd_tensor_unref(h);
+      h = next;
+      res = r2;
+      C *= 2;
+    }
+    char nm[16];
+    g_snprintf(nm, sizeof nm, "stage%d", st);
+    if (!mexd_trace_put(trace, NULL, nm, h, error))
+      return NULL;
+  }
+  /* final norm, then the mean of each image's tokens */
+  g_autoptr(MexdTensor) fn = new_as(h, 2, h->shape, error);
+  MexdTensor *out = fn ? new_as(h, 2, (int64_t[]){B, C}, error) : NULL;
+  if (out && (!mexd_layernorm(fn, h, b->norm_w, b->norm_b, eps, error) ||
+              !mexd_segment_mean(out, fn, res * res, error)))
+    g_clear_pointer(&out, mexd_tensor_unref);
+  return out;
+}
+
 MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace,
                                   GError **error)
 {
@@ -567,6 +876,8 @@ MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *tra
   }
   if (c->is_vit)
     return vit_forward(b, x, trace, error);
+  if (c->is_swin)
+    return swin_forward(b, x, trace, error);
   g_autoptr(MexdTensor) s = conv_fwd(&b->stem, x, TRUE, error);
   if (!s)
     return NULL;

@@ -10,7 +10,10 @@
  * may describe narrower/shorter variants of the same family, which the tests use); "vit-s16",
  * "vit-b16", "vit-l16" (timm's VisionTransformer: 16×16 patch embedding, a class token, learned
  * position embedding, pre-norm blocks with optional layer scale as in UNI, final norm, the class
- * token as output: 384/768/1024-d; `dim`, `depth`, `heads` may describe smaller variants).
+ * token as output: 384/768/1024-d; `dim`, `depth`, `heads` may describe smaller variants);
+ * "ctranspath" (TransPath's Swin-T with a convolutional stem: window attention with relative
+ * position bias, shifted windows, patch merging, the mean of the final tokens → 768-d; smaller
+ * variants through `embed_dim`, `depths`, `heads`, `window`).
  *
  * Computation: the chosen dtype (f32, or f16 storage with f32 accumulation) for weights and
  * activations; tiles arrive as 8-bit RGB and are preprocessed on the device (mexd_image_prep:
@@ -33,7 +36,9 @@ typedef struct {
   gboolean is_vit;
   int dim, depth, heads, patch, mlp_ratio; /* vit: 384/768/1024, 12/12/24, 6/12/16, 16, 4 */
   gboolean layer_scale;                    /* vit: blocks have ls1.gamma / ls2.gamma */
-  double ln_eps;                           /* vit: 1e-6 (timm) */
+  double ln_eps;                           /* vit: 1e-6 (timm); ctranspath: 1e-5 */
+  gboolean is_swin;                        /* ctranspath */
+  int embed_dim, depths[4], stage_heads[4], window; /* ctranspath: 96, 2 2 6 2, 3 6 12 24, 7 */
 } MexdBackboneConfig;
 
 typedef struct _MexdBackbone MexdBackbone;
@@ -49,7 +54,8 @@ MexdBackend *mexd_backbone_backend(const MexdBackbone *b);
 
 /* Features [B, output_dim] (in the backbone's dtype, on its backend) of preprocessed input
  * x [B, 3, input_size, input_size].  Intermediates go to `trace` (resnet: "stem",
- * "layer1".."layer3"; vit: "tokens" after the position embedding, "block0".."block{depth−1}"). */
+ * "layer1".."layer3"; vit: "tokens" after the position embedding, "block0".."block{depth−1}";
+ * ctranspath: "stem" after the stem's norm, "stage0".."stage3" after each stage's merging). */
 MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace,
                                   GError **error);
 /* The whole path from bytes: B tiles of h×w 8-bit RGB (row-major, 3 bytes a pixel, tile after

@@ -5,6 +5,7 @@
   convert.py transmil IN.pth OUT.safetensors [--classes a,b,...]
   convert.py resnet50 IN.pth OUT.safetensors [--input-size 224] [--mean R,G,B] [--std R,G,B]
   convert.py vit IN.pth OUT.safetensors --arch vit-s16|vit-b16|vit-l16 [--input-size 224] [...]
+  convert.py ctranspath IN.pth OUT.safetensors [--input-size 224] [--mean ...] [--std ...]
 
 mexd-official: the authors' stage-1 state dict (MExD, MOE_v3_{2,3,4}.py; MEXD.md §6).
   `trans1.*` is adapter #1 (the TransMIL on the D-dim instance features: its _fc1.0.weight is
@@ -38,6 +39,14 @@ vit: a timm VisionTransformer state dict (vit_small/base/large_patch16_224, UNI'
   has layer scale), norm; the class token after `norm` is the feature.  head.* is dropped; a
   model with fc_norm (global-average-pool variants) or a different patch size is refused.  dim,
   depth, heads and the MLP ratio come from the state dict (heads from --heads, else the arch's).
+
+ctranspath: the TransPath/CHIEF CTransPath checkpoint (timm 0.5.4 swin_tiny_patch4_window7_224
+  with ConvStem; {"model": state_dict}) -> a `mexd-backbone/1` file of arch ctranspath:
+  patch_embed.proj.{0,1,3,4,6}.* (conv, BN, conv, BN, 1x1 conv), patch_embed.norm,
+  layers.i.blocks.j.{norm1, attn.qkv, attn.proj, attn.relative_position_bias_table, norm2, mlp.*},
+  layers.i.downsample.{norm, reduction}, norm.  The relative_position_index and attn_mask buffers
+  are recomputed by libmexd and dropped, as are head.* and num_batches_tracked.  embed_dim, depths
+  and heads (from the bias tables) come from the state dict; the window from the bias tables too.
 
 mexd-official, transmil: landmarks and pinv iterations are not stored in a state dict; the defaults are the
 authors' (256 landmarks, 6 iterations), --landmarks / --pinv-iterations override.  Checkpoints
@@ -324,6 +333,69 @@ def convert_resnet(args):
 VIT_HEADS = {"vit-s16": 6, "vit-b16": 12, "vit-l16": 16}
 
 
+def convert_ctranspath(args):
+    sd = load_state_dict(args.input)
+    tk = Taker(sd, args.input)
+    out = {}
+    if "patch_embed.proj.6.weight" not in sd:
+        raise ConvertError(f"{args.input}: missing key patch_embed.proj.6.weight (not a CTransPath state dict)")
+    E = sd["patch_embed.proj.6.weight"].shape[0]
+    e8 = E // 8
+    for i, (cin, cout) in ((0, (3, e8)), (3, (e8, 2 * e8))):
+        out[f"patch_embed.proj.{i}.weight"] = tk.take(f"patch_embed.proj.{i}.weight", shape=(cout, cin, 3, 3))
+        for s_ in ("weight", "bias", "running_mean", "running_var"):
+            out[f"patch_embed.proj.{i + 1}.{s_}"] = tk.take(f"patch_embed.proj.{i + 1}.{s_}", shape=(cout,))
+    out["patch_embed.proj.6.weight"] = tk.take("patch_embed.proj.6.weight", shape=(E, 2 * e8, 1, 1))
+    out["patch_embed.proj.6.bias"] = tk.take("patch_embed.proj.6.bias", shape=(E,))
+    out["patch_embed.norm.weight"] = tk.take("patch_embed.norm.weight", shape=(E,))
+    out["patch_embed.norm.bias"] = tk.take("patch_embed.norm.bias", shape=(E,))
+    depths, heads, window = [], [], None
+    for st in range(4):
+        D = E << st
+        n = 0
+        while f"layers.{st}.blocks.{n}.norm1.weight" in sd:
+            n += 1
+        if n == 0:
+            raise ConvertError(f"{args.input}: missing key layers.{st}.blocks.0.norm1.weight")
+        depths.append(n)
+        tab = sd.get(f"layers.{st}.blocks.0.attn.relative_position_bias_table")
+        if tab is None:
+            raise ConvertError(f"{args.input}: missing key layers.{st}.blocks.0.attn.relative_position_bias_table")
+        heads.append(int(tab.shape[1]))
+        span = int(round(tab.shape[0] ** 0.5))
+        if st == 0:
+            window = (span + 1) // 2
+        for j in range(n):
+            b = f"layers.{st}.blocks.{j}."
+            F_ = D * 4
+            for name, shape in (("norm1.weight", (D,)), ("norm1.bias", (D,)), ("attn.qkv.weight", (3 * D, D)),
+                                ("attn.qkv.bias", (3 * D,)), ("attn.proj.weight", (D, D)), ("attn.proj.bias", (D,)),
+                                ("attn.relative_position_bias_table", tuple(tab.shape)),
+                                ("norm2.weight", (D,)), ("norm2.bias", (D,)), ("mlp.fc1.weight", (F_, D)),
+                                ("mlp.fc1.bias", (F_,)), ("mlp.fc2.weight", (D, F_)), ("mlp.fc2.bias", (D,))):
+                out[b + name] = tk.take(b + name, shape=shape)
+        if st < 3:
+            p_ = f"layers.{st}.downsample."
+            out[p_ + "norm.weight"] = tk.take(p_ + "norm.weight", shape=(4 * D,))
+            out[p_ + "norm.bias"] = tk.take(p_ + "norm.bias", shape=(4 * D,))
+            out[p_ + "reduction.weight"] = tk.take(p_ + "reduction.weight", shape=(2 * D, 4 * D))
+    out["norm.weight"] = tk.take("norm.weight", shape=(8 * E,))
+    out["norm.bias"] = tk.take("norm.bias", shape=(8 * E,))
+    for k in tk.leftover():
+        if k.startswith("head.") or k.endswith(("num_batches_tracked", "relative_position_index", "attn_mask")):
+            continue
+        warn(f"unexpected key {k} {list(sd[k].shape)} ignored")
+    mean = parse_list(args.mean, float, "mean") if args.mean else IMAGENET_MEAN
+    std = parse_list(args.std, float, "std") if args.std else IMAGENET_STD
+    if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
+        raise ConvertError("--mean and --std need 3 values each (std > 0)")
+    cfg = {"arch": "ctranspath", "embed_dim": int(E), "depths": depths, "heads": heads, "window": window,
+           "input_size": args.input_size, "mean": mean, "std": std, "output_dim": int(8 * E)}
+    write_safetensors(args.output, out, {"mexd.format": "mexd-backbone/1", "mexd.config": json.dumps(cfg)})
+    print(f"{args.output}: ctranspath, embed {E}, depths {depths}, heads {heads}, window {window}, "
+          f"input {args.input_size}², {len(out)} tensors")
+
+
 def convert_vit(args):
     sd = load_state_dict(args.input)
     tk = Taker(sd, args.input)
@@ -411,10 +483,16 @@ def main(argv=None):
     sp.add_argument("--input-size", type=int, default=224, help="side the tiles are resized to (224)")
     sp.add_argument("--mean", help="comma-separated normalisation mean (ImageNet's)")
     sp.add_argument("--std", help="comma-separated normalisation std (ImageNet's)")
+    sp = sub.add_parser("ctranspath", help="the TransPath/CHIEF CTransPath checkpoint")
+    sp.add_argument("input", metavar="IN.pth")
+    sp.add_argument("output", metavar="OUT.safetensors")
+    sp.add_argument("--input-size", type=int, default=224, help="side the tiles are resized to (224)")
+    sp.add_argument("--mean", help="comma-separated normalisation mean (ImageNet's)")
+    sp.add_argument("--std", help="comma-separated normalisation std (ImageNet's)")
     args = ap.parse_args(argv)
-    if args.cmd in ("resnet50", "vit"):
+    if args.cmd in ("resnet50", "vit", "ctranspath"):
         try:
-            (convert_resnet if args.cmd == "resnet50" else convert_vit)(args)
+            {"resnet50": convert_resnet, "vit": convert_vit, "ctranspath": convert_ctranspath}[args.cmd](args)
         except ConvertError as e:
             print(f"convert.py: error: {e}", file=sys.stderr)
             return 1

@@ -19,8 +19,8 @@ Writes to tests/fixtures/backbones/ (or OUT_DIR):
 Run with Debian's python3-torch and python3-torchvision:
   /usr/bin/python3 tests/reference/gen_backbones.py
 `gen_backbones.py --full DIR` instead writes the full-size checks of the slow suite to DIR
-(torchvision's resnet50() and the reference ViT as ViT-S/16, 224 x 224): nothing of it is
-committed.
+(torchvision's resnet50(), the reference ViT as ViT-S/16 and the reference CTransPath, 224 x
+224): nothing of it is committed.
 """
 import json
 import os
@@ -317,6 +317,19 @@ def full_resnet50(out):
           "tokens": tr["tokens"].numpy(), "block11": tr["block11"].numpy()}
     ref.save_safetensors(os.path.join(out, "vit-s16-io.safetensors"), io, {"tile": "256", "batch": "2"})
     print(f"wrote {out}/vit-s16.pth and vit-s16-io.safetensors: features {tuple(vf.shape)}")
+    # CTransPath at full size (Swin-T: embed 96, depths 2,2,6,2, window 7), checkpoint layout
+    torch.manual_seed(15)
+    ct = CTransPath()
+    randomise_bn(ct, torch.Generator().manual_seed(16))
+    ct.eval()
+    torch.save({"model": ct.state_dict()}, os.path.join(out, "ctranspath.pth"))
+    with torch.no_grad():
+        tr = {}
+        cf = ct(x, tr)
+    io = {"pixels": tiles.astype(np.int32), "input": x.numpy(), "features": cf.numpy()}
+    io.update({k: v.numpy() for k, v in tr.items()})
+    ref.save_safetensors(os.path.join(out, "ctranspath-io.safetensors"), io, {"tile": "256", "batch": "2"})
+    print(f"wrote {out}/ctranspath.pth and ctranspath-io.safetensors: features {tuple(cf.shape)}")
 
 
 def main():

@@ -335,7 +335,25 @@ static void test_extract(void)
   g_assert_false(g_file_test(out, G_FILE_TEST_EXISTS));
   g_autofree char *pa = g_build_filename(bad, "a.png", NULL);
   g_autofree char *pb = g_build_filename(bad, "b.png", NULL);
-  g_unlink(pa);
+
+  /* a tile of another size (odd-size.png is 56×40) after a 72×72 one */
+  g_autofree char *odd = fixture("odd-size.png");
+  gchar *data;
+  gsize len;
+  g_assert_true(g_file_get_contents(odd, &data, &len, NULL));
+  g_assert_true(g_file_set_contents(pa, data, (gssize)len, NULL));
+  g_free(data);
+  g_autofree char *pz = g_build_filename(bad, "z.png", NULL);
+  g_assert_true(g_rename(pa, pz) == 0);
+  g_clear_pointer(&so, g_free);
+  g_clear_pointer(&se, g_free);
+  g_assert_true(g_spawn_sync(NULL, (char **)argv2, NULL, G_SPAWN_DEFAULT, NULL, NULL, &so, &se,
+                             &status, &error));
+  g_test_message("mexd extract (tiles of two sizes): %s", se);
+  g_assert_false(g_spawn_check_wait_status(status, NULL));
+  g_assert_nonnull(strstr(se, "z.png is 56x40, the tiles before it 72x72"));
+  g_assert_false(g_file_test(out, G_FILE_TEST_EXISTS));
+  g_unlink(pz);
   g_unlink(pb);
   g_rmdir(bad);
   g_rmdir(dir);

@@ -12,7 +12,8 @@ Writes to tests/fixtures/backbones/ (or OUT_DIR):
                        statistics, torchvision state-dict names;
   resnet-tiny-io.safetensors  its input tiles (72 x 72, resized to 64) and the reference
                        features and intermediates (stem, layer1..3) in fp32;
-  tiles/t{i}_{x}_{y}.png  the same three tiles as PNG files (for `mexd extract`);
+  tiles/t{i}_{x}_{y}.png  the same three tiles as PNG files (for `mexd extract`), and
+                       odd-size.png, a 56 x 40 tile (its error when mixed with them);
   vit-tiny.safetensors, vit-tiny-io.safetensors  the same for a small ViT written here from
                        timm's semantics (dim 48, 3 heads, depth 2, layer scale, 64 x 64 input):
                        tokens, block0, block1 and the class-token features.
@@ -376,6 +377,8 @@ def main():
     os.makedirs(tdir, exist_ok=True)
     for i, (x, y) in enumerate([(0, 0), (72, 0), (0, 72)]):
         Image.fromarray(tiles[i]).save(os.path.join(tdir, f"t{i}_{x}_{y}.png"))
+    # a tile of another size (56 x 40), for `mexd extract`'s error
+    Image.fromarray(np.full((40, 56, 3), 200, np.uint8)).save(os.path.join(out, "odd-size.png"))
     print(f"wrote fixtures to {out}: features {tuple(feats.shape)}, |f| mean {feats.abs().mean():.4f}")
 
     # a small ViT with layer scale (dim 48, 3 heads, depth 2, 64 x 64 input: 16 patches)

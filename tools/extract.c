@@ -10,7 +10,8 @@
  * TRIDENT-style tilers name their output) those are the tile's level-0 (x, y); otherwise tile i
  * gets (i·w, 0).  The file gets `features` [N,D], `coords` [N,2] and patch_size = w.  A tile that
  * cannot be read, or of another size, stops the run with an error naming the file; the output is
- * written atomically at the end, so an interrupted run leaves no partial file.
+ * written atomically at the end, so an interrupted run leaves no partial file.  The next batch's
+ * PNGs are decoded on a worker thread while the current batch runs on the device.
  *
  *   mexd bench backbone --backbone B.safetensors [--batch 32] [--precision fp32|fp16]
  *                       [--device D] [--reps 3] [--tile 256] [--json]
@@ -74,6 +75,36 @@ static gboolean coords_from_name(const char *name, int32_t *x, int32_t *y)
   *x = (int32_t)vx;
   *y = (int32_t)vy;
   return TRUE;
+}
+
+/* One batch of tiles decoded into buf (on a worker thread while the previous batch computes). */
+typedef struct {
+  const char *dir;
+  GPtrArray *names;
+  int64_t i0, nb, tw, th;
+  uint8_t *buf;
+  GError *error;
+} LoadJob;
+
+static gpointer load_batch(gpointer data)
+{
+  LoadJob *j = data;
+  for (int64_t k = 0; k < j->nb; k++) {
+    g_autofree char *path = g_build_filename(j->dir, (char *)j->names->pdata[j->i0 + k], NULL);
+    int64_t w, h;
+    g_autofree uint8_t *px = read_png(path, &w, &h, &j->error);
+    if (!px)
+      return NULL;
+    if (w != j->tw || h != j->th) {
+      g_set_error(&j->error, MEXD_ERROR, MEXD_ERROR_SHAPE,
+                  "%s is %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT ", the tiles before it %" G_GINT64_FORMAT
+                  "x%" G_GINT64_FORMAT " (all tiles must have one size)",
+                  path, w, h, j->tw, j->th);
+      return NULL;
+    }
+    memcpy(j->buf + k * j->tw * j->th * 3, px, (size_t)j->tw * j->th * 3);
+  }
+  return NULL;
 }
 
 static gint cmp_str(gconstpointer a, gconstpointer b)
@@ -159,37 +190,47 @@ int mexd_cmd_extract(int argc, char **argv)
   gboolean named = TRUE;
   for (int64_t i = 0; i < N; i++)
     named = named && coords_from_name(names->pdata[i], &coords[2 * i], &coords[2 * i + 1]);
+  /* the tile size from the first tile; then two buffers: the next batch is decoded on a worker
+   * thread while the current one runs on the device (decoding is what limits a fast device) */
   int64_t tw = 0, th = 0;
+  {
+    g_autofree char *path = g_build_filename(tiles, (char *)names->pdata[0], NULL);
+    g_autofree uint8_t *px = read_png(path, &tw, &th, &error);
+    if (!px) {
+      fprintf(stderr, "mexd extract: %s\n", error->message);
+      return 1;
+    }
+  }
+  g_autofree uint8_t *buf2 = NULL;
+  buf = g_try_malloc((size_t)batch * tw * th * 3);
+  buf2 = buf ? g_try_malloc((size_t)batch * tw * th * 3) : NULL;
+  if (!buf2) {
+    fprintf(stderr, "mexd extract: no memory for two batches of %d tiles\n", batch);
+    return 1;
+  }
+  LoadJob job = {tiles, names, 0, MIN(batch, N), tw, th, buf, NULL};
+  load_batch(&job);
   gint64 t0 = g_get_monotonic_time(), last = t0;
   for (int64_t i0 = 0; i0 < N; i0 += batch) {
-    int64_t nb = MIN(batch, N - i0);
-    for (int64_t j = 0; j < nb; j++) {
-      g_autofree char *path = g_build_filename(tiles, (char *)names->pdata[i0 + j], NULL);
-      int64_t w, h;
-      g_autofree uint8_t *px = read_png(path, &w, &h, &error);
-      if (!px) {
-        fprintf(stderr, "mexd extract: %s\n", error->message);
-        return 1;
-      }
-      if (!buf) {
-        tw = w, th = h;
-        buf = g_try_malloc((size_t)batch * tw * th * 3);
-        if (!buf) {
-          fprintf(stderr, "mexd extract: no memory for a batch of %d tiles\n", batch);
-          return 1;
-        }
-      } else if (w != tw || h != th) {
-        fprintf(stderr,
-                "mexd extract: %s is %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
-                ", the tiles before it %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
-                " (all tiles must have one size)\n",
-                path, w, h, tw, th);
-        return 1;
-      }
-      memcpy(buf + j * tw * th * 3, px, (size_t)tw * th * 3);
+    if (job.error) {
+      fprintf(stderr, "mexd extract: %s\n", job.error->message);
+      g_error_free(job.error);
+      return 1;
     }
-    if (!mexd_backbone_embed(bb, buf, nb, th, tw, feats + i0 * D, NULL, &error)) {
+    int64_t nb = job.nb;
+    uint8_t *cur = job.buf;
+    GThread *worker = NULL;
+    if (i0 + nb < N) {
+      job = (LoadJob){tiles, names, i0 + nb, MIN(batch, N - i0 - nb), tw, th,
+                      cur == buf ? buf2 : buf, NULL};
+      worker = g_thread_new("mexd-png", load_batch, &job);
+    }
+    gboolean embedded = mexd_backbone_embed(bb, cur, nb, th, tw, feats + i0 * D, NULL, &error);
+    if (worker)
+      g_thread_join(worker);
+    if (!embedded) {
       fprintf(stderr, "mexd extract: %s\n", error->message);
+      g_clear_error(&job.error);
       return 1;
     }
     gint64 now = g_get_monotonic_time();

@@ -282,6 +282,19 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
+def normalisation(args):
+    """--mean / --std (ImageNet's by default), checked."""
+    mean = parse_list(args.mean, float, "mean") if args.mean else IMAGENET_MEAN
+    std = parse_list(args.std, float, "std") if args.std else IMAGENET_STD
+    if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
+        raise ConvertError("--mean and --std need 3 values each (std > 0)")
+    return mean, std
+
+
+def write_backbone(path, tensors, cfg):
+    write_safetensors(path, tensors, {"mexd.format": "mexd-backbone/1", "mexd.config": json.dumps(cfg)})
+
+
 def convert_resnet(args):
     sd = load_state_dict(args.input)
     tk = Taker(sd, args.input)
@@ -317,15 +330,12 @@ def convert_resnet(args):
         if k.startswith(("layer4.", "fc.")) or k.endswith("num_batches_tracked"):
             continue
         warn(f"unexpected key {k} {list(sd[k].shape)} ignored")
-    mean = parse_list(args.mean, float, "mean") if args.mean else IMAGENET_MEAN
-    std = parse_list(args.std, float, "std") if args.std else IMAGENET_STD
-    if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
-        raise ConvertError("--mean and --std need 3 values each (std > 0)")
+    mean, std = normalisation(args)
     if args.input_size < 32:
         raise ConvertError("--input-size must be at least 32")
     cfg = {"arch": "resnet50-trunc", "blocks": blocks, "width": width, "input_size": args.input_size,
            "mean": mean, "std": std, "output_dim": width * 16}
-    write_safetensors(args.output, out, {"mexd.format": "mexd-backbone/1", "mexd.config": json.dumps(cfg)})
+    write_backbone(args.output, out, cfg)
     print(f"{args.output}: resnet50-trunc, width {width}, blocks {blocks}, {width * 16}-d features, "
           f"input {args.input_size}², {len(out)} tensors")
 
@@ -385,13 +395,10 @@ def convert_ctranspath(args):
         if k.startswith("head.") or k.endswith(("num_batches_tracked", "relative_position_index", "attn_mask")):
             continue
         warn(f"unexpected key {k} {list(sd[k].shape)} ignored")
-    mean = parse_list(args.mean, float, "mean") if args.mean else IMAGENET_MEAN
-    std = parse_list(args.std, float, "std") if args.std else IMAGENET_STD
-    if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
-        raise ConvertError("--mean and --std need 3 values each (std > 0)")
+    mean, std = normalisation(args)
     cfg = {"arch": "ctranspath", "embed_dim": int(E), "depths": depths, "heads": heads, "window": window,
            "input_size": args.input_size, "mean": mean, "std": std, "output_dim": int(8 * E)}
-    write_safetensors(args.output, out, {"mexd.format": "mexd-backbone/1", "mexd.config": json.dumps(cfg)})
+    write_backbone(args.output, out, cfg)
     print(f"{args.output}: ctranspath, embed {E}, depths {depths}, heads {heads}, window {window}, "
           f"input {args.input_size}², {len(out)} tensors")
 
@@ -441,14 +448,11 @@ def convert_vit(args):
         if k.startswith("head."):
             continue
         warn(f"unexpected key {k} {list(sd[k].shape)} ignored")
-    mean = parse_list(args.mean, float, "mean") if args.mean else IMAGENET_MEAN
-    std = parse_list(args.std, float, "std") if args.std else IMAGENET_STD
-    if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
-        raise ConvertError("--mean and --std need 3 values each (std > 0)")
+    mean, std = normalisation(args)
     cfg = {"arch": args.arch, "dim": int(D), "depth": depth, "heads": heads, "patch": 16,
            "mlp_ratio": int(F_ // D), "layer_scale": ls, "input_size": args.input_size,
            "mean": mean, "std": std, "output_dim": int(D)}
-    write_safetensors(args.output, out, {"mexd.format": "mexd-backbone/1", "mexd.config": json.dumps(cfg)})
+    write_backbone(args.output, out, cfg)
     print(f"{args.output}: {args.arch}, dim {D}, depth {depth}, heads {heads}, layer scale {ls}, "
           f"input {args.input_size}², {len(out)} tensors")
 

@@ -155,15 +155,10 @@ static gboolean get_triple(JsonObject *o, const char *key, float out[3], gboolea
 static gboolean parse_config(MexdBackboneConfig *cfg, const char *json, const char *file,
                              GError **error)
 {
-  g_autoptr(JsonParser) parser = json_parser_new();
-  g_autoptr(GError) jerr = NULL;
-  if (!json_parser_load_from_data(parser, json, -1, &jerr))
-    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration is not JSON: %s", file,
-                     jerr->message);
-  JsonNode *root = json_parser_get_root(parser);
-  if (!root || !JSON_NODE_HOLDS_OBJECT(root))
-    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration is not a JSON object", file);
-  JsonObject *o = json_node_get_object(root);
+  JsonObject *o;
+  g_autoptr(JsonParser) parser = mexd_cfg_parse(json, file, &o, error);
+  if (!parser)
+    return FALSE;
   const char *arch = json_object_get_string_member_with_default(o, "arch", NULL);
   if (!arch)
     return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration has no \"arch\" string",

@@ -104,3 +104,24 @@ MexdSafetensors *mexd_cfg_open(const char *path, const char *format, const char 
   *config = NULL;
   return NULL;
 }
+
+JsonParser *mexd_cfg_parse(const char *json, const char *file, JsonObject **obj, GError **error)
+{
+  JsonParser *parser = json_parser_new();
+  g_autoptr(GError) jerr = NULL;
+  if (!json_parser_load_from_data(parser, json, -1, &jerr)) {
+    g_set_error(error, MEXD_ERROR, MEXD_ERROR_FORMAT, "%s: the configuration is not JSON: %s",
+                file, jerr->message);
+    g_object_unref(parser);
+    return NULL;
+  }
+  JsonNode *root = json_parser_get_root(parser);
+  if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+    g_set_error(error, MEXD_ERROR, MEXD_ERROR_FORMAT, "%s: the configuration is not a JSON object",
+                file);
+    g_object_unref(parser);
+    return NULL;
+  }
+  *obj = json_node_get_object(root);
+  return parser;
+}

@@ -8,6 +8,9 @@
 
 G_BEGIN_DECLS
 
+/* Parses a configuration that must be a JSON object (*obj, owned by the returned parser: unref
+ * it when done), or NULL with an error naming the file. */
+JsonParser *mexd_cfg_parse(const char *json, const char *file, JsonObject **obj, GError **error);
 /* An integer in lo..hi; absent: `def`, or an error when def is G_MININT. */
 gboolean mexd_cfg_get_int(JsonObject *o, const char *key, int def, int lo, int hi, int *out,
                           const char *file, GError **error);

@@ -49,15 +49,10 @@ gboolean mexd_model_config_parse(MexdModelConfig *cfg, const char *json, const c
                                  GError **error)
 {
   memset(cfg, 0, sizeof *cfg);
-  g_autoptr(JsonParser) parser = json_parser_new();
-  g_autoptr(GError) jerr = NULL;
-  if (!json_parser_load_from_data(parser, json, -1, &jerr))
-    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration is not JSON: %s", file,
-                     jerr->message);
-  JsonNode *root = json_parser_get_root(parser);
-  if (!root || !JSON_NODE_HOLDS_OBJECT(root))
-    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the configuration is not a JSON object", file);
-  JsonObject *o = json_node_get_object(root);
+  JsonObject *o;
+  g_autoptr(JsonParser) parser = mexd_cfg_parse(json, file, &o, error);
+  if (!parser)
+    return FALSE;
   static const char *const keys[] = {
       "feature_dim",   "width",     "heads",   "landmarks", "pinv_iterations",
       "res_conv_taps", "classes",   "experts", "alpha",     "expert_of_class",

@@ -32,6 +32,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fp16", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC memory format (convolutions)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -54,13 +55,18 @@ def main():
     if a.save:
         torch.save(m.state_dict(), a.save)
     m = m.to(dev, dt)
+    if a.channels_last:
+        m = m.to(memory_format=torch.channels_last)
     x = torch.randint(0, 256, (a.batch, 3, 256, 256), dtype=torch.uint8, device=dev)
 
     def run():
         with torch.no_grad():
             h = F.interpolate(x.float() / 255, size=(224, 224), mode="bilinear", antialias=True,
                               align_corners=False)
-            f = net(((h - 0.45) / 0.22).to(dt))
+            h = ((h - 0.45) / 0.22).to(dt)
+            if a.channels_last:
+                h = h.contiguous(memory_format=torch.channels_last)
+            f = net(h)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             return f
@@ -75,6 +81,7 @@ def main():
     med = ts[len(ts) // 2]
     print(json.dumps({"bench": "torch_backbone", "arch": a.arch, "torch": torch.__version__, "device": str(dev),
                       "precision": "fp16" if a.fp16 else "fp32", "batch": a.batch,
+                      "channels_last": a.channels_last,
                       "ms_per_batch": round(med * 1e3, 2), "images_per_s": round(a.batch / med, 1)}))
 
 

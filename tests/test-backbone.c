@@ -139,8 +139,13 @@ static void test_net(gconstpointer data)
   g_assert_cmpint(nb, ==, B * T * T * 3);
   g_autofree float *feats = g_new(float, B * cfg->output_dim);
   g_autoptr(MexdTrace) trace = mexd_trace_new();
+  guint subs = mexd_vk_submissions();
   g_assert_true(mexd_backbone_embed(bb, px, B, T, T, feats, trace, &error));
   g_assert_no_error(error);
+  /* the whole batch is one command buffer: one submission on a device with mapped memory (a
+   * discrete GPU adds one per staged upload, all before the batch is recorded) */
+  if (mexd_backend_kind(be) == MEXD_BACKEND_VULKAN && !mexd_vk_limits(be)->discrete)
+    g_assert_cmpuint(mexd_vk_submissions() - subs, ==, 1);
   const double tol = c->dtype == MEXD_DTYPE_F16 ? TOL_F16 : TOL_F32;
   guint n_cmp = 0;
   for (guint i = 0; i < mexd_safetensors_n_tensors(io); i++) {

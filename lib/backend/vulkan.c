@@ -97,6 +97,13 @@ typedef struct {
 
 static guint validation_count = 0;
 
+static guint submission_count = 0; /* vkQueueSubmit calls of every vulkan backend (tests) */
+
+guint mexd_vk_submissions(void)
+{
+  return g_atomic_int_get(&submission_count);
+}
+
 guint mexd_vk_validation_messages(void)
 {
   return g_atomic_int_get(&validation_count);
@@ -587,6 +594,7 @@ static gboolean submit_and_wait(VkBackend *vk, GError **error)
       .commandBufferCount = 1,
       .pCommandBuffers = &vk->cmd,
   };
+  g_atomic_int_inc(&submission_count);
   r = vkQueueSubmit(vk->queue, 1, &si, vk->fence);
   if (r != VK_SUCCESS) {
     VK_FAIL(error, r, "vkQueueSubmit");

@@ -61,6 +61,8 @@ const MexdVkLimits *mexd_vk_limits(MexdBackend *be);
  * recover the linear workgroup index with MEXD_GROUP_ID (common.glsl) and must bounds-check it. */
 gboolean mexd_vk_grid(MexdBackend *be, uint64_t n_groups, uint32_t groups[3], GError **error);
 
+/* Queue submissions made so far by all vulkan backends (tests: a batch is one submission). */
+guint mexd_vk_submissions(void);
 /* Validation-layer messages seen so far by backends opened with MEXD_VK_VALIDATION=1. */
 guint mexd_vk_validation_messages(void);
 

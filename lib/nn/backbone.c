@@ -58,7 +58,27 @@ struct _MexdBackbone {
   SwinBlockX *swin;     /* per block: bias, mask, window */
   MexdTensor *merge_nw[3], *merge_nb[3], *merge_w[3];
   int n_swin;
+  /* constants made before a batch is recorded (writes in the middle of recorded work would split
+   * the batch into several submissions): resnet's pooling column; for batch size prep_b, vit's
+   * class-token rows, swin's window permutations [stage][shifted][forward, inverse] and
+   * patch-merging gathers */
+  MexdTensor *pool_col;
+  int64_t prep_b;
+  MexdTensor *cls_idx, *win_idx[4][2][2], *merge_idx[3][4];
 };
+
+static void prep_clear(MexdBackbone *b)
+{
+  g_clear_pointer(&b->cls_idx, mexd_tensor_unref);
+  for (int i = 0; i < 4; i++)
+    for (int j = 0; j < 2; j++)
+      for (int k = 0; k < 2; k++)
+        g_clear_pointer(&b->win_idx[i][j][k], mexd_tensor_unref);
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 4; j++)
+      g_clear_pointer(&b->merge_idx[i][j], mexd_tensor_unref);
+  b->prep_b = 0;
+}
 
 static void conv_clear(Conv *c);
 
@@ -109,6 +129,8 @@ void mexd_backbone_free(MexdBackbone *b)
   }
   g_free(b->blocks);
   vit_clear(b);
+  prep_clear(b);
+  g_clear_pointer(&b->pool_col, mexd_tensor_unref);
   g_free(b->cfg.arch);
   g_free(b->path);
   if (b->be)
@@ -331,9 +353,23 @@ static gboolean load_conv_bn(Conv *c, MexdBackbone *bb, MexdWeights *w, const ch
   return c->b != NULL;
 }
 
+static int64_t conv_out(int64_t n, int k, int s, int p)
+{
+  return (n + 2 * p - k) / s + 1;
+}
+
 static gboolean load_resnet(MexdBackbone *bb, MexdWeights *w, GError **error)
 {
   const MexdBackboneConfig *c = &bb->cfg;
+  /* the pooling column: 1/(H·W) of layer3's output (stem /2, pool /2, layer2 /2, layer3 /2) */
+  int64_t side = conv_out(conv_out(conv_out(conv_out(c->input_size, 7, 2, 3), 3, 2, 1), 3, 2, 1),
+                          3, 2, 1);
+  g_autofree float *col = g_new(float, side * side);
+  for (int64_t i = 0; i < side * side; i++)
+    col[i] = 1.0f / (float)(side * side);
+  if (!(bb->pool_col = mexd_tensor_new_from_f32(bb->be, bb->dtype, 2,
+                                                (int64_t[]){side * side, 1}, col, error)))
+    return FALSE;
   if (!load_conv_bn(&bb->stem, bb, w, "conv1", "bn1", 3, c->width, 7, 2, 3, error))
     return FALSE;
   bb->n_blocks = c->blocks[0] + c->blocks[1] + c->blocks[2];
@@ -725,14 +761,9 @@ static MexdTensor *vit_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace,
     if (!mexd_trace_put(trace, NULL, nm, h, error))
       return NULL;
   }
-  /* the class tokens (row b·T of every image), then the final norm */
-  g_autofree int32_t *rows = g_new(int32_t, B);
-  for (int64_t i = 0; i < B; i++)
-    rows[i] = (int32_t)(i * T);
-  g_autoptr(MexdTensor) idx = mexd_tensor_new(b->be, MEXD_DTYPE_I32, 1, (int64_t[]){B}, error);
-  g_autoptr(MexdTensor) clsr = idx ? new_as(h, 2, (int64_t[]){B, D}, error) : NULL;
-  if (!clsr || !mexd_tensor_write(idx, rows, sizeof(int32_t) * B, error) ||
-      !mexd_gather_rows(clsr, h, idx, error))
+  /* the class tokens (row b·T of every image: b->cls_idx), then the final norm */
+  g_autoptr(MexdTensor) clsr = new_as(h, 2, (int64_t[]){B, D}, error);
+  if (!clsr || !mexd_gather_rows(clsr, h, b->cls_idx, error))
     return NULL;
   MexdTensor *out = new_as(h, 2, (int64_t[]){B, D}, error);
   if (out && !mexd_layernorm(out, clsr, b->norm_w, b->norm_b, eps, error))
@@ -756,6 +787,62 @@ static MexdTensor *gather_new(MexdTensor *x, MexdTensor *idx, GError **error)
   if (y && !mexd_gather_rows(y, x, idx, error))
     g_clear_pointer(&y, mexd_tensor_unref);
   return y;
+}
+
+/* The batch-size-dependent index tensors (vit, swin) for B images, made once per batch size and
+ * before anything of the batch is recorded. */
+static gboolean prepare(MexdBackbone *b, int64_t B, GError **error)
+{
+  const MexdBackboneConfig *c = &b->cfg;
+  if (b->prep_b == B || (!c->is_vit && !c->is_swin))
+    return TRUE;
+  prep_clear(b);
+  if (c->is_vit) {
+    const int64_t T = 1 + (c->input_size / c->patch) * (c->input_size / c->patch);
+    g_autofree int32_t *rows = g_new(int32_t, B);
+    for (int64_t i = 0; i < B; i++)
+      rows[i] = (int32_t)(i * T);
+    if (!(b->cls_idx = index_tensor(b->be, rows, B, error)))
+      return FALSE;
+  } else {
+    int64_t res = c->input_size / 4;
+    for (int st = 0; st < 4; st++, res /= 2) {
+      const int64_t L = res * res, ws = MIN(c->window, res), N = ws * ws, nwr = res / ws;
+      const int64_t nw = nwr * nwr;
+      g_autofree int32_t *fwd = g_new(int32_t, B * L), *inv = g_new(int32_t, B * L);
+      for (int shifted = 0; shifted < 2; shifted++) {
+        const int64_t sh = shifted && res > c->window ? c->window / 2 : 0;
+        /* windowed position ((img·nW + window)·N + in-window) ← row of the shifted image */
+        for (int64_t im = 0; im < B; im++)
+          for (int64_t wdx = 0; wdx < nw; wdx++)
+            for (int64_t a = 0; a < N; a++) {
+              int64_t yy = (wdx / nwr) * ws + a / ws, xx = (wdx % nwr) * ws + a % ws;
+              int64_t src = (im * res + (yy + sh) % res) * res + (xx + sh) % res;
+              int64_t pos = (im * nw + wdx) * N + a;
+              fwd[pos] = (int32_t)src;
+              inv[src] = (int32_t)pos;
+            }
+        if (!(b->win_idx[st][shifted][0] = index_tensor(b->be, fwd, B * L, error)) ||
+            !(b->win_idx[st][shifted][1] = index_tensor(b->be, inv, B * L, error)))
+          return FALSE;
+      }
+      if (st == 3)
+        break;
+      /* patch merging: rows (2i+dy, 2j+dx) for (dy, dx) = (0,0), (1,0), (0,1), (1,1) */
+      const int64_t r2 = res / 2, M = B * r2 * r2;
+      for (int q = 0; q < 4; q++) {
+        int dy = q & 1, dx = q >> 1;
+        for (int64_t im = 0; im < B; im++)
+          for (int64_t i = 0; i < r2; i++)
+            for (int64_t jj = 0; jj < r2; jj++)
+              fwd[(im * r2 + i) * r2 + jj] = (int32_t)((im * res + 2 * i + dy) * res + 2 * jj + dx);
+        if (!(b->merge_idx[st][q] = index_tensor(b->be, fwd, M, error)))
+          return FALSE;
+      }
+    }
+  }
+  b->prep_b = B;
+  return TRUE;
 }
 
 /* CTransPath / Swin: tokens [B·res², C] in (image, row, column) order.  A block's windows (after
@@ -785,23 +872,10 @@ static MexdTensor *swin_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace
   g_clear_pointer(&s2, mexd_tensor_unref);
   int bi = 0;
   for (int st = 0; st < 4; st++) {
-    const int64_t L = res * res;
-    g_autofree int32_t *fwd = g_new(int32_t, B * L), *inv = g_new(int32_t, B * L);
     for (int j = 0; j < c->depths[st]; j++, bi++) {
       const SwinBlockX *sx = &b->swin[bi];
-      const int64_t ws = sx->ws, N = ws * ws, nwr = res / ws, nw = nwr * nwr, sh = sx->shift;
-      /* windowed position ((img·nW + window)·N + in-window) ← row of the shifted image */
-      for (int64_t im = 0; im < B; im++)
-        for (int64_t wdx = 0; wdx < nw; wdx++)
-          for (int64_t a = 0; a < N; a++) {
-            int64_t yy = (wdx / nwr) * ws + a / ws, xx = (wdx % nwr) * ws + a % ws;
-            int64_t src = (im * res + (yy + sh) % res) * res + (xx + sh) % res;
-            int64_t pos = (im * nw + wdx) * N + a;
-            fwd[pos] = (int32_t)src;
-            inv[src] = (int32_t)pos;
-          }
-      g_autoptr(MexdTensor) tf = index_tensor(b->be, fwd, B * L, error);
-      g_autoptr(MexdTensor) ti = tf ? index_tensor(b->be, inv, B * L, error) : NULL;
+      const int64_t ws = sx->ws, N = ws * ws, nwr = res / ws, nw = nwr * nwr;
+      MexdTensor *tf = b->win_idx[st][sx->shift > 0][0], *ti = b->win_idx[st][sx->shift > 0][1];
       g_autoptr(MexdTensor) n1 = ti ? new_as(h, 2, h->shape, error) : NULL;
       if (!n1 || !mexd_layernorm(n1, h, b->vit[bi].n1w, b->vit[bi].n1b, eps, error))
         return NULL;
@@ -819,15 +893,8 @@ static MexdTensor *swin_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace
       const int64_t r2 = res / 2, M = B * r2 * r2;
       MexdTensor *parts[4] = {NULL, NULL, NULL, NULL};
       gboolean ok = TRUE;
-      for (int q = 0; q < 4 && ok; q++) {
-        int dy = q & 1, dx = q >> 1;
-        for (int64_t im = 0; im < B; im++)
-          for (int64_t i = 0; i < r2; i++)
-            for (int64_t jj = 0; jj < r2; jj++)
-              fwd[(im * r2 + i) * r2 + jj] = (int32_t)((im * res + 2 * i + dy) * res + 2 * jj + dx);
-        g_autoptr(MexdTensor) t = index_tensor(b->be, fwd, M, error);
-        ok = t && (parts[q] = gather_new(h, t, error));
-      }
+      for (int q = 0; q < 4 && ok; q++)
+        ok = (parts[q] = gather_new(h, b->merge_idx[st][q], error)) != NULL;
       g_autoptr(MexdTensor) cat = ok ? new_as(h, 2, (int64_t[]){M, 4 * C}, error) : NULL;
       ok = cat && mexd_concat(cat, parts, 4, 1, error);
       for (int q = 0; q < 4; q++)
@@ -869,6 +936,8 @@ MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *tra
                           "%s: the input is %s, expected %s[B,3,%d,%d] on %s", b->path, d,
                           mexd_dtype_name(b->dtype), c->input_size, c->input_size, mexd_backend_name(b->be));
   }
+  if (!prepare(b, x->shape[0], error))
+    return NULL;
   if (c->is_vit)
     return vit_forward(b, x, trace, error);
   if (c->is_swin)
@@ -899,18 +968,12 @@ MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *tra
       in_layer = 0;
     }
   }
-  /* global average pooling: [B·C, H·W] · (1/(H·W))·1 */
+  /* global average pooling: [B·C, H·W] · the column of 1/(H·W) made at load */
   const int64_t B = h->shape[0], C = h->shape[1], P = h->shape[2] * h->shape[3];
-  g_autofree float *ones = g_new(float, P);
-  for (int64_t i = 0; i < P; i++)
-    ones[i] = 1.0f;
-  g_autoptr(MexdTensor) col = mexd_tensor_new_from_f32(b->be, b->dtype, 2, (int64_t[]){P, 1},
-                                                       ones, error);
-  g_autoptr(MexdTensor) flat = col ? mexd_tensor_reshape(h, 2, (int64_t[]){B * C, P}, error) : NULL;
+  g_return_val_if_fail(b->pool_col->shape[0] == P, NULL);
+  g_autoptr(MexdTensor) flat = mexd_tensor_reshape(h, 2, (int64_t[]){B * C, P}, error);
   MexdTensor *f = flat ? mexd_tensor_new(b->be, b->dtype, 2, (int64_t[]){B * C, 1}, error) : NULL;
-  MexdGemmParams gp = MEXD_GEMM_PARAMS_DEFAULT;
-  gp.alpha = 1.0f / (float)P;
-  if (!f || !mexd_gemm(f, flat, col, NULL, &gp, error)) {
+  if (!f || !mexd_gemm(f, flat, b->pool_col, NULL, NULL, error)) {
     if (f)
       mexd_tensor_unref(f);
     return NULL;
@@ -929,6 +992,9 @@ gboolean mexd_backbone_embed(MexdBackbone *b, const uint8_t *rgb, int64_t batch,
                      "%s: a batch of %" G_GINT64_FORMAT " tiles of %" G_GINT64_FORMAT
                      "×%" G_GINT64_FORMAT " pixels",
                      b->path, batch, w, h);
+  /* every upload before the first recorded op: the batch is then one submission */
+  if (!prepare(b, batch, error))
+    return FALSE;
   g_autoptr(MexdTensor) px = mexd_image_pixels_new(b->be, rgb, batch * h * w * 3, error);
   g_autoptr(MexdTensor) x =
       px ? mexd_tensor_new(b->be, b->dtype, 4,

@@ -895,12 +895,12 @@ gboolean mexd_vk_dispatch(MexdBackend *be, const MexdVkDispatch *d, GError **err
 
   /* Which build: descriptors, unless a bound tensor's range exceeds maxStorageBufferRange */
   gboolean bda = vk->force_bda;
-  for (int i = 0; i < d->n_bind && !bda; i++) {
+  for (int i = 0; i < d->n_bind; i++) {
     MexdTensor *t = d->bind[i];
     if (t && t->backend != be)
       return mexd_fail(error, MEXD_ERROR_BACKEND, "%s: binding %d is a tensor of another backend",
                        d->shader, i);
-    if (t) {
+    if (t && !bda) {
       Alloc *a = t->storage->priv;
       VkDeviceSize start = a->off + t->offset;
       VkDeviceSize range = (start & (vk->offset_align - 1)) + mexd_tensor_nbytes(t);
@@ -925,12 +925,8 @@ gboolean mexd_vk_dispatch(MexdBackend *be, const MexdVkDispatch *d, GError **err
     uint64_t addr[MEXD_VK_MAX_BINDINGS] = {0};
     for (int i = 0; i < d->n_bind; i++) {
       MexdTensor *t = d->bind[i];
-      if (t && t->backend != be)
-        return mexd_fail(error, MEXD_ERROR_BACKEND,
-                         "%s: binding %d is a tensor of another backend", d->shader, i);
-      addr[i] = t ? ((Alloc *)t->storage->priv)->block->addr + ((Alloc *)t->storage->priv)->off +
-                        t->offset
-                  : vk->dummy->addr;
+      Alloc *a = t ? t->storage->priv : NULL;
+      addr[i] = a ? a->block->addr + a->off + t->offset : vk->dummy->addr;
     }
     push_size = d->push_size + MEXD_VK_PUSH_HEADER;
     if (push_size > vk->props.limits.maxPushConstantsSize || push_size > MEXD_VK_MAX_PUSH)

@@ -240,25 +240,9 @@ static gboolean parse_config(MexdBackboneConfig *cfg, const char *json, const ch
         !get_triple(o, "mean", cfg->mean, FALSE, file, error) ||
         !get_triple(o, "std", cfg->std, TRUE, file, error))
       return FALSE;
-    for (int k = 0; k < 2; k++) {
-      const char *key = k ? "heads" : "depths";
-      int *dst = k ? cfg->stage_heads : cfg->depths;
-      if (!json_object_has_member(o, key)) {
-        memcpy(dst, k ? def_heads : def_depths, sizeof(int) * 4);
-        continue;
-      }
-      JsonArray *a = mexd_cfg_get_array(o, key, 4, file, error);
-      if (!a)
-        return FALSE;
-      for (guint i = 0; i < 4; i++) {
-        JsonNode *n = json_array_get_element(a, i);
-        if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64 ||
-            json_node_get_int(n) < 1 || json_node_get_int(n) > 64)
-          return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: %s[%u] must be an integer 1..64", file,
-                           key, i);
-        dst[i] = (int)json_node_get_int(n);
-      }
-    }
+    if (!mexd_cfg_get_int_array(o, "depths", 4, def_depths, 1, 64, cfg->depths, file, error) ||
+        !mexd_cfg_get_int_array(o, "heads", 4, def_heads, 1, 64, cfg->stage_heads, file, error))
+      return FALSE;
     int res = cfg->input_size / 4;
     if (cfg->input_size % 32 || cfg->embed_dim % 8 || !(cfg->ln_eps > 0))
       return mexd_fail(error, MEXD_ERROR_FORMAT,
@@ -293,21 +277,9 @@ static gboolean parse_config(MexdBackboneConfig *cfg, const char *json, const ch
       !get_triple(o, "mean", cfg->mean, FALSE, file, error) ||
       !get_triple(o, "std", cfg->std, TRUE, file, error))
     return FALSE;
-  if (json_object_has_member(o, "blocks")) {
-    JsonArray *a = mexd_cfg_get_array(o, "blocks", 3, file, error);
-    if (!a)
-      return FALSE;
-    for (guint i = 0; i < 3; i++) {
-      JsonNode *n = json_array_get_element(a, i);
-      if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64 ||
-          json_node_get_int(n) < 1 || json_node_get_int(n) > 64)
-        return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: blocks[%u] must be an integer 1..64",
-                         file, i);
-      cfg->blocks[i] = (int)json_node_get_int(n);
-    }
-  } else {
-    cfg->blocks[0] = 3, cfg->blocks[1] = 4, cfg->blocks[2] = 6;
-  }
+  static const int def_blocks[3] = {3, 4, 6};
+  if (!mexd_cfg_get_int_array(o, "blocks", 3, def_blocks, 1, 64, cfg->blocks, file, error))
+    return FALSE;
   int expect = cfg->width * 16;
   if (!mexd_cfg_get_int(o, "output_dim", expect, 1, 1 << 20, &cfg->output_dim, file, error))
     return FALSE;

@@ -125,3 +125,24 @@ JsonParser *mexd_cfg_parse(const char *json, const char *file, JsonObject **obj,
   *obj = json_node_get_object(root);
   return parser;
 }
+
+gboolean mexd_cfg_get_int_array(JsonObject *o, const char *key, guint len, const int *def, int lo,
+                                int hi, int *out, const char *file, GError **error)
+{
+  if (!json_object_has_member(o, key)) {
+    memcpy(out, def, sizeof(int) * len);
+    return TRUE;
+  }
+  JsonArray *a = mexd_cfg_get_array(o, key, len, file, error);
+  if (!a)
+    return FALSE;
+  for (guint i = 0; i < len; i++) {
+    JsonNode *n = json_array_get_element(a, i);
+    if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64 ||
+        json_node_get_int(n) < lo || json_node_get_int(n) > hi)
+      return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: %s[%u] must be an integer %d..%d", file, key,
+                       i, lo, hi);
+    out[i] = (int)json_node_get_int(n);
+  }
+  return TRUE;
+}

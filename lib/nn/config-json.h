@@ -8,6 +8,9 @@
 
 G_BEGIN_DECLS
 
+/* `len` integers in lo..hi under `key` into out; absent: a copy of def. */
+gboolean mexd_cfg_get_int_array(JsonObject *o, const char *key, guint len, const int *def, int lo,
+                                int hi, int *out, const char *file, GError **error);
 /* Parses a configuration that must be a JSON object (*obj, owned by the returned parser: unref
  * it when done), or NULL with an error naming the file. */
 JsonParser *mexd_cfg_parse(const char *json, const char *file, JsonObject **obj, GError **error);

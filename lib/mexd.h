@@ -10,3 +10,5 @@
 #include "nn/backbone.h"
 #include "nn/model.h"
 #include "ops/ops.h"
+#include "wsi/slide.h"
+#include "wsi/tissue.h"

@@ -41,6 +41,10 @@ gboolean mexd_maxpool2d(MexdTensor *y, MexdTensor *x, int k, int stride, int pad
  * holding the bytes in memory order (mexd_image_pixels_new makes one). */
 gboolean mexd_image_prep(MexdTensor *y, MexdTensor *pixels, int64_t h, int64_t w,
                          const float mean[3], const float std_[3], GError **error);
+/* Resizes 8-bit interleaved pixels (w x h, `channels` per pixel) to ow x oh with the filter of
+ * mexd_image_prep (antialiased bilinear, PyTorch's taps), on the host. */
+void mexd_image_resize_u8(const uint8_t *src, int w, int h, int channels, uint8_t *dst, int ow,
+                          int oh);
 MexdTensor *mexd_image_pixels_new(MexdBackend *be, const uint8_t *rgb, int64_t n_bytes,
                                   GError **error);
 

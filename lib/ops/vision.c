@@ -153,6 +153,36 @@ static int aa_width(int64_t in, int64_t out)
   return (int)ceilf(support) * 2 + 1;
 }
 
+/* An antialiased bilinear resize of 8-bit interleaved pixels with PyTorch's taps (the filter of
+ * mexd_image_prep), rounded to the nearest byte: separable, rows first. */
+void mexd_image_resize_u8(const uint8_t *src, int w, int h, int channels, uint8_t *dst, int ow,
+                          int oh)
+{
+  const int KY = aa_width(h, oh), KX = aa_width(w, ow);
+  g_autofree int32_t *ty = g_new(int32_t, 2 * oh), *tx = g_new(int32_t, 2 * ow);
+  g_autofree float *wy = g_new(float, (size_t)oh * KY), *wx = g_new(float, (size_t)ow * KX);
+  aa_taps(h, oh, KY, ty, wy);
+  aa_taps(w, ow, KX, tx, wx);
+  g_autofree float *mid = g_new(float, (size_t)h * ow * channels);
+  for (int y = 0; y < h; y++)
+    for (int o = 0; o < ow; o++)
+      for (int c = 0; c < channels; c++) {
+        float acc = 0.0f;
+        for (int j = 0; j < tx[2 * o + 1]; j++)
+          acc += wx[(size_t)o * KX + j] * src[((size_t)y * w + tx[2 * o] + j) * channels + c];
+        mid[((size_t)y * ow + o) * channels + c] = acc;
+      }
+  for (int o = 0; o < oh; o++)
+    for (int x = 0; x < ow; x++)
+      for (int c = 0; c < channels; c++) {
+        float acc = 0.0f;
+        for (int j = 0; j < ty[2 * o + 1]; j++)
+          acc += wy[(size_t)o * KY + j] * mid[((size_t)(ty[2 * o] + j) * ow + x) * channels + c];
+        long v = lroundf(acc);
+        dst[((size_t)o * ow + x) * channels + c] = (uint8_t)CLAMP(v, 0, 255);
+      }
+}
+
 static void image_prep_cpu(MexdTensor *y, const uint8_t *px, int64_t H, int64_t W,
                            const int32_t *taps, const float *wts, int KY, int KX,
                            const float mean[3], const float std_[3])

@@ -169,7 +169,8 @@ int mexd_cmd_bench(int argc, char **argv)
            "       mexd bench mexd [--n N] [--dim D] [--model M] [--chains S] [--device D] "
            "[--json]\n"
            "       mexd bench backbone --backbone B [--batch N] [--precision fp32|fp16] "
-           "[--device D] [--json]\n");
+           "[--device D] [--json]\n"
+           "       mexd bench read SLIDE [--threads 1,2] [--max-tiles N] [--mag M] [--json]\n");
     return argc < 2 ? 2 : 0;
   }
   if (strcmp(argv[1], "gemm") == 0)
@@ -178,7 +179,9 @@ int mexd_cmd_bench(int argc, char **argv)
     return mexd_bench_mexd(argc - 1, argv + 1);
   if (strcmp(argv[1], "backbone") == 0)
     return mexd_bench_backbone(argc - 1, argv + 1);
-  fprintf(stderr, "mexd bench: unknown benchmark \"%s\" (available: gemm, mexd, backbone)\n",
+  if (strcmp(argv[1], "read") == 0)
+    return mexd_bench_read(argc - 1, argv + 1);
+  fprintf(stderr, "mexd bench: unknown benchmark \"%s\" (available: gemm, mexd, backbone, read)\n",
           argv[1]);
   return 2;
 }

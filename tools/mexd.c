@@ -34,12 +34,17 @@ static void usage(FILE *f)
              "commands:\n"
              "  bench gemm M N K [--device D] [--dtype f32|f16] [--reps R] [--json]\n"
              "                 GEMM throughput (GFLOP/s, median of R runs)\n"
+             "  bench read SLIDE [--threads 1,2]\n"
+             "                 tiles per second read from a slide, beside OpenSlide alone\n"
              "  devices        list the compute devices and the default choice\n"
              "  extract --backbone B --tiles DIR --out FEATS.h5 [--batch N] [--precision fp16]\n"
              "                 tile features (CLAM .h5) with a backbone from a folder of PNG tiles\n"
              "  forward --model M --features BAG [--compat official] [--seed S] [--json]\n"
              "                 classify one bag of features with a MExD model\n"
              "  help           this text\n"
+             "  tiles SLIDE [--mag M | --mpp U | --level L] [--size 256] [--preset P]\n"
+             "                 [--out patches.h5] [--geojson tiles.geojson]\n"
+             "                 the tissue of a slide and the tiles over it (CLAM's rules)\n"
              "\n"
              "Devices: --device cpu | vulkan | vulkan:N; default MEXD_DEVICE, else the first GPU,\n"
              "else lavapipe, else cpu.  MEXD_DEBUG=1 logs the device, its limits and features.\n");
@@ -68,6 +73,8 @@ int main(int argc, char **argv)
     return mexd_cmd_forward(argc - 1, argv + 1);
   if (strcmp(cmd, "extract") == 0)
     return mexd_cmd_extract(argc - 1, argv + 1);
+  if (strcmp(cmd, "tiles") == 0)
+    return mexd_cmd_tiles(argc - 1, argv + 1);
   fprintf(stderr, "mexd: unknown command \"%s\" (mexd help lists them)\n", cmd);
   return 2;
 }

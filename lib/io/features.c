@@ -983,23 +983,100 @@ out:
   return ok;
 }
 
+/* Writes the patch file `pf` (CLAM's patch layout) into the new file `tmp`. */
+static gboolean h5_write_patches_locked(const char *tmp, const MexdPatchFile *pf,
+                                        const char **step, char **detail)
+{
+  hid_t file = H5I_INVALID_HID, space = H5I_INVALID_HID, dset = H5I_INVALID_HID;
+  hid_t aspace = H5I_INVALID_HID, attr = H5I_INVALID_HID, stype = H5I_INVALID_HID;
+  gboolean ok = FALSE;
+#define H5_TRY(expr, what)                                                                         \
+  do {                                                                                             \
+    if ((expr) < 0) {                                                                              \
+      *step = what;                                                                                \
+      goto out;                                                                                    \
+    }                                                                                              \
+  } while (0)
+  H5_TRY(file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "create the file");
+  /* a dataset of 0 rows is a valid patch file (a slide without tissue): HDF5 takes 0 dims */
+  hsize_t dims[2] = {(hsize_t)pf->n, 2};
+  H5_TRY(space = H5Screate_simple(2, dims, NULL), "create the coords dataspace");
+  H5_TRY(dset = H5Dcreate2(file, "coords", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT,
+                           H5P_DEFAULT),
+         "create dataset coords");
+  if (pf->n > 0)
+    H5_TRY(H5Dwrite(dset, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, pf->coords),
+           "write dataset coords");
+  const struct {
+    const char *name;
+    int count; /* 1: scalar */
+    gboolean is_float;
+    int64_t i[2];
+    double f[2];
+  } attrs[] = {
+      {"patch_size", 1, FALSE, {pf->patch_size, 0}, {0, 0}},
+      {"patch_level", 1, FALSE, {pf->patch_level, 0}, {0, 0}},
+      {"downsample", 2, TRUE, {0, 0}, {pf->downsample[0], pf->downsample[1]}},
+      {"level_dim", 2, FALSE, {pf->level_dim[0], pf->level_dim[1]}, {0, 0}},
+      {"downsampled_level_dim", 2, FALSE, {pf->level_dim[0], pf->level_dim[1]}, {0, 0}},
+      {"patch_size_level0", 1, FALSE, {pf->patch_size_level0, 0}, {0, 0}},
+      {"mpp", 1, TRUE, {0, 0}, {pf->mpp, 0}},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(attrs); i++) {
+    if (!strcmp(attrs[i].name, "mpp") && !(pf->mpp > 0))
+      continue;
+    hsize_t adim = (hsize_t)attrs[i].count;
+    H5_TRY(aspace = attrs[i].count == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &adim, NULL),
+           "create an attribute dataspace");
+    H5_TRY(attr = H5Acreate2(dset, attrs[i].name,
+                             attrs[i].is_float ? H5T_IEEE_F64LE : H5T_STD_I64LE, aspace,
+                             H5P_DEFAULT, H5P_DEFAULT),
+           "create an attribute of coords");
+    H5_TRY(attrs[i].is_float ? H5Awrite(attr, H5T_NATIVE_DOUBLE, attrs[i].f)
+                             : H5Awrite(attr, H5T_NATIVE_INT64, attrs[i].i),
+           "write an attribute of coords");
+    h5_close_id(&attr);
+    h5_close_id(&aspace);
+  }
+  if (pf->name) {
+    H5_TRY(stype = H5Tcopy(H5T_C_S1), "make a string type");
+    H5_TRY(H5Tset_size(stype, MAX(strlen(pf->name), 1)), "size a string type");
+    H5_TRY(aspace = H5Screate(H5S_SCALAR), "create an attribute dataspace");
+    H5_TRY(attr = H5Acreate2(dset, "name", stype, aspace, H5P_DEFAULT, H5P_DEFAULT),
+           "create attribute name");
+    H5_TRY(H5Awrite(attr, stype, *pf->name ? pf->name : " "), "write attribute name");
+  }
+  h5_close_id(&attr);
+  h5_close_id(&dset);
+  hid_t f = file;
+  file = H5I_INVALID_HID;
+  H5_TRY(H5Fclose(f), "close the file");
+  ok = TRUE;
+#undef H5_TRY
+out:
+  if (!ok)
+    *detail = h5_detail();
+  if (stype >= 0)
+    H5Tclose(stype);
+  h5_close_id(&attr);
+  h5_close_id(&aspace);
+  h5_close_id(&dset);
+  h5_close_id(&space);
+  h5_close_id(&file);
+  H5Eclear2(H5E_DEFAULT);
+  return ok;
+}
+
 #endif /* MEXD_HAVE_HDF5 */
 
-gboolean mexd_bag_write_h5(const char *path, const MexdBag *bag, GError **error)
+#ifdef MEXD_HAVE_HDF5
+/* Runs `write` (under the HDF5 lock) on a temporary file beside `path`, flushes it and renames
+ * it over `path`; on failure `path` is untouched. */
+static gboolean h5_write_atomic(const char *path, const char *fname,
+                                gboolean (*write)(const char *tmp, const void *data,
+                                                  const char **step, char **detail),
+                                const void *data, GError **error)
 {
-  if (!path || !bag)
-    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "bag writer: %s is NULL",
-                     !path ? "the path" : "the bag");
-  g_autofree char *fname = g_filename_display_name(path);
-  if (bag->n < 1 || bag->d < 1 || !bag->features)
-    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
-                     "%s: cannot write a bag of %" G_GINT64_FORMAT " x %" G_GINT64_FORMAT
-                     " features%s",
-                     fname, bag->n, bag->d, bag->features ? "" : " (NULL)");
-#ifndef MEXD_HAVE_HDF5
-  return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
-                   "%s: cannot write HDF5: libmexd was built without HDF5", fname);
-#else
   g_autofree char *tmp = NULL;
   int fd = mexd_io_temp_beside(path, fname, &tmp, error);
   if (fd < 0)
@@ -1008,7 +1085,7 @@ gboolean mexd_bag_write_h5(const char *path, const MexdBag *bag, GError **error)
   g_autofree char *detail = NULL;
   H5Quiet q;
   h5_begin(&q);
-  gboolean ok = h5_write_locked(tmp, bag, &step, &detail);
+  gboolean ok = write(tmp, data, &step, &detail);
   h5_end(&q);
   /* HDF5 wrote through its own descriptor of the same file: flush it to disk through ours */
   int err_no = 0;
@@ -1030,6 +1107,53 @@ gboolean mexd_bag_write_h5(const char *path, const MexdBag *bag, GError **error)
                      fname, g_strerror(err_no));
   }
   return TRUE;
+}
+
+static gboolean write_bag_cb(const char *tmp, const void *data, const char **step, char **detail)
+{
+  return h5_write_locked(tmp, data, step, detail);
+}
+
+static gboolean write_patches_cb(const char *tmp, const void *data, const char **step,
+                                 char **detail)
+{
+  return h5_write_patches_locked(tmp, data, step, detail);
+}
+#endif
+
+gboolean mexd_bag_write_h5(const char *path, const MexdBag *bag, GError **error)
+{
+  if (!path || !bag)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "bag writer: %s is NULL",
+                     !path ? "the path" : "the bag");
+  g_autofree char *fname = g_filename_display_name(path);
+  if (bag->n < 1 || bag->d < 1 || !bag->features)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "%s: cannot write a bag of %" G_GINT64_FORMAT " x %" G_GINT64_FORMAT
+                     " features%s",
+                     fname, bag->n, bag->d, bag->features ? "" : " (NULL)");
+#ifndef MEXD_HAVE_HDF5
+  return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
+                   "%s: cannot write HDF5: libmexd was built without HDF5", fname);
+#else
+  return h5_write_atomic(path, fname, write_bag_cb, bag, error);
+#endif
+}
+
+gboolean mexd_patches_write_h5(const char *path, const MexdPatchFile *pf, GError **error)
+{
+  if (!path || !pf)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "patch writer: %s is NULL",
+                     !path ? "the path" : "the patch file");
+  g_autofree char *fname = g_filename_display_name(path);
+  if (pf->n < 0 || (pf->n > 0 && !pf->coords))
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: cannot write %" G_GINT64_FORMAT
+                     " patches without coordinates", fname, pf->n);
+#ifndef MEXD_HAVE_HDF5
+  return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
+                   "%s: cannot write HDF5: libmexd was built without HDF5", fname);
+#else
+  return h5_write_atomic(path, fname, write_patches_cb, pf, error);
 #endif
 }
 

@@ -95,4 +95,23 @@ gboolean mexd_bag_check_finite(const MexdBag *bag, GError **error);
  * when it cannot be written, MEXD_ERROR_UNSUPPORTED when built without HDF5. */
 gboolean mexd_bag_write_h5(const char *path, const MexdBag *bag, GError **error);
 
+/* A CLAM patch file: dataset `coords` int64 [n, 2] (level-0 x, y of each tile's top-left) with
+ * CLAM's attributes on it: patch_size, patch_level (int64), downsample (float64 [2]), level_dim
+ * and downsampled_level_dim (int64 [2], the patch level's size), name (the slide's name), and
+ * ours: patch_size_level0 (a tile's level-0 extent) and mpp (µm per tile pixel, when known). */
+typedef struct {
+  int64_t n;
+  const int32_t *coords; /* [n*2] */
+  int patch_size, patch_level;
+  double downsample[2];
+  int64_t level_dim[2];
+  const char *name;
+  int64_t patch_size_level0;
+  double mpp;
+} MexdPatchFile;
+
+/* Writes `pf` to `path` atomically, as mexd_bag_write_h5.  n may be 0 (a slide without
+ * tissue). */
+gboolean mexd_patches_write_h5(const char *path, const MexdPatchFile *pf, GError **error);
+
 G_END_DECLS

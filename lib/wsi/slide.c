@@ -228,8 +228,8 @@ void mexd_wsi_argb_to_rgb(const uint32_t *argb, size_t n, uint8_t *rgb)
   }
 }
 
-gboolean mexd_slide_read_rgb(MexdSlide *s, int64_t x, int64_t y, int level, int w, int h,
-                             uint8_t *rgb, uint32_t *scratch, GError **error)
+gboolean mexd_slide_read_argb(MexdSlide *s, int64_t x, int64_t y, int level, int w, int h,
+                              uint32_t *argb, GError **error)
 {
   if (level < 0 || level >= s->n_levels || w < 1 || h < 1)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
@@ -238,29 +238,35 @@ gboolean mexd_slide_read_rgb(MexdSlide *s, int64_t x, int64_t y, int level, int 
 #ifndef MEXD_HAVE_OPENSLIDE
   (void)x;
   (void)y;
-  (void)rgb;
-  (void)scratch;
+  (void)argb;
   return mexd_fail(error, MEXD_ERROR_UNSUPPORTED, "%s: built without OpenSlide", s->fname);
 #else
-  uint32_t *buf = scratch ? scratch : g_try_malloc((size_t)w * h * 4);
-  if (!buf)
-    return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "%s: no memory to read a %d x %d region",
-                     s->fname, w, h);
-  openslide_read_region(s->osr, buf, x, y, level, w, h);
+  openslide_read_region(s->osr, argb, x, y, level, w, h);
   const char *e = openslide_get_error(s->osr);
-  if (e) {
-    if (!scratch)
-      g_free(buf);
+  if (e)
     return mexd_fail(error, MEXD_ERROR_FORMAT,
                      "%s: OpenSlide failed to read the region at (%" G_GINT64_FORMAT
                      ", %" G_GINT64_FORMAT ") level %d: %s",
                      s->fname, x, y, level, e);
-  }
-  mexd_wsi_argb_to_rgb(buf, (size_t)w * h, rgb);
-  if (!scratch)
-    g_free(buf);
   return TRUE;
 #endif
+}
+
+gboolean mexd_slide_read_rgb(MexdSlide *s, int64_t x, int64_t y, int level, int w, int h,
+                             uint8_t *rgb, uint32_t *scratch, GError **error)
+{
+  if (w < 1 || h < 1)
+    return mexd_slide_read_argb(s, x, y, level, w, h, scratch, error);
+  uint32_t *buf = scratch ? scratch : g_try_malloc((size_t)w * h * 4);
+  if (!buf)
+    return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "%s: no memory to read a %d x %d region",
+                     s->fname, w, h);
+  gboolean ok = mexd_slide_read_argb(s, x, y, level, w, h, buf, error);
+  if (ok)
+    mexd_wsi_argb_to_rgb(buf, (size_t)w * h, rgb);
+  if (!scratch)
+    g_free(buf);
+  return ok;
 }
 
 MexdTissue *mexd_slide_tissue(MexdSlide *s, int level, const MexdTissueParams *params,

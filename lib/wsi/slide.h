@@ -54,6 +54,9 @@ double mexd_slide_objective(const MexdSlide *s);
 /* A property's value, NULL when absent. */
 const char *mexd_slide_property(const MexdSlide *s, const char *name);
 
+/* OpenSlide's read_region as it is: premultiplied ARGB (w·h words) into `argb`. */
+gboolean mexd_slide_read_argb(MexdSlide *s, int64_t x, int64_t y, int level, int w, int h,
+                              uint32_t *argb, GError **error);
 /* Reads the region whose top-left is (x, y) in level-0 pixels, w × h pixels at `level`, as RGB
  * (3 bytes a pixel, rows of 3w bytes) into `rgb`.  `scratch` (4wh bytes) may be NULL. */
 gboolean mexd_slide_read_rgb(MexdSlide *s, int64_t x, int64_t y, int level, int w, int h,
@@ -106,6 +109,13 @@ gboolean mexd_grid_spec_resolution(const MexdSlide *s, double mpp, double mag, i
  * Returns the count; *coords gets 2 × count int32 (g_free). */
 int64_t mexd_tile_grid(const MexdSlide *s, const MexdTissue *t, const MexdGridSpec *spec,
                        int32_t **coords);
+
+/* A GeoJSON FeatureCollection in level-0 pixels, as QuPath imports it: one feature per tissue
+ * contour (objectType "annotation", classification "Tissue", a Polygon of the contour and its
+ * kept holes) and, when coords is not NULL, one per tile (objectType "tile", a square of
+ * tile_w × tile_h, property "index").  Written atomically. */
+gboolean mexd_wsi_write_geojson(const char *path, const MexdTissue *t, const int32_t *coords,
+                                int64_t n, int64_t tile_w, int64_t tile_h, GError **error);
 
 /* ---- reading tiles with threads ---- */
 

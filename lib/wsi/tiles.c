@@ -326,3 +326,63 @@ void mexd_tile_reader_free(MexdTileReader *r)
   g_free(r->coords);
   g_free(r);
 }
+
+/* ---- GeoJSON ---- */
+
+static void ring_json(GString *g, const MexdRing *r)
+{
+  g_string_append_c(g, '[');
+  for (int i = 0; i <= r->n; i++) { /* closed: the first point again */
+    const MexdPoint *p = &r->pts[i % MAX(r->n, 1)];
+    g_string_append_printf(g, "%s[%d,%d]", i ? "," : "", p->x, p->y);
+  }
+  if (r->n < 3) /* a GeoJSON ring needs four positions: repeat the last */
+    for (int i = r->n + 1; i < 4; i++)
+      g_string_append_printf(g, ",[%d,%d]", r->pts[0].x, r->pts[0].y);
+  g_string_append_c(g, ']');
+}
+
+gboolean mexd_wsi_write_geojson(const char *path, const MexdTissue *t, const int32_t *coords,
+                                int64_t n, int64_t tile_w, int64_t tile_h, GError **error)
+{
+  g_autofree char *fname = g_filename_display_name(path);
+  GString *g = g_string_new("{\"type\":\"FeatureCollection\",\"features\":[");
+  gboolean first = TRUE;
+  for (int c = 0; t && c < t->n; c++) {
+    if (t->contours[c].n < 1)
+      continue;
+    g_string_append_printf(g, "%s\n{\"type\":\"Feature\",\"properties\":{\"objectType\":"
+                           "\"annotation\",\"classification\":{\"name\":\"Tissue\"},"
+                           "\"contour\":%d},\"geometry\":{\"type\":\"Polygon\",\"coordinates\":[",
+                           first ? "" : ",", c);
+    ring_json(g, &t->contours[c]);
+    for (int h = 0; h < t->n_holes[c]; h++) {
+      g_string_append_c(g, ',');
+      ring_json(g, &t->holes[c][h]);
+    }
+    g_string_append(g, "]}}");
+    first = FALSE;
+  }
+  for (int64_t i = 0; coords && i < n; i++) {
+    int64_t x = coords[2 * i], y = coords[2 * i + 1];
+    g_string_append_printf(g,
+                           "%s\n{\"type\":\"Feature\",\"properties\":{\"objectType\":\"tile\","
+                           "\"index\":%" G_GINT64_FORMAT "},\"geometry\":{\"type\":\"Polygon\","
+                           "\"coordinates\":[[[%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT
+                           "],[%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT "],[%" G_GINT64_FORMAT
+                           ",%" G_GINT64_FORMAT "],[%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT
+                           "],[%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT "]]]}}",
+                           first ? "" : ",", i, x, y, x + tile_w, y, x + tile_w, y + tile_h, x,
+                           y + tile_h, x, y);
+    first = FALSE;
+  }
+  g_string_append(g, "\n]}\n");
+  GError *e = NULL;
+  gboolean ok = g_file_set_contents(path, g->str, (gssize)g->len, &e);
+  g_string_free(g, TRUE);
+  if (!ok) {
+    mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write: %s", fname, e->message);
+    g_error_free(e);
+  }
+  return ok;
+}

@@ -1,0 +1,322 @@
+/* tiles.c: `mexd tiles` (tissue and the tile grid of a slide, CLAM's patch file, GeoJSON) and
+ * `mexd bench read` (tiles per second read from a slide). */
+#include "mexd.h"
+
+#include "../lib/mexd.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* The options that choose the tissue and the grid, shared by `tiles`, `bench read` and
+ * `extract --slide`. */
+typedef struct {
+  char *preset, *contour_fn;
+  double mag, mpp;
+  int level, size, step, seg_level;
+  int sthresh, mthresh, close;
+  double a_t, a_h;
+  int max_holes;
+  gboolean otsu, no_padding;
+} GridOpts;
+
+static void grid_opts_init(GridOpts *o)
+{
+  *o = (GridOpts){.level = -1, .size = 256, .step = 0, .seg_level = -1, .sthresh = -1,
+                  .mthresh = -1, .close = -1, .a_t = -1, .a_h = -1, .max_holes = -1};
+}
+
+static void grid_opts_clear(GridOpts *o)
+{
+  g_free(o->preset);
+  g_free(o->contour_fn);
+}
+
+static GOptionGroup *grid_opts_group(GridOpts *o)
+{
+  GOptionEntry e[] = {
+      {"mag", 0, 0, G_OPTION_ARG_DOUBLE, &o->mag, "tiles at this magnification (20: 20×)", "M"},
+      {"mpp", 0, 0, G_OPTION_ARG_DOUBLE, &o->mpp, "tiles at this resolution, µm per pixel", "U"},
+      {"level", 0, 0, G_OPTION_ARG_INT, &o->level,
+       "tiles read at this level without resizing, as CLAM (default: level 0)", "L"},
+      {"size", 0, 0, G_OPTION_ARG_INT, &o->size, "tile side in pixels (256)", "N"},
+      {"step", 0, 0, G_OPTION_ARG_INT, &o->step, "grid step in tile pixels (the tile size)", "N"},
+      {"preset", 0, 0, G_OPTION_ARG_STRING, &o->preset,
+       "CLAM's segmentation preset: default, tcga, bwh_biopsy, bwh_resection", "P"},
+      {"seg-level", 0, 0, G_OPTION_ARG_INT, &o->seg_level,
+       "segment at this level (default: the level nearest 64× downsample)", "L"},
+      {"sthresh", 0, 0, G_OPTION_ARG_INT, &o->sthresh, "saturation threshold (preset's)", "T"},
+      {"mthresh", 0, 0, G_OPTION_ARG_INT, &o->mthresh, "median kernel, odd (preset's)", "K"},
+      {"close", 0, 0, G_OPTION_ARG_INT, &o->close, "closing kernel, 0: none (preset's)", "K"},
+      {"otsu", 0, 0, G_OPTION_ARG_NONE, &o->otsu, "Otsu's threshold instead of sthresh", NULL},
+      {"a-t", 0, 0, G_OPTION_ARG_DOUBLE, &o->a_t, "minimum tissue area, reference patches", "A"},
+      {"a-h", 0, 0, G_OPTION_ARG_DOUBLE, &o->a_h, "minimum hole area, reference patches", "A"},
+      {"max-holes", 0, 0, G_OPTION_ARG_INT, &o->max_holes, "holes kept per contour", "N"},
+      {"contour-fn", 0, 0, G_OPTION_ARG_STRING, &o->contour_fn,
+       "tile test: four_pt (default), four_pt_hard, center", "F"},
+      {"no-padding", 0, 0, G_OPTION_ARG_NONE, &o->no_padding,
+       "no tiles running over the slide's edge", NULL},
+      {NULL},
+  };
+  GOptionGroup *g = g_option_group_new("grid", "Tissue and tile grid (CLAM's rules):",
+                                       "Show the tissue and grid options", NULL, NULL);
+  g_option_group_add_entries(g, e);
+  return g;
+}
+
+/* Opens nothing: turns the options into tissue parameters and a grid spec for `slide`. */
+static gboolean grid_opts_resolve(const GridOpts *o, MexdSlide *slide, MexdTissueParams *tp,
+                                  MexdGridSpec *spec, GError **error)
+{
+  if (!mexd_tissue_preset(o->preset ? o->preset : "default", tp, error))
+    return FALSE;
+  if (o->sthresh >= 0)
+    tp->sthresh = o->sthresh;
+  if (o->mthresh >= 0)
+    tp->mthresh = o->mthresh;
+  if (o->close >= 0)
+    tp->close = o->close;
+  if (o->a_t >= 0)
+    tp->a_t = o->a_t;
+  if (o->a_h >= 0)
+    tp->a_h = o->a_h;
+  if (o->max_holes >= 0)
+    tp->max_n_holes = o->max_holes;
+  if (o->otsu)
+    tp->use_otsu = TRUE;
+  if (!mexd_tissue_params_check(tp, error))
+    return FALSE;
+  int chosen = (o->mag > 0) + (o->mpp > 0) + (o->level >= 0);
+  if (chosen > 1)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "give one of --mag, --mpp and --level, not several");
+  int step = o->step > 0 ? o->step : o->size;
+  gboolean ok = (o->mag > 0 || o->mpp > 0)
+                    ? mexd_grid_spec_resolution(slide, o->mpp, o->mag, o->size, step, spec, error)
+                    : mexd_grid_spec_level(slide, MAX(o->level, 0), o->size, step, spec, error);
+  if (!ok)
+    return FALSE;
+  if (o->contour_fn && !mexd_contour_fn_parse(o->contour_fn, &spec->contour_fn))
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "unknown --contour-fn \"%s\" (four_pt, four_pt_hard, center)", o->contour_fn);
+  spec->padding = !o->no_padding;
+  return TRUE;
+}
+
+/* Tissue and grid of `slide`; prints what it found unless quiet. */
+static int64_t slide_grid(const GridOpts *o, MexdSlide *slide, MexdGridSpec *spec,
+                          MexdTissue **tissue_out, int32_t **coords, gboolean quiet,
+                          GError **error)
+{
+  MexdTissueParams tp;
+  if (!grid_opts_resolve(o, slide, &tp, spec, error))
+    return -1;
+  gint64 t0 = g_get_monotonic_time();
+  MexdTissue *t = mexd_slide_tissue(slide, o->seg_level, &tp, error);
+  if (!t)
+    return -1;
+  int64_t n = mexd_tile_grid(slide, t, spec, coords);
+  if (!quiet) {
+    int64_t w, h;
+    mexd_slide_level_size(slide, 0, &w, &h);
+    fprintf(stderr,
+            "%s: %s, %" G_GINT64_FORMAT " x %" G_GINT64_FORMAT ", %d levels, %.4g µm/px (%s)%s"
+            "\n  tissue at level %d (%d x %d, threshold %d): %d contours, %.1f %% of the slide"
+            "\n  %" G_GINT64_FORMAT " tiles of %d px read at level %d (%d px, %" G_GINT64_FORMAT
+            " level-0 px%s%.3g µm/px), %s, %.2f s\n",
+            mexd_slide_path(slide), mexd_slide_vendor(slide), w, h,
+            mexd_slide_level_count(slide), mexd_slide_mpp_x(slide), mexd_slide_mpp_source(slide),
+            mexd_slide_objective(slide) > 0 ? "" : ", no objective power", t->level, t->width,
+            t->height, t->threshold, t->n, 100 * t->tissue_fraction, n, spec->patch_size,
+            spec->level, spec->read_size, spec->ref_w, spec->mpp > 0 ? ", " : "", spec->mpp,
+            mexd_contour_fn_name(spec->contour_fn), (g_get_monotonic_time() - t0) / 1e6);
+  }
+  *tissue_out = t;
+  return n;
+}
+
+int mexd_cmd_tiles(int argc, char **argv)
+{
+  GridOpts o;
+  grid_opts_init(&o);
+  g_autofree char *out = NULL, *geojson = NULL;
+  gboolean quiet = FALSE, no_tiles_json = FALSE;
+  GOptionEntry entries[] = {
+      {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "CLAM patch file to write (.h5)", "H5"},
+      {"geojson", 0, 0, G_OPTION_ARG_FILENAME, &geojson,
+       "GeoJSON of the tissue outlines and the tiles (level-0 pixels, for QuPath)", "FILE"},
+      {"tissue-only", 0, 0, G_OPTION_ARG_NONE, &no_tiles_json, "GeoJSON without the tiles",
+       NULL},
+      {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "print nothing but errors", NULL},
+      {NULL},
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new(
+      "SLIDE - find the tissue of a slide and the tiles over it, as CLAM does");
+  g_option_context_add_main_entries(ctx, entries, NULL);
+  g_option_context_add_group(ctx, grid_opts_group(&o));
+  g_autoptr(GError) error = NULL;
+  int rc = 0;
+  if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
+    fprintf(stderr, "mexd tiles: %s\n", error->message);
+    rc = 2;
+    goto done;
+  }
+  if (argc != 2) {
+    fprintf(stderr, "mexd tiles: give one slide (mexd tiles --help)\n");
+    rc = 2;
+    goto done;
+  }
+  {
+    g_autoptr(MexdSlide) slide = mexd_slide_open(argv[1], &error);
+    MexdGridSpec spec;
+    g_autoptr(MexdTissue) t = NULL;
+    g_autofree int32_t *coords = NULL;
+    int64_t n = slide ? slide_grid(&o, slide, &spec, &t, &coords, quiet, &error) : -1;
+    if (n < 0) {
+      fprintf(stderr, "mexd tiles: %s\n", error->message);
+      rc = error->code == MEXD_ERROR_INVALID_ARGUMENT ? 2 : 1;
+      goto done;
+    }
+    if (out) {
+      double dx, dy;
+      mexd_slide_level_downsample_xy(slide, spec.level, &dx, &dy);
+      int64_t lw, lh;
+      mexd_slide_level_size(slide, spec.level, &lw, &lh);
+      MexdPatchFile pf = {.n = n, .coords = coords, .patch_size = spec.patch_size,
+                          .patch_level = spec.level, .downsample = {dx, dy},
+                          .level_dim = {lw, lh}, .name = mexd_slide_name(slide),
+                          .patch_size_level0 = spec.ref_w, .mpp = spec.mpp};
+      if (!mexd_patches_write_h5(out, &pf, &error)) {
+        fprintf(stderr, "mexd tiles: %s\n", error->message);
+        rc = 1;
+        goto done;
+      }
+    }
+    if (geojson && !mexd_wsi_write_geojson(geojson, t, no_tiles_json ? NULL : coords, n,
+                                           spec.ref_w, spec.ref_h, &error)) {
+      fprintf(stderr, "mexd tiles: %s\n", error->message);
+      rc = 1;
+      goto done;
+    }
+    if (!out && !geojson && !quiet)
+      fprintf(stderr, "(nothing written: give --out and/or --geojson)\n");
+  }
+done:
+  grid_opts_clear(&o);
+  return rc;
+}
+
+/* Tiles per second: `threads` readers over the first `max` tiles of the grid, on a handle of its
+ * own (OpenSlide's tile cache starts cold); threads 0 is OpenSlide's read_region alone on one
+ * thread, ARGB as it comes. */
+static double read_rate(const char *path, const MexdGridSpec *spec, const int32_t *coords,
+                        int64_t n, int threads, GError **error)
+{
+  g_autoptr(MexdSlide) s = mexd_slide_open(path, error);
+  if (!s)
+    return -1;
+  gint64 t0 = g_get_monotonic_time();
+  if (threads == 0) {
+    g_autofree uint32_t *buf = g_malloc((size_t)spec->read_size * spec->read_size * 4);
+    for (int64_t i = 0; i < n; i++)
+      if (!mexd_slide_read_argb(s, coords[2 * i], coords[2 * i + 1], spec->level,
+                                spec->read_size, spec->read_size, buf, error))
+        return -1;
+  } else {
+    g_autoptr(MexdTileReader) r = mexd_tile_reader_new(s, spec, coords, n, threads, 0, error);
+    if (!r)
+      return -1;
+    const uint8_t *rgb;
+    int64_t k = 0;
+    while (mexd_tile_reader_next(r, &rgb, NULL, error))
+      k++;
+    if (k != n)
+      return -1;
+  }
+  return (double)n / ((g_get_monotonic_time() - t0) / 1e6);
+}
+
+int mexd_bench_read(int argc, char **argv)
+{
+  GridOpts o;
+  grid_opts_init(&o);
+  g_autofree char *threads_s = NULL;
+  int max = 2000, reps = 3;
+  gboolean json = FALSE;
+  GOptionEntry entries[] = {
+      {"threads", 't', 0, G_OPTION_ARG_STRING, &threads_s,
+       "reader threads, a comma-separated list (1,2)", "N,M"},
+      {"max-tiles", 0, 0, G_OPTION_ARG_INT, &max, "tiles read per run (2000)", "N"},
+      {"reps", 0, 0, G_OPTION_ARG_INT, &reps, "runs per setting; the median is reported (3)", "R"},
+      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "one JSON line per setting", NULL},
+      {NULL},
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new(
+      "SLIDE - tiles per second read from a slide: OpenSlide alone, then the threaded reader");
+  g_option_context_add_main_entries(ctx, entries, NULL);
+  g_option_context_add_group(ctx, grid_opts_group(&o));
+  g_autoptr(GError) error = NULL;
+  int rc = 0;
+  g_auto(GStrv) tl = NULL;
+  if (!g_option_context_parse(ctx, &argc, &argv, &error) || argc != 2 || max < 1 || reps < 1) {
+    fprintf(stderr, "mexd bench read: %s (mexd bench read --help)\n",
+                    error ? error->message : "give one slide");
+    rc = 2;
+    goto done;
+  }
+  tl = g_strsplit(threads_s ? threads_s : "1,2", ",", -1);
+  {
+    g_autoptr(MexdSlide) slide = mexd_slide_open(argv[1], &error);
+    MexdGridSpec spec;
+    g_autoptr(MexdTissue) t = NULL;
+    g_autofree int32_t *coords = NULL;
+    int64_t n = slide ? slide_grid(&o, slide, &spec, &t, &coords, json, &error) : -1;
+    if (n < 0) {
+      fprintf(stderr, "mexd bench read: %s\n", error->message);
+      rc = 1;
+      goto done;
+    }
+    if (n == 0) {
+      fprintf(stderr, "mexd bench read: %s has no tissue tiles\n", argv[1]);
+      rc = 1;
+      goto done;
+    }
+    n = MIN(n, (int64_t)max);
+    /* a first pass puts the file in the page cache, so every setting reads from memory */
+    if (read_rate(argv[1], &spec, coords, n, 0, &error) < 0) {
+      fprintf(stderr, "mexd bench read: %s\n", error->message);
+      rc = 1;
+      goto done;
+    }
+    int nt = 1 + (int)g_strv_length(tl);
+    for (int k = 0; k < nt; k++) {
+      int threads = k == 0 ? 0 : atoi(tl[k - 1]);
+      if (k > 0 && (threads < 1 || threads > 1024)) {
+        fprintf(stderr, "mexd bench read: bad thread count \"%s\"\n", tl[k - 1]);
+        rc = 2;
+        goto done;
+      }
+      g_autofree double *v = g_new(double, reps);
+      for (int r = 0; r < reps; r++)
+        if ((v[r] = read_rate(argv[1], &spec, coords, n, threads, &error)) < 0) {
+          fprintf(stderr, "mexd bench read: %s\n", error->message);
+          rc = 1;
+          goto done;
+        }
+      double med = mexd_median(v, reps);
+      const char *what = threads ? "mexd reader (RGB)" : "openslide_read_region (ARGB)";
+      if (json)
+        printf("{\"slide\":\"%s\",\"reader\":\"%s\",\"threads\":%d,\"tiles\":%" G_GINT64_FORMAT
+               ",\"size\":%d,\"level\":%d,\"tiles_per_s\":%.1f}\n",
+               mexd_slide_name(slide), threads ? "mexd" : "openslide", MAX(threads, 1), n,
+               spec.read_size, spec.level, med);
+      else
+        printf("%-30s %2d thread%s  %7.1f tiles/s  (%" G_GINT64_FORMAT " tiles of %d px, level "
+               "%d, median of %d)\n",
+               what, MAX(threads, 1), threads > 1 ? "s" : " ", med, n, spec.read_size,
+               spec.level, reps);
+    }
+  }
+done:
+  grid_opts_clear(&o);
+  return rc;
+}

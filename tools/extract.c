@@ -17,6 +17,7 @@
  *                       [--device D] [--reps 3] [--tile 256] [--json]
  * times mexd_backbone_embed on random tiles (upload, preprocessing and the network). */
 #include "mexd.h"
+#include "grid-opts.h"
 
 #include "../lib/io/features.h"
 #include "../lib/mexd.h"
@@ -124,14 +125,90 @@ static MexdDType parse_precision(const char *p, const char *cmd, gboolean *ok)
   return MEXD_DTYPE_F32;
 }
 
+/* Features of the tiles of a slide: the tissue grid (grid-opts.h), read by `threads` threads at
+ * most two batches ahead of the backbone, which runs on the calling thread. */
+static int extract_slide(const char *path, const GridOpts *go, MexdBackbone *bb, int batch,
+                         int threads, const char *out, gboolean quiet)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MexdSlide) slide = mexd_slide_open(path, &error);
+  MexdGridSpec spec;
+  g_autoptr(MexdTissue) t = NULL;
+  g_autofree int32_t *coords = NULL;
+  int64_t N = slide ? mexd_slide_grid(go, slide, &spec, &t, &coords, quiet, &error) : -1;
+  if (N < 0) {
+    fprintf(stderr, "mexd extract: %s\n", error->message);
+    return error->code == MEXD_ERROR_INVALID_ARGUMENT ? 2 : 1;
+  }
+  if (N == 0) {
+    fprintf(stderr, "mexd extract: %s: no tissue tiles were found (try another --preset, or "
+                    "mexd tiles --geojson to look at the tissue)\n", path);
+    return 1;
+  }
+  const int64_t D = mexd_backbone_config(bb)->output_dim;
+  const int S = spec.patch_size;
+  MexdBag bag = {.n = N, .d = D, .patch_level = spec.level, .patch_size = S, .coords = coords};
+  g_autofree float *feats = bag.features = g_try_new(float, N * D);
+  g_autofree uint8_t *buf = g_try_malloc((size_t)batch * S * S * 3);
+  if (!feats || !buf) {
+    fprintf(stderr, "mexd extract: no memory for %" G_GINT64_FORMAT " × %" G_GINT64_FORMAT
+                    " features and a batch of %d tiles\n", N, D, batch);
+    return 1;
+  }
+  g_autoptr(MexdTileReader) rd =
+      mexd_tile_reader_new(slide, &spec, coords, N, threads, 2 * batch, &error);
+  if (!rd) {
+    fprintf(stderr, "mexd extract: %s\n", error->message);
+    return 1;
+  }
+  gint64 t0 = g_get_monotonic_time(), last = t0;
+  for (int64_t i0 = 0; i0 < N; i0 += batch) {
+    int64_t nb = MIN((int64_t)batch, N - i0);
+    for (int64_t k = 0; k < nb; k++) {
+      const uint8_t *rgb;
+      if (!mexd_tile_reader_next(rd, &rgb, NULL, &error)) {
+        fprintf(stderr, "mexd extract: %s\n",
+                error ? error->message : "the tile reader ended early");
+        return 1;
+      }
+      memcpy(buf + (size_t)k * S * S * 3, rgb, (size_t)S * S * 3);
+    }
+    if (!mexd_backbone_embed(bb, buf, nb, S, S, feats + i0 * D, NULL, &error)) {
+      fprintf(stderr, "mexd extract: %s\n", error->message);
+      return 1;
+    }
+    gint64 now = g_get_monotonic_time();
+    if (!quiet && (now - last > 2000000 || i0 + nb == N)) {
+      fprintf(stderr, "mexd extract: %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT " tiles, %.1f tiles/s\n",
+              i0 + nb, N, (double)(i0 + nb) / ((double)(now - t0) / 1e6));
+      last = now;
+    }
+  }
+  if (!mexd_bag_write_h5(out, &bag, &error)) {
+    fprintf(stderr, "mexd extract: %s\n", error->message);
+    return 1;
+  }
+  if (!quiet)
+    printf("%s: %" G_GINT64_FORMAT " tiles × %" G_GINT64_FORMAT " features (level-0 coordinates "
+           "of %s)\n", out, N, D, path);
+  return 0;
+}
+
 int mexd_cmd_extract(int argc, char **argv)
 {
   g_autofree char *backbone = NULL, *tiles = NULL, *out = NULL, *device = NULL, *prec = NULL;
-  int batch = 64;
+  g_autofree char *slide = NULL;
+  int batch = 64, threads = 0;
+  GridOpts go;
+  grid_opts_init(&go);
   gboolean quiet = FALSE;
   GOptionEntry entries[] = {
       {"backbone", 'b', 0, G_OPTION_ARG_FILENAME, &backbone, "the backbone file", "B"},
       {"tiles", 't', 0, G_OPTION_ARG_FILENAME, &tiles, "a directory of PNG tiles", "DIR"},
+      {"slide", 's', 0, G_OPTION_ARG_FILENAME, &slide,
+       "a slide: its tissue tiles (see the grid options)", "FILE"},
+      {"threads", 0, 0, G_OPTION_ARG_INT, &threads,
+       "threads reading the slide (default: the cores, at most 8)", "N"},
       {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "the CLAM feature file to write (.h5)", "H5"},
       {"batch", 0, 0, G_OPTION_ARG_INT, &batch, "tiles per batch (64)", "N"},
       {"precision", 0, 0, G_OPTION_ARG_STRING, &prec, "fp32 (default) or fp16", "P"},
@@ -141,16 +218,41 @@ int mexd_cmd_extract(int argc, char **argv)
   };
   g_autoptr(GOptionContext) ctx = g_option_context_new("- tile features with a backbone");
   g_option_context_add_main_entries(ctx, entries, NULL);
+  g_option_context_add_group(ctx, grid_opts_group(&go));
   g_autoptr(GError) error = NULL;
   if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
     fprintf(stderr, "mexd extract: %s\n", error->message);
+    grid_opts_clear(&go);
     return 2;
   }
-  if (argc > 1 || !backbone || !tiles || !out || batch < 1) {
-    fprintf(stderr, "mexd extract: give --backbone B --tiles DIR --out FEATS.h5 (and a positive "
-                    "--batch); mexd extract --help\n");
+  if (argc > 1 || !backbone || !tiles == !slide || !out || batch < 1 || threads < 0) {
+    fprintf(stderr, "mexd extract: give --backbone B, one of --tiles DIR and --slide FILE, and "
+                    "--out FEATS.h5 (and a positive --batch); mexd extract --help\n");
+    grid_opts_clear(&go);
     return 2;
   }
+  if (slide) {
+    gboolean ok;
+    MexdDType dtype = parse_precision(prec, "extract", &ok);
+    if (!ok) {
+      grid_opts_clear(&go);
+      return 2;
+    }
+    g_autoptr(MexdBackend) be = mexd_backend_new(device, &error);
+    g_autoptr(MexdBackbone) bb = be ? mexd_backbone_load(backbone, be, dtype, &error) : NULL;
+    int rc;
+    if (!bb) {
+      fprintf(stderr, "mexd extract: %s\n", error->message);
+      rc = 1;
+    } else {
+      if (threads == 0)
+        threads = CLAMP((int)g_get_num_processors(), 1, 8);
+      rc = extract_slide(slide, &go, bb, batch, threads, out, quiet);
+    }
+    grid_opts_clear(&go);
+    return rc;
+  }
+  grid_opts_clear(&go);
   gboolean ok;
   MexdDType dtype = parse_precision(prec, "extract", &ok);
   if (!ok)

@@ -1,37 +1,26 @@
 /* tiles.c: `mexd tiles` (tissue and the tile grid of a slide, CLAM's patch file, GeoJSON) and
  * `mexd bench read` (tiles per second read from a slide). */
 #include "mexd.h"
+#include "grid-opts.h"
 
 #include "../lib/mexd.h"
 
 #include <stdio.h>
 #include <string.h>
 
-/* The options that choose the tissue and the grid, shared by `tiles`, `bench read` and
- * `extract --slide`. */
-typedef struct {
-  char *preset, *contour_fn;
-  double mag, mpp;
-  int level, size, step, seg_level;
-  int sthresh, mthresh, close;
-  double a_t, a_h;
-  int max_holes;
-  gboolean otsu, no_padding;
-} GridOpts;
-
-static void grid_opts_init(GridOpts *o)
+void grid_opts_init(GridOpts *o)
 {
   *o = (GridOpts){.level = -1, .size = 256, .step = 0, .seg_level = -1, .sthresh = -1,
                   .mthresh = -1, .close = -1, .a_t = -1, .a_h = -1, .max_holes = -1};
 }
 
-static void grid_opts_clear(GridOpts *o)
+void grid_opts_clear(GridOpts *o)
 {
   g_free(o->preset);
   g_free(o->contour_fn);
 }
 
-static GOptionGroup *grid_opts_group(GridOpts *o)
+GOptionGroup *grid_opts_group(GridOpts *o)
 {
   GOptionEntry e[] = {
       {"mag", 0, 0, G_OPTION_ARG_DOUBLE, &o->mag, "tiles at this magnification (20: 20×)", "M"},
@@ -103,7 +92,7 @@ static gboolean grid_opts_resolve(const GridOpts *o, MexdSlide *slide, MexdTissu
 }
 
 /* Tissue and grid of `slide`; prints what it found unless quiet. */
-static int64_t slide_grid(const GridOpts *o, MexdSlide *slide, MexdGridSpec *spec,
+int64_t mexd_slide_grid(const GridOpts *o, MexdSlide *slide, MexdGridSpec *spec,
                           MexdTissue **tissue_out, int32_t **coords, gboolean quiet,
                           GError **error)
 {
@@ -170,7 +159,7 @@ int mexd_cmd_tiles(int argc, char **argv)
     MexdGridSpec spec;
     g_autoptr(MexdTissue) t = NULL;
     g_autofree int32_t *coords = NULL;
-    int64_t n = slide ? slide_grid(&o, slide, &spec, &t, &coords, quiet, &error) : -1;
+    int64_t n = slide ? mexd_slide_grid(&o, slide, &spec, &t, &coords, quiet, &error) : -1;
     if (n < 0) {
       fprintf(stderr, "mexd tiles: %s\n", error->message);
       rc = error->code == MEXD_ERROR_INVALID_ARGUMENT ? 2 : 1;
@@ -269,7 +258,7 @@ int mexd_bench_read(int argc, char **argv)
     MexdGridSpec spec;
     g_autoptr(MexdTissue) t = NULL;
     g_autofree int32_t *coords = NULL;
-    int64_t n = slide ? slide_grid(&o, slide, &spec, &t, &coords, json, &error) : -1;
+    int64_t n = slide ? mexd_slide_grid(&o, slide, &spec, &t, &coords, json, &error) : -1;
     if (n < 0) {
       fprintf(stderr, "mexd bench read: %s\n", error->message);
       rc = 1;

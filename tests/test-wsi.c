@@ -8,7 +8,10 @@
 #include "fixture-dir.h"
 #include "mexd.h"
 
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static JsonArray *cases;
@@ -230,6 +233,38 @@ static void test_segment(void)
   g_assert_nonnull(strstr(e2->message, "bwh_biopsy"));
 }
 
+/* The tile resize (mexd_image_resize_u8) is mexd_image_prep's filter on bytes: the same as the
+ * cpu op (checked against torchvision in test-backbone) with mean 0, std 1/255, rounded. */
+static void test_resize(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MexdBackend) be = mexd_backend_new("cpu", &error);
+  g_assert_no_error(error);
+  const int sizes[][4] = {{384, 384, 256, 256}, {100, 60, 37, 80}, {256, 256, 256, 256}};
+  for (int c = 0; c < 3; c++) {
+    int w = sizes[c][0], h = sizes[c][1], ow = sizes[c][2], oh = sizes[c][3];
+    g_autofree uint8_t *src = g_malloc((size_t)w * h * 3), *dst = g_malloc((size_t)ow * oh * 3);
+    for (int i = 0; i < w * h * 3; i++)
+      src[i] = (uint8_t)((i * 7919 + (i / (3 * w)) * 31) % 256);
+    mexd_image_resize_u8(src, w, h, 3, dst, ow, oh);
+    g_autoptr(MexdTensor) px = mexd_image_pixels_new(be, src, (int64_t)w * h * 3, &error);
+    g_autoptr(MexdTensor) y =
+        mexd_tensor_new(be, MEXD_DTYPE_F32, 4, (int64_t[]){1, 3, oh, ow}, &error);
+    const float mean[3] = {0, 0, 0}, sd[3] = {1 / 255.0f, 1 / 255.0f, 1 / 255.0f};
+    g_assert_true(mexd_image_prep(y, px, h, w, mean, sd, &error));
+    g_autofree float *ref = g_new(float, (size_t)3 * oh * ow);
+    g_assert_true(mexd_tensor_read_f32(y, ref, (int64_t)3 * oh * ow, &error));
+    for (int ch = 0; ch < 3; ch++)
+      for (int i = 0; i < oh * ow; i++) {
+        float r = ref[(size_t)ch * oh * ow + i];
+        int got = dst[(size_t)i * 3 + ch];
+        if (fabsf((float)got - r) > 0.5f + 1e-3f)
+          g_error("resize %dx%d -> %dx%d: pixel %d channel %d is %d, the op gives %g", w, h, ow,
+                  oh, i, ch, got, r);
+      }
+  }
+}
+
 /* ---- with a slide ---- */
 
 static void test_slide_reader(void)
@@ -347,6 +382,113 @@ static void test_bad_slides(void)
   }
 }
 
+/* OpenSlide 3.4.1's Aperio parser calls g_strstrip() on the missing value of a description
+ * field without "=" (a GLib critical that returns NULL, harmless outside tests, where criticals
+ * are fatal): those are counted, anything else stays fatal. */
+static int openslide_criticals;
+
+static gboolean fuzz_fatal_handler(const char *domain, GLogLevelFlags level, const char *msg,
+                                   gpointer data)
+{
+  (void)level;
+  (void)data;
+  if (domain && strcmp(domain, "GLib") == 0 && msg &&
+      (strstr(msg, "g_strchug") || strstr(msg, "g_strchomp"))) {
+    openslide_criticals++;
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Mutation fuzzing: a small slide with bytes flipped, runs overwritten, the file cut or a block
+ * repeated, most mutations near the start and the end (TIFF headers and directories), opened,
+ * segmented and partly read.  Anything but a crash passes: errors are expected. */
+static void test_fuzz(void)
+{
+  const char *path = g_getenv("MEXD_TEST_FUZZ_SLIDE");
+  if (!path) {
+    g_test_skip("MEXD_TEST_FUZZ_SLIDE is not set (tests/wsi-bad-slides.sh sets it)");
+    return;
+  }
+  int iters = g_getenv("MEXD_FUZZ_ITERATIONS") ? atoi(g_getenv("MEXD_FUZZ_ITERATIONS")) : 200;
+  gchar *data;
+  gsize len;
+  g_assert_true(g_file_get_contents(path, &data, &len, NULL));
+  g_autofree char *tmpdir = g_dir_make_tmp("mexd-fuzz-XXXXXX", NULL);
+  g_autofree char *mut = g_build_filename(tmpdir, "fuzz.svs", NULL);
+  GRand *rng = g_rand_new_with_seed(20261125);
+  g_test_log_set_fatal_handler(fuzz_fatal_handler, NULL);
+  int opened = 0, segmented = 0, errors = 0;
+  guint8 *buf = g_malloc(len * 2);
+  for (int it = 0; it < iters; it++) {
+    memcpy(buf, data, len);
+    gsize n = len;
+    int kind = g_rand_int_range(rng, 0, 10);
+    int edits = g_rand_int_range(rng, 1, 9);
+    for (int e = 0; e < edits; e++) {
+      gsize region = MIN(len, (gsize)4096);
+      gsize pos = g_rand_boolean(rng) ? (gsize)g_rand_int_range(rng, 0, (gint32)region)
+                                      : len - 1 - (gsize)g_rand_int_range(rng, 0, (gint32)region);
+      if (g_rand_int_range(rng, 0, 4) == 0)
+        pos = (gsize)g_rand_int_range(rng, 0, (gint32)len);
+      if (kind < 6) { /* flip or set bytes */
+        buf[pos] = g_rand_boolean(rng) ? (guint8)(buf[pos] ^ (1u << g_rand_int_range(rng, 0, 8)))
+                                       : (guint8)g_rand_int_range(rng, 0, 256);
+      } else if (kind < 8) { /* an interesting value over 4 bytes */
+        const guint32 vals[] = {0, 0xffffffffu, 0x7fffffffu, 0x80000000u, 1, 0xffffu, 65536};
+        guint32 v = vals[g_rand_int_range(rng, 0, G_N_ELEMENTS(vals))];
+        memcpy(buf + MIN(pos, len - 4), &v, 4);
+      }
+    }
+    if (kind == 8) /* cut */
+      n = (gsize)g_rand_int_range(rng, 1, (gint32)len);
+    if (kind == 9) { /* a block repeated in the middle */
+      gsize at = (gsize)g_rand_int_range(rng, 0, (gint32)len), bl = MIN(len - at, (gsize)512);
+      memmove(buf + at + bl, buf + at, len - at);
+      n = len + bl;
+    }
+    g_assert_true(g_file_set_contents(mut, (const char *)buf, (gssize)n, NULL));
+    g_autoptr(GError) error = NULL;
+    g_autoptr(MexdSlide) s = mexd_slide_open(mut, &error);
+    if (!s) {
+      errors++;
+      g_assert_nonnull(strstr(error->message, "fuzz.svs"));
+      continue;
+    }
+    opened++;
+    MexdTissueParams p;
+    g_assert_true(mexd_tissue_preset("bwh_biopsy", &p, NULL));
+    g_autoptr(MexdTissue) t = mexd_slide_tissue(s, -1, &p, &error);
+    if (!t) {
+      errors++;
+      continue;
+    }
+    segmented++;
+    MexdGridSpec spec;
+    if (!mexd_grid_spec_level(s, 0, 128, 128, &spec, &error)) {
+      errors++;
+      continue;
+    }
+    g_autofree int32_t *coords = NULL;
+    int64_t nt = MIN(mexd_tile_grid(s, t, &spec, &coords), 6);
+    g_autoptr(MexdTileReader) r = mexd_tile_reader_new(s, &spec, coords, nt, 2, 0, &error);
+    const uint8_t *rgb;
+    while (r && mexd_tile_reader_next(r, &rgb, NULL, &error))
+      ;
+    if (error)
+      errors++;
+  }
+  g_test_message("%d mutations: %d opened, %d segmented, %d errors (%d GLib criticals from "
+                 "OpenSlide's Aperio parser)",
+                 iters, opened, segmented, errors, openslide_criticals);
+  g_test_log_set_fatal_handler(NULL, NULL);
+  g_remove(mut);
+  g_rmdir(tmpdir);
+  g_free(buf);
+  g_free(data);
+  g_rand_free(rng);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -363,7 +505,9 @@ int main(int argc, char **argv)
   g_test_add_func("/wsi/cv/median-otsu-close", test_median_otsu_close);
   g_test_add_func("/wsi/cv/contours", test_contours);
   g_test_add_func("/wsi/segment/drawn", test_segment);
+  g_test_add_func("/wsi/resize", test_resize);
   g_test_add_func("/wsi/slide/reader", test_slide_reader);
   g_test_add_func("/wsi/slide/bad", test_bad_slides);
+  g_test_add_func("/wsi/slide/fuzz", test_fuzz);
   return g_test_run();
 }

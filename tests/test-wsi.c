@@ -245,7 +245,7 @@ static void test_resize(void)
     int w = sizes[c][0], h = sizes[c][1], ow = sizes[c][2], oh = sizes[c][3];
     g_autofree uint8_t *src = g_malloc((size_t)w * h * 3), *dst = g_malloc((size_t)ow * oh * 3);
     for (int i = 0; i < w * h * 3; i++)
-      src[i] = (uint8_t)((i * 7919 + (i / (3 * w)) * 31) % 256);
+      src[i] = (uint8_t)(((unsigned)i * 7919u + (unsigned)(i / (3 * w)) * 31u) % 256u);
     mexd_image_resize_u8(src, w, h, 3, dst, ow, oh);
     g_autoptr(MexdTensor) px = mexd_image_pixels_new(be, src, (int64_t)w * h * 3, &error);
     g_autoptr(MexdTensor) y =

@@ -7,7 +7,7 @@
 typedef struct {
   char *preset, *contour_fn;
   double mag, mpp;
-  int level, size, step, seg_level;
+  int level, size, step, overlap, seg_level;
   int sthresh, mthresh, close;
   double a_t, a_h;
   int max_holes;

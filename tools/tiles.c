@@ -29,6 +29,8 @@ GOptionGroup *grid_opts_group(GridOpts *o)
        "tiles read at this level without resizing, as CLAM (default: level 0)", "L"},
       {"size", 0, 0, G_OPTION_ARG_INT, &o->size, "tile side in pixels (256)", "N"},
       {"step", 0, 0, G_OPTION_ARG_INT, &o->step, "grid step in tile pixels (the tile size)", "N"},
+      {"overlap", 0, 0, G_OPTION_ARG_INT, &o->overlap,
+       "overlap of neighbouring tiles in pixels (step = size - overlap)", "N"},
       {"preset", 0, 0, G_OPTION_ARG_STRING, &o->preset,
        "CLAM's segmentation preset: default, tcga, bwh_biopsy, bwh_resection", "P"},
       {"seg-level", 0, 0, G_OPTION_ARG_INT, &o->seg_level,
@@ -78,7 +80,13 @@ static gboolean grid_opts_resolve(const GridOpts *o, MexdSlide *slide, MexdTissu
   if (chosen > 1)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
                      "give one of --mag, --mpp and --level, not several");
-  int step = o->step > 0 ? o->step : o->size;
+  if (o->step > 0 && o->overlap > 0)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "give --step or --overlap, not both");
+  if (o->overlap < 0 || o->overlap >= o->size)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "--overlap %d must lie in 0..%d (below the tile size)", o->overlap,
+                     o->size - 1);
+  int step = o->step > 0 ? o->step : o->size - o->overlap;
   gboolean ok = (o->mag > 0 || o->mpp > 0)
                     ? mexd_grid_spec_resolution(slide, o->mpp, o->mag, o->size, step, spec, error)
                     : mexd_grid_spec_level(slide, MAX(o->level, 0), o->size, step, spec, error);

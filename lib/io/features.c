@@ -1040,11 +1040,13 @@ static gboolean h5_write_patches_locked(const char *tmp, const MexdPatchFile *pf
   }
   if (pf->name) {
     H5_TRY(stype = H5Tcopy(H5T_C_S1), "make a string type");
-    H5_TRY(H5Tset_size(stype, MAX(strlen(pf->name), 1)), "size a string type");
+    /* a variable-length UTF-8 string, as h5py writes a Python str */
+    H5_TRY(H5Tset_size(stype, H5T_VARIABLE), "size a string type");
+    H5_TRY(H5Tset_cset(stype, H5T_CSET_UTF8), "set a string type's character set");
     H5_TRY(aspace = H5Screate(H5S_SCALAR), "create an attribute dataspace");
     H5_TRY(attr = H5Acreate2(dset, "name", stype, aspace, H5P_DEFAULT, H5P_DEFAULT),
            "create attribute name");
-    H5_TRY(H5Awrite(attr, stype, *pf->name ? pf->name : " "), "write attribute name");
+    H5_TRY(H5Awrite(attr, stype, &pf->name), "write attribute name");
   }
   h5_close_id(&attr);
   h5_close_id(&dset);

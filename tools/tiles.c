@@ -194,6 +194,9 @@ int mexd_cmd_tiles(int argc, char **argv)
       rc = 1;
       goto done;
     }
+    if (n == 0 && !quiet)
+      fprintf(stderr, "  no tissue tiles: the preset's area filters may be too strict for this "
+                      "slide (try --preset bwh_biopsy, or --a-t 1); --geojson shows the tissue\n");
     if (!out && !geojson && !quiet)
       fprintf(stderr, "(nothing written: give --out and/or --geojson)\n");
   }

@@ -1,0 +1,118 @@
+/* gstmexdmeta.c: the tile meta and the slide events (gstmexdmeta.h). */
+#include "gstmexdmeta.h"
+
+GType gst_mexd_tile_meta_api_get_type(void)
+{
+  static GType type = 0;
+  static const gchar *tags[] = {NULL};
+  if (g_once_init_enter(&type)) {
+    GType t = gst_meta_api_type_register("GstMexdTileMetaAPI", tags);
+    g_once_init_leave(&type, t);
+  }
+  return type;
+}
+
+static gboolean tile_meta_init(GstMeta *meta, gpointer params, GstBuffer *buffer)
+{
+  (void)params;
+  (void)buffer;
+  GstMexdTileMeta *m = (GstMexdTileMeta *)meta;
+  m->slide_id = NULL;
+  m->level = 0;
+  m->x = m->y = m->ref_size = m->index = 0;
+  m->tile_size = 0;
+  m->mpp = 0;
+  return TRUE;
+}
+
+static void tile_meta_free(GstMeta *meta, GstBuffer *buffer)
+{
+  (void)buffer;
+  g_free(((GstMexdTileMeta *)meta)->slide_id);
+}
+
+static gboolean tile_meta_transform(GstBuffer *dest, GstMeta *meta, GstBuffer *buffer,
+                                    GQuark type, gpointer data)
+{
+  (void)buffer;
+  (void)type;
+  (void)data;
+  /* every transform keeps the tile's origin: the meta describes where it came from, not its
+   * pixels (a converted, scaled or embedded tile still comes from there) */
+  GstMexdTileMeta *m = (GstMexdTileMeta *)meta;
+  return gst_buffer_add_mexd_tile_meta(dest, m->slide_id, m->level, m->x, m->y, m->tile_size,
+                                       m->ref_size, m->mpp, m->index) != NULL;
+}
+
+const GstMetaInfo *gst_mexd_tile_meta_get_info(void)
+{
+  static const GstMetaInfo *info = NULL;
+  if (g_once_init_enter((GstMetaInfo **)&info)) {
+    const GstMetaInfo *mi = gst_meta_register(
+        GST_MEXD_TILE_META_API_TYPE, "GstMexdTileMeta", sizeof(GstMexdTileMeta), tile_meta_init,
+        tile_meta_free, tile_meta_transform);
+    g_once_init_leave((GstMetaInfo **)&info, (GstMetaInfo *)mi);
+  }
+  return info;
+}
+
+GstMexdTileMeta *gst_buffer_add_mexd_tile_meta(GstBuffer *buf, const gchar *slide_id, gint level,
+                                               gint64 x, gint64 y, gint tile_size,
+                                               gint64 ref_size, gdouble mpp, gint64 index)
+{
+  GstMexdTileMeta *m =
+      (GstMexdTileMeta *)gst_buffer_add_meta(buf, gst_mexd_tile_meta_get_info(), NULL);
+  if (!m)
+    return NULL;
+  m->slide_id = g_strdup(slide_id);
+  m->level = level;
+  m->x = x;
+  m->y = y;
+  m->tile_size = tile_size;
+  m->ref_size = ref_size;
+  m->mpp = mpp;
+  m->index = index;
+  return m;
+}
+
+GstEvent *gst_mexd_event_new_slide_start(const gchar *slide_id, const gchar *path, gint64 width,
+                                         gint64 height, gdouble mpp, gint tile_size,
+                                         gint64 tiles)
+{
+  GstStructure *s = gst_structure_new(GST_MEXD_SLIDE_START, "slide-id", G_TYPE_STRING, slide_id,
+                                      "path", G_TYPE_STRING, path ? path : "", "width",
+                                      G_TYPE_INT64, width, "height", G_TYPE_INT64, height, "mpp",
+                                      G_TYPE_DOUBLE, mpp, "tile-size", G_TYPE_INT, tile_size,
+                                      "tiles", G_TYPE_INT64, tiles, NULL);
+  return gst_event_new_custom(GST_EVENT_CUSTOM_DOWNSTREAM_STICKY, s);
+}
+
+GstEvent *gst_mexd_event_new_slide_end(const gchar *slide_id, gint64 tiles)
+{
+  GstStructure *s = gst_structure_new(GST_MEXD_SLIDE_END, "slide-id", G_TYPE_STRING, slide_id,
+                                      "tiles", G_TYPE_INT64, tiles, NULL);
+  return gst_event_new_custom(GST_EVENT_CUSTOM_DOWNSTREAM, s);
+}
+
+static gboolean event_is(GstEvent *ev, const gchar *name, const gchar **slide_id)
+{
+  if (GST_EVENT_TYPE(ev) != GST_EVENT_CUSTOM_DOWNSTREAM &&
+      GST_EVENT_TYPE(ev) != GST_EVENT_CUSTOM_DOWNSTREAM_STICKY)
+    return FALSE;
+  const GstStructure *s = gst_event_get_structure(ev);
+  if (!s || !gst_structure_has_name(s, name))
+    return FALSE;
+  if (slide_id)
+    *slide_id = gst_structure_get_string(s, "slide-id");
+  return TRUE;
+}
+
+gboolean gst_mexd_event_is_slide_start(GstEvent *ev, const gchar **slide_id)
+{
+  return event_is(ev, GST_MEXD_SLIDE_START, slide_id);
+}
+
+gboolean gst_mexd_event_is_slide_end(GstEvent *ev, const gchar **slide_id)
+{
+  return event_is(ev, GST_MEXD_SLIDE_END, slide_id);
+}

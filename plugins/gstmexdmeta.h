@@ -1,0 +1,49 @@
+/* gstmexdmeta.h: what travels with the tiles between the mexd elements.
+ *
+ * GstMexdTileMeta: where a tile comes from (slide id, level, level-0 x/y, tile size, level-0
+ * extent, µm per pixel, index in its slide).  Registered without tags, so GstBaseTransform
+ * subclasses (mexdembed, videoconvert...) copy it from tile to feature untouched.
+ *
+ * Slide boundaries are serialized custom downstream events:
+ *   "mexd/slide-start" (sticky): slide-id, path, width, height (level 0), mpp, tile-size, tiles
+ *   "mexd/slide-end": slide-id, tiles (how many were sent)
+ * EOS ends a slide too. */
+#pragma once
+
+#include <gst/gst.h>
+
+G_BEGIN_DECLS
+
+#define GST_MEXD_SLIDE_START "mexd/slide-start"
+#define GST_MEXD_SLIDE_END "mexd/slide-end"
+
+typedef struct {
+  GstMeta meta;
+  gchar *slide_id;
+  gint level;
+  gint64 x, y;     /* level-0 pixels of the tile's top-left corner */
+  gint tile_size;  /* pixels of the tile as sent */
+  gint64 ref_size; /* the tile's extent in level-0 pixels */
+  gdouble mpp;     /* µm per tile pixel, 0 when unknown */
+  gint64 index;    /* the tile's index in its slide */
+} GstMexdTileMeta;
+
+GType gst_mexd_tile_meta_api_get_type(void);
+const GstMetaInfo *gst_mexd_tile_meta_get_info(void);
+#define GST_MEXD_TILE_META_API_TYPE (gst_mexd_tile_meta_api_get_type())
+
+GstMexdTileMeta *gst_buffer_add_mexd_tile_meta(GstBuffer *buf, const gchar *slide_id, gint level,
+                                               gint64 x, gint64 y, gint tile_size,
+                                               gint64 ref_size, gdouble mpp, gint64 index);
+#define gst_buffer_get_mexd_tile_meta(b)                                                          \
+  ((GstMexdTileMeta *)gst_buffer_get_meta((b), GST_MEXD_TILE_META_API_TYPE))
+
+GstEvent *gst_mexd_event_new_slide_start(const gchar *slide_id, const gchar *path, gint64 width,
+                                         gint64 height, gdouble mpp, gint tile_size,
+                                         gint64 tiles);
+GstEvent *gst_mexd_event_new_slide_end(const gchar *slide_id, gint64 tiles);
+/* TRUE when the event is a slide start / end; *slide_id (not owned) when not NULL. */
+gboolean gst_mexd_event_is_slide_start(GstEvent *ev, const gchar **slide_id);
+gboolean gst_mexd_event_is_slide_end(GstEvent *ev, const gchar **slide_id);
+
+G_END_DECLS

@@ -1,0 +1,17 @@
+/* plugin.c: registers the elements of the mexd GStreamer plugin. */
+#include "gstopenslidesrc.h"
+
+#include <gst/gst.h>
+
+static gboolean plugin_init(GstPlugin *plugin)
+{
+  gboolean ok = TRUE;
+  ok &= gst_element_register(plugin, "openslidesrc", GST_RANK_NONE, GST_TYPE_OPENSLIDE_SRC);
+  return ok;
+}
+
+#define PACKAGE "mexd"
+GST_PLUGIN_DEFINE(GST_VERSION_MAJOR, GST_VERSION_MINOR, mexd,
+                  "Whole-slide image classification with MExD on Vulkan (tiles, features, "
+                  "Dyn-MoE, diffusion classifier)",
+                  plugin_init, "0.1.0", "MIT/X11", "mexd", "https://example.invalid/mexd")

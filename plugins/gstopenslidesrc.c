@@ -38,6 +38,7 @@ struct _GstOpenslideSrc {
   MexdGridSpec spec;
   int32_t *coords;
   gint64 n_tiles, sent;
+  gboolean segment_sent;
 };
 
 enum {
@@ -122,6 +123,7 @@ static gboolean gst_openslide_src_start(GstBaseSrc *src)
   g_strfreev(self->paths);
   self->paths = g_strsplit(self->location, ";", -1);
   self->next_path = 0;
+  self->segment_sent = FALSE;
   return TRUE;
 }
 
@@ -173,6 +175,11 @@ static GstFlowReturn gst_openslide_src_create(GstPushSrc *src, GstBuffer **out)
       }
       int64_t w, h;
       mexd_slide_level_size(self->slide, 0, &w, &h);
+      if (!self->segment_sent) { /* the segment goes before the first slide's start */
+        /* (GstBaseSrc sends its own after create(): an identical second segment) */
+        gst_pad_push_event(pad, gst_event_new_segment(&GST_BASE_SRC(src)->segment));
+        self->segment_sent = TRUE;
+      }
       gst_pad_push_event(pad, gst_mexd_event_new_slide_start(
                                   mexd_slide_name(self->slide), path, w, h, self->spec.mpp,
                                   self->spec.patch_size, self->n_tiles));

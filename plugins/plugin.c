@@ -1,4 +1,6 @@
 /* plugin.c: registers the elements of the mexd GStreamer plugin. */
+#include "gstmexdembed.h"
+#include "gstmexdfeaturesink.h"
 #include "gstopenslidesrc.h"
 
 #include <gst/gst.h>
@@ -7,6 +9,9 @@ static gboolean plugin_init(GstPlugin *plugin)
 {
   gboolean ok = TRUE;
   ok &= gst_element_register(plugin, "openslidesrc", GST_RANK_NONE, GST_TYPE_OPENSLIDE_SRC);
+  ok &= gst_element_register(plugin, "mexdembed", GST_RANK_NONE, GST_TYPE_MEXD_EMBED);
+  ok &= gst_element_register(plugin, "mexdfeaturesink", GST_RANK_NONE,
+                             GST_TYPE_MEXD_FEATURE_SINK);
   return ok;
 }
 

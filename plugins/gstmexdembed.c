@@ -1,0 +1,335 @@
+/**
+ * SECTION:element-mexdembed
+ * @title: mexdembed
+ *
+ * Turns RGB tiles into feature vectors with a backbone (ResNet-50-trunc, ViT-S/B/L-16,
+ * CTransPath: a model file made by tools/convert.py) on a Vulkan device or the cpu.  Tiles are
+ * collected into batches of `batch-size` and run as one command buffer; a partial batch is run
+ * at `mexd/slide-end` and at EOS, so every tile of a slide has its feature before the slide's end
+ * goes downstream.  Each feature is an `other/tensors` buffer (one float32 tensor of the
+ * backbone's output dimension, NNStreamer's caps) carrying the tile's #GstMexdTileMeta and
+ * timestamps.  The tile may be any size: the backbone's preprocessing resizes it (antialiased
+ * bilinear) to its input size and normalises it with the model file's mean and std.
+ *
+ * ## Example launch line
+ * |[
+ * gst-launch-1.0 openslidesrc location=slide.svs ! mexdembed model=resnet50.safetensors \
+ *     precision=fp16 batch-size=64 ! mexdfeaturesink location=features/%s.h5
+ * ]|
+ */
+#include "gstmexdembed.h"
+
+#include "gstmexdmeta.h"
+#include "mexd.h"
+
+#include <gst/video/video.h>
+#include <string.h>
+
+GST_DEBUG_CATEGORY_STATIC(gst_mexd_embed_debug);
+#define GST_CAT_DEFAULT gst_mexd_embed_debug
+
+struct _GstMexdEmbed {
+  GstBaseTransform parent;
+  gchar *model, *device, *precision;
+  gint batch_size;
+  MexdBackend *be;
+  MexdBackbone *bb;
+  gint64 dim;
+  GstVideoInfo vinfo;
+  gboolean have_info;
+  GPtrArray *pending; /* input tiles of the next batch */
+  GQueue outputs;     /* features not yet handed out */
+  guint8 *pixels;
+  float *feats;
+};
+
+enum { PROP_0, PROP_MODEL, PROP_DEVICE, PROP_PRECISION, PROP_BATCH_SIZE };
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
+    "sink", GST_PAD_SINK, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS("video/x-raw, format = (string) RGB, width = (int) [ 1, 16384 ], "
+                    "height = (int) [ 1, 16384 ]"));
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
+    "src", GST_PAD_SRC, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS("other/tensors, format = (string) static, num_tensors = (int) 1, "
+                    "types = (string) float32"));
+
+G_DEFINE_TYPE(GstMexdEmbed, gst_mexd_embed, GST_TYPE_BASE_TRANSFORM)
+
+static gboolean gst_mexd_embed_start(GstBaseTransform *bt)
+{
+  GstMexdEmbed *self = GST_MEXD_EMBED(bt);
+  if (!self->model || !*self->model) {
+    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
+                      ("No backbone given: set the model property to a file made by "
+                       "tools/convert.py."),
+                      (NULL));
+    return FALSE;
+  }
+  MexdDType dtype = MEXD_DTYPE_F32;
+  if (self->precision && !strcmp(self->precision, "fp16"))
+    dtype = MEXD_DTYPE_F16;
+  else if (self->precision && strcmp(self->precision, "fp32")) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                      ("precision must be fp32 or fp16, not \"%s\".", self->precision), (NULL));
+    return FALSE;
+  }
+  g_autoptr(GError) error = NULL;
+  self->be = mexd_backend_new(self->device && *self->device ? self->device : NULL, &error);
+  if (self->be)
+    self->bb = mexd_backbone_load(self->model, self->be, dtype, &error);
+  if (!self->bb) {
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("%s", error->message), (NULL));
+    g_clear_pointer(&self->be, mexd_backend_unref);
+    return FALSE;
+  }
+  self->dim = mexd_backbone_config(self->bb)->output_dim;
+  self->pending = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
+  g_queue_init(&self->outputs);
+  self->have_info = FALSE;
+  GST_INFO_OBJECT(self, "%s on %s: %" G_GINT64_FORMAT "-d features", self->model,
+                  mexd_backend_name(self->be), self->dim);
+  return TRUE;
+}
+
+static gboolean gst_mexd_embed_stop(GstBaseTransform *bt)
+{
+  GstMexdEmbed *self = GST_MEXD_EMBED(bt);
+  g_clear_pointer(&self->pending, g_ptr_array_unref);
+  g_queue_clear_full(&self->outputs, (GDestroyNotify)gst_buffer_unref);
+  g_clear_pointer(&self->bb, mexd_backbone_free);
+  g_clear_pointer(&self->be, mexd_backend_unref);
+  g_clear_pointer(&self->pixels, g_free);
+  g_clear_pointer(&self->feats, g_free);
+  return TRUE;
+}
+
+static GstCaps *gst_mexd_embed_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
+                                              GstCaps *caps, GstCaps *filter)
+{
+  GstMexdEmbed *self = GST_MEXD_EMBED(bt);
+  (void)caps;
+  GstCaps *out;
+  if (direction == GST_PAD_SINK) {
+    out = gst_static_pad_template_get_caps(&src_template);
+    out = gst_caps_make_writable(out);
+    if (self->dim > 0) {
+      g_autofree char *d = g_strdup_printf("%" G_GINT64_FORMAT, self->dim);
+      gst_caps_set_simple(out, "dimensions", G_TYPE_STRING, d, NULL);
+    }
+    /* the tiles' framerate goes through (openslidesrc: 0/1) */
+    const GstStructure *s = gst_caps_get_size(caps) ? gst_caps_get_structure(caps, 0) : NULL;
+    const GValue *fr = s ? gst_structure_get_value(s, "framerate") : NULL;
+    if (fr && GST_VALUE_HOLDS_FRACTION(fr))
+      gst_caps_set_value(out, "framerate", fr);
+    else
+      gst_caps_set_simple(out, "framerate", GST_TYPE_FRACTION, 0, 1, NULL);
+  } else {
+    out = gst_static_pad_template_get_caps(&sink_template);
+  }
+  if (filter) {
+    GstCaps *c = gst_caps_intersect_full(filter, out, GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref(out);
+    out = c;
+  }
+  return out;
+}
+
+static gboolean gst_mexd_embed_set_caps(GstBaseTransform *bt, GstCaps *in, GstCaps *out)
+{
+  GstMexdEmbed *self = GST_MEXD_EMBED(bt);
+  (void)out;
+  if (!gst_video_info_from_caps(&self->vinfo, in))
+    return FALSE;
+  self->have_info = TRUE;
+  g_clear_pointer(&self->pixels, g_free);
+  return TRUE;
+}
+
+/* Runs the pending tiles through the backbone; their features join the output queue. */
+static GstFlowReturn run_batch(GstMexdEmbed *self)
+{
+  guint n = self->pending ? self->pending->len : 0;
+  if (n == 0)
+    return GST_FLOW_OK;
+  if (!self->have_info) {
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Tiles arrived before their caps."), (NULL));
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+  const int w = GST_VIDEO_INFO_WIDTH(&self->vinfo), h = GST_VIDEO_INFO_HEIGHT(&self->vinfo);
+  const size_t tile = (size_t)w * h * 3;
+  if (!self->pixels) {
+    self->pixels = g_malloc(tile * self->batch_size);
+    self->feats = g_realloc(self->feats, sizeof(float) * self->dim * self->batch_size);
+  }
+  for (guint i = 0; i < n; i++) {
+    GstVideoFrame f;
+    if (!gst_video_frame_map(&f, &self->vinfo, g_ptr_array_index(self->pending, i),
+                             GST_MAP_READ)) {
+      GST_ELEMENT_ERROR(self, STREAM, FAILED, ("A tile buffer could not be mapped."), (NULL));
+      return GST_FLOW_ERROR;
+    }
+    const guint8 *src = GST_VIDEO_FRAME_PLANE_DATA(&f, 0);
+    int stride = GST_VIDEO_FRAME_PLANE_STRIDE(&f, 0);
+    for (int y = 0; y < h; y++)
+      memcpy(self->pixels + i * tile + (size_t)y * w * 3, src + (size_t)y * stride,
+             (size_t)w * 3);
+    gst_video_frame_unmap(&f);
+  }
+  g_autoptr(GError) error = NULL;
+  if (!mexd_backbone_embed(self->bb, self->pixels, n, h, w, self->feats, NULL, &error)) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("%s", error->message), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  for (guint i = 0; i < n; i++) {
+    GstBuffer *in = g_ptr_array_index(self->pending, i);
+    GstBuffer *out = gst_buffer_new_allocate(NULL, sizeof(float) * self->dim, NULL);
+    gst_buffer_fill(out, 0, self->feats + (size_t)i * self->dim, sizeof(float) * self->dim);
+    gst_buffer_copy_into(out, in, GST_BUFFER_COPY_METADATA, 0, (gsize)-1);
+    g_queue_push_tail(&self->outputs, out);
+  }
+  g_ptr_array_set_size(self->pending, 0);
+  return GST_FLOW_OK;
+}
+
+static GstFlowReturn gst_mexd_embed_submit(GstBaseTransform *bt, gboolean discont, GstBuffer *in)
+{
+  GstMexdEmbed *self = GST_MEXD_EMBED(bt);
+  (void)discont;
+  g_ptr_array_add(self->pending, in);
+  if ((gint)self->pending->len >= self->batch_size)
+    return run_batch(self);
+  return GST_FLOW_OK;
+}
+
+static GstFlowReturn gst_mexd_embed_generate(GstBaseTransform *bt, GstBuffer **out)
+{
+  GstMexdEmbed *self = GST_MEXD_EMBED(bt);
+  *out = g_queue_pop_head(&self->outputs);
+  return GST_FLOW_OK;
+}
+
+/* Runs a partial batch and pushes every queued feature (before a slide end or EOS). */
+static GstFlowReturn drain(GstMexdEmbed *self)
+{
+  GstFlowReturn ret = run_batch(self);
+  GstBuffer *b;
+  while (ret == GST_FLOW_OK && (b = g_queue_pop_head(&self->outputs)))
+    ret = gst_pad_push(GST_BASE_TRANSFORM_SRC_PAD(self), b);
+  return ret;
+}
+
+static gboolean gst_mexd_embed_sink_event(GstBaseTransform *bt, GstEvent *ev)
+{
+  GstMexdEmbed *self = GST_MEXD_EMBED(bt);
+  if (gst_mexd_event_is_slide_end(ev, NULL) || GST_EVENT_TYPE(ev) == GST_EVENT_EOS) {
+    GstFlowReturn ret = drain(self);
+    if (ret != GST_FLOW_OK && ret != GST_FLOW_FLUSHING)
+      GST_DEBUG_OBJECT(self, "draining before %s: %s", GST_EVENT_TYPE_NAME(ev),
+                       gst_flow_get_name(ret));
+  } else if (GST_EVENT_TYPE(ev) == GST_EVENT_FLUSH_STOP) {
+    if (self->pending)
+      g_ptr_array_set_size(self->pending, 0);
+    g_queue_clear_full(&self->outputs, (GDestroyNotify)gst_buffer_unref);
+  }
+  return GST_BASE_TRANSFORM_CLASS(gst_mexd_embed_parent_class)->sink_event(bt, ev);
+}
+
+static void gst_mexd_embed_set_property(GObject *object, guint id, const GValue *value,
+                                        GParamSpec *pspec)
+{
+  GstMexdEmbed *self = GST_MEXD_EMBED(object);
+  GST_OBJECT_LOCK(self);
+  switch (id) {
+  case PROP_MODEL:
+    g_free(self->model);
+    self->model = g_value_dup_string(value);
+    break;
+  case PROP_DEVICE:
+    g_free(self->device);
+    self->device = g_value_dup_string(value);
+    break;
+  case PROP_PRECISION:
+    g_free(self->precision);
+    self->precision = g_value_dup_string(value);
+    break;
+  case PROP_BATCH_SIZE: self->batch_size = g_value_get_int(value); break;
+  default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
+  }
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_mexd_embed_get_property(GObject *object, guint id, GValue *value,
+                                        GParamSpec *pspec)
+{
+  GstMexdEmbed *self = GST_MEXD_EMBED(object);
+  GST_OBJECT_LOCK(self);
+  switch (id) {
+  case PROP_MODEL: g_value_set_string(value, self->model); break;
+  case PROP_DEVICE: g_value_set_string(value, self->device); break;
+  case PROP_PRECISION: g_value_set_string(value, self->precision); break;
+  case PROP_BATCH_SIZE: g_value_set_int(value, self->batch_size); break;
+  default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
+  }
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_mexd_embed_finalize(GObject *object)
+{
+  GstMexdEmbed *self = GST_MEXD_EMBED(object);
+  g_free(self->model);
+  g_free(self->device);
+  g_free(self->precision);
+  G_OBJECT_CLASS(gst_mexd_embed_parent_class)->finalize(object);
+}
+
+static void gst_mexd_embed_class_init(GstMexdEmbedClass *klass)
+{
+  GObjectClass *oc = G_OBJECT_CLASS(klass);
+  GstElementClass *ec = GST_ELEMENT_CLASS(klass);
+  GstBaseTransformClass *bc = GST_BASE_TRANSFORM_CLASS(klass);
+  oc->set_property = gst_mexd_embed_set_property;
+  oc->get_property = gst_mexd_embed_get_property;
+  oc->finalize = gst_mexd_embed_finalize;
+  const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
+  g_object_class_install_property(
+      oc, PROP_MODEL,
+      g_param_spec_string("model", "Model", "The backbone file (tools/convert.py makes it)", NULL,
+                          rw));
+  g_object_class_install_property(
+      oc, PROP_DEVICE,
+      g_param_spec_string("device", "Device",
+                          "cpu, vulkan or vulkan:N (default: MEXD_DEVICE, else the first GPU, "
+                          "else lavapipe, else cpu)",
+                          NULL, rw));
+  g_object_class_install_property(
+      oc, PROP_PRECISION,
+      g_param_spec_string("precision", "Precision", "fp32 or fp16 (fp32 accumulation)", "fp32",
+                          rw));
+  g_object_class_install_property(
+      oc, PROP_BATCH_SIZE,
+      g_param_spec_int("batch-size", "Batch size", "Tiles per batch (one command buffer)", 1,
+                       4096, 16, rw));
+  gst_element_class_add_static_pad_template(ec, &sink_template);
+  gst_element_class_add_static_pad_template(ec, &src_template);
+  gst_element_class_set_static_metadata(ec, "MExD tile embedder", "Filter/Converter/Video",
+                                        "Tile features with a backbone (ResNet-50-trunc, ViT, "
+                                        "CTransPath) on Vulkan or the cpu",
+                                        "mexd developers");
+  bc->start = gst_mexd_embed_start;
+  bc->stop = gst_mexd_embed_stop;
+  bc->transform_caps = gst_mexd_embed_transform_caps;
+  bc->set_caps = gst_mexd_embed_set_caps;
+  bc->submit_input_buffer = gst_mexd_embed_submit;
+  bc->generate_output = gst_mexd_embed_generate;
+  bc->sink_event = gst_mexd_embed_sink_event;
+  bc->passthrough_on_same_caps = FALSE;
+  GST_DEBUG_CATEGORY_INIT(gst_mexd_embed_debug, "mexdembed", 0, "MExD tile embedder");
+}
+
+static void gst_mexd_embed_init(GstMexdEmbed *self)
+{
+  self->batch_size = 16;
+  self->precision = g_strdup("fp32");
+  gst_base_transform_set_qos_enabled(GST_BASE_TRANSFORM(self), FALSE);
+}

@@ -355,14 +355,14 @@ static void test_bad_slides(void)
     return;
   }
   const char *names[] = {"truncated.svs", "stripped.tif", "png-renamed.svs", "empty.svs",
-                         "dir.svs", "missing.svs"};
+                         "dir.svs", "missing.svs", "corrupt-tiles.svs"};
   for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
     g_autofree char *path = g_build_filename(dir, names[i], NULL);
     g_autoptr(GError) error = NULL;
     g_autoptr(MexdSlide) s = mexd_slide_open(path, &error);
     if (s) { /* opened: reading must fail with an error, not crash */
       MexdTissueParams p;
-      g_assert_true(mexd_tissue_preset("default", &p, NULL));
+      g_assert_true(mexd_tissue_preset("bwh_biopsy", &p, NULL));
       g_autoptr(MexdTissue) t = mexd_slide_tissue(s, -1, &p, &error);
       if (t) {
         MexdGridSpec spec;

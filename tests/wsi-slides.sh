@@ -11,7 +11,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 sh "$src/tests/data/make-slide.sh" "$tmp/s" --seed 7 --width 4096 --height 3072 --flavour aperio >/dev/null
 sh "$src/tests/data/make-slide.sh" "$tmp/small" --seed 3 --width 1024 --height 768 --flavour both >/dev/null
-sh "$src/tests/data/make-bad-slides.sh" "$tmp/bad" "$tmp/small/synth.svs" >/dev/null
+sh "$src/tests/data/make-bad-slides.sh" "$tmp/bad" "$tmp/s/synth.svs" >/dev/null
 MEXD_TEST_SLIDE="$tmp/s/synth.svs" MEXD_TEST_BAD_SLIDES="$tmp/bad" \
   MEXD_TEST_FUZZ_SLIDE="$tmp/small/synth.svs" "$test_wsi" -p /wsi/slide 2>"$tmp/err" || {
   tail -20 "$tmp/err"; exit 1; }
@@ -28,4 +28,13 @@ for f in truncated.svs stripped.tif png-renamed.svs empty.svs dir.svs missing.sv
     echo "  expected exit 1 and a message naming $f"; status=1
   fi
 done
+# a slide that opens but whose tiles are damaged: extraction stops with the read error
+rc=0
+"$mexd" extract --backbone "$src/tests/fixtures/backbones/resnet-tiny.safetensors" \
+  --slide "$tmp/bad/corrupt-tiles.svs" --preset bwh_biopsy --device cpu --out "$tmp/f.h5" -q \
+  2>"$tmp/msg" || rc=$?
+echo "corrupt-tiles.svs (extract): exit $rc: $(head -c 300 "$tmp/msg")"
+if [ $rc -ne 1 ] || ! grep -q "corrupt-tiles.svs" "$tmp/msg" || [ -e "$tmp/f.h5" ]; then
+  echo "  expected exit 1, a message naming the file and no feature file"; status=1
+fi
 exit $status

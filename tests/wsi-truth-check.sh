@@ -1,11 +1,13 @@
 #!/bin/sh
 # wsi-truth-check.sh SRCDIR MEXD_EXE: `mexd tiles` (CLAM's default preset) on a synthetic slide
 # with known tissue (tests/data/make-slide.sh: seed 7, 8192 x 6144, one large tissue piece with
-# a lesion rectangle; large because the default preset drops any piece under 100 reference
-# patches = 100 x 512² level-0 pixels) against the generator's truth:
+# an elliptic hole of 5.7 Mpx and a lesion rectangle; large because the default preset drops
+# any piece whose area net of holes is under 100 reference patches = 100 x 512² level-0 pixels,
+# and any hole under 16 x 512²) against the generator's truth:
 #   (a) its tissue polygons (GeoJSON, outer ring filled, hole rings cleared), rasterised at 1/8,
-#       cover the same fraction of the slide as truth-mask.png, within 2 percentage points
-#       (the area where they disagree is printed too);
+#       cover the same fraction of the slide as truth-mask.png, within 2 percentage points, and
+#       disagree with it on at most 5 % of the slide (a guard against flipped or shifted
+#       polygons, which keep the fraction);
 #   (b) of the 256² level-0 cells that are >= 90 % tissue, >= 99 % have their centre inside one
 #       of our tiles (our grid starts at each contour's bounding box, not at a multiple of 256);
 #   (c) >= 99 % of our tiles hold some tissue (truth fraction > 0 over their part in the slide).
@@ -23,9 +25,9 @@ tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 1' INT TERM HUP
 
-sh "$src/tests/data/make-slide.sh" "$tmp" --seed 7 --width 8192 --height 6144 --blob 1024 \
-  --coverage 0.6 --min-piece 28000000 --min-hole 5000000 --lesion 3000,2500,1200,900 \
-  --flavour aperio || exit 1
+sh "$src/tests/data/make-slide.sh" "$tmp" --seed 7 --width 8192 --height 6144 --blob 2048 \
+  --coverage 0.75 --min-piece 28000000 --min-hole 5000000 --hole 4700,1300,2800,2600 \
+  --lesion 3000,2500,1200,900 --flavour aperio || exit 1
 "$exe" tiles "$tmp/synth.svs" --size 256 --out "$tmp/p.h5" --geojson "$tmp/g.geojson" ||
   { echo "FAIL: mexd tiles exited with $?"; exit 1; }
 
@@ -93,6 +95,9 @@ print(f"(a) tissue: ours {100 * frac_ours:.2f} %, truth {100 * frac_truth:.2f} %
       f"{100 * disagree:.2f} % of the slide; {len(polys)} tissue polygons")
 if abs(frac_ours - frac_truth) > 0.02:
     print("FAIL: tissue fractions differ by more than 2 percentage points")
+    ok = False
+if disagree > 0.05:
+    print("FAIL: the polygons and the truth disagree on more than 5 % of the slide")
     ok = False
 
 # (b) full cells covered by our tiles (cell centre inside a tile).

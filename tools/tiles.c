@@ -195,8 +195,9 @@ int mexd_cmd_tiles(int argc, char **argv)
       goto done;
     }
     if (n == 0 && !quiet)
-      fprintf(stderr, "  no tissue tiles: the preset's area filters may be too strict for this "
-                      "slide (try --preset bwh_biopsy, or --a-t 1); --geojson shows the tissue\n");
+      fprintf(stderr, "  no tissue tiles: the area filter (a tissue piece must exceed a_t "
+                      "reference patches of 512² level-0 pixels) may be too strict for this "
+                      "slide: try --a-t 1 or less; --geojson shows the tissue\n");
     if (!out && !geojson && !quiet)
       fprintf(stderr, "(nothing written: give --out and/or --geojson)\n");
   }

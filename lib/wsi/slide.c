@@ -58,6 +58,28 @@ static double prop_double(openslide_t *osr, const char *name)
 }
 #endif
 
+#ifdef MEXD_HAVE_OPENSLIDE
+/* What the first bytes of a file OpenSlide refused say it is, for the error message. */
+static const char *sniff_kind(const char *path)
+{
+  guint8 b[8] = {0};
+  FILE *f = g_fopen(path, "rb");
+  size_t n = f ? fread(b, 1, sizeof b, f) : 0;
+  if (f)
+    fclose(f);
+  if (n >= 4 && ((b[0] == 'I' && b[1] == 'I' && (b[2] == 42 || b[2] == 43) && b[3] == 0) ||
+                 (b[0] == 'M' && b[1] == 'M' && b[2] == 0 && (b[3] == 42 || b[3] == 43))))
+    return ": it is a TIFF file, but not one OpenSlide can use: a stripped (untiled) TIFF, or a "
+           "damaged or truncated one; convert a plain TIFF with `vips tiffsave IN OUT.tif --tile "
+           "--pyramid --compression jpeg`";
+  if (n >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0)
+    return ": it is a PNG image, not a whole-slide image";
+  if (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff)
+    return ": it is a JPEG image, not a whole-slide image";
+  return "; Olympus .vsi, Philips iSyntax and DICOM are not supported";
+}
+#endif
+
 MexdSlide *mexd_slide_open(const char *path, GError **error)
 {
   if (!path)
@@ -95,8 +117,8 @@ MexdSlide *mexd_slide_open(const char *path, GError **error)
                             fname, vendor);
     return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED,
                           "%s: not a slide format OpenSlide %s reads (its vendor detection found "
-                          "nothing; Olympus .vsi, iSyntax and DICOM are not supported)",
-                          fname, openslide_get_version());
+                          "nothing%s)",
+                          fname, openslide_get_version(), sniff_kind(path));
   }
   const char *oerr = openslide_get_error(osr);
   if (oerr) {
@@ -281,10 +303,10 @@ MexdTissue *mexd_slide_tissue(MexdSlide *s, int level, const MexdTissueParams *p
   if (!mexd_tissue_params_check(params, error))
     return NULL;
   int64_t w = s->levels[level].w, h = s->levels[level].h;
-  if ((double)w * (double)h > 1e9)
+  if ((double)w * (double)h > 1e8)
     return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED,
                           "%s: the segmentation level %d is %" G_GINT64_FORMAT " x %" G_GINT64_FORMAT
-                          " pixels, over the 1e9 that CLAM segments; choose a coarser level",
+                          " pixels, over the 1e8 that CLAM segments; choose a coarser level (--seg-level)",
                           s->fname, level, w, h);
   uint8_t *rgb = g_try_malloc((size_t)w * h * 3);
   if (!rgb)

@@ -65,7 +65,7 @@ gboolean mexd_slide_read_rgb(MexdSlide *s, int64_t x, int64_t y, int level, int 
 /* CLAM's segmentation level: 0 for a one-level slide, else the best level for 64×. */
 int mexd_slide_seg_level(const MexdSlide *s);
 /* Tissue on the slide (tissue.h) at `level` (−1: mexd_slide_seg_level()).  The whole level is
- * read; a level over 1e9 pixels is refused with UNSUPPORTED, as CLAM refuses it (its `10e8`). */
+ * read; a level over 1e8 pixels is refused with UNSUPPORTED, as CLAM refuses it. */
 MexdTissue *mexd_slide_tissue(MexdSlide *s, int level, const MexdTissueParams *params,
                               GError **error);
 

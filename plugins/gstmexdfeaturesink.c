@@ -86,6 +86,10 @@ static gboolean gst_mexd_feature_sink_set_caps(GstBaseSink *bs, GstCaps *caps)
   GstMexdFeatureSink *self = GST_MEXD_FEATURE_SINK(bs);
   const GstStructure *s = gst_caps_get_structure(caps, 0);
   const char *dims = gst_structure_get_string(s, "dimensions");
+  gint di;
+  g_autofree char *dims_int = NULL;
+  if (!dims && gst_structure_get_int(s, "dimensions", &di)) /* "dimensions=3" parses as an int */
+    dims = dims_int = g_strdup_printf("%d", di);
   gint64 d = dims ? g_ascii_strtoll(dims, NULL, 10) : 0;
   if (!dims || d < 1 || strchr(dims, ':') || strchr(dims, ',')) {
     GST_ELEMENT_ERROR(self, CORE, NEGOTIATION,

@@ -6,7 +6,11 @@ GType gst_mexd_tile_meta_api_get_type(void)
   static GType type = 0;
   static const gchar *tags[] = {NULL};
   if (g_once_init_enter(&type)) {
-    GType t = gst_meta_api_type_register("GstMexdTileMetaAPI", tags);
+    /* an application (or a test) compiling this file in beside the plugin shares one
+     * registration: the type is looked up by name first */
+    GType t = g_type_from_name("GstMexdTileMetaAPI");
+    if (!t)
+      t = gst_meta_api_type_register("GstMexdTileMetaAPI", tags);
     g_once_init_leave(&type, t);
   }
   return type;
@@ -48,7 +52,9 @@ const GstMetaInfo *gst_mexd_tile_meta_get_info(void)
 {
   static const GstMetaInfo *info = NULL;
   if (g_once_init_enter((GstMetaInfo **)&info)) {
-    const GstMetaInfo *mi = gst_meta_register(
+    const GstMetaInfo *mi = gst_meta_get_info("GstMexdTileMeta");
+    if (!mi)
+      mi = gst_meta_register(
         GST_MEXD_TILE_META_API_TYPE, "GstMexdTileMeta", sizeof(GstMexdTileMeta), tile_meta_init,
         tile_meta_free, tile_meta_transform);
     g_once_init_leave((GstMetaInfo **)&info, (GstMetaInfo *)mi);

@@ -1,0 +1,35 @@
+#!/bin/sh
+# gst-check.sh SRCDIR TEST_GST MEXD_EXE: the GstHarness tests (tests/test-gst.c) with a generated
+# slide, then the extract-features pipeline against `mexd extract --slide` (identical features).
+# Without vips/tiffset the slide tests skip inside test-gst.
+set -eu
+src=$1
+test_gst=$2
+mexd=$3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+if command -v vips >/dev/null 2>&1 && command -v tiffset >/dev/null 2>&1; then
+  sh "$src/tests/data/make-slide.sh" "$tmp/s" --seed 7 --width 4096 --height 3072 \
+    --flavour aperio >/dev/null
+  export MEXD_TEST_SLIDE="$tmp/s/synth.svs"
+fi
+"$test_gst"
+[ -n "${MEXD_TEST_SLIDE:-}" ] || exit 0
+# the pipeline of pipelines/extract-features.sh against the command
+bb="$src/tests/fixtures/backbones/resnet-tiny.safetensors"
+mkdir "$tmp/out"
+sh "$src/pipelines/extract-features.sh" "$MEXD_TEST_SLIDE" "$bb" "$tmp/out" preset=tcga device=cpu
+"$mexd" extract --backbone "$bb" --slide "$MEXD_TEST_SLIDE" --preset tcga --device cpu \
+  --out "$tmp/ref.h5" -q
+/usr/bin/python3 - "$tmp/out/synth.h5" "$tmp/ref.h5" <<'PY' || exit 1
+import sys
+try:
+    import h5py
+except ImportError:
+    print("no h5py: features not compared"); sys.exit(0)
+a, b = h5py.File(sys.argv[1]), h5py.File(sys.argv[2])
+assert a["features"].shape == b["features"].shape, (a["features"].shape, b["features"].shape)
+assert (a["features"][:] == b["features"][:]).all(), "features differ"
+assert (a["coords"][:] == b["coords"][:]).all(), "coords differ"
+print(f"extract-features pipeline: {a['features'].shape[0]} tiles, identical to mexd extract --slide")
+PY

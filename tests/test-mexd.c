@@ -406,6 +406,49 @@ static void test_chains(gconstpointer data)
   diff_fix_clear(&f);
 }
 
+/* ---- Diff-C alone (what mexddiffc runs): equal to the whole forward with the same seed ---- */
+
+static void test_diffuse(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MexdBackend) be = mexd_backend_new("cpu", &error);
+  g_autofree char *mpath = fixture("model-e2.safetensors");
+  g_autoptr(MexdModel) m = mexd_model_load(mpath, be, &error);
+  g_assert_no_error(error);
+  const MexdModelConfig *cfg = mexd_model_config(m);
+  const int D = cfg->feature_dim, N = 37;
+  g_autofree float *x = g_new(float, N * D);
+  for (int i = 0; i < N * D; i++)
+    x[i] = (float)sin(0.37 * i) * 0.5f;
+  MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
+  opt.seed = 11;
+  opt.chains = 8;
+  g_autoptr(MexdResult) full = mexd_model_forward(m, x, N, D, &opt, NULL, &error);
+  g_assert_no_error(error);
+  opt.diffusion = FALSE;
+  g_autoptr(MexdResult) part = mexd_model_forward(m, x, N, D, &opt, NULL, &error);
+  g_assert_no_error(error);
+  g_assert_false(part->has_probs);
+  opt.diffusion = TRUE;
+  g_autoptr(MexdResult) d = mexd_model_diffuse(m, part->z, part->rho, &opt, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(d->chains, ==, 8);
+  g_assert_cmpmem(d->f0, sizeof(float) * 8 * cfg->n_classes, full->f0,
+                  sizeof(float) * 8 * cfg->n_classes);
+  g_assert_cmpmem(d->probs, sizeof(float) * cfg->n_classes, full->probs,
+                  sizeof(float) * cfg->n_classes);
+  g_assert_cmpint(d->predicted, ==, full->predicted);
+  /* another seed, other chains */
+  opt.seed = 12;
+  g_autoptr(MexdResult) d2 = mexd_model_diffuse(m, part->z, part->rho, &opt, &error);
+  g_assert_true(memcmp(d2->f0, d->f0, sizeof(float) * 8 * cfg->n_classes) != 0);
+  /* bad conditioning */
+  g_autofree float *bad = g_memdup2(part->rho, sizeof(float) * cfg->n_classes);
+  bad[0] = NAN;
+  g_assert_null(mexd_model_diffuse(m, part->z, bad, &opt, &error));
+  g_assert_error(error, MEXD_ERROR, MEXD_ERROR_INVALID_ARGUMENT);
+}
+
 /* ---- bad input ---- */
 
 static void test_bad_input(void)
@@ -561,6 +604,7 @@ int main(int argc, char **argv)
       g_autofree char *p = g_strdup_printf("/mexd/%s/big-n20000", backends[b]);
       g_test_add_data_func(p, backends[b], test_big_bag);
     }
+  g_test_add_func("/mexd/diffuse", test_diffuse);
   g_test_add_func("/mexd/bad-input", test_bad_input);
   g_test_add_func("/mexd/bad-model", test_bad_model);
   int rc = g_test_run();

@@ -509,6 +509,40 @@ static double now_ms(void)
   return (double)g_get_monotonic_time() / 1000.0;
 }
 
+/* Diff-C over S chains conditioned on z [1, W] and rho [1, C] (device tensors): fills f0, probs,
+ * spread, chains and predicted of res. */
+static gboolean run_diffusion(MexdModel *m, MexdTensor *z, MexdTensor *rho,
+                              const MexdForwardOptions *opt, MexdResult *res, GError **error)
+{
+  const int C = m->cfg.n_classes;
+  MexdBackend *be = m->be;
+  MexdDiffcCond cond;
+  int S = opt->chains;
+  g_autoptr(MexdTensor) f0 = NULL;
+  if (S < 1 || S > 4096)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "chains must be 1 to 4096, not %d", S);
+  if (!mexd_diffc_condition(&m->dc, &cond, z, rho, error))
+    return FALSE;
+  gboolean dok =
+      (f0 = mexd_tensor_new_2d(be, MEXD_DTYPE_F32, S, C, error)) &&
+      mexd_diffc_sample(&m->dc, &cond, opt->sampler == MEXD_SAMPLER_CARD ? 0 : opt->steps,
+                        opt->eta, S, opt->seed, f0, error) &&
+      (res->f0 = mexd_tensor_dup_f32(f0, error));
+  mexd_diffc_cond_clear(&cond);
+  if (!dok)
+    return FALSE;
+  res->chains = S;
+  res->has_probs = TRUE;
+  res->probs = g_new(float, C);
+  res->spread = g_new(float, C);
+  mexd_diffc_readout(res->f0, S, C, res->probs, res->spread);
+  res->predicted = 0;
+  for (int k = 1; k < C; k++)
+    if (res->probs[k] > res->probs[res->predicted])
+      res->predicted = k;
+  return TRUE;
+}
+
 static gboolean forward_body(MexdModel *m, const float *x, int64_t n, int64_t d,
                              const MexdForwardOptions *opt, MexdTrace *trace, MexdResult *res,
                              Block *blk, GError **error)
@@ -621,30 +655,8 @@ static gboolean forward_body(MexdModel *m, const float *x, int64_t n, int64_t d,
         res->predicted = k;
 
     if (opt->diffusion && m->has_diffc) {
-      MexdDiffcCond cond;
-      int S = opt->chains;
-      g_autoptr(MexdTensor) f0 = NULL;
-      if (S < 1 || S > 4096)
-        return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "chains must be 1 to 4096, not %d", S);
-      if (!mexd_diffc_condition(&m->dc, &cond, z, rho, error))
+      if (!run_diffusion(m, z, rho, opt, res, error))
         return FALSE;
-      gboolean dok =
-          (f0 = mexd_tensor_new_2d(be, MEXD_DTYPE_F32, S, C, error)) &&
-          mexd_diffc_sample(&m->dc, &cond, opt->sampler == MEXD_SAMPLER_CARD ? 0 : opt->steps,
-                            opt->eta, S, opt->seed, f0, error) &&
-          (res->f0 = mexd_tensor_dup_f32(f0, error));
-      mexd_diffc_cond_clear(&cond);
-      if (!dok)
-        return FALSE;
-      res->chains = S;
-      res->has_probs = TRUE;
-      res->probs = g_new(float, C);
-      res->spread = g_new(float, C);
-      mexd_diffc_readout(res->f0, S, C, res->probs, res->spread);
-      res->predicted = 0;
-      for (int k = 1; k < C; k++)
-        if (res->probs[k] > res->probs[res->predicted])
-          res->predicted = k;
       res->ms_diffusion = now_ms() - t3;
     }
   }
@@ -751,4 +763,41 @@ char *mexd_result_to_json(const MexdResult *r, const MexdModelConfig *cfg, gbool
   json_builder_end_object(b);
   g_autoptr(JsonNode) root = json_builder_get_root(b);
   return json_to_string(root, pretty);
+}
+
+MexdResult *mexd_model_diffuse(MexdModel *m, const float *z, const float *rho,
+                               const MexdForwardOptions *opt, GError **error)
+{
+  MexdForwardOptions defaults = MEXD_FORWARD_OPTIONS_DEFAULT;
+  if (!opt)
+    opt = &defaults;
+  if (!m || !z || !rho)
+    return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT, "mexd_model_diffuse: NULL %s",
+                          !m ? "model" : !z ? "z" : "rho");
+  if (!m->has_diffc)
+    return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED,
+                          "the model has no diffusion classifier (Diff-C weights)");
+  const int C = m->cfg.n_classes, W = m->cfg.width;
+  for (int k = 0; k < C; k++)
+    if (!isfinite(rho[k]))
+      return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT, "rho[%d] is not finite", k);
+  for (int k = 0; k < W; k++)
+    if (!isfinite(z[k]))
+      return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT, "z[%d] is not finite", k);
+  g_autoptr(MexdResult) res = g_new0(MexdResult, 1);
+  res->n_classes = C;
+  res->experts = 0; /* no routing in this result */
+  res->width = W;
+  res->rho = g_memdup2(rho, sizeof(float) * C);
+  res->z = g_memdup2(z, sizeof(float) * W);
+  g_autoptr(MexdTensor) tz =
+      mexd_tensor_new_from_f32(m->be, MEXD_DTYPE_F32, 2, (int64_t[]){1, W}, z, error);
+  g_autoptr(MexdTensor) tr =
+      tz ? mexd_tensor_new_from_f32(m->be, MEXD_DTYPE_F32, 2, (int64_t[]){1, C}, rho, error)
+         : NULL;
+  double t0 = now_ms();
+  if (!tr || !run_diffusion(m, tz, tr, opt, res, error))
+    return NULL;
+  res->ms_diffusion = now_ms() - t0;
+  return g_steal_pointer(&res);
 }

@@ -92,6 +92,12 @@ typedef struct _MexdTrace MexdTrace;
 MexdResult *mexd_model_forward(MexdModel *m, const float *x, int64_t n, int64_t d,
                                const MexdForwardOptions *opt, MexdTrace *trace, GError **error);
 void mexd_result_free(MexdResult *r);
+/* Diff-C alone, conditioned on a slide's insight z [width] and prior rho [n_classes] (what
+ * mexd_model_forward computes before it): the result's probs, spread, f0, chains and predicted
+ * equal those of mexd_model_forward with the same options; rho and z are copied into it.
+ * UNSUPPORTED when the model has no Diff-C. */
+MexdResult *mexd_model_diffuse(MexdModel *m, const float *z, const float *rho,
+                               const MexdForwardOptions *opt, GError **error);
 /* The result as a JSON object (class names from the configuration). */
 char *mexd_result_to_json(const MexdResult *r, const MexdModelConfig *cfg, gboolean pretty);
 

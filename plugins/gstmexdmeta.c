@@ -81,6 +81,76 @@ GstMexdTileMeta *gst_buffer_add_mexd_tile_meta(GstBuffer *buf, const gchar *slid
   return m;
 }
 
+GType gst_mexd_slide_meta_api_get_type(void)
+{
+  static GType type = 0;
+  static const gchar *tags[] = {NULL};
+  if (g_once_init_enter(&type)) {
+    GType t = g_type_from_name("GstMexdSlideMetaAPI");
+    if (!t)
+      t = gst_meta_api_type_register("GstMexdSlideMetaAPI", tags);
+    g_once_init_leave(&type, t);
+  }
+  return type;
+}
+
+static gboolean slide_meta_init(GstMeta *meta, gpointer params, GstBuffer *buffer)
+{
+  (void)params;
+  (void)buffer;
+  GstMexdSlideMeta *m = (GstMexdSlideMeta *)meta;
+  m->slide_id = NULL;
+  m->tiles = 0;
+  m->ms_adapter1 = m->ms_moe = 0;
+  return TRUE;
+}
+
+static void slide_meta_free(GstMeta *meta, GstBuffer *buffer)
+{
+  (void)buffer;
+  g_free(((GstMexdSlideMeta *)meta)->slide_id);
+}
+
+static gboolean slide_meta_transform(GstBuffer *dest, GstMeta *meta, GstBuffer *buffer,
+                                     GQuark type, gpointer data)
+{
+  (void)buffer;
+  (void)type;
+  (void)data;
+  GstMexdSlideMeta *m = (GstMexdSlideMeta *)meta;
+  return gst_buffer_add_mexd_slide_meta(dest, m->slide_id, m->tiles, m->ms_adapter1,
+                                        m->ms_moe) != NULL;
+}
+
+const GstMetaInfo *gst_mexd_slide_meta_get_info(void)
+{
+  static const GstMetaInfo *info = NULL;
+  if (g_once_init_enter((GstMetaInfo **)&info)) {
+    const GstMetaInfo *mi = gst_meta_get_info("GstMexdSlideMeta");
+    if (!mi)
+      mi = gst_meta_register(GST_MEXD_SLIDE_META_API_TYPE, "GstMexdSlideMeta",
+                             sizeof(GstMexdSlideMeta), slide_meta_init, slide_meta_free,
+                             slide_meta_transform);
+    g_once_init_leave((GstMetaInfo **)&info, (GstMetaInfo *)mi);
+  }
+  return info;
+}
+
+GstMexdSlideMeta *gst_buffer_add_mexd_slide_meta(GstBuffer *buf, const gchar *slide_id,
+                                                 gint64 tiles, gdouble ms_adapter1,
+                                                 gdouble ms_moe)
+{
+  GstMexdSlideMeta *m =
+      (GstMexdSlideMeta *)gst_buffer_add_meta(buf, gst_mexd_slide_meta_get_info(), NULL);
+  if (!m)
+    return NULL;
+  m->slide_id = g_strdup(slide_id);
+  m->tiles = tiles;
+  m->ms_adapter1 = ms_adapter1;
+  m->ms_moe = ms_moe;
+  return m;
+}
+
 GstEvent *gst_mexd_event_new_slide_start(const gchar *slide_id, const gchar *path, gint64 width,
                                          gint64 height, gdouble mpp, gint tile_size,
                                          gint64 tiles)

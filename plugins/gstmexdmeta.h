@@ -38,6 +38,24 @@ GstMexdTileMeta *gst_buffer_add_mexd_tile_meta(GstBuffer *buf, const gchar *slid
 #define gst_buffer_get_mexd_tile_meta(b)                                                          \
   ((GstMexdTileMeta *)gst_buffer_get_meta((b), GST_MEXD_TILE_META_API_TYPE))
 
+/* On mexdmoe's per-slide output (rho, Z): which slide, how many tiles, and the time of the stages
+ * so far (mexddiffc reports them in its mexd-result message). */
+typedef struct {
+  GstMeta meta;
+  gchar *slide_id;
+  gint64 tiles;
+  gdouble ms_adapter1, ms_moe;
+} GstMexdSlideMeta;
+
+GType gst_mexd_slide_meta_api_get_type(void);
+const GstMetaInfo *gst_mexd_slide_meta_get_info(void);
+#define GST_MEXD_SLIDE_META_API_TYPE (gst_mexd_slide_meta_api_get_type())
+GstMexdSlideMeta *gst_buffer_add_mexd_slide_meta(GstBuffer *buf, const gchar *slide_id,
+                                                 gint64 tiles, gdouble ms_adapter1,
+                                                 gdouble ms_moe);
+#define gst_buffer_get_mexd_slide_meta(b)                                                         \
+  ((GstMexdSlideMeta *)gst_buffer_get_meta((b), GST_MEXD_SLIDE_META_API_TYPE))
+
 GstEvent *gst_mexd_event_new_slide_start(const gchar *slide_id, const gchar *path, gint64 width,
                                          gint64 height, gdouble mpp, gint tile_size,
                                          gint64 tiles);

@@ -1,6 +1,9 @@
 /* plugin.c: registers the elements of the mexd GStreamer plugin. */
+#include "gstmexddiffc.h"
 #include "gstmexdembed.h"
 #include "gstmexdfeaturesink.h"
+#include "gstmexdfeaturesrc.h"
+#include "gstmexdmoe.h"
 #include "gstopenslidesrc.h"
 
 #include <gst/gst.h>
@@ -12,6 +15,9 @@ static gboolean plugin_init(GstPlugin *plugin)
   ok &= gst_element_register(plugin, "mexdembed", GST_RANK_NONE, GST_TYPE_MEXD_EMBED);
   ok &= gst_element_register(plugin, "mexdfeaturesink", GST_RANK_NONE,
                              GST_TYPE_MEXD_FEATURE_SINK);
+  ok &= gst_element_register(plugin, "mexdfeaturesrc", GST_RANK_NONE, GST_TYPE_MEXD_FEATURE_SRC);
+  ok &= gst_element_register(plugin, "mexdmoe", GST_RANK_NONE, GST_TYPE_MEXD_MOE);
+  ok &= gst_element_register(plugin, "mexddiffc", GST_RANK_NONE, GST_TYPE_MEXD_DIFFC);
   return ok;
 }
 

@@ -1,0 +1,311 @@
+/**
+ * SECTION:element-mexddiffc
+ * @title: mexddiffc
+ *
+ * MExD's diffusion classifier: for each slide's (ρ, Z) from `mexdmoe` it generates the label
+ * from noise over `chains` chains (CARD's ancestral sampler over all steps, or DDIM with
+ * `steps`), seeded by `seed` so that a result can be reproduced.  It outputs the class
+ * probabilities as `other/tensors` (one float32 tensor, dimensions `C:1`, which NNStreamer's
+ * image_labeling decoder reads) and posts the element message `mexd-result`:
+ *
+ *   slide-id (string), class (string), class-index (int), probabilities, spread, prior
+ *   (GstValueArray of double, one per class), tiles (int64), chains (int), seed (uint64),
+ *   ms-adapter1, ms-moe, ms-diffusion (double: the time of each stage on this slide).
+ *
+ * ## Example launch line
+ * |[
+ * gst-launch-1.0 -m openslidesrc location=slide.svs ! mexdembed model=resnet50.safetensors ! \
+ *     mexdmoe model=mexd.safetensors ! mexddiffc model=mexd.safetensors chains=32 ! fakesink
+ * ]|
+ */
+#include "gstmexddiffc.h"
+
+#include "gstmexdmeta.h"
+#include "mexd.h"
+
+#include <string.h>
+
+GST_DEBUG_CATEGORY_STATIC(gst_mexd_diffc_debug);
+#define GST_CAT_DEFAULT gst_mexd_diffc_debug
+
+struct _GstMexdDiffc {
+  GstBaseTransform parent;
+  gchar *model, *device, *sampler;
+  gint steps, chains;
+  guint64 seed;
+  gdouble eta;
+  MexdBackend *be;
+  MexdModel *m;
+  gint classes, width;
+};
+
+enum { PROP_0, PROP_MODEL, PROP_DEVICE, PROP_SAMPLER, PROP_STEPS, PROP_CHAINS, PROP_SEED,
+       PROP_ETA };
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
+    "sink", GST_PAD_SINK, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS("other/tensors, format = (string) static, num_tensors = (int) 2, "
+                    "types = (string) \"float32,float32\""));
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
+    "src", GST_PAD_SRC, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS("other/tensors, format = (string) static, num_tensors = (int) 1, "
+                    "types = (string) float32"));
+
+G_DEFINE_TYPE(GstMexdDiffc, gst_mexd_diffc, GST_TYPE_BASE_TRANSFORM)
+
+static gboolean gst_mexd_diffc_start(GstBaseTransform *bt)
+{
+  GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
+  if (!self->model || !*self->model) {
+    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
+                      ("No MExD model given: set the model property (the file mexdmoe uses)."),
+                      (NULL));
+    return FALSE;
+  }
+  if (self->sampler && strcmp(self->sampler, "card") && strcmp(self->sampler, "ddim")) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                      ("sampler must be card or ddim, not \"%s\".", self->sampler), (NULL));
+    return FALSE;
+  }
+  g_autoptr(GError) error = NULL;
+  self->be = mexd_backend_new(self->device && *self->device ? self->device : NULL, &error);
+  if (self->be)
+    self->m = mexd_model_load(self->model, self->be, &error);
+  if (self->m && !mexd_model_get_diffc(self->m)) {
+    g_set_error(&error, MEXD_ERROR, MEXD_ERROR_UNSUPPORTED,
+                "%s has no diffusion classifier (Diff-C weights): mexdmoe's prior is its only "
+                "prediction",
+                self->model);
+    g_clear_pointer(&self->m, mexd_model_free);
+  }
+  if (!self->m) {
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("%s", error->message), (NULL));
+    g_clear_pointer(&self->be, mexd_backend_unref);
+    return FALSE;
+  }
+  self->classes = mexd_model_config(self->m)->n_classes;
+  self->width = mexd_model_config(self->m)->width;
+  return TRUE;
+}
+
+static gboolean gst_mexd_diffc_stop(GstBaseTransform *bt)
+{
+  GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
+  g_clear_pointer(&self->m, mexd_model_free);
+  g_clear_pointer(&self->be, mexd_backend_unref);
+  return TRUE;
+}
+
+static GstCaps *gst_mexd_diffc_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
+                                              GstCaps *caps, GstCaps *filter)
+{
+  GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
+  (void)caps;
+  GstCaps *out = gst_static_pad_template_get_caps(direction == GST_PAD_SINK ? &src_template
+                                                                            : &sink_template);
+  if (self->m) {
+    out = gst_caps_make_writable(out);
+    g_autofree char *d = direction == GST_PAD_SINK
+                             ? g_strdup_printf("%d:1", self->classes)
+                             : g_strdup_printf("%d,%d", self->classes, self->width);
+    gst_caps_set_simple(out, "dimensions", G_TYPE_STRING, d, NULL);
+    if (direction == GST_PAD_SINK)
+      gst_caps_set_simple(out, "framerate", GST_TYPE_FRACTION, 0, 1, NULL);
+  }
+  if (filter) {
+    GstCaps *c = gst_caps_intersect_full(filter, out, GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref(out);
+    out = c;
+  }
+  return out;
+}
+
+static gboolean gst_mexd_diffc_transform_size(GstBaseTransform *bt, GstPadDirection dir,
+                                              GstCaps *caps, gsize size, GstCaps *othercaps,
+                                              gsize *othersize)
+{
+  GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
+  (void)caps;
+  (void)size;
+  (void)othercaps;
+  *othersize = dir == GST_PAD_SINK ? sizeof(float) * self->classes
+                                   : sizeof(float) * (self->classes + self->width);
+  return TRUE;
+}
+
+static GValue double_array(const float *v, int n)
+{
+  GValue arr = G_VALUE_INIT;
+  g_value_init(&arr, GST_TYPE_ARRAY);
+  for (int i = 0; i < n; i++) {
+    GValue d = G_VALUE_INIT;
+    g_value_init(&d, G_TYPE_DOUBLE);
+    g_value_set_double(&d, v[i]);
+    gst_value_array_append_and_take_value(&arr, &d);
+  }
+  return arr;
+}
+
+static GstFlowReturn gst_mexd_diffc_transform(GstBaseTransform *bt, GstBuffer *in,
+                                              GstBuffer *out)
+{
+  GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
+  const int C = self->classes, W = self->width;
+  if (gst_buffer_n_memory(in) != 2 || gst_buffer_get_size(in) != sizeof(float) * (C + W)) {
+    GST_ELEMENT_ERROR(self, STREAM, FORMAT,
+                      ("Expected rho [%d] and Z [%d] as two float32 tensors (mexdmoe's output), "
+                       "got %" G_GSIZE_FORMAT " bytes in %u memories.",
+                       C, W, gst_buffer_get_size(in), gst_buffer_n_memory(in)),
+                      (NULL));
+    return GST_FLOW_ERROR;
+  }
+  g_autofree float *rho = g_new(float, C), *z = g_new(float, W);
+  gst_buffer_extract(in, 0, rho, sizeof(float) * C);
+  gst_buffer_extract(in, sizeof(float) * C, z, sizeof(float) * W);
+  MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
+  opt.sampler = self->sampler && !strcmp(self->sampler, "ddim") ? MEXD_SAMPLER_DDIM
+                                                                 : MEXD_SAMPLER_CARD;
+  opt.steps = self->steps;
+  opt.eta = self->eta;
+  opt.chains = self->chains;
+  opt.seed = self->seed;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MexdResult) r = mexd_model_diffuse(self->m, z, rho, &opt, &error);
+  GstMexdSlideMeta *sm = gst_buffer_get_mexd_slide_meta(in);
+  if (!r) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED,
+                      ("Slide %s: %s", sm && sm->slide_id ? sm->slide_id : "?", error->message),
+                      (NULL));
+    return GST_FLOW_ERROR;
+  }
+  gst_buffer_fill(out, 0, r->probs, sizeof(float) * C);
+  const MexdModelConfig *cfg = mexd_model_config(self->m);
+  GValue probs = double_array(r->probs, C), spread = double_array(r->spread, C),
+         prior = double_array(rho, C);
+  GstStructure *s = gst_structure_new(
+      "mexd-result", "slide-id", G_TYPE_STRING, sm && sm->slide_id ? sm->slide_id : "",
+      "class", G_TYPE_STRING, cfg->classes[r->predicted], "class-index", G_TYPE_INT,
+      r->predicted, "tiles", G_TYPE_INT64, sm ? sm->tiles : (gint64)-1, "chains", G_TYPE_INT,
+      r->chains, "seed", G_TYPE_UINT64, self->seed, "ms-adapter1", G_TYPE_DOUBLE,
+      sm ? sm->ms_adapter1 : 0.0, "ms-moe", G_TYPE_DOUBLE, sm ? sm->ms_moe : 0.0,
+      "ms-diffusion", G_TYPE_DOUBLE, r->ms_diffusion, NULL);
+  gst_structure_take_value(s, "probabilities", &probs);
+  gst_structure_take_value(s, "spread", &spread);
+  gst_structure_take_value(s, "prior", &prior);
+  gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), s));
+  return GST_FLOW_OK;
+}
+
+static void gst_mexd_diffc_set_property(GObject *object, guint id, const GValue *value,
+                                        GParamSpec *pspec)
+{
+  GstMexdDiffc *self = GST_MEXD_DIFFC(object);
+  GST_OBJECT_LOCK(self);
+  switch (id) {
+  case PROP_MODEL:
+    g_free(self->model);
+    self->model = g_value_dup_string(value);
+    break;
+  case PROP_DEVICE:
+    g_free(self->device);
+    self->device = g_value_dup_string(value);
+    break;
+  case PROP_SAMPLER:
+    g_free(self->sampler);
+    self->sampler = g_value_dup_string(value);
+    break;
+  case PROP_STEPS: self->steps = g_value_get_int(value); break;
+  case PROP_CHAINS: self->chains = g_value_get_int(value); break;
+  case PROP_SEED: self->seed = g_value_get_uint64(value); break;
+  case PROP_ETA: self->eta = g_value_get_double(value); break;
+  default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
+  }
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_mexd_diffc_get_property(GObject *object, guint id, GValue *value,
+                                        GParamSpec *pspec)
+{
+  GstMexdDiffc *self = GST_MEXD_DIFFC(object);
+  GST_OBJECT_LOCK(self);
+  switch (id) {
+  case PROP_MODEL: g_value_set_string(value, self->model); break;
+  case PROP_DEVICE: g_value_set_string(value, self->device); break;
+  case PROP_SAMPLER: g_value_set_string(value, self->sampler); break;
+  case PROP_STEPS: g_value_set_int(value, self->steps); break;
+  case PROP_CHAINS: g_value_set_int(value, self->chains); break;
+  case PROP_SEED: g_value_set_uint64(value, self->seed); break;
+  case PROP_ETA: g_value_set_double(value, self->eta); break;
+  default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
+  }
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_mexd_diffc_finalize(GObject *object)
+{
+  GstMexdDiffc *self = GST_MEXD_DIFFC(object);
+  g_free(self->model);
+  g_free(self->device);
+  g_free(self->sampler);
+  G_OBJECT_CLASS(gst_mexd_diffc_parent_class)->finalize(object);
+}
+
+static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
+{
+  GObjectClass *oc = G_OBJECT_CLASS(klass);
+  GstElementClass *ec = GST_ELEMENT_CLASS(klass);
+  GstBaseTransformClass *bc = GST_BASE_TRANSFORM_CLASS(klass);
+  oc->set_property = gst_mexd_diffc_set_property;
+  oc->get_property = gst_mexd_diffc_get_property;
+  oc->finalize = gst_mexd_diffc_finalize;
+  const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
+  g_object_class_install_property(
+      oc, PROP_MODEL,
+      g_param_spec_string("model", "Model", "The MExD model file (the one mexdmoe uses)", NULL,
+                          rw));
+  g_object_class_install_property(
+      oc, PROP_DEVICE,
+      g_param_spec_string("device", "Device", "cpu, vulkan or vulkan:N (default: as mexdembed)",
+                          NULL, rw));
+  g_object_class_install_property(
+      oc, PROP_SAMPLER,
+      g_param_spec_string("sampler", "Sampler",
+                          "card (ancestral over all T steps) or ddim (steps)", "card", rw));
+  g_object_class_install_property(
+      oc, PROP_STEPS,
+      g_param_spec_int("steps", "Steps", "DDIM steps (the ddim sampler only)", 1, 100000, 50,
+                       rw));
+  g_object_class_install_property(
+      oc, PROP_CHAINS,
+      g_param_spec_int("chains", "Chains",
+                       "Chains sampled per slide (their spread is the uncertainty)", 1, 4096,
+                       32, rw));
+  g_object_class_install_property(
+      oc, PROP_SEED,
+      g_param_spec_uint64("seed", "Seed", "Seed of the sampling noise (same seed, same result)",
+                          0, G_MAXUINT64, 0, rw));
+  g_object_class_install_property(
+      oc, PROP_ETA,
+      g_param_spec_double("eta", "Eta", "DDIM's eta (0: deterministic)", 0, 1, 0, rw));
+  gst_element_class_add_static_pad_template(ec, &sink_template);
+  gst_element_class_add_static_pad_template(ec, &src_template);
+  gst_element_class_set_static_metadata(
+      ec, "MExD diffusion classifier", "Filter/Analyzer",
+      "A slide's prior and insight → class probabilities by diffusion; posts mexd-result",
+      "mexd developers");
+  bc->start = gst_mexd_diffc_start;
+  bc->stop = gst_mexd_diffc_stop;
+  bc->transform_caps = gst_mexd_diffc_transform_caps;
+  bc->transform_size = gst_mexd_diffc_transform_size;
+  bc->transform = gst_mexd_diffc_transform;
+  bc->passthrough_on_same_caps = FALSE;
+  GST_DEBUG_CATEGORY_INIT(gst_mexd_diffc_debug, "mexddiffc", 0, "MExD diffusion classifier");
+}
+
+static void gst_mexd_diffc_init(GstMexdDiffc *self)
+{
+  self->sampler = g_strdup("card");
+  self->steps = 50;
+  self->chains = 32;
+  gst_base_transform_set_qos_enabled(GST_BASE_TRANSFORM(self), FALSE);
+}

@@ -1,0 +1,337 @@
+/**
+ * SECTION:element-mexdmoe
+ * @title: mexdmoe
+ *
+ * Collects a slide's tile features (any number; one float32 vector per buffer, the feature size
+ * of the model) and, at `mexd/slide-end` or EOS, runs MExD's adapter #1 (TransMIL), the Dynamic
+ * Mixture-of-Experts and adapter #2 over them.  It sends one buffer per slide: `other/tensors`
+ * with two float32 tensors, the prior ρ [classes] and the insight Z [width] (one memory each),
+ * carrying a #GstMexdSlideMeta (slide id, tile count, time of each stage) — what `mexddiffc`
+ * classifies.  The slide end follows it downstream.  A slide without tiles gives no buffer (a
+ * warning is posted).
+ *
+ * ## Example launch line
+ * |[
+ * gst-launch-1.0 -m mexdfeaturesrc location=slide.h5 ! mexdmoe model=mexd.safetensors ! \
+ *     mexddiffc model=mexd.safetensors ! fakesink
+ * ]|
+ */
+#include "gstmexdmoe.h"
+
+#include "gstmexdmeta.h"
+#include "mexd.h"
+
+#include <string.h>
+
+GST_DEBUG_CATEGORY_STATIC(gst_mexd_moe_debug);
+#define GST_CAT_DEFAULT gst_mexd_moe_debug
+
+struct _GstMexdMoe {
+  GstBaseTransform parent;
+  gchar *model, *device, *mode;
+  MexdBackend *be;
+  MexdModel *m;
+  gint64 dim;
+  GArray *features; /* float: the current slide's */
+  gchar *slide_id;
+  GstClockTime pts;
+};
+
+enum { PROP_0, PROP_MODEL, PROP_DEVICE, PROP_MODE };
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
+    "sink", GST_PAD_SINK, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS("other/tensors, format = (string) static, num_tensors = (int) 1, "
+                    "types = (string) float32"));
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
+    "src", GST_PAD_SRC, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS("other/tensors, format = (string) static, num_tensors = (int) 2, "
+                    "types = (string) \"float32,float32\""));
+
+G_DEFINE_TYPE(GstMexdMoe, gst_mexd_moe, GST_TYPE_BASE_TRANSFORM)
+
+static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
+{
+  GstMexdMoe *self = GST_MEXD_MOE(bt);
+  if (!self->model || !*self->model) {
+    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
+                      ("No MExD model given: set the model property (tools/convert.py makes "
+                       "one, or mexd train)."),
+                      (NULL));
+    return FALSE;
+  }
+  g_autoptr(GError) error = NULL;
+  self->be = mexd_backend_new(self->device && *self->device ? self->device : NULL, &error);
+  if (self->be)
+    self->m = mexd_model_load(self->model, self->be, &error);
+  /* the routing mode: the model file's unless the property says */
+  if (self->m && self->mode && *self->mode) {
+    gboolean official = !strcmp(self->mode, "official");
+    if (!official && strcmp(self->mode, "paper")) {
+      g_set_error(&error, MEXD_ERROR, MEXD_ERROR_INVALID_ARGUMENT,
+                  "mode must be paper or official, not \"%s\"", self->mode);
+      g_clear_pointer(&self->m, mexd_model_free);
+    } else if (!mexd_model_set_mode(self->m, official ? MEXD_ROUTE_OFFICIAL : MEXD_ROUTE_PAPER,
+                                    &error)) {
+      g_clear_pointer(&self->m, mexd_model_free);
+    }
+  }
+  if (!self->m) {
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("%s", error->message), (NULL));
+    g_clear_pointer(&self->be, mexd_backend_unref);
+    return FALSE;
+  }
+  self->dim = mexd_model_config(self->m)->feature_dim;
+  self->features = g_array_new(FALSE, FALSE, sizeof(float));
+  self->pts = GST_CLOCK_TIME_NONE;
+  return TRUE;
+}
+
+static gboolean gst_mexd_moe_stop(GstBaseTransform *bt)
+{
+  GstMexdMoe *self = GST_MEXD_MOE(bt);
+  g_clear_pointer(&self->features, g_array_unref);
+  g_clear_pointer(&self->slide_id, g_free);
+  g_clear_pointer(&self->m, mexd_model_free);
+  g_clear_pointer(&self->be, mexd_backend_unref);
+  return TRUE;
+}
+
+static GstCaps *gst_mexd_moe_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
+                                            GstCaps *caps, GstCaps *filter)
+{
+  GstMexdMoe *self = GST_MEXD_MOE(bt);
+  (void)caps;
+  GstCaps *out = gst_static_pad_template_get_caps(direction == GST_PAD_SINK ? &src_template
+                                                                            : &sink_template);
+  if (self->m) {
+    const MexdModelConfig *cfg = mexd_model_config(self->m);
+    out = gst_caps_make_writable(out);
+    g_autofree char *d = direction == GST_PAD_SINK
+                             ? g_strdup_printf("%d,%d", cfg->n_classes, cfg->width)
+                             : g_strdup_printf("%d", cfg->feature_dim);
+    gst_caps_set_simple(out, "dimensions", G_TYPE_STRING, d, NULL);
+    if (direction == GST_PAD_SINK)
+      gst_caps_set_simple(out, "framerate", GST_TYPE_FRACTION, 0, 1, NULL);
+  }
+  if (filter) {
+    GstCaps *c = gst_caps_intersect_full(filter, out, GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref(out);
+    out = c;
+  }
+  return out;
+}
+
+static gboolean gst_mexd_moe_accept_caps(GstBaseTransform *bt, GstPadDirection dir,
+                                         GstCaps *caps)
+{
+  GstMexdMoe *self = GST_MEXD_MOE(bt);
+  if (dir == GST_PAD_SINK && self->m) {
+    const GstStructure *s = gst_caps_get_structure(caps, 0);
+    const char *dims = gst_structure_get_string(s, "dimensions");
+    gint di = 0;
+    gint64 d = dims ? g_ascii_strtoll(dims, NULL, 10)
+                    : (gst_structure_get_int(s, "dimensions", &di) ? di : 0);
+    if (d > 0 && d != self->dim) {
+      GST_ELEMENT_ERROR(self, CORE, NEGOTIATION,
+                        ("The features are %" G_GINT64_FORMAT "-dimensional but the model %s "
+                         "takes %" G_GINT64_FORMAT ": use the backbone the model was trained on.",
+                         d, self->model, self->dim),
+                        (NULL));
+      return FALSE;
+    }
+  }
+  return GST_BASE_TRANSFORM_CLASS(gst_mexd_moe_parent_class)->accept_caps(bt, dir, caps);
+}
+
+static GstFlowReturn gst_mexd_moe_submit(GstBaseTransform *bt, gboolean discont, GstBuffer *in)
+{
+  GstMexdMoe *self = GST_MEXD_MOE(bt);
+  (void)discont;
+  GstFlowReturn ret = GST_FLOW_OK;
+  if (gst_buffer_get_size(in) != sizeof(float) * self->dim) {
+    GST_ELEMENT_ERROR(self, STREAM, FORMAT,
+                      ("A feature of %" G_GSIZE_FORMAT " bytes; the model takes %" G_GINT64_FORMAT
+                       " float32.",
+                       gst_buffer_get_size(in), self->dim),
+                      (NULL));
+    ret = GST_FLOW_ERROR;
+  } else {
+    GstMexdTileMeta *m = gst_buffer_get_mexd_tile_meta(in);
+    if (m && !self->slide_id)
+      self->slide_id = g_strdup(m->slide_id);
+    if (!GST_CLOCK_TIME_IS_VALID(self->pts))
+      self->pts = GST_BUFFER_PTS(in);
+    GstMapInfo map;
+    if (gst_buffer_map(in, &map, GST_MAP_READ)) {
+      g_array_append_vals(self->features, map.data, (guint)self->dim);
+      gst_buffer_unmap(in, &map);
+    } else {
+      ret = GST_FLOW_ERROR;
+    }
+  }
+  gst_buffer_unref(in);
+  return ret;
+}
+
+static GstFlowReturn gst_mexd_moe_generate(GstBaseTransform *bt, GstBuffer **out)
+{
+  (void)bt;
+  *out = NULL;
+  return GST_FLOW_OK;
+}
+
+static GstMemory *floats_memory(const float *v, gsize n)
+{
+  GstMemory *mem = gst_allocator_alloc(NULL, n * sizeof(float), NULL);
+  GstMapInfo map;
+  gst_memory_map(mem, &map, GST_MAP_WRITE);
+  memcpy(map.data, v, n * sizeof(float));
+  gst_memory_unmap(mem, &map);
+  return mem;
+}
+
+/* The slide's features through adapter #1, Dyn-MoE and adapter #2; pushes (rho, Z). */
+static GstFlowReturn finish_slide(GstMexdMoe *self)
+{
+  gint64 n = self->features->len / self->dim;
+  g_autofree char *id = g_steal_pointer(&self->slide_id);
+  GstClockTime pts = self->pts;
+  self->pts = GST_CLOCK_TIME_NONE;
+  if (n == 0) {
+    if (id)
+      GST_ELEMENT_WARNING(self, STREAM, FAILED, ("Slide %s has no tiles: nothing to classify.", id),
+                          (NULL));
+    return GST_FLOW_OK;
+  }
+  MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
+  opt.diffusion = FALSE;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MexdResult) r = mexd_model_forward(self->m, (const float *)(void *)self->features->data,
+                                               n, self->dim, &opt, NULL, &error);
+  g_array_set_size(self->features, 0);
+  if (!r) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Slide %s: %s", id ? id : "?", error->message),
+                      (NULL));
+    return GST_FLOW_ERROR;
+  }
+  GstBuffer *out = gst_buffer_new();
+  gst_buffer_append_memory(out, floats_memory(r->rho, (gsize)r->n_classes));
+  gst_buffer_append_memory(out, floats_memory(r->z, (gsize)r->width));
+  gst_buffer_add_mexd_slide_meta(out, id ? id : "", n, r->ms_adapter1, r->ms_moe);
+  GST_BUFFER_PTS(out) = pts;
+  GST_INFO_OBJECT(self, "slide %s: %" G_GINT64_FORMAT " tiles, adapter #1 %.1f ms, Dyn-MoE %.1f ms",
+                  id, n, r->ms_adapter1, r->ms_moe);
+  return gst_pad_push(GST_BASE_TRANSFORM_SRC_PAD(self), out);
+}
+
+static gboolean gst_mexd_moe_sink_event(GstBaseTransform *bt, GstEvent *ev)
+{
+  GstMexdMoe *self = GST_MEXD_MOE(bt);
+  const gchar *id = NULL;
+  if (gst_mexd_event_is_slide_start(ev, &id)) {
+    if (self->features->len) /* the previous slide had no end */
+      finish_slide(self);
+    g_free(self->slide_id);
+    self->slide_id = g_strdup(id);
+  } else if (gst_mexd_event_is_slide_end(ev, NULL) || GST_EVENT_TYPE(ev) == GST_EVENT_EOS) {
+    GstFlowReturn ret = finish_slide(self);
+    if (ret == GST_FLOW_ERROR) {
+      gst_event_unref(ev);
+      return FALSE;
+    }
+  } else if (GST_EVENT_TYPE(ev) == GST_EVENT_FLUSH_STOP) {
+    g_array_set_size(self->features, 0);
+  }
+  return GST_BASE_TRANSFORM_CLASS(gst_mexd_moe_parent_class)->sink_event(bt, ev);
+}
+
+static void gst_mexd_moe_set_property(GObject *object, guint id, const GValue *value,
+                                      GParamSpec *pspec)
+{
+  GstMexdMoe *self = GST_MEXD_MOE(object);
+  GST_OBJECT_LOCK(self);
+  gchar **field = id == PROP_MODEL ? &self->model
+                  : id == PROP_DEVICE ? &self->device
+                  : id == PROP_MODE   ? &self->mode
+                                      : NULL;
+  if (field) {
+    g_free(*field);
+    *field = g_value_dup_string(value);
+  } else {
+    G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
+  }
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_mexd_moe_get_property(GObject *object, guint id, GValue *value,
+                                      GParamSpec *pspec)
+{
+  GstMexdMoe *self = GST_MEXD_MOE(object);
+  GST_OBJECT_LOCK(self);
+  if (id == PROP_MODEL)
+    g_value_set_string(value, self->model);
+  else if (id == PROP_DEVICE)
+    g_value_set_string(value, self->device);
+  else if (id == PROP_MODE)
+    g_value_set_string(value, self->mode);
+  else
+    G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_mexd_moe_finalize(GObject *object)
+{
+  GstMexdMoe *self = GST_MEXD_MOE(object);
+  g_free(self->model);
+  g_free(self->device);
+  g_free(self->mode);
+  G_OBJECT_CLASS(gst_mexd_moe_parent_class)->finalize(object);
+}
+
+static void gst_mexd_moe_class_init(GstMexdMoeClass *klass)
+{
+  GObjectClass *oc = G_OBJECT_CLASS(klass);
+  GstElementClass *ec = GST_ELEMENT_CLASS(klass);
+  GstBaseTransformClass *bc = GST_BASE_TRANSFORM_CLASS(klass);
+  oc->set_property = gst_mexd_moe_set_property;
+  oc->get_property = gst_mexd_moe_get_property;
+  oc->finalize = gst_mexd_moe_finalize;
+  const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
+  g_object_class_install_property(
+      oc, PROP_MODEL,
+      g_param_spec_string("model", "Model", "The MExD model file (safetensors)", NULL, rw));
+  g_object_class_install_property(
+      oc, PROP_DEVICE,
+      g_param_spec_string("device", "Device",
+                          "cpu, vulkan or vulkan:N (default: MEXD_DEVICE, else the first GPU, "
+                          "else lavapipe, else cpu)",
+                          NULL, rw));
+  g_object_class_install_property(
+      oc, PROP_MODE,
+      g_param_spec_string("mode", "Routing mode",
+                          "paper (MEXD.md) or official (the authors' stage-1 code); default: "
+                          "the model file's",
+                          NULL, rw));
+  gst_element_class_add_static_pad_template(ec, &sink_template);
+  gst_element_class_add_static_pad_template(ec, &src_template);
+  gst_element_class_set_static_metadata(
+      ec, "MExD Dyn-MoE aggregator", "Filter/Analyzer",
+      "A slide's tile features → prior and insight (TransMIL adapters and the Dynamic "
+      "Mixture-of-Experts)",
+      "mexd developers");
+  bc->start = gst_mexd_moe_start;
+  bc->stop = gst_mexd_moe_stop;
+  bc->transform_caps = gst_mexd_moe_transform_caps;
+  bc->accept_caps = gst_mexd_moe_accept_caps;
+  bc->submit_input_buffer = gst_mexd_moe_submit;
+  bc->generate_output = gst_mexd_moe_generate;
+  bc->sink_event = gst_mexd_moe_sink_event;
+  bc->passthrough_on_same_caps = FALSE;
+  GST_DEBUG_CATEGORY_INIT(gst_mexd_moe_debug, "mexdmoe", 0, "MExD Dyn-MoE aggregator");
+}
+
+static void gst_mexd_moe_init(GstMexdMoe *self)
+{
+  gst_base_transform_set_qos_enabled(GST_BASE_TRANSFORM(self), FALSE);
+}

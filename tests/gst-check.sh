@@ -44,3 +44,38 @@ assert (a["features"][:] == b["features"][:]).all(), "features differ"
 assert (a["coords"][:] == b["coords"][:]).all(), "coords differ"
 print(f"extract-features pipeline: {a['features'].shape[0]} tiles, identical to mexd extract --slide")
 PY
+
+# classify-features and classify-slide: each slide's mexd-result equals `mexd forward` on the
+# same features with the same seed (probabilities to float32 print precision)
+model="$src/tests/fixtures/mexd/model-e2.safetensors"
+vit="$src/tests/fixtures/gst/vit-d32.safetensors"
+compare() { # gst-launch output, then pairs of "slide-id json-file"
+  /usr/bin/python3 - "$@" <<'PY'
+import json, re, sys
+out = open(sys.argv[1]).read()
+results = re.findall(r"mexd-result, slide-id=\(string\)([^,]+),.*?probabilities=\(double\)< ([^>]*) >", out)
+want = sys.argv[2:]
+assert len(results) == len(want) // 2, f"{len(results)} mexd-result messages, expected {len(want) // 2}"
+for (sid, probs), (wid, path) in zip(results, zip(want[::2], want[1::2])):
+    p = [float(v) for v in probs.split(",")]
+    ref = json.load(open(path))["probabilities"]
+    assert sid == wid, (sid, wid)
+    err = max(abs(a - b) for a, b in zip(p, ref))
+    assert err < 1e-6, f"{sid}: pipeline {p} vs mexd forward {ref}"
+    print(f"  {sid}: probabilities {p} = mexd forward's (max diff {err:.1e})")
+PY
+}
+f1="$src/tests/fixtures/mexd/bag-n7.npy"
+"$mexd" forward --model "$model" --features "$f1" --device cpu --seed 5 --json >"$tmp/r1.json"
+run_gst sh "$src/pipelines/classify-features.sh" "$f1" "$model" device=cpu seed=5 >"$tmp/cf.txt"
+echo "classify-features:"
+compare "$tmp/cf.txt" bag-n7 "$tmp/r1.json"
+# classify-slide, three slides in a row in one pipeline: one result each, equal to extract + forward
+"$mexd" extract --backbone "$vit" --slide "$MEXD_TEST_SLIDE" --preset tcga --device cpu \
+  --out "$tmp/vf.h5" -q
+"$mexd" forward --model "$model" --features "$tmp/vf.h5" --device cpu --seed 9 --json >"$tmp/r2.json"
+three="$MEXD_TEST_SLIDE;$MEXD_TEST_SLIDE;$MEXD_TEST_SLIDE"
+run_gst sh "$src/pipelines/classify-slide.sh" "$three" "$vit" "$model" preset=tcga device=cpu \
+  seed=9 >"$tmp/cs.txt"
+echo "classify-slide (three slides in a row):"
+compare "$tmp/cs.txt" synth "$tmp/r2.json" synth "$tmp/r2.json" synth "$tmp/r2.json"

@@ -59,6 +59,7 @@ assert len(results) == len(want) // 2, f"{len(results)} mexd-result messages, ex
 for (sid, probs), (wid, path) in zip(results, zip(want[::2], want[1::2])):
     p = [float(v) for v in probs.split(",")]
     ref = json.load(open(path))["probabilities"]
+    sid = sid.strip("\"")
     assert sid == wid, (sid, wid)
     err = max(abs(a - b) for a, b in zip(p, ref))
     assert err < 1e-6, f"{sid}: pipeline {p} vs mexd forward {ref}"
@@ -79,3 +80,21 @@ run_gst sh "$src/pipelines/classify-slide.sh" "$three" "$vit" "$model" preset=tc
   seed=9 >"$tmp/cs.txt"
 echo "classify-slide (three slides in a row):"
 compare "$tmp/cs.txt" synth "$tmp/r2.json" synth "$tmp/r2.json" synth "$tmp/r2.json"
+
+# composition with stock elements: PNG tiles from multifilesrc ! pngdec ! videoconvert (no tile
+# meta, no slide events: EOS ends the one slide), equal to extract --tiles + forward
+mkdir "$tmp/png" "$tmp/png2"
+i=0
+for f in "$src"/tests/fixtures/backbones/tiles/*.png; do
+  cp "$f" "$tmp/png/$(printf %05d $i).png"
+  cp "$f" "$tmp/png2/t${i}_${i}_0.png"
+  i=$((i + 1))
+done
+"$mexd" extract --backbone "$vit" --tiles "$tmp/png2" --device cpu --out "$tmp/pf.h5" -q
+"$mexd" forward --model "$model" --features "$tmp/pf.h5" --device cpu --seed 3 --json >"$tmp/r3.json"
+run_gst gst-launch-1.0 -m multifilesrc location="$tmp/png/%05d.png" index=0 stop-index=$((i - 1)) \
+  caps=image/png,framerate=1/1 ! pngdec ! videoconvert ! video/x-raw,format=RGB \
+  ! mexdembed model="$vit" device=cpu ! mexdmoe model="$model" device=cpu \
+  ! mexddiffc model="$model" device=cpu seed=3 ! fakesink >"$tmp/mf.txt"
+echo "multifilesrc ! pngdec ! videoconvert ! mexdembed ! mexdmoe ! mexddiffc:"
+compare "$tmp/mf.txt" "" "$tmp/r3.json"

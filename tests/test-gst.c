@@ -8,6 +8,7 @@
 #include "../plugins/gstmexdmeta.h"
 
 #include <glib/gstdio.h>
+#include <gst/app/gstappsrc.h>
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
 #include <string.h>
@@ -306,6 +307,92 @@ static void test_featuresink(void)
   g_rmdir(dir);
 }
 
+/* A scanner's program: tiles pushed through appsrc as they come off the device, slide events
+ * around each slide, the results read from the bus; equal to the library on the same tiles. */
+static void test_appsrc_scanner(void)
+{
+  g_autofree char *vit = fixture("gst", "vit-d32.safetensors");
+  g_autofree char *model = fixture("mexd", "model-e2.safetensors");
+  g_autofree char *desc = g_strdup_printf(
+      "appsrc name=scanner format=time caps=video/x-raw,format=RGB,width=64,height=64,"
+      "framerate=0/1 ! mexdembed model=%s device=cpu batch-size=3 ! mexdmoe model=%s "
+      "device=cpu ! mexddiffc model=%s device=cpu seed=4 chains=8 ! fakesink",
+      vit, model, model);
+  g_autoptr(GError) error = NULL;
+  GstElement *pipe = gst_parse_launch(desc, &error);
+  g_assert_no_error(error);
+  GstElement *src = gst_bin_get_by_name(GST_BIN(pipe), "scanner");
+  gst_element_set_state(pipe, GST_STATE_PLAYING);
+  const int tiles[2] = {5, 4};
+  g_autoptr(MexdBackend) be = mexd_backend_new("cpu", &error);
+  g_autoptr(MexdBackbone) bb = mexd_backbone_load(vit, be, MEXD_DTYPE_F32, &error);
+  g_autoptr(MexdModel) m = mexd_model_load(model, be, &error);
+  g_assert_no_error(error);
+  float want[2][2];
+  for (int sl = 0; sl < 2; sl++) {
+    g_autofree char *id = g_strdup_printf("scan-%d", sl);
+    g_assert_true(gst_element_send_event(
+        src, gst_mexd_event_new_slide_start(id, "", 640, 640, 0.5, 64, tiles[sl])));
+    g_autofree guint8 *px = g_malloc(tiles[sl] * 64 * 64 * 3);
+    for (int i = 0; i < tiles[sl] * 64 * 64 * 3; i++)
+      px[i] = (guint8)((i * (sl + 3) + i / 191) & 0xff);
+    for (int t = 0; t < tiles[sl]; t++) {
+      GstBuffer *b = gst_buffer_new_allocate(NULL, 64 * 64 * 3, NULL);
+      gst_buffer_fill(b, 0, px + (size_t)t * 64 * 64 * 3, 64 * 64 * 3);
+      gst_buffer_add_mexd_tile_meta(b, id, 0, 64 * t, 0, 64, 64, 0.5, t);
+      g_assert_cmpint(gst_app_src_push_buffer(GST_APP_SRC(src), b), ==, GST_FLOW_OK);
+    }
+    g_assert_true(gst_element_send_event(src, gst_mexd_event_new_slide_end(id, tiles[sl])));
+    /* the library on the same tiles */
+    g_autofree float *f = g_new(float, tiles[sl] * 32);
+    g_assert_true(mexd_backbone_embed(bb, px, tiles[sl], 64, 64, f, NULL, &error));
+    MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
+    opt.seed = 4;
+    opt.chains = 8;
+    g_autoptr(MexdResult) r = mexd_model_forward(m, f, tiles[sl], 32, &opt, NULL, &error);
+    g_assert_no_error(error);
+    want[sl][0] = r->probs[0];
+    want[sl][1] = r->probs[1];
+  }
+  gst_app_src_end_of_stream(GST_APP_SRC(src));
+  GstBus *bus = gst_element_get_bus(pipe);
+  int results = 0;
+  for (;;) {
+    GstMessage *msg = gst_bus_timed_pop_filtered(
+        bus, 60 * GST_SECOND, GST_MESSAGE_ELEMENT | GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+    g_assert_nonnull(msg);
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) {
+      g_autoptr(GError) e = NULL;
+      gst_message_parse_error(msg, &e, NULL);
+      g_error("pipeline error: %s", e->message);
+    }
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS) {
+      gst_message_unref(msg);
+      break;
+    }
+    const GstStructure *s = gst_message_get_structure(msg);
+    if (gst_structure_has_name(s, "mexd-result")) {
+      g_autofree char *id = g_strdup_printf("scan-%d", results);
+      g_assert_cmpstr(gst_structure_get_string(s, "slide-id"), ==, id);
+      gint64 n;
+      g_assert_true(gst_structure_get_int64(s, "tiles", &n));
+      g_assert_cmpint(n, ==, tiles[results]);
+      const GValue *probs = gst_structure_get_value(s, "probabilities");
+      g_assert_cmpuint(gst_value_array_get_size(probs), ==, 2);
+      for (int c = 0; c < 2; c++)
+        g_assert_cmpfloat_with_epsilon(
+            g_value_get_double(gst_value_array_get_value(probs, c)), want[results][c], 1e-6);
+      results++;
+    }
+    gst_message_unref(msg);
+  }
+  g_assert_cmpint(results, ==, 2);
+  gst_object_unref(bus);
+  gst_object_unref(src);
+  gst_element_set_state(pipe, GST_STATE_NULL);
+  gst_object_unref(pipe);
+}
+
 int main(int argc, char **argv)
 {
   gst_init(&argc, &argv);
@@ -316,5 +403,6 @@ int main(int argc, char **argv)
   g_test_add_func("/gst/mexdembed/batches", test_embed);
   g_test_add_func("/gst/mexdembed/errors", test_embed_errors);
   g_test_add_func("/gst/mexdfeaturesink/files", test_featuresink);
+  g_test_add_func("/gst/appsrc-scanner", test_appsrc_scanner);
   return g_test_run();
 }

@@ -79,7 +79,8 @@ static gboolean gst_mexd_embed_start(GstBaseTransform *bt)
   if (self->be)
     self->bb = mexd_backbone_load(self->model, self->be, dtype, &error);
   if (!self->bb) {
-    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("%s", error->message), (NULL));
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Cannot load the backbone: %s", error->message),
+                      (NULL));
     g_clear_pointer(&self->be, mexd_backend_unref);
     return FALSE;
   }

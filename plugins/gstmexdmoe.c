@@ -77,7 +77,8 @@ static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
     }
   }
   if (!self->m) {
-    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("%s", error->message), (NULL));
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Cannot load the MExD model: %s", error->message),
+                      (NULL));
     g_clear_pointer(&self->be, mexd_backend_unref);
     return FALSE;
   }

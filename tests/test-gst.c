@@ -307,6 +307,45 @@ static void test_featuresink(void)
   g_rmdir(dir);
 }
 
+/* mexdmoe / mexddiffc errors: a message a user can act on, and a clean stop. */
+static void test_moe_errors(void)
+{
+  g_autofree char *model = fixture("mexd", "model-e2.safetensors");
+  g_autofree char *bag = fixture("mexd", "bag-n7.npy");
+  g_autofree char *vit48 = fixture("backbones", "vit-tiny.safetensors");
+  g_autofree char *d1 = g_strdup_printf(
+      "mexdfeaturesrc location=%s ! mexdmoe model=/nonexistent/mexd.safetensors ! fakesink", bag);
+  g_autofree char *m1 = run_pipeline(d1);
+  g_assert_nonnull(m1);
+  g_assert_nonnull(strstr(m1, "/nonexistent/mexd.safetensors"));
+  g_test_message("missing model: %s", m1);
+  /* features of another backbone (48-d) into a 32-d model */
+  g_autofree char *d2 = g_strdup_printf(
+      "videotestsrc num-buffers=3 ! video/x-raw,format=RGB,width=64,height=64 ! "
+      "mexdembed model=%s device=cpu ! mexdmoe model=%s device=cpu ! fakesink",
+      vit48, model);
+  g_autofree char *m2 = run_pipeline(d2);
+  g_assert_nonnull(m2);
+  g_test_message("48-d features, 32-d model: %s", m2);
+  g_assert_true(strstr(m2, "48") != NULL);
+  /* a bad routing mode and sampler */
+  g_autofree char *d3 = g_strdup_printf(
+      "mexdfeaturesrc location=%s ! mexdmoe model=%s mode=fancy ! fakesink", bag, model);
+  g_autofree char *m3 = run_pipeline(d3);
+  g_assert_nonnull(strstr(m3, "fancy"));
+  g_autofree char *d4 = g_strdup_printf(
+      "mexdfeaturesrc location=%s ! mexdmoe model=%s device=cpu ! mexddiffc model=%s "
+      "sampler=euler ! fakesink", bag, model, model);
+  g_autofree char *m4 = run_pipeline(d4);
+  g_assert_nonnull(strstr(m4, "euler"));
+  /* a feature file that is not one */
+  g_autofree char *d5 = g_strdup_printf(
+      "mexdfeaturesrc location=%s ! mexdmoe model=%s ! fakesink", model, model);
+  g_autofree char *m5 = run_pipeline(d5);
+  g_assert_nonnull(strstr(m5, "model-e2.safetensors"));
+  g_test_message("not a feature file: %s", m5);
+}
+
 /* A scanner's program: tiles pushed through appsrc as they come off the device, slide events
  * around each slide, the results read from the bus; equal to the library on the same tiles. */
 static void test_appsrc_scanner(void)
@@ -404,5 +443,6 @@ int main(int argc, char **argv)
   g_test_add_func("/gst/mexdembed/errors", test_embed_errors);
   g_test_add_func("/gst/mexdfeaturesink/files", test_featuresink);
   g_test_add_func("/gst/appsrc-scanner", test_appsrc_scanner);
+  g_test_add_func("/gst/mexdmoe/errors", test_moe_errors);
   return g_test_run();
 }

@@ -916,13 +916,7 @@ static MexdBag *read_h5(const char *path, const char *fname, GError **error)
   return bag;
 }
 
-/* Writes the datasets of `bag` into the new file `tmp`; on failure *step says what failed. */
-static gboolean h5_write_locked(const char *tmp, const MexdBag *bag, const char **step,
-                                char **detail)
-{
-  hid_t file = H5I_INVALID_HID, space = H5I_INVALID_HID, dset = H5I_INVALID_HID;
-  hid_t scalar = H5I_INVALID_HID, attr = H5I_INVALID_HID;
-  gboolean ok = FALSE;
+/* In the writers below: run an HDF5 call; on failure note what was being done and leave. */
 #define H5_TRY(expr, what)                                                                         \
   do {                                                                                             \
     if ((expr) < 0) {                                                                              \
@@ -931,6 +925,31 @@ static gboolean h5_write_locked(const char *tmp, const MexdBag *bag, const char 
     }                                                                                              \
   } while (0)
 
+/* Writes a scalar (count 1) or 1-D int64 / float64 attribute `name` on `obj`; < 0 on failure. */
+static herr_t h5_put_attr(hid_t obj, const char *name, gboolean is_float, int count,
+                          const int64_t *iv, const double *fv)
+{
+  hsize_t dim = (hsize_t)count;
+  hid_t space = count == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &dim, NULL);
+  if (space < 0)
+    return -1;
+  hid_t attr = H5Acreate2(obj, name, is_float ? H5T_IEEE_F64LE : H5T_STD_I64LE, space,
+                          H5P_DEFAULT, H5P_DEFAULT);
+  herr_t r = attr < 0 ? -1
+             : is_float ? H5Awrite(attr, H5T_NATIVE_DOUBLE, fv)
+                        : H5Awrite(attr, H5T_NATIVE_INT64, iv);
+  if (attr >= 0)
+    H5Aclose(attr);
+  H5Sclose(space);
+  return r;
+}
+
+/* Writes the datasets of `bag` into the new file `tmp`; on failure *step says what failed. */
+static gboolean h5_write_locked(const char *tmp, const MexdBag *bag, const char **step,
+                                char **detail)
+{
+  hid_t file = H5I_INVALID_HID, space = H5I_INVALID_HID, dset = H5I_INVALID_HID;
+  gboolean ok = FALSE;
   H5_TRY(file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "create the file");
   hsize_t dims[2] = {(hsize_t)bag->n, (hsize_t)bag->d};
   H5_TRY(space = H5Screate_simple(2, dims, NULL), "create the features dataspace");
@@ -949,20 +968,15 @@ static gboolean h5_write_locked(const char *tmp, const MexdBag *bag, const char 
            "create dataset coords");
     H5_TRY(H5Dwrite(dset, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, bag->coords),
            "write dataset coords");
-    H5_TRY(scalar = H5Screate(H5S_SCALAR), "create an attribute dataspace");
     const struct {
       const char *name;
       int value;
     } attrs[] = {{"patch_level", bag->patch_level}, {"patch_size", bag->patch_size}};
     for (size_t i = 0; i < G_N_ELEMENTS(attrs); i++) {
-      if (attrs[i].value < 0)
-        continue;
       int64_t v = attrs[i].value;
-      H5_TRY(attr =
-                 H5Acreate2(dset, attrs[i].name, H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT),
-             "create an attribute of coords");
-      H5_TRY(H5Awrite(attr, H5T_NATIVE_INT64, &v), "write an attribute of coords");
-      h5_close_id(&attr);
+      if (v >= 0)
+        H5_TRY(h5_put_attr(dset, attrs[i].name, FALSE, 1, &v, NULL),
+               "write an attribute of coords");
     }
   }
   h5_close_id(&dset);
@@ -970,12 +984,9 @@ static gboolean h5_write_locked(const char *tmp, const MexdBag *bag, const char 
   file = H5I_INVALID_HID;
   H5_TRY(H5Fclose(f), "close the file");
   ok = TRUE;
-#undef H5_TRY
 out:
   if (!ok)
     *detail = h5_detail();
-  h5_close_id(&attr);
-  h5_close_id(&scalar);
   h5_close_id(&dset);
   h5_close_id(&space);
   h5_close_id(&file);
@@ -990,13 +1001,6 @@ static gboolean h5_write_patches_locked(const char *tmp, const MexdPatchFile *pf
   hid_t file = H5I_INVALID_HID, space = H5I_INVALID_HID, dset = H5I_INVALID_HID;
   hid_t aspace = H5I_INVALID_HID, attr = H5I_INVALID_HID, stype = H5I_INVALID_HID;
   gboolean ok = FALSE;
-#define H5_TRY(expr, what)                                                                         \
-  do {                                                                                             \
-    if ((expr) < 0) {                                                                              \
-      *step = what;                                                                                \
-      goto out;                                                                                    \
-    }                                                                                              \
-  } while (0)
   H5_TRY(file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "create the file");
   /* a dataset of 0 rows is a valid patch file (a slide without tissue): HDF5 takes 0 dims */
   hsize_t dims[2] = {(hsize_t)pf->n, 2};
@@ -1022,22 +1026,11 @@ static gboolean h5_write_patches_locked(const char *tmp, const MexdPatchFile *pf
       {"patch_size_level0", 1, FALSE, {pf->patch_size_level0, 0}, {0, 0}},
       {"mpp", 1, TRUE, {0, 0}, {pf->mpp, 0}},
   };
-  for (size_t i = 0; i < G_N_ELEMENTS(attrs); i++) {
-    if (!strcmp(attrs[i].name, "mpp") && !(pf->mpp > 0))
-      continue;
-    hsize_t adim = (hsize_t)attrs[i].count;
-    H5_TRY(aspace = attrs[i].count == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &adim, NULL),
-           "create an attribute dataspace");
-    H5_TRY(attr = H5Acreate2(dset, attrs[i].name,
-                             attrs[i].is_float ? H5T_IEEE_F64LE : H5T_STD_I64LE, aspace,
-                             H5P_DEFAULT, H5P_DEFAULT),
-           "create an attribute of coords");
-    H5_TRY(attrs[i].is_float ? H5Awrite(attr, H5T_NATIVE_DOUBLE, attrs[i].f)
-                             : H5Awrite(attr, H5T_NATIVE_INT64, attrs[i].i),
-           "write an attribute of coords");
-    h5_close_id(&attr);
-    h5_close_id(&aspace);
-  }
+  for (size_t i = 0; i < G_N_ELEMENTS(attrs); i++)
+    if (strcmp(attrs[i].name, "mpp") || pf->mpp > 0)
+      H5_TRY(h5_put_attr(dset, attrs[i].name, attrs[i].is_float, attrs[i].count, attrs[i].i,
+                         attrs[i].f),
+             "write an attribute of coords");
   if (pf->name) {
     H5_TRY(stype = H5Tcopy(H5T_C_S1), "make a string type");
     /* a variable-length UTF-8 string, as h5py writes a Python str */
@@ -1054,7 +1047,6 @@ static gboolean h5_write_patches_locked(const char *tmp, const MexdPatchFile *pf
   file = H5I_INVALID_HID;
   H5_TRY(H5Fclose(f), "close the file");
   ok = TRUE;
-#undef H5_TRY
 out:
   if (!ok)
     *detail = h5_detail();

@@ -1,6 +1,8 @@
 /* gstmexdmeta.c: the tile meta and the slide events (gstmexdmeta.h). */
 #include "gstmexdmeta.h"
 
+#include <string.h>
+
 GType gst_mexd_tile_meta_api_get_type(void)
 {
   static GType type = 0;
@@ -148,6 +150,87 @@ GstMexdSlideMeta *gst_buffer_add_mexd_slide_meta(GstBuffer *buf, const gchar *sl
   m->tiles = tiles;
   m->ms_adapter1 = ms_adapter1;
   m->ms_moe = ms_moe;
+  return m;
+}
+
+GType gst_mexd_routing_meta_api_get_type(void)
+{
+  static GType type = 0;
+  static const gchar *tags[] = {NULL};
+  if (g_once_init_enter(&type)) {
+    GType t = g_type_from_name("GstMexdRoutingMetaAPI");
+    if (!t)
+      t = gst_meta_api_type_register("GstMexdRoutingMetaAPI", tags);
+    g_once_init_leave(&type, t);
+  }
+  return type;
+}
+
+static gboolean routing_meta_init(GstMeta *meta, gpointer params, GstBuffer *buffer)
+{
+  (void)params;
+  (void)buffer;
+  GstMexdRoutingMeta *m = (GstMexdRoutingMeta *)meta;
+  m->n = 0;
+  m->xy = NULL;
+  m->score = NULL;
+  m->experts = NULL;
+  m->tile_extent = m->width = m->height = 0;
+  return TRUE;
+}
+
+static void routing_meta_free(GstMeta *meta, GstBuffer *buffer)
+{
+  (void)buffer;
+  GstMexdRoutingMeta *m = (GstMexdRoutingMeta *)meta;
+  g_free(m->xy);
+  g_free(m->score);
+  g_free(m->experts);
+}
+
+static gboolean routing_meta_transform(GstBuffer *dest, GstMeta *meta, GstBuffer *buffer,
+                                       GQuark type, gpointer data)
+{
+  (void)buffer;
+  (void)type;
+  (void)data;
+  GstMexdRoutingMeta *m = (GstMexdRoutingMeta *)meta;
+  GstMexdRoutingMeta *d = gst_buffer_add_mexd_routing_meta(dest, m->n);
+  if (!d)
+    return FALSE;
+  memcpy(d->xy, m->xy, sizeof(gint32) * 2 * m->n);
+  memcpy(d->score, m->score, sizeof(gfloat) * m->n);
+  memcpy(d->experts, m->experts, sizeof(guint32) * m->n);
+  d->tile_extent = m->tile_extent;
+  d->width = m->width;
+  d->height = m->height;
+  return TRUE;
+}
+
+const GstMetaInfo *gst_mexd_routing_meta_get_info(void)
+{
+  static const GstMetaInfo *info = NULL;
+  if (g_once_init_enter((GstMetaInfo **)&info)) {
+    const GstMetaInfo *mi = gst_meta_get_info("GstMexdRoutingMeta");
+    if (!mi)
+      mi = gst_meta_register(GST_MEXD_ROUTING_META_API_TYPE, "GstMexdRoutingMeta",
+                             sizeof(GstMexdRoutingMeta), routing_meta_init, routing_meta_free,
+                             routing_meta_transform);
+    g_once_init_leave((GstMetaInfo **)&info, (GstMetaInfo *)mi);
+  }
+  return info;
+}
+
+GstMexdRoutingMeta *gst_buffer_add_mexd_routing_meta(GstBuffer *buf, gint64 n)
+{
+  GstMexdRoutingMeta *m =
+      (GstMexdRoutingMeta *)gst_buffer_add_meta(buf, gst_mexd_routing_meta_get_info(), NULL);
+  if (!m)
+    return NULL;
+  m->n = n;
+  m->xy = g_new0(gint32, 2 * MAX(n, 1));
+  m->score = g_new0(gfloat, MAX(n, 1));
+  m->experts = g_new0(guint32, MAX(n, 1));
   return m;
 }
 

@@ -56,6 +56,27 @@ GstMexdSlideMeta *gst_buffer_add_mexd_slide_meta(GstBuffer *buf, const gchar *sl
 #define gst_buffer_get_mexd_slide_meta(b)                                                         \
   ((GstMexdSlideMeta *)gst_buffer_get_meta((b), GST_MEXD_SLIDE_META_API_TYPE))
 
+/* On mexdmoe's per-slide output: where each tile is and how the Dyn-MoE routed it, for
+ * mexdheatmap.  score[i] = Σ over experts e that selected tile i of c_e (the expert's weight in
+ * the insight Z); experts[i] has bit e set when expert e selected it. */
+typedef struct {
+  GstMeta meta;
+  gint64 n;            /* tiles */
+  gint32 *xy;          /* [2n] level-0 top-left (−1 when the tile had no meta) */
+  gfloat *score;       /* [n] */
+  guint32 *experts;    /* [n] */
+  gint64 tile_extent;  /* level-0 pixels of a tile */
+  gint64 width, height; /* level-0 size of the slide (0 when unknown) */
+} GstMexdRoutingMeta;
+
+GType gst_mexd_routing_meta_api_get_type(void);
+const GstMetaInfo *gst_mexd_routing_meta_get_info(void);
+#define GST_MEXD_ROUTING_META_API_TYPE (gst_mexd_routing_meta_api_get_type())
+/* Adds a meta for n tiles (arrays zeroed) to be filled by the caller. */
+GstMexdRoutingMeta *gst_buffer_add_mexd_routing_meta(GstBuffer *buf, gint64 n);
+#define gst_buffer_get_mexd_routing_meta(b)                                                       \
+  ((GstMexdRoutingMeta *)gst_buffer_get_meta((b), GST_MEXD_ROUTING_META_API_TYPE))
+
 GstEvent *gst_mexd_event_new_slide_start(const gchar *slide_id, const gchar *path, gint64 width,
                                          gint64 height, gdouble mpp, gint tile_size,
                                          gint64 tiles);

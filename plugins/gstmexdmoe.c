@@ -6,8 +6,9 @@
  * of the model) and, at `mexd/slide-end` or EOS, runs MExD's adapter #1 (TransMIL), the Dynamic
  * Mixture-of-Experts and adapter #2 over them.  It sends one buffer per slide: `other/tensors`
  * with two float32 tensors, the prior ρ [classes] and the insight Z [width] (one memory each),
- * carrying a #GstMexdSlideMeta (slide id, tile count, time of each stage) — what `mexddiffc`
- * classifies.  The slide end follows it downstream.  A slide without tiles gives no buffer (a
+ * carrying a #GstMexdSlideMeta (slide id, tile count, time of each stage) and a
+ * #GstMexdRoutingMeta (each tile's position and routing: which experts selected it and its score,
+ * the summed weights c_e of those experts) — what `mexddiffc` classifies and `mexdheatmap` draws.  The slide end follows it downstream.  A slide without tiles gives no buffer (a
  * warning is posted).
  *
  * ## Example launch line
@@ -33,6 +34,8 @@ struct _GstMexdMoe {
   MexdModel *m;
   gint64 dim;
   GArray *features; /* float: the current slide's */
+  GArray *xy;       /* int32 pairs: each tile's level-0 top-left (−1 without meta) */
+  gint64 tile_extent, slide_w, slide_h;
   gchar *slide_id;
   GstClockTime pts;
 };
@@ -84,6 +87,8 @@ static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
   }
   self->dim = mexd_model_config(self->m)->feature_dim;
   self->features = g_array_new(FALSE, FALSE, sizeof(float));
+  self->xy = g_array_new(FALSE, FALSE, sizeof(gint32));
+  self->tile_extent = self->slide_w = self->slide_h = 0;
   self->pts = GST_CLOCK_TIME_NONE;
   return TRUE;
 }
@@ -92,6 +97,7 @@ static gboolean gst_mexd_moe_stop(GstBaseTransform *bt)
 {
   GstMexdMoe *self = GST_MEXD_MOE(bt);
   g_clear_pointer(&self->features, g_array_unref);
+  g_clear_pointer(&self->xy, g_array_unref);
   g_clear_pointer(&self->slide_id, g_free);
   g_clear_pointer(&self->m, mexd_model_free);
   g_clear_pointer(&self->be, mexd_backend_unref);
@@ -161,6 +167,10 @@ static GstFlowReturn gst_mexd_moe_submit(GstBaseTransform *bt, gboolean discont,
     GstMexdTileMeta *m = gst_buffer_get_mexd_tile_meta(in);
     if (m && !self->slide_id)
       self->slide_id = g_strdup(m->slide_id);
+    gint32 xy[2] = {m ? (gint32)m->x : -1, m ? (gint32)m->y : -1};
+    g_array_append_vals(self->xy, xy, 2);
+    if (m)
+      self->tile_extent = m->ref_size > 0 ? m->ref_size : m->tile_size;
     if (!GST_CLOCK_TIME_IS_VALID(self->pts))
       self->pts = GST_BUFFER_PTS(in);
     GstMapInfo map;
@@ -211,6 +221,8 @@ static GstFlowReturn finish_slide(GstMexdMoe *self)
   g_autoptr(MexdResult) r = mexd_model_forward(self->m, (const float *)(void *)self->features->data,
                                                n, self->dim, &opt, NULL, &error);
   g_array_set_size(self->features, 0);
+  g_autoptr(GArray) xy = self->xy;
+  self->xy = g_array_new(FALSE, FALSE, sizeof(gint32));
   if (!r) {
     GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Slide %s: %s", id ? id : "?", error->message),
                       (NULL));
@@ -220,6 +232,20 @@ static GstFlowReturn finish_slide(GstMexdMoe *self)
   gst_buffer_append_memory(out, floats_memory(r->rho, (gsize)r->n_classes));
   gst_buffer_append_memory(out, floats_memory(r->z, (gsize)r->width));
   gst_buffer_add_mexd_slide_meta(out, id ? id : "", n, r->ms_adapter1, r->ms_moe);
+  /* routing per tile; selected rows from n on are the padding's copies of instances 0, 1, … */
+  GstMexdRoutingMeta *rm = gst_buffer_add_mexd_routing_meta(out, n);
+  memcpy(rm->xy, xy->data, sizeof(gint32) * 2 * n);
+  for (int e = 0; e < r->experts; e++)
+    for (int64_t k = 0; k < r->n_selected[e]; k++) {
+      int64_t i = r->selected[e][k] % n;
+      if (!(rm->experts[i] & (1u << e))) {
+        rm->experts[i] |= 1u << e;
+        rm->score[i] += r->c[e];
+      }
+    }
+  rm->tile_extent = self->tile_extent;
+  rm->width = self->slide_w;
+  rm->height = self->slide_h;
   GST_BUFFER_PTS(out) = pts;
   GST_INFO_OBJECT(self, "slide %s: %" G_GINT64_FORMAT " tiles, adapter #1 %.1f ms, Dyn-MoE %.1f ms",
                   id, n, r->ms_adapter1, r->ms_moe);
@@ -235,6 +261,10 @@ static gboolean gst_mexd_moe_sink_event(GstBaseTransform *bt, GstEvent *ev)
       finish_slide(self);
     g_free(self->slide_id);
     self->slide_id = g_strdup(id);
+    const GstStructure *st = gst_event_get_structure(ev);
+    if (!gst_structure_get_int64(st, "width", &self->slide_w) ||
+        !gst_structure_get_int64(st, "height", &self->slide_h))
+      self->slide_w = self->slide_h = 0;
   } else if (gst_mexd_event_is_slide_end(ev, NULL) || GST_EVENT_TYPE(ev) == GST_EVENT_EOS) {
     GstFlowReturn ret = finish_slide(self);
     if (ret == GST_FLOW_ERROR) {
@@ -243,6 +273,7 @@ static gboolean gst_mexd_moe_sink_event(GstBaseTransform *bt, GstEvent *ev)
     }
   } else if (GST_EVENT_TYPE(ev) == GST_EVENT_FLUSH_STOP) {
     g_array_set_size(self->features, 0);
+    g_array_set_size(self->xy, 0);
   }
   return GST_BASE_TRANSFORM_CLASS(gst_mexd_moe_parent_class)->sink_event(bt, ev);
 }

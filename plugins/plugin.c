@@ -3,6 +3,7 @@
 #include "gstmexdembed.h"
 #include "gstmexdfeaturesink.h"
 #include "gstmexdfeaturesrc.h"
+#include "gstmexdheatmap.h"
 #include "gstmexdmoe.h"
 #include "gstopenslidesrc.h"
 
@@ -18,6 +19,7 @@ static gboolean plugin_init(GstPlugin *plugin)
   ok &= gst_element_register(plugin, "mexdfeaturesrc", GST_RANK_NONE, GST_TYPE_MEXD_FEATURE_SRC);
   ok &= gst_element_register(plugin, "mexdmoe", GST_RANK_NONE, GST_TYPE_MEXD_MOE);
   ok &= gst_element_register(plugin, "mexddiffc", GST_RANK_NONE, GST_TYPE_MEXD_DIFFC);
+  ok &= gst_element_register(plugin, "mexdheatmap", GST_RANK_NONE, GST_TYPE_MEXD_HEATMAP);
   return ok;
 }
 

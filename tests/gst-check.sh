@@ -98,3 +98,37 @@ run_gst gst-launch-1.0 -m multifilesrc location="$tmp/png/%05d.png" index=0 stop
   ! mexddiffc model="$model" device=cpu seed=3 ! fakesink >"$tmp/mf.txt"
 echo "multifilesrc ! pngdec ! videoconvert ! mexdembed ! mexdmoe ! mexddiffc:"
 compare "$tmp/mf.txt" "" "$tmp/r3.json"
+
+# heatmap: the routing overlay of each slide (two in a row), the slide's aspect, opaque only on
+# tiles (alpha 0.4), every tile drawn; the classification beside it unchanged
+"$mexd" tiles "$MEXD_TEST_SLIDE" --preset tcga --out "$tmp/tiles.h5" -q
+run_gst sh "$src/pipelines/heatmap.sh" "$MEXD_TEST_SLIDE;$MEXD_TEST_SLIDE" "$vit" "$model" \
+  "$tmp/hm" preset=tcga device=cpu seed=9 width=512 >"$tmp/hm.txt"
+echo "heatmap:"
+compare "$tmp/hm.txt" synth "$tmp/r2.json" synth "$tmp/r2.json"
+/usr/bin/python3 - "$tmp" <<'PY' || exit 1
+import sys
+try:
+    import h5py, numpy as np
+    from PIL import Image
+except ImportError:
+    print("no h5py/PIL: heatmap not checked"); sys.exit(0)
+tmp = sys.argv[1]
+coords = h5py.File(f"{tmp}/tiles.h5")["coords"][:]
+for k in range(2):
+    im = np.asarray(Image.open(f"{tmp}/hm/heatmap-{k:02d}.png"))
+    assert im.shape == (384, 512, 4), im.shape  # 4096 x 3072 at width 512
+    s = 512 / 4096
+    covered = np.zeros(im.shape[:2], bool)
+    for x, y in coords:
+        x0, y0, x1, y1 = int(np.floor(x * s)), int(np.floor(y * s)), int(np.ceil((x + 256) * s)), int(np.ceil((y + 256) * s))
+        covered[max(y0, 0):y1, max(x0, 0):x1] = True
+        cy, cx = int((y + 128) * s), int((x + 128) * s)
+        if cy < 384 and cx < 512:
+            assert im[cy, cx, 3] == 102, (x, y, im[cy, cx])
+    alpha = im[:, :, 3]
+    assert not (alpha[~covered] != 0).any(), "opaque pixels outside the tiles"
+    assert set(np.unique(alpha)) <= {0, 102}
+    print(f"  heatmap-{k:02d}.png: 512 x 384, {len(coords)} tiles drawn, {(alpha > 0).mean():.1%} opaque, "
+          f"{len(np.unique(im[alpha > 0][:, :3], axis=0))} colours")
+PY

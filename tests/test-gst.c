@@ -23,7 +23,7 @@ static char *fixture(const char *sub, const char *name)
 static void test_registry(void)
 {
   const char *elements[] = {"openslidesrc", "mexdembed",  "mexdfeaturesink",
-                            "mexdfeaturesrc", "mexdmoe", "mexddiffc"};
+                            "mexdfeaturesrc", "mexdmoe", "mexddiffc", "mexdheatmap"};
   for (size_t i = 0; i < G_N_ELEMENTS(elements); i++) {
     g_autoptr(GstElementFactory) f = gst_element_factory_find(elements[i]);
     if (!f)

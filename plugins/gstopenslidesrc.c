@@ -80,12 +80,9 @@ static gboolean open_slide(GstOpenslideSrc *self, const char *path, GError **err
   self->slide = mexd_slide_open(path, error);
   if (!self->slide)
     return FALSE;
-  int step = self->tile_size - self->overlap;
-  gboolean ok = (self->magnification > 0 || self->mpp > 0)
-                    ? mexd_grid_spec_resolution(self->slide, self->mpp, self->magnification,
-                                                self->tile_size, step, &self->spec, error)
-                    : mexd_grid_spec_level(self->slide, self->level, self->tile_size, step,
-                                           &self->spec, error);
+  gboolean ok = mexd_grid_spec_choose(self->slide, self->mpp, self->magnification, self->level,
+                                      self->tile_size, self->tile_size - self->overlap,
+                                      &self->spec, error);
   if (!ok)
     return FALSE;
   if (self->contour_fn && !mexd_contour_fn_parse(self->contour_fn, &self->spec.contour_fn)) {

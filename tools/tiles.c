@@ -86,10 +86,8 @@ static gboolean grid_opts_resolve(const GridOpts *o, MexdSlide *slide, MexdTissu
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
                      "--overlap %d must lie in 0..%d (below the tile size)", o->overlap,
                      o->size - 1);
-  int step = o->step > 0 ? o->step : o->size - o->overlap;
-  gboolean ok = (o->mag > 0 || o->mpp > 0)
-                    ? mexd_grid_spec_resolution(slide, o->mpp, o->mag, o->size, step, spec, error)
-                    : mexd_grid_spec_level(slide, MAX(o->level, 0), o->size, step, spec, error);
+  gboolean ok = mexd_grid_spec_choose(slide, o->mpp, o->mag, MAX(o->level, 0), o->size,
+                                      o->step > 0 ? o->step : o->size - o->overlap, spec, error);
   if (!ok)
     return FALSE;
   if (o->contour_fn && !mexd_contour_fn_parse(o->contour_fn, &spec->contour_fn))

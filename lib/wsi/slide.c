@@ -314,20 +314,14 @@ MexdTissue *mexd_slide_tissue(MexdSlide *s, int level, const MexdTissueParams *p
                           "%s: no memory for the segmentation level (%" G_GINT64_FORMAT
                           " x %" G_GINT64_FORMAT ")",
                           s->fname, w, h);
-  /* one read, as CLAM does, unless the ARGB would pass 512 MiB: then in bands of rows (the band
-   * edges map back to level 0 by the downsample, which OpenSlide may round differently) */
-  int64_t band = w * h <= ((int64_t)128 << 20) ? h : MAX((int64_t)1, ((int64_t)64 << 20) / w);
-  uint32_t *scratch = g_try_malloc((size_t)(w * band * 4));
+  /* one read of the whole level, as CLAM does (under its 1e8-pixel limit: at most 400 MB ARGB) */
+  uint32_t *scratch = g_try_malloc((size_t)(w * h * 4));
   gboolean ok = scratch != NULL;
   if (!ok)
     mexd_fail(error, MEXD_ERROR_NO_MEMORY, "%s: no memory to read the segmentation level",
               s->fname);
-  double ds = s->levels[level].ds;
-  for (int64_t y = 0; ok && y < h; y += band) {
-    int64_t bh = MIN(band, h - y);
-    ok = mexd_slide_read_rgb(s, 0, (int64_t)llround((double)y * ds), level, (int)w, (int)bh,
-                             rgb + (size_t)y * w * 3, scratch, error);
-  }
+  else
+    ok = mexd_slide_read_rgb(s, 0, 0, level, (int)w, (int)h, rgb, scratch, error);
   g_free(scratch);
   MexdTissue *t = NULL;
   if (ok) {

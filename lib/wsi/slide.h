@@ -104,6 +104,11 @@ gboolean mexd_grid_spec_level(const MexdSlide *s, int level, int size, int step,
 gboolean mexd_grid_spec_resolution(const MexdSlide *s, double mpp, double mag, int size, int step,
                                    MexdGridSpec *out, GError **error);
 
+/* The grid a user asks for: at a resolution when mpp > 0 or mag > 0 (both: mpp wins), else at
+ * `level` as CLAM. */
+gboolean mexd_grid_spec_choose(const MexdSlide *s, double mpp, double mag, int level, int size,
+                               int step, MexdGridSpec *out, GError **error);
+
 /* The tiles over the tissue: level-0 (x, y) pairs in CLAM's order (contour after contour, each
  * box column-major), contour_fn applied, tiles whose centre lies inside a kept hole dropped.
  * Returns the count; *coords gets 2 × count int32 (g_free). */

@@ -120,6 +120,14 @@ gboolean mexd_grid_spec_resolution(const MexdSlide *s, double mpp, double mag, i
   return TRUE;
 }
 
+gboolean mexd_grid_spec_choose(const MexdSlide *s, double mpp, double mag, int level, int size,
+                               int step, MexdGridSpec *out, GError **error)
+{
+  if (mpp > 0 || mag > 0)
+    return mexd_grid_spec_resolution(s, mpp, mag, size, step, out, error);
+  return mexd_grid_spec_level(s, level, size, step, out, error);
+}
+
 /* CLAM's contour check of the tile at (x, y) with a level-0 extent `ps`. */
 static gboolean in_contour(const MexdRing *c, MexdContourFn fn, int64_t x, int64_t y, int64_t ps)
 {

@@ -57,14 +57,14 @@ static gchar *slide_id_of(const char *path)
 static gboolean gst_mexd_feature_src_start(GstBaseSrc *bs)
 {
   GstMexdFeatureSrc *self = GST_MEXD_FEATURE_SRC(bs);
-  if (!self->location || !*self->location) {
+  g_strfreev(self->paths);
+  self->paths = gst_mexd_split_locations(self->location);
+  if (!self->paths[0]) {
     GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
                       ("No feature file given: set location (several: separated by ';')."),
                       (NULL));
     return FALSE;
   }
-  g_strfreev(self->paths);
-  self->paths = g_strsplit(self->location, ";", -1);
   self->next_path = 0;
   self->segment_sent = FALSE;
   /* the first file fixes the feature size of the caps */
@@ -112,8 +112,6 @@ static GstFlowReturn gst_mexd_feature_src_create(GstPushSrc *ps, GstBuffer **out
   for (;;) {
     if (!self->bag) {
       const char *path = self->paths[self->next_path];
-      while (path && !*path)
-        path = self->paths[++self->next_path];
       if (!path)
         return GST_FLOW_EOS;
       self->next_path++;

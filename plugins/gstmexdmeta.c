@@ -275,3 +275,15 @@ gboolean gst_mexd_event_is_slide_end(GstEvent *ev, const gchar **slide_id)
 {
   return event_is(ev, GST_MEXD_SLIDE_END, slide_id);
 }
+
+gchar **gst_mexd_split_locations(const gchar *location)
+{
+  g_auto(GStrv) parts = g_strsplit(location ? location : "", ";", -1);
+  GStrvBuilder *b = g_strv_builder_new();
+  for (int i = 0; parts[i]; i++)
+    if (*parts[i])
+      g_strv_builder_add(b, parts[i]);
+  gchar **out = g_strv_builder_end(b);
+  g_strv_builder_unref(b);
+  return out;
+}

@@ -85,4 +85,8 @@ GstEvent *gst_mexd_event_new_slide_end(const gchar *slide_id, gint64 tiles);
 gboolean gst_mexd_event_is_slide_start(GstEvent *ev, const gchar **slide_id);
 gboolean gst_mexd_event_is_slide_end(GstEvent *ev, const gchar **slide_id);
 
+/* A `location` property's files: split at ';', empty entries (";;", a leading or trailing ';')
+ * dropped.  Shared by openslidesrc and mexdfeaturesrc.  g_strfreev it. */
+gchar **gst_mexd_split_locations(const gchar *location);
+
 G_END_DECLS

@@ -105,7 +105,9 @@ static gboolean open_slide(GstOpenslideSrc *self, const char *path, GError **err
 static gboolean gst_openslide_src_start(GstBaseSrc *src)
 {
   GstOpenslideSrc *self = GST_OPENSLIDE_SRC(src);
-  if (!self->location || !*self->location) {
+  g_strfreev(self->paths);
+  self->paths = gst_mexd_split_locations(self->location);
+  if (!self->paths[0]) {
     GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("No slide given: set the location property."),
                       (NULL));
     return FALSE;
@@ -117,8 +119,6 @@ static gboolean gst_openslide_src_start(GstBaseSrc *src)
                       (NULL));
     return FALSE;
   }
-  g_strfreev(self->paths);
-  self->paths = g_strsplit(self->location, ";", -1);
   self->next_path = 0;
   self->segment_sent = FALSE;
   return TRUE;
@@ -154,8 +154,6 @@ static GstFlowReturn gst_openslide_src_create(GstPushSrc *src, GstBuffer **out)
   for (;;) {
     if (!self->reader) {
       const char *path = self->paths ? self->paths[self->next_path] : NULL;
-      while (path && !*path) /* ";;" or a trailing ';' */
-        path = self->paths[++self->next_path];
       if (!path)
         return GST_FLOW_EOS;
       self->next_path++;

@@ -38,6 +38,8 @@ struct _GstMexdEmbed {
   GstVideoInfo vinfo;
   gboolean have_info;
   GPtrArray *pending; /* input tiles of the next batch */
+  MexdEmbedJob *job;  /* the batch running on the device, submitted but not finished */
+  GPtrArray *running; /* its input tiles (their meta and timestamps go to the features) */
   GQueue outputs;     /* features not yet handed out */
   guint8 *pixels;
   float *feats;
@@ -86,6 +88,7 @@ static gboolean gst_mexd_embed_start(GstBaseTransform *bt)
   }
   self->dim = mexd_backbone_config(self->bb)->output_dim;
   self->pending = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
+  self->running = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
   g_queue_init(&self->outputs);
   self->have_info = FALSE;
   GST_INFO_OBJECT(self, "%s on %s: %" G_GINT64_FORMAT "-d features", self->model,
@@ -97,6 +100,8 @@ static gboolean gst_mexd_embed_stop(GstBaseTransform *bt)
 {
   GstMexdEmbed *self = GST_MEXD_EMBED(bt);
   g_clear_pointer(&self->pending, g_ptr_array_unref);
+  g_clear_pointer(&self->job, mexd_embed_job_free);
+  g_clear_pointer(&self->running, g_ptr_array_unref);
   g_queue_clear_full(&self->outputs, (GDestroyNotify)gst_buffer_unref);
   g_clear_pointer(&self->bb, mexd_backbone_free);
   g_clear_pointer(&self->be, mexd_backend_unref);
@@ -147,7 +152,31 @@ static gboolean gst_mexd_embed_set_caps(GstBaseTransform *bt, GstCaps *in, GstCa
   return TRUE;
 }
 
-/* Runs the pending tiles through the backbone; their features join the output queue. */
+/* Waits for the batch on the device; its features join the output queue. */
+static GstFlowReturn finish_running(GstMexdEmbed *self)
+{
+  if (!self->job)
+    return GST_FLOW_OK;
+  g_autoptr(GError) error = NULL;
+  MexdEmbedJob *job = g_steal_pointer(&self->job);
+  const guint n = self->running->len;
+  if (!mexd_embed_job_finish(job, self->feats, &error)) {
+    g_ptr_array_set_size(self->running, 0);
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("%s", error->message), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  for (guint i = 0; i < n; i++) {
+    GstBuffer *in = g_ptr_array_index(self->running, i);
+    GstBuffer *out = gst_buffer_new_allocate(NULL, sizeof(float) * self->dim, NULL);
+    gst_buffer_fill(out, 0, self->feats + (size_t)i * self->dim, sizeof(float) * self->dim);
+    gst_buffer_copy_into(out, in, GST_BUFFER_COPY_METADATA, 0, (gsize)-1);
+    g_queue_push_tail(&self->outputs, out);
+  }
+  g_ptr_array_set_size(self->running, 0);
+  return GST_FLOW_OK;
+}
+
+/* Submits the pending tiles to the backbone and finishes the batch before them. */
 static GstFlowReturn run_batch(GstMexdEmbed *self)
 {
   guint n = self->pending ? self->pending->len : 0;
@@ -177,20 +206,20 @@ static GstFlowReturn run_batch(GstMexdEmbed *self)
              (size_t)w * 3);
     gst_video_frame_unmap(&f);
   }
+  /* two batches in flight: this one is submitted, then the one before is finished, so the
+   * device computes while upstream reads the next tiles */
   g_autoptr(GError) error = NULL;
-  if (!mexd_backbone_embed(self->bb, self->pixels, n, h, w, self->feats, NULL, &error)) {
+  MexdEmbedJob *job = mexd_backbone_embed_submit(self->bb, self->pixels, n, h, w, NULL, &error);
+  if (!job) {
     GST_ELEMENT_ERROR(self, STREAM, FAILED, ("%s", error->message), (NULL));
     return GST_FLOW_ERROR;
   }
-  for (guint i = 0; i < n; i++) {
-    GstBuffer *in = g_ptr_array_index(self->pending, i);
-    GstBuffer *out = gst_buffer_new_allocate(NULL, sizeof(float) * self->dim, NULL);
-    gst_buffer_fill(out, 0, self->feats + (size_t)i * self->dim, sizeof(float) * self->dim);
-    gst_buffer_copy_into(out, in, GST_BUFFER_COPY_METADATA, 0, (gsize)-1);
-    g_queue_push_tail(&self->outputs, out);
-  }
-  g_ptr_array_set_size(self->pending, 0);
-  return GST_FLOW_OK;
+  GstFlowReturn ret = finish_running(self);
+  self->job = job;
+  GPtrArray *t = self->running;
+  self->running = self->pending;
+  self->pending = t;
+  return ret;
 }
 
 static GstFlowReturn gst_mexd_embed_submit(GstBaseTransform *bt, gboolean discont, GstBuffer *in)
@@ -214,6 +243,8 @@ static GstFlowReturn gst_mexd_embed_generate(GstBaseTransform *bt, GstBuffer **o
 static GstFlowReturn drain(GstMexdEmbed *self)
 {
   GstFlowReturn ret = run_batch(self);
+  if (ret == GST_FLOW_OK)
+    ret = finish_running(self);
   GstBuffer *b;
   while (ret == GST_FLOW_OK && (b = g_queue_pop_head(&self->outputs)))
     ret = gst_pad_push(GST_BASE_TRANSFORM_SRC_PAD(self), b);
@@ -231,6 +262,9 @@ static gboolean gst_mexd_embed_sink_event(GstBaseTransform *bt, GstEvent *ev)
   } else if (GST_EVENT_TYPE(ev) == GST_EVENT_FLUSH_STOP) {
     if (self->pending)
       g_ptr_array_set_size(self->pending, 0);
+    g_clear_pointer(&self->job, mexd_embed_job_free);
+    if (self->running)
+      g_ptr_array_set_size(self->running, 0);
     g_queue_clear_full(&self->outputs, (GDestroyNotify)gst_buffer_unref);
   }
   return GST_BASE_TRANSFORM_CLASS(gst_mexd_embed_parent_class)->sink_event(bt, ev);

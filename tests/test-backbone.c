@@ -166,6 +166,36 @@ static void test_net(gconstpointer data)
   int64_t nf;
   g_autofree float *rf = mexd_test_st_floats(io, "features", &nf);
   mexd_test_assert_close("features", feats, B * cfg->output_dim, rf, nf, tol);
+
+  /* Two batches in flight: three submissions before any is finished (the third waits for the
+   * oldest), the pixel buffer overwritten right after each submission (its bytes are taken at
+   * once), the middle batch with its tiles in reverse order.  Each job gives exactly the
+   * features of the plain call. */
+  const int64_t D = cfg->output_dim, tb = T * T * 3;
+  g_autofree uint8_t *buf = g_memdup2(px, (gsize)nb);
+  MexdEmbedJob *jobs[3];
+  for (int j = 0; j < 3; j++) {
+    for (int64_t k = 0; k < B; k++)
+      memcpy(buf + k * tb, px + (j == 1 ? B - 1 - k : k) * tb, (size_t)tb);
+    jobs[j] = mexd_backbone_embed_submit(bb, buf, B, T, T, NULL, &error);
+    g_assert_no_error(error);
+    memset(buf, 0x5a, (size_t)nb);
+  }
+  for (int j = 0; j < 3; j++) {
+    g_autofree float *got = g_new(float, B * D);
+    g_assert_true(mexd_embed_job_finish(jobs[j], got, &error));
+    g_assert_no_error(error);
+    for (int64_t k = 0; k < B; k++)
+      if (memcmp(got + k * D, feats + (j == 1 ? B - 1 - k : k) * D, sizeof(float) * D) != 0)
+        g_error("batch %d in flight: tile %" G_GINT64_FORMAT " differs from the plain call", j, k);
+  }
+  /* an unfinished job may be dropped; the backbone goes on */
+  MexdEmbedJob *dropped = mexd_backbone_embed_submit(bb, px, B, T, T, NULL, &error);
+  g_assert_no_error(error);
+  mexd_embed_job_free(dropped);
+  g_autofree float *again = g_new(float, B * D);
+  g_assert_true(mexd_backbone_embed(bb, px, B, T, T, again, NULL, &error));
+  g_assert_cmpmem(again, sizeof(float) * B * D, feats, sizeof(float) * B * D);
 }
 
 static void expect_error(GError *error, int code, const char *needle, const char *what)

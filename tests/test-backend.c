@@ -121,6 +121,71 @@ static void test_write_after_record(void)
     g_assert_cmpfloat(got[k], ==, 1.0f);
 }
 
+/* Two submissions in flight (mexd_backend_flush): results are right when read in any order, a
+ * read waits for the work that wrote the tensor, a write to a tensor that pending work reads
+ * (mapped or not) does not change what that work computes, a tensor the caller drops while the
+ * device still uses it is kept until the work is done, and a third flush waits for the oldest. */
+static void test_in_flight(void)
+{
+  g_autoptr(MexdBackend) vk = open_vulkan();
+  if (!vk)
+    return;
+  GError *error = NULL;
+  enum { N = 64 };
+  g_autofree float *a = g_new(float, N * N), *eye2 = g_new0(float, N * N);
+  for (int i = 0; i < N * N; i++)
+    a[i] = (float)((i * 13) % 17) - 8;
+  for (int i = 0; i < N; i++)
+    eye2[i * N + i] = 2;
+  int64_t s[2] = {N, N};
+  g_autoptr(MexdTensor) e = mexd_tensor_new_from_f32(vk, MEXD_DTYPE_F32, 2, s, eye2, &error);
+  MexdTensor *c[4];
+  MexdTensor *ta = mexd_tensor_new_from_f32(vk, MEXD_DTYPE_F32, 2, s, a, &error);
+  g_assert_no_error(error);
+  guint subs = mexd_vk_submissions();
+  for (int k = 0; k < 4; k++) {
+    /* c[k] = ta · 2^(k+1), each a GEMM of its own submission; ta is dropped (by the caller)
+     * after the first, rewritten after the second */
+    c[k] = mexd_tensor_new_host(vk, MEXD_DTYPE_F32, 2, s, &error);
+    g_assert_true(mexd_gemm(c[k], k == 0 ? ta : c[k - 1], e, NULL, NULL, &error));
+    g_assert_true(mexd_backend_flush(vk, &error));
+    g_assert_no_error(error);
+    if (k == 0)
+      g_clear_pointer(&ta, mexd_tensor_unref);
+    if (k == 1) {
+      /* a fresh tensor may get ta's memory only once the first submission is done */
+      g_autofree float *junk = g_new(float, N * N);
+      for (int i = 0; i < N * N; i++)
+        junk[i] = 1e6f;
+      g_autoptr(MexdTensor) t = mexd_tensor_new_from_f32(vk, MEXD_DTYPE_F32, 2, s, junk, &error);
+      g_assert_no_error(error);
+      /* c[1] is read by the next GEMM, still to be recorded; c[0] by the pending one */
+      g_assert_true(mexd_tensor_write_f32(c[0], junk, N * N, &error));
+      g_assert_true(mexd_tensor_fill_zero(t, &error));
+    }
+  }
+  g_assert_cmpuint(mexd_vk_submissions() - subs, >=, 4);
+  for (int k = 3; k >= 0; k--) {
+    g_autofree float *got = g_new(float, N * N);
+    g_assert_true(mexd_tensor_read_f32(c[k], got, N * N, &error));
+    g_assert_no_error(error);
+    for (int i = 0; i < N * N; i++)
+      if (k > 0 && got[i] != a[i] * (float)(2 << k))
+        g_error("c[%d][%d] = %g, want %g", k, i, got[i], a[i] * (float)(2 << k));
+      else if (k == 0 && got[i] != 1e6f)
+        g_error("c[0][%d] = %g: the write after the work was lost", i, got[i]);
+  }
+  for (int k = 0; k < 4; k++)
+    mexd_tensor_unref(c[k]);
+  g_assert_true(mexd_backend_flush(vk, &error));
+  g_assert_true(mexd_backend_sync(vk, &error));
+  g_assert_no_error(error);
+  g_autoptr(MexdBackend) cpu = mexd_backend_new("cpu", NULL);
+  g_assert_true(mexd_backend_flush(cpu, &error));
+  g_assert_false(mexd_backend_flush(NULL, &error));
+  expect_error(error, MEXD_ERROR_INVALID_ARGUMENT, "flush NULL");
+}
+
 /* Many tensors of random sizes live at once, written and read back, freed in random order:
  * any overlap between sub-allocations shows as a wrong pattern. */
 static void test_allocator_stress(void)
@@ -281,6 +346,7 @@ int main(int argc, char **argv)
   g_test_add_func("/backend/choice", test_choice);
   g_test_add_func("/backend/vulkan/unaligned-views", test_unaligned_views);
   g_test_add_func("/backend/vulkan/write-after-record", test_write_after_record);
+  g_test_add_func("/backend/vulkan/in-flight", test_in_flight);
   g_test_add_func("/backend/vulkan/allocator-stress", test_allocator_stress);
   g_test_add_func("/backend/vulkan/limits", test_limits);
   g_test_add_func("/backend/vulkan/timeout", test_timeout);

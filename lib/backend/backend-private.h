@@ -24,6 +24,10 @@ typedef struct {
                    GError **error);
   gboolean (*fill_zero)(MexdBackend *be, MexdStorage *s, size_t off, size_t n, GError **error);
   gboolean (*sync)(MexdBackend *be, GError **error);
+  /* optional: submit without waiting (NULL: nothing to do, ops run at once) */
+  gboolean (*flush)(MexdBackend *be, GError **error);
+  /* optional: storage the host reads through a mapping (NULL: storage_new) */
+  MexdStorage *(*storage_new_host)(MexdBackend *be, size_t size, GError **error);
 } MexdBackendVTable;
 
 struct _MexdBackend {

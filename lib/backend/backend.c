@@ -90,6 +90,13 @@ gboolean mexd_backend_sync(MexdBackend *be, GError **error)
   return be->vt->sync(be, error);
 }
 
+gboolean mexd_backend_flush(MexdBackend *be, GError **error)
+{
+  if (!be)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "mexd_backend_flush: backend is NULL");
+  return be->vt->flush ? be->vt->flush(be, error) : TRUE;
+}
+
 char **mexd_backend_list(void)
 {
   GPtrArray *a = g_ptr_array_new();

@@ -35,6 +35,14 @@ gboolean mexd_backend_has_f16(const MexdBackend *be);
  * (an out-of-range index in a gather, a lost device, a timeout) are reported here. */
 gboolean mexd_backend_sync(MexdBackend *be, GError **error);
 
+/* Submits everything recorded so far without waiting for it: the device starts on it while the
+ * caller goes on (records the next batch, reads tiles).  A later read of a tensor waits only for
+ * the submissions that use it; writes never wait (they are ordered with the recorded work).  At
+ * most two submissions are in flight: a third waits for the oldest.  Errors found by the device
+ * come back from the read or sync that waits for that work.  The cpu backend runs ops at once
+ * and has nothing to submit. */
+gboolean mexd_backend_flush(MexdBackend *be, GError **error);
+
 /* The spec strings of every backend that can be opened here: "cpu", then "vulkan:0", "vulkan:1"...
  * (NULL-terminated; g_strfreev it).  Used by the test harness and `mexd bench`. */
 char **mexd_backend_list(void);

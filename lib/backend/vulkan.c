@@ -50,7 +50,23 @@ typedef struct {
 typedef struct {
   Block *block;
   VkDeviceSize off, size;
+  uint64_t last_use; /* serial of the latest submission whose commands use it (0: none) */
 } Alloc;
+
+/* One submission's worth of commands.  N_SLOTS of them rotate, so that one can run on the device
+ * while the next is recorded (two batches in flight): a slot is reused once its fence says its
+ * work is done. */
+typedef struct {
+  VkCommandBuffer cmd;
+  VkFence fence;
+  GPtrArray *held;          /* MexdStorage* its commands use, kept alive until it completes */
+  GPtrArray *uploads;       /* host-visible Block*: data of its staged uploads */
+  VkDeviceSize upload_used; /* bytes taken in the last of `uploads` */
+  uint64_t serial;          /* 1, 2, 3...: order of recording (= order of submission) */
+  gboolean pending;         /* submitted and not yet seen complete */
+} Slot;
+
+#define N_SLOTS 2
 
 typedef struct {
   MexdBackend base;
@@ -80,11 +96,14 @@ typedef struct {
   PFN_vkCmdPushDescriptorSetKHR push_descriptor;
 
   VkCommandPool pool;
-  VkCommandBuffer cmd;
-  VkFence fence;
-  gboolean recording;
-  guint n_dispatch; /* dispatches recorded since begin */
-  GPtrArray *held;  /* MexdStorage* kept alive until the next sync */
+  Slot slots[N_SLOTS];
+  int cur;            /* the slot being recorded (or to be recorded next) */
+  VkCommandBuffer cmd; /* slots[cur].cmd */
+  gboolean recording; /* slots[cur] is open */
+  guint n_dispatch;   /* commands recorded since it was opened */
+  uint64_t serial_last; /* the serial given to the latest opened slot */
+  uint64_t done;        /* every submission up to this serial is known to be complete */
+  GPtrArray *release;   /* MexdStorage* of completed work, unreferenced after unlocking */
   char *dead;       /* why the device takes no more work (timeout, lost device), or NULL */
   uint64_t timeout_ns;
 
@@ -505,6 +524,39 @@ static MexdStorage *vk_storage_new(MexdBackend *be, size_t size, GError **error)
   return s;
 }
 
+/* Host-visible memory the host reads through its mapping (system memory on a discrete GPU; the
+ * ordinary memory where device memory is host-visible already). */
+static MexdStorage *vk_storage_new_host(MexdBackend *be, size_t size, GError **error)
+{
+  VkBackend *vk = (VkBackend *)be;
+  if (vk->mem_mappable)
+    return vk_storage_new(be, size, error);
+  VkDeviceSize want = MAX((size + ALLOC_ALIGN - 1) & ~(VkDeviceSize)(ALLOC_ALIGN - 1),
+                          (VkDeviceSize)ALLOC_ALIGN);
+  Alloc *a = g_new0(Alloc, 1);
+  a->size = want;
+  g_mutex_lock(&vk->lock);
+  Block *b = block_new(vk, want, TRUE, error);
+  if (b) {
+    b->dedicated = TRUE;
+    block_take(b, want, &a->off);
+    g_ptr_array_add(vk->blocks, b);
+    a->block = b;
+  }
+  g_mutex_unlock(&vk->lock);
+  if (!b) {
+    g_free(a);
+    return NULL;
+  }
+  MexdStorage *s = g_new0(MexdStorage, 1);
+  s->ref_count = 1;
+  s->backend = be;
+  s->size = size;
+  s->priv = a;
+  s->host = (char *)b->map + a->off;
+  return s;
+}
+
 static void vk_storage_free(MexdBackend *be, MexdStorage *s)
 {
   VkBackend *vk = (VkBackend *)be;
@@ -520,7 +572,93 @@ static void vk_storage_free(MexdBackend *be, MexdStorage *s)
   g_free(s);
 }
 
-/* ---- recorder ---- */
+/* ---- recorder ----
+ *
+ * Commands go into the open slot's command buffer.  mexd_backend_flush() submits it without
+ * waiting and moves on to the next slot (waiting, if that slot's earlier submission still runs);
+ * mexd_backend_sync() submits and waits for everything.  Each storage remembers the serial of the
+ * latest submission that uses it, so that a host access waits for just that work:
+ * - a read waits for that submission (submitting the open one first if it is that one);
+ * - a write to a storage no pending work uses is a plain copy through the mapping; otherwise (or
+ *   when device memory is not host-visible) the data is copied into host-visible upload memory of
+ *   the open slot and a copy command is recorded in order with the other commands, so a write
+ *   never waits for the device.
+ * The storages a submission uses stay referenced until it is seen complete, so memory freed by
+ * the caller meanwhile is not handed out again while the device may still touch it. */
+
+static Slot *cur_slot(VkBackend *vk)
+{
+  return &vk->slots[vk->cur];
+}
+
+/* After a timeout or a lost device the submitted work may still be running: the backend refuses
+ * further work and keeps that work's memory (it is released with the process). */
+static gboolean mark_dead(VkBackend *vk, GError **error)
+{
+  if (!vk->dead)
+    vk->dead = g_strdup(error && *error ? (*error)->message : "the device stopped responding");
+  return FALSE;
+}
+
+/* Waits for a submitted slot and recycles it.  Called with vk->lock held. */
+static gboolean slot_complete(VkBackend *vk, Slot *s, GError **error)
+{
+  if (!s->pending)
+    return TRUE;
+  VkResult r = vkWaitForFences(vk->device, 1, &s->fence, VK_TRUE, vk->timeout_ns);
+  if (r == VK_TIMEOUT) {
+    mexd_fail(error, MEXD_ERROR_DEVICE,
+              "Vulkan: %s did not finish the submitted work within %" G_GUINT64_FORMAT
+              " s (MEXD_VK_TIMEOUT sets the limit); the device may be hung",
+              vk->props.deviceName, (guint64)(vk->timeout_ns / 1000000000ull));
+    return mark_dead(vk, error);
+  }
+  if (r != VK_SUCCESS) {
+    VK_FAIL(error, r, "vkWaitForFences");
+    return mark_dead(vk, error);
+  }
+  vkResetFences(vk->device, 1, &s->fence);
+  vkResetCommandBuffer(s->cmd, 0);
+  s->pending = FALSE;
+  vk->done = MAX(vk->done, s->serial);
+  for (guint i = 0; i < s->held->len; i++)
+    g_ptr_array_add(vk->release, g_ptr_array_index(s->held, i));
+  g_ptr_array_set_size(s->held, 0);
+  /* keep the largest upload block for the next use of the slot */
+  Block *keep = NULL;
+  for (guint i = 0; i < s->uploads->len; i++) {
+    Block *b = g_ptr_array_index(s->uploads, i);
+    if (!keep || b->size > keep->size) {
+      block_free(vk, keep);
+      keep = b;
+    } else {
+      block_free(vk, b);
+    }
+  }
+  g_ptr_array_set_size(s->uploads, 0);
+  if (keep)
+    g_ptr_array_add(s->uploads, keep);
+  s->upload_used = 0;
+  return TRUE;
+}
+
+/* The submitted slot with the lowest serial, or NULL when none is pending. */
+static Slot *oldest_pending(VkBackend *vk)
+{
+  Slot *o = NULL;
+  for (int k = 0; k < N_SLOTS; k++)
+    if (vk->slots[k].pending && (!o || vk->slots[k].serial < o->serial))
+      o = &vk->slots[k];
+  return o;
+}
+
+/* Notes submissions that have finished, without waiting. */
+static void poll_slots(VkBackend *vk)
+{
+  Slot *s;
+  while ((s = oldest_pending(vk)) && vkGetFenceStatus(vk->device, s->fence) == VK_SUCCESS)
+    slot_complete(vk, s, NULL);
+}
 
 static gboolean begin_if_needed(VkBackend *vk, GError **error)
 {
@@ -530,13 +668,18 @@ static gboolean begin_if_needed(VkBackend *vk, GError **error)
                      vk->dead);
   if (vk->recording)
     return TRUE;
+  Slot *s = cur_slot(vk);
+  if (!slot_complete(vk, s, error)) /* its previous submission: at most N_SLOTS in flight */
+    return FALSE;
   VkCommandBufferBeginInfo bi = {
       .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
       .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
   };
-  VkResult r = vkBeginCommandBuffer(vk->cmd, &bi);
+  VkResult r = vkBeginCommandBuffer(s->cmd, &bi);
   if (r != VK_SUCCESS)
     return VK_FAIL(error, r, "vkBeginCommandBuffer");
+  s->serial = ++vk->serial_last;
+  vk->cmd = s->cmd;
   vk->recording = TRUE;
   vk->n_dispatch = 0;
   return TRUE;
@@ -553,68 +696,77 @@ static void barrier(VkBackend *vk, VkPipelineStageFlags src, VkAccessFlags src_a
   vkCmdPipelineBarrier(vk->cmd, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
 }
 
-/* Unlocks vk->lock and drops the storages kept alive for submitted work, when no work is pending
- * (none recorded, none left running by a failed device).  Storages may be freed here, which takes
- * vk->lock again: they are dropped after unlocking. */
+/* The open slot's commands use storage s from here on. */
+static void hold(VkBackend *vk, MexdStorage *s)
+{
+  g_ptr_array_add(cur_slot(vk)->held, mexd_storage_ref(s));
+  ((Alloc *)s->priv)->last_use = cur_slot(vk)->serial;
+}
+
+/* Unlocks vk->lock and drops the storages of completed work.  Storages may be freed here, which
+ * takes vk->lock again: they are dropped after unlocking. */
 static void unlock_and_release(VkBackend *vk)
 {
-  GPtrArray *held = NULL;
-  if (!vk->recording && !vk->dead && vk->held->len > 0) {
-    held = vk->held;
-    vk->held = g_ptr_array_new();
+  GPtrArray *rel = NULL;
+  if (vk->release->len > 0) {
+    rel = vk->release;
+    vk->release = g_ptr_array_new();
   }
   g_mutex_unlock(&vk->lock);
-  if (!held)
+  if (!rel)
     return;
-  for (guint i = 0; i < held->len; i++)
-    mexd_storage_unref(g_ptr_array_index(held, i));
-  g_ptr_array_free(held, TRUE);
+  for (guint i = 0; i < rel->len; i++)
+    mexd_storage_unref(g_ptr_array_index(rel, i));
+  g_ptr_array_free(rel, TRUE);
 }
 
-/* After a timeout or a lost device the submitted work may still be running: the backend refuses
- * further work and keeps that work's memory (it is released with the process). */
-static gboolean mark_dead(VkBackend *vk, GError **error)
-{
-  if (!vk->dead)
-    vk->dead = g_strdup(error && *error ? (*error)->message : "the device stopped responding");
-  return FALSE;
-}
-
-/* Submits the open command buffer and waits for it.  Called with vk->lock held. */
-static gboolean submit_and_wait(VkBackend *vk, GError **error)
+/* Submits the open slot without waiting.  Called with vk->lock held. */
+static gboolean flush_locked(VkBackend *vk, GError **error)
 {
   if (!vk->recording)
     return TRUE;
+  Slot *s = cur_slot(vk);
   vk->recording = FALSE;
-  VkResult r = vkEndCommandBuffer(vk->cmd);
-  if (r != VK_SUCCESS)
-    return VK_FAIL(error, r, "vkEndCommandBuffer");
+  VkResult r = vkEndCommandBuffer(s->cmd);
+  if (r != VK_SUCCESS) {
+    VK_FAIL(error, r, "vkEndCommandBuffer");
+    return mark_dead(vk, error);
+  }
   VkSubmitInfo si = {
       .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
       .commandBufferCount = 1,
-      .pCommandBuffers = &vk->cmd,
+      .pCommandBuffers = &s->cmd,
   };
   g_atomic_int_inc(&submission_count);
-  r = vkQueueSubmit(vk->queue, 1, &si, vk->fence);
+  r = vkQueueSubmit(vk->queue, 1, &si, s->fence);
   if (r != VK_SUCCESS) {
     VK_FAIL(error, r, "vkQueueSubmit");
     return mark_dead(vk, error);
   }
-  r = vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, vk->timeout_ns);
-  if (r == VK_TIMEOUT) {
-    mexd_fail(error, MEXD_ERROR_DEVICE,
-              "Vulkan: %s did not finish the submitted work within %" G_GUINT64_FORMAT
-              " s (MEXD_VK_TIMEOUT sets the limit); the device may be hung",
-              vk->props.deviceName, (guint64)(vk->timeout_ns / 1000000000ull));
-    return mark_dead(vk, error);
-  }
-  if (r != VK_SUCCESS) {
-    VK_FAIL(error, r, "vkWaitForFences");
-    return mark_dead(vk, error);
-  }
-  vkResetFences(vk->device, 1, &vk->fence);
-  vkResetCommandBuffer(vk->cmd, 0);
+  s->pending = TRUE;
+  vk->cur = (vk->cur + 1) % N_SLOTS;
   return TRUE;
+}
+
+/* Waits until every submission up to `serial` is complete, submitting the open slot first when
+ * it is among them.  Called with vk->lock held. */
+static gboolean wait_serial_locked(VkBackend *vk, uint64_t serial, GError **error)
+{
+  if (serial <= vk->done)
+    return TRUE;
+  if (vk->recording && cur_slot(vk)->serial <= serial && !flush_locked(vk, error))
+    return FALSE;
+  Slot *s;
+  while ((s = oldest_pending(vk)) && s->serial <= serial)
+    if (!slot_complete(vk, s, error))
+      return FALSE;
+  return TRUE;
+}
+
+/* Submits what is recorded and waits for everything.  Called with vk->lock held. */
+static gboolean submit_and_wait(VkBackend *vk, GError **error)
+{
+  return wait_serial_locked(vk, vk->serial_last, error);
 }
 
 static gboolean check_status(VkBackend *vk, GError **error)
@@ -643,38 +795,36 @@ static gboolean vk_sync(MexdBackend *be, GError **error)
 {
   VkBackend *vk = (VkBackend *)be;
   g_mutex_lock(&vk->lock);
-  gboolean ok = vk_sync_locked(vk, error);
+  gboolean ok = vk->dead ? begin_if_needed(vk, error) /* fails, saying why */
+                         : vk_sync_locked(vk, error);
   unlock_and_release(vk);
   return ok;
 }
 
-/* Runs one transfer (staging copy or fill) in its own submission, after any recorded work. */
-typedef void (*RecordFn)(VkBackend *vk, gpointer data);
+static gboolean vk_flush(MexdBackend *be, GError **error)
+{
+  VkBackend *vk = (VkBackend *)be;
+  g_mutex_lock(&vk->lock);
+  gboolean ok = vk->dead ? begin_if_needed(vk, error) : flush_locked(vk, error);
+  if (ok)
+    poll_slots(vk);
+  unlock_and_release(vk);
+  return ok;
+}
 
-static gboolean run_now(VkBackend *vk, RecordFn fn, gpointer data, GError **error)
+/* A transfer command after the commands recorded so far (a barrier orders it after them). */
+static gboolean begin_transfer(VkBackend *vk, GError **error)
 {
   if (!begin_if_needed(vk, error))
     return FALSE;
   if (vk->n_dispatch > 0)
     barrier(vk, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-            VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+            VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                VK_ACCESS_TRANSFER_WRITE_BIT,
             VK_PIPELINE_STAGE_TRANSFER_BIT,
             VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
-  fn(vk, data);
-  vk->n_dispatch++;
-  return submit_and_wait(vk, error);
-}
-
-typedef struct {
-  VkBuffer src, dst;
-  VkDeviceSize src_off, dst_off, size;
-} CopyJob;
-
-static void record_copy(VkBackend *vk, gpointer data)
-{
-  CopyJob *j = data;
-  VkBufferCopy c = {j->src_off, j->dst_off, j->size};
-  vkCmdCopyBuffer(vk->cmd, j->src, j->dst, 1, &c);
+  vk->n_dispatch++; /* the next dispatch puts a barrier after it */
+  return TRUE;
 }
 
 static gboolean ensure_staging(VkBackend *vk, GError **error)
@@ -685,29 +835,52 @@ static gboolean ensure_staging(VkBackend *vk, GError **error)
   return vk->staging != NULL;
 }
 
+/* Records a copy of n bytes from `src` into storage s at `off`, in order with the recorded
+ * commands; the bytes are taken now (into the open slot's upload memory). */
+static gboolean record_upload(VkBackend *vk, MexdStorage *s, size_t off, const void *src,
+                              size_t n, GError **error)
+{
+  if (!begin_if_needed(vk, error))
+    return FALSE;
+  Slot *sl = cur_slot(vk);
+  Block *up = sl->uploads->len ? g_ptr_array_index(sl->uploads, sl->uploads->len - 1) : NULL;
+  VkDeviceSize at = (sl->upload_used + 15) & ~(VkDeviceSize)15;
+  if (!up || at + n > up->size) {
+    up = block_new(vk, MAX((VkDeviceSize)n, (VkDeviceSize)4 << 20), TRUE, error);
+    if (!up)
+      return FALSE;
+    g_ptr_array_add(sl->uploads, up);
+    at = 0;
+  }
+  memcpy((char *)up->map + at, src, n);
+  sl->upload_used = at + n;
+  if (!begin_transfer(vk, error))
+    return FALSE;
+  Alloc *a = s->priv;
+  VkBufferCopy c = {at, a->off + off, n};
+  vkCmdCopyBuffer(vk->cmd, up->buf, a->block->buf, 1, &c);
+  hold(vk, s);
+  return TRUE;
+}
+
+static gboolean busy(VkBackend *vk, MexdStorage *s)
+{
+  poll_slots(vk);
+  return ((Alloc *)s->priv)->last_use > vk->done;
+}
+
 static gboolean vk_write(MexdBackend *be, MexdStorage *s, size_t off, const void *src, size_t n,
                          GError **error)
 {
   VkBackend *vk = (VkBackend *)be;
-  Alloc *a = s->priv;
   gboolean ok = TRUE;
   g_mutex_lock(&vk->lock);
-  /* earlier recorded ops must see the old contents: finish them first */
   if (vk->dead)
     ok = begin_if_needed(vk, error); /* fails, saying why */
-  else if (vk->recording)
-    ok = vk_sync_locked(vk, error);
-  if (ok && s->host) {
+  else if (s->host && !busy(vk, s))
     memcpy((char *)s->host + off, src, n);
-  } else if (ok) {
-    ok = ensure_staging(vk, error);
-    for (size_t done = 0; ok && done < n; done += STAGING_CHUNK) {
-      size_t chunk = MIN((size_t)STAGING_CHUNK, n - done);
-      memcpy(vk->staging->map, (const char *)src + done, chunk);
-      CopyJob j = {vk->staging->buf, a->block->buf, 0, a->off + off + done, chunk};
-      ok = run_now(vk, record_copy, &j, error);
-    }
-  }
+  else if (n > 0)
+    ok = record_upload(vk, s, off, src, n, error);
   unlock_and_release(vk);
   return ok;
 }
@@ -721,16 +894,20 @@ static gboolean vk_read(MexdBackend *be, MexdStorage *s, size_t off, void *dst, 
   g_mutex_lock(&vk->lock);
   if (vk->dead)
     ok = begin_if_needed(vk, error); /* fails, saying why */
-  else if (vk->recording)
-    ok = vk_sync_locked(vk, error);
+  else
+    ok = wait_serial_locked(vk, a->last_use, error) && check_status(vk, error);
   if (ok && s->host) {
     memcpy(dst, (const char *)s->host + off, n);
   } else if (ok) {
     ok = ensure_staging(vk, error);
     for (size_t done = 0; ok && done < n; done += STAGING_CHUNK) {
       size_t chunk = MIN((size_t)STAGING_CHUNK, n - done);
-      CopyJob j = {a->block->buf, vk->staging->buf, a->off + off + done, 0, chunk};
-      ok = run_now(vk, record_copy, &j, error);
+      ok = begin_transfer(vk, error);
+      if (ok) {
+        VkBufferCopy c = {a->off + off + done, 0, chunk};
+        vkCmdCopyBuffer(vk->cmd, a->block->buf, vk->staging->buf, 1, &c);
+        ok = submit_and_wait(vk, error);
+      }
       if (ok)
         memcpy((char *)dst + done, vk->staging->map, chunk);
     }
@@ -739,38 +916,26 @@ static gboolean vk_read(MexdBackend *be, MexdStorage *s, size_t off, void *dst, 
   return ok;
 }
 
-typedef struct {
-  VkBuffer buf;
-  VkDeviceSize off, size;
-} FillJob;
-
-static void record_fill(VkBackend *vk, gpointer data)
-{
-  FillJob *j = data;
-  vkCmdFillBuffer(vk->cmd, j->buf, j->off, j->size, 0);
-}
-
 static gboolean vk_fill_zero(MexdBackend *be, MexdStorage *s, size_t off, size_t n, GError **error)
 {
   VkBackend *vk = (VkBackend *)be;
   Alloc *a = s->priv;
   gboolean ok = TRUE;
   g_mutex_lock(&vk->lock);
-  if (vk->dead)
+  if (vk->dead) {
     ok = begin_if_needed(vk, error); /* fails, saying why */
-  else if (vk->recording)
-    ok = vk_sync_locked(vk, error);
-  if (ok && s->host) {
+  } else if (s->host && !busy(vk, s)) {
     memset((char *)s->host + off, 0, n);
-  } else if (ok && (off % 4 == 0) && (n % 4 == 0)) {
-    FillJob j = {a->block->buf, a->off + off, n};
-    ok = run_now(vk, record_fill, &j, error);
-  } else if (ok) {
-    g_mutex_unlock(&vk->lock);
+  } else if ((off % 4 == 0) && (n % 4 == 0)) {
+    ok = begin_transfer(vk, error);
+    if (ok) {
+      vkCmdFillBuffer(vk->cmd, a->block->buf, a->off + off, n, 0);
+      hold(vk, s);
+    }
+  } else {
     void *z = g_malloc0(n);
-    ok = vk_write(be, s, off, z, n, error);
+    ok = n == 0 || record_upload(vk, s, off, z, n, error);
     g_free(z);
-    return ok;
   }
   unlock_and_release(vk);
   return ok;
@@ -997,7 +1162,7 @@ gboolean mexd_vk_dispatch(MexdBackend *be, const MexdVkDispatch *d, GError **err
   vk->n_dispatch++;
   for (int i = 0; i < d->n_bind; i++)
     if (d->bind[i])
-      g_ptr_array_add(vk->held, mexd_storage_ref(d->bind[i]->storage));
+      hold(vk, d->bind[i]->storage);
   g_mutex_unlock(&vk->lock);
   return TRUE;
 }
@@ -1023,16 +1188,24 @@ static void vk_destroy(MexdBackend *be)
 {
   VkBackend *vk = (VkBackend *)be;
   if (vk->device) {
-    if (vk->recording) {
+    if (!vk->dead && (vk->recording || oldest_pending(vk))) {
       g_autoptr(GError) e = NULL;
       if (!vk_sync_locked(vk, &e))
         mexd_warning("vulkan: work pending at close failed: %s", e->message);
     }
     /* after this nothing runs any more, even on a device that timed out: its memory can go */
-    if (vkDeviceWaitIdle(vk->device) == VK_SUCCESS)
+    if (vkDeviceWaitIdle(vk->device) == VK_SUCCESS) {
       g_clear_pointer(&vk->dead, g_free);
+      for (int k = 0; k < N_SLOTS; k++) {
+        Slot *sl = &vk->slots[k];
+        for (guint i = 0; sl->held && i < sl->held->len; i++)
+          g_ptr_array_add(vk->release, g_ptr_array_index(sl->held, i));
+        if (sl->held)
+          g_ptr_array_set_size(sl->held, 0);
+      }
+    }
   }
-  if (vk->held) {
+  if (vk->release) {
     g_mutex_lock(&vk->lock);
     unlock_and_release(vk);
   }
@@ -1057,7 +1230,13 @@ static void vk_destroy(MexdBackend *be)
     vkDestroyPipelineCache(vk->device, vk->pipe_cache, NULL);
     vkDestroyPipelineLayout(vk->device, vk->pipe_layout, NULL);
     vkDestroyDescriptorSetLayout(vk->device, vk->set_layout, NULL);
-    vkDestroyFence(vk->device, vk->fence, NULL);
+    for (int k = 0; k < N_SLOTS; k++) {
+      Slot *sl = &vk->slots[k];
+      if (sl->fence)
+        vkDestroyFence(vk->device, sl->fence, NULL);
+      for (guint i = 0; sl->uploads && i < sl->uploads->len; i++)
+        block_free(vk, g_ptr_array_index(sl->uploads, i));
+    }
     vkDestroyCommandPool(vk->device, vk->pool, NULL);
     block_free(vk, vk->status);
     block_free(vk, vk->dummy);
@@ -1069,8 +1248,14 @@ static void vk_destroy(MexdBackend *be)
     }
     vkDestroyDevice(vk->device, NULL);
   }
-  if (vk->held)
-    g_ptr_array_free(vk->held, TRUE);
+  for (int k = 0; k < N_SLOTS; k++) {
+    if (vk->slots[k].held)
+      g_ptr_array_free(vk->slots[k].held, TRUE); /* what a dead device may still use is kept */
+    if (vk->slots[k].uploads)
+      g_ptr_array_free(vk->slots[k].uploads, TRUE);
+  }
+  if (vk->release)
+    g_ptr_array_free(vk->release, TRUE);
   if (vk->messenger) {
     PFN_vkDestroyDebugUtilsMessengerEXT destroy =
         (PFN_vkDestroyDebugUtilsMessengerEXT)vkGetInstanceProcAddr(
@@ -1089,11 +1274,13 @@ static void vk_destroy(MexdBackend *be)
 static const MexdBackendVTable vk_vtable = {
     .destroy = vk_destroy,
     .storage_new = vk_storage_new,
+    .storage_new_host = vk_storage_new_host,
     .storage_free = vk_storage_free,
     .write = vk_write,
     .read = vk_read,
     .fill_zero = vk_fill_zero,
     .sync = vk_sync,
+    .flush = vk_flush,
 };
 
 static void log_device(VkBackend *vk, gboolean f16_storage, gboolean f16_arith)
@@ -1128,7 +1315,11 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
   be->kind = MEXD_BACKEND_VULKAN;
   be->ref_count = 1;
   g_mutex_init(&vk->lock);
-  vk->held = g_ptr_array_new();
+  vk->release = g_ptr_array_new();
+  for (int k = 0; k < N_SLOTS; k++) {
+    vk->slots[k].held = g_ptr_array_new();
+    vk->slots[k].uploads = g_ptr_array_new();
+  }
 
   if (create_instance(&vk->instance, &vk->messenger, error) != VK_SUCCESS) {
     vk->instance = VK_NULL_HANDLE;
@@ -1378,22 +1569,24 @@ MexdBackend *mexd_vulkan_backend_new(int index, GError **error)
       VK_FAIL(error, r, "vkCreateCommandPool");
       goto fail;
     }
-    VkCommandBufferAllocateInfo cai = {
-        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-        .commandPool = vk->pool,
-        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-        .commandBufferCount = 1,
-    };
-    r = vkAllocateCommandBuffers(vk->device, &cai, &vk->cmd);
-    if (r != VK_SUCCESS) {
-      VK_FAIL(error, r, "vkAllocateCommandBuffers");
-      goto fail;
-    }
-    VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    r = vkCreateFence(vk->device, &fci, NULL, &vk->fence);
-    if (r != VK_SUCCESS) {
-      VK_FAIL(error, r, "vkCreateFence");
-      goto fail;
+    for (int k = 0; k < N_SLOTS; k++) {
+      VkCommandBufferAllocateInfo cai = {
+          .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+          .commandPool = vk->pool,
+          .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+          .commandBufferCount = 1,
+      };
+      r = vkAllocateCommandBuffers(vk->device, &cai, &vk->slots[k].cmd);
+      if (r != VK_SUCCESS) {
+        VK_FAIL(error, r, "vkAllocateCommandBuffers");
+        goto fail;
+      }
+      VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+      r = vkCreateFence(vk->device, &fci, NULL, &vk->slots[k].fence);
+      if (r != VK_SUCCESS) {
+        VK_FAIL(error, r, "vkCreateFence");
+        goto fail;
+      }
     }
   }
   vk->status = block_new(vk, 256, TRUE, error);

@@ -76,8 +76,8 @@ static MexdTensor *tensor_wrap(MexdBackend *be, MexdStorage *s, size_t offset, M
   return t;
 }
 
-MexdTensor *mexd_tensor_new(MexdBackend *be, MexdDType dtype, int ndim, const int64_t *shape,
-                            GError **error)
+static MexdTensor *tensor_new(MexdBackend *be, MexdDType dtype, int ndim, const int64_t *shape,
+                              gboolean host, GError **error)
 {
   if (!be)
     return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT, "mexd_tensor_new: backend is NULL");
@@ -94,12 +94,25 @@ MexdTensor *mexd_tensor_new(MexdBackend *be, MexdDType dtype, int ndim, const in
     return mexd_fail_null(error, MEXD_ERROR_NO_MEMORY,
                           "a tensor of %zu bytes exceeds the largest one %s can hold (%zu bytes)",
                           bytes, be->name, be->max_tensor_bytes);
-  MexdStorage *s = be->vt->storage_new(be, bytes, error);
+  MexdStorage *s = host && be->vt->storage_new_host ? be->vt->storage_new_host(be, bytes, error)
+                                                     : be->vt->storage_new(be, bytes, error);
   if (!s)
     return NULL;
   MexdTensor *t = tensor_wrap(be, s, 0, dtype, ndim, shape);
   mexd_storage_unref(s);
   return t;
+}
+
+MexdTensor *mexd_tensor_new(MexdBackend *be, MexdDType dtype, int ndim, const int64_t *shape,
+                            GError **error)
+{
+  return tensor_new(be, dtype, ndim, shape, FALSE, error);
+}
+
+MexdTensor *mexd_tensor_new_host(MexdBackend *be, MexdDType dtype, int ndim, const int64_t *shape,
+                                 GError **error)
+{
+  return tensor_new(be, dtype, ndim, shape, TRUE, error);
 }
 
 MexdTensor *mexd_tensor_new_1d(MexdBackend *be, MexdDType dtype, int64_t n0, GError **error)
@@ -121,11 +134,19 @@ MexdTensor *mexd_tensor_new_zeros(MexdBackend *be, MexdDType dtype, int ndim, co
   MexdTensor *t = mexd_tensor_new(be, dtype, ndim, shape, error);
   if (!t)
     return NULL;
-  if (!be->vt->fill_zero(be, t->storage, t->offset, mexd_tensor_nbytes(t), error)) {
+  if (!mexd_tensor_fill_zero(t, error)) {
     mexd_tensor_unref(t);
     return NULL;
   }
   return t;
+}
+
+gboolean mexd_tensor_fill_zero(MexdTensor *t, GError **error)
+{
+  if (!t)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "mexd_tensor_fill_zero: tensor is NULL");
+  MexdBackend *be = t->backend;
+  return be->vt->fill_zero(be, t->storage, t->offset, mexd_tensor_nbytes(t), error);
 }
 
 MexdTensor *mexd_tensor_new_from_f32(MexdBackend *be, MexdDType dtype, int ndim,

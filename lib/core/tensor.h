@@ -46,9 +46,18 @@ gboolean mexd_dtype_is_float(MexdDType dtype);
  * exceeds the backend's limits fails with MEXD_ERROR_NO_MEMORY. */
 MexdTensor *mexd_tensor_new(MexdBackend *backend, MexdDType dtype, int ndim, const int64_t *shape,
                             GError **error);
+/* The same in memory the host reads directly: for results read back after every batch.  On a
+ * discrete GPU it is host-visible system memory that the device writes over the bus, so reading
+ * it waits only for the work that wrote it and puts no copy on the device's queue (a read of an
+ * ordinary tensor there needs a copy after everything submitted).  Elsewhere = mexd_tensor_new. */
+MexdTensor *mexd_tensor_new_host(MexdBackend *backend, MexdDType dtype, int ndim,
+                                 const int64_t *shape, GError **error);
 MexdTensor *mexd_tensor_new_1d(MexdBackend *backend, MexdDType dtype, int64_t n0, GError **error);
 MexdTensor *mexd_tensor_new_2d(MexdBackend *backend, MexdDType dtype, int64_t n0, int64_t n1,
                                GError **error);
+/* Sets every element of t (a view: its own elements only) to zero, in order with the work
+ * recorded before (on vulkan it does not wait for that work). */
+gboolean mexd_tensor_fill_zero(MexdTensor *t, GError **error);
 /* A new tensor filled with zeros. */
 MexdTensor *mexd_tensor_new_zeros(MexdBackend *backend, MexdDType dtype, int ndim,
                                   const int64_t *shape, GError **error);

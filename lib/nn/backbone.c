@@ -955,18 +955,22 @@ MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *tra
   return out;
 }
 
-gboolean mexd_backbone_embed(MexdBackbone *b, const uint8_t *rgb, int64_t batch, int64_t h,
-                             int64_t w, float *out, MexdTrace *trace, GError **error)
+struct _MexdEmbedJob {
+  MexdTensor *out; /* [B, output_dim] in host-readable memory */
+};
+
+MexdEmbedJob *mexd_backbone_embed_submit(MexdBackbone *b, const uint8_t *rgb, int64_t batch,
+                                         int64_t h, int64_t w, MexdTrace *trace, GError **error)
 {
   const MexdBackboneConfig *c = &b->cfg;
-  if (batch < 1 || h < 1 || w < 1 || !rgb || !out)
-    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
-                     "%s: a batch of %" G_GINT64_FORMAT " tiles of %" G_GINT64_FORMAT
-                     "×%" G_GINT64_FORMAT " pixels",
-                     b->path, batch, w, h);
+  if (batch < 1 || h < 1 || w < 1 || !rgb)
+    return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT,
+                          "%s: a batch of %" G_GINT64_FORMAT " tiles of %" G_GINT64_FORMAT
+                          "×%" G_GINT64_FORMAT " pixels",
+                          b->path, batch, w, h);
   /* every upload before the first recorded op: the batch is then one submission */
   if (!prepare(b, batch, error))
-    return FALSE;
+    return NULL;
   g_autoptr(MexdTensor) px = mexd_image_pixels_new(b->be, rgb, batch * h * w * 3, error);
   g_autoptr(MexdTensor) x =
       px ? mexd_tensor_new(b->be, b->dtype, 4,
@@ -974,8 +978,42 @@ gboolean mexd_backbone_embed(MexdBackbone *b, const uint8_t *rgb, int64_t batch,
          : NULL;
   if (!x || !mexd_image_prep(x, px, h, w, c->mean, c->std, error) ||
       !mexd_trace_put(trace, NULL, "input", x, error))
-    return FALSE;
+    return NULL;
   g_clear_pointer(&px, mexd_tensor_unref);
   g_autoptr(MexdTensor) f = mexd_backbone_forward(b, x, trace, error);
-  return f && mexd_tensor_read_f32(f, out, batch * c->output_dim, error);
+  g_clear_pointer(&x, mexd_tensor_unref);
+  g_autoptr(MexdTensor) out =
+      f ? mexd_tensor_new_host(b->be, b->dtype, 2, (int64_t[]){batch, c->output_dim}, error)
+        : NULL;
+  if (!out || !mexd_copy(out, f, error) || !mexd_backend_flush(b->be, error))
+    return NULL;
+  MexdEmbedJob *job = g_new0(MexdEmbedJob, 1);
+  job->out = g_steal_pointer(&out);
+  return job;
+}
+
+gboolean mexd_embed_job_finish(MexdEmbedJob *job, float *out, GError **error)
+{
+  gboolean ok = out ? mexd_tensor_read_f32(job->out, out, mexd_tensor_numel(job->out), error)
+                    : mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                                "mexd_embed_job_finish: no output array");
+  mexd_embed_job_free(job);
+  return ok;
+}
+
+void mexd_embed_job_free(MexdEmbedJob *job)
+{
+  if (!job)
+    return;
+  mexd_tensor_unref(job->out);
+  g_free(job);
+}
+
+gboolean mexd_backbone_embed(MexdBackbone *b, const uint8_t *rgb, int64_t batch, int64_t h,
+                             int64_t w, float *out, MexdTrace *trace, GError **error)
+{
+  if (!out)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: no output array", b->path);
+  MexdEmbedJob *job = mexd_backbone_embed_submit(b, rgb, batch, h, w, trace, error);
+  return job && mexd_embed_job_finish(job, out, error);
 }

@@ -63,6 +63,21 @@ MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *tra
 gboolean mexd_backbone_embed(MexdBackbone *b, const uint8_t *rgb, int64_t batch, int64_t h,
                              int64_t w, float *out, MexdTrace *trace, GError **error);
 
+/* The same in two halves, so that batches overlap: _submit records the batch and submits it
+ * without waiting (the bytes are taken at once: `rgb` may be reused as soon as it returns);
+ * mexd_embed_job_finish waits for that batch alone, writes its features to `out`
+ * [batch·output_dim] and frees the job.  Submit batch i+1 before finishing batch i and the
+ * device computes one batch while the caller reads the next one's tiles and uploads them (at
+ * most two batches are in flight: a third submission waits for the oldest).  Jobs of one
+ * backbone are finished in the order they were submitted; mexd_embed_job_free drops one
+ * unfinished (e.g. after an error elsewhere). */
+typedef struct _MexdEmbedJob MexdEmbedJob;
+MexdEmbedJob *mexd_backbone_embed_submit(MexdBackbone *b, const uint8_t *rgb, int64_t batch,
+                                         int64_t h, int64_t w, MexdTrace *trace, GError **error);
+gboolean mexd_embed_job_finish(MexdEmbedJob *job, float *out, GError **error);
+void mexd_embed_job_free(MexdEmbedJob *job);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdBackbone, mexd_backbone_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdEmbedJob, mexd_embed_job_free)
 
 G_END_DECLS

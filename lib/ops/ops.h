@@ -77,12 +77,16 @@ typedef enum {
   MEXD_UNARY_SOFTPLUS,  /* log(1 + e^x), x for x > 20 as PyTorch */
   MEXD_UNARY_SCALE,     /* a·x + b */
   MEXD_UNARY_SCALE_EYE, /* a·x + b·I over the last two dims, which must be equal */
+  MEXD_UNARY_TANH,
+  MEXD_UNARY_SIGMOID, /* 1/(1 + e^−x) */
 } MexdUnaryOp;
-/* y = f(x), same shape; y may be x.  `a` and `b` are used by MEXD_UNARY_SCALE only. */
+/* y = f(x), same shape; y may be x.  `a` and `b` are used by MEXD_UNARY_SCALE(_EYE) only. */
 gboolean mexd_unary(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float b, GError **error);
 gboolean mexd_relu(MexdTensor *y, MexdTensor *x, GError **error);
 gboolean mexd_gelu(MexdTensor *y, MexdTensor *x, GError **error);
 gboolean mexd_softplus(MexdTensor *y, MexdTensor *x, GError **error);
+gboolean mexd_tanh(MexdTensor *y, MexdTensor *x, GError **error);
+gboolean mexd_sigmoid(MexdTensor *y, MexdTensor *x, GError **error);
 gboolean mexd_scale(MexdTensor *y, MexdTensor *x, float a, float b, GError **error);
 /* y = a·x + b·I for x [..., m, m] (a batch of square matrices; the Nyström pseudo-inverse's
  * Newton–Schulz steps 7I − XZ, 15I − …, 13I − …).  y may be x. */

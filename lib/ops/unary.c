@@ -1,13 +1,15 @@
-/* unary.c: elementwise y = f(x) — relu, gelu (exact erf form), softplus, a·x + b (ops.h).
+/* unary.c: elementwise y = f(x) — relu, gelu (exact erf form), softplus, tanh, sigmoid, a·x + b
+ * (ops.h).
  *
  * Semantics follow PyTorch: relu passes NaN through; gelu is 0.5·x·(1 + erf(x/√2)) computed as
  * written, in f32 (so for x ≪ 0, where 1 + erf cancels, the result carries an absolute error of
  * ~1e-8·|x|, as PyTorch's does); softplus (beta 1, threshold 20) is x for x > 20, else
- * log(1 + e^x), accurate to a few ulp relative also far below 0.
- * cpu: libm's erff / log1pf / expf in f32 (the reference the shader is tested against); f16 tensors
- * are widened to f32 and rounded once on the way out.
+ * log(1 + e^x), accurate to a few ulp relative also far below 0; tanh and sigmoid are accurate to
+ * a few ulp relative everywhere (sigmoid as e^x/(1 + e^x) below 0, so its tail does not cancel).
+ * cpu: libm's erff / log1pf / expf / tanhf in f32 (the reference the shader is tested against);
+ * f16 tensors are widened to f32 and rounded once on the way out.
  * vulkan: shaders/unary.comp, one invocation per element, the op picked by a push constant; it
- * carries its own erf and log1p (see there).
+ * carries its own erf, log1p, tanh and sigmoid (shaders/mathfn.glsl).
  * y may be x exactly (in place); any other overlap is refused. */
 #include "backend/cpu.h"
 #include "backend/vulkan.h"
@@ -20,6 +22,13 @@
 static float softplus_f32(float v)
 {
   return v > 20.0f ? v : log1pf(expf(v));
+}
+
+static float sigmoid_f32(float v)
+{
+  float e = expf(-fabsf(v));
+  float r = 1.0f / (1.0f + e);
+  return v >= 0.0f ? r : e * r; /* NaN takes the second branch and stays NaN */
 }
 
 static void unary_cpu(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float b)
@@ -45,6 +54,14 @@ static void unary_cpu(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, flo
   case MEXD_UNARY_SCALE:
     for (int64_t i = 0; i < n; i++)
       Y[i] = a * X[i] + b;
+    break;
+  case MEXD_UNARY_TANH:
+    for (int64_t i = 0; i < n; i++)
+      Y[i] = tanhf(X[i]);
+    break;
+  case MEXD_UNARY_SIGMOID:
+    for (int64_t i = 0; i < n; i++)
+      Y[i] = sigmoid_f32(X[i]);
     break;
   case MEXD_UNARY_SCALE_EYE: {
     int64_t m = x->shape[x->ndim - 1];
@@ -94,7 +111,7 @@ gboolean mexd_unary(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float
   MexdBackend *be = y->backend;
   if (!mexd_op_check_dtype(name, "x", x, be, y->dtype, error))
     return FALSE;
-  if ((int)op < MEXD_UNARY_RELU || (int)op > MEXD_UNARY_SCALE_EYE)
+  if ((int)op < MEXD_UNARY_RELU || (int)op > MEXD_UNARY_SIGMOID)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "unary: unknown op %d", (int)op);
   if (!mexd_op_check_shape(name, "y", y, x->ndim, x->shape, error))
     return FALSE;
@@ -125,6 +142,16 @@ gboolean mexd_gelu(MexdTensor *y, MexdTensor *x, GError **error)
 gboolean mexd_softplus(MexdTensor *y, MexdTensor *x, GError **error)
 {
   return mexd_unary(y, x, MEXD_UNARY_SOFTPLUS, 0.0f, 0.0f, error);
+}
+
+gboolean mexd_tanh(MexdTensor *y, MexdTensor *x, GError **error)
+{
+  return mexd_unary(y, x, MEXD_UNARY_TANH, 0.0f, 0.0f, error);
+}
+
+gboolean mexd_sigmoid(MexdTensor *y, MexdTensor *x, GError **error)
+{
+  return mexd_unary(y, x, MEXD_UNARY_SIGMOID, 0.0f, 0.0f, error);
 }
 
 gboolean mexd_scale(MexdTensor *y, MexdTensor *x, float a, float b, GError **error)

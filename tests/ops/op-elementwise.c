@@ -28,7 +28,8 @@ static int random_shape(int64_t shape[4])
 
 /* ---- unary ---- */
 
-static const char *const unary_names[] = {"relu", "gelu", "softplus", "scale"};
+static const char *const unary_names[] = {"relu", "gelu", "softplus", "scale",
+                                          "scale_eye", "tanh", "sigmoid"};
 
 static double ref_unary1(MexdUnaryOp op, double x, double a, double b)
 {
@@ -36,6 +37,8 @@ static double ref_unary1(MexdUnaryOp op, double x, double a, double b)
   case MEXD_UNARY_RELU: return x < 0 ? 0 : x;
   case MEXD_UNARY_GELU: return 0.5 * x * (1 + erf(x / sqrt(2.0)));
   case MEXD_UNARY_SOFTPLUS: return x > 20 ? x : log1p(exp(x));
+  case MEXD_UNARY_TANH: return tanh(x);
+  case MEXD_UNARY_SIGMOID: return 1 / (1 + exp(-x));
   case MEXD_UNARY_SCALE: break;
   case MEXD_UNARY_SCALE_EYE: break; /* tested in op-mexd.c (it needs the shape) */
   }
@@ -61,6 +64,10 @@ static float *run_unary(MexdBackend *be, MexdDType dt, MexdUnaryOp op, float a, 
     ok = mexd_gelu(ty, tx, &error);
   else if (op == MEXD_UNARY_SOFTPLUS)
     ok = mexd_softplus(ty, tx, &error);
+  else if (op == MEXD_UNARY_TANH)
+    ok = mexd_tanh(ty, tx, &error);
+  else if (op == MEXD_UNARY_SIGMOID)
+    ok = mexd_sigmoid(ty, tx, &error);
   else
     ok = mexd_scale(ty, tx, a, b, &error);
   g_assert_no_error(error);
@@ -102,9 +109,13 @@ static void check_unary(const HarnessCase *hc, MexdUnaryOp op, float a, float b,
 static void test_unary_random(const HarnessCase *hc)
 {
   gboolean f16 = hc->dtype == MEXD_DTYPE_F16;
-  const float range[4][2] = {{-4, 4}, {-3, 8}, {f16 ? -9.5f : -30.0f, 30}, {-10, 10}};
+  /* tanh and sigmoid: both tails are tested in test_unary_tails */
+  const float range[7][2] = {{-4, 4}, {-3, 8}, {f16 ? -9.5f : -30.0f, 30}, {-10, 10}, {0, 0},
+                             {-4, 4}, {-8, 8}};
   for (int iter = 0; iter < 6; iter++)
-    for (int op = MEXD_UNARY_RELU; op <= MEXD_UNARY_SCALE; op++) {
+    for (int op = MEXD_UNARY_RELU; op <= MEXD_UNARY_SIGMOID; op++) {
+      if (op == MEXD_UNARY_SCALE_EYE)
+        continue;
       int64_t shape[4];
       int ndim = random_shape(shape);
       int64_t n = harness_numel(ndim, shape);
@@ -138,6 +149,14 @@ static void test_unary_tails(const HarnessCase *hc)
       {MEXD_UNARY_GELU, -1e-3f, 1e-3f, "gelu near 0"},
       {MEXD_UNARY_GELU, -1.5f, 1.5f, "gelu across the erf branches"},
       {MEXD_UNARY_RELU, -1e-3f, 1e-3f, "relu near 0"},
+      /* tanh near 0 is x − x³/3: no cancellation allowed; far out it saturates to ±1 */
+      {MEXD_UNARY_TANH, -1e-3f, 1e-3f, "tanh near 0"},
+      {MEXD_UNARY_TANH, -0.6f, 0.6f, "tanh across the branches"},
+      {MEXD_UNARY_TANH, 4.0f, 12.0f, "tanh large"},
+      /* sigmoid's lower tail e^x/(1 + e^x) keeps full relative precision */
+      {MEXD_UNARY_SIGMOID, f16 ? -9.5f : -80.0f, f16 ? -7.0f : -20.0f, "sigmoid lower tail"},
+      {MEXD_UNARY_SIGMOID, 5.0f, 40.0f, "sigmoid upper tail"},
+      {MEXD_UNARY_SIGMOID, -1e-3f, 1e-3f, "sigmoid near 0"},
   };
   for (guint c = 0; c < G_N_ELEMENTS(cases); c++) {
     int64_t shape[1] = {256 + harness_size(5000)}; /* enough values to span each range */
@@ -191,6 +210,8 @@ static void test_unary_special(const HarnessCase *hc)
       {MEXD_UNARY_GELU, {NAN, INFINITY, NAN /* not checked */, 0.0f, 1.95449972f}},
       {MEXD_UNARY_SOFTPLUS, {NAN, INFINITY, 0.0f, 0.693147181f, 2.12692801f}},
       {MEXD_UNARY_SCALE, {NAN, INFINITY, -INFINITY, 1.0f, 5.0f}}, /* 2x + 1 */
+      {MEXD_UNARY_TANH, {NAN, 1.0f, -1.0f, 0.0f, 0.96402758f}},
+      {MEXD_UNARY_SIGMOID, {NAN, 1.0f, 0.0f, 0.5f, 0.88079708f}},
   };
   for (guint c = 0; c < G_N_ELEMENTS(cases); c++) {
     MexdUnaryOp op = cases[c].op;

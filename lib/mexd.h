@@ -10,5 +10,8 @@
 #include "nn/backbone.h"
 #include "nn/model.h"
 #include "ops/ops.h"
+#include "train/synth.h"
+#include "train/metrics.h"
+#include "train/optim.h"
 #include "wsi/slide.h"
 #include "wsi/tissue.h"

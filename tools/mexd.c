@@ -44,6 +44,8 @@ static void usage(FILE *f)
              "  forward --model M --features BAG [--compat official] [--seed S] [--json]\n"
              "                 classify one bag of features with a MExD model\n"
              "  help           this text\n"
+             "  synth-bags --out DIR [--classes 2|3] [--slides N] [--seed S]\n"
+             "                 a synthetic MIL benchmark (CLAM .h5 bags, labels.csv)\n"
              "  tiles SLIDE [--mag M | --mpp U | --level L] [--size 256] [--preset P]\n"
              "                 [--out patches.h5] [--geojson tiles.geojson]\n"
              "                 the tissue of a slide and the tiles over it (CLAM's rules)\n"
@@ -75,6 +77,8 @@ int main(int argc, char **argv)
     return mexd_cmd_forward(argc - 1, argv + 1);
   if (strcmp(cmd, "extract") == 0)
     return mexd_cmd_extract(argc - 1, argv + 1);
+  if (strcmp(cmd, "synth-bags") == 0)
+    return mexd_cmd_synth_bags(argc - 1, argv + 1);
   if (strcmp(cmd, "tiles") == 0)
     return mexd_cmd_tiles(argc - 1, argv + 1);
   fprintf(stderr, "mexd: unknown command \"%s\" (mexd help lists them)\n", cmd);

@@ -1,0 +1,194 @@
+/* dataset.h: the training data set — a directory of bags of features and a CSV of labels, loaded
+ * once into memory, split into train / val / test, with a reproducible bag order per epoch.
+ *
+ * Input.  A labels CSV with a header line naming at least the columns `slide_id` and `label`, and
+ * optionally `split` (names matched without regard to ASCII case; other columns are ignored, so
+ * CLAM's and TANGLE's CSVs with extra columns load).  Cells may be surrounded by spaces and by
+ * double quotes ("" inside quotes is a quote); a UTF-8 byte order mark, "\r\n" line ends and
+ * blank lines are accepted.  `split` is one of train / val / test (also training, valid,
+ * validation, testing; any ASCII case).  Without a split column every slide is a training slide
+ * (a test split then only comes from a preset's official split).
+ *
+ * Feature files.  Slide `S` is looked up in the feature directory as S.h5, S.csv and S.npy, and
+ * as h5_files/S.h5 (CLAM's extract_features_fp.py writes FEAT_DIR/h5_files/S.h5).  Exactly one
+ * must exist; two (e.g. S.h5 and S.csv) are an error naming both.  The files are read by
+ * mexd_bag_read() (io/features.h), converted to float32, and kept in memory until
+ * mexd_dataset_free() (coords are dropped: training does not use them).  Files of those
+ * extensions in the directory (and h5_files/) that name no slide of the CSV are ignored and
+ * counted (n_unused_files); the labels CSV itself is never counted.
+ *
+ * Classes.  With a preset (below), the preset's class list, in its order.  Else with
+ * options.class_names, that list.  Else the distinct labels of the CSV sorted: numerically when
+ * every label is a non-negative decimal integer ("2" before "10"), else by bytes (strcmp).
+ * Sorted rather than in order of appearance so that a class's index, which a checkpoint's
+ * output depends on, does not change when the CSV's rows are reordered or filtered.  Labels are
+ * matched to a given list (preset or class_names) without regard to ASCII case, and to a
+ * preset's aliases (e.g. BRACS's subtypes "PB" or group codes "BT" for benign); the classes
+ * taken from the CSV are matched exactly, and two labels that differ only in case are an error.
+ *
+ * Bad data.  Each of these is a GError (MEXD_ERROR_FORMAT unless said) whose message names the
+ * slide and, where there is one, its feature file and the CSV line: no feature file
+ * (MEXD_ERROR_NOT_FOUND), two feature files, a file that cannot be read (the reader's code: IO,
+ * FORMAT, UNSUPPORTED, NO_MEMORY), an empty bag (0 instances), NaN or ±Inf features
+ * (MEXD_ERROR_INVALID_ARGUMENT), a feature size D different from the other slides' (or from
+ * options.expected_dim) (MEXD_ERROR_SHAPE), a label that is no class, an empty or unknown split,
+ * a slide id that is empty or contains '/' or '\\' or is "." or "..", a slide listed twice, a
+ * slide absent from a preset's official split or whose label contradicts it.  With
+ * options.skip_bad each of these instead skips the slide with a warning (options.warn, else
+ * g_warning in the "mexd" domain) and counts it in n_skipped.  For D, skip_bad keeps the most
+ * common D (ties: the first slide's) and skips the others.  A slide listed twice with the same
+ * label and split keeps its first row; with different ones all its rows are skipped.  Errors
+ * of the CSV as a whole (unreadable, no header, no slide_id or label column, a row with too few
+ * cells) and NO_MEMORY are always errors.  Loading fails when no training slide remains.
+ *
+ * Memory.  All bags stay in memory as float32: N×D×4 bytes each (400 slides × 10,000 × 768 is
+ * 12 GB).  total_bytes gives the sum; options.max_bytes refuses (MEXD_ERROR_NO_MEMORY, before
+ * reading the file that would pass it) a cohort above a budget, and a failed allocation is
+ * MEXD_ERROR_NO_MEMORY naming the slide, never a crash.  (With Linux's overcommit a too large
+ * cohort may still be killed later when touched: set max_bytes below the machine's memory.)
+ *
+ * Validation split.  When no slide is in val (no split column, or none marked val, and no
+ * official val), val is carved from train: per class, round(val_fraction × n_c) of its n_c
+ * training slides (at least 1 when n_c >= 2 and val_fraction > 0; at most n_c - 1, so train
+ * keeps every class it had), chosen by a seeded shuffle of that class's slides in CSV order
+ * (Philox, see below; key = seed, counter tag "mval").  Same CSV + same seed → same split.
+ *
+ * Bag order.  mexd_shuffle_permutation() gives epoch e's permutation of n items from (seed, e)
+ * alone: a Fisher–Yates shuffle whose draw for position i is Philox4x32-10 (lib/nn/philox.h) of
+ * counter (i, e, attempt, "shuf") under key (seed low, seed high), reduced to [0, i] without
+ * bias (Lemire's multiply-and-reject).  A run resumed at epoch e gets the order it would have
+ * had, with no generator state to save.
+ *
+ * Presets (the paper's cohorts, MEXD.md §2; docs in presets.c):
+ *   camelyon16: classes (normal, tumor), E = 2, α = (0.25, 0.5), expert_of_class {0, 1};
+ *     official split by name: train = normal_001..160 without normal_086 + tumor_001..111
+ *     (270), test = test_001..130 without test_049 (129), as the CAMELYON16 release's readme
+ *     says; val carved from train.
+ *   tcga-nsclc: classes (LUAD, LUSC), E = 3, α = (0.25, 0.5, 0.25), expert_of_class {1, 2}; no
+ *     official split: the CSV's split column.
+ *   bracs: classes (benign, atypical, malignant) = BRACS's groups BT, AT, MT, E = 4,
+ *     α = (0.5, 0.5, 0.5, 0.25), expert_of_class {1, 2, 3}; official split of the BRACS release
+ *     (395 train / 65 val / 87 test WSIs) by slide name.
+ * With an official split, a CSV split column must agree with it, except that a CSV "val" is
+ * accepted for an official train slide when the preset has no official val (camelyon16). */
+#pragma once
+
+#include "io/features.h"
+
+#include <glib.h>
+#include <stddef.h>
+#include <stdint.h>
+
+G_BEGIN_DECLS
+
+typedef enum {
+  MEXD_SPLIT_TRAIN,
+  MEXD_SPLIT_VAL,
+  MEXD_SPLIT_TEST,
+} MexdSplit;
+#define MEXD_N_SPLITS 3
+
+/* "train", "val", "test" ("invalid" outside the enum). */
+const char *mexd_split_name(MexdSplit split);
+
+/* ---- presets ---- */
+
+#define MEXD_PRESET_MAX_CLASSES 4
+#define MEXD_PRESET_MAX_EXPERTS 4
+
+typedef struct {
+  const char *name;
+  int n_classes;
+  const char *classes[MEXD_PRESET_MAX_CLASSES + 1]; /* NULL-terminated */
+  int experts;                                      /* E */
+  double alpha[MEXD_PRESET_MAX_EXPERTS];
+  int expert_of_class[MEXD_PRESET_MAX_CLASSES];
+  gboolean official_split; /* the split comes from the slide's name, not from the CSV */
+  gboolean official_val;   /* the official split has a val part */
+} MexdPreset;
+
+/* The preset called `name` ("camelyon16", "tcga-nsclc", "bracs"; ASCII case ignored), or NULL
+ * with MEXD_ERROR_NOT_FOUND listing the known names. */
+const MexdPreset *mexd_preset_lookup(const char *name, GError **error);
+/* The known presets' names, NULL-terminated (static). */
+const char *const *mexd_preset_names(void);
+/* The class index of `label` under the preset (a class name or an alias, ASCII case ignored),
+ * or -1. */
+int mexd_preset_class_of_label(const MexdPreset *preset, const char *label);
+/* The official split of `slide_id` and the class its name or the release gives it (-1 when the
+ * name does not tell, e.g. Camelyon16's test slides).  FALSE with MEXD_ERROR_NOT_FOUND saying
+ * why when the slide is not in the official split, MEXD_ERROR_INVALID_ARGUMENT when the preset
+ * has none. */
+gboolean mexd_preset_official_split(const MexdPreset *preset, const char *slide_id,
+                                    MexdSplit *split, int *klass, GError **error);
+
+/* ---- the data set ---- */
+
+/* Called for each skipped slide (skip_bad): `slide` is its id, `message` the error's. */
+typedef void (*MexdDatasetWarnFunc)(const char *slide, const char *message, gpointer user_data);
+
+typedef struct {
+  const char *preset;             /* NULL or a preset's name */
+  const char *const *class_names; /* NULL-terminated, or NULL; not with a preset */
+  double val_fraction;            /* of train carved into val when there is no val; 0: none */
+  uint64_t seed;                  /* of the val carving and of the epoch order */
+  gboolean skip_bad;              /* skip bad slides with a warning instead of failing */
+  int64_t expected_dim;           /* D every bag must have; 0: any (all equal) */
+  size_t max_bytes;               /* budget for the features in memory; 0: none */
+  MexdDatasetWarnFunc warn;       /* NULL: g_warning */
+  gpointer warn_data;
+} MexdDatasetOptions;
+
+/* Defaults: no preset, no class list, val_fraction 0.2, seed 0, no skip_bad, any D, no budget,
+ * g_warning. */
+void mexd_dataset_options_init(MexdDatasetOptions *options);
+
+typedef struct {
+  char *slide_id;
+  char *path;     /* its feature file */
+  int line;       /* 1-based line of the labels CSV */
+  int label;      /* class index */
+  MexdSplit split;
+  MexdBag *bag;   /* n x d float32 features; coords NULL */
+} MexdSlide;
+
+/* Read-only after loading; everything is owned by the struct, freed by mexd_dataset_free(). */
+typedef struct {
+  const MexdPreset *preset; /* or NULL */
+  int n_classes;
+  char **classes;           /* NULL-terminated */
+  int64_t d;                /* feature size of every bag */
+  int n_slides;
+  MexdSlide *slides;        /* in CSV order */
+  int n_split[MEXD_N_SPLITS];
+  int *split_slides[MEXD_N_SPLITS]; /* slide indices of each split, ascending (CSV order) */
+  gboolean val_carved;      /* val was carved from train */
+  uint64_t seed;
+  int n_unused_files;       /* feature files of the directory that name no CSV slide */
+  int n_skipped;            /* slides skipped (skip_bad) */
+  int64_t total_instances;
+  size_t total_bytes;       /* features in memory: total_instances * d * 4 */
+} MexdDataset;
+
+/* Loads the data set (see the top of this file).  NULL with the error set on failure. */
+MexdDataset *mexd_dataset_load(const char *feature_dir, const char *labels_csv,
+                               const MexdDatasetOptions *options, GError **error);
+void mexd_dataset_free(MexdDataset *ds);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdDataset, mexd_dataset_free)
+
+/* The number of slides of class `klass` in `split`. */
+int mexd_dataset_count(const MexdDataset *ds, MexdSplit split, int klass);
+
+/* One paragraph for a log: slides per split and class, D, instances, memory, files ignored and
+ * slides skipped.  g_free it. */
+char *mexd_dataset_summary(const MexdDataset *ds);
+
+/* Writes a permutation of 0..n-1 to perm[n]: epoch `epoch`'s order under `seed` (above). */
+void mexd_shuffle_permutation(uint64_t seed, uint32_t epoch, uint32_t n, uint32_t *perm);
+
+/* The training slides (indices into ds->slides) in epoch `epoch`'s order: the permutation of
+ * ds->split_slides[MEXD_SPLIT_TRAIN] by mexd_shuffle_permutation(ds->seed, epoch, ...).
+ * ds->n_split[MEXD_SPLIT_TRAIN] entries; g_free it. */
+int *mexd_dataset_epoch_order(const MexdDataset *ds, uint32_t epoch);
+
+G_END_DECLS

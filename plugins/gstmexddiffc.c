@@ -20,6 +20,7 @@
  */
 #include "gstmexddiffc.h"
 
+#include "gstmexdcontext.h"
 #include "gstmexdmeta.h"
 #include "mexd.h"
 
@@ -35,6 +36,7 @@ struct _GstMexdDiffc {
   guint64 seed;
   gdouble eta;
   MexdBackend *be;
+  MexdBackend *shared; /* the pipeline\'s device (gstmexdcontext.h), or NULL */
   MexdModel *m;
   gint classes, width;
 };
@@ -68,7 +70,7 @@ static gboolean gst_mexd_diffc_start(GstBaseTransform *bt)
     return FALSE;
   }
   g_autoptr(GError) error = NULL;
-  self->be = mexd_backend_new(self->device && *self->device ? self->device : NULL, &error);
+  self->be = gst_mexd_device_acquire(GST_ELEMENT(self), self->device, &self->shared, &error);
   if (self->be)
     self->m = mexd_model_load(self->model, self->be, &error);
   if (self->m && !mexd_model_get_diffc(self->m)) {
@@ -248,7 +250,22 @@ static void gst_mexd_diffc_finalize(GObject *object)
   g_free(self->model);
   g_free(self->device);
   g_free(self->sampler);
+  g_clear_pointer(&self->shared, mexd_backend_unref);
   G_OBJECT_CLASS(gst_mexd_diffc_parent_class)->finalize(object);
+}
+
+static void gst_mexd_diffc_set_context(GstElement *element, GstContext *context)
+{
+  gst_mexd_device_set_context(element, context, &GST_MEXD_DIFFC(element)->shared);
+  GST_ELEMENT_CLASS(gst_mexd_diffc_parent_class)->set_context(element, context);
+}
+
+static gboolean gst_mexd_diffc_query(GstBaseTransform *bt, GstPadDirection direction,
+                                     GstQuery *query)
+{
+  if (gst_mexd_device_handle_query(GST_ELEMENT(bt), query, &GST_MEXD_DIFFC(bt)->shared))
+    return TRUE;
+  return GST_BASE_TRANSFORM_CLASS(gst_mexd_diffc_parent_class)->query(bt, direction, query);
 }
 
 static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
@@ -266,7 +283,10 @@ static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
                           rw));
   g_object_class_install_property(
       oc, PROP_DEVICE,
-      g_param_spec_string("device", "Device", "cpu, vulkan or vulkan:N (default: as mexdembed)",
+      g_param_spec_string("device", "Device",
+                          "cpu, vulkan or vulkan:N (default: the device the other mexd elements of "
+                          "the pipeline share, else MEXD_DEVICE, else the first GPU, else "
+                          "lavapipe, else cpu)",
                           NULL, rw));
   g_object_class_install_property(
       oc, PROP_SAMPLER,
@@ -294,6 +314,8 @@ static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
       ec, "MExD diffusion classifier", "Filter/Analyzer",
       "A slide's prior and insight → class probabilities by diffusion; posts mexd-result",
       "mexd developers");
+  ec->set_context = gst_mexd_diffc_set_context;
+  bc->query = gst_mexd_diffc_query;
   bc->start = gst_mexd_diffc_start;
   bc->stop = gst_mexd_diffc_stop;
   bc->transform_caps = gst_mexd_diffc_transform_caps;

@@ -19,6 +19,7 @@
  */
 #include "gstmexdembed.h"
 
+#include "gstmexdcontext.h"
 #include "gstmexdmeta.h"
 #include "mexd.h"
 
@@ -33,6 +34,7 @@ struct _GstMexdEmbed {
   gchar *model, *device, *precision;
   gint batch_size;
   MexdBackend *be;
+  MexdBackend *shared; /* the pipeline\'s device (gstmexdcontext.h), or NULL */
   MexdBackbone *bb;
   gint64 dim;
   GstVideoInfo vinfo;
@@ -77,7 +79,7 @@ static gboolean gst_mexd_embed_start(GstBaseTransform *bt)
     return FALSE;
   }
   g_autoptr(GError) error = NULL;
-  self->be = mexd_backend_new(self->device && *self->device ? self->device : NULL, &error);
+  self->be = gst_mexd_device_acquire(GST_ELEMENT(self), self->device, &self->shared, &error);
   if (self->be)
     self->bb = mexd_backbone_load(self->model, self->be, dtype, &error);
   if (!self->bb) {
@@ -315,7 +317,22 @@ static void gst_mexd_embed_finalize(GObject *object)
   g_free(self->model);
   g_free(self->device);
   g_free(self->precision);
+  g_clear_pointer(&self->shared, mexd_backend_unref);
   G_OBJECT_CLASS(gst_mexd_embed_parent_class)->finalize(object);
+}
+
+static void gst_mexd_embed_set_context(GstElement *element, GstContext *context)
+{
+  gst_mexd_device_set_context(element, context, &GST_MEXD_EMBED(element)->shared);
+  GST_ELEMENT_CLASS(gst_mexd_embed_parent_class)->set_context(element, context);
+}
+
+static gboolean gst_mexd_embed_query(GstBaseTransform *bt, GstPadDirection direction,
+                                     GstQuery *query)
+{
+  if (gst_mexd_device_handle_query(GST_ELEMENT(bt), query, &GST_MEXD_EMBED(bt)->shared))
+    return TRUE;
+  return GST_BASE_TRANSFORM_CLASS(gst_mexd_embed_parent_class)->query(bt, direction, query);
 }
 
 static void gst_mexd_embed_class_init(GstMexdEmbedClass *klass)
@@ -334,8 +351,9 @@ static void gst_mexd_embed_class_init(GstMexdEmbedClass *klass)
   g_object_class_install_property(
       oc, PROP_DEVICE,
       g_param_spec_string("device", "Device",
-                          "cpu, vulkan or vulkan:N (default: MEXD_DEVICE, else the first GPU, "
-                          "else lavapipe, else cpu)",
+                          "cpu, vulkan or vulkan:N (default: the device the other mexd elements of "
+                          "the pipeline share, else MEXD_DEVICE, else the first GPU, else "
+                          "lavapipe, else cpu)",
                           NULL, rw));
   g_object_class_install_property(
       oc, PROP_PRECISION,
@@ -351,6 +369,8 @@ static void gst_mexd_embed_class_init(GstMexdEmbedClass *klass)
                                         "Tile features with a backbone (ResNet-50-trunc, ViT, "
                                         "CTransPath) on Vulkan or the cpu",
                                         "mexd developers");
+  ec->set_context = gst_mexd_embed_set_context;
+  bc->query = gst_mexd_embed_query;
   bc->start = gst_mexd_embed_start;
   bc->stop = gst_mexd_embed_stop;
   bc->transform_caps = gst_mexd_embed_transform_caps;

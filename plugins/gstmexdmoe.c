@@ -19,6 +19,7 @@
  */
 #include "gstmexdmoe.h"
 
+#include "gstmexdcontext.h"
 #include "gstmexdmeta.h"
 #include "mexd.h"
 
@@ -31,6 +32,7 @@ struct _GstMexdMoe {
   GstBaseTransform parent;
   gchar *model, *device, *mode;
   MexdBackend *be;
+  MexdBackend *shared; /* the pipeline\'s device (gstmexdcontext.h), or NULL */
   MexdModel *m;
   gint64 dim;
   GArray *features; /* float: the current slide's */
@@ -64,7 +66,7 @@ static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
     return FALSE;
   }
   g_autoptr(GError) error = NULL;
-  self->be = mexd_backend_new(self->device && *self->device ? self->device : NULL, &error);
+  self->be = gst_mexd_device_acquire(GST_ELEMENT(self), self->device, &self->shared, &error);
   if (self->be)
     self->m = mexd_model_load(self->model, self->be, &error);
   /* the routing mode: the model file's unless the property says */
@@ -318,7 +320,22 @@ static void gst_mexd_moe_finalize(GObject *object)
   g_free(self->model);
   g_free(self->device);
   g_free(self->mode);
+  g_clear_pointer(&self->shared, mexd_backend_unref);
   G_OBJECT_CLASS(gst_mexd_moe_parent_class)->finalize(object);
+}
+
+static void gst_mexd_moe_set_context(GstElement *element, GstContext *context)
+{
+  gst_mexd_device_set_context(element, context, &GST_MEXD_MOE(element)->shared);
+  GST_ELEMENT_CLASS(gst_mexd_moe_parent_class)->set_context(element, context);
+}
+
+static gboolean gst_mexd_moe_query(GstBaseTransform *bt, GstPadDirection direction,
+                                     GstQuery *query)
+{
+  if (gst_mexd_device_handle_query(GST_ELEMENT(bt), query, &GST_MEXD_MOE(bt)->shared))
+    return TRUE;
+  return GST_BASE_TRANSFORM_CLASS(gst_mexd_moe_parent_class)->query(bt, direction, query);
 }
 
 static void gst_mexd_moe_class_init(GstMexdMoeClass *klass)
@@ -336,8 +353,9 @@ static void gst_mexd_moe_class_init(GstMexdMoeClass *klass)
   g_object_class_install_property(
       oc, PROP_DEVICE,
       g_param_spec_string("device", "Device",
-                          "cpu, vulkan or vulkan:N (default: MEXD_DEVICE, else the first GPU, "
-                          "else lavapipe, else cpu)",
+                          "cpu, vulkan or vulkan:N (default: the device the other mexd elements of "
+                          "the pipeline share, else MEXD_DEVICE, else the first GPU, else "
+                          "lavapipe, else cpu)",
                           NULL, rw));
   g_object_class_install_property(
       oc, PROP_MODE,
@@ -352,6 +370,8 @@ static void gst_mexd_moe_class_init(GstMexdMoeClass *klass)
       "A slide's tile features → prior and insight (TransMIL adapters and the Dynamic "
       "Mixture-of-Experts)",
       "mexd developers");
+  ec->set_context = gst_mexd_moe_set_context;
+  bc->query = gst_mexd_moe_query;
   bc->start = gst_mexd_moe_start;
   bc->stop = gst_mexd_moe_stop;
   bc->transform_caps = gst_mexd_moe_transform_caps;

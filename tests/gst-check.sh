@@ -18,6 +18,24 @@ fi
 # under AddressSanitizer: full stacks for allocations, so that .ci/lsan.supp can recognise
 # GLib's intentional leak of its first quark table (see there)
 ASAN_OPTIONS="${ASAN_OPTIONS:-}:fast_unwind_on_malloc=0" "$test_gst"
+# the documentation: gst-inspect-1.0 lists every element of the plugin with its pad templates, and
+# each element's source opens with a SECTION doc holding an example gst-launch-1.0 line
+# (test-gst's /gst/registry checks that every property has a description)
+inspect() { "$@"; }
+if ldd "${GST_PLUGIN_PATH:-}/libgstmexd.so" 2>/dev/null | grep -q libasan; then
+  inspect() { LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 "$@"; }
+fi
+inspect gst-inspect-1.0 mexd >"$tmp/inspect.txt"
+for e in openslidesrc mexdembed mexdmoe mexddiffc mexdfeaturesink mexdfeaturesrc mexdheatmap; do
+  grep -q "^ *$e: " "$tmp/inspect.txt" || { echo "gst-inspect-1.0 mexd does not list $e"; exit 1; }
+  inspect gst-inspect-1.0 "$e" >"$tmp/inspect-$e.txt"
+  grep -q "Pad Templates:" "$tmp/inspect-$e.txt" || { echo "$e: no pad templates"; exit 1; }
+  f="$src/plugins/gst$e.c"
+  [ "$e" = openslidesrc ] && f="$src/plugins/gstopenslidesrc.c"
+  sed -n '1,40p' "$f" | grep -q "SECTION:element-$e" || { echo "$f: no SECTION doc"; exit 1; }
+  sed -n '1,60p' "$f" | grep -q "gst-launch-1.0" || { echo "$f: no example pipeline"; exit 1; }
+done
+echo "gst-inspect-1.0 mexd: $(grep -c '^ *[a-z]*: ' "$tmp/inspect.txt") elements, each documented"
 [ -n "${MEXD_TEST_SLIDE:-}" ] || exit 0
 # the pipeline of pipelines/extract-features.sh against the command.  A sanitizer build of the
 # plugin needs the ASan runtime preloaded into gst-launch-1.0 (uninstrumented; its leak report

@@ -5,6 +5,7 @@
 #include "fixture-dir.h"
 #include "mexd.h"
 
+#include "../plugins/gstmexdcontext.h"
 #include "../plugins/gstmexdmeta.h"
 
 #include <glib/gstdio.h>
@@ -355,16 +356,20 @@ static void test_appsrc_scanner(void)
   g_autofree char *model = fixture("mexd", "model-e2.safetensors");
   g_autofree char *desc = g_strdup_printf(
       "appsrc name=scanner format=time caps=video/x-raw,format=RGB,width=64,height=64,"
-      "framerate=0/1 ! mexdembed model=%s device=cpu batch-size=3 ! mexdmoe model=%s "
-      "device=cpu ! mexddiffc model=%s device=cpu seed=4 chains=8 ! fakesink",
+      "framerate=0/1 ! mexdembed name=e model=%s batch-size=3 ! mexdmoe name=m model=%s "
+      "! mexddiffc name=d model=%s seed=4 chains=8 ! fakesink",
       vit, model, model);
   g_autoptr(GError) error = NULL;
   GstElement *pipe = gst_parse_launch(desc, &error);
   g_assert_no_error(error);
   GstElement *src = gst_bin_get_by_name(GST_BIN(pipe), "scanner");
+  /* the application chooses the device of the whole pipeline: the cpu backend */
+  g_autoptr(MexdBackend) be = mexd_backend_new("cpu", &error);
+  GstContext *ctx = gst_mexd_backend_context_new(be);
+  gst_element_set_context(pipe, ctx);
+  gst_context_unref(ctx);
   gst_element_set_state(pipe, GST_STATE_PLAYING);
   const int tiles[2] = {5, 4};
-  g_autoptr(MexdBackend) be = mexd_backend_new("cpu", &error);
   g_autoptr(MexdBackbone) bb = mexd_backbone_load(vit, be, MEXD_DTYPE_F32, &error);
   g_autoptr(MexdModel) m = mexd_model_load(model, be, &error);
   g_assert_no_error(error);
@@ -427,10 +432,79 @@ static void test_appsrc_scanner(void)
     gst_message_unref(msg);
   }
   g_assert_cmpint(results, ==, 2);
+  /* every element ran on the application's backend */
+  const char *names[] = {"e", "m", "d"};
+  for (int k = 0; k < 3; k++) {
+    g_autoptr(GstElement) e = gst_bin_get_by_name(GST_BIN(pipe), names[k]);
+    g_assert_nonnull(e);
+    GstContext *c = gst_element_get_context(e, GST_MEXD_BACKEND_CONTEXT);
+    g_assert_nonnull(c);
+    g_autoptr(MexdBackend) used = gst_mexd_backend_context_get(c);
+    g_assert_true(used == be);
+    gst_context_unref(c);
+  }
   gst_object_unref(bus);
   gst_object_unref(src);
   gst_element_set_state(pipe, GST_STATE_NULL);
   gst_object_unref(pipe);
+}
+
+/* The elements of a pipeline share one device: whichever starts first opens it and announces it
+ * (HAVE_CONTEXT), the bin keeps it, the others find it through a context query or the bin; an
+ * element whose device property asks for another kind opens its own. */
+static void test_shared_device(void)
+{
+  g_autofree char *vit = fixture("gst", "vit-d32.safetensors");
+  g_autofree char *model = fixture("mexd", "model-e2.safetensors");
+  for (int variant = 0; variant < 2; variant++) {
+    /* variant 1: mexdembed asks for cpu; when the shared device is a Vulkan one it opens its
+     * own and the other two still share */
+    g_autofree char *desc = g_strdup_printf(
+        "appsrc caps=video/x-raw,format=RGB,width=64,height=64,framerate=0/1 ! mexdembed "
+        "name=e model=%s %s ! mexdmoe name=m model=%s ! mexddiffc name=d model=%s ! fakesink",
+        vit, variant ? "device=cpu" : "", model, model);
+    g_autoptr(GError) error = NULL;
+    GstElement *pipe = gst_parse_launch(desc, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(gst_element_set_state(pipe, GST_STATE_PAUSED), !=, GST_STATE_CHANGE_FAILURE);
+    MexdBackend *seen[3] = {NULL, NULL, NULL};
+    const char *names[] = {"e", "m", "d"};
+    for (int k = 0; k < 3; k++) {
+      g_autoptr(GstElement) el = gst_bin_get_by_name(GST_BIN(pipe), names[k]);
+      GstContext *c = gst_element_get_context(el, GST_MEXD_BACKEND_CONTEXT);
+      g_assert_nonnull(c);
+      seen[k] = gst_mexd_backend_context_get(c);
+      g_assert_nonnull(seen[k]);
+      gst_context_unref(c);
+    }
+    g_assert_true(seen[0] == seen[1] && seen[1] == seen[2]);
+    GstContext *pc = gst_element_get_context(pipe, GST_MEXD_BACKEND_CONTEXT);
+    g_assert_nonnull(pc);
+    g_autoptr(MexdBackend) pb = gst_mexd_backend_context_get(pc);
+    g_assert_true(pb == seen[0]);
+    gst_context_unref(pc);
+    g_test_message("variant %d: shared device %s", variant, mexd_backend_name(seen[0]));
+    for (int k = 0; k < 3; k++)
+      mexd_backend_unref(seen[k]);
+    gst_element_set_state(pipe, GST_STATE_NULL);
+    gst_object_unref(pipe);
+  }
+  /* the backend check itself */
+  g_autoptr(MexdBackend) cpu = mexd_backend_new("cpu", NULL);
+  g_assert_true(mexd_backend_satisfies(cpu, NULL) && mexd_backend_satisfies(cpu, "") &&
+                mexd_backend_satisfies(cpu, "CPU"));
+  g_assert_false(mexd_backend_satisfies(cpu, "vulkan") || mexd_backend_satisfies(cpu, "vulkan:0"));
+  g_autoptr(MexdBackend) vk = mexd_backend_new("vulkan:0", NULL);
+  if (vk) {
+    g_assert_true(mexd_backend_satisfies(vk, "vulkan") && mexd_backend_satisfies(vk, "vulkan:0"));
+    g_assert_false(mexd_backend_satisfies(vk, "vulkan:1") ||
+                   mexd_backend_satisfies(vk, "vulkan:01") || mexd_backend_satisfies(vk, "cpu") ||
+                   mexd_backend_satisfies(vk, "vulkan:"));
+  }
+  g_assert_false(mexd_backend_satisfies(NULL, NULL));
+  GstContext *other = gst_context_new("something.else", TRUE);
+  g_assert_null(gst_mexd_backend_context_get(other));
+  gst_context_unref(other);
 }
 
 int main(int argc, char **argv)
@@ -444,6 +518,7 @@ int main(int argc, char **argv)
   g_test_add_func("/gst/mexdembed/errors", test_embed_errors);
   g_test_add_func("/gst/mexdfeaturesink/files", test_featuresink);
   g_test_add_func("/gst/appsrc-scanner", test_appsrc_scanner);
+  g_test_add_func("/gst/shared-device", test_shared_device);
   g_test_add_func("/gst/mexdmoe/errors", test_moe_errors);
   return g_test_run();
 }

@@ -52,6 +52,23 @@ MexdBackend *mexd_backend_new(const char *spec, GError **error)
   return mexd_cpu_backend_new(error);
 }
 
+gboolean mexd_backend_satisfies(const MexdBackend *be, const char *spec)
+{
+  if (!be)
+    return FALSE;
+  if (!spec || !*spec)
+    return TRUE;
+  if (g_ascii_strcasecmp(spec, "cpu") == 0)
+    return be->kind == MEXD_BACKEND_CPU;
+  if (g_ascii_strncasecmp(spec, "vulkan", 6) != 0 || be->kind != MEXD_BACKEND_VULKAN)
+    return FALSE;
+  if (spec[6] == '\0')
+    return TRUE;
+  /* the name starts with "vulkan:N " */
+  size_t n = strlen(spec);
+  return spec[6] == ':' && strncmp(be->name + 6, spec + 6, n - 6) == 0 && be->name[n] == ' ';
+}
+
 MexdBackend *mexd_backend_ref(MexdBackend *be)
 {
   g_return_val_if_fail(be != NULL, NULL);

@@ -28,6 +28,10 @@ void mexd_backend_unref(MexdBackend *be);
 MexdBackendKind mexd_backend_kind(const MexdBackend *be);
 /* A human-readable name, e.g. "cpu (OpenBLAS)" or "vulkan:0 NVIDIA H100 80GB HBM3". */
 const char *mexd_backend_name(const MexdBackend *be);
+/* Whether `be` is what the device spec asks for: NULL or "" anything, "cpu" the cpu backend,
+ * "vulkan" any Vulkan device, "vulkan:N" Vulkan device N (ASCII case ignored).  Used to decide
+ * whether a backend opened elsewhere (the GStreamer elements' shared device) may be used. */
+gboolean mexd_backend_satisfies(const MexdBackend *be, const char *spec);
 /* TRUE when the device supports f16 storage (the cpu backend always does). */
 gboolean mexd_backend_has_f16(const MexdBackend *be);
 

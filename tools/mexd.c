@@ -37,6 +37,8 @@ static void usage(FILE *f)
              "  bench read SLIDE [--threads 1,2]\n"
              "                 tiles per second read from a slide, beside OpenSlide alone\n"
              "  devices        list the compute devices and the default choice\n"
+             "  eval --model M --data DIR --labels CSV [--split test] [--out preds.csv]\n"
+             "                 ACC, AUC, F1, per-class table and confusion matrix of a trained model\n"
              "  extract --backbone B (--tiles DIR | --slide FILE [--mag 20]) --out FEATS.h5\n"
              "          [--batch N] [--precision fp16]\n"
              "                 tile features (CLAM .h5) with a backbone, from a folder of PNG tiles\n"
@@ -46,6 +48,8 @@ static void usage(FILE *f)
              "  help           this text\n"
              "  synth-bags --out DIR [--classes 2|3] [--slides N] [--seed S]\n"
              "                 a synthetic MIL benchmark (CLAM .h5 bags, labels.csv)\n"
+             "  train adapter|transmil|moe|diffusion|abmil --data DIR --labels CSV --out DIR\n"
+             "                 train a stage of MExD or a baseline from feature files\n"
              "  tiles SLIDE [--mag M | --mpp U | --level L] [--size 256] [--preset P]\n"
              "                 [--out patches.h5] [--geojson tiles.geojson]\n"
              "                 the tissue of a slide and the tiles over it (CLAM's rules)\n"
@@ -81,6 +85,10 @@ int main(int argc, char **argv)
     return mexd_cmd_synth_bags(argc - 1, argv + 1);
   if (strcmp(cmd, "tiles") == 0)
     return mexd_cmd_tiles(argc - 1, argv + 1);
+  if (strcmp(cmd, "train") == 0)
+    return mexd_cmd_train(argc - 1, argv + 1);
+  if (strcmp(cmd, "eval") == 0)
+    return mexd_cmd_eval(argc - 1, argv + 1);
   fprintf(stderr, "mexd: unknown command \"%s\" (mexd help lists them)\n", cmd);
   return 2;
 }

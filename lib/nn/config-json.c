@@ -93,7 +93,10 @@ MexdSafetensors *mexd_cfg_open(const char *path, const char *format, const char 
     const char *other = g_str_has_prefix(fmt, "mexd-model/")      ? "a MExD model file"
                         : g_str_has_prefix(fmt, "mexd-backbone/") ? "a backbone file"
                         : g_str_has_prefix(fmt, "mexd-transmil/") ? "a TransMIL-only file"
-                                                                  : NULL;
+                        : g_str_has_prefix(fmt, "mexd-abmil/")    ? "an ABMIL model file"
+                        : g_str_has_prefix(fmt, "mexd-checkpoint/")
+                            ? "a training checkpoint (use the model.safetensors beside it)"
+                            : NULL;
     g_set_error(error, MEXD_ERROR, MEXD_ERROR_UNSUPPORTED,
                 "%s: format \"%s\" is not supported as a %s (this build reads %s)%s%s", path, fmt,
                 kind, format, other ? "; this is " : "", other ? other : "");

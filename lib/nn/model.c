@@ -133,7 +133,7 @@ gboolean mexd_model_config_parse(MexdModelConfig *cfg, const char *json, const c
     if (!JSON_NODE_HOLDS_OBJECT(dn))
       return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: \"diffusion\" must be an object", file);
     JsonObject *d = json_node_get_object(dn);
-    static const char *const dkeys[] = {"T", "beta_start", "beta_end", "width", NULL};
+    static const char *const dkeys[] = {"T", "beta_start", "beta_end", "width", "prior", NULL};
     cfg->has_diffusion = TRUE;
     if (!mexd_cfg_check_keys(d, dkeys, "diffusion configuration", file, error) ||
         !mexd_cfg_get_int(d, "T", 1000, 2, 100000, &cfg->T, file, error) ||
@@ -141,6 +141,14 @@ gboolean mexd_model_config_parse(MexdModelConfig *cfg, const char *json, const c
         !mexd_cfg_get_num(d, "beta_start", 1e-4, &cfg->beta_start, file, error) ||
         !mexd_cfg_get_num(d, "beta_end", 0.02, &cfg->beta_end, file, error))
       return FALSE;
+    const char *prior = json_object_has_member(d, "prior")
+                            ? json_object_get_string_member_with_default(d, "prior", "?")
+                            : "rho";
+    if (!g_str_equal(prior, "rho") && !g_str_equal(prior, "none"))
+      return mexd_fail(error, MEXD_ERROR_FORMAT,
+                       "%s: diffusion.prior must be \"rho\" or \"none\", not \"%s\"", file,
+                       prior);
+    cfg->prior_none = g_str_equal(prior, "none");
     if (!(cfg->beta_start > 0 && cfg->beta_start <= cfg->beta_end && cfg->beta_end < 1))
       return mexd_fail(error, MEXD_ERROR_FORMAT,
                        "%s: the β range must satisfy 0 < beta_start ≤ beta_end < 1", file);
@@ -187,6 +195,10 @@ char *mexd_model_config_to_json(const MexdModelConfig *cfg)
     json_builder_add_double_value(b, cfg->beta_start);
     json_builder_set_member_name(b, "beta_end");
     json_builder_add_double_value(b, cfg->beta_end);
+    if (cfg->prior_none) {
+      json_builder_set_member_name(b, "prior");
+      json_builder_add_string_value(b, "none");
+    }
     INT("width", cfg->diffusion_width);
     json_builder_end_object(b);
   }
@@ -521,7 +533,14 @@ static gboolean run_diffusion(MexdModel *m, MexdTensor *z, MexdTensor *rho,
   g_autoptr(MexdTensor) f0 = NULL;
   if (S < 1 || S > 4096)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "chains must be 1 to 4096, not %d", S);
-  if (!mexd_diffc_condition(&m->dc, &cond, z, rho, error))
+  /* the pure-noise ablation (docs/TRAINING.md): the chains start at pure noise, the denoiser
+   * sees ρ = 0 */
+  g_autoptr(MexdTensor) zero_rho =
+      m->cfg.prior_none ? mexd_tensor_new_zeros(be, MEXD_DTYPE_F32, 2, (int64_t[]){1, C}, error)
+                        : NULL;
+  if (m->cfg.prior_none && !zero_rho)
+    return FALSE;
+  if (!mexd_diffc_condition(&m->dc, &cond, z, zero_rho ? zero_rho : rho, error))
     return FALSE;
   gboolean dok =
       (f0 = mexd_tensor_new_2d(be, MEXD_DTYPE_F32, S, C, error)) &&

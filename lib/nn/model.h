@@ -31,6 +31,7 @@ typedef struct {
   gboolean has_diffusion;
   int T, diffusion_width;
   double beta_start, beta_end;
+  gboolean prior_none; /* diffusion.prior "none": ρ replaced by 0 in the sampler (an ablation) */
 } MexdModelConfig;
 
 typedef struct _MexdModel MexdModel;

@@ -8,6 +8,12 @@
  * blank lines are accepted.  `split` is one of train / val / test (also training, valid,
  * validation, testing; any ASCII case).  Without a split column every slide is a training slide
  * (a test split then only comes from a preset's official split).
+ * Decisions: the header is the first line that is not blank; a quoted cell may hold commas and
+ * line breaks (RFC 4180; spaces inside the quotes are kept), and text between its closing quote
+ * and the next comma is an error of the CSV; a row whose cells are all empty (",,,", as
+ * spreadsheets export) counts as blank; a column named twice is an error; "too few cells" means
+ * a row lacks a column used here (slide_id, label, split); a row may have more cells than the
+ * header.  A slide's `line` is the line its row starts on.
  *
  * Feature files.  Slide `S` is looked up in the feature directory as S.h5, S.csv and S.npy, and
  * as h5_files/S.h5 (CLAM's extract_features_fp.py writes FEAT_DIR/h5_files/S.h5).  Exactly one
@@ -16,6 +22,12 @@
  * mexd_dataset_free() (coords are dropped: training does not use them).  Files of those
  * extensions in the directory (and h5_files/) that name no slide of the CSV are ignored and
  * counted (n_unused_files); the labels CSV itself is never counted.
+ * Decisions: each file is read in the format its extension names (S.h5 as HDF5, S.csv as CSV,
+ * S.npy as NumPy), not detected, so that an S.h5 that is not HDF5 is reported as such.  A name
+ * exists when lstat() finds it (a dangling link then fails to read, with a message, rather than
+ * being "no file").  n_unused_files counts the entries, directories excepted, of the directory
+ * and of h5_files/ that end in .h5, .csv or .npy and are no lookup candidate of any CSV row's
+ * slide id (so h5_files/S.csv is unused), the labels CSV (same device and inode) excepted.
  *
  * Classes.  With a preset (below), the preset's class list, in its order.  Else with
  * options.class_names, that list.  Else the distinct labels of the CSV sorted: numerically when
@@ -25,6 +37,11 @@
  * matched to a given list (preset or class_names) without regard to ASCII case, and to a
  * preset's aliases (e.g. BRACS's subtypes "PB" or group codes "BT" for benign); the classes
  * taken from the CSV are matched exactly, and two labels that differ only in case are an error.
+ * Decisions: the classes from the CSV are the distinct non-empty labels of all its data rows
+ * (rows later skipped included: the list does not depend on which feature files exist); two
+ * numeric labels of the same number ("1" and "01") are an error like two that differ in case;
+ * both are errors of the CSV as a whole (no skip_bad).  Numeric classes of equal value cannot
+ * then occur; the sort is by value.  An empty label is never a class (it is a bad label).
  *
  * Bad data.  Each of these is a GError (MEXD_ERROR_FORMAT unless said) whose message names the
  * slide and, where there is one, its feature file and the CSV line: no feature file
@@ -40,24 +57,54 @@
  * label and split keeps its first row; with different ones all its rows are skipped.  Errors
  * of the CSV as a whole (unreadable, no header, no slide_id or label column, a row with too few
  * cells) and NO_MEMORY are always errors.  Loading fails when no training slide remains.
+ * Decisions: the messages read "<labels CSV> line L: slide 'S' (<feature file>): <what>", or
+ * "<labels CSV> line L: slide 'S': <the reader's message, which starts with the file>"; the same
+ * message goes to the warning.  Checks run in passes: the CSV as a whole (syntax, header, the
+ * class list); then each row in CSV order (slide id, duplicates, label, split, official split,
+ * the feature file's presence, by stat only); then each remaining row's bag in CSV order (read,
+ * empty, finite, D, budget).  Without skip_bad the first failure of the first pass that has one
+ * is the error (a wrong label is reported before any feature is read).  A duplicate is an error
+ * without skip_bad even when its rows agree; rows agree when their classes and splits resolve
+ * the same ("val" = "validation"), unresolvable cells comparing as text without regard to ASCII
+ * case.  n_skipped counts skipped CSV rows (n_slides + n_skipped = the data rows), one warning
+ * each.  For D with skip_bad (and no expected_dim) every bag is read first; the D of the
+ * largest count wins, a tie going to the D of the earliest slide among the tied ones.  With
+ * expected_dim the check is per slide.  "No training slide remains" is MEXD_ERROR_FORMAT.
  *
  * Memory.  All bags stay in memory as float32: N×D×4 bytes each (400 slides × 10,000 × 768 is
- * 12 GB).  total_bytes gives the sum; options.max_bytes refuses (MEXD_ERROR_NO_MEMORY, before
- * reading the file that would pass it) a cohort above a budget, and a failed allocation is
+ * 12 GB).  total_bytes gives the sum; options.max_bytes refuses (MEXD_ERROR_NO_MEMORY, also
+ * with skip_bad) a cohort above a budget, and a failed allocation is
  * MEXD_ERROR_NO_MEMORY naming the slide, never a crash.  (With Linux's overcommit a too large
  * cohort may still be killed later when touched: set max_bytes below the machine's memory.)
+ * Decision (this said "before reading the file that would pass it", which cannot be done: a
+ * bag's N is known only once its file is read, and lib/io has no shape-only reader): the check
+ * comes right after each bag is read; the bag that would pass the budget is freed at once and
+ * no further file is read, so at most max_bytes plus one bag is ever held.  The budget counts
+ * the bags held at that moment (with skip_bad and no expected_dim, bags later skipped for their
+ * D included).
  *
  * Validation split.  When no slide is in val (no split column, or none marked val, and no
  * official val), val is carved from train: per class, round(val_fraction × n_c) of its n_c
  * training slides (at least 1 when n_c >= 2 and val_fraction > 0; at most n_c - 1, so train
  * keeps every class it had), chosen by a seeded shuffle of that class's slides in CSV order
  * (Philox, see below; key = seed, counter tag "mval").  Same CSV + same seed → same split.
+ * Decisions: the carving happens whenever val is empty after loading (skipped slides gone) and
+ * val_fraction > 0 -- also under a preset with an official val (bracs) when the CSV lists none
+ * of its val slides; val_fraction must be in [0, 1] (MEXD_ERROR_INVALID_ARGUMENT otherwise);
+ * round() is half away from zero (n_c = 5 at 0.5 gives 3).  Class c's training slides in CSV
+ * order are permuted as in mexd_shuffle_permutation() with the epoch word replaced by c and
+ * the tag "mval" = 0x6d76616c, i.e. counter (i, c, attempt, 0x6d76616c); the first k_c of the
+ * permuted list go to val.  val_carved is TRUE when at least one slide was moved.
  *
  * Bag order.  mexd_shuffle_permutation() gives epoch e's permutation of n items from (seed, e)
  * alone: a Fisher–Yates shuffle whose draw for position i is Philox4x32-10 (lib/nn/philox.h) of
  * counter (i, e, attempt, "shuf") under key (seed low, seed high), reduced to [0, i] without
  * bias (Lemire's multiply-and-reject).  A run resumed at epoch e gets the order it would have
  * had, with no generator state to save.
+ * Exactly: perm = identity; for i = n-1 down to 1: j = draw(i), swap perm[i] and perm[j].
+ * draw(i) takes word 0 of the output at counter (i, e, attempt, 0x73687566 = "shuf") for
+ * attempt = 0, 1, ...: m = x·(i+1) in 64 bits, rejected while (m mod 2^32) < 2^32 mod (i+1);
+ * then j = m >> 32.
  *
  * Presets (the paper's cohorts, MEXD.md §2; docs in presets.c):
  *   camelyon16: classes (normal, tumor), E = 2, α = (0.25, 0.5), expert_of_class {0, 1};
@@ -150,7 +197,7 @@ typedef struct {
   int label;      /* class index */
   MexdSplit split;
   MexdBag *bag;   /* n x d float32 features; coords NULL */
-} MexdSlide;
+} MexdDatasetSlide; /* not "MexdSlide": wsi/slide.h has that name (an OpenSlide slide) */
 
 /* Read-only after loading; everything is owned by the struct, freed by mexd_dataset_free(). */
 typedef struct {
@@ -159,7 +206,7 @@ typedef struct {
   char **classes;           /* NULL-terminated */
   int64_t d;                /* feature size of every bag */
   int n_slides;
-  MexdSlide *slides;        /* in CSV order */
+  MexdDatasetSlide *slides; /* in CSV order */
   int n_split[MEXD_N_SPLITS];
   int *split_slides[MEXD_N_SPLITS]; /* slide indices of each split, ascending (CSV order) */
   gboolean val_carved;      /* val was carved from train */
@@ -170,13 +217,18 @@ typedef struct {
   size_t total_bytes;       /* features in memory: total_instances * d * 4 */
 } MexdDataset;
 
-/* Loads the data set (see the top of this file).  NULL with the error set on failure. */
+/* Loads the data set (see the top of this file).  NULL with the error set on failure.  options
+ * NULL: the defaults.  MEXD_ERROR_INVALID_ARGUMENT for a NULL path or a bad option (a preset
+ * and class_names both, an empty or repeated class name, val_fraction outside [0, 1],
+ * expected_dim < 0); MEXD_ERROR_NOT_FOUND for an unknown preset; MEXD_ERROR_IO when the feature
+ * directory is not one or the CSV cannot be read. */
 MexdDataset *mexd_dataset_load(const char *feature_dir, const char *labels_csv,
                                const MexdDatasetOptions *options, GError **error);
 void mexd_dataset_free(MexdDataset *ds);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdDataset, mexd_dataset_free)
 
-/* The number of slides of class `klass` in `split`. */
+/* The number of slides of class `klass` in `split` (klass -1: of every class; 0 for a split or
+ * class out of range, or a NULL ds). */
 int mexd_dataset_count(const MexdDataset *ds, MexdSplit split, int klass);
 
 /* One paragraph for a log: slides per split and class, D, instances, memory, files ignored and

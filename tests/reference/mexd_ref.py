@@ -331,7 +331,9 @@ def schedule(T=1000, beta_start=1e-4, beta_end=0.02):
 
 
 def denoiser(p, z, rho, f, t):
-    """eps [S,C] = eps_theta(Z, f, rho, t) for f [S,C], z [W], rho [C]."""
+    """eps [S,C] = eps_theta(Z, f, rho, t) for f [S,C], z [W], rho [C]; t an int (every row), or
+    an int64 tensor [S] of one index per row (the training batch, gen_train.py): the embed rows
+    Emb[t] then broadcast row by row."""
     S = f.shape[0]
     x = torch.cat([f, rho.reshape(1, -1).expand(S, -1)], dim=1)
     h = p["diffc.cl1.embed"][t] * linear(x, p, "diffc.cl1")

@@ -1,0 +1,55 @@
+/* classifier.h: any slide classifier this project trains, loaded from its file for evaluation:
+ *   mexd-model/1     MExD (adapter #1, Dyn-MoE, adapter #2, and Diff-C when present)
+ *   mexd-transmil/1  TransMIL alone (the baseline; also MExD's stage-0 adapter)
+ *   mexd-abmil/1     gated-attention MIL (docs/MODEL-FORMAT.md)
+ * and the writers of the TransMIL / ABMIL configurations, shared with the trainer. */
+#pragma once
+
+#include "nn/model.h"
+#include "train/models.h"
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+typedef enum {
+  MEXD_CLASSIFIER_MEXD,
+  MEXD_CLASSIFIER_TRANSMIL,
+  MEXD_CLASSIFIER_ABMIL,
+} MexdClassifierKind;
+
+typedef struct _MexdClassifier MexdClassifier;
+
+/* Loads the file (its mexd.format says which kind); errors name the file. */
+MexdClassifier *mexd_classifier_load(const char *path, MexdBackend *be, GError **error);
+void mexd_classifier_free(MexdClassifier *c);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdClassifier, mexd_classifier_free)
+
+MexdClassifierKind mexd_classifier_kind(const MexdClassifier *c);
+const char *mexd_classifier_kind_name(MexdClassifierKind kind); /* "mexd", "transmil", "abmil" */
+int mexd_classifier_n_classes(const MexdClassifier *c);
+const char *const *mexd_classifier_classes(const MexdClassifier *c); /* NULL-terminated */
+int64_t mexd_classifier_feature_dim(const MexdClassifier *c);
+gboolean mexd_classifier_has_diffusion(const MexdClassifier *c);
+/* The MExD model (NULL for the other kinds; borrowed). */
+MexdModel *mexd_classifier_model(MexdClassifier *c);
+
+/* The class probabilities probs [C] of one bag x [n, d]: MExD → Diff-C's (opt's sampler, chains,
+ * seed) when it has Diff-C and !prior_only, else ρ; TransMIL / ABMIL → the softmax of the
+ * logits. */
+gboolean mexd_classifier_predict(MexdClassifier *c, const float *x, int64_t n, int64_t d,
+                                 const MexdForwardOptions *opt, gboolean prior_only, float *probs,
+                                 GError **error);
+
+/* The TransMIL-only configuration: feature_dim, width, heads, landmarks, pinv_iterations,
+ * res_conv_taps, classes (g_free). */
+char *mexd_transmil_config_json(int feature_dim, const MexdAttnShape *s,
+                                const char *const *classes, int n_classes);
+/* Parses it (file names the errors); classes is NULL-terminated (g_strfreev). */
+gboolean mexd_transmil_config_parse(const char *json, const char *file, int *feature_dim,
+                                    MexdAttnShape *s, char ***classes, GError **error);
+/* The ABMIL configuration: arch "abmil", feature_dim, width, attn_dim, classes (g_free). */
+char *mexd_abmil_config_json(int feature_dim, int width, int attn_dim, const char *const *classes,
+                             int n_classes);
+
+G_END_DECLS

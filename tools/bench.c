@@ -170,7 +170,9 @@ int mexd_cmd_bench(int argc, char **argv)
            "[--json]\n"
            "       mexd bench backbone --backbone B [--batch N] [--precision fp32|fp16] "
            "[--device D] [--json]\n"
-           "       mexd bench read SLIDE [--threads 1,2] [--max-tiles N] [--mag M] [--json]\n");
+           "       mexd bench read SLIDE [--threads 1,2] [--max-tiles N] [--mag M] [--json]\n"
+           "       mexd bench train [--stage adapter|moe|diffusion|abmil] [--bags B] [--n N] "
+           "[--dim D] [--device D] [--json]\n");
     return argc < 2 ? 2 : 0;
   }
   if (strcmp(argv[1], "gemm") == 0)
@@ -181,7 +183,9 @@ int mexd_cmd_bench(int argc, char **argv)
     return mexd_bench_backbone(argc - 1, argv + 1);
   if (strcmp(argv[1], "read") == 0)
     return mexd_bench_read(argc - 1, argv + 1);
-  fprintf(stderr, "mexd bench: unknown benchmark \"%s\" (available: gemm, mexd, backbone, read)\n",
+  if (strcmp(argv[1], "train") == 0)
+    return mexd_bench_train(argc - 1, argv + 1);
+  fprintf(stderr, "mexd bench: unknown benchmark \"%s\" (available: gemm, mexd, backbone, read, train)\n",
           argv[1]);
   return 2;
 }

@@ -11,5 +11,6 @@ int mexd_cmd_synth_bags(int argc, char **argv);
 int mexd_cmd_train(int argc, char **argv);
 int mexd_cmd_eval(int argc, char **argv);
 int mexd_bench_read(int argc, char **argv);
+int mexd_bench_train(int argc, char **argv);
 /* The median of v[0..n) (sorts v). */
 double mexd_median(double *v, int n);

@@ -13,6 +13,7 @@
 #include "fixture-dir.h"
 #include "mexd.h"
 
+#include "backend/vulkan.h"
 #include "train/autograd.h"
 #include "train/classifier.h"
 #include "train/models.h"
@@ -796,5 +797,10 @@ int main(int argc, char **argv)
       g_test_add_data_func_full(p, c, test_fixture, fixture_case_free);
     }
   }
-  return g_test_run();
+  int rc = g_test_run();
+  if (g_getenv("MEXD_VK_VALIDATION") && mexd_vk_validation_messages() > 0) {
+    g_printerr("the Vulkan validation layer reported %u messages\n", mexd_vk_validation_messages());
+    return 1;
+  }
+  return rc;
 }

@@ -284,7 +284,7 @@ static gboolean cache_rows(Trainer *tr, GError **error)
   for (int i = 0; i < ds->n_slides; i++)
     if (ds->slides[i].split != MEXD_SPLIT_TEST)
       need += (size_t)ds->slides[i].bag->n * tr->s.width * sizeof(float);
-  tr->P = g_new0(MexdTensor *, ds->n_slides);
+  tr->P = g_new0(MexdTensor *, (gsize)MAX(ds->n_slides, 1));
   if (need > budget) {
     g_message("adapter #1 rows need %.1f MiB, more than the cache budget: recomputed each step",
               need / 1048576.0);
@@ -341,8 +341,8 @@ static gboolean load_moe_model(Trainer *tr, GError **error)
                        "stage moe",
                        path);
   const MexdDataset *ds = tr->ds;
-  tr->rho = g_new0(float *, ds->n_slides);
-  tr->z = g_new0(float *, ds->n_slides);
+  tr->rho = g_new0(float *, (gsize)MAX(ds->n_slides, 1));
+  tr->z = g_new0(float *, (gsize)MAX(ds->n_slides, 1));
   MexdForwardOptions fo = MEXD_FORWARD_OPTIONS_DEFAULT;
   fo.diffusion = FALSE;
   for (int i = 0; i < ds->n_slides; i++) {

@@ -1,0 +1,73 @@
+#!/bin/sh
+# results.sh MEXD ROOT CLASSES SEED [EPOCHS] [PATIENCE]: the protocol of docs/RESULTS.md for one
+# synthetic cohort — ABMIL, TransMIL, Dyn-MoE (ρ), MExD (Diff-C) and the two ablations, all
+# trained by `mexd train` with selection on the validation split carved from train, each evaluated
+# once on the test split (`mexd eval --json` → ROOT/c$CLASSES-s$SEED/eval-*.json).
+#   MEXD      the mexd command (build/tools/mexd)
+#   ROOT      where the cohort (made by mexd synth-bags if missing) and the runs go
+#   EPOCHS    of the slide-level stages (30; diffusion: 100); PATIENCE: early stop (10)
+# A run already finished (its model.safetensors and eval file present) is not redone, and an
+# interrupted one resumes (--resume), so the script can be restarted.  OPENBLAS_NUM_THREADS=1
+# and two cohorts at once use both cores of a 2-core machine best (bench/results-all.sh).
+set -eu
+[ $# -ge 4 ] || { sed -n '2,3p' "$0" | sed 's/^# //' >&2; exit 2; }
+mexd=$1 root=$2 C=$3 seed=$4 epochs=${5:-30} patience=${6:-10}
+data="$root/s$C-seed$seed"
+out="$root/c$C-s$seed"
+mkdir -p "$out"
+[ -f "$data/labels.csv" ] || "$mexd" synth-bags --out "$data" --classes "$C" --seed "$seed" --quiet
+if [ "$C" = 2 ]; then
+  classes=normal,tumor
+  # Camelyon16's Dyn-MoE: the negative class is the background expert's (MEXD.md §2)
+  moe="--experts 2 --alpha 0.25,0.5 --expert-of-class 0,1"
+else
+  classes=benign,atypical,malignant
+  # the synthetic benign bags hide no lesion: benign is the background expert's class, as
+  # Camelyon16's normal (docs/RESULTS.md)
+  moe="--experts 3 --alpha 0.25,0.5,0.5 --expert-of-class 0,1,2"
+fi
+common="--data $data --labels $data/labels.csv --classes $classes --seed $seed --device ${MEXD_RESULTS_DEVICE:-cpu} --quiet"
+log() { echo "$(date +%H:%M:%S) c$C-s$seed: $*"; }
+
+train() { # name stage args…
+  name=$1
+  shift
+  if [ -f "$out/$name/model.safetensors" ] && [ -f "$out/$name/done" ]; then
+    return 0
+  fi
+  resume=""
+  [ -f "$out/$name/checkpoint.safetensors" ] && resume=--resume
+  log "train $name ($*)"
+  t0=$(date +%s)
+  "$mexd" train "$@" $common --out "$out/$name" $resume
+  echo $(($(date +%s) - t0)) >"$out/$name/done"
+  log "$name done in $(cat "$out/$name/done") s"
+}
+
+evaluate() { # name model [args]
+  name=$1 model=$2
+  shift 2
+  [ -s "$out/eval-$name.json" ] && return 0
+  "$mexd" eval --model "$model" --data "$data" --labels "$data/labels.csv" --split test \
+    --device "${MEXD_RESULTS_DEVICE:-cpu}" --sample-seed "$seed" --out "$out/pred-$name.csv" \
+    --json --quiet "$@" >"$out/eval-$name.json.part"
+  mv "$out/eval-$name.json.part" "$out/eval-$name.json"
+  log "eval $name: $(tr -d '\n ' <"$out/eval-$name.json" | sed 's/.*"accuracy":\([^,]*\),"auc":\([^,]*\),.*"macro_f1":\([^,]*\),.*/ACC \1 AUC \2 F1 \3/')"
+}
+
+slide="--epochs $epochs --patience $patience"
+train abmil abmil $slide
+evaluate abmil "$out/abmil/model.safetensors"
+train transmil adapter $slide
+evaluate transmil "$out/transmil/model.safetensors"
+train moe moe --adapter "$out/transmil/model.safetensors" $moe $slide
+evaluate moe "$out/moe/model.safetensors"
+diff="--epochs 100 --patience 20"
+train mexd diffusion --moe "$out/moe/model.safetensors" $diff
+evaluate mexd "$out/mexd/model.safetensors"
+train mexd-noise diffusion --moe "$out/moe/model.safetensors" --prior none $diff
+evaluate mexd-noise "$out/mexd-noise/model.safetensors"
+train moe-norouting moe --adapter "$out/transmil/model.safetensors" $moe --no-routing $slide
+train mexd-norouting diffusion --moe "$out/moe-norouting/model.safetensors" $diff
+evaluate mexd-norouting "$out/mexd-norouting/model.safetensors"
+log "all runs evaluated"

@@ -1,0 +1,59 @@
+#!/usr/bin/python3
+"""results_table.py ROOT: the table of docs/RESULTS.md from bench/results.sh's eval files.
+
+For each cohort (2 and 3 classes) and model, ACC / AUC / macro-F1 on the test split as
+mean ± sample standard deviation over the seeds found (ROOT/c{C}-s{seed}/eval-{model}.json,
+written by `mexd eval --json`).  A partial or undefined AUC is flagged.
+"""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+MODELS = [("abmil", "ABMIL"), ("transmil", "TransMIL"), ("moe", "Dyn-MoE alone (ρ)"),
+          ("mexd", "MExD (Diff-C)"), ("mexd-norouting", "ablation: no routing"),
+          ("mexd-noise", "ablation: diffusion from pure noise")]
+
+
+def fmt(vals):
+    if not vals:
+        return "–"
+    m = statistics.mean(vals)
+    s = statistics.stdev(vals) if len(vals) > 1 else float("nan")
+    return f"{m:.3f} ± {s:.3f}" if len(vals) > 1 else f"{m:.3f}"
+
+
+def main(root):
+    for C in (2, 3):
+        seeds = sorted({int(re.search(r"-s(\d+)$", d).group(1))
+                        for d in glob.glob(os.path.join(root, f"c{C}-s*")) if os.path.isdir(d)})
+        if not seeds:
+            continue
+        print(f"\n{C} classes, seeds {', '.join(map(str, seeds))} (test split)\n")
+        print("| model | ACC | AUC | macro-F1 | runs |")
+        print("|---|---|---|---|---|")
+        for key, label in MODELS:
+            acc, auc, f1, flags = [], [], [], set()
+            for s in seeds:
+                p = os.path.join(root, f"c{C}-s{s}", f"eval-{key}.json")
+                if not os.path.exists(p):
+                    continue
+                m = json.load(open(p))
+                acc.append(m["accuracy"])
+                f1.append(m["macro_f1"])
+                if m["auc"] is None:
+                    flags.add("undefined AUC")
+                else:
+                    auc.append(m["auc"])
+                if m["auc_status"] == "partial":
+                    flags.add("partial AUC")
+            note = f" ({', '.join(sorted(flags))})" if flags else ""
+            print(f"| {label} | {fmt(acc)} | {fmt(auc)} | {fmt(f1)} | {len(acc)}{note} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])

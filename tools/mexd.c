@@ -36,6 +36,9 @@ static void usage(FILE *f)
              "                 GEMM throughput (GFLOP/s, median of R runs)\n"
              "  bench read SLIDE [--threads 1,2]\n"
              "                 tiles per second read from a slide, beside OpenSlide alone\n"
+             "  classify SLIDE… --backbone B --model M [--out DIR] [--manifest CSV --shard I/N]\n"
+             "                 whole slides through the GStreamer pipeline: result, features,\n"
+             "                 heatmap and scored tiles per slide, a summary CSV; resumable\n"
              "  devices        list the compute devices and the default choice\n"
              "  eval --model M --data DIR --labels CSV [--split test] [--out preds.csv]\n"
              "                 ACC, AUC, F1, per-class table and confusion matrix of a trained model\n"
@@ -87,6 +90,14 @@ int main(int argc, char **argv)
     return mexd_cmd_tiles(argc - 1, argv + 1);
   if (strcmp(cmd, "train") == 0)
     return mexd_cmd_train(argc - 1, argv + 1);
+  if (strcmp(cmd, "classify") == 0) {
+#ifdef MEXD_HAVE_GST
+    return mexd_cmd_classify(argc - 1, argv + 1);
+#else
+    fprintf(stderr, "mexd classify: this build has no GStreamer (install its -dev packages)\n");
+    return 1;
+#endif
+  }
   if (strcmp(cmd, "eval") == 0)
     return mexd_cmd_eval(argc - 1, argv + 1);
   fprintf(stderr, "mexd: unknown command \"%s\" (mexd help lists them)\n", cmd);

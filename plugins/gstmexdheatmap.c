@@ -3,8 +3,9 @@
  * @title: mexdheatmap
  *
  * Draws a slide's routing as an RGBA overlay image `width` pixels wide (the slide's aspect): each
- * tissue tile is a rectangle coloured by its routing score (the summed weights of the experts that
- * selected it, from the #GstMexdRoutingMeta of `mexdmoe`'s output; also passed through by
+ * tissue tile is a rectangle coloured by its routing score (the largest gate of the lesion experts:
+ * how lesion-like the Dyn-MoE's routers find the tile; from the #GstMexdRoutingMeta of `mexdmoe`'s
+ * output; also passed through by
  * `mexddiffc`) turned into a percentile over the slide's tiles, as CLAM's heatmaps do, with a
  * blue → red colour map at opacity `alpha`; everything that is not a tile stays transparent.  One
  * `video/x-raw, format=RGBA` frame per slide, so `pngenc ! multifilesink` writes it; the caps

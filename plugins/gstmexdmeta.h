@@ -57,8 +57,9 @@ GstMexdSlideMeta *gst_buffer_add_mexd_slide_meta(GstBuffer *buf, const gchar *sl
   ((GstMexdSlideMeta *)gst_buffer_get_meta((b), GST_MEXD_SLIDE_META_API_TYPE))
 
 /* On mexdmoe's per-slide output: where each tile is and how the Dyn-MoE routed it, for
- * mexdheatmap.  score[i] = Σ over experts e that selected tile i of c_e (the expert's weight in
- * the insight Z); experts[i] has bit e set when expert e selected it. */
+ * mexdheatmap.  score[i] = max over the lesion experts r ≥ 1 of router r's gate p_r(i)[1] (how
+ * lesion-like the Dyn-MoE finds the tile, in [0, 1]); experts[i] has bit e set when expert e
+ * selected it. */
 typedef struct {
   GstMeta meta;
   gint64 n;            /* tiles */

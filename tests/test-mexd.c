@@ -122,6 +122,15 @@ static void test_bag(gconstpointer data)
   g_autofree float *probs = mexd_test_st_floats(ref, "moe.probs", &np_);
   int64_t R = np_ / (2 * cfg->experts);
   gboolean official = g_str_equal(bc->mode, "official");
+  /* the result's gates (for heatmaps) are the routers' p[1] of the reference's [E,R,2] */
+  g_assert_cmpint(r->n_routed, ==, R);
+  {
+    g_autofree float *want = g_new(float, cfg->experts * R);
+    for (int64_t k = 0; k < cfg->experts * R; k++)
+      want[k] = probs[2 * k + 1];
+    g_autofree char *gl = g_strdup_printf("%s gates", label);
+    mexd_test_assert_close(gl, r->gates, cfg->experts * R, want, cfg->experts * R, 1e-4);
+  }
   for (int e = 0; e < cfg->experts; e++) {
     g_autofree char *sn = g_strdup_printf("moe.sel.%d", e);
     int64_t ns;

@@ -479,6 +479,7 @@ void mexd_result_free(MexdResult *r)
 {
   if (!r)
     return;
+  g_free(r->gates);
   g_free(r->logits1);
   if (r->selected)
     for (int e = 0; e < r->experts; e++)
@@ -600,6 +601,17 @@ static gboolean forward_body(MexdModel *m, const float *x, int64_t n, int64_t d,
   }
   if (!(paper ? route_paper : route_official)(m, probs, R, blk, error))
     return FALSE;
+  /* the gates of every routed row, for heatmaps (one read of [R, E, 2] after the routing) */
+  {
+    g_autofree float *ph = mexd_tensor_dup_f32(probs, error);
+    if (!ph)
+      return FALSE;
+    res->n_routed = R;
+    res->gates = g_new(float, (size_t)E * R);
+    for (int r = 0; r < E; r++)
+      for (int64_t i = 0; i < R; i++)
+        res->gates[(size_t)r * R + i] = ph[(i * E + r) * 2 + 1];
+  }
 
   /* blocks (gated in paper mode), centroids, classifier confidences, insight Z */
   {

@@ -74,6 +74,8 @@ typedef struct {
   int64_t *n_selected; /* [E] */
   int32_t **selected;  /* [E][n_selected]: instance indices in block order (see below) */
   gboolean *zero_row;  /* [E] official: the expert was empty and fed one zero row */
+  int64_t n_routed;    /* R: the rows the routers saw (n in paper mode, Np in official) */
+  float *gates;        /* [E·R] gates[r·R + i] = p_r(i)[1], router r's gate of routed row i */
   float *c;            /* [E] */
   float *z;            /* [W] */
   float *logits2;      /* [C] adapter #2 */

@@ -3,10 +3,10 @@
  * @title: mexdheatmap
  *
  * Draws a slide's routing as an RGBA overlay image `width` pixels wide (the slide's aspect): each
- * tissue tile is a rectangle coloured by its routing score (the largest gate of the lesion experts:
- * how lesion-like the Dyn-MoE's routers find the tile; from the #GstMexdRoutingMeta of `mexdmoe`'s
- * output; also passed through by
- * `mexddiffc`) turned into a percentile over the slide's tiles, as CLAM's heatmaps do, with a
+ * tissue tile is a rectangle coloured by its score (`score=attention`, the default: adapter #1's
+ * class-token attention, where the model looks; `score=gate`: the largest gate of the lesion
+ * experts, how lesion-like the Dyn-MoE's routers find it; both from the #GstMexdRoutingMeta of
+ * `mexdmoe`'s output, which `mexddiffc` passes through) turned into a percentile over the slide's tiles, as CLAM's heatmaps do, with a
  * blue → red colour map at opacity `alpha`; everything that is not a tile stays transparent.  One
  * `video/x-raw, format=RGBA` frame per slide, so `pngenc ! multifilesink` writes it; the caps
  * follow each slide's aspect.
@@ -34,11 +34,12 @@ struct _GstMexdHeatmap {
   GstPad *sinkpad, *srcpad;
   gint width;
   gdouble alpha;
+  gboolean use_gate; /* score=gate: the routers' gates instead of the attention */
   gint out_w, out_h; /* the caps sent last */
   GstEvent *segment; /* held until the first caps: sticky events go caps, then segment */
 };
 
-enum { PROP_0, PROP_WIDTH, PROP_ALPHA };
+enum { PROP_0, PROP_WIDTH, PROP_ALPHA, PROP_SCORE };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
     "sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS("other/tensors"));
@@ -105,7 +106,8 @@ static GstFlowReturn gst_mexd_heatmap_chain(GstPad *pad, GstObject *parent, GstB
     }
   }
   /* percentile of each score among the slide's tiles (the fraction at or below it) */
-  float *sorted = g_memdup2(rm->score, sizeof(float) * MAX(rm->n, (gint64)1));
+  const gfloat *sc = self->use_gate ? rm->gate : rm->score;
+  float *sorted = g_memdup2(sc, sizeof(float) * MAX(rm->n, (gint64)1));
   qsort(sorted, (size_t)rm->n, sizeof(float), cmp_float);
   GstBuffer *out = gst_buffer_new_allocate(NULL, (gsize)W * H * 4, NULL);
   GstMapInfo map;
@@ -118,7 +120,7 @@ static GstFlowReturn gst_mexd_heatmap_chain(GstPad *pad, GstObject *parent, GstB
     gint64 lo = 0, hi = rm->n; /* count of scores <= score[i] */
     while (lo < hi) {
       gint64 mid = (lo + hi) / 2;
-      if (sorted[mid] <= rm->score[i])
+      if (sorted[mid] <= sc[i])
         lo = mid + 1;
       else
         hi = mid;
@@ -187,7 +189,15 @@ static void gst_mexd_heatmap_set_property(GObject *object, guint id, const GValu
     self->width = g_value_get_int(value);
   else if (id == PROP_ALPHA)
     self->alpha = g_value_get_double(value);
-  else
+  else if (id == PROP_SCORE) {
+    const char *v = g_value_get_string(value);
+    if (v && !strcmp(v, "gate"))
+      self->use_gate = TRUE;
+    else if (!v || !strcmp(v, "attention"))
+      self->use_gate = FALSE;
+    else
+      g_warning("mexdheatmap: score must be attention or gate, not \"%s\"", v);
+  } else
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   GST_OBJECT_UNLOCK(self);
 }
@@ -201,6 +211,8 @@ static void gst_mexd_heatmap_get_property(GObject *object, guint id, GValue *val
     g_value_set_int(value, self->width);
   else if (id == PROP_ALPHA)
     g_value_set_double(value, self->alpha);
+  else if (id == PROP_SCORE)
+    g_value_set_string(value, self->use_gate ? "gate" : "attention");
   else
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   GST_OBJECT_UNLOCK(self);
@@ -228,6 +240,12 @@ static void gst_mexd_heatmap_class_init(GstMexdHeatmapClass *klass)
   g_object_class_install_property(
       oc, PROP_ALPHA,
       g_param_spec_double("alpha", "Alpha", "Opacity of the tiles (CLAM: 0.4)", 0, 1, 0.4, rw));
+  g_object_class_install_property(
+      oc, PROP_SCORE,
+      g_param_spec_string("score", "Score",
+                          "What colours a tile: attention (adapter #1's class-token attention, "
+                          "default) or gate (the lesion experts' largest router gate)",
+                          "attention", rw));
   gst_element_class_add_static_pad_template(ec, &sink_template);
   gst_element_class_add_static_pad_template(ec, &src_template);
   gst_element_class_set_static_metadata(ec, "MExD routing heatmap", "Filter/Analyzer/Video",

@@ -174,6 +174,7 @@ static gboolean routing_meta_init(GstMeta *meta, gpointer params, GstBuffer *buf
   m->n = 0;
   m->xy = NULL;
   m->score = NULL;
+  m->gate = NULL;
   m->experts = NULL;
   m->tile_extent = m->width = m->height = 0;
   return TRUE;
@@ -185,6 +186,7 @@ static void routing_meta_free(GstMeta *meta, GstBuffer *buffer)
   GstMexdRoutingMeta *m = (GstMexdRoutingMeta *)meta;
   g_free(m->xy);
   g_free(m->score);
+  g_free(m->gate);
   g_free(m->experts);
 }
 
@@ -200,6 +202,7 @@ static gboolean routing_meta_transform(GstBuffer *dest, GstMeta *meta, GstBuffer
     return FALSE;
   memcpy(d->xy, m->xy, sizeof(gint32) * 2 * m->n);
   memcpy(d->score, m->score, sizeof(gfloat) * m->n);
+  memcpy(d->gate, m->gate, sizeof(gfloat) * m->n);
   memcpy(d->experts, m->experts, sizeof(guint32) * m->n);
   d->tile_extent = m->tile_extent;
   d->width = m->width;
@@ -230,6 +233,7 @@ GstMexdRoutingMeta *gst_buffer_add_mexd_routing_meta(GstBuffer *buf, gint64 n)
   m->n = n;
   m->xy = g_new0(gint32, 2 * MAX(n, 1));
   m->score = g_new0(gfloat, MAX(n, 1));
+  m->gate = g_new0(gfloat, MAX(n, 1));
   m->experts = g_new0(guint32, MAX(n, 1));
   return m;
 }

@@ -57,14 +57,16 @@ GstMexdSlideMeta *gst_buffer_add_mexd_slide_meta(GstBuffer *buf, const gchar *sl
   ((GstMexdSlideMeta *)gst_buffer_get_meta((b), GST_MEXD_SLIDE_META_API_TYPE))
 
 /* On mexdmoe's per-slide output: where each tile is and how the Dyn-MoE routed it, for
- * mexdheatmap.  score[i] = max over the lesion experts r ≥ 1 of router r's gate p_r(i)[1] (how
- * lesion-like the Dyn-MoE finds the tile, in [0, 1]); experts[i] has bit e set when expert e
- * selected it. */
+ * mexdheatmap.  score[i] = adapter #1's class-token attention on tile i (TransMIL's own heatmap:
+ * where the model looks; the weights of a slide sum to ~1); gate[i] = max over the lesion experts
+ * r ≥ 1 of router r's gate p_r(i)[1] (how lesion-like the Dyn-MoE's routers find the tile, in
+ * [0, 1]); experts[i] has bit e set when expert e selected it. */
 typedef struct {
   GstMeta meta;
   gint64 n;            /* tiles */
   gint32 *xy;          /* [2n] level-0 top-left (−1 when the tile had no meta) */
   gfloat *score;       /* [n] */
+  gfloat *gate;        /* [n] */
   guint32 *experts;    /* [n] */
   gint64 tile_extent;  /* level-0 pixels of a tile */
   gint64 width, height; /* level-0 size of the slide (0 when unknown) */

@@ -7,10 +7,10 @@
  * Mixture-of-Experts and adapter #2 over them.  It sends one buffer per slide: `other/tensors`
  * with two float32 tensors, the prior ρ [classes] and the insight Z [width] (one memory each),
  * carrying a #GstMexdSlideMeta (slide id, tile count, time of each stage) and a
- * #GstMexdRoutingMeta (each tile's position and routing: which experts selected it, and its
- * score, the largest gate p_r[1] of the lesion experts r ≥ 1, i.e. how lesion-like the routers
- * find it) — what `mexddiffc` classifies and `mexdheatmap` draws.  The slide end follows it
- * downstream.  A slide without tiles gives no buffer (a
+ * #GstMexdRoutingMeta (each tile's position and routing: which experts selected it, its
+ * attention (adapter #1's class token: where the model looks) and its gate (the largest of the
+ * lesion experts' router gates)) — what `mexddiffc` classifies and `mexdheatmap` draws.  The
+ * slide end follows it downstream.  A slide without tiles gives no buffer (a
  * warning is posted).
  *
  * ## Example launch line
@@ -242,14 +242,19 @@ static GstFlowReturn finish_slide(GstMexdMoe *self)
   for (int e = 0; e < r->experts; e++)
     for (int64_t k = 0; k < r->n_selected[e]; k++)
       rm->experts[r->selected[e][k] % n] |= 1u << e;
-  /* the score: how lesion-like the routers find the tile — the largest gate p_r(i)[1] of the
-   * lesion experts r ≥ 1 (expert 0 is the background's).  A decision, MEXD.md being silent:
-   * the gate is what the Dyn-MoE ranks instances by, per tile and comparable across slides */
+  /* Per tile, two scores (decisions, MEXD.md being silent):
+   * - score: adapter #1's class-token attention (first Nyström layer): TransMIL's own heatmap,
+   *   where the model looks.  The default heatmap: on the demo cohort it finds the lesion (AUC of
+   *   lesion vs other tiles 0.67–1.0 per slide) where the gates below do not (≈ 0.5: the tokens
+   *   the routers see carry the whole slide's context after two attention layers);
+   * - gate: how lesion-like the routers find the tile, the largest gate p_r(i)[1] of the lesion
+   *   experts r ≥ 1 (expert 0 is the background's): what the Dyn-MoE ranks instances by. */
   for (int64_t i = 0; i < n; i++) {
     float best = 0.0f;
     for (int e = 1; e < r->experts; e++)
       best = MAX(best, r->gates[(size_t)e * r->n_routed + i]);
-    rm->score[i] = best;
+    rm->gate[i] = best;
+    rm->score[i] = r->attention[i];
   }
   rm->tile_extent = self->tile_extent;
   rm->width = self->slide_w;

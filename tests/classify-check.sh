@@ -52,7 +52,8 @@ assert g["type"] == "FeatureCollection" and len(g["features"]) == r["tiles"], (l
 for f in g["features"]:
     ring = f["geometry"]["coordinates"][0]
     assert len(ring) == 5 and ring[0] == ring[-1]
-    assert 0 <= f["properties"]["score"] <= 1  # a router's gate
+    assert 0 <= f["properties"]["gate"] <= 1  # a router's gate
+    assert -0.5 < f["properties"]["score"] < 1.5  # attention weights (sum ~1 over the slide)
 try:
     from PIL import Image
     im = Image.open(f"{tmp}/a/slide2/heatmap.png")

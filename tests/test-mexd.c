@@ -574,6 +574,43 @@ static void test_bad_model(void)
   g_rmdir(dir);
 }
 
+/* Adapter #1's class-token attention (the heatmaps' tile score) against the reference's
+ * (tests/reference/gen_attention.py), on every backend. */
+static void test_attention(gconstpointer data)
+{
+  const char *spec = data;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MexdBackend) be = mexd_backend_new(spec, &error);
+  if (!be) {
+    g_test_skip(error->message);
+    return;
+  }
+  g_autofree char *mpath = fixture("model-e2.safetensors");
+  g_autofree char *apath = fixture("attention-e2.safetensors");
+  g_autoptr(MexdModel) m = mexd_model_load(mpath, be, &error);
+  g_autoptr(MexdSafetensors) ref = mexd_safetensors_open(apath, &error);
+  g_assert_no_error(error);
+  const int D = mexd_model_config(m)->feature_dim;
+  static const int ns[3] = {7, 257, 1000};
+  for (int k = 0; k < 3; k++) {
+    g_autofree char *bname = g_strdup_printf("bag-n%d.safetensors", ns[k]);
+    g_autofree char *bpath = fixture(bname);
+    g_autoptr(MexdSafetensors) bag = mexd_safetensors_open(bpath, &error);
+    g_assert_no_error(error);
+    int64_t nx;
+    g_autofree float *x = mexd_test_st_floats(bag, "x", &nx);
+    MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
+    opt.diffusion = FALSE;
+    g_autoptr(MexdResult) r = mexd_model_forward(m, x, ns[k], D, &opt, NULL, &error);
+    g_assert_no_error(error);
+    g_autofree char *an = g_strdup_printf("attention.n%d", ns[k]);
+    int64_t na;
+    g_autofree float *want = mexd_test_st_floats(ref, an, &na);
+    g_autofree char *what = g_strdup_printf("%s attention n%d", spec, ns[k]);
+    mexd_test_assert_close(what, r->attention, ns[k], want, na, 1e-4);
+  }
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -614,6 +651,10 @@ int main(int argc, char **argv)
       g_test_add_data_func(p, backends[b], test_big_bag);
     }
   g_test_add_func("/mexd/diffuse", test_diffuse);
+  for (int b = 0; backends[b]; b++) {
+    g_autofree char *ap = g_strdup_printf("/mexd/%s/attention", backends[b]);
+    g_test_add_data_func(ap, backends[b], test_attention);
+  }
   g_test_add_func("/mexd/bad-input", test_bad_input);
   g_test_add_func("/mexd/bad-model", test_bad_model);
   int rc = g_test_run();

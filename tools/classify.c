@@ -10,7 +10,8 @@
  * Per slide, in DIR/<slide id>/ (the id is the file name without its extension, as CLAM's):
  *   features.h5    the CLAM feature file (mexdfeaturesink)
  *   heatmap.png    the Dyn-MoE routing (mexdheatmap) over a thumbnail of the slide
- *   tiles.geojson  every tissue tile (level-0 polygon) with its routing score and experts
+ *   tiles.geojson  every tissue tile (level-0 polygon) with its score (adapter #1's attention),
+ *                  its gate (the lesion experts' router gate) and the experts that selected it
  *   result.json    the mexd-result message (class, probabilities, spread, prior, tiles, times)
  *                  plus the slide's path and the model files — written last: a slide whose
  *                  result.json exists is finished and skipped (unless --force).
@@ -273,23 +274,25 @@ static gboolean write_geojson(const char *path, const GstMexdRoutingMeta *rm, GE
     if (rm->xy[2 * i] < 0)
       continue;
     gint64 x = rm->xy[2 * i], y = rm->xy[2 * i + 1], e = rm->tile_extent;
-    char sc[G_ASCII_DTOSTR_BUF_SIZE];
+    char sc[G_ASCII_DTOSTR_BUF_SIZE], gt[G_ASCII_DTOSTR_BUF_SIZE];
     g_ascii_formatd(sc, sizeof sc, "%.6g", rm->score[i]);
+    g_ascii_formatd(gt, sizeof gt, "%.6g", rm->gate[i]);
     g_string_append_printf(
         s,
         "%s\n{\"type\": \"Feature\", \"geometry\": {\"type\": \"Polygon\", \"coordinates\": "
         "[[[%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "], [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT
         "], [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "], [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT
         "], [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "]]]}, \"properties\": {\"objectType\": "
-        "\"tile\", \"index\": %" G_GINT64_FORMAT ", \"score\": %s, \"experts\": [",
-        first ? "" : ",", x, y, x + e, y, x + e, y + e, x, y + e, x, y, i, sc);
+        "\"tile\", \"index\": %" G_GINT64_FORMAT ", \"score\": %s, \"gate\": %s, \"experts\": [",
+        first ? "" : ",", x, y, x + e, y, x + e, y + e, x, y + e, x, y, i, sc, gt);
     gboolean fe = TRUE;
     for (int k = 0; k < 32; k++)
       if (rm->experts[i] & (1u << k)) {
         g_string_append_printf(s, "%s%d", fe ? "" : ", ", k);
         fe = FALSE;
       }
-    g_string_append_printf(s, "], \"measurements\": {\"routing score\": %s}}}", sc);
+    g_string_append_printf(s, "], \"measurements\": {\"attention\": %s, \"gate\": %s}}}", sc,
+                           gt);
     first = FALSE;
   }
   g_string_append(s, "\n]}\n");

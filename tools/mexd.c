@@ -39,6 +39,9 @@ static void usage(FILE *f)
              "  classify SLIDE… --backbone B --model M [--out DIR] [--manifest CSV --shard I/N]\n"
              "                 whole slides through the GStreamer pipeline: result, features,\n"
              "                 heatmap and scored tiles per slide, a summary CSV; resumable\n"
+             "  demo [--out DIR]\n"
+             "                 the whole product on a synthetic cohort in a few minutes: slides,\n"
+             "                 features, training, classification, heatmaps\n"
              "  devices        list the compute devices and the default choice\n"
              "  eval --model M --data DIR --labels CSV [--split test] [--out preds.csv]\n"
              "                 ACC, AUC, F1, per-class table and confusion matrix of a trained model\n"
@@ -90,6 +93,14 @@ int main(int argc, char **argv)
     return mexd_cmd_tiles(argc - 1, argv + 1);
   if (strcmp(cmd, "train") == 0)
     return mexd_cmd_train(argc - 1, argv + 1);
+  if (strcmp(cmd, "demo") == 0) {
+#ifdef MEXD_HAVE_GST
+    return mexd_cmd_demo(argc - 1, argv + 1);
+#else
+    fprintf(stderr, "mexd demo: this build has no GStreamer (install its -dev packages)\n");
+    return 1;
+#endif
+  }
   if (strcmp(cmd, "classify") == 0) {
 #ifdef MEXD_HAVE_GST
     return mexd_cmd_classify(argc - 1, argv + 1);

@@ -11,6 +11,7 @@ int mexd_cmd_synth_bags(int argc, char **argv);
 int mexd_cmd_train(int argc, char **argv);
 int mexd_cmd_eval(int argc, char **argv);
 int mexd_cmd_classify(int argc, char **argv);
+int mexd_cmd_demo(int argc, char **argv);
 int mexd_bench_read(int argc, char **argv);
 int mexd_bench_train(int argc, char **argv);
 /* The median of v[0..n) (sorts v). */

@@ -262,6 +262,12 @@ static gboolean sync_if_large(MexdTensor *like, int64_t elements, GError **error
 
 MexdTensor *mexd_nystrom_forward(MexdNystrom *ny, MexdTensor *x, GError **error)
 {
+  return mexd_nystrom_forward_cls(ny, x, -1, NULL, error);
+}
+
+MexdTensor *mexd_nystrom_forward_cls(MexdNystrom *ny, MexdTensor *x, int64_t cls_row,
+                                     MexdTensor **cls_att, GError **error)
+{
   const MexdAttnShape *s = &ny->s;
   int64_t n = x->shape[0], W = s->width, H = s->heads, dh = W / H, m = s->landmarks;
   int64_t l = (n + m - 1) / m, np = m * l;
@@ -316,6 +322,34 @@ MexdTensor *mexd_nystrom_forward(MexdNystrom *ny, MexdTensor *x, GError **error)
     g_autoptr(MexdTensor) a3 = z ? bmm(ql, k, TRUE, scale, error) : NULL;
     if (!a3 || !mexd_softmax_rows(a3, a3, error))
       return NULL;
+    if (cls_att) {
+      /* the class token's attention over every token, A1[row]·Z·A3 per head, mean over the
+       * heads: [np] (padded positions included; the caller keeps what it needs) */
+      int64_t row = np - n + cls_row;
+      g_autoptr(MexdTensor) qr = new_like(x, 3, (int64_t[]){H, 1, dh}, error);
+      if (!qr)
+        return NULL;
+      for (int64_t h = 0; h < H; h++) {
+        g_autoptr(MexdTensor) qh = mexd_tensor_rows(q2, h * np + row, 1, error);
+        g_autoptr(MexdTensor) qr2 = qh ? mexd_tensor_reshape(qr, 2, (int64_t[]){H, dh}, error) : NULL;
+        g_autoptr(MexdTensor) dst = qr2 ? mexd_tensor_rows(qr2, h, 1, error) : NULL;
+        if (!dst || !mexd_copy(dst, qh, error))
+          return NULL;
+      }
+      g_autoptr(MexdTensor) ar = bmm(qr, kl, TRUE, scale, error);
+      if (!ar || !mexd_softmax_rows(ar, ar, error))
+        return NULL;
+      g_autoptr(MexdTensor) az = bmm(ar, z, FALSE, 1.0f, error);
+      g_autoptr(MexdTensor) aa = az ? bmm(az, a3, FALSE, 1.0f, error) : NULL;
+      g_autoptr(MexdTensor) aa2 = aa ? mexd_tensor_reshape(aa, 2, (int64_t[]){H, np}, error) : NULL;
+      MexdTensor *mean = aa2 ? new_like(x, 1, (int64_t[]){np}, error) : NULL;
+      if (!mean || !mexd_mean_rows(mean, aa2, error)) {
+        if (mean)
+          mexd_tensor_unref(mean);
+        return NULL;
+      }
+      *cls_att = mean;
+    }
     g_autoptr(MexdTensor) av = bmm(a3, v, FALSE, 1.0f, error);
     zav = av ? bmm(z, av, FALSE, 1.0f, error) : NULL;
     if (!zav)
@@ -452,14 +486,14 @@ void mexd_transmil_clear(MexdTransMil *tm)
   mexd_nystrom_clear(&tm->attn2);
 }
 
-/* h += attn(LN(h)) */
+/* h += attn(LN(h)); *cls_att (when not NULL) the class token's (row 0) attention */
 static gboolean transmil_layer(MexdTensor *h, MexdNystrom *ny, MexdTensor *ln_w, MexdTensor *ln_b,
-                               GError **error)
+                               MexdTensor **cls_att, GError **error)
 {
   g_autoptr(MexdTensor) hn = new_like(h, 2, h->shape, error);
   if (!hn || !mexd_layernorm(hn, h, ln_w, ln_b, 1e-5f, error))
     return FALSE;
-  g_autoptr(MexdTensor) att = mexd_nystrom_forward(ny, hn, error);
+  g_autoptr(MexdTensor) att = mexd_nystrom_forward_cls(ny, hn, cls_att ? 0 : -1, cls_att, error);
   return att && mexd_add(h, h, att, error);
 }
 
@@ -503,6 +537,13 @@ gboolean mexd_transmil_forward(MexdTransMil *tm, MexdTensor *x, MexdTensor **log
                                MexdTensor **out, MexdTrace *trace, const char *prefix,
                                GError **error)
 {
+  return mexd_transmil_forward_attention(tm, x, logits, out, NULL, trace, prefix, error);
+}
+
+gboolean mexd_transmil_forward_attention(MexdTransMil *tm, MexdTensor *x, MexdTensor **logits,
+                                         MexdTensor **out, MexdTensor **attention,
+                                         MexdTrace *trace, const char *prefix, GError **error)
+{
   int64_t N = x->shape[0], W = tm->s.width;
   if (x->ndim != 2 || x->shape[1] != tm->in_dim)
     return mexd_fail(error, MEXD_ERROR_SHAPE, "%s: input must be [N,%d]", prefix, tm->in_dim);
@@ -520,14 +561,27 @@ gboolean mexd_transmil_forward(MexdTransMil *tm, MexdTensor *x, MexdTensor **log
   g_clear_pointer(&h, mexd_tensor_unref);
   g_clear_pointer(&dup, mexd_tensor_unref);
 
-  if (!transmil_layer(tok, &tm->attn1, tm->ln1_w, tm->ln1_b, error) ||
+  g_autoptr(MexdTensor) att_all = NULL;
+  if (!transmil_layer(tok, &tm->attn1, tm->ln1_w, tm->ln1_b, attention ? &att_all : NULL, error) ||
       !mexd_trace_put(trace, prefix, "layer1", tok, error))
     return FALSE;
+  if (attention) {
+    /* the N instances are tokens 1..N of the Np + 1, which sit at the end of the padded rows */
+    int64_t np_rows = att_all->shape[0], first = np_rows - (Np + 1) + 1;
+    g_autoptr(MexdTensor) a2 = mexd_tensor_reshape(att_all, 2, (int64_t[]){np_rows, 1}, error);
+    g_autoptr(MexdTensor) inst = a2 ? mexd_tensor_rows(a2, first, N, error) : NULL;
+    g_autoptr(MexdTensor) a = inst ? new_like(x, 1, (int64_t[]){N}, error) : NULL;
+    g_autoptr(MexdTensor) a1 = a ? mexd_tensor_reshape(a, 2, (int64_t[]){N, 1}, error) : NULL;
+    if (!a1 || !mexd_copy(a1, inst, error) ||
+        !mexd_trace_put(trace, prefix, "attention", a, error))
+      return FALSE;
+    *attention = g_steal_pointer(&a);
+  }
   g_autoptr(MexdTensor) p = transmil_ppeg(tm, tok, S, error);
   if (!p || !mexd_trace_put(trace, prefix, "ppeg", p, error))
     return FALSE;
   g_clear_pointer(&tok, mexd_tensor_unref);
-  if (!transmil_layer(p, &tm->attn2, tm->ln2_w, tm->ln2_b, error) ||
+  if (!transmil_layer(p, &tm->attn2, tm->ln2_w, tm->ln2_b, NULL, error) ||
       !mexd_trace_put(trace, prefix, "layer2", p, error))
     return FALSE;
   if (!mexd_layernorm(p, p, tm->norm_w, tm->norm_b, 1e-5f, error) ||

@@ -480,6 +480,7 @@ void mexd_result_free(MexdResult *r)
   if (!r)
     return;
   g_free(r->gates);
+  g_free(r->attention);
   g_free(r->logits1);
   if (r->selected)
     for (int e = 0; e < r->experts; e++)
@@ -576,8 +577,11 @@ static gboolean forward_body(MexdModel *m, const float *x, int64_t n, int64_t d,
 
   g_autoptr(MexdTensor) tx =
       mexd_tensor_new_from_f32(be, MEXD_DTYPE_F32, 2, (int64_t[]){n, d}, x, error);
-  g_autoptr(MexdTensor) logits1 = NULL, out1 = NULL;
-  if (!tx || !mexd_transmil_forward(&m->a1, tx, &logits1, &out1, trace, "a1", error))
+  g_autoptr(MexdTensor) logits1 = NULL, out1 = NULL, att1 = NULL;
+  if (!tx || !mexd_transmil_forward_attention(&m->a1, tx, &logits1, &out1, &att1, trace, "a1",
+                                              error))
+    return FALSE;
+  if (!(res->attention = mexd_tensor_dup_f32(att1, error)))
     return FALSE;
   g_clear_pointer(&tx, mexd_tensor_unref);
   res->logits1 = mexd_tensor_dup_f32(logits1, error);

@@ -71,6 +71,8 @@ typedef struct {
   int n_classes, experts, width, chains;
   int64_t n_instances;
   float *logits1;      /* [C] adapter #1 */
+  float *attention;    /* [n] adapter #1's class-token attention over the instances (first
+                        * Nyström layer, mean over heads): where the model looks */
   int64_t *n_selected; /* [E] */
   int32_t **selected;  /* [E][n_selected]: instance indices in block order (see below) */
   gboolean *zero_row;  /* [E] official: the expert was empty and fed one zero row */

@@ -71,6 +71,11 @@ gboolean mexd_nystrom_load(MexdNystrom *ny, MexdWeights *w, const char *prefix,
 void mexd_nystrom_clear(MexdNystrom *ny);
 /* A new [n, W] tensor: the attention of x [n, W] (already layer-normed). */
 MexdTensor *mexd_nystrom_forward(MexdNystrom *ny, MexdTensor *x, GError **error);
+/* The same; with cls_row ≥ 0, *cls_att gets a new [n_p] tensor: token cls_row's attention
+ * A1[row]·Z·A3 over the n_p padded rows (the n rows of x are the last n), mean over the heads —
+ * the attention weights TransMIL heatmaps show (they sum to ~1: Z is A2's pseudo-inverse). */
+MexdTensor *mexd_nystrom_forward_cls(MexdNystrom *ny, MexdTensor *x, int64_t cls_row,
+                                     MexdTensor **cls_att, GError **error);
 
 /* ---- TransMIL (MEXD.md §1) ---- */
 typedef struct {
@@ -92,6 +97,11 @@ void mexd_transmil_clear(MexdTransMil *tm);
 gboolean mexd_transmil_forward(MexdTransMil *tm, MexdTensor *x, MexdTensor **logits,
                                MexdTensor **out, MexdTrace *trace, const char *prefix,
                                GError **error);
+/* The same and (attention != NULL) a new [N] tensor: the class token's attention over the N
+ * instances in the first Nyström layer (mean over heads).  Trace name: <prefix>.attention. */
+gboolean mexd_transmil_forward_attention(MexdTransMil *tm, MexdTensor *x, MexdTensor **logits,
+                                         MexdTensor **out, MexdTensor **attention,
+                                         MexdTrace *trace, const char *prefix, GError **error);
 /* The square side S = ceil(sqrt(N)) of a bag of N (exact for any N of int64). */
 int64_t mexd_square_side(int64_t n);
 

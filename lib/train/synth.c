@@ -175,11 +175,11 @@ gboolean mexd_synth_options_check(const MexdSynthOptions *o, GError **error)
   else if (o->lesion_clusters < 1 || o->lesion_clusters > 16)
     bad = "the lesion clusters per class must be 1..16";
   else if (!(o->radius > 0.0 && o->radius < 1e6))
-    bad = "the centre radius must be positive";
+    bad = "the centre radius must be in (0, 1e6)";
   else if (!(o->lesion_distance > 0.0 && o->lesion_distance <= 2.0 * o->radius))
     bad = "the lesion distance must be in (0, 2·radius]";
   else if (!(o->noise >= 0.0 && o->noise < 1e6))
-    bad = "the noise must be >= 0";
+    bad = "the noise must be in [0, 1e6)";
   if (bad)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "synthetic bags: %s", bad);
   return TRUE;
@@ -526,7 +526,6 @@ static gboolean write_slide(const char *path, const MexdBag *bag, const int8_t *
   }
   return TRUE;
 }
-#endif
 
 /* A small text file, atomically. */
 static gboolean write_text(const char *dir, const char *name, const GString *text, GError **error)
@@ -575,6 +574,7 @@ static GString *record(const MexdSynth *s)
   g_string_append_printf(g, "  \"patch_size\": %d,\n  \"patch_level\": 0\n}\n", PATCH_SIZE);
   return g;
 }
+#endif /* MEXD_HAVE_HDF5: the text files are written only with the bags */
 
 gboolean mexd_synth_write(const MexdSynthOptions *o, const char *dir, gboolean force,
                           MexdSynthProgress progress, gpointer user_data, GError **error)

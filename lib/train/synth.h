@@ -31,7 +31,8 @@
  *               l_{c,j} = R·(cos θ·b̂_p + sin θ·v̂), cos θ = 1 − Δ² / (2R²), sin θ = √(1 − cos² θ):
  *               on the sphere at distance exactly Δ from its parent, far from the other centres.
  *               The classes' lesion clusters of one parent differ in direction (|l_{1,j} −
- *               l_{2,j}| ≈ Δ·√2).
+ *               l_{2,j}| ≈ Δ·√2) for D ≥ 3 (at D = 2 there is one perpendicular direction:
+ *               they coincide or mirror each other).
  * Slides i = 0 … S−1, named slide_000 … (zero-padded to at least 3 digits).
  *   class       π = a permutation of 0 … S−1 by Fisher–Yates: for r = S−1 down to 1, swap π[r]
  *               with π[⌊x·(r+1) / 2^32⌋], x word 0 at (3, r, 0, 0).  Slide π[r] has class r mod C
@@ -100,9 +101,9 @@ typedef struct {
   /* the model's constants (see above) */
   int background_clusters; /* K in [1, 64] */
   int lesion_clusters;     /* L in [1, 16] */
-  double radius;           /* R > 0 */
+  double radius;           /* R in (0, 1e6) */
   double lesion_distance;  /* Δ in (0, 2R] */
-  double noise;            /* σ >= 0 */
+  double noise;            /* σ in [0, 1e6) */
 } MexdSynthOptions;
 
 /* The defaults above for `n_classes` (2 or 3; S = 60 for 2 classes, 90 for 3). */

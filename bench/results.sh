@@ -5,13 +5,13 @@
 # once on the test split (`mexd eval --json` → ROOT/c$CLASSES-s$SEED/eval-*.json).
 #   MEXD      the mexd command (build/tools/mexd)
 #   ROOT      where the cohort (made by mexd synth-bags if missing) and the runs go
-#   EPOCHS    of the slide-level stages (30; diffusion: 100); PATIENCE: early stop (10)
+#   EPOCHS    of the slide-level stages (40; diffusion: 100); PATIENCE: early stop (12; diffusion 20)
 # A run already finished (its model.safetensors and eval file present) is not redone, and an
 # interrupted one resumes (--resume), so the script can be restarted.  OPENBLAS_NUM_THREADS=1
 # and two cohorts at once use both cores of a 2-core machine best (bench/results-all.sh).
 set -eu
 [ $# -ge 4 ] || { sed -n '2,3p' "$0" | sed 's/^# //' >&2; exit 2; }
-mexd=$1 root=$2 C=$3 seed=$4 epochs=${5:-30} patience=${6:-10}
+mexd=$1 root=$2 C=$3 seed=$4 epochs=${5:-40} patience=${6:-12}
 data="$root/s$C-seed$seed"
 out="$root/c$C-s$seed"
 mkdir -p "$out"

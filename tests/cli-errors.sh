@@ -39,6 +39,29 @@ check 1 "this is a backbone file" forward --model "$fx/backbones/resnet-tiny.saf
 check 1 "this is a MExD model file" extract --backbone "$fx/mexd/model-e2.safetensors" --tiles "$fx/backbones/tiles" --out /tmp/never.h5 --device cpu
 check 1 "has no .png tiles" extract --backbone "$fx/backbones/resnet-tiny.safetensors" --tiles "$fx/mexd" --out /tmp/never.h5 --device cpu
 check 2 "give --backbone" extract --tiles "$fx/backbones/tiles"
+# every subcommand documents itself
+for c in classify convert demo devices eval extract forward synth-bags tiles train bench; do
+  if [ "$c" = convert ] && ! /usr/bin/python3 -c "import torch" 2>/dev/null; then continue; fi
+  out=$("$mexd" $c --help 2>&1); got=$?
+  if [ "$got" -ne 0 ] || ! printf '%s' "$out" | grep -qi "usage"; then
+    echo "FAIL: mexd $c --help exited $got: $out"; fails=$((fails + 1))
+  else
+    echo "ok: mexd $c --help"
+  fi
+done
+check 2 "unexpected argument" devices --frobnicate
+check 2 "give the slides" classify --backbone a --model b
+check 2 "--shard is I/N" classify --manifest m.csv --shard x --backbone a --model b
+check 1 "/nonexistent/m.safetensors" classify /tmp/x.svs --backbone a --model /nonexistent/m.safetensors
+check 2 "stage first" train
+check 2 "unknown training stage" train dance --data a --labels b --out c
+check 2 "give --model M, --data DIR and --labels CSV" eval
+check 1 "/nonexistent/m.safetensors" eval --model /nonexistent/m.safetensors --data a --labels b
+check 2 "--train-slides" demo --train-slides 1
+check 2 "unexpected argument" demo extra
+check 2 "--classes" synth-bags --out /tmp/never-synth --classes 7
+check 2 "unknown benchmark" bench frobnicate
+check 2 "--stage\|unknown training stage" bench train --stage dance
 # a whole run: JSON with the class and the probabilities
 out=$("$mexd" forward --model "$fx/mexd/model-e2.safetensors" --features "$fx/mexd/bag-n7.npy" --device cpu --chains 4 --json 2>&1); got=$?
 if [ "$got" -ne 0 ] || ! printf '%s' "$out" | grep -q '"probabilities"'; then

@@ -4,18 +4,43 @@
 
 #include "../lib/mexd.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+#ifndef MEXD_TOOLS_DIR
+#define MEXD_TOOLS_DIR "tools"
+#endif
 
 static int cmd_devices(int argc, char **argv)
 {
-  (void)argc;
-  (void)argv;
+  gboolean json = FALSE;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      printf("Usage: mexd devices [--json]\n\nThe compute devices that open here (cpu, "
+             "vulkan:N) and the default choice\n(--device / MEXD_DEVICE, else the first GPU, "
+             "else lavapipe, else cpu).\n");
+      return 0;
+    }
+    if (!strcmp(argv[i], "--json")) {
+      json = TRUE;
+      continue;
+    }
+    fprintf(stderr, "mexd devices: unexpected argument \"%s\"\n", argv[i]);
+    return 2;
+  }
   g_auto(GStrv) list = mexd_backend_list();
+  if (json)
+    printf("{\"devices\": [");
   for (int i = 0; list[i]; i++) {
     g_autoptr(GError) error = NULL;
     g_autoptr(MexdBackend) be = mexd_backend_new(list[i], &error);
-    if (be)
+    if (json)
+      printf("%s{\"spec\": \"%s\", \"name\": \"%s\", \"usable\": %s, \"f16\": %s}",
+             i ? ", " : "", list[i], be ? mexd_backend_name(be) : "", be ? "true" : "false",
+             be && mexd_backend_has_f16(be) ? "true" : "false");
+    else if (be)
       printf("%-10s %s%s\n", list[i], mexd_backend_name(be),
              mexd_backend_has_f16(be) ? "" : " (no f16)");
     else
@@ -23,8 +48,40 @@ static int cmd_devices(int argc, char **argv)
   }
   g_autoptr(GError) error = NULL;
   g_autoptr(MexdBackend) def = mexd_backend_new(NULL, &error);
-  printf("default: %s\n", def ? mexd_backend_name(def) : error->message);
+  if (json)
+    printf("], \"default\": \"%s\"}\n", def ? mexd_backend_name(def) : "");
+  else
+    printf("default: %s\n", def ? mexd_backend_name(def) : error->message);
+  if (!def)
+    fprintf(stderr, "mexd devices: %s\n", error->message);
   return def ? 0 : 1;
+}
+
+/* `mexd convert …`: tools/convert.py (PyTorch checkpoints → mexd files) under Debian's python,
+ * which has torch (python3-torch); its exit code is ours. */
+static int cmd_convert(int argc, char **argv)
+{
+  const char *py = g_getenv("MEXD_PYTHON") ? g_getenv("MEXD_PYTHON") : "/usr/bin/python3";
+  g_autofree char *script = g_build_filename(MEXD_TOOLS_DIR, "convert.py", NULL);
+  if (!g_file_test(script, G_FILE_TEST_EXISTS)) {
+    fprintf(stderr, "mexd convert: %s is missing\n", script);
+    return 1;
+  }
+  if (!g_file_test(py, G_FILE_TEST_IS_EXECUTABLE)) {
+    fprintf(stderr, "mexd convert: %s not found (Debian: apt-get install python3-torch; or set "
+                    "MEXD_PYTHON)\n",
+            py);
+    return 1;
+  }
+  char **av = g_new0(char *, argc + 3);
+  av[0] = (char *)py;
+  av[1] = script;
+  for (int i = 1; i < argc; i++)
+    av[i + 1] = argv[i];
+  execv(py, av);
+  fprintf(stderr, "mexd convert: cannot run %s: %s\n", py, g_strerror(errno));
+  g_free(av);
+  return 1;
 }
 
 static void usage(FILE *f)
@@ -36,13 +93,18 @@ static void usage(FILE *f)
              "                 GEMM throughput (GFLOP/s, median of R runs)\n"
              "  bench read SLIDE [--threads 1,2]\n"
              "                 tiles per second read from a slide, beside OpenSlide alone\n"
+             "  bench backbone|mexd|train …\n"
+             "                 images/s of a backbone, ms per slide of MExD, s per training epoch\n"
              "  classify SLIDE… --backbone B --model M [--out DIR] [--manifest CSV --shard I/N]\n"
              "                 whole slides through the GStreamer pipeline: result, features,\n"
              "                 heatmap and scored tiles per slide, a summary CSV; resumable\n"
+             "  convert resnet50|vit|ctranspath|mexd-official|transmil IN.pth OUT.safetensors\n"
+             "                 PyTorch checkpoints → mexd files (tools/convert.py; python3-torch)\n"
              "  demo [--out DIR]\n"
              "                 the whole product on a synthetic cohort in a few minutes: slides,\n"
              "                 features, training, classification, heatmaps\n"
-             "  devices        list the compute devices and the default choice\n"
+             "  devices [--json]\n"
+             "                 list the compute devices and the default choice\n"
              "  eval --model M --data DIR --labels CSV [--split test] [--out preds.csv]\n"
              "                 ACC, AUC, F1, per-class table and confusion matrix of a trained model\n"
              "  extract --backbone B (--tiles DIR | --slide FILE [--mag 20]) --out FEATS.h5\n"
@@ -83,6 +145,8 @@ int main(int argc, char **argv)
     return mexd_cmd_bench(argc - 1, argv + 1);
   if (strcmp(cmd, "devices") == 0)
     return cmd_devices(argc - 1, argv + 1);
+  if (strcmp(cmd, "convert") == 0)
+    return cmd_convert(argc - 1, argv + 1);
   if (strcmp(cmd, "forward") == 0)
     return mexd_cmd_forward(argc - 1, argv + 1);
   if (strcmp(cmd, "extract") == 0)

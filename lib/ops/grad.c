@@ -17,7 +17,11 @@
  *   per workgroup (softmax, layernorm, cross-entropy) loop D/256 times, fine for any row the
  *   models have; sums over many rows go through chunks and a second pass (sum_rows, dgamma/dbeta,
  *   conv dw/db, mse); scatter_add's index scan is split into dispatches of 16,384 indices on CPU
- *   devices (a f32 scratch carries the running sums between them).
+ *   devices (a f32 scratch carries the running sums between them).  Two passes are one
+ *   workgroup over a data-dependent count — cross-entropy's mean over rows, abs_sum_max_bwd's
+ *   maximum over lines — and refuse on CPU devices, with MEXD_ERROR_UNSUPPORTED, the sizes
+ *   (~3.8 million rows or lines) where lavapipe would cut their loops short and give a wrong
+ *   result (CPU_DEVICE_MAX_LOOP).
  * - Scratch tensors (partial sums, statistics) are f32 on the op's backend, dropped at once: the
  *   vulkan backend keeps bound tensors alive until the recorded work has run.
  * - A bad index or label: cpu fails at once and writes nothing; vulkan records, the shader sets
@@ -45,6 +49,11 @@
 #define CONV_CPU_DEVICE_MAX_TAPS 16384
 /* abs_sum_max_bwd: elements per line segment (one invocation each) */
 #define ABS_SEG 4096
+/* The single-workgroup passes (cross-entropy's mean over rows, abs_sum_max_bwd's maximum and
+ * count over lines) walk a data-dependent number of elements per invocation: on a CPU device
+ * they refuse (MEXD_ERROR_UNSUPPORTED) what would take an invocation past this many loop
+ * iterations, inside lavapipe's 65,535 with room for the shader's other loops. */
+#define CPU_DEVICE_MAX_LOOP 60000
 
 /* ---- shared helpers ---- */
 
@@ -54,6 +63,15 @@ static gboolean check_like(const char *op, const char *arg, const MexdTensor *t,
 {
   return mexd_op_check_dtype(op, arg, t, ref->backend, ref->dtype, error) &&
          mexd_op_check_shape(op, arg, t, ref->ndim, ref->shape, error);
+}
+
+/* Output o (already checked to be a float tensor) and input i: i on o's backend with o's dtype,
+ * and o of i's shape, so that a wrong output is the argument an error names. */
+static gboolean check_out_like(const char *op, const char *on, const MexdTensor *o, const char *in,
+                               const MexdTensor *i, GError **error)
+{
+  return mexd_op_check_dtype(op, in, i, o->backend, o->dtype, error) &&
+         mexd_op_check_shape(op, on, o, i->ndim, i->shape, error);
 }
 
 /* A one-element tensor of ref's dtype on ref's backend (a loss, or its upstream gradient). */
@@ -172,8 +190,8 @@ gboolean mexd_unary_backward(MexdTensor *dx, MexdTensor *dy, MexdTensor *x, Mexd
                              gboolean accumulate, GError **error)
 {
   const char *name = "unary_backward";
-  if (!mexd_op_check_float(name, "dx", dx, error) || !check_like(name, "dy", dy, dx, error) ||
-      !check_like(name, "x", x, dx, error))
+  if (!mexd_op_check_float(name, "dx", dx, error) ||
+      !check_out_like(name, "dx", dx, "x", x, error) || !check_like(name, "dy", dy, x, error))
     return FALSE;
   if (op != MEXD_UNARY_RELU && op != MEXD_UNARY_GELU && op != MEXD_UNARY_SOFTPLUS &&
       op != MEXD_UNARY_TANH && op != MEXD_UNARY_SIGMOID)
@@ -237,8 +255,8 @@ gboolean mexd_softmax_rows_backward(MexdTensor *dx, MexdTensor *y, MexdTensor *d
                                     gboolean accumulate, GError **error)
 {
   const char *name = "softmax_rows_backward";
-  if (!mexd_op_check_float(name, "dx", dx, error) || !check_like(name, "y", y, dx, error) ||
-      !check_like(name, "dy", dy, dx, error))
+  if (!mexd_op_check_float(name, "dx", dx, error) ||
+      !check_out_like(name, "dx", dx, "y", y, error) || !check_like(name, "dy", dy, y, error))
     return FALSE;
   if (!check_out(name, "dx", dx, "dy", dy, TRUE, error) ||
       !check_out(name, "dx", dx, "y", y, FALSE, error))
@@ -814,6 +832,14 @@ gboolean mexd_cross_entropy(MexdTensor *loss, MexdTensor *logits, MexdTensor *la
     float v = (float)(total / (double)R);
     return mexd_tensor_write_f32(loss, &v, 1, error);
   }
+  /* the mean (mode 1) is one workgroup: each invocation adds R/wg row losses */
+  const uint32_t wg = mexd_vk_row_workgroup(be, C);
+  if (!mexd_vk_limits(be)->is_gpu && (R + wg - 1) / wg > CPU_DEVICE_MAX_LOOP)
+    return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
+                     "%s: %" G_GINT64_FORMAT
+                     " rows are more than %s can average correctly (%" G_GINT64_FORMAT
+                     " at most on a CPU Vulkan device)",
+                     name, R, mexd_backend_name(be), (int64_t)CPU_DEVICE_MAX_LOOP * wg);
   g_autoptr(MexdTensor) rowloss = scratch_new(name, be, R, error);
   if (!rowloss)
     return FALSE;
@@ -821,7 +847,7 @@ gboolean mexd_cross_entropy(MexdTensor *loss, MexdTensor *logits, MexdTensor *la
   MexdVkDispatch d = {
       .shader = "xent",
       .variant = loss->dtype,
-      .spec = {mexd_vk_row_workgroup(be, C)},
+      .spec = {wg},
       .n_spec = 1,
       .bind = {logits, labels, rowloss, loss},
       .n_bind = 4,
@@ -963,8 +989,9 @@ gboolean mexd_mse_backward(MexdTensor *dy, MexdTensor *y, MexdTensor *target, Me
                            gboolean accumulate, GError **error)
 {
   const char *name = "mse_backward";
-  if (!mexd_op_check_float(name, "dy", dy, error) || !check_like(name, "y", y, dy, error) ||
-      !check_like(name, "target", target, dy, error) ||
+  if (!mexd_op_check_float(name, "dy", dy, error) ||
+      !check_out_like(name, "dy", dy, "y", y, error) ||
+      !check_like(name, "target", target, y, error) ||
       (dloss && !check_scalar(name, "dloss", dloss, dy, error)))
     return FALSE;
   if (!check_out(name, "dy", dy, "y", y, FALSE, error) ||
@@ -1046,7 +1073,7 @@ gboolean mexd_dropout(MexdTensor *y, MexdTensor *x, float p, uint64_t seed, uint
                       gboolean accumulate, GError **error)
 {
   const char *name = "dropout";
-  if (!mexd_op_check_float(name, "y", y, error) || !check_like(name, "x", x, y, error))
+  if (!mexd_op_check_float(name, "y", y, error) || !check_out_like(name, "y", y, "x", x, error))
     return FALSE;
   if (!(p >= 0.0f && p <= 1.0f))
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "dropout: p is %g, expected 0 <= p <= 1",
@@ -1468,8 +1495,8 @@ gboolean mexd_abs_sum_max_backward(MexdTensor *dx, MexdTensor *x, MexdTensor *dy
                                    gboolean accumulate, GError **error)
 {
   const char *name = "abs_sum_max_backward";
-  if (!mexd_op_check_float(name, "dx", dx, error) || !check_like(name, "x", x, dx, error) ||
-      !check_scalar(name, "dy", dy, dx, error))
+  if (!mexd_op_check_float(name, "dx", dx, error) ||
+      !check_out_like(name, "dx", dx, "x", x, error) || !check_scalar(name, "dy", dy, dx, error))
     return FALSE;
   if (x->ndim < 2)
     return mexd_fail(error, MEXD_ERROR_SHAPE,
@@ -1492,6 +1519,15 @@ gboolean mexd_abs_sum_max_backward(MexdTensor *dx, MexdTensor *x, MexdTensor *dy
     return FALSE;
   const int64_t L = B * (axis == -1 ? R : C), len = axis == -1 ? C : R;
   const int64_t nseg = (len + ABS_SEG - 1) / ABS_SEG;
+  /* mode 1 is one workgroup: each invocation walks L/256 lines, adding a line's nseg segment
+   * sums and then testing it once more (lavapipe counts about nseg + 3 iterations a line) */
+  if (!mexd_vk_limits(be)->is_gpu && (L + 255) / 256 * (nseg + 3) > CPU_DEVICE_MAX_LOOP)
+    return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
+                     "%s: %" G_GINT64_FORMAT " lines of %" G_GINT64_FORMAT
+                     " are more than %s can reduce correctly (about %" G_GINT64_FORMAT
+                     " at most on a CPU Vulkan device)",
+                     name, L, len, mexd_backend_name(be),
+                     (int64_t)CPU_DEVICE_MAX_LOOP / (nseg + 3) * 256);
   /* scratch: the segment sums [L·nseg], the line sums [L], (maximum, count) */
   g_autoptr(MexdTensor) scratch = scratch_new(name, be, L * nseg + L + 2, error);
   if (!scratch)

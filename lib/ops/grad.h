@@ -71,7 +71,9 @@ gboolean mexd_slice(MexdTensor *y, MexdTensor *x, int axis, int64_t start, gbool
 /* loss [1] = mean over rows r of −log softmax(logits[r])[labels[r]] for logits [R,C] and labels
  * i32 [R] in [0,C) (a bad label: an error at once on cpu, nothing written; at the next sync on
  * vulkan, and that row's loss is NaN).  Logits of −inf (masked classes) are allowed; a row of
- * all −inf, or whose label's logit is −inf, gives NaN / inf as PyTorch does. */
+ * all −inf, or whose label's logit is −inf, gives NaN / inf as PyTorch does.  On a CPU Vulkan
+ * device (lavapipe) R is at most 60,000 times the row workgroup (64 for C ≤ 1024: ~3.8 million
+ * rows; MEXD_ERROR_UNSUPPORTED beyond): one workgroup takes the mean. */
 gboolean mexd_cross_entropy(MexdTensor *loss, MexdTensor *logits, MexdTensor *labels,
                             GError **error);
 /* dlogits [R,C] = dloss·(softmax(logits) − onehot(labels))/R, dloss a [1] tensor (the upstream
@@ -130,7 +132,9 @@ gboolean mexd_conv2d_backward_weight(MexdTensor *dw, MexdTensor *db, MexdTensor 
  * maximum is NaN and the lines whose sum is NaN are the ones that attain it.  The line sums are
  * recomputed as the forward takes them on the same backend (cpu: double; vulkan: f32 in element
  * order, the same bits as the forward shader for lines of up to 4,096 elements), so near-ties
- * resolve as the forward's maximum did.  dx must not overlap x or dy. */
+ * resolve as the forward's maximum did.  dx must not overlap x or dy.  On a CPU Vulkan device
+ * (lavapipe) the lines are at most ~3.8 million (fewer for lines over 4,096 elements;
+ * MEXD_ERROR_UNSUPPORTED beyond): one workgroup takes the maximum. */
 gboolean mexd_abs_sum_max_backward(MexdTensor *dx, MexdTensor *x, MexdTensor *dy, int axis,
                                    gboolean accumulate, GError **error);
 

@@ -264,6 +264,7 @@ int main(int argc, char **argv)
   register_layout_tests();
   register_mexd_tests();
   register_vision_tests();
+  register_grad_tests();
   const char *v = g_getenv("MEXD_VK_VALIDATION");
   if (v && *v && strcmp(v, "0") != 0)
     g_test_add_func("/validation/layer-silent", test_validation_clean);

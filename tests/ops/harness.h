@@ -80,5 +80,6 @@ void register_index_tests(void);       /* gather, topk */
 void register_layout_tests(void);      /* concat, permute, transpose, copy */
 void register_vision_tests(void);      /* maxpool2d, image_prep */
 void register_mexd_tests(void);        /* lincomb, scale_eye, abs_sum_max, route_keep */
+void register_grad_tests(void);        /* the backward ops of ops/grad.h */
 
 G_END_DECLS

@@ -6,6 +6,9 @@
 #   MEXD      the mexd command (build/tools/mexd)
 #   ROOT      where the cohort (made by mexd synth-bags if missing) and the runs go
 #   EPOCHS    of the slide-level stages (40; diffusion: 100); PATIENCE: early stop (12; diffusion 20)
+#   MEXD_RESULTS_SIZE=paper (default: width 512, 8 heads, 256 landmarks, lr 2e-4, the paper's) or
+#   small (width 64, 2 heads, 32 landmarks, lr 1e-3 for the slide-level stages: `mexd demo`'s
+#   sizes, scaled to cohorts of 60–90 slides; minutes a run instead of up to an hour)
 # A run already finished (its model.safetensors and eval file present) is not redone, and an
 # interrupted one resumes (--resume), so the script can be restarted.  OPENBLAS_NUM_THREADS=1
 # and two cohorts at once use both cores of a 2-core machine best (bench/results-all.sh).
@@ -26,7 +29,14 @@ else
   # Camelyon16's normal (docs/RESULTS.md)
   moe="--experts 3 --alpha 0.25,0.5,0.5 --expert-of-class 0,1,2"
 fi
-common="--data $data --labels $data/labels.csv --classes $classes --seed $seed --device ${MEXD_RESULTS_DEVICE:-cpu} --quiet"
+case ${MEXD_RESULTS_SIZE:-paper} in
+paper) size="" slr="" ;;
+small)
+  size="--width 64 --heads 2 --landmarks 32 --abmil-width 64 --abmil-attn 32 --diffusion-width 64"
+  slr="--lr 1e-3" ;;
+*) echo "results.sh: MEXD_RESULTS_SIZE must be paper or small" >&2; exit 2 ;;
+esac
+common="--data $data --labels $data/labels.csv --classes $classes --seed $seed --device ${MEXD_RESULTS_DEVICE:-cpu} --quiet $size"
 log() { echo "$(date +%H:%M:%S) c$C-s$seed: $*"; }
 
 train() { # name stage args…
@@ -55,7 +65,7 @@ evaluate() { # name model [args]
   log "eval $name: $(tr -d '\n ' <"$out/eval-$name.json" | sed 's/.*"accuracy":\([^,]*\),"auc":\([^,]*\),.*"macro_f1":\([^,]*\),.*/ACC \1 AUC \2 F1 \3/')"
 }
 
-slide="--epochs $epochs --patience $patience"
+slide="--epochs $epochs --patience $patience $slr"
 train abmil abmil $slide
 evaluate abmil "$out/abmil/model.safetensors"
 train transmil adapter $slide

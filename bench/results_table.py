@@ -3,7 +3,8 @@
 
 For each cohort (2 and 3 classes) and model, ACC / AUC / macro-F1 on the test split as
 mean ± sample standard deviation over the seeds found (ROOT/c{C}-s{seed}/eval-{model}.json,
-written by `mexd eval --json`).  A partial or undefined AUC is flagged.
+written by `mexd eval --json`), then each seed's AUC (ACC).  A partial or undefined AUC is
+flagged.
 """
 import glob
 import json
@@ -51,6 +52,21 @@ def main(root):
                     flags.add("partial AUC")
             note = f" ({', '.join(sorted(flags))})" if flags else ""
             print(f"| {label} | {fmt(acc)} | {fmt(auc)} | {fmt(f1)} | {len(acc)}{note} |")
+        # each run on its own: with test splits of 18 / 27 slides the spread is the story
+        print(f"\nper seed, {C} classes: test AUC (ACC)\n")
+        print("| model | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+        print("|---|" + "---|" * len(seeds))
+        for key, label in MODELS:
+            cells = []
+            for s in seeds:
+                p = os.path.join(root, f"c{C}-s{s}", f"eval-{key}.json")
+                if not os.path.exists(p):
+                    cells.append("–")
+                    continue
+                m = json.load(open(p))
+                a = "undef." if m["auc"] is None else f"{m['auc']:.3f}"
+                cells.append(f"{a} ({m['accuracy']:.3f})")
+            print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

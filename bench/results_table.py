@@ -26,6 +26,14 @@ def fmt(vals):
     return f"{m:.3f} ± {s:.3f}" if len(vals) > 1 else f"{m:.3f}"
 
 
+def load(path):
+    """One run's `mexd eval --json`, or None where the run has not been evaluated."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def main(root):
     for C in (2, 3):
         seeds = sorted({int(re.search(r"-s(\d+)$", d).group(1))
@@ -35,13 +43,13 @@ def main(root):
         print(f"\n{C} classes, seeds {', '.join(map(str, seeds))} (test split)\n")
         print("| model | ACC | AUC | macro-F1 | runs |")
         print("|---|---|---|---|---|")
+        runs = {(key, s): load(os.path.join(root, f"c{C}-s{s}", f"eval-{key}.json"))
+                for key, _ in MODELS for s in seeds}
         for key, label in MODELS:
             acc, auc, f1, flags = [], [], [], set()
-            for s in seeds:
-                p = os.path.join(root, f"c{C}-s{s}", f"eval-{key}.json")
-                if not os.path.exists(p):
+            for m in (runs[key, s] for s in seeds):
+                if m is None:
                     continue
-                m = json.load(open(p))
                 acc.append(m["accuracy"])
                 f1.append(m["macro_f1"])
                 if m["auc"] is None:
@@ -58,12 +66,10 @@ def main(root):
         print("|---|" + "---|" * len(seeds))
         for key, label in MODELS:
             cells = []
-            for s in seeds:
-                p = os.path.join(root, f"c{C}-s{s}", f"eval-{key}.json")
-                if not os.path.exists(p):
+            for m in (runs[key, s] for s in seeds):
+                if m is None:
                     cells.append("–")
                     continue
-                m = json.load(open(p))
                 a = "undef." if m["auc"] is None else f"{m['auc']:.3f}"
                 cells.append(f"{a} ({m['accuracy']:.3f})")
             print(f"| {label} | " + " | ".join(cells) + " |")

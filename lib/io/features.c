@@ -1,6 +1,6 @@
 /* features.c: bags of instance features from CLAM HDF5, DSMIL/IBMIL CSV and NumPy .npy files, and
  * the CLAM HDF5 writer.  See features.h for the formats and the rules enforced. */
-#include "io/io-private.h"
+#include "io/files.h"
 #include "io/features.h"
 
 #include "core/error.h"
@@ -1071,36 +1071,22 @@ static gboolean h5_write_atomic(const char *path, const char *fname,
                                                   const char **step, char **detail),
                                 const void *data, GError **error)
 {
-  g_autofree char *tmp = NULL;
-  int fd = mexd_io_temp_beside(path, fname, &tmp, error);
-  if (fd < 0)
+  MexdAtomicFile *f = mexd_atomic_file_new(path, error);
+  if (!f)
     return FALSE;
   const char *step = NULL;
   g_autofree char *detail = NULL;
   H5Quiet q;
   h5_begin(&q);
-  gboolean ok = write(tmp, data, &step, &detail);
+  gboolean ok = write(mexd_atomic_file_temp_path(f), data, &step, &detail);
   h5_end(&q);
-  /* HDF5 wrote through its own descriptor of the same file: flush it to disk through ours */
-  int err_no = 0;
-  if (ok && fsync(fd) != 0) {
-    ok = FALSE;
-    err_no = errno;
-    step = "flush to disk";
-  }
-  close(fd);
   if (!ok) {
-    g_unlink(tmp);
+    mexd_atomic_file_discard(f);
     return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write: failed to %s: %s", fname, step,
-                     detail ? detail : g_strerror(err_no));
+                     detail ? detail : "HDF5 error");
   }
-  if (g_rename(tmp, path) != 0) {
-    err_no = errno;
-    g_unlink(tmp);
-    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot rename the temporary file over it: %s",
-                     fname, g_strerror(err_no));
-  }
-  return TRUE;
+  /* HDF5 wrote through its own descriptor of the same file: commit flushes it through ours */
+  return mexd_atomic_file_commit(f, error);
 }
 
 static gboolean write_bag_cb(const char *tmp, const void *data, const char **step, char **detail)
@@ -1212,7 +1198,10 @@ MexdBag *mexd_bag_read(const char *path, MexdBagFormat format, GError **error)
   if ((int)format < MEXD_BAG_AUTO || (int)format > MEXD_BAG_NPY)
     return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: invalid format %d", fname,
                           (int)format);
-  int fd = g_open(path, O_RDONLY | O_CLOEXEC, 0);
+  /* refuse FIFOs and devices before the open (which would block on a FIFO) */
+  if (!mexd_file_check_regular(path, "feature file", error))
+    return NULL;
+  int fd = g_open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
   if (fd < 0) {
     int err_no = errno;
     return mexd_fail_null(error, MEXD_ERROR_IO, "%s: cannot open: %s", fname, g_strerror(err_no));

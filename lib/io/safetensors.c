@@ -1,6 +1,6 @@
 /* safetensors.c: the safetensors reader (mapped file, strict validation) and writer (json-glib
  * header, atomic write).  See safetensors.h for the format and the rules enforced. */
-#include "io/io-private.h"
+#include "io/files.h"
 #include "io/safetensors.h"
 
 #include "core/error.h"
@@ -541,6 +541,9 @@ MexdSafetensors *mexd_safetensors_open(const char *path, GError **error)
     return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT,
                           "mexd_safetensors_open: path is NULL");
   g_autofree char *display = g_filename_display_name(path);
+  /* a FIFO or a device would block the open below, or map forever */
+  if (!mexd_file_check_regular(path, "safetensors file", error))
+    return NULL;
   GError *ferr = NULL;
   GMappedFile *mf = g_mapped_file_new(path, FALSE, &ferr);
   if (!mf) {
@@ -1022,32 +1025,19 @@ gboolean mexd_safetensors_writer_write(MexdSafetensorsWriter *w, const char *pat
   if (!header)
     return FALSE;
 
-  g_autofree char *tmp = NULL;
-  int fd = mexd_io_temp_beside(path, display, &tmp, error);
-  if (fd < 0)
+  MexdAtomicFile *f = mexd_atomic_file_new(path, error);
+  if (!f)
     return FALSE;
-
+  int fd = mexd_atomic_file_fd(f);
   gboolean ok = write_all(fd, g_bytes_get_data(header, NULL), g_bytes_get_size(header));
   for (guint i = 0; ok && i < w->entries->len; i++) {
     const WEntry *e = g_ptr_array_index(w->entries, i);
     ok = write_all(fd, e->data, e->nbytes);
   }
-  if (ok)
-    ok = fsync(fd) == 0;
-  int err_no = errno;
-  if (close(fd) != 0 && ok) {
-    ok = FALSE;
-    err_no = errno;
-  }
   if (!ok) {
-    g_unlink(tmp);
+    int err_no = errno;
+    mexd_atomic_file_discard(f);
     return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write: %s", display, g_strerror(err_no));
   }
-  if (g_rename(tmp, path) != 0) {
-    err_no = errno;
-    g_unlink(tmp);
-    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot rename the temporary file over it: %s",
-                     display, g_strerror(err_no));
-  }
-  return TRUE;
+  return mexd_atomic_file_commit(f, error);
 }

@@ -178,7 +178,7 @@ static gboolean parse_config(MexdBackboneConfig *cfg, const char *json, const ch
                              GError **error)
 {
   JsonObject *o;
-  g_autoptr(JsonParser) parser = mexd_cfg_parse(json, file, &o, error);
+  g_autoptr(JsonNode) parser = mexd_cfg_parse(json, file, &o, error);
   if (!parser)
     return FALSE;
   const char *arch = json_object_get_string_member_with_default(o, "arch", NULL);

@@ -2,6 +2,7 @@
 #include "nn/config-json.h"
 
 #include "core/error.h"
+#include "io/json.h"
 
 #include <string.h>
 
@@ -108,25 +109,22 @@ MexdSafetensors *mexd_cfg_open(const char *path, const char *format, const char 
   return NULL;
 }
 
-JsonParser *mexd_cfg_parse(const char *json, const char *file, JsonObject **obj, GError **error)
+JsonNode *mexd_cfg_parse(const char *json, const char *file, JsonObject **obj, GError **error)
 {
-  JsonParser *parser = json_parser_new();
   g_autoptr(GError) jerr = NULL;
-  if (!json_parser_load_from_data(parser, json, -1, &jerr)) {
-    g_set_error(error, MEXD_ERROR, MEXD_ERROR_FORMAT, "%s: the configuration is not JSON: %s",
-                file, jerr->message);
-    g_object_unref(parser);
+  g_autofree char *where = g_strdup_printf("%s: the configuration (mexd.config)", file);
+  JsonNode *root = mexd_json_parse(json, -1, where, &jerr);
+  if (!root) {
+    g_propagate_error(error, g_steal_pointer(&jerr));
     return NULL;
   }
-  JsonNode *root = json_parser_get_root(parser);
-  if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
-    g_set_error(error, MEXD_ERROR, MEXD_ERROR_FORMAT, "%s: the configuration is not a JSON object",
-                file);
-    g_object_unref(parser);
-    return NULL;
+  if (!JSON_NODE_HOLDS_OBJECT(root)) {
+    json_node_unref(root);
+    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: the configuration is not a JSON object",
+                          file);
   }
   *obj = json_node_get_object(root);
-  return parser;
+  return root;
 }
 
 gboolean mexd_cfg_get_int_array(JsonObject *o, const char *key, guint len, const int *def, int lo,

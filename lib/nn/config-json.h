@@ -11,9 +11,10 @@ G_BEGIN_DECLS
 /* `len` integers in lo..hi under `key` into out; absent: a copy of def. */
 gboolean mexd_cfg_get_int_array(JsonObject *o, const char *key, guint len, const int *def, int lo,
                                 int hi, int *out, const char *file, GError **error);
-/* Parses a configuration that must be a JSON object (*obj, owned by the returned parser: unref
- * it when done), or NULL with an error naming the file. */
-JsonParser *mexd_cfg_parse(const char *json, const char *file, JsonObject **obj, GError **error);
+/* Parses a configuration that must be a JSON object (*obj, owned by the returned node:
+ * json_node_unref it when done), nesting at most MEXD_JSON_MAX_DEPTH deep (io/json.h), or NULL
+ * with an error naming the file. */
+JsonNode *mexd_cfg_parse(const char *json, const char *file, JsonObject **obj, GError **error);
 /* An integer in lo..hi; absent: `def`, or an error when def is G_MININT. */
 gboolean mexd_cfg_get_int(JsonObject *o, const char *key, int def, int lo, int hi, int *out,
                           const char *file, GError **error);

@@ -50,7 +50,7 @@ gboolean mexd_model_config_parse(MexdModelConfig *cfg, const char *json, const c
 {
   memset(cfg, 0, sizeof *cfg);
   JsonObject *o;
-  g_autoptr(JsonParser) parser = mexd_cfg_parse(json, file, &o, error);
+  g_autoptr(JsonNode) parser = mexd_cfg_parse(json, file, &o, error);
   if (!parser)
     return FALSE;
   static const char *const keys[] = {

@@ -116,7 +116,7 @@ gboolean mexd_transmil_config_parse(const char *json, const char *file, int *fea
                                     MexdAttnShape *s, char ***classes, GError **error)
 {
   JsonObject *o;
-  g_autoptr(JsonParser) p = mexd_cfg_parse(json, file, &o, error);
+  g_autoptr(JsonNode) p = mexd_cfg_parse(json, file, &o, error);
   if (!p)
     return FALSE;
   static const char *const keys[] = {"feature_dim",     "width",         "heads",  "landmarks",
@@ -173,7 +173,7 @@ static gboolean load_abmil(MexdClassifier *c, MexdSafetensors *st, const char *j
                            GError **error)
 {
   JsonObject *o;
-  g_autoptr(JsonParser) p = mexd_cfg_parse(json, c->path, &o, error);
+  g_autoptr(JsonNode) p = mexd_cfg_parse(json, c->path, &o, error);
   if (!p)
     return FALSE;
   static const char *const keys[] = {"arch", "feature_dim", "width", "attn_dim", "classes", NULL};

@@ -11,7 +11,7 @@
 #include "train/synth.h"
 
 #include "core/error.h"
-#include "io/io-private.h"
+#include "io/files.h"
 #include "nn/philox.h"
 
 #include <errno.h>
@@ -500,43 +500,22 @@ static gboolean write_slide(const char *path, const MexdBag *bag, const int8_t *
                             const int8_t *cluster, GError **error)
 {
   g_autofree char *display = g_filename_display_name(path);
-  g_autofree char *tmp = NULL;
-  int fd = mexd_io_temp_beside(path, display, &tmp, error);
-  if (fd < 0)
+  MexdAtomicFile *f = mexd_atomic_file_new(path, error);
+  if (!f)
     return FALSE;
   const char *step = NULL;
-  gboolean ok = h5_write_slide(tmp, bag, label, cluster, &step);
-  int err_no = 0;
-  if (ok && fsync(fd) != 0) {
-    err_no = errno;
-    ok = FALSE;
-    step = "flush to disk";
+  if (!h5_write_slide(mexd_atomic_file_temp_path(f), bag, label, cluster, &step)) {
+    mexd_atomic_file_discard(f);
+    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write: failed to %s", display, step);
   }
-  close(fd);
-  if (!ok) {
-    g_unlink(tmp);
-    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write: failed to %s%s%s", display, step,
-                     err_no ? ": " : "", err_no ? g_strerror(err_no) : "");
-  }
-  if (g_rename(tmp, path) != 0) {
-    err_no = errno;
-    g_unlink(tmp);
-    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot rename the temporary file over it: %s",
-                     display, g_strerror(err_no));
-  }
-  return TRUE;
+  return mexd_atomic_file_commit(f, error);
 }
 
 /* A small text file, atomically. */
 static gboolean write_text(const char *dir, const char *name, const GString *text, GError **error)
 {
   g_autofree char *path = g_build_filename(dir, name, NULL);
-  g_autoptr(GError) e = NULL;
-  if (!g_file_set_contents(path, text->str, (gssize)text->len, &e)) {
-    g_autofree char *display = g_filename_display_name(path);
-    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write: %s", display, e->message);
-  }
-  return TRUE;
+  return mexd_file_write_atomic(path, text->str, (gssize)text->len, error);
 }
 
 static void json_double(GString *g, const char *key, double v, gboolean last)

@@ -1,0 +1,229 @@
+/* csv.c: RFC 4180 tables (csv.h). */
+#include "io/csv.h"
+
+#include "core/error.h"
+#include "io/files.h"
+
+#include <string.h>
+
+struct _MexdCsv {
+  GPtrArray *rows; /* char ** (NULL-terminated) */
+  GArray *lines;   /* guint: the line each row starts on */
+};
+
+void mexd_csv_free(MexdCsv *csv)
+{
+  if (!csv)
+    return;
+  g_ptr_array_unref(csv->rows);
+  g_array_unref(csv->lines);
+  g_free(csv);
+}
+
+static gboolean is_blank(char c)
+{
+  return c == ' ' || c == '\t';
+}
+
+MexdCsv *mexd_csv_parse(const char *text, gssize len, const char *display, MexdCsvFlags flags,
+                        GError **error)
+{
+  if (!display)
+    display = "<CSV>";
+  if (!text)
+    return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: no text", display);
+  const gsize n = len < 0 ? strlen(text) : (gsize)len;
+  gsize i = 0;
+  if (n >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
+    i = 3;
+  g_autoptr(GPtrArray) rows = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
+  g_autoptr(GArray) lines = g_array_new(FALSE, FALSE, sizeof(guint));
+  g_autoptr(GPtrArray) fields = g_ptr_array_new_with_free_func(g_free);
+  GString *f = g_string_new(NULL);
+  guint line = 1;
+  while (i < n) {
+    /* a record */
+    const guint start_line = line;
+    if (text[i] == '\n' || (text[i] == '\r' && i + 1 < n && text[i + 1] == '\n')) {
+      i += text[i] == '\r' ? 2 : 1; /* a blank line */
+      line++;
+      continue;
+    }
+    if ((flags & MEXD_CSV_COMMENTS) && text[i] == '#') {
+      while (i < n && text[i] != '\n')
+        i++;
+      i++;
+      line++;
+      continue;
+    }
+    gboolean end_of_record = FALSE;
+    while (!end_of_record) {
+      g_string_truncate(f, 0);
+      gsize j = i;
+      if (flags & MEXD_CSV_TRIM)
+        while (j < n && is_blank(text[j]))
+          j++;
+      if (j < n && text[j] == '"') {
+        /* quoted */
+        const guint qline = line;
+        for (j++;; j++) {
+          if (j >= n) {
+            g_string_free(f, TRUE);
+            return mexd_fail_null(error, MEXD_ERROR_FORMAT,
+                                  "%s:%u: a quoted field is not closed (its opening quote is on "
+                                  "line %u)",
+                                  display, line, qline);
+          }
+          if (text[j] == '"') {
+            if (j + 1 < n && text[j + 1] == '"') {
+              g_string_append_c(f, '"');
+              j++;
+              continue;
+            }
+            j++;
+            break;
+          }
+          if (text[j] == '\n')
+            line++;
+          g_string_append_c(f, text[j]);
+        }
+        if (flags & MEXD_CSV_TRIM)
+          while (j < n && is_blank(text[j]))
+            j++;
+        if (j < n && text[j] != ',' && text[j] != '\n' &&
+            !(text[j] == '\r' && (j + 1 == n || text[j + 1] == '\n'))) {
+          g_string_free(f, TRUE);
+          return mexd_fail_null(error, MEXD_ERROR_FORMAT,
+                                "%s:%u: text after a quoted field's closing quote (a quote inside "
+                                "a quoted field is written \"\")",
+                                display, line);
+        }
+      } else {
+        gsize k = i;
+        while (k < n && text[k] != ',' && text[k] != '\n' &&
+               !(text[k] == '\r' && (k + 1 == n || text[k + 1] == '\n')))
+          k++;
+        gsize a = i, b = k;
+        if (flags & MEXD_CSV_TRIM) {
+          while (a < b && is_blank(text[a]))
+            a++;
+          while (b > a && is_blank(text[b - 1]))
+            b--;
+        }
+        g_string_append_len(f, text + a, (gssize)(b - a));
+        j = k;
+      }
+      if (memchr(f->str, '\0', f->len)) {
+        g_string_free(f, TRUE);
+        return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s:%u: a field holds a NUL byte "
+                              "(is this a text file?)", display, line);
+      }
+      g_ptr_array_add(fields, g_strndup(f->str, f->len));
+      if (j >= n) {
+        end_of_record = TRUE;
+        i = n;
+      } else if (text[j] == ',') {
+        i = j + 1;
+        if (i >= n) { /* "a," at the very end: a last, empty field */
+          g_ptr_array_add(fields, g_strdup(""));
+          end_of_record = TRUE;
+        }
+      } else {
+        i = j + (text[j] == '\r' ? 2 : 1);
+        line++;
+        end_of_record = TRUE;
+      }
+    }
+    g_ptr_array_add(fields, NULL);
+    g_ptr_array_add(rows, g_ptr_array_steal(fields, NULL));
+    g_array_append_val(lines, start_line);
+  }
+  g_string_free(f, TRUE);
+  MexdCsv *csv = g_new0(MexdCsv, 1);
+  csv->rows = g_steal_pointer(&rows);
+  csv->lines = g_steal_pointer(&lines);
+  return csv;
+}
+
+MexdCsv *mexd_csv_read_file(const char *path, MexdCsvFlags flags, GError **error)
+{
+  gsize len = 0;
+  g_autofree char *text = mexd_file_read_small(path, "CSV file", (gsize)1 << 30, &len, error);
+  if (!text)
+    return NULL;
+  g_autofree char *display = g_filename_display_name(path);
+  return mexd_csv_parse(text, (gssize)len, display, flags, error);
+}
+
+guint mexd_csv_n_rows(const MexdCsv *csv)
+{
+  return csv ? csv->rows->len : 0;
+}
+
+const char *const *mexd_csv_row(const MexdCsv *csv, guint i)
+{
+  return csv && i < csv->rows->len ? (const char *const *)csv->rows->pdata[i] : NULL;
+}
+
+guint mexd_csv_row_len(const MexdCsv *csv, guint i)
+{
+  const char *const *r = mexd_csv_row(csv, i);
+  return r ? g_strv_length((char **)r) : 0;
+}
+
+guint mexd_csv_row_line(const MexdCsv *csv, guint i)
+{
+  return csv && i < csv->lines->len ? g_array_index(csv->lines, guint, i) : 0;
+}
+
+int mexd_csv_column(const MexdCsv *csv, const char *name)
+{
+  const char *const *h = mexd_csv_row(csv, 0);
+  for (int c = 0; h && name && h[c]; c++) {
+    g_autofree char *t = g_strstrip(g_strdup(h[c]));
+    if (!g_ascii_strcasecmp(t, name))
+      return c;
+  }
+  return -1;
+}
+
+const char *mexd_csv_field(const MexdCsv *csv, guint i, int col)
+{
+  const char *const *r = mexd_csv_row(csv, i);
+  if (!r || col < 0)
+    return NULL;
+  for (int c = 0; r[c]; c++)
+    if (c == col)
+      return r[c];
+  return NULL;
+}
+
+void mexd_csv_append_field(GString *s, const char *field)
+{
+  if (!field)
+    field = "";
+  size_t n = strlen(field);
+  gboolean quote = n > 0 && (strpbrk(field, ",\"\r\n") != NULL || is_blank(field[0]) ||
+                             is_blank(field[n - 1]) || field[0] == '#');
+  if (!quote) {
+    g_string_append(s, field);
+    return;
+  }
+  g_string_append_c(s, '"');
+  for (const char *p = field; *p; p++) {
+    if (*p == '"')
+      g_string_append_c(s, '"');
+    g_string_append_c(s, *p);
+  }
+  g_string_append_c(s, '"');
+}
+
+void mexd_csv_append_row(GString *s, const char *const *fields, int n)
+{
+  for (int i = 0; n < 0 ? fields[i] != NULL : i < n; i++) {
+    if (i)
+      g_string_append_c(s, ',');
+    mexd_csv_append_field(s, fields[i]);
+  }
+  g_string_append_c(s, '\n');
+}

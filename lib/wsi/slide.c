@@ -3,6 +3,7 @@
 #include "slide.h"
 
 #include "../core/error.h"
+#include "../io/files.h"
 #include "wsi-private.h"
 
 #include <errno.h>
@@ -182,6 +183,17 @@ double mexd_slide_mpp_x(const MexdSlide *s) { return s->mpp_x; }
 double mexd_slide_mpp_y(const MexdSlide *s) { return s->mpp_y; }
 const char *mexd_slide_mpp_source(const MexdSlide *s) { return s->mpp_source; }
 double mexd_slide_objective(const MexdSlide *s) { return s->objective; }
+
+char *mexd_slide_identity(const MexdSlide *s, GError **error)
+{
+  GStatBuf st;
+  if (g_stat(s->path, &st) != 0)
+    return mexd_fail_null(error, MEXD_ERROR_IO, "%s: %s", s->fname, g_strerror(errno));
+  const char *qh = mexd_slide_property(s, "openslide.quickhash-1");
+  if (qh && *qh)
+    return g_strdup_printf("quickhash-1:%s/%" G_GINT64_FORMAT " bytes", qh, (gint64)st.st_size);
+  return mexd_file_sha256(s->path, error);
+}
 
 const char *mexd_slide_property(const MexdSlide *s, const char *name)
 {

@@ -31,6 +31,11 @@ void mexd_slide_free(MexdSlide *s);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdSlide, mexd_slide_free)
 
 const char *mexd_slide_path(const MexdSlide *s);
+/* What identifies the slide's content, for result identity (pipeline/result.h): OpenSlide's
+ * openslide.quickhash-1 (a hash of the smallest level's pixels and the slide's properties) and
+ * the file's size, "quickhash-1:<hex>/<bytes> bytes"; without a quickhash, the file's SHA-256.
+ * g_free it; NULL with the error set. */
+char *mexd_slide_identity(const MexdSlide *s, GError **error);
 /* The file's base name without its last extension (CLAM's slide name). */
 const char *mexd_slide_name(const MexdSlide *s);
 /* OpenSlide's vendor ("aperio", "generic-tiff", ...). */

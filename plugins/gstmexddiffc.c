@@ -6,11 +6,17 @@
  * from noise over `chains` chains (CARD's ancestral sampler over all steps, or DDIM with
  * `steps`), seeded by `seed` so that a result can be reproduced.  It outputs the class
  * probabilities as `other/tensors` (one float32 tensor, dimensions `C:1`, which NNStreamer's
- * image_labeling decoder reads) and posts the element message `mexd-result`:
+ * image_labeling decoder reads) and posts the element message `mexd-result`, the result
+ * schema of lib/pipeline/result.h ("mexd-result/1", the JSON of `mexd forward --json` and of
+ * `mexd classify`'s result.json) field for field:
  *
- *   slide-id (string), class (string), class-index (int), probabilities, spread, prior
- *   (GstValueArray of double, one per class), tiles (int64), chains (int), seed (uint64),
- *   ms-adapter1, ms-moe, ms-diffusion (double: the time of each stage on this slide).
+ *   schema (string), slide-id, path (the slide's file, when known), class (string),
+ *   class-index (int), classes (GstValueArray of string), probabilities, spread, prior
+ *   (GstValueArray of double, one per class), tiles (int64), sampler (string), steps, chains
+ *   (int), seed (uint64), eta (double), mode (string: the routing), ms-adapter1, ms-moe,
+ *   ms-diffusion (double: the time of each stage on this slide), seconds, device (string).
+ * A slide whose probabilities would not be finite (NaN or Inf weights or features) gets no
+ * message but a stream error naming the slide.
  *
  * ## Example launch line
  * |[
@@ -136,19 +142,6 @@ static gboolean gst_mexd_diffc_transform_size(GstBaseTransform *bt, GstPadDirect
   return TRUE;
 }
 
-static GValue double_array(const float *v, int n)
-{
-  GValue arr = G_VALUE_INIT;
-  g_value_init(&arr, GST_TYPE_ARRAY);
-  for (int i = 0; i < n; i++) {
-    GValue d = G_VALUE_INIT;
-    g_value_init(&d, G_TYPE_DOUBLE);
-    g_value_set_double(&d, v[i]);
-    gst_value_array_append_and_take_value(&arr, &d);
-  }
-  return arr;
-}
-
 static GstFlowReturn gst_mexd_diffc_transform(GstBaseTransform *bt, GstBuffer *in,
                                               GstBuffer *out)
 {
@@ -181,21 +174,27 @@ static GstFlowReturn gst_mexd_diffc_transform(GstBaseTransform *bt, GstBuffer *i
                       (NULL));
     return GST_FLOW_ERROR;
   }
-  gst_buffer_fill(out, 0, r->probs, sizeof(float) * C);
   const MexdModelConfig *cfg = mexd_model_config(self->m);
-  GValue probs = double_array(r->probs, C), spread = double_array(r->spread, C),
-         prior = double_array(rho, C);
-  GstStructure *s = gst_structure_new(
-      "mexd-result", "slide-id", G_TYPE_STRING, sm && sm->slide_id ? sm->slide_id : "",
-      "class", G_TYPE_STRING, cfg->classes[r->predicted], "class-index", G_TYPE_INT,
-      r->predicted, "tiles", G_TYPE_INT64, sm ? sm->tiles : (gint64)-1, "chains", G_TYPE_INT,
-      r->chains, "seed", G_TYPE_UINT64, self->seed, "ms-adapter1", G_TYPE_DOUBLE,
-      sm ? sm->ms_adapter1 : 0.0, "ms-moe", G_TYPE_DOUBLE, sm ? sm->ms_moe : 0.0,
-      "ms-diffusion", G_TYPE_DOUBLE, r->ms_diffusion, NULL);
-  gst_structure_take_value(s, "probabilities", &probs);
-  gst_structure_take_value(s, "spread", &spread);
-  gst_structure_take_value(s, "prior", &prior);
-  gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), s));
+  const char *id = sm && sm->slide_id ? sm->slide_id : "?";
+  /* the result in the one schema (lib/pipeline/result.h); a NaN or Inf is refused there */
+  g_autoptr(MexdSlideResult) sr =
+      mexd_slide_result_new_from_model(r, cfg, &opt, id, sm ? sm->path : NULL, FALSE, &error);
+  if (!sr) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Slide %s: %s", id, error->message), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  sr->tiles = sm ? MAX(sm->tiles, (gint64)0) : 0;
+  sr->ms_adapter1 = sm ? sm->ms_adapter1 : 0.0;
+  sr->ms_moe = sm ? sm->ms_moe : 0.0;
+  if (sm && sm->mode) {
+    g_free(sr->mode);
+    sr->mode = g_strdup(sm->mode);
+  }
+  sr->device = g_strdup(mexd_backend_name(self->be));
+  gst_buffer_fill(out, 0, r->probs, sizeof(float) * C);
+  gst_element_post_message(GST_ELEMENT(self),
+                           gst_message_new_element(GST_OBJECT(self),
+                                                   gst_mexd_result_to_structure(sr)));
   return GST_FLOW_OK;
 }
 

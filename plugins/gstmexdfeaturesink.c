@@ -30,6 +30,7 @@ struct _GstMexdFeatureSink {
   gchar *location;
   gint64 dim;
   gchar *slide_id;   /* the current slide (from slide-start or the first tile's meta) */
+  gchar *slide_file; /* its file (from slide-start), never to be overwritten */
   GArray *features;  /* float */
   GArray *coords;    /* int32 pairs */
   gboolean have_coords;
@@ -54,6 +55,7 @@ static void reset_slide(GstMexdFeatureSink *self)
   self->have_coords = TRUE;
   self->patch_size = self->patch_level = -1;
   g_clear_pointer(&self->slide_id, g_free);
+  g_clear_pointer(&self->slide_file, g_free);
 }
 
 static gboolean gst_mexd_feature_sink_start(GstBaseSink *bs)
@@ -141,7 +143,9 @@ static gboolean write_slide(GstMexdFeatureSink *self)
                  .coords = self->have_coords ? (int32_t *)(void *)self->coords->data : NULL,
                  .patch_level = self->patch_level, .patch_size = self->patch_size};
   g_autoptr(GError) error = NULL;
-  if (!mexd_bag_write_h5(path, &bag, &error)) {
+  const char *inputs[] = {self->slide_file, NULL};
+  if (!mexd_file_check_output(path, self->slide_file ? inputs : NULL, &error) ||
+      !mexd_bag_write_h5(path, &bag, &error)) {
     GST_ELEMENT_ERROR(self, RESOURCE, WRITE, ("%s", error->message), (NULL));
     return FALSE;
   }
@@ -196,6 +200,8 @@ static gboolean gst_mexd_feature_sink_event(GstBaseSink *bs, GstEvent *ev)
     }
     g_free(self->slide_id);
     self->slide_id = g_strdup(id);
+    g_free(self->slide_file);
+    self->slide_file = g_strdup(gst_structure_get_string(gst_event_get_structure(ev), "path"));
   } else if (gst_mexd_event_is_slide_end(ev, NULL) || GST_EVENT_TYPE(ev) == GST_EVENT_EOS) {
     if (!write_slide(self)) {
       gst_event_unref(ev);

@@ -9,7 +9,9 @@
  * `mexdmoe`'s output, which `mexddiffc` passes through) turned into a percentile over the slide's tiles, as CLAM's heatmaps do, with a
  * blue → red colour map at opacity `alpha`; everything that is not a tile stays transparent.  One
  * `video/x-raw, format=RGBA` frame per slide, so `pngenc ! multifilesink` writes it; the caps
- * follow each slide's aspect.
+ * follow each slide's aspect.  With `thumbnail=true` the overlay is drawn over a thumbnail of the
+ * slide (read from the file its `mexd/slide-start` event names) and the frame is opaque: the
+ * heatmap.png of `mexd classify`.
  *
  * ## Example launch line
  * |[
@@ -21,6 +23,7 @@
 #include "gstmexdheatmap.h"
 
 #include "gstmexdmeta.h"
+#include "mexd.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -34,12 +37,32 @@ struct _GstMexdHeatmap {
   GstPad *sinkpad, *srcpad;
   gint width;
   gdouble alpha;
-  gboolean use_gate; /* score=gate: the routers' gates instead of the attention */
+  GstMexdHeatmapScore score;
+  gboolean thumbnail; /* over the slide's thumbnail */
+  gchar *slide_path;  /* the current slide's file (from mexd/slide-start) */
   gint out_w, out_h; /* the caps sent last */
   GstEvent *segment; /* held until the first caps: sticky events go caps, then segment */
 };
 
-enum { PROP_0, PROP_WIDTH, PROP_ALPHA, PROP_SCORE };
+enum { PROP_0, PROP_WIDTH, PROP_ALPHA, PROP_SCORE, PROP_THUMBNAIL };
+
+GType gst_mexd_heatmap_score_get_type(void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {GST_MEXD_HEATMAP_SCORE_ATTENTION, "adapter #1's class-token attention (where the model looks)",
+       "attention"},
+      {GST_MEXD_HEATMAP_SCORE_GATE, "the lesion experts' largest router gate", "gate"},
+      {0, NULL, NULL},
+  };
+  if (g_once_init_enter(&type)) {
+    GType t = g_type_from_name("GstMexdHeatmapScore");
+    if (!t)
+      t = g_enum_register_static("GstMexdHeatmapScore", values);
+    g_once_init_leave(&type, t);
+  }
+  return type;
+}
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
     "sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS("other/tensors"));
@@ -49,22 +72,6 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
                     "height = (int) [ 1, 65535 ], framerate = (fraction) 0/1"));
 
 G_DEFINE_TYPE(GstMexdHeatmap, gst_mexd_heatmap, GST_TYPE_ELEMENT)
-
-/* A blue → cyan → yellow → red map of v in [0, 1]. */
-static void colour(double v, guint8 rgb[3])
-{
-  double r = CLAMP(1.5 - fabs(4 * v - 3), 0, 1), g = CLAMP(1.5 - fabs(4 * v - 2), 0, 1),
-         b = CLAMP(1.5 - fabs(4 * v - 1), 0, 1);
-  rgb[0] = (guint8)lround(255 * r);
-  rgb[1] = (guint8)lround(255 * g);
-  rgb[2] = (guint8)lround(255 * b);
-}
-
-static int cmp_float(const void *a, const void *b)
-{
-  float x = *(const float *)a, y = *(const float *)b;
-  return (x > y) - (x < y);
-}
 
 static GstFlowReturn gst_mexd_heatmap_chain(GstPad *pad, GstObject *parent, GstBuffer *in)
 {
@@ -79,15 +86,38 @@ static GstFlowReturn gst_mexd_heatmap_chain(GstPad *pad, GstObject *parent, GstB
     gst_buffer_unref(in);
     return GST_FLOW_ERROR;
   }
-  gint64 sw = rm->width, sh = rm->height, ext = MAX(rm->tile_extent, (gint64)1);
-  if (sw <= 0 || sh <= 0) /* without the slide's size: the tiles' extent */
-    for (gint64 i = 0; i < rm->n; i++) {
-      sw = MAX(sw, (gint64)rm->xy[2 * i] + ext);
-      sh = MAX(sh, (gint64)rm->xy[2 * i + 1] + ext);
-    }
+  GST_OBJECT_LOCK(self);
   const int W = self->width;
-  const double scale = (double)W / (double)MAX(sw, (gint64)1);
-  const int H = (int)CLAMP(ceil(sh * scale), 1, 65535);
+  const double alpha = self->alpha;
+  const gboolean use_gate = self->score == GST_MEXD_HEATMAP_SCORE_GATE;
+  const gboolean thumbnail = self->thumbnail;
+  g_autofree char *slide = g_strdup(self->slide_path);
+  GST_OBJECT_UNLOCK(self);
+  g_autoptr(GError) error = NULL;
+  int H = 0;
+  g_autofree guint8 *rgba =
+      mexd_heatmap_render(rm->xy, use_gate ? rm->gate : rm->score, rm->n, rm->tile_extent,
+                          rm->width, rm->height, W, alpha, &H, &error);
+  if (rgba && thumbnail) {
+    /* over the slide's thumbnail (lib/pipeline/heatmap.h), opaque */
+    g_autoptr(MexdSlide) s = slide ? mexd_slide_open(slide, &error) : NULL;
+    if (!slide)
+      g_set_error(&error, MEXD_ERROR, MEXD_ERROR_NOT_FOUND,
+                  "thumbnail=true needs the slide's file: no mexd/slide-start event named it");
+    g_autofree guint8 *rgb = s ? mexd_heatmap_over_thumbnail(s, rgba, W, H, &error) : NULL;
+    if (!rgb)
+      g_clear_pointer(&rgba, g_free);
+    for (gint64 i = 0; rgb && i < (gint64)W * H; i++) {
+      memcpy(rgba + i * 4, rgb + i * 3, 3);
+      rgba[i * 4 + 3] = 255;
+    }
+  }
+  if (!rgba) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot draw the heatmap: %s", error->message),
+                      (NULL));
+    gst_buffer_unref(in);
+    return GST_FLOW_ERROR;
+  }
   if (W != self->out_w || H != self->out_h) {
     GstCaps *caps = gst_caps_new_simple("video/x-raw", "format", G_TYPE_STRING, "RGBA", "width",
                                         G_TYPE_INT, W, "height", G_TYPE_INT, H, "framerate",
@@ -105,41 +135,8 @@ static GstFlowReturn gst_mexd_heatmap_chain(GstPad *pad, GstObject *parent, GstB
       self->segment = NULL;
     }
   }
-  /* percentile of each score among the slide's tiles (the fraction at or below it) */
-  const gfloat *sc = self->use_gate ? rm->gate : rm->score;
-  float *sorted = g_memdup2(sc, sizeof(float) * MAX(rm->n, (gint64)1));
-  qsort(sorted, (size_t)rm->n, sizeof(float), cmp_float);
-  GstBuffer *out = gst_buffer_new_allocate(NULL, (gsize)W * H * 4, NULL);
-  GstMapInfo map;
-  gst_buffer_map(out, &map, GST_MAP_WRITE);
-  memset(map.data, 0, map.size);
-  const guint8 a = (guint8)lround(255 * self->alpha);
-  for (gint64 i = 0; i < rm->n; i++) {
-    if (rm->xy[2 * i] < 0)
-      continue;
-    gint64 lo = 0, hi = rm->n; /* count of scores <= score[i] */
-    while (lo < hi) {
-      gint64 mid = (lo + hi) / 2;
-      if (sorted[mid] <= sc[i])
-        lo = mid + 1;
-      else
-        hi = mid;
-    }
-    guint8 rgb[3];
-    colour((double)lo / (double)rm->n, rgb);
-    int x0 = (int)floor(rm->xy[2 * i] * scale), y0 = (int)floor(rm->xy[2 * i + 1] * scale);
-    int x1 = (int)ceil((rm->xy[2 * i] + ext) * scale), y1 = (int)ceil((rm->xy[2 * i + 1] + ext) * scale);
-    for (int y = MAX(y0, 0); y < MIN(y1, H); y++)
-      for (int x = MAX(x0, 0); x < MIN(x1, W); x++) {
-        guint8 *p = map.data + ((size_t)y * W + x) * 4;
-        p[0] = rgb[0];
-        p[1] = rgb[1];
-        p[2] = rgb[2];
-        p[3] = a;
-      }
-  }
-  gst_buffer_unmap(out, &map);
-  g_free(sorted);
+  const gsize size = (gsize)W * H * 4;
+  GstBuffer *out = gst_buffer_new_wrapped(g_steal_pointer(&rgba), size);
   gst_buffer_copy_into(out, in, GST_BUFFER_COPY_FLAGS | GST_BUFFER_COPY_TIMESTAMPS, 0, (gsize)-1);
   gst_buffer_unref(in);
   return gst_pad_push(self->srcpad, out);
@@ -159,6 +156,12 @@ static gboolean gst_mexd_heatmap_sink_event(GstPad *pad, GstObject *parent, GstE
   }
   if (GST_EVENT_TYPE(ev) == GST_EVENT_FLUSH_STOP || GST_EVENT_TYPE(ev) == GST_EVENT_STREAM_START)
     self->out_w = self->out_h = 0;
+  if (gst_mexd_event_is_slide_start(ev, NULL)) {
+    GST_OBJECT_LOCK(self);
+    g_free(self->slide_path);
+    self->slide_path = g_strdup(gst_structure_get_string(gst_event_get_structure(ev), "path"));
+    GST_OBJECT_UNLOCK(self);
+  }
   return gst_pad_event_default(pad, GST_OBJECT(self), ev);
 }
 
@@ -189,15 +192,11 @@ static void gst_mexd_heatmap_set_property(GObject *object, guint id, const GValu
     self->width = g_value_get_int(value);
   else if (id == PROP_ALPHA)
     self->alpha = g_value_get_double(value);
-  else if (id == PROP_SCORE) {
-    const char *v = g_value_get_string(value);
-    if (v && !strcmp(v, "gate"))
-      self->use_gate = TRUE;
-    else if (!v || !strcmp(v, "attention"))
-      self->use_gate = FALSE;
-    else
-      g_warning("mexdheatmap: score must be attention or gate, not \"%s\"", v);
-  } else
+  else if (id == PROP_SCORE)
+    self->score = (GstMexdHeatmapScore)g_value_get_enum(value);
+  else if (id == PROP_THUMBNAIL)
+    self->thumbnail = g_value_get_boolean(value);
+  else
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   GST_OBJECT_UNLOCK(self);
 }
@@ -212,7 +211,9 @@ static void gst_mexd_heatmap_get_property(GObject *object, guint id, GValue *val
   else if (id == PROP_ALPHA)
     g_value_set_double(value, self->alpha);
   else if (id == PROP_SCORE)
-    g_value_set_string(value, self->use_gate ? "gate" : "attention");
+    g_value_set_enum(value, self->score);
+  else if (id == PROP_THUMBNAIL)
+    g_value_set_boolean(value, self->thumbnail);
   else
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   GST_OBJECT_UNLOCK(self);
@@ -222,6 +223,7 @@ static void gst_mexd_heatmap_finalize(GObject *object)
 {
   GstMexdHeatmap *self = GST_MEXD_HEATMAP(object);
   gst_event_replace(&self->segment, NULL);
+  g_free(self->slide_path);
   G_OBJECT_CLASS(gst_mexd_heatmap_parent_class)->finalize(object);
 }
 
@@ -242,10 +244,18 @@ static void gst_mexd_heatmap_class_init(GstMexdHeatmapClass *klass)
       g_param_spec_double("alpha", "Alpha", "Opacity of the tiles (CLAM: 0.4)", 0, 1, 0.4, rw));
   g_object_class_install_property(
       oc, PROP_SCORE,
-      g_param_spec_string("score", "Score",
-                          "What colours a tile: attention (adapter #1's class-token attention, "
-                          "default) or gate (the lesion experts' largest router gate)",
-                          "attention", rw));
+      g_param_spec_enum("score", "Score",
+                        "What colours a tile: attention (adapter #1's class-token attention, "
+                        "default) or gate (the lesion experts' largest router gate)",
+                        GST_TYPE_MEXD_HEATMAP_SCORE, GST_MEXD_HEATMAP_SCORE_ATTENTION, rw));
+  g_object_class_install_property(
+      oc, PROP_THUMBNAIL,
+      g_param_spec_boolean("thumbnail", "Over a thumbnail",
+                           "Draw the overlay over a thumbnail of the slide (its file from the "
+                           "mexd/slide-start event), opaque: the picture mexd classify saves as "
+                           "heatmap.png",
+                           FALSE, rw));
+  gst_type_mark_as_plugin_api(GST_TYPE_MEXD_HEATMAP_SCORE, 0);
   gst_element_class_add_static_pad_template(ec, &sink_template);
   gst_element_class_add_static_pad_template(ec, &src_template);
   gst_element_class_set_static_metadata(ec, "MExD routing heatmap", "Filter/Analyzer/Video",

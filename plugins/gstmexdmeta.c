@@ -1,6 +1,8 @@
 /* gstmexdmeta.c: the tile meta and the slide events (gstmexdmeta.h). */
 #include "gstmexdmeta.h"
 
+#include "core/error.h"
+
 #include <string.h>
 
 GType gst_mexd_tile_meta_api_get_type(void)
@@ -101,7 +103,7 @@ static gboolean slide_meta_init(GstMeta *meta, gpointer params, GstBuffer *buffe
   (void)params;
   (void)buffer;
   GstMexdSlideMeta *m = (GstMexdSlideMeta *)meta;
-  m->slide_id = NULL;
+  m->slide_id = m->path = m->mode = NULL;
   m->tiles = 0;
   m->ms_adapter1 = m->ms_moe = 0;
   return TRUE;
@@ -110,7 +112,10 @@ static gboolean slide_meta_init(GstMeta *meta, gpointer params, GstBuffer *buffe
 static void slide_meta_free(GstMeta *meta, GstBuffer *buffer)
 {
   (void)buffer;
-  g_free(((GstMexdSlideMeta *)meta)->slide_id);
+  GstMexdSlideMeta *m = (GstMexdSlideMeta *)meta;
+  g_free(m->slide_id);
+  g_free(m->path);
+  g_free(m->mode);
 }
 
 static gboolean slide_meta_transform(GstBuffer *dest, GstMeta *meta, GstBuffer *buffer,
@@ -120,8 +125,8 @@ static gboolean slide_meta_transform(GstBuffer *dest, GstMeta *meta, GstBuffer *
   (void)type;
   (void)data;
   GstMexdSlideMeta *m = (GstMexdSlideMeta *)meta;
-  return gst_buffer_add_mexd_slide_meta(dest, m->slide_id, m->tiles, m->ms_adapter1,
-                                        m->ms_moe) != NULL;
+  return gst_buffer_add_mexd_slide_meta(dest, m->slide_id, m->path, m->mode, m->tiles,
+                                        m->ms_adapter1, m->ms_moe) != NULL;
 }
 
 const GstMetaInfo *gst_mexd_slide_meta_get_info(void)
@@ -139,6 +144,7 @@ const GstMetaInfo *gst_mexd_slide_meta_get_info(void)
 }
 
 GstMexdSlideMeta *gst_buffer_add_mexd_slide_meta(GstBuffer *buf, const gchar *slide_id,
+                                                 const gchar *path, const gchar *mode,
                                                  gint64 tiles, gdouble ms_adapter1,
                                                  gdouble ms_moe)
 {
@@ -147,6 +153,8 @@ GstMexdSlideMeta *gst_buffer_add_mexd_slide_meta(GstBuffer *buf, const gchar *sl
   if (!m)
     return NULL;
   m->slide_id = g_strdup(slide_id);
+  m->path = g_strdup(path);
+  m->mode = g_strdup(mode);
   m->tiles = tiles;
   m->ms_adapter1 = ms_adapter1;
   m->ms_moe = ms_moe;
@@ -290,4 +298,121 @@ gchar **gst_mexd_split_locations(const gchar *location)
   gchar **out = g_strv_builder_end(b);
   g_strv_builder_unref(b);
   return out;
+}
+
+/* ---- the mexd-result message ---- */
+
+static void set_doubles(GstStructure *s, const char *name, const double *v, int n)
+{
+  if (!v)
+    return; /* absent: no diffusion */
+  GValue arr = G_VALUE_INIT;
+  g_value_init(&arr, GST_TYPE_ARRAY);
+  for (int i = 0; i < n; i++) {
+    GValue d = G_VALUE_INIT;
+    g_value_init(&d, G_TYPE_DOUBLE);
+    g_value_set_double(&d, v[i]);
+    gst_value_array_append_and_take_value(&arr, &d);
+  }
+  gst_structure_take_value(s, name, &arr);
+}
+
+GstStructure *gst_mexd_result_to_structure(const MexdSlideResult *r)
+{
+  GstStructure *s = gst_structure_new(
+      "mexd-result", "slide-id", G_TYPE_STRING, r->slide_id ? r->slide_id : "", "schema",
+      G_TYPE_STRING, MEXD_RESULT_SCHEMA, "class", G_TYPE_STRING, r->classes[r->class_index],
+      "class-index", G_TYPE_INT, r->class_index, "tiles", G_TYPE_INT64, r->tiles, "steps",
+      G_TYPE_INT, r->steps, "chains", G_TYPE_INT, r->chains, "seed", G_TYPE_UINT64, r->seed,
+      "eta", G_TYPE_DOUBLE, r->eta, "ms-adapter1", G_TYPE_DOUBLE, r->ms_adapter1, "ms-moe",
+      G_TYPE_DOUBLE, r->ms_moe, "ms-diffusion", G_TYPE_DOUBLE, r->ms_diffusion, "seconds",
+      G_TYPE_DOUBLE, r->seconds, NULL);
+  if (r->path)
+    gst_structure_set(s, "path", G_TYPE_STRING, r->path, NULL);
+  if (r->sampler)
+    gst_structure_set(s, "sampler", G_TYPE_STRING, r->sampler, NULL);
+  if (r->mode)
+    gst_structure_set(s, "mode", G_TYPE_STRING, r->mode, NULL);
+  if (r->device)
+    gst_structure_set(s, "device", G_TYPE_STRING, r->device, NULL);
+  GValue classes = G_VALUE_INIT;
+  g_value_init(&classes, GST_TYPE_ARRAY);
+  for (int c = 0; c < r->n_classes; c++) {
+    GValue v = G_VALUE_INIT;
+    g_value_init(&v, G_TYPE_STRING);
+    g_value_set_string(&v, r->classes[c]);
+    gst_value_array_append_and_take_value(&classes, &v);
+  }
+  gst_structure_take_value(s, "classes", &classes);
+  set_doubles(s, "probabilities", r->probabilities, r->n_classes);
+  set_doubles(s, "spread", r->spread, r->n_classes);
+  set_doubles(s, "prior", r->prior, r->n_classes);
+  return s;
+}
+
+static double *get_doubles(const GstStructure *s, const char *name, int n, gboolean *ok)
+{
+  const GValue *v = gst_structure_get_value(s, name);
+  if (!v)
+    return NULL;
+  if (!GST_VALUE_HOLDS_ARRAY(v) || (int)gst_value_array_get_size(v) != n) {
+    *ok = FALSE;
+    return NULL;
+  }
+  double *d = g_new(double, MAX(n, 1));
+  for (int i = 0; i < n; i++) {
+    const GValue *e = gst_value_array_get_value(v, (guint)i);
+    if (!G_VALUE_HOLDS_DOUBLE(e)) {
+      *ok = FALSE;
+      g_free(d);
+      return NULL;
+    }
+    d[i] = g_value_get_double(e);
+  }
+  return d;
+}
+
+MexdSlideResult *gst_mexd_result_from_structure(const GstStructure *s, GError **error)
+{
+  if (!s || !gst_structure_has_name(s, "mexd-result"))
+    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "not a mexd-result message");
+  g_autoptr(MexdSlideResult) r = g_new0(MexdSlideResult, 1);
+  r->slide_id = g_strdup(gst_structure_get_string(s, "slide-id"));
+  r->path = g_strdup(gst_structure_get_string(s, "path"));
+  r->sampler = g_strdup(gst_structure_get_string(s, "sampler"));
+  r->mode = g_strdup(gst_structure_get_string(s, "mode"));
+  r->device = g_strdup(gst_structure_get_string(s, "device"));
+  const GValue *cv = gst_structure_get_value(s, "classes");
+  gboolean ok = cv && GST_VALUE_HOLDS_ARRAY(cv) && gst_value_array_get_size(cv) > 0;
+  if (ok) {
+    r->n_classes = (int)gst_value_array_get_size(cv);
+    r->classes = g_new0(char *, r->n_classes + 1);
+    for (int c = 0; ok && c < r->n_classes; c++) {
+      const GValue *e = gst_value_array_get_value(cv, (guint)c);
+      ok = G_VALUE_HOLDS_STRING(e) && g_value_get_string(e);
+      if (ok)
+        r->classes[c] = g_value_dup_string(e);
+    }
+  }
+  ok = ok && gst_structure_get_int(s, "class-index", &r->class_index) &&
+       gst_structure_get_int64(s, "tiles", &r->tiles) &&
+       gst_structure_get_int(s, "steps", &r->steps) &&
+       gst_structure_get_int(s, "chains", &r->chains) &&
+       gst_structure_get_uint64(s, "seed", &r->seed) &&
+       gst_structure_get_double(s, "eta", &r->eta) &&
+       gst_structure_get_double(s, "ms-adapter1", &r->ms_adapter1) &&
+       gst_structure_get_double(s, "ms-moe", &r->ms_moe) &&
+       gst_structure_get_double(s, "ms-diffusion", &r->ms_diffusion);
+  gst_structure_get_double(s, "seconds", &r->seconds);
+  if (ok) {
+    r->probabilities = get_doubles(s, "probabilities", r->n_classes, &ok);
+    r->spread = get_doubles(s, "spread", r->n_classes, &ok);
+    r->prior = get_doubles(s, "prior", r->n_classes, &ok);
+  }
+  if (!ok)
+    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "slide %s: an incomplete mexd-result message",
+                          r->slide_id ? r->slide_id : "?");
+  if (!mexd_slide_result_check(r, error))
+    return NULL;
+  return g_steal_pointer(&r);
 }

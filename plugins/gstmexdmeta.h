@@ -10,6 +10,8 @@
  * EOS ends a slide too. */
 #pragma once
 
+#include "pipeline/result.h"
+
 #include <gst/gst.h>
 
 G_BEGIN_DECLS
@@ -38,11 +40,12 @@ GstMexdTileMeta *gst_buffer_add_mexd_tile_meta(GstBuffer *buf, const gchar *slid
 #define gst_buffer_get_mexd_tile_meta(b)                                                          \
   ((GstMexdTileMeta *)gst_buffer_get_meta((b), GST_MEXD_TILE_META_API_TYPE))
 
-/* On mexdmoe's per-slide output (rho, Z): which slide, how many tiles, and the time of the stages
- * so far (mexddiffc reports them in its mexd-result message). */
+/* On mexdmoe's per-slide output (rho, Z): which slide (id and file, from its slide-start; NULL
+ * when unknown), how many tiles, the routing mode used and the time of the stages so far
+ * (mexddiffc reports them in its mexd-result message). */
 typedef struct {
   GstMeta meta;
-  gchar *slide_id;
+  gchar *slide_id, *path, *mode;
   gint64 tiles;
   gdouble ms_adapter1, ms_moe;
 } GstMexdSlideMeta;
@@ -51,6 +54,7 @@ GType gst_mexd_slide_meta_api_get_type(void);
 const GstMetaInfo *gst_mexd_slide_meta_get_info(void);
 #define GST_MEXD_SLIDE_META_API_TYPE (gst_mexd_slide_meta_api_get_type())
 GstMexdSlideMeta *gst_buffer_add_mexd_slide_meta(GstBuffer *buf, const gchar *slide_id,
+                                                 const gchar *path, const gchar *mode,
                                                  gint64 tiles, gdouble ms_adapter1,
                                                  gdouble ms_moe);
 #define gst_buffer_get_mexd_slide_meta(b)                                                         \
@@ -87,6 +91,12 @@ GstEvent *gst_mexd_event_new_slide_end(const gchar *slide_id, gint64 tiles);
 /* TRUE when the event is a slide start / end; *slide_id (not owned) when not NULL. */
 gboolean gst_mexd_event_is_slide_start(GstEvent *ev, const gchar **slide_id);
 gboolean gst_mexd_event_is_slide_end(GstEvent *ev, const gchar **slide_id);
+
+/* The mexd-result message's structure: the result schema of lib/pipeline/result.h field for
+ * field ('-' for '_'; ms becomes ms-adapter1, ms-moe, ms-diffusion; identity and detail are not
+ * carried).  from_structure checks it as mexd_slide_result_from_json does. */
+GstStructure *gst_mexd_result_to_structure(const MexdSlideResult *r);
+MexdSlideResult *gst_mexd_result_from_structure(const GstStructure *s, GError **error);
 
 /* A `location` property's files: split at ';', empty entries (";;", a leading or trailing ';')
  * dropped.  Shared by openslidesrc and mexdfeaturesrc.  g_strfreev it. */

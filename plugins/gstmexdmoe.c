@@ -40,7 +40,7 @@ struct _GstMexdMoe {
   GArray *features; /* float: the current slide's */
   GArray *xy;       /* int32 pairs: each tile's level-0 top-left (−1 without meta) */
   gint64 tile_extent, slide_w, slide_h;
-  gchar *slide_id;
+  gchar *slide_id, *slide_path;
   GstClockTime pts;
 };
 
@@ -103,6 +103,7 @@ static gboolean gst_mexd_moe_stop(GstBaseTransform *bt)
   g_clear_pointer(&self->features, g_array_unref);
   g_clear_pointer(&self->xy, g_array_unref);
   g_clear_pointer(&self->slide_id, g_free);
+  g_clear_pointer(&self->slide_path, g_free);
   g_clear_pointer(&self->m, mexd_model_free);
   g_clear_pointer(&self->be, mexd_backend_unref);
   return TRUE;
@@ -235,7 +236,10 @@ static GstFlowReturn finish_slide(GstMexdMoe *self)
   GstBuffer *out = gst_buffer_new();
   gst_buffer_append_memory(out, floats_memory(r->rho, (gsize)r->n_classes));
   gst_buffer_append_memory(out, floats_memory(r->z, (gsize)r->width));
-  gst_buffer_add_mexd_slide_meta(out, id ? id : "", n, r->ms_adapter1, r->ms_moe);
+  gst_buffer_add_mexd_slide_meta(
+      out, id ? id : "", self->slide_path,
+      mexd_model_config(self->m)->mode == MEXD_ROUTE_OFFICIAL ? "official" : "paper", n,
+      r->ms_adapter1, r->ms_moe);
   /* routing per tile; selected rows from n on are the padding's copies of instances 0, 1, … */
   GstMexdRoutingMeta *rm = gst_buffer_add_mexd_routing_meta(out, n);
   memcpy(rm->xy, xy->data, sizeof(gint32) * 2 * n);
@@ -275,6 +279,8 @@ static gboolean gst_mexd_moe_sink_event(GstBaseTransform *bt, GstEvent *ev)
     g_free(self->slide_id);
     self->slide_id = g_strdup(id);
     const GstStructure *st = gst_event_get_structure(ev);
+    g_free(self->slide_path);
+    self->slide_path = g_strdup(gst_structure_get_string(st, "path"));
     if (!gst_structure_get_int64(st, "width", &self->slide_w) ||
         !gst_structure_get_int64(st, "height", &self->slide_h))
       self->slide_w = self->slide_h = 0;

@@ -7,7 +7,10 @@
  * one buffer per tile, each with a #GstMexdTileMeta (slide id, level-0 x/y, size, mpp, index).
  * Around each slide it sends the serialized events `mexd/slide-start` (sticky: slide-id, path,
  * width, height, mpp, tile-size, tiles) and `mexd/slide-end` (slide-id, tiles).  `location`
- * may list several slides separated by ';': they are read one after the other in one stream.
+ * may list several slides separated by ';': they are read one after the other in one stream;
+ * `locations` takes the list as a string array (any path, with ';' in it too).  Every listed
+ * file is checked when the element starts (a missing file, a folder or a FIFO fails the start
+ * with a message naming it) and the first slide is opened there.
  * Tiles are read by a pool of threads from one OpenSlide handle, in CLAM's grid order.
  *
  * ## Example launch line
@@ -28,6 +31,7 @@ struct _GstOpenslideSrc {
   GstPushSrc parent;
   /* properties */
   gchar *location, *preset, *contour_fn;
+  gchar **locations;
   gdouble magnification, mpp;
   gint level, tile_size, overlap, threads;
   /* streaming state */
@@ -39,11 +43,13 @@ struct _GstOpenslideSrc {
   int32_t *coords;
   gint64 n_tiles, sent;
   gboolean segment_sent;
+  gboolean start_pending; /* the open slide's slide-start is not sent yet */
 };
 
 enum {
   PROP_0,
   PROP_LOCATION,
+  PROP_LOCATIONS,
   PROP_MAGNIFICATION,
   PROP_MPP,
   PROP_LEVEL,
@@ -102,14 +108,33 @@ static gboolean open_slide(GstOpenslideSrc *self, const char *path, GError **err
   return self->reader != NULL;
 }
 
+/* Posts the error of a slide that cannot be opened (its message names the file). */
+static void post_open_error(GstOpenslideSrc *self, const GError *error)
+{
+  if (error->code == MEXD_ERROR_IO || error->code == MEXD_ERROR_NOT_FOUND)
+    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("%s", error->message), (NULL));
+  else if (error->code == MEXD_ERROR_INVALID_ARGUMENT || error->code == MEXD_ERROR_UNSUPPORTED)
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("%s", error->message), (NULL));
+  else if (error->code == MEXD_ERROR_NO_MEMORY)
+    GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT, ("%s", error->message), (NULL));
+  else
+    GST_ELEMENT_ERROR(self, STREAM, WRONG_TYPE, ("%s", error->message), (NULL));
+}
+
+/* Every slide is looked at (a missing file, a FIFO or a folder is refused before anything
+ * blocks on it) and the first one is opened here, so that a pipeline with a bad slide fails
+ * to start with the slide's own message instead of failing in the streaming thread. */
 static gboolean gst_openslide_src_start(GstBaseSrc *src)
 {
   GstOpenslideSrc *self = GST_OPENSLIDE_SRC(src);
   g_strfreev(self->paths);
-  self->paths = gst_mexd_split_locations(self->location);
+  GST_OBJECT_LOCK(self);
+  self->paths = self->locations && self->locations[0] ? g_strdupv(self->locations)
+                                                      : gst_mexd_split_locations(self->location);
+  GST_OBJECT_UNLOCK(self);
   if (!self->paths[0]) {
-    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("No slide given: set the location property."),
-                      (NULL));
+    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
+                      ("No slide given: set the location (or locations) property."), (NULL));
     return FALSE;
   }
   if (self->overlap < 0 || self->overlap >= self->tile_size) {
@@ -119,8 +144,21 @@ static gboolean gst_openslide_src_start(GstBaseSrc *src)
                       (NULL));
     return FALSE;
   }
+  g_autoptr(GError) error = NULL;
+  for (int i = 0; self->paths[i]; i++)
+    if (!mexd_file_check_regular(self->paths[i], "slide", &error)) {
+      post_open_error(self, error);
+      return FALSE;
+    }
   self->next_path = 0;
   self->segment_sent = FALSE;
+  if (!open_slide(self, self->paths[0], &error)) {
+    close_slide(self);
+    post_open_error(self, error);
+    return FALSE;
+  }
+  self->next_path = 1;
+  self->start_pending = TRUE;
   return TRUE;
 }
 
@@ -160,14 +198,13 @@ static GstFlowReturn gst_openslide_src_create(GstPushSrc *src, GstBuffer **out)
       g_autoptr(GError) error = NULL;
       if (!open_slide(self, path, &error)) {
         close_slide(self);
-        if (error->code == MEXD_ERROR_IO)
-          GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("%s", error->message), (NULL));
-        else if (error->code == MEXD_ERROR_INVALID_ARGUMENT)
-          GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("%s", error->message), (NULL));
-        else
-          GST_ELEMENT_ERROR(self, STREAM, WRONG_TYPE, ("%s", error->message), (NULL));
+        post_open_error(self, error);
         return GST_FLOW_ERROR;
       }
+      self->start_pending = TRUE;
+    }
+    if (self->start_pending) {
+      self->start_pending = FALSE;
       int64_t w, h;
       mexd_slide_level_size(self->slide, 0, &w, &h);
       if (!self->segment_sent) { /* the segment goes before the first slide's start */
@@ -176,8 +213,8 @@ static GstFlowReturn gst_openslide_src_create(GstPushSrc *src, GstBuffer **out)
         self->segment_sent = TRUE;
       }
       gst_pad_push_event(pad, gst_mexd_event_new_slide_start(
-                                  mexd_slide_name(self->slide), path, w, h, self->spec.mpp,
-                                  self->spec.patch_size, self->n_tiles));
+                                  mexd_slide_name(self->slide), mexd_slide_path(self->slide), w,
+                                  h, self->spec.mpp, self->spec.patch_size, self->n_tiles));
     }
     const uint8_t *rgb;
     int64_t idx;
@@ -215,6 +252,10 @@ static void gst_openslide_src_set_property(GObject *object, guint id, const GVal
     g_free(self->location);
     self->location = g_value_dup_string(value);
     break;
+  case PROP_LOCATIONS:
+    g_strfreev(self->locations);
+    self->locations = g_value_dup_boxed(value);
+    break;
   case PROP_MAGNIFICATION: self->magnification = g_value_get_double(value); break;
   case PROP_MPP: self->mpp = g_value_get_double(value); break;
   case PROP_LEVEL: self->level = g_value_get_int(value); break;
@@ -241,6 +282,7 @@ static void gst_openslide_src_get_property(GObject *object, guint id, GValue *va
   GST_OBJECT_LOCK(self);
   switch (id) {
   case PROP_LOCATION: g_value_set_string(value, self->location); break;
+  case PROP_LOCATIONS: g_value_set_boxed(value, self->locations); break;
   case PROP_MAGNIFICATION: g_value_set_double(value, self->magnification); break;
   case PROP_MPP: g_value_set_double(value, self->mpp); break;
   case PROP_LEVEL: g_value_set_int(value, self->level); break;
@@ -260,6 +302,7 @@ static void gst_openslide_src_finalize(GObject *object)
   close_slide(self);
   g_strfreev(self->paths);
   g_free(self->location);
+  g_strfreev(self->locations);
   g_free(self->preset);
   g_free(self->contour_fn);
   G_OBJECT_CLASS(gst_openslide_src_parent_class)->finalize(object);
@@ -280,6 +323,13 @@ static void gst_openslide_src_class_init(GstOpenslideSrcClass *klass)
       g_param_spec_string("location", "Location",
                           "The slide file, or several separated by ';' (read one after another)",
                           NULL, rw));
+  g_object_class_install_property(
+      oc, PROP_LOCATIONS,
+      g_param_spec_boxed("locations", "Locations",
+                         "The slide files as a list (any path, ';' and ',' included; "
+                         "gst-launch: locations=\"<a.svs,b.svs>\"); used instead of location "
+                         "when set",
+                         G_TYPE_STRV, rw));
   g_object_class_install_property(
       oc, PROP_MAGNIFICATION,
       g_param_spec_double("magnification", "Magnification",

@@ -1,33 +1,41 @@
-/* classify.c: `mexd classify` — whole slides through the GStreamer pipeline, one slide at a time,
- * every output of a slide written atomically so that an interrupted run resumes where it stopped.
+/* classify.c: `mexd classify` — whole slides through the GStreamer pipeline, one slide at a time.
+ * This file holds the options, the pipeline's wiring and the printing; what a result is, when
+ * one can be reused, the GeoJSON, the heatmap, the manifest, shards and the summary are
+ * libmexd's (lib/pipeline/).
  *
  *   mexd classify SLIDE… | --manifest CSV [--shard I/N]  --backbone B --model M [--out DIR]
  *        [--device D] [--precision fp32|fp16] [--batch N] [--mag M | --mpp U | --level L]
  *        [--size 256] [--preset P] [--threads N] [--seed S] [--chains N] [--sampler card|ddim]
- *        [--steps K] [--heatmap-width 1024] [--force] [--json] [--quiet]
- *   mexd classify --merge --manifest CSV --out DIR
+ *        [--steps K] [--eta E] [--heatmap-width 1024] [--force] [--json] [--quiet]
+ *   mexd classify --merge --manifest CSV --out DIR --model M [--backbone B]
  *
  * Per slide, in DIR/<slide id>/ (the id is the file name without its extension, as CLAM's):
  *   features.h5    the CLAM feature file (mexdfeaturesink)
- *   heatmap.png    the Dyn-MoE routing (mexdheatmap) over a thumbnail of the slide
+ *   heatmap.png    the routing (mexdheatmap thumbnail=true) over a thumbnail of the slide
  *   tiles.geojson  every tissue tile (level-0 polygon) with its score (adapter #1's attention),
  *                  its gate (the lesion experts' router gate) and the experts that selected it
- *   result.json    the mexd-result message (class, probabilities, spread, prior, tiles, times)
- *                  plus the slide's path and the model files — written last: a slide whose
- *                  result.json exists is finished and skipped (unless --force).
- * DIR/summary.csv: one row per slide of the run, in the order given (slide_id, path, class, one
- * probability column per class, tiles); nothing in it depends on timing, so a run over shards
- * merged with --merge gives the same file as one process over the whole manifest.
+ *   result.json    the result (schema mexd-result/1, lib/pipeline/result.h) with its identity:
+ *                  the slide's content (OpenSlide's quickhash-1 and size), the backbone's and
+ *                  the model's SHA-256 and every setting that changes the answer (grid, tile
+ *                  size, preset, precision, sampler, steps, chains, seed, eta, routing mode,
+ *                  heatmap width and score) — written last.
+ * A slide is skipped only when its result.json is valid, its identity equals this run's and the
+ * other files exist; otherwise its outputs are removed and it is classified again, saying why
+ * ("its result was made otherwise: seed 3 → 5").  --force classifies every slide again.
+ * Decision: the device, --batch and --threads are not part of the identity (they change the
+ * time, not the answer beyond float rounding); the result records the device.
+ * DIR/summary.csv: one row per slide of the run, rebuilt from the results it lists (RFC 4180
+ * quoting: ids and paths with commas, quotes or line breaks survive).
  *
- * Many machines: --manifest CSV (a header with a `path` column and optionally `slide_id`; or one
- * path per line) and --shard I/N: slide k of the manifest (0-based) belongs to shard k mod N, so
- * N shards cover the manifest exactly once (pipelines/slurm-classify.sh runs one per array task);
- * a shard writes no summary.csv, `mexd classify --merge` builds it when all are done.
+ * Many machines: --manifest CSV and --shard I/N (slide k goes to shard k mod N); a shard writes
+ * no summary.csv, `mexd classify --merge` builds it from the results when all are done, checking
+ * that they were made with this model (and backbone, when given) and with one set of settings.
  *
- * Progress: on a terminal a line per slide rewritten as its tiles go through (tiles/s, ETA);
- * otherwise one line per finished slide.  --json prints each slide's result as a JSON line on
- * stdout.  Exit 0 when every slide is done, 1 when a slide failed (the others are still
- * classified; its error is in DIR/<id>/error.txt), 2 on bad usage.
+ * Errors: a slide that fails (its file, its tiles, its data) is reported and the run goes on
+ * (DIR/<id>/error.txt holds the message, exit 1 at the end); a failure that is not the slide's
+ * (the backbone, the model, the device, writing the outputs) is printed once, with the failing
+ * element's own message, and stops the run (exit 1).  Bad usage (an option outside its range,
+ * read from the elements' own properties) exits 2 before any work.
  *
  * MEXD_CLASSIFY_KILL_AFTER=K kills the process (SIGKILL) after its K-th classified slide: the
  * resume test's stand-in for an interruption. */
@@ -41,29 +49,26 @@
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
 #include <math.h>
-#include <png.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 typedef struct {
-  char *path;
-  char *id;
-} Entry;
-
-typedef struct {
   char *backbone, *model, *out, *device, *precision, *preset, *sampler, *manifest, *shard;
-  double mag, mpp;
+  double mag, mpp, eta;
   int level, size, threads, batch, chains, steps, heatmap_width;
   gint64 seed;
   gboolean force, json, quiet, merge;
-  /* run state */
+  /* the run */
   char **classes;
-  int n_classes;
+  MexdIdentity *run;
   gboolean tty;
 } Opts;
+
+/* the files beside result.json */
+static const char *const slide_files[] = {"features.h5", "heatmap.png", "tiles.geojson", NULL};
 
 /* ---- the plugin ---- */
 
@@ -99,280 +104,121 @@ static gboolean ensure_plugin(GError **error)
                    "to the build's plugins/ or install it");
 }
 
-/* ---- slides ---- */
-
-static void entry_clear(gpointer p)
+/* The range of an element's numeric property, the one definition an option's range is read
+ * from. */
+static gboolean prop_range(const char *factory, const char *prop, double *lo, double *hi)
 {
-  Entry *e = p;
-  g_free(e->path);
-  g_free(e->id);
-}
-
-static char *slide_id_of(const char *path)
-{
-  g_autofree char *base = g_path_get_basename(path);
-  char *dot = strrchr(base, '.');
-  if (dot && dot != base)
-    *dot = '\0';
-  return g_strdup(base);
-}
-
-static gboolean valid_id(const char *id)
-{
-  return *id && !strchr(id, '/') && !g_str_equal(id, ".") && !g_str_equal(id, "..");
-}
-
-/* The slides of the manifest: `path` (and `slide_id`) columns of a CSV with a header, or one path
- * per line.  Relative paths are taken from the manifest's directory. */
-static GArray *read_manifest(const char *file, GError **error)
-{
-  g_autofree char *text = NULL;
-  g_autoptr(GError) e = NULL;
-  if (!g_file_get_contents(file, &text, NULL, &e))
-    return mexd_fail_null(error, MEXD_ERROR_IO, "%s: cannot read the manifest: %s", file,
-                          e->message);
-  g_autofree char *dir = g_path_get_dirname(file);
-  g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
-  GArray *out = g_array_new(FALSE, TRUE, sizeof(Entry));
-  g_array_set_clear_func(out, entry_clear);
-  int col_path = -1, col_id = -1, first = 0;
-  if (lines[0]) {
-    g_auto(GStrv) h = g_strsplit(g_strstrip(lines[0]), ",", -1);
-    for (int i = 0; h[i]; i++) {
-      char *c = g_strstrip(h[i]);
-      if (!g_ascii_strcasecmp(c, "path"))
-        col_path = i;
-      else if (!g_ascii_strcasecmp(c, "slide_id"))
-        col_id = i;
-    }
-    if (col_path >= 0)
-      first = 1;
-    else if (col_id >= 0) {
-      g_array_unref(out);
-      return mexd_fail_null(error, MEXD_ERROR_FORMAT,
-                            "%s: the header has slide_id but no path column", file);
-    }
-  }
-  for (int ln = first; lines[ln]; ln++) {
-    char *l = g_strstrip(lines[ln]);
-    if (!*l || *l == '#')
-      continue;
-    Entry en = {NULL, NULL};
-    if (col_path >= 0) {
-      g_auto(GStrv) cells = g_strsplit(l, ",", -1);
-      guint n = g_strv_length(cells);
-      if ((guint)col_path >= n || (col_id >= 0 && (guint)col_id >= n)) {
-        g_array_unref(out);
-        return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s:%d: too few cells", file, ln + 1);
-      }
-      en.path = g_strdup(g_strstrip(cells[col_path]));
-      if (col_id >= 0)
-        en.id = g_strdup(g_strstrip(cells[col_id]));
-    } else {
-      en.path = g_strdup(l);
-    }
-    if (!g_path_is_absolute(en.path)) {
-      char *p = g_build_filename(dir, en.path, NULL);
-      g_free(en.path);
-      en.path = p;
-    }
-    if (!en.id)
-      en.id = slide_id_of(en.path);
-    g_array_append_val(out, en);
-  }
-  if (out->len == 0) {
-    g_array_unref(out);
-    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: the manifest lists no slide", file);
-  }
-  return out;
-}
-
-static gboolean check_ids(GArray *slides, GError **error)
-{
-  g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
-  for (guint i = 0; i < slides->len; i++) {
-    Entry *e = &g_array_index(slides, Entry, i);
-    if (!valid_id(e->id))
-      return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: \"%s\" is not a usable slide id",
-                       e->path, e->id);
-    const char *other = g_hash_table_lookup(seen, e->id);
-    if (other)
-      return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
-                       "%s and %s have the same slide id \"%s\" (their outputs would collide)",
-                       other, e->path, e->id);
-    g_hash_table_insert(seen, e->id, e->path);
-  }
-  return TRUE;
-}
-
-/* ---- outputs ---- */
-
-static gboolean write_png(const char *path, const guint8 *rgb, int w, int h, GError **error)
-{
-  g_autofree char *tmp = g_strdup_printf("%s.tmp%d", path, (int)getpid());
-  FILE *f = fopen(tmp, "wb");
-  if (!f)
-    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write: %s", tmp, g_strerror(errno));
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
-  png_infop info = png ? png_create_info_struct(png) : NULL;
-  volatile gboolean ok = FALSE;
-  if (png && info && !setjmp(png_jmpbuf(png))) {
-    png_init_io(png, f);
-    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB,
-                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_write_info(png, info);
-    for (int y = 0; y < h; y++)
-      png_write_row(png, (png_const_bytep)(rgb + (size_t)y * w * 3));
-    png_write_end(png, NULL);
-    ok = TRUE;
-  }
-  png_destroy_write_struct(&png, &info);
-  ok = fclose(f) == 0 && ok;
-  if (!ok || g_rename(tmp, path) != 0) {
-    g_unlink(tmp);
-    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write the PNG", path);
-  }
-  return TRUE;
-}
-
-/* The heatmap overlay (RGBA, w×h) composited over a thumbnail of the slide. */
-static gboolean write_heatmap(const char *slide_path, const char *png_path, const guint8 *rgba,
-                              int w, int h, GError **error)
-{
-  g_autoptr(MexdSlide) s = mexd_slide_open(slide_path, error);
-  if (!s)
+  g_autoptr(GstElementFactory) f = gst_element_factory_find(factory);
+  g_autoptr(GstPluginFeature) loaded = f ? gst_plugin_feature_load(GST_PLUGIN_FEATURE(f)) : NULL;
+  GType t = loaded ? gst_element_factory_get_element_type(GST_ELEMENT_FACTORY(loaded)) : 0;
+  if (!t)
     return FALSE;
-  int64_t W0, H0;
-  mexd_slide_level_size(s, 0, &W0, &H0);
-  int level = mexd_slide_best_level(s, (double)W0 / w);
-  int64_t lw, lh;
-  mexd_slide_level_size(s, level, &lw, &lh);
-  if (lw > 16384 || lh > 16384 || lw * lh > ((int64_t)1 << 26))
-    return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
-                     "%s: no level small enough for a thumbnail (%" G_GINT64_FORMAT " × %" G_GINT64_FORMAT
-                     " at level %d)",
-                     slide_path, lw, lh, level);
-  g_autofree guint8 *lv = g_new(guint8, (size_t)lw * lh * 3);
-  g_autofree uint32_t *scratch = g_new(uint32_t, (size_t)lw * lh);
-  if (!mexd_slide_read_rgb(s, 0, 0, level, (int)lw, (int)lh, lv, scratch, error))
-    return FALSE;
-  g_autofree guint8 *thumb = g_new(guint8, (size_t)w * h * 3);
-  mexd_image_resize_u8(lv, (int)lw, (int)lh, 3, thumb, w, h);
-  for (int64_t i = 0; i < (int64_t)w * h; i++) {
-    double a = rgba[i * 4 + 3] / 255.0;
-    for (int c = 0; c < 3; c++)
-      thumb[i * 3 + c] = (guint8)lround((1 - a) * thumb[i * 3 + c] + a * rgba[i * 4 + c]);
+  GObjectClass *klass = g_type_class_ref(t);
+  GParamSpec *p = g_object_class_find_property(klass, prop);
+  gboolean ok = TRUE;
+  if (p && G_IS_PARAM_SPEC_INT(p)) {
+    *lo = G_PARAM_SPEC_INT(p)->minimum;
+    *hi = G_PARAM_SPEC_INT(p)->maximum;
+  } else if (p && G_IS_PARAM_SPEC_UINT64(p)) {
+    *lo = (double)G_PARAM_SPEC_UINT64(p)->minimum;
+    *hi = (double)G_PARAM_SPEC_UINT64(p)->maximum;
+  } else if (p && G_IS_PARAM_SPEC_DOUBLE(p)) {
+    *lo = G_PARAM_SPEC_DOUBLE(p)->minimum;
+    *hi = G_PARAM_SPEC_DOUBLE(p)->maximum;
+  } else {
+    ok = FALSE;
   }
-  return write_png(png_path, thumb, w, h, error);
-}
-
-static gboolean write_geojson(const char *path, const GstMexdRoutingMeta *rm, GError **error)
-{
-  GString *s = g_string_new("{\"type\": \"FeatureCollection\", \"features\": [");
-  gboolean first = TRUE;
-  for (gint64 i = 0; i < rm->n; i++) {
-    if (rm->xy[2 * i] < 0)
-      continue;
-    gint64 x = rm->xy[2 * i], y = rm->xy[2 * i + 1], e = rm->tile_extent;
-    char sc[G_ASCII_DTOSTR_BUF_SIZE], gt[G_ASCII_DTOSTR_BUF_SIZE];
-    g_ascii_formatd(sc, sizeof sc, "%.6g", rm->score[i]);
-    g_ascii_formatd(gt, sizeof gt, "%.6g", rm->gate[i]);
-    g_string_append_printf(
-        s,
-        "%s\n{\"type\": \"Feature\", \"geometry\": {\"type\": \"Polygon\", \"coordinates\": "
-        "[[[%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "], [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT
-        "], [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "], [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT
-        "], [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "]]]}, \"properties\": {\"objectType\": "
-        "\"tile\", \"index\": %" G_GINT64_FORMAT ", \"score\": %s, \"gate\": %s, \"experts\": [",
-        first ? "" : ",", x, y, x + e, y, x + e, y + e, x, y + e, x, y, i, sc, gt);
-    gboolean fe = TRUE;
-    for (int k = 0; k < 32; k++)
-      if (rm->experts[i] & (1u << k)) {
-        g_string_append_printf(s, "%s%d", fe ? "" : ", ", k);
-        fe = FALSE;
-      }
-    g_string_append_printf(s, "], \"measurements\": {\"attention\": %s, \"gate\": %s}}}", sc,
-                           gt);
-    first = FALSE;
-  }
-  g_string_append(s, "\n]}\n");
-  gboolean ok = g_file_set_contents(path, s->str, (gssize)s->len, error);
-  g_string_free(s, TRUE);
+  g_type_class_unref(klass);
   return ok;
 }
 
-static void add_doubles(JsonBuilder *b, const char *name, const GValue *arr)
+typedef struct {
+  const char *option, *factory, *prop;
+  double value;
+  gboolean given, positive; /* positive: 0 (the property's "unset") is not a value */
+} RangeCheck;
+
+/* Every numeric option against its element property's range; a usage error names the option,
+ * its value and the range. */
+static gboolean check_ranges(const Opts *o, GError **error)
 {
-  json_builder_set_member_name(b, name);
-  json_builder_begin_array(b);
-  for (guint i = 0; arr && i < gst_value_array_get_size(arr); i++)
-    json_builder_add_double_value(b, g_value_get_double(gst_value_array_get_value(arr, i)));
-  json_builder_end_array(b);
+  RangeCheck checks[] = {
+      {"--size", "openslidesrc", "tile-size", o->size, TRUE, FALSE},
+      {"--mag", "openslidesrc", "magnification", o->mag, o->mag != -1, TRUE},
+      {"--mpp", "openslidesrc", "mpp", o->mpp, o->mpp != -1, TRUE},
+      {"--level", "openslidesrc", "level", o->level, o->level != -1, FALSE},
+      {"--threads", "openslidesrc", "threads", o->threads, TRUE, FALSE},
+      {"--batch", "mexdembed", "batch-size", o->batch, TRUE, FALSE},
+      {"--chains", "mexddiffc", "chains", o->chains, TRUE, FALSE},
+      {"--steps", "mexddiffc", "steps", o->steps, TRUE, FALSE},
+      {"--seed", "mexddiffc", "seed", (double)o->seed, TRUE, FALSE},
+      {"--eta", "mexddiffc", "eta", o->eta, TRUE, FALSE},
+      {"--heatmap-width", "mexdheatmap", "width", o->heatmap_width, TRUE, FALSE},
+  };
+  for (guint i = 0; i < G_N_ELEMENTS(checks); i++) {
+    const RangeCheck *c = &checks[i];
+    double lo, hi;
+    if (!c->given || !prop_range(c->factory, c->prop, &lo, &hi))
+      continue;
+    if (c->positive && lo <= 0)
+      lo = 0;
+    gboolean bad = !isfinite(c->value) || c->value < lo || c->value > hi ||
+                   (c->positive && c->value <= 0);
+    if (bad)
+      return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "%s %g is outside %g..%g%s", c->option,
+                       c->value, lo, hi, c->positive ? " (and must be above 0)" : "");
+  }
+  if (o->seed < 0)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "--seed %" G_GINT64_FORMAT
+                     " is negative (0..2^63−1)", o->seed);
+  return TRUE;
 }
 
-static char *result_json(const Opts *o, const Entry *e, const GstStructure *r, double seconds)
+/* ---- identity ---- */
+
+static gboolean run_identity(Opts *o, GError **error)
 {
-  JsonBuilder *b = json_builder_new();
-  json_builder_begin_object(b);
-  json_builder_set_member_name(b, "slide_id");
-  json_builder_add_string_value(b, e->id);
-  json_builder_set_member_name(b, "path");
-  json_builder_add_string_value(b, e->path);
-  json_builder_set_member_name(b, "class");
-  json_builder_add_string_value(b, gst_structure_get_string(r, "class"));
-  gint ci = 0;
-  gst_structure_get_int(r, "class-index", &ci);
-  json_builder_set_member_name(b, "class_index");
-  json_builder_add_int_value(b, ci);
-  json_builder_set_member_name(b, "classes");
-  json_builder_begin_array(b);
-  for (int c = 0; c < o->n_classes; c++)
-    json_builder_add_string_value(b, o->classes[c]);
-  json_builder_end_array(b);
-  add_doubles(b, "probabilities", gst_structure_get_value(r, "probabilities"));
-  add_doubles(b, "spread", gst_structure_get_value(r, "spread"));
-  add_doubles(b, "prior", gst_structure_get_value(r, "prior"));
-  gint64 tiles = -1;
-  gst_structure_get_int64(r, "tiles", &tiles);
-  json_builder_set_member_name(b, "tiles");
-  json_builder_add_int_value(b, tiles);
-  gint chains = 0;
-  gst_structure_get_int(r, "chains", &chains);
-  json_builder_set_member_name(b, "chains");
-  json_builder_add_int_value(b, chains);
-  json_builder_set_member_name(b, "seed");
-  json_builder_add_int_value(b, o->seed);
-  json_builder_set_member_name(b, "backbone");
-  json_builder_add_string_value(b, o->backbone);
-  json_builder_set_member_name(b, "model");
-  json_builder_add_string_value(b, o->model);
-  const char *ms[3] = {"ms-adapter1", "ms-moe", "ms-diffusion"};
-  json_builder_set_member_name(b, "ms");
-  json_builder_begin_object(b);
-  for (int k = 0; k < 3; k++) {
-    double v = 0;
-    gst_structure_get_double(r, ms[k], &v);
-    json_builder_set_member_name(b, ms[k] + 3);
-    json_builder_add_double_value(b, v);
+  o->run = mexd_identity_new();
+  g_autofree char *mh = mexd_file_sha256(o->model, error);
+  if (!mh)
+    return FALSE;
+  mexd_identity_set(o->run, "model", "%s", mh);
+  if (o->backbone) {
+    g_autofree char *bh = mexd_file_sha256(o->backbone, error);
+    if (!bh)
+      return FALSE;
+    mexd_identity_set(o->run, "backbone", "%s", bh);
   }
-  json_builder_end_object(b);
-  json_builder_set_member_name(b, "seconds");
-  json_builder_add_double_value(b, seconds);
-  json_builder_end_object(b);
-  g_autoptr(JsonNode) root = json_builder_get_root(b);
-  g_autoptr(JsonGenerator) gen = json_generator_new();
-  json_generator_set_root(gen, root);
-  json_generator_set_pretty(gen, TRUE);
-  char *txt = json_generator_to_data(gen, NULL);
-  g_object_unref(b);
-  return txt;
+  if (o->merge)
+    return TRUE; /* --merge checks the files; the settings must agree among the results */
+  mexd_identity_set(o->run, "precision", "%s", o->precision ? o->precision : "fp32");
+  char v[G_ASCII_DTOSTR_BUF_SIZE];
+  if (o->mag > 0)
+    mexd_identity_set(o->run, "grid", "magnification %s", g_ascii_dtostr(v, sizeof v, o->mag));
+  else if (o->mpp > 0)
+    mexd_identity_set(o->run, "grid", "mpp %s", g_ascii_dtostr(v, sizeof v, o->mpp));
+  else
+    mexd_identity_set(o->run, "grid", "level %d", MAX(o->level, 0));
+  mexd_identity_set(o->run, "tile_size", "%d", o->size);
+  mexd_identity_set(o->run, "preset", "%s", o->preset ? o->preset : "default");
+  gboolean ddim = o->sampler && g_str_equal(o->sampler, "ddim");
+  mexd_identity_set(o->run, "sampler", "%s", ddim ? "ddim" : "card");
+  if (ddim) {
+    mexd_identity_set(o->run, "steps", "%d", o->steps);
+    mexd_identity_set(o->run, "eta", "%s", g_ascii_dtostr(v, sizeof v, o->eta));
+  }
+  mexd_identity_set(o->run, "chains", "%d", o->chains);
+  mexd_identity_set(o->run, "seed", "%" G_GINT64_FORMAT, o->seed);
+  mexd_identity_set(o->run, "heatmap_width", "%d", o->heatmap_width);
+  mexd_identity_set(o->run, "heatmap_score", "attention");
+  return TRUE;
 }
 
 /* ---- one slide ---- */
 
 typedef struct {
   const Opts *o;
-  const Entry *e;
+  const MexdSlideEntry *e;
   int k, n;        /* this slide's number and the run's count */
   gint64 total;    /* tiles announced by slide-start */
   gint64 seen;     /* tiles into mexdembed */
@@ -417,29 +263,47 @@ static GstSample *last_sample(GstElement *pipe, const char *name)
   return s;
 }
 
-static void set_if(GstElement *pipe, const char *el, const char *prop, const char *fmt, ...)
-    G_GNUC_PRINTF(4, 5);
+typedef enum {
+  SLIDE_OK,
+  SLIDE_FAILED, /* the slide's own failure: report it and go on */
+  RUN_FAILED,   /* not the slide's (backbone, model, device, outputs): stop the run */
+} Outcome;
 
-/* Sets property `prop` of element `el` from a string (gst_util_set_object_arg). */
-static void set_if(GstElement *pipe, const char *el, const char *prop, const char *fmt, ...)
+/* Whose failure an error message is: the source's (the slide's file and tiles) and any stream
+ * error (the slide's data) are the slide's; the rest (a model that cannot be loaded, a device
+ * that cannot be opened, an output that cannot be written) would fail every slide. */
+static Outcome outcome_of(GstMessage *m, const GError *ge)
 {
-  va_list ap;
-  va_start(ap, fmt);
-  g_autofree char *v = g_strdup_vprintf(fmt, ap);
-  va_end(ap);
+  const char *who = GST_MESSAGE_SRC(m) ? GST_OBJECT_NAME(GST_MESSAGE_SRC(m)) : "";
+  if (g_str_equal(who, "src") || ge->domain == GST_STREAM_ERROR)
+    return SLIDE_FAILED;
+  return RUN_FAILED;
+}
+
+static void set_props(GstElement *pipe, const char *el, const char *first, ...) G_GNUC_NULL_TERMINATED;
+
+/* Sets properties of element `el` of the pipeline (g_object_set). */
+static void set_props(GstElement *pipe, const char *el, const char *first, ...)
+{
   GstElement *e = gst_bin_get_by_name(GST_BIN(pipe), el);
-  gst_util_set_object_arg(G_OBJECT(e), prop, v);
+  va_list ap;
+  va_start(ap, first);
+  g_object_set_valist(G_OBJECT(e), first, ap);
+  va_end(ap);
   gst_object_unref(e);
 }
 
-static gboolean classify_one(const Opts *o, const Entry *e, int k, int n, char **json_out,
-                             GError **error)
+static void set_enum(GstElement *pipe, const char *el, const char *prop, const char *value)
 {
-  g_autofree char *dir = g_build_filename(o->out, e->id, NULL);
-  if (g_mkdir_with_parents(dir, 0755) != 0)
-    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot create: %s", dir, g_strerror(errno));
-  if (!g_file_test(e->path, G_FILE_TEST_EXISTS))
-    return mexd_fail(error, MEXD_ERROR_NOT_FOUND, "%s: no such slide", e->path);
+  GstElement *e = gst_bin_get_by_name(GST_BIN(pipe), el);
+  gst_util_set_object_arg(G_OBJECT(e), prop, value);
+  gst_object_unref(e);
+}
+
+/* Builds the pipeline for slide e; its outputs go to dir. */
+static GstElement *build_pipeline(const Opts *o, const MexdSlideEntry *e, const char *dir,
+                                  GError **error)
+{
   const char *desc =
       "openslidesrc name=src ! mexdembed name=embed ! tee name=t "
       "t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! mexdfeaturesink name=fs "
@@ -447,43 +311,91 @@ static gboolean classify_one(const Opts *o, const Entry *e, int k, int n, char *
       "! mexddiffc name=dc ! tee name=r "
       "r. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 "
       "! appsink name=res sync=false max-buffers=0 drop=false wait-on-eos=false "
-      "r. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! mexdheatmap name=hm "
+      "r. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 "
+      "! mexdheatmap name=hm thumbnail=true "
       "! appsink name=heat sync=false max-buffers=0 drop=false wait-on-eos=false";
   g_autoptr(GError) perr = NULL;
   GstElement *pipe = gst_parse_launch(desc, &perr);
   if (!pipe)
-    return mexd_fail(error, MEXD_ERROR_UNSUPPORTED, "cannot build the pipeline: %s",
-                     perr->message);
+    return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED, "cannot build the pipeline: %s",
+                          perr->message);
   g_autofree char *feat = g_build_filename(dir, "features.h5", NULL);
-  set_if(pipe, "src", "location", "%s", e->path);
-  set_if(pipe, "src", "threads", "%d", o->threads);
-  set_if(pipe, "src", "tile-size", "%d", o->size);
+  const char *locations[] = {e->path, NULL};
+  set_props(pipe, "src", "locations", locations, "threads", o->threads, "tile-size", o->size,
+            NULL);
   if (o->mag > 0)
-    set_if(pipe, "src", "magnification", "%g", o->mag);
+    set_props(pipe, "src", "magnification", o->mag, NULL);
   if (o->mpp > 0)
-    set_if(pipe, "src", "mpp", "%g", o->mpp);
+    set_props(pipe, "src", "mpp", o->mpp, NULL);
   if (o->level >= 0)
-    set_if(pipe, "src", "level", "%d", o->level);
+    set_props(pipe, "src", "level", o->level, NULL);
   if (o->preset)
-    set_if(pipe, "src", "preset", "%s", o->preset);
-  set_if(pipe, "embed", "model", "%s", o->backbone);
-  set_if(pipe, "embed", "batch-size", "%d", o->batch);
+    set_props(pipe, "src", "preset", o->preset, NULL);
+  set_props(pipe, "embed", "model", o->backbone, "batch-size", o->batch, NULL);
   if (o->precision)
-    set_if(pipe, "embed", "precision", "%s", o->precision);
-  set_if(pipe, "fs", "location", "%s", feat);
-  set_if(pipe, "moe", "model", "%s", o->model);
-  set_if(pipe, "dc", "model", "%s", o->model);
-  set_if(pipe, "dc", "seed", "%" G_GINT64_FORMAT, o->seed);
-  set_if(pipe, "dc", "chains", "%d", o->chains);
+    set_enum(pipe, "embed", "precision", o->precision);
+  set_props(pipe, "fs", "location", feat, NULL);
+  set_props(pipe, "moe", "model", o->model, NULL);
+  set_props(pipe, "dc", "model", o->model, "seed", (guint64)o->seed, "chains", o->chains,
+            "steps", o->steps, "eta", o->eta, NULL);
   if (o->sampler)
-    set_if(pipe, "dc", "sampler", "%s", o->sampler);
-  set_if(pipe, "dc", "steps", "%d", o->steps);
-  set_if(pipe, "hm", "width", "%d", o->heatmap_width);
+    set_enum(pipe, "dc", "sampler", o->sampler);
+  set_props(pipe, "hm", "width", o->heatmap_width, NULL);
   if (o->device) {
-    set_if(pipe, "embed", "device", "%s", o->device);
-    set_if(pipe, "moe", "device", "%s", o->device);
-    set_if(pipe, "dc", "device", "%s", o->device);
+    set_props(pipe, "embed", "device", o->device, NULL);
+    set_props(pipe, "moe", "device", o->device, NULL);
+    set_props(pipe, "dc", "device", o->device, NULL);
   }
+  return pipe;
+}
+
+/* The scored tiles of the routing meta as GeoJSON. */
+static gboolean write_tiles(const char *path, const GstMexdRoutingMeta *rm, GError **error)
+{
+  g_autoptr(MexdGeoJson) g = mexd_geojson_new();
+  for (gint64 i = 0; i < rm->n; i++) {
+    if (rm->xy[2 * i] < 0)
+      continue;
+    MexdTileScore sc = {rm->score[i], rm->gate[i], rm->experts[i]};
+    mexd_geojson_add_tile(g, i, rm->xy[2 * i], rm->xy[2 * i + 1], rm->tile_extent,
+                          rm->tile_extent, &sc);
+  }
+  return mexd_geojson_write(g, path, error);
+}
+
+/* The heatmap frame (opaque RGBA over the thumbnail) as an RGB PNG. */
+static gboolean write_heatmap(const char *path, GstSample *hs, GError **error)
+{
+  const GstStructure *cs = gst_caps_get_structure(gst_sample_get_caps(hs), 0);
+  int w = 0, h = 0;
+  gst_structure_get_int(cs, "width", &w);
+  gst_structure_get_int(cs, "height", &h);
+  GstBuffer *b = gst_sample_get_buffer(hs);
+  GstMapInfo mi;
+  if (w <= 0 || h <= 0 || !gst_buffer_map(b, &mi, GST_MAP_READ))
+    return mexd_fail(error, MEXD_ERROR_FORMAT, "no heatmap frame");
+  gboolean ok = FALSE;
+  if (mi.size >= (gsize)w * h * 4) {
+    g_autofree guint8 *rgb = g_try_malloc((gsize)w * h * 3);
+    for (gsize i = 0; rgb && i < (gsize)w * h; i++)
+      memcpy(rgb + i * 3, mi.data + i * 4, 3);
+    ok = rgb ? mexd_png_write(path, rgb, w, h, 3, error)
+             : mexd_fail(error, MEXD_ERROR_NO_MEMORY, "no memory for the heatmap");
+  } else {
+    mexd_fail(error, MEXD_ERROR_FORMAT, "the heatmap frame is too small");
+  }
+  gst_buffer_unmap(b, &mi);
+  return ok;
+}
+
+/* Runs slide e; on success *result holds its result (identity, path and time set). */
+static Outcome classify_one(const Opts *o, const MexdSlideEntry *e, const MexdIdentity *want,
+                            const char *dir, int k, int n, MexdSlideResult **result,
+                            GError **error)
+{
+  GstElement *pipe = build_pipeline(o, e, dir, error);
+  if (!pipe)
+    return RUN_FAILED;
   Progress pr = {o, e, k, n, -1, 0, g_get_monotonic_time(), 0};
   GstElement *embed = gst_bin_get_by_name(GST_BIN(pipe), "embed");
   GstPad *sink = gst_element_get_static_pad(embed, "sink");
@@ -492,10 +404,12 @@ static gboolean classify_one(const Opts *o, const Entry *e, int k, int n, char *
   gst_object_unref(sink);
   gst_object_unref(embed);
 
-  gboolean ok = gst_element_set_state(pipe, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE;
+  Outcome out = SLIDE_OK;
+  gst_element_set_state(pipe, GST_STATE_PLAYING);
   GstBus *bus = gst_element_get_bus(pipe);
-  GstStructure *result = NULL;
+  GstStructure *msg = NULL;
   for (gboolean done = FALSE; !done;) {
+    /* a failed start posts its error on the bus too: the first error is what is reported */
     GstMessage *m = gst_bus_timed_pop_filtered(
         bus, GST_CLOCK_TIME_NONE, GST_MESSAGE_EOS | GST_MESSAGE_ERROR | GST_MESSAGE_ELEMENT);
     switch (GST_MESSAGE_TYPE(m)) {
@@ -503,9 +417,15 @@ static gboolean classify_one(const Opts *o, const Entry *e, int k, int n, char *
       g_autoptr(GError) ge = NULL;
       g_autofree char *dbg = NULL;
       gst_message_parse_error(m, &ge, &dbg);
-      if (ok)
-        g_set_error(error, MEXD_ERROR, MEXD_ERROR_IO, "%s: %s", e->path, ge->message);
-      ok = FALSE;
+      out = outcome_of(m, ge);
+      const char *who = GST_MESSAGE_SRC(m) ? GST_OBJECT_NAME(GST_MESSAGE_SRC(m)) : "?";
+      GstElement *el = GST_IS_ELEMENT(GST_MESSAGE_SRC(m)) ? GST_ELEMENT(GST_MESSAGE_SRC(m)) : NULL;
+      GstElementFactory *f = el ? gst_element_get_factory(el) : NULL;
+      const char *kind = f ? gst_plugin_feature_get_name(GST_PLUGIN_FEATURE(f)) : who;
+      if (out == SLIDE_FAILED)
+        g_set_error(error, MEXD_ERROR, MEXD_ERROR_IO, "%s", ge->message);
+      else
+        g_set_error(error, MEXD_ERROR, MEXD_ERROR_IO, "%s: %s", kind, ge->message);
       done = TRUE;
       break;
     }
@@ -513,119 +433,64 @@ static gboolean classify_one(const Opts *o, const Entry *e, int k, int n, char *
     default: {
       const GstStructure *s = gst_message_get_structure(m);
       if (s && gst_structure_has_name(s, "mexd-result")) {
-        if (result)
-          gst_structure_free(result);
-        result = gst_structure_copy(s);
+        if (msg)
+          gst_structure_free(msg);
+        msg = gst_structure_copy(s);
       }
       break;
     }
     }
     gst_message_unref(m);
   }
-  if (!ok && error && !*error)
-    g_set_error(error, MEXD_ERROR, MEXD_ERROR_IO, "%s: the pipeline did not start", e->path);
   double seconds = (g_get_monotonic_time() - pr.t0) / 1e6;
-  GstSample *rs = ok ? last_sample(pipe, "res") : NULL;
-  GstSample *hs = ok ? last_sample(pipe, "heat") : NULL;
+  GstSample *rs = out == SLIDE_OK ? last_sample(pipe, "res") : NULL;
+  GstSample *hs = out == SLIDE_OK ? last_sample(pipe, "heat") : NULL;
   gst_element_set_state(pipe, GST_STATE_NULL);
   gst_object_unref(bus);
   gst_object_unref(pipe);
   if (o->tty && !o->quiet)
     fprintf(stderr, "\r\033[K");
-  if (ok && (!result || !rs || !hs)) {
-    ok = mexd_fail(error, MEXD_ERROR_FORMAT,
-                   "%s: the pipeline ended without a result (no tissue tile in the slide?)",
-                   e->path);
+  g_autoptr(MexdSlideResult) r = NULL;
+  if (out == SLIDE_OK && (!msg || !rs || !hs)) {
+    mexd_fail(error, MEXD_ERROR_FORMAT,
+              "%s: the pipeline ended without a result (no tissue tile in the slide? try "
+              "another --preset, or look at it with mexd tiles --geojson)",
+              e->path);
+    out = SLIDE_FAILED;
   }
-  if (ok) {
+  if (out == SLIDE_OK) {
+    r = gst_mexd_result_from_structure(msg, error);
+    out = r ? SLIDE_OK : SLIDE_FAILED;
+  }
+  if (out == SLIDE_OK) {
     GstMexdRoutingMeta *rm = gst_buffer_get_mexd_routing_meta(gst_sample_get_buffer(rs));
     g_autofree char *gj = g_build_filename(dir, "tiles.geojson", NULL);
-    ok = rm ? write_geojson(gj, rm, error)
-            : mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the result has no routing", e->path);
-  }
-  if (ok) {
-    GstCaps *caps = gst_sample_get_caps(hs);
-    GstStructure *cs = gst_caps_get_structure(caps, 0);
-    int w = 0, h = 0;
-    gst_structure_get_int(cs, "width", &w);
-    gst_structure_get_int(cs, "height", &h);
-    GstMapInfo mi;
-    GstBuffer *b = gst_sample_get_buffer(hs);
     g_autofree char *png = g_build_filename(dir, "heatmap.png", NULL);
-    if (w > 0 && h > 0 && gst_buffer_map(b, &mi, GST_MAP_READ)) {
-      ok = mi.size >= (gsize)w * h * 4 ? write_heatmap(e->path, png, mi.data, w, h, error)
-                                       : mexd_fail(error, MEXD_ERROR_FORMAT, "heatmap too small");
-      gst_buffer_unmap(b, &mi);
-    } else {
-      ok = mexd_fail(error, MEXD_ERROR_FORMAT, "%s: no heatmap frame", e->path);
-    }
+    if (!rm) {
+      mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the result has no routing", e->path);
+      out = SLIDE_FAILED;
+    } else if (!write_tiles(gj, rm, error) || !write_heatmap(png, hs, error))
+      out = RUN_FAILED; /* writing outputs failed: the disk, not the slide */
   }
-  if (ok) {
-    g_autofree char *js = result_json(o, e, result, seconds);
-    g_autofree char *rp = g_build_filename(dir, "result.json", NULL);
-    ok = g_file_set_contents(rp, js, -1, error);
-    if (ok && json_out)
-      *json_out = g_steal_pointer(&js);
+  if (out == SLIDE_OK) {
+    g_free(r->slide_id);
+    r->slide_id = g_strdup(e->id);
+    g_free(r->path);
+    r->path = g_strdup(e->path);
+    r->seconds = seconds;
+    r->identity = mexd_identity_copy(want);
+    *result = g_steal_pointer(&r);
   }
   if (rs)
     gst_sample_unref(rs);
   if (hs)
     gst_sample_unref(hs);
-  if (result)
-    gst_structure_free(result);
-  return ok;
+  if (msg)
+    gst_structure_free(msg);
+  return out;
 }
 
-/* ---- the summary ---- */
-
-static gboolean summary_row(const Opts *o, const Entry *e, GString *s, GError **error)
-{
-  g_autofree char *rp = g_build_filename(o->out, e->id, "result.json", NULL);
-  g_autoptr(JsonParser) p = json_parser_new();
-  g_autoptr(GError) je = NULL;
-  if (!json_parser_load_from_file(p, rp, &je))
-    return mexd_fail(error, MEXD_ERROR_NOT_FOUND, "%s: not classified yet (%s)", e->id,
-                     je->message);
-  JsonObject *r = json_node_get_object(json_parser_get_root(p));
-  JsonArray *probs = json_object_get_array_member(r, "probabilities");
-  if (!probs || (int)json_array_get_length(probs) != o->n_classes)
-    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: its probabilities do not fit the model", rp);
-  g_string_append_printf(s, "%s,%s,%s", e->id, e->path,
-                         json_object_get_string_member(r, "class"));
-  for (int c = 0; c < o->n_classes; c++)
-    g_string_append_printf(s, ",%.6f", json_array_get_double_element(probs, c));
-  g_string_append_printf(s, ",%" G_GINT64_FORMAT "\n", json_object_get_int_member(r, "tiles"));
-  return TRUE;
-}
-
-/* DIR/summary.csv over the slides of the run that are finished; FALSE (the file still written)
- * naming how many are not. */
-static gboolean write_summary(const Opts *o, GArray *slides, GError **error)
-{
-  GString *s = g_string_new("slide_id,path,class");
-  for (int c = 0; c < o->n_classes; c++)
-    g_string_append_printf(s, ",p_%s", o->classes[c]);
-  g_string_append(s, ",tiles\n");
-  int missing = 0;
-  const char *first = NULL;
-  for (guint i = 0; i < slides->len; i++) {
-    Entry *e = &g_array_index(slides, Entry, i);
-    g_autoptr(GError) re = NULL;
-    if (!summary_row(o, e, s, &re)) {
-      if (!missing++)
-        first = e->id;
-    }
-  }
-  g_autofree char *path = g_build_filename(o->out, "summary.csv", NULL);
-  gboolean ok = g_file_set_contents(path, s->str, (gssize)s->len, error);
-  g_string_free(s, TRUE);
-  if (ok && missing)
-    ok = mexd_fail(error, MEXD_ERROR_NOT_FOUND,
-                   "%s: %d of %u slides have no result yet (%s…): the summary lists the others",
-                   path, missing, slides->len, first);
-  return ok;
-}
-
+/* The classes of the model file (for the summary's columns). */
 static gboolean model_classes(Opts *o, GError **error)
 {
   g_autoptr(MexdSafetensors) st = mexd_safetensors_open(o->model, error);
@@ -640,9 +505,158 @@ static gboolean model_classes(Opts *o, GError **error)
   if (!mexd_model_config_parse(&cfg, json, o->model, error))
     return FALSE;
   o->classes = g_strdupv(cfg.classes);
-  o->n_classes = cfg.n_classes;
   mexd_model_config_clear(&cfg);
   return TRUE;
+}
+
+/* Refuses, before any work, an output of the run that is one of its inputs (links count). */
+static gboolean check_outputs(const Opts *o, GArray *slides, int shard_i, int shard_n,
+                              GError **error)
+{
+  g_autoptr(MexdInputSet) in = mexd_input_set_new();
+  for (guint i = 0; i < slides->len; i++)
+    mexd_input_set_add(in, g_array_index(slides, MexdSlideEntry, i).path);
+  mexd_input_set_add(in, o->model);
+  if (o->backbone)
+    mexd_input_set_add(in, o->backbone);
+  if (o->manifest)
+    mexd_input_set_add(in, o->manifest);
+  g_autofree char *summary = g_build_filename(o->out, "summary.csv", NULL);
+  if (!mexd_input_set_check(in, summary, error))
+    return FALSE;
+  for (guint i = 0; !o->merge && i < slides->len; i++) {
+    if ((int)(i % (guint)shard_n) != shard_i)
+      continue;
+    const MexdSlideEntry *e = &g_array_index(slides, MexdSlideEntry, i);
+    const char *names[] = {"result.json", "error.txt", slide_files[0], slide_files[1],
+                           slide_files[2]};
+    for (guint k = 0; k < G_N_ELEMENTS(names); k++) {
+      g_autofree char *p = g_build_filename(o->out, e->id, names[k], NULL);
+      if (!mexd_input_set_check(in, p, error))
+        return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+static void print_json_line(const MexdSlideResult *r)
+{
+  g_autofree char *line = mexd_slide_result_to_json(r, FALSE);
+  printf("%s\n", line);
+  fflush(stdout);
+}
+
+static void opts_clear(Opts *o)
+{
+  g_free(o->backbone);
+  g_free(o->model);
+  g_free(o->out);
+  g_free(o->device);
+  g_free(o->precision);
+  g_free(o->preset);
+  g_free(o->sampler);
+  g_free(o->manifest);
+  g_free(o->shard);
+  g_strfreev(o->classes);
+  mexd_identity_free(o->run);
+}
+
+/* Classifies the slides of shard shard_i/shard_n; returns the exit code (0, or 1 when a slide
+ * failed or the run stopped: then *stopped is set). */
+static int classify_all(Opts *o, GArray *slides, int shard_i, int shard_n, gboolean *stopped)
+{
+  const char *cmd = "mexd classify";
+  int failed = 0, done = 0, skipped = 0, mine = 0, k = 0;
+  for (guint i = 0; i < slides->len; i++)
+    mine += (int)(i % (guint)shard_n) == shard_i;
+  for (guint i = 0; i < slides->len; i++) {
+    if ((int)(i % (guint)shard_n) != shard_i)
+      continue;
+    const MexdSlideEntry *e = &g_array_index(slides, MexdSlideEntry, i);
+    k++;
+    g_autofree char *dir = g_build_filename(o->out, e->id, NULL);
+    g_autofree char *errp = g_build_filename(dir, "error.txt", NULL);
+    g_autoptr(GError) se = NULL;
+    /* the slide's identity: its content */
+    g_autoptr(MexdSlide) slide = mexd_file_check_regular(e->path, "slide", &se)
+                                     ? mexd_slide_open(e->path, &se)
+                                     : NULL;
+    g_autofree char *sid = slide ? mexd_slide_identity(slide, &se) : NULL;
+    g_clear_pointer(&slide, mexd_slide_free);
+    if (g_mkdir_with_parents(dir, 0755) != 0) {
+      fprintf(stderr, "%s: %s: cannot create the folder: %s\n", cmd, dir, g_strerror(errno));
+      *stopped = TRUE;
+      return 1;
+    }
+    if (!sid) {
+      failed++;
+      fprintf(stderr, "%s: %s\n", cmd, se->message);
+      mexd_slide_outputs_remove(dir, slide_files);
+      g_autofree char *msg = g_strdup_printf("%s\n", se->message);
+      mexd_file_write_atomic(errp, msg, -1, NULL);
+      continue;
+    }
+    g_autoptr(MexdIdentity) want = mexd_identity_copy(o->run);
+    mexd_identity_set(want, "slide", "%s", sid);
+    g_autofree char *why = NULL;
+    MexdSlideState st = mexd_slide_outputs_state(dir, slide_files, want, &why);
+    if (st == MEXD_SLIDE_DONE && !o->force) {
+      skipped++;
+      if (!o->quiet)
+        fprintf(stderr, "[%d/%d] %s: done before, skipped\n", k, mine, e->id);
+      if (o->json) {
+        g_autofree char *rp = g_build_filename(dir, "result.json", NULL);
+        g_autoptr(MexdSlideResult) r = mexd_slide_result_read(rp, NULL);
+        if (r)
+          print_json_line(r);
+      }
+      continue;
+    }
+    if (!o->quiet && st != MEXD_SLIDE_TODO)
+      fprintf(stderr, "[%d/%d] %s: classified again: %s\n", k, mine, e->id,
+              st == MEXD_SLIDE_DONE ? "--force" : why);
+    mexd_slide_outputs_remove(dir, slide_files);
+    g_unlink(errp);
+    gint64 t0 = g_get_monotonic_time();
+    g_autoptr(MexdSlideResult) r = NULL;
+    Outcome out = classify_one(o, e, want, dir, k, mine, &r, &se);
+    g_autofree char *rp = g_build_filename(dir, "result.json", NULL);
+    if (out == SLIDE_OK && !mexd_slide_result_write(r, rp, &se))
+      out = RUN_FAILED;
+    if (out == RUN_FAILED) {
+      fprintf(stderr, "%s: %s\n", cmd, se->message);
+      fprintf(stderr, "%s: stopped: this failure is not the slide's; %d classified, %d done "
+                      "before\n",
+              cmd, done, skipped);
+      mexd_slide_outputs_remove(dir, slide_files);
+      *stopped = TRUE;
+      return 1;
+    }
+    if (out == SLIDE_FAILED) {
+      failed++;
+      fprintf(stderr, "%s: %s\n", cmd, se->message);
+      mexd_slide_outputs_remove(dir, slide_files);
+      g_autofree char *msg = g_strdup_printf("%s\n", se->message);
+      mexd_file_write_atomic(errp, msg, -1, NULL);
+      continue;
+    }
+    done++;
+    /* fault injection for the resume test: killed as an OOM kill or a power cut would */
+    const char *kill_after = g_getenv("MEXD_CLASSIFY_KILL_AFTER");
+    if (kill_after && done == atoi(kill_after))
+      raise(SIGKILL);
+    if (o->json)
+      print_json_line(r);
+    if (!o->quiet) {
+      double s = (g_get_monotonic_time() - t0) / 1e6;
+      fprintf(stderr, "[%d/%d] %s: %s (%" G_GINT64_FORMAT " tiles in %.1f s, %.0f tiles/s)\n", k,
+              mine, e->id, r->classes[r->class_index], r->tiles, s, r->tiles / MAX(s, 1e-3));
+    }
+  }
+  if (!o->quiet)
+    fprintf(stderr, "%s: %d classified, %d done before, %d failed; results in %s\n", cmd, done,
+            skipped, failed, o->out);
+  return failed ? 1 : 0;
 }
 
 int mexd_cmd_classify(int argc, char **argv)
@@ -651,6 +665,7 @@ int mexd_cmd_classify(int argc, char **argv)
   Opts o;
   memset(&o, 0, sizeof o);
   o.level = -1;
+  o.mag = o.mpp = -1;
   o.size = 256;
   o.threads = 2;
   o.batch = 64;
@@ -671,18 +686,20 @@ int mexd_cmd_classify(int argc, char **argv)
       {"device", 'd', 0, G_OPTION_ARG_STRING, &o.device, "cpu | vulkan | vulkan:N", "D"},
       {"precision", 0, 0, G_OPTION_ARG_STRING, &o.precision, "backbone fp32 (default) or fp16",
        "P"},
-      {"batch", 0, 0, G_OPTION_ARG_INT, &o.batch, "tiles per backbone batch (64)", "N"},
+      {"batch", 0, 0, G_OPTION_ARG_INT, &o.batch, "tiles per backbone batch (64; 1..4096)", "N"},
       {"mag", 0, 0, G_OPTION_ARG_DOUBLE, &o.mag, "tiles at this magnification (e.g. 20)", "M"},
       {"mpp", 0, 0, G_OPTION_ARG_DOUBLE, &o.mpp, "tiles at this resolution (µm per pixel)", "U"},
       {"level", 0, 0, G_OPTION_ARG_INT, &o.level, "tiles at this pyramid level (CLAM's; 0)", "L"},
       {"size", 0, 0, G_OPTION_ARG_INT, &o.size, "tile side in pixels (256)", "S"},
       {"preset", 0, 0, G_OPTION_ARG_STRING, &o.preset,
        "CLAM's segmentation preset: default, tcga, bwh_biopsy, bwh_resection", "P"},
-      {"threads", 0, 0, G_OPTION_ARG_INT, &o.threads, "slide reading threads (2)", "N"},
+      {"threads", 0, 0, G_OPTION_ARG_INT, &o.threads, "slide reading threads (2; 0: the cores)",
+       "N"},
       {"seed", 0, 0, G_OPTION_ARG_INT64, &o.seed, "noise seed of the diffusion chains (0)", "S"},
       {"chains", 0, 0, G_OPTION_ARG_INT, &o.chains, "diffusion chains (32)", "N"},
       {"sampler", 0, 0, G_OPTION_ARG_STRING, &o.sampler, "card (default) or ddim", "NAME"},
       {"steps", 0, 0, G_OPTION_ARG_INT, &o.steps, "DDIM steps (50)", "K"},
+      {"eta", 0, 0, G_OPTION_ARG_DOUBLE, &o.eta, "DDIM's eta (0: deterministic)", "E"},
       {"heatmap-width", 0, 0, G_OPTION_ARG_INT, &o.heatmap_width, "heatmap width (1024)", "W"},
       {"force", 0, 0, G_OPTION_ARG_NONE, &o.force, "classify finished slides again", NULL},
       {"json", 0, 0, G_OPTION_ARG_NONE, &o.json, "each slide's result as a JSON line on stdout",
@@ -696,10 +713,14 @@ int mexd_cmd_classify(int argc, char **argv)
   g_option_context_set_summary(
       ctx, "Each slide goes through openslidesrc ! mexdembed ! mexdmoe ! mexddiffc (and\n"
            "mexdfeaturesink, mexdheatmap); DIR/<slide id>/ gets result.json, features.h5,\n"
-           "heatmap.png and tiles.geojson, DIR/summary.csv a row per slide.  Finished slides\n"
-           "are skipped, so an interrupted run resumes.");
+           "heatmap.png and tiles.geojson, DIR/summary.csv a row per slide.  A slide whose\n"
+           "result was made from the same files with the same settings is skipped, so an\n"
+           "interrupted run resumes; any change (model, backbone, slide, grid, sampler, seed…)\n"
+           "classifies it again.");
   g_autoptr(GError) error = NULL;
   int rc = 0;
+  int shard_i = 0, shard_n = 1;
+  GArray *slides = NULL;
   if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
     fprintf(stderr, "%s: %s\n", cmd, error->message);
     rc = 2;
@@ -707,164 +728,76 @@ int mexd_cmd_classify(int argc, char **argv)
   }
   if (!o.out)
     o.out = g_strdup("mexd-classify");
-  int shard_i = 0, shard_n = 1;
-  if (o.shard && (sscanf(o.shard, "%d/%d", &shard_i, &shard_n) != 2 || shard_n < 1 ||
-                  shard_i < 0 || shard_i >= shard_n)) {
-    fprintf(stderr, "%s: --shard is I/N with 0 ≤ I < N, not \"%s\"\n", cmd, o.shard);
-    rc = 2;
-    goto out;
-  }
-  if (o.shard && !o.manifest) {
-    fprintf(stderr, "%s: --shard needs --manifest\n", cmd);
-    rc = 2;
-    goto out;
-  }
-  if (o.manifest && rest) {
-    fprintf(stderr, "%s: give slides or --manifest, not both\n", cmd);
-    rc = 2;
-    goto out;
-  }
-  if (!o.manifest && !rest) {
-    fprintf(stderr, "%s: give the slides (or --manifest CSV) (mexd classify --help)\n", cmd);
-    rc = 2;
-    goto out;
-  }
-  if (!o.model || (!o.merge && !o.backbone)) {
-    fprintf(stderr, "%s: give --backbone B and --model M\n", cmd);
-    rc = 2;
-    goto out;
-  }
-  if (o.sampler && !g_str_equal(o.sampler, "card") && !g_str_equal(o.sampler, "ddim")) {
-    fprintf(stderr, "%s: --sampler is card or ddim, not \"%s\"\n", cmd, o.sampler);
-    rc = 2;
-    goto out;
-  }
-  if (o.precision && !g_str_equal(o.precision, "fp32") && !g_str_equal(o.precision, "fp16")) {
-    fprintf(stderr, "%s: --precision is fp32 or fp16, not \"%s\"\n", cmd, o.precision);
-    rc = 2;
-    goto out;
-  }
-  if ((o.mag > 0) + (o.mpp > 0) + (o.level >= 0) > 1) {
-    fprintf(stderr, "%s: give one of --mag, --mpp and --level\n", cmd);
-    rc = 2;
-    goto out;
-  }
-  if (o.batch < 1 || o.threads < 1 || o.size < 16 || o.chains < 1 || o.heatmap_width < 16) {
-    fprintf(stderr, "%s: --batch, --threads, --chains must be ≥ 1, --size and --heatmap-width "
-                    "≥ 16\n",
-            cmd);
-    rc = 2;
-    goto out;
-  }
-  GArray *slides = NULL;
-  if (o.manifest) {
-    slides = read_manifest(o.manifest, &error);
-  } else {
-    slides = g_array_new(FALSE, TRUE, sizeof(Entry));
-    g_array_set_clear_func(slides, entry_clear);
-    for (int i = 0; rest[i]; i++) {
-      Entry en = {g_strdup(rest[i]), slide_id_of(rest[i])};
-      g_array_append_val(slides, en);
-    }
-  }
-  if (!slides || !check_ids(slides, &error) || !model_classes(&o, &error) ||
-      (!o.merge && !ensure_plugin(&error))) {
+  if (o.shard && !mexd_shard_parse(o.shard, &shard_i, &shard_n, &error)) {
     fprintf(stderr, "%s: %s\n", cmd, error->message);
-    if (slides)
-      g_array_unref(slides);
+    rc = 2;
+    goto out;
+  }
+  const char *usage = NULL;
+  if (o.shard && !o.manifest)
+    usage = "--shard needs --manifest";
+  else if (o.manifest && rest)
+    usage = "give slides or --manifest, not both";
+  else if (!o.manifest && !rest)
+    usage = "give the slides (or --manifest CSV) (mexd classify --help)";
+  else if (o.merge && !o.manifest)
+    usage = "--merge needs --manifest";
+  else if (!o.model || (!o.merge && !o.backbone))
+    usage = "give --backbone B and --model M";
+  else if (o.sampler && !g_str_equal(o.sampler, "card") && !g_str_equal(o.sampler, "ddim"))
+    usage = "--sampler is card or ddim";
+  else if (o.precision && !g_str_equal(o.precision, "fp32") && !g_str_equal(o.precision, "fp16"))
+    usage = "--precision is fp32 or fp16";
+  else if ((o.mag != -1) + (o.mpp != -1) + (o.level != -1) > 1)
+    usage = "give one of --mag, --mpp and --level";
+  if (usage) {
+    fprintf(stderr, "%s: %s\n", cmd, usage);
+    rc = 2;
+    goto out;
+  }
+  if (o.manifest) {
+    slides = mexd_slide_list_read_manifest(o.manifest, &error);
+  } else {
+    slides = mexd_slide_list_new();
+    for (int i = 0; rest[i]; i++)
+      mexd_slide_list_add(slides, rest[i], NULL);
+  }
+  if (!slides || !mexd_slide_list_check_ids(slides, &error) ||
+      !mexd_file_check_regular(o.model, "model file", &error) ||
+      (o.backbone && !mexd_file_check_regular(o.backbone, "backbone file", &error)) ||
+      !model_classes(&o, &error) || (!o.merge && !ensure_plugin(&error))) {
+    fprintf(stderr, "%s: %s\n", cmd, error->message);
+    rc = 1;
+    goto out;
+  }
+  if (!o.merge && !check_ranges(&o, &error)) {
+    fprintf(stderr, "%s: %s\n", cmd, error->message);
+    rc = 2;
+    goto out;
+  }
+  if (!run_identity(&o, &error) || !check_outputs(&o, slides, shard_i, shard_n, &error)) {
+    fprintf(stderr, "%s: %s\n", cmd, error->message);
     rc = 1;
     goto out;
   }
   if (g_mkdir_with_parents(o.out, 0755) != 0) {
     fprintf(stderr, "%s: %s: cannot create: %s\n", cmd, o.out, g_strerror(errno));
-    g_array_unref(slides);
     rc = 1;
     goto out;
   }
   o.tty = isatty(2);
-  int failed = 0, done = 0, skipped = 0;
-  if (!o.merge) {
-    int mine = 0, k = 0;
-    for (guint i = 0; i < slides->len; i++)
-      mine += (int)(i % (guint)shard_n) == shard_i;
-    for (guint i = 0; i < slides->len; i++) {
-      if ((int)(i % (guint)shard_n) != shard_i)
-        continue;
-      Entry *e = &g_array_index(slides, Entry, i);
-      k++;
-      g_autofree char *rp = g_build_filename(o.out, e->id, "result.json", NULL);
-      if (!o.force && g_file_test(rp, G_FILE_TEST_EXISTS)) {
-        skipped++;
-        if (!o.quiet)
-          fprintf(stderr, "[%d/%d] %s: done before, skipped\n", k, mine, e->id);
-        continue;
-      }
-      g_autoptr(GError) se = NULL;
-      g_autofree char *js = NULL;
-      gint64 t0 = g_get_monotonic_time();
-      g_autofree char *errp = g_build_filename(o.out, e->id, "error.txt", NULL);
-      if (!classify_one(&o, e, k, mine, &js, &se)) {
-        failed++;
-        fprintf(stderr, "%s: %s\n", cmd, se->message);
-        g_autofree char *msg = g_strdup_printf("%s\n", se->message);
-        g_file_set_contents(errp, msg, -1, NULL);
-        continue;
-      }
-      g_unlink(errp);
-      done++;
-      /* fault injection for the resume test: killed as an OOM kill or a power cut would */
-      const char *kill_after = g_getenv("MEXD_CLASSIFY_KILL_AFTER");
-      if (kill_after && done == atoi(kill_after))
-        raise(SIGKILL);
-      if (o.json) {
-        g_autoptr(JsonParser) p = json_parser_new();
-        if (json_parser_load_from_data(p, js, -1, NULL)) {
-          g_autoptr(JsonGenerator) g = json_generator_new();
-          json_generator_set_root(g, json_parser_get_root(p));
-          g_autofree char *line = json_generator_to_data(g, NULL);
-          printf("%s\n", line);
-          fflush(stdout);
-        }
-      }
-      if (!o.quiet) {
-        g_autofree char *rpath = g_build_filename(o.out, e->id, "result.json", NULL);
-        g_autoptr(JsonParser) p = json_parser_new();
-        const char *cls = "?";
-        gint64 tiles = 0;
-        if (json_parser_load_from_file(p, rpath, NULL)) {
-          JsonObject *r = json_node_get_object(json_parser_get_root(p));
-          cls = json_object_get_string_member(r, "class");
-          tiles = json_object_get_int_member(r, "tiles");
-        }
-        double s = (g_get_monotonic_time() - t0) / 1e6;
-        fprintf(stderr, "[%d/%d] %s: %s (%" G_GINT64_FORMAT " tiles in %.1f s, %.0f tiles/s)\n",
-                k, mine, e->id, cls, tiles, s, tiles / MAX(s, 1e-3));
-      }
-    }
-  }
+  gboolean stopped = FALSE;
+  if (!o.merge)
+    rc = classify_all(&o, slides, shard_i, shard_n, &stopped);
   /* the summary: every slide of the run (a shard writes none: --merge builds it) */
-  if (!o.shard || shard_n == 1) {
-    if (!write_summary(&o, slides, &error)) {
-      fprintf(stderr, "%s: %s\n", cmd, error->message);
-      rc = 1;
-    }
-  }
-  if (failed)
+  if (!stopped && (!o.shard || shard_n == 1) &&
+      !mexd_summary_write(o.out, slides, (const char *const *)o.classes, o.run, NULL, &error)) {
+    fprintf(stderr, "%s: %s\n", cmd, error->message);
     rc = 1;
-  if (!o.quiet && !o.merge)
-    fprintf(stderr, "%s: %d classified, %d done before, %d failed; results in %s\n", cmd, done,
-            skipped, failed, o.out);
-  g_array_unref(slides);
+  }
 out:
-  g_free(o.backbone);
-  g_free(o.model);
-  g_free(o.out);
-  g_free(o.device);
-  g_free(o.precision);
-  g_free(o.preset);
-  g_free(o.sampler);
-  g_free(o.manifest);
-  g_free(o.shard);
-  g_strfreev(o.classes);
+  if (slides)
+    g_array_unref(slides);
+  opts_clear(&o);
   return rc;
 }

@@ -161,6 +161,19 @@ int mexd_cmd_tiles(int argc, char **argv)
     goto done;
   }
   {
+    /* outputs are checked against the input before anything is read or written */
+    const char *inputs[] = {argv[1], NULL};
+    if ((out && !mexd_file_check_output(out, inputs, &error)) ||
+        (geojson && !mexd_file_check_output(geojson, inputs, &error))) {
+      fprintf(stderr, "mexd tiles: %s\n", error->message);
+      rc = 1;
+      goto done;
+    }
+    if (out && geojson && (g_str_equal(out, geojson) || mexd_file_same(out, geojson))) {
+      fprintf(stderr, "mexd tiles: --out and --geojson name the same file (%s)\n", out);
+      rc = 2;
+      goto done;
+    }
     g_autoptr(MexdSlide) slide = mexd_slide_open(argv[1], &error);
     MexdGridSpec spec;
     g_autoptr(MexdTissue) t = NULL;
@@ -186,11 +199,17 @@ int mexd_cmd_tiles(int argc, char **argv)
         goto done;
       }
     }
-    if (geojson && !mexd_wsi_write_geojson(geojson, t, no_tiles_json ? NULL : coords, n,
-                                           spec.ref_w, spec.ref_h, &error)) {
-      fprintf(stderr, "mexd tiles: %s\n", error->message);
-      rc = 1;
-      goto done;
+    if (geojson) {
+      g_autoptr(MexdGeoJson) g = mexd_geojson_new();
+      mexd_geojson_add_tissue(g, t);
+      for (int64_t i = 0; !no_tiles_json && i < n; i++)
+        mexd_geojson_add_tile(g, i, coords[2 * i], coords[2 * i + 1], spec.ref_w, spec.ref_h,
+                              NULL);
+      if (!mexd_geojson_write(g, geojson, &error)) {
+        fprintf(stderr, "mexd tiles: %s\n", error->message);
+        rc = 1;
+        goto done;
+      }
     }
     if (n == 0 && !quiet)
       fprintf(stderr, "  no tissue tiles: the area filter (a tissue piece must exceed a_t "

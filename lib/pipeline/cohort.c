@@ -227,7 +227,7 @@ gboolean mexd_summary_write(const char *out_dir, GArray *list, const char *const
   int missing = 0, other = 0, n_rows = 0;
   const char *first_missing = NULL;
   g_autofree char *first_other = NULL;
-  g_autoptr(MexdIdentity) ref = run ? mexd_identity_copy(run) : NULL;
+  g_autoptr(MexdIdentity) ref = NULL;
   for (guint i = 0; i < list->len; i++) {
     MexdSlideEntry *e = &g_array_index(list, MexdSlideEntry, i);
     g_autofree char *rp = g_build_filename(out_dir, e->id, "result.json", NULL);
@@ -241,9 +241,18 @@ gboolean mexd_summary_write(const char *out_dir, GArray *list, const char *const
     }
     g_autoptr(MexdIdentity) id = mexd_identity_copy(r->identity);
     mexd_identity_remove(id, "slide");
-    if (!ref)
-      ref = mexd_identity_copy(id);
-    g_autofree char *diff = mexd_identity_diff(id, ref);
+    /* the keys the caller gives must match; all results must agree among themselves */
+    g_autoptr(MexdIdentity) part = mexd_identity_new();
+    for (guint k = 0; run && k < mexd_identity_n_keys(run); k++) {
+      const char *key = mexd_identity_key(run, k), *v = mexd_identity_get(id, key);
+      mexd_identity_set(part, key, "%s", v ? v : "(none)");
+    }
+    g_autofree char *diff = run ? mexd_identity_diff(part, run) : NULL;
+    if (!diff) {
+      if (!ref)
+        ref = mexd_identity_copy(id);
+      diff = mexd_identity_diff(id, ref);
+    }
     if (diff) {
       if (!other++)
         first_other = g_strdup_printf("%s: %s", e->id, diff);

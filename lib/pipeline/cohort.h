@@ -53,8 +53,9 @@ MexdSlideState mexd_slide_outputs_state(const char *slide_dir, const char *const
 void mexd_slide_outputs_remove(const char *slide_dir, const char *const *files);
 
 /* OUT/summary.csv (slide_id, path, class, p_<class>…, tiles; RFC 4180), one row per slide of
- * `list` in order whose result is done for `run` (its identity less the "slide" key equals run;
- * run NULL: any identity, but all rows must share one) with these classes.  Written atomically
+ * `list` in order whose result has these classes and an identity that, less the "slide" key,
+ * holds every key of `run` (NULL: none) with its value and equals the other rows' (so a merge
+ * given only the model's hash still refuses results of other models or of mixed settings).  Written atomically
  * even when slides are missing; then FALSE (MEXD_ERROR_NOT_FOUND) naming how many and the
  * first.  *rows (may be NULL) gets the number of rows. */
 gboolean mexd_summary_write(const char *out_dir, GArray *list, const char *const *classes,

@@ -74,6 +74,16 @@ const char *mexd_identity_get(const MexdIdentity *id, const char *key)
   return i >= 0 ? id->values->pdata[i] : NULL;
 }
 
+guint mexd_identity_n_keys(const MexdIdentity *id)
+{
+  return id ? id->keys->len : 0;
+}
+
+const char *mexd_identity_key(const MexdIdentity *id, guint i)
+{
+  return id && i < id->keys->len ? id->keys->pdata[i] : NULL;
+}
+
 void mexd_identity_remove(MexdIdentity *id, const char *key)
 {
   int i = find_key(id, key);

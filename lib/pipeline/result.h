@@ -45,6 +45,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdIdentity, mexd_identity_free)
 void mexd_identity_set(MexdIdentity *id, const char *key, const char *format, ...)
     G_GNUC_PRINTF(3, 4);
 const char *mexd_identity_get(const MexdIdentity *id, const char *key);
+guint mexd_identity_n_keys(const MexdIdentity *id);
+/* The i-th key, in insertion order. */
+const char *mexd_identity_key(const MexdIdentity *id, guint i);
 /* Removes key (when present). */
 void mexd_identity_remove(MexdIdentity *id, const char *key);
 /* NULL when both hold the same keys and values; else a description of the differences,

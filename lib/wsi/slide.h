@@ -120,12 +120,6 @@ gboolean mexd_grid_spec_choose(const MexdSlide *s, double mpp, double mag, int l
 int64_t mexd_tile_grid(const MexdSlide *s, const MexdTissue *t, const MexdGridSpec *spec,
                        int32_t **coords);
 
-/* A GeoJSON FeatureCollection in level-0 pixels, as QuPath imports it: one feature per tissue
- * contour (objectType "annotation", classification "Tissue", a Polygon of the contour and its
- * kept holes) and, when coords is not NULL, one per tile (objectType "tile", a square of
- * tile_w × tile_h, property "index").  Written atomically. */
-gboolean mexd_wsi_write_geojson(const char *path, const MexdTissue *t, const int32_t *coords,
-                                int64_t n, int64_t tile_w, int64_t tile_h, GError **error);
 
 /* ---- reading tiles with threads ---- */
 

@@ -33,6 +33,9 @@ const char *mexd_contour_fn_name(MexdContourFn fn)
   return "invalid";
 }
 
+/* The widest region read for one tile (a 4096² read takes 64 MiB of scratch per reader). */
+#define MAX_READ 4096
+
 static gboolean check_size(const MexdSlide *s, int size, int step, GError **error)
 {
   if (size < 1 || size > 16384 || step < 1 || step > (1 << 20))
@@ -102,8 +105,25 @@ gboolean mexd_grid_spec_resolution(const MexdSlide *s, double mpp, double mag, i
                      s->mpp_x, s->objective > 0 ? ", " : "", s->objective);
   if (fabs(d - 1) <= 0.01)
     d = 1;
+  /* grids that would need absurd memory or cover more than the slide are refused here, before
+   * any work (a tile read at the coarsest level is at most MAX_READ pixels wide) */
+  const double extent = size * d, longest = (double)MAX(s->levels[0].w, s->levels[0].h);
+  if (extent > longest)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "%s: %s %g makes each %d-pixel tile cover %.0f level-0 pixels, more than the "
+                     "slide (%" G_GINT64_FORMAT " × %" G_GINT64_FORMAT "): ask for a finer "
+                     "resolution",
+                     s->fname, mpp > 0 ? "mpp" : "magnification", mpp > 0 ? mpp : mag, size,
+                     extent, s->levels[0].w, s->levels[0].h);
   int level = mexd_slide_best_level(s, d * 1.01);
   double lds = s->levels[level].ds;
+  if (size * d / lds > MAX_READ)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "%s: %s %g would read %.0f × %.0f pixels at level %d (the coarsest fitting "
+                     "level) for each %d-pixel tile, more than the %d allowed: ask for a finer "
+                     "resolution or a smaller tile",
+                     s->fname, mpp > 0 ? "mpp" : "magnification", mpp > 0 ? mpp : mag,
+                     size * d / lds, size * d / lds, level, size, MAX_READ);
   int read = (int)lround(size * d / lds);
   *out = (MexdGridSpec){
       .patch_size = size,
@@ -211,8 +231,23 @@ static gpointer reader_worker(gpointer data)
   MexdTileReader *r = data;
   const MexdGridSpec *sp = &r->spec;
   size_t rb = (size_t)sp->read_size * sp->read_size;
-  uint32_t *scratch = g_malloc(rb * 4);
-  uint8_t *raw = sp->read_size != sp->patch_size ? g_malloc(rb * 3) : NULL;
+  uint32_t *scratch = g_try_malloc(rb * 4);
+  uint8_t *raw = sp->read_size != sp->patch_size ? g_try_malloc(rb * 3) : NULL;
+  if (!scratch || (sp->read_size != sp->patch_size && !raw)) {
+    g_mutex_lock(&r->lock);
+    if (!r->error) {
+      r->error = g_error_new(MEXD_ERROR, MEXD_ERROR_NO_MEMORY,
+                             "%s: no memory to read %d × %d pixels per tile", r->slide->fname,
+                             sp->read_size, sp->read_size);
+      r->err_at = 0;
+    }
+    r->stop = TRUE;
+    g_cond_broadcast(&r->cond);
+    g_mutex_unlock(&r->lock);
+    g_free(scratch);
+    g_free(raw);
+    return NULL;
+  }
   for (;;) {
     g_mutex_lock(&r->lock);
     while (!r->stop && r->next_claim < r->n && r->next_claim >= r->released + r->depth)
@@ -356,64 +391,4 @@ void mexd_tile_reader_free(MexdTileReader *r)
   g_free(r->slot_idx);
   g_free(r->coords);
   g_free(r);
-}
-
-/* ---- GeoJSON ---- */
-
-static void ring_json(GString *g, const MexdRing *r)
-{
-  g_string_append_c(g, '[');
-  for (int i = 0; i <= r->n; i++) { /* closed: the first point again */
-    const MexdPoint *p = &r->pts[i % MAX(r->n, 1)];
-    g_string_append_printf(g, "%s[%d,%d]", i ? "," : "", p->x, p->y);
-  }
-  if (r->n < 3) /* a GeoJSON ring needs four positions: repeat the last */
-    for (int i = r->n + 1; i < 4; i++)
-      g_string_append_printf(g, ",[%d,%d]", r->pts[0].x, r->pts[0].y);
-  g_string_append_c(g, ']');
-}
-
-gboolean mexd_wsi_write_geojson(const char *path, const MexdTissue *t, const int32_t *coords,
-                                int64_t n, int64_t tile_w, int64_t tile_h, GError **error)
-{
-  g_autofree char *fname = g_filename_display_name(path);
-  GString *g = g_string_new("{\"type\":\"FeatureCollection\",\"features\":[");
-  gboolean first = TRUE;
-  for (int c = 0; t && c < t->n; c++) {
-    if (t->contours[c].n < 1)
-      continue;
-    g_string_append_printf(g, "%s\n{\"type\":\"Feature\",\"properties\":{\"objectType\":"
-                           "\"annotation\",\"classification\":{\"name\":\"Tissue\"},"
-                           "\"contour\":%d},\"geometry\":{\"type\":\"Polygon\",\"coordinates\":[",
-                           first ? "" : ",", c);
-    ring_json(g, &t->contours[c]);
-    for (int h = 0; h < t->n_holes[c]; h++) {
-      g_string_append_c(g, ',');
-      ring_json(g, &t->holes[c][h]);
-    }
-    g_string_append(g, "]}}");
-    first = FALSE;
-  }
-  for (int64_t i = 0; coords && i < n; i++) {
-    int64_t x = coords[2 * i], y = coords[2 * i + 1];
-    g_string_append_printf(g,
-                           "%s\n{\"type\":\"Feature\",\"properties\":{\"objectType\":\"tile\","
-                           "\"index\":%" G_GINT64_FORMAT "},\"geometry\":{\"type\":\"Polygon\","
-                           "\"coordinates\":[[[%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT
-                           "],[%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT "],[%" G_GINT64_FORMAT
-                           ",%" G_GINT64_FORMAT "],[%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT
-                           "],[%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT "]]]}}",
-                           first ? "" : ",", i, x, y, x + tile_w, y, x + tile_w, y + tile_h, x,
-                           y + tile_h, x, y);
-    first = FALSE;
-  }
-  g_string_append(g, "\n]}\n");
-  GError *e = NULL;
-  gboolean ok = g_file_set_contents(path, g->str, (gssize)g->len, &e);
-  g_string_free(g, TRUE);
-  if (!ok) {
-    mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write: %s", fname, e->message);
-    g_error_free(e);
-  }
-  return ok;
 }

@@ -1,5 +1,6 @@
 /* forward.c: `mexd forward` — one bag of features through a MExD model file. */
 #include "mexd.h"
+#include "opts.h"
 
 #include "../lib/io/features.h"
 #include "../lib/mexd.h"
@@ -13,6 +14,7 @@ int mexd_cmd_forward(int argc, char **argv)
   g_autofree char *sampler = NULL;
   gint64 seed = 0;
   int steps = 50, chains = 32;
+  double eta = 0;
   gboolean json = FALSE, no_diffusion = FALSE, quiet = FALSE;
   GOptionEntry entries[] = {
       {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model, "the model file (safetensors)", "M"},
@@ -23,8 +25,10 @@ int mexd_cmd_forward(int argc, char **argv)
       {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "noise seed of the diffusion chains (0)", "S"},
       {"sampler", 0, 0, G_OPTION_ARG_STRING, &sampler, "card (all T steps, default) or ddim",
        "NAME"},
-      {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "DDIM steps (50)", "K"},
-      {"chains", 0, 0, G_OPTION_ARG_INT, &chains, "diffusion chains run as one batch (32)", "N"},
+      {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "DDIM steps (50; 1..T)", "K"},
+      {"eta", 0, 0, G_OPTION_ARG_DOUBLE, &eta, "DDIM's eta (0: deterministic; 0..1)", "E"},
+      {"chains", 0, 0, G_OPTION_ARG_INT, &chains,
+       "diffusion chains run as one batch (32; 1..4096)", "N"},
       {"no-diffusion", 0, 0, G_OPTION_ARG_NONE, &no_diffusion, "stop at the prior rho", NULL},
       {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "D"},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json, "print the whole result as JSON", NULL},
@@ -49,10 +53,21 @@ int mexd_cmd_forward(int argc, char **argv)
     fprintf(stderr, "mexd forward: give --model M and --features BAG (mexd forward --help)\n");
     return 2;
   }
+  const char *cmd = "mexd forward";
+  if (!mexd_opt_int(cmd, "--steps", steps, 1, 100000) ||
+      !mexd_opt_int(cmd, "--chains", chains, 1, 4096) ||
+      !mexd_opt_int(cmd, "--seed", seed, 0, G_MAXINT64) ||
+      !mexd_opt_double(cmd, "--eta", eta, 0, 1, FALSE))
+    return 2;
+  if (eta != 0 && !(sampler && g_str_equal(sampler, "ddim"))) {
+    fprintf(stderr, "mexd forward: --eta is DDIM's: give --sampler ddim\n");
+    return 2;
+  }
   MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
   opt.seed = (uint64_t)seed;
   opt.steps = steps;
   opt.chains = chains;
+  opt.eta = eta;
   opt.diffusion = !no_diffusion;
   if (sampler && g_str_equal(sampler, "ddim"))
     opt.sampler = MEXD_SAMPLER_DDIM;
@@ -78,19 +93,24 @@ int mexd_cmd_forward(int argc, char **argv)
     return 1;
   }
   g_autoptr(MexdBag) bag = mexd_bag_read(features, MEXD_BAG_AUTO, &error);
+  g_autofree char *bag_id = mexd_slide_id_of(features);
   if (!bag) {
     fprintf(stderr, "mexd forward: %s\n", error->message);
     return 1;
   }
   g_autoptr(MexdResult) r =
       mexd_model_forward(m, bag->features, bag->n, bag->d, &opt, NULL, &error);
-  if (!r) {
+  const MexdModelConfig *cfg = r ? mexd_model_config(m) : NULL;
+  /* the result in the one schema (lib/pipeline/result.h), which refuses NaN and Inf */
+  g_autoptr(MexdSlideResult) sr =
+      r ? mexd_slide_result_new_from_model(r, cfg, &opt, bag_id, features, TRUE, &error) : NULL;
+  if (!sr) {
     fprintf(stderr, "mexd forward: %s: %s\n", features, error->message);
     return 1;
   }
-  const MexdModelConfig *cfg = mexd_model_config(m);
+  sr->device = g_strdup(mexd_backend_name(be));
   if (json) {
-    g_autofree char *s = mexd_result_to_json(r, cfg, TRUE);
+    g_autofree char *s = mexd_slide_result_to_json(sr, TRUE);
     printf("%s\n", s);
   } else if (quiet) {
     printf("%s\n", cfg->classes[r->predicted]);

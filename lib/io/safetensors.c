@@ -679,6 +679,41 @@ static gboolean convert(const MexdSafetensors *st, const MexdStTensor *t, MexdDT
   return TRUE;
 }
 
+gboolean mexd_safetensors_check_finite(const MexdSafetensors *st, const MexdStTensor *t,
+                                       GError **error)
+{
+  const unsigned char *p = t->data;
+  size_t n = t->nbytes / mexd_st_dtype_size(t->dtype), bad = n;
+  switch (t->dtype) {
+  case MEXD_ST_F32:
+    for (size_t i = 0; i < n && bad == n; i++) {
+      uint32_t b;
+      memcpy(&b, p + 4 * i, 4);
+      if (((b >> 23) & 0xff) == 0xff)
+        bad = i;
+    }
+    break;
+  case MEXD_ST_F16:
+  case MEXD_ST_BF16: {
+    const uint16_t mask = t->dtype == MEXD_ST_F16 ? 0x7c00 : 0x7f80;
+    for (size_t i = 0; i < n && bad == n; i++) {
+      uint16_t b;
+      memcpy(&b, p + 2 * i, 2);
+      if ((b & mask) == mask)
+        bad = i;
+    }
+    break;
+  }
+  default: break;
+  }
+  if (bad < n)
+    return mexd_fail(error, MEXD_ERROR_FORMAT,
+                     "%s: tensor %s holds NaN or Inf (element %zu): these weights cannot give "
+                     "an answer (a damaged file, or a training that diverged)",
+                     st->name, t->name, bad);
+  return TRUE;
+}
+
 MexdTensor *mexd_safetensors_load(MexdSafetensors *st, const char *name, MexdBackend *be,
                                   MexdDType want, GError **error)
 {

@@ -126,6 +126,11 @@ char **mexd_safetensors_metadata_keys(const MexdSafetensors *st);
 MexdTensor *mexd_safetensors_load(MexdSafetensors *st, const char *name, MexdBackend *be,
                                   MexdDType want, GError **error);
 
+/* Refuses (MEXD_ERROR_FORMAT, naming the file, the tensor and the element) a float tensor that
+ * holds NaN or Inf: weights like that give no answer.  Integer tensors pass. */
+gboolean mexd_safetensors_check_finite(const MexdSafetensors *st, const MexdStTensor *t,
+                                       GError **error);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdSafetensors, mexd_safetensors_free)
 
 /* ---- writing ---- */

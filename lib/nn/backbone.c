@@ -994,9 +994,19 @@ MexdEmbedJob *mexd_backbone_embed_submit(MexdBackbone *b, const uint8_t *rgb, in
 
 gboolean mexd_embed_job_finish(MexdEmbedJob *job, float *out, GError **error)
 {
-  gboolean ok = out ? mexd_tensor_read_f32(job->out, out, mexd_tensor_numel(job->out), error)
+  const int64_t n = mexd_tensor_numel(job->out);
+  gboolean ok = out ? mexd_tensor_read_f32(job->out, out, n, error)
                     : mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
                                 "mexd_embed_job_finish: no output array");
+  /* features that are not finite are no features (fp16 overflow, a damaged tile path) */
+  const int64_t D = job->out->ndim > 1 ? job->out->shape[job->out->ndim - 1] : 1;
+  for (int64_t i = 0; ok && i < n; i++)
+    if (!isfinite(out[i]))
+      ok = mexd_fail(error, MEXD_ERROR_FORMAT,
+                     "the backbone's features are not finite (tile %" G_GINT64_FORMAT
+                     " of the batch, feature %" G_GINT64_FORMAT " = %g)%s",
+                     i / MAX(D, (int64_t)1), i % MAX(D, (int64_t)1), (double)out[i],
+                     job->out->dtype == MEXD_DTYPE_F16 ? ": fp16 overflowed; use fp32" : "");
   mexd_embed_job_free(job);
   return ok;
 }

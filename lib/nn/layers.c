@@ -60,6 +60,8 @@ static const MexdStTensor *weights_find(MexdWeights *w, const char *name, int nd
     return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: tensor %s has shape %s, expected %s", file,
                           name, got, want);
   }
+  if (!mexd_safetensors_check_finite(w->st, t, error))
+    return NULL;
   g_hash_table_add(w->taken, g_strdup(name));
   return t;
 }

@@ -518,6 +518,26 @@ static gboolean check_input(MexdModel *m, const float *x, int64_t n, int64_t d, 
   return TRUE;
 }
 
+/* A NaN or Inf in the prior or the probabilities is not an answer: finite features and weights
+ * can still overflow float32 on the way (features of 1e30). */
+static gboolean check_output(const MexdResult *r, const float *x, int64_t nx, GError **error)
+{
+  for (int c = 0; c < r->n_classes; c++) {
+    float v = r->rho[c], p = r->has_probs ? r->probs[c] : 0.0f;
+    if (isfinite(v) && isfinite(p))
+      continue;
+    double big = 0;
+    for (int64_t i = 0; x && i < nx; i++)
+      big = MAX(big, fabs((double)x[i]));
+    return mexd_fail(error, MEXD_ERROR_FORMAT,
+                     "the model's output is not finite (%s[%d] = %g): the computation overflowed "
+                     "float32 (the largest |feature| is %g)",
+                     isfinite(v) ? "probability" : "prior", c, isfinite(v) ? (double)p : (double)v,
+                     big);
+  }
+  return TRUE;
+}
+
 static double now_ms(void)
 {
   return (double)g_get_monotonic_time() / 1000.0;
@@ -729,75 +749,9 @@ MexdResult *mexd_model_forward(MexdModel *m, const float *x, int64_t n, int64_t 
   }
   for (int r = 0; r < E; r++)
     block_clear(&blk[r]);
+  if (ok)
+    ok = check_output(res, x, n * d, error);
   return ok ? g_steal_pointer(&res) : NULL;
-}
-
-/* ---- JSON ---- */
-
-static void add_floats(JsonBuilder *b, const char *name, const float *v, int n)
-{
-  json_builder_set_member_name(b, name);
-  json_builder_begin_array(b);
-  for (int i = 0; i < n; i++)
-    json_builder_add_double_value(b, v[i]);
-  json_builder_end_array(b);
-}
-
-char *mexd_result_to_json(const MexdResult *r, const MexdModelConfig *cfg, gboolean pretty)
-{
-  g_autoptr(JsonBuilder) b = json_builder_new();
-  json_builder_begin_object(b);
-  json_builder_set_member_name(b, "instances");
-  json_builder_add_int_value(b, r->n_instances);
-  json_builder_set_member_name(b, "mode");
-  json_builder_add_string_value(b, cfg->mode == MEXD_ROUTE_OFFICIAL ? "official" : "paper");
-  json_builder_set_member_name(b, "classes");
-  json_builder_begin_array(b);
-  for (int c = 0; c < r->n_classes; c++)
-    json_builder_add_string_value(b, cfg->classes[c]);
-  json_builder_end_array(b);
-  add_floats(b, "adapter1_logits", r->logits1, r->n_classes);
-  json_builder_set_member_name(b, "experts");
-  json_builder_begin_array(b);
-  for (int e = 0; e < r->experts; e++) {
-    json_builder_begin_object(b);
-    json_builder_set_member_name(b, "selected");
-    json_builder_begin_array(b);
-    for (int64_t i = 0; i < r->n_selected[e]; i++)
-      json_builder_add_int_value(b, r->selected[e][i]);
-    json_builder_end_array(b);
-    json_builder_set_member_name(b, "zero_row");
-    json_builder_add_boolean_value(b, r->zero_row[e]);
-    json_builder_set_member_name(b, "c");
-    json_builder_add_double_value(b, r->c[e]);
-    json_builder_end_object(b);
-  }
-  json_builder_end_array(b);
-  add_floats(b, "Z", r->z, r->width);
-  add_floats(b, "adapter2_logits", r->logits2, r->n_classes);
-  add_floats(b, "rho", r->rho, r->n_classes);
-  if (r->has_probs) {
-    add_floats(b, "probabilities", r->probs, r->n_classes);
-    add_floats(b, "spread", r->spread, r->n_classes);
-    json_builder_set_member_name(b, "chains");
-    json_builder_add_int_value(b, r->chains);
-  }
-  json_builder_set_member_name(b, "class");
-  json_builder_add_string_value(b, cfg->classes[r->predicted]);
-  json_builder_set_member_name(b, "class_index");
-  json_builder_add_int_value(b, r->predicted);
-  json_builder_set_member_name(b, "ms");
-  json_builder_begin_object(b);
-  json_builder_set_member_name(b, "adapter1");
-  json_builder_add_double_value(b, r->ms_adapter1);
-  json_builder_set_member_name(b, "moe");
-  json_builder_add_double_value(b, r->ms_moe);
-  json_builder_set_member_name(b, "diffusion");
-  json_builder_add_double_value(b, r->ms_diffusion);
-  json_builder_end_object(b);
-  json_builder_end_object(b);
-  g_autoptr(JsonNode) root = json_builder_get_root(b);
-  return json_to_string(root, pretty);
 }
 
 MexdResult *mexd_model_diffuse(MexdModel *m, const float *z, const float *rho,

@@ -103,8 +103,6 @@ void mexd_result_free(MexdResult *r);
  * UNSUPPORTED when the model has no Diff-C. */
 MexdResult *mexd_model_diffuse(MexdModel *m, const float *z, const float *rho,
                                const MexdForwardOptions *opt, GError **error);
-/* The result as a JSON object (class names from the configuration). */
-char *mexd_result_to_json(const MexdResult *r, const MexdModelConfig *cfg, gboolean pretty);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdModel, mexd_model_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdResult, mexd_result_free)

@@ -265,6 +265,8 @@ gboolean mexd_params_load(MexdParams *ps, MexdSafetensors *st, const char *prefi
       return mexd_fail(error, MEXD_ERROR_SHAPE,
                        "%s: tensor %s has %" G_GINT64_FORMAT " elements, expected %" G_GINT64_FORMAT,
                        mexd_safetensors_name(st), p->name, n, p->n);
+    if (!mexd_safetensors_check_finite(st, t, error))
+      return FALSE;
     g_autoptr(MexdTensor) h = mexd_safetensors_load(st, p->name, cpu, MEXD_DTYPE_F32, error);
     if (!h || !mexd_tensor_read_f32(h, p->host, p->n, error) ||
         !mexd_tensor_write_f32(mexd_var_value(p->var), p->host, p->n, error))

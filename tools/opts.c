@@ -1,0 +1,25 @@
+/* opts.c (tools): range checks of numeric options (opts.h). */
+#include "opts.h"
+
+#include <math.h>
+#include <stdio.h>
+
+gboolean mexd_opt_int(const char *cmd, const char *name, gint64 v, gint64 lo, gint64 hi)
+{
+  if (v >= lo && v <= hi)
+    return TRUE;
+  fprintf(stderr, "%s: %s %" G_GINT64_FORMAT " is outside %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT
+                  "\n",
+          cmd, name, v, lo, hi);
+  return FALSE;
+}
+
+gboolean mexd_opt_double(const char *cmd, const char *name, double v, double lo, double hi,
+                         gboolean lo_open)
+{
+  if (isfinite(v) && (lo_open ? v > lo : v >= lo) && v <= hi)
+    return TRUE;
+  fprintf(stderr, "%s: %s %g is outside %g..%g%s\n", cmd, name, v, lo, hi,
+          lo_open ? " (and must be above it)" : "");
+  return FALSE;
+}

@@ -115,10 +115,111 @@ expect 2 "give the slides" "$mexd" classify --backbone "$bb" --model "$model"
 expect 2 "--shard" "$mexd" classify --manifest "$tmp/m.csv" --shard 2/2 --backbone "$bb" --model "$model"
 expect 2 "--shard needs --manifest" "$mexd" classify "$tmp/slide1.svs" --shard 0/2 --backbone "$bb" --model "$model"
 expect 2 "--backbone" "$mexd" classify "$tmp/slide1.svs" --model "$model"
-expect 1 "no such slide" "$mexd" classify "$tmp/nope.svs" --backbone "$bb" --model "$model" --out "$tmp/e" $opts --quiet
+expect 1 "no such file" "$mexd" classify "$tmp/nope.svs" --backbone "$bb" --model "$model" --out "$tmp/e" $opts --quiet
 printf 'not a slide' >"$tmp/fake.svs"
 expect 1 "fake.svs" "$mexd" classify "$tmp/fake.svs" --backbone "$bb" --model "$model" --out "$tmp/e2" $opts --quiet
 expect 1 "not a MExD model" "$mexd" classify "$tmp/slide1.svs" --backbone "$bb" --model "$bb" --out "$tmp/e3"
 expect 1 "same slide id" "$mexd" classify "$tmp/slide1.svs" "$tmp/g1/../slide1.svs" --backbone "$bb" --model "$model" --out "$tmp/e4"
 expect 1 "manifest" "$mexd" classify --manifest "$tmp/none.csv" --backbone "$bb" --model "$model"
-echo "classify-check: all outputs, resume, shards, errors"
+
+# ---- a result is reused only for exactly what produced it ----
+# (the run of section 1 in $tmp/a: slides 1..3, $opts)
+count() { grep -c "$1" "$tmp/log" || true; }
+# same settings: nothing recomputed
+"$mexd" classify $S --backbone "$bb" --model "$model" --out "$tmp/a" $opts 2>"$tmp/log"
+[ "$(count 'done before, skipped')" -eq 3 ] && [ "$(count 'classified again')" -eq 0 ] ||
+  fail "an identical rerun recomputed: $(cat "$tmp/log")"
+check_again() { # n reason args…: a run with args recomputes n slides, each saying reason
+  n=$1 why=$2
+  shift 2
+  "$mexd" classify $S --backbone "$bb" --model "$model" --out "$tmp/a" "$@" 2>"$tmp/log" ||
+    fail "run with $*: $(cat "$tmp/log")"
+  [ "$(count 'classified again')" -eq "$n" ] && [ "$(count "$why")" -eq "$n" ] ||
+    fail "with $*: expected $n slides classified again ($why): $(cat "$tmp/log")"
+  [ "$(count 'done before, skipped')" -eq $((3 - n)) ] || fail "with $*: $(cat "$tmp/log")"
+}
+o2="--preset tcga --device cpu --chains 8 --heatmap-width 384"
+check_again 3 "seed 3 → 4" $o2 --seed 4
+check_again 3 "chains 8 → 6" --preset tcga --device cpu --chains 6 --heatmap-width 384 --seed 4
+check_again 3 "sampler card → ddim" $o2 --seed 4 --sampler ddim --steps 20
+check_again 3 "steps 20 → 25" $o2 --seed 4 --sampler ddim --steps 25
+check_again 3 "heatmap_width 384 → 400" --preset tcga --device cpu --chains 8 --heatmap-width 400 --seed 4 --sampler ddim --steps 25
+check_again 3 "tile_size 256 → 224" $o2 --seed 3 --size 224
+check_again 3 "preset tcga → bwh_biopsy" --preset bwh_biopsy --device cpu --chains 8 --heatmap-width 384 --seed 3
+check_again 3 "grid level 0 → magnification 20" $opts --mag 20
+check_again 3 "grid magnification 20 → level 0" $opts
+# one slide's content changes (same path): that slide only
+cp "$tmp/slide3.svs" "$tmp/slide3.orig"
+cp "$tmp/slide1.svs" "$tmp/slide3.svs"
+check_again 1 "slide quickhash-1" $opts
+cp "$tmp/slide3.orig" "$tmp/slide3.svs"
+check_again 1 "slide quickhash-1" $opts
+# the model's bytes change (same weights, another metadata entry): every slide
+/usr/bin/python3 - "$model" "$tmp/model2.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+h.setdefault("__metadata__", {})["note"] = "another file"
+hb = json.dumps(h).encode()
+hb += b" " * ((8 - len(hb) % 8) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+PY
+"$mexd" classify $S --backbone "$bb" --model "$tmp/model2.safetensors" --out "$tmp/a" $opts 2>"$tmp/log" ||
+  fail "model2: $(cat "$tmp/log")"
+[ "$(count 'classified again: its result was made otherwise: model sha256')" -eq 3 ] ||
+  fail "a changed model file did not recompute every slide: $(cat "$tmp/log")"
+check_again 3 "model sha256" $opts
+# a damaged result, a missing output: that slide only
+head -c 100 "$tmp/a/slide2/result.json" >"$tmp/r.json" && mv "$tmp/r.json" "$tmp/a/slide2/result.json"
+check_again 1 "its result cannot be used" $opts
+rm "$tmp/a/slide1/heatmap.png"
+check_again 1 "heatmap.png is missing" $opts
+check_again 3 "force" $opts --force
+cmp "$tmp/a/summary.csv" "$tmp/b/summary.csv" || fail "after all the reruns the summary differs"
+# --merge refuses results of another model
+"$mexd" classify --merge --manifest "$tmp/m.csv" --out "$tmp/c" --model "$tmp/model2.safetensors" \
+  2>"$tmp/log" && fail "merge with another model succeeded"
+grep -q "other inputs or settings" "$tmp/log" || fail "merge with another model: $(cat "$tmp/log")"
+echo "classify: reruns recompute exactly the slides whose inputs or settings changed (seed, chains, sampler, steps, heatmap, size, preset, grid, slide, model, damaged or missing outputs, --force)"
+
+# ---- no output may overwrite an input (links count) ----
+mkdir -p "$tmp/L/slide1" "$tmp/H/slide1"
+ln -s "$tmp/slide1.svs" "$tmp/L/slide1/result.json"
+ln "$tmp/slide1.svs" "$tmp/H/slide1/heatmap.png"
+sum1=$(sha256sum <"$tmp/slide1.svs")
+expect 1 "the output is the same file as the input" "$mexd" classify "$tmp/slide1.svs" --backbone "$bb" --model "$model" --out "$tmp/L" $opts
+expect 1 "the output is the same file as the input" "$mexd" classify "$tmp/slide1.svs" --backbone "$bb" --model "$model" --out "$tmp/H" $opts
+ln -s "$model" "$tmp/H/summary.csv"
+expect 1 "summary.csv: the output is the same file as the input" "$mexd" classify "$tmp/slide2.svs" --backbone "$bb" --model "$model" --out "$tmp/H" $opts
+[ "$(sha256sum <"$tmp/slide1.svs")" = "$sum1" ] || fail "slide1 changed"
+echo "classify: outputs that are inputs (symbolic and hard links) refused, inputs untouched"
+
+# ---- names: commas, quotes, line breaks and ';' survive (RFC 4180, locations list) ----
+mkdir "$tmp/n"
+cp "$tmp/slide1.svs" "$tmp/n/a,b.svs"
+cp "$tmp/slide2.svs" "$tmp/n/q\"uote.svs"
+cp "$tmp/slide3.svs" "$tmp/n/semi;colon.svs"
+nl=$(printf 'new\nline.svs')
+cp "$tmp/slide1.svs" "$tmp/n/$nl"
+"$mexd" classify "$tmp/n/a,b.svs" "$tmp/n/q\"uote.svs" "$tmp/n/semi;colon.svs" "$tmp/n/$nl" \
+  --backbone "$bb" --model "$model" --out "$tmp/nout" $opts --quiet || fail "odd names"
+/usr/bin/python3 - "$tmp" <<'PY' || fail "odd names: summary"
+import csv, sys
+tmp = sys.argv[1]
+rows = list(csv.DictReader(open(f"{tmp}/nout/summary.csv", newline="")))
+ids = [r["slide_id"] for r in rows]
+assert ids == ["a,b", 'q"uote', "semi;colon", "new\nline"], ids
+assert [r["path"] for r in rows] == [f"{tmp}/n/{i}.svs" for i in ids]
+# the same slides through a manifest (quoted fields), merged: the same summary
+with open(f"{tmp}/nm.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["path"])
+    for i in ids:
+        w.writerow([f"{tmp}/n/{i}.svs"])
+PY
+"$mexd" classify --merge --manifest "$tmp/nm.csv" --out "$tmp/nout" --model "$model" ||
+  fail "merge of the odd names"
+echo "classify: slide names with ',', '\"', ';' and a line break: classified, summary and manifest round trip"
+
+echo "classify-check: all outputs, resume, shards, errors, identity, links, names"

@@ -39,6 +39,8 @@ void mexd_slide_list_add(GArray *list, const char *path, const char *id)
 
 GArray *mexd_slide_list_read_manifest(const char *file, GError **error)
 {
+  if (!mexd_file_check_regular(file, "manifest", error))
+    return NULL;
   g_autoptr(MexdCsv) csv = mexd_csv_read_file(file, MEXD_CSV_TRIM | MEXD_CSV_COMMENTS, error);
   if (!csv)
     return NULL;
@@ -93,15 +95,12 @@ GArray *mexd_slide_list_read_manifest(const char *file, GError **error)
   return out;
 }
 
+/* An id names a folder: any bytes but '/', not "." or "..", at most 200 bytes (commas, quotes
+ * and line breaks are fine: the summary quotes them). */
 static gboolean usable_id(const char *id)
 {
-  if (!*id || strchr(id, '/') || g_str_equal(id, ".") || g_str_equal(id, "..") ||
-      strlen(id) > 200)
-    return FALSE;
-  for (const char *p = id; *p; p++)
-    if ((unsigned char)*p < 0x20 || *p == 0x7f)
-      return FALSE;
-  return g_utf8_validate(id, -1, NULL);
+  return *id && !strchr(id, '/') && !g_str_equal(id, ".") && !g_str_equal(id, "..") &&
+         strlen(id) <= 200;
 }
 
 gboolean mexd_slide_list_check_ids(GArray *list, GError **error)
@@ -114,7 +113,7 @@ gboolean mexd_slide_list_check_ids(GArray *list, GError **error)
       g_autofree char *shown = g_strescape(e->id, NULL);
       return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
                        "%s: \"%s\" is not a usable slide id (it names the slide's output folder: "
-                       "no '/', no control characters, not . or .., at most 200 bytes)",
+                       "no '/', not . or .., at most 200 bytes)",
                        display, shown);
     }
     const char *other = g_hash_table_lookup(seen, e->id);

@@ -6,7 +6,7 @@
  * or one path per line without a header; '#' lines are comments.  Relative paths are taken
  * from the manifest's folder.  A slide's id is its `slide_id`, else its file name without the
  * extension (CLAM's); ids must be unique (their outputs would collide) and usable as a folder
- * name (no '/', not "." or "..", no control characters).
+ * name (no '/', not "." or "..", at most 200 bytes).
  *
  * Shards: slide k (0-based, in list order) belongs to shard k mod N, so N shards cover the list
  * exactly once.

@@ -70,9 +70,9 @@ MexdCsv *mexd_csv_parse(const char *text, gssize len, const char *display, MexdC
           if (j >= n) {
             g_string_free(f, TRUE);
             return mexd_fail_null(error, MEXD_ERROR_FORMAT,
-                                  "%s:%u: a quoted field is not closed (its opening quote is on "
-                                  "line %u)",
-                                  display, line, qline);
+                                  "%s:%u: a quoted field is not closed (it runs to the end of the "
+                                  "file)",
+                                  display, qline);
           }
           if (text[j] == '"') {
             if (j + 1 < n && text[j + 1] == '"') {

@@ -247,14 +247,16 @@ gboolean mexd_summary_write(const char *out_dir, GArray *list, const char *const
       mexd_identity_set(part, key, "%s", v ? v : "(none)");
     }
     g_autofree char *diff = run ? mexd_identity_diff(part, run) : NULL;
+    const char *how = "its result → this run";
     if (!diff) {
       if (!ref)
         ref = mexd_identity_copy(id);
-      diff = mexd_identity_diff(id, ref);
+      diff = mexd_identity_diff(ref, id);
+      how = "the first result → this one";
     }
     if (diff) {
       if (!other++)
-        first_other = g_strdup_printf("%s: %s", e->id, diff);
+        first_other = g_strdup_printf("%s: %s (%s)", e->id, diff, how);
       continue;
     }
     g_autoptr(GPtrArray) row = g_ptr_array_new_with_free_func(g_free);

@@ -1249,7 +1249,7 @@ def fam_outputs(c):
         ad = os.path.join(cd, "in", "adapter")
         return s, b, m, t, d, ad
 
-    def add(name, target_key, build, kinds, out_kind, requires=(), dir_out=False):
+    def add(name, target_key, build, kinds, out_kind, requires=(), no_input=False):
         """target_key: which private input the output aliases."""
         for spelling in ("same", "symlink", "hardlink", "dotdot"):
             cid = "outputs/%s-%s" % (name, spelling)
@@ -1276,8 +1276,11 @@ def fam_outputs(c):
                 out = os.path.join(cd, "x", "..", os.path.relpath(target, cd))
             argv = build(out, s, b, m, t, d, ad)
             inputs = (os.path.join(cd, "in"),)
-            cases.append(Case(cid, argv, needles_all=(base(out), base(target)) if base(out) != base(target) else (base(target),),
-                              inputs=inputs, prep=tuple(prep), requires=requires))
+            # both paths named; a command without inputs (synth-bags, demo) names its output
+            names = (base(out),) if no_input or base(out) == base(target) else \
+                (base(out), base(target))
+            cases.append(Case(cid, argv, needles_all=names, inputs=inputs, prep=tuple(prep),
+                              requires=requires))
 
     add("tiles-out-slide", "slide", lambda o, s, b, m, t, d, ad: M(
         c, "tiles", s, "--preset", "bwh_biopsy", "-q", "--out", o), (), "h5patch", ("slides",))
@@ -1319,12 +1322,12 @@ def fam_outputs(c):
         ("gst", "slides"))
     add("synth-bags-out-model", "model", lambda o, s, b, m, t, d, ad: M(
         c, "synth-bags", "--out", o, "--slides", "4", "--dim", "4", "--min-instances", "5",
-        "--max-instances", "8", "-q"), (), "dir")
+        "--max-instances", "8", "-q"), (), "dir", no_input=True)
     add("synth-bags-out-data", "data", lambda o, s, b, m, t, d, ad: M(
         c, "synth-bags", "--out", o, "--slides", "4", "--dim", "4", "--min-instances", "5",
-        "--max-instances", "8", "-q", "--force"), (), "dir")
+        "--max-instances", "8", "-q", "--force"), (), "dir", no_input=True)
     add("demo-out-model", "model", lambda o, s, b, m, t, d, ad: M(
-        c, "demo", "--out", o, "--device", "cpu", "-q"), (), "dir", ("gst", "slides"))
+        c, "demo", "--out", o, "--device", "cpu", "-q"), (), "dir", ("gst", "slides"), no_input=True)
     # classify: the slides' own directory, and a slide without extension whose result directory
     # would be the slide itself
     cid = "outputs/classify-out-slides-dir"

@@ -349,21 +349,7 @@ static GstElement *build_pipeline(const Opts *o, const MexdSlideEntry *e, const 
   return pipe;
 }
 
-/* The scored tiles of the routing meta as GeoJSON. */
-static gboolean write_tiles(const char *path, const GstMexdRoutingMeta *rm, GError **error)
-{
-  g_autoptr(MexdGeoJson) g = mexd_geojson_new();
-  for (gint64 i = 0; i < rm->n; i++) {
-    if (rm->xy[2 * i] < 0)
-      continue;
-    MexdTileScore sc = {rm->score[i], rm->gate[i], rm->experts[i]};
-    mexd_geojson_add_tile(g, i, rm->xy[2 * i], rm->xy[2 * i + 1], rm->tile_extent,
-                          rm->tile_extent, &sc);
-  }
-  return mexd_geojson_write(g, path, error);
-}
-
-/* The heatmap frame (opaque RGBA over the thumbnail) as an RGB PNG. */
+/* The heatmap frame (opaque: over the thumbnail) as a PNG. */
 static gboolean write_heatmap(const char *path, GstSample *hs, GError **error)
 {
   const GstStructure *cs = gst_caps_get_structure(gst_sample_get_caps(hs), 0);
@@ -374,16 +360,9 @@ static gboolean write_heatmap(const char *path, GstSample *hs, GError **error)
   GstMapInfo mi;
   if (w <= 0 || h <= 0 || !gst_buffer_map(b, &mi, GST_MAP_READ))
     return mexd_fail(error, MEXD_ERROR_FORMAT, "no heatmap frame");
-  gboolean ok = FALSE;
-  if (mi.size >= (gsize)w * h * 4) {
-    g_autofree guint8 *rgb = g_try_malloc((gsize)w * h * 3);
-    for (gsize i = 0; rgb && i < (gsize)w * h; i++)
-      memcpy(rgb + i * 3, mi.data + i * 4, 3);
-    ok = rgb ? mexd_png_write(path, rgb, w, h, 3, error)
-             : mexd_fail(error, MEXD_ERROR_NO_MEMORY, "no memory for the heatmap");
-  } else {
-    mexd_fail(error, MEXD_ERROR_FORMAT, "the heatmap frame is too small");
-  }
+  gboolean ok = mi.size >= (gsize)w * h * 4
+                    ? mexd_heatmap_write_png(path, mi.data, w, h, error)
+                    : mexd_fail(error, MEXD_ERROR_FORMAT, "the heatmap frame is too small");
   gst_buffer_unmap(b, &mi);
   return ok;
 }
@@ -469,7 +448,9 @@ static Outcome classify_one(const Opts *o, const MexdSlideEntry *e, const MexdId
     if (!rm) {
       mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the result has no routing", e->path);
       out = SLIDE_FAILED;
-    } else if (!write_tiles(gj, rm, error) || !write_heatmap(png, hs, error))
+    } else if (!mexd_geojson_write_scored_tiles(gj, rm->xy, rm->score, rm->gate, rm->experts,
+                                                rm->n, rm->tile_extent, error) ||
+               !write_heatmap(png, hs, error))
       out = RUN_FAILED; /* writing outputs failed: the disk, not the slide */
   }
   if (out == SLIDE_OK) {

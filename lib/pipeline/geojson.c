@@ -117,3 +117,17 @@ gboolean mexd_geojson_write(MexdGeoJson *g, const char *path, GError **error)
   const char *t = mexd_geojson_text(g);
   return mexd_file_write_atomic(path, t, (gssize)g->s->len, error);
 }
+
+gboolean mexd_geojson_write_scored_tiles(const char *path, const int32_t *xy, const float *score,
+                                         const float *gate, const guint32 *experts, int64_t n,
+                                         int64_t extent, GError **error)
+{
+  g_autoptr(MexdGeoJson) g = mexd_geojson_new();
+  for (int64_t i = 0; i < n; i++) {
+    if (xy[2 * i] < 0)
+      continue;
+    MexdTileScore sc = {score[i], gate[i], experts[i]};
+    mexd_geojson_add_tile(g, i, xy[2 * i], xy[2 * i + 1], extent, extent, &sc);
+  }
+  return mexd_geojson_write(g, path, error);
+}

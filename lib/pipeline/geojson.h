@@ -28,6 +28,11 @@ void mexd_geojson_add_tissue(MexdGeoJson *g, const MexdTissue *t);
 /* A tile: level-0 top-left (x, y), extent w × h; score may be NULL. */
 void mexd_geojson_add_tile(MexdGeoJson *g, int64_t index, int64_t x, int64_t y, int64_t w,
                            int64_t h, const MexdTileScore *score);
+/* n scored tiles at level-0 top-left xy[2i], xy[2i+1] (a tile with x < 0 is left out), each of
+ * extent × extent, with score[i], gate[i] and experts[i]: `mexd classify`'s tiles.geojson. */
+gboolean mexd_geojson_write_scored_tiles(const char *path, const int32_t *xy, const float *score,
+                                         const float *gate, const guint32 *experts, int64_t n,
+                                         int64_t extent, GError **error);
 /* The collection's text (owned by g). */
 const char *mexd_geojson_text(MexdGeoJson *g);
 /* Writes it atomically. */

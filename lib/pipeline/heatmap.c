@@ -2,6 +2,7 @@
 #include "pipeline/heatmap.h"
 
 #include "core/error.h"
+#include "io/png.h"
 #include "ops/ops.h"
 
 #include <math.h>
@@ -128,4 +129,17 @@ uint8_t *mexd_heatmap_over_thumbnail(MexdSlide *s, const uint8_t *rgba, int w, i
       thumb[i * 3 + c] = (uint8_t)lround((1 - a) * thumb[i * 3 + c] + a * rgba[i * 4 + c]);
   }
   return thumb;
+}
+
+gboolean mexd_heatmap_write_png(const char *path, const uint8_t *rgba, int w, int h,
+                                GError **error)
+{
+  if (w < 1 || h < 1 || w > MAX_SIDE || h > MAX_SIDE || !rgba)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "heatmap: no %d × %d frame", w, h);
+  g_autofree uint8_t *rgb = g_try_malloc((size_t)w * h * 3);
+  if (!rgb)
+    return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "no memory for a %d × %d heatmap", w, h);
+  for (size_t i = 0; i < (size_t)w * h; i++)
+    memcpy(rgb + i * 3, rgba + i * 4, 3);
+  return mexd_png_write(path, rgb, w, h, 3, error);
 }

@@ -27,4 +27,8 @@ uint8_t *mexd_heatmap_render(const int32_t *xy, const float *score, int64_t n,
 uint8_t *mexd_heatmap_over_thumbnail(MexdSlide *s, const uint8_t *rgba, int w, int h,
                                      GError **error);
 
+/* An opaque RGBA frame (mexdheatmap thumbnail=true) as an RGB PNG, written atomically. */
+gboolean mexd_heatmap_write_png(const char *path, const uint8_t *rgba, int w, int h,
+                                GError **error);
+
 G_END_DECLS

@@ -2040,7 +2040,7 @@ def run_case(case, rc_ctx):
     timeout = case.timeout or ctx["timeout"]
     before = hash_inputs(case.inputs)
     logs = os.path.join(ctx["logs"], sanitize(case.id.replace("/", "__")))
-    problems = []
+    problems, notes = [], []
     rc, problem, secs, interrupted = None, None, 0, False
     if case.interrupt:
         rc1, problem1, s1, interrupted = run_once(argv, cd, env, timeout, logs + ".1.out",
@@ -2061,6 +2061,9 @@ def run_case(case, rc_ctx):
                 if e:
                     problems.append("incomplete after SIG%s at %gs: %s: %s" % (
                         case.interrupt[0], case.interrupt[1], os.path.relpath(path, cd), e))
+        notes.append("first run: %s after %.2f s, exit %s; %d temporary file(s) left" % (
+            "SIG%s sent" % case.interrupt[0] if interrupted else "ended on its own", s1, rc1,
+            sum(len(leftovers_in(d)) for d in case.clean_dirs)))
         if case.interrupt[0] == "NONE" and rc1 == 0:
             problems.append("the run with %s exited 0" % ",".join("%s=%s" % e for e in case.env))
         env = {k: v for k, v in env.items() if k not in dict(case.env)}
@@ -2140,7 +2143,8 @@ def run_case(case, rc_ctx):
     if not ctx["keep"]:
         shutil.rmtree(cd, ignore_errors=True)
     return dict(id=case.id, status="fail" if uniq else "pass", problems=uniq, rc=rc,
-                tail=tail(text), seconds=round(time.monotonic() - t_start, 3), cmd=cmd)
+                tail=tail(text), seconds=round(time.monotonic() - t_start, 3), cmd=cmd,
+                notes=notes)
 
 
 def _worker(args):

@@ -19,7 +19,7 @@
 # Other schedulers: the unit of work is `mexd classify --manifest M --shard I/N --out OUT …`
 # with I from the scheduler's task index (PBS/Torque $PBS_ARRAYID, LSF $LSB_JOBINDEX − 1, SGE
 # $SGE_TASK_ID − 1, HTCondor $(Process), Kubernetes indexed jobs $JOB_COMPLETION_INDEX, or a plain
-# `for I in 0 … N−1` over ssh), then `mexd classify --merge --manifest M --out OUT --model MODEL`
+# `for I in 0 … N−1` over ssh), then `mexd classify --merge --manifest M --out OUT --backbone B --model MODEL`
 # once all are done.  The mexd command: $MEXD, else `mexd` on PATH.
 set -eu
 mexd=${MEXD:-mexd}
@@ -47,7 +47,8 @@ case "$role" in
       --backbone "$backbone" --model "$model" "$@"
     ;;
   merge)
-    exec "$mexd" classify --merge --manifest "$manifest" --out "$out" --model "$model"
+    exec "$mexd" classify --merge --manifest "$manifest" --out "$out" --backbone "$backbone" \
+      --model "$model"
     ;;
 esac
 case "$shards" in '' | *[!0-9]* | 0) echo "slurm-classify.sh: --shards N needs N ≥ 1" >&2; exit 2 ;; esac

@@ -67,7 +67,7 @@ static void test_regular(void)
   expect_error(e, "loop");
   e = NULL;
   g_assert_false(mexd_file_check_regular("/nonexistent/x", "slide", &e));
-  g_assert_true(g_error_matches(e, MEXD_ERROR, MEXD_ERROR_NOT_FOUND));
+  g_assert_true(g_error_matches(e, MEXD_ERROR, MEXD_ERROR_IO));
   expect_error(e, "no such file (the slide)");
   e = NULL;
   g_assert_true(mexd_file_check_dir(d, NULL, &e));

@@ -43,7 +43,7 @@ static gboolean stat_checked(const char *path, const char *what, GStatBuf *st, G
     return mexd_fail(error, MEXD_ERROR_IO,
                      "%s: is a symbolic link to a file that does not exist (the %s)", name, what);
   if (e == ENOENT)
-    return mexd_fail(error, MEXD_ERROR_NOT_FOUND, "%s: no such file (the %s)", name, what);
+    return mexd_fail(error, MEXD_ERROR_IO, "%s: no such file (the %s)", name, what);
   return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot use it as the %s: %s", name, what,
                    g_strerror(e));
 }

@@ -20,7 +20,7 @@ G_BEGIN_DECLS
 /* Refuses `path` unless it is (or links to) a regular file, without opening it: missing, a
  * directory, a FIFO, a device, a socket, a dangling or looping link — each with a message naming
  * the path, what it is and `what` the caller needed ("model file"; NULL: "file").  MEXD_ERROR_IO
- * (MEXD_ERROR_NOT_FOUND when nothing is there). */
+ * (a missing file too, as the readers always reported it). */
 gboolean mexd_file_check_regular(const char *path, const char *what, GError **error);
 
 /* Refuses `path` unless it is (or links to) a directory (the same rules). */

@@ -6,15 +6,17 @@
  * CLAM's and TANGLE's CSVs with extra columns load).  It is read by the one RFC 4180 reader,
  * lib/io/csv.h (MEXD_CSV_TRIM), after a regular-file check (a FIFO or a device is refused before
  * any open) and at most 1 GiB.  Cells may be surrounded by spaces and by double quotes ("" inside
- * quotes is a quote); a UTF-8 byte order mark, "\r\n" line ends and blank lines are accepted.  `split` is one of train / val / test (also training, valid,
- * validation, testing; any ASCII case).  Without a split column every slide is a training slide
- * (a test split then only comes from a preset's official split).
+ * quotes is a quote); a UTF-8 byte order mark, "\r\n" line ends and blank lines are accepted.
+ * `split` is one of train / val / test (also training, valid, validation, testing; any ASCII
+ * case).  Without a split column every slide is a training slide (a test split then only comes
+ * from a preset's official split).
  * Decisions: the header is the first line that is not blank; a quoted cell may hold commas and
  * line breaks (RFC 4180; spaces inside the quotes are kept), and text between its closing quote
- * and the next comma is an error of the CSV (csv.h's message, "<labels CSV>:L: ..."); a row whose cells are all empty (",,,", as
- * spreadsheets export) counts as blank; a column named twice is an error; "too few cells" means
- * a row lacks a column used here (slide_id, label, split); a row may have more cells than the
- * header.  A slide's `line` is the line its row starts on.
+ * and the next comma is an error of the CSV (csv.h's message, "<labels CSV>:L: ..."); a row
+ * whose cells are all empty (",,,", as spreadsheets export) counts as blank; a column named
+ * twice is an error; "too few cells" means a row lacks a column used here (slide_id, label,
+ * split); a row may have more cells than the header.  A slide's `line` is the line its row
+ * starts on.
  *
  * Feature files.  Slide `S` is looked up in the feature directory as S.h5, S.csv and S.npy, and
  * as h5_files/S.h5 (CLAM's extract_features_fp.py writes FEAT_DIR/h5_files/S.h5).  Exactly one

@@ -408,7 +408,8 @@ static gboolean load_moe_model(Trainer *tr, GError **error)
       continue;
     const MexdBag *bag = ds->slides[i].bag;
     GError *ferr = NULL;
-    g_autoptr(MexdResult) r = mexd_model_forward(m, bag->features, bag->n, bag->d, &fo, NULL, &ferr);
+    g_autoptr(MexdResult) r =
+        mexd_model_forward(m, bag->features, bag->n, bag->d, &fo, NULL, &ferr);
     if (!r && (ferr->code == MEXD_ERROR_FORMAT || ferr->code == MEXD_ERROR_INVALID_ARGUMENT)) {
       /* the bag's numbers (its output not finite): the slide's fault, not the run's */
       gboolean skipped = bad_slide(tr, i, error, "%s", ferr->message);

@@ -257,6 +257,25 @@ expect 1 "tiles/t0_0_0.png: the backbone's features are not finite" extract \
   --backbone huge.safetensors --tiles tiles --out nan.h5 --device cpu
 if [ -e nan.h5 ]; then bad "extract wrote features that are not finite"; else ok "no output for features that are not finite"; fi
 expect 0 "" extract --backbone bb.safetensors --tiles tiles --out good.h5 --device cpu -q
+# from a slide (tests/data/make-slide.sh; needs vips and tiffset): the slide and the tile named
+if command -v vips >/dev/null 2>&1 && command -v tiffset >/dev/null 2>&1 &&
+  sh "$(dirname "$fx")/data/make-slide.sh" ws --seed 5 --width 1024 --height 768 \
+    --flavour aperio >/dev/null 2>&1; then
+  expect 1 "ws/synth.svs: the tile at level-0 \([0-9]+, [0-9]+\) \(tile 1 of [0-9]+\): the backbone's features are not finite" \
+    extract --backbone huge.safetensors --slide ws/synth.svs --preset bwh_biopsy --device cpu \
+    --out ws/nan.h5 -q
+  if [ -e ws/nan.h5 ]; then bad "extract --slide wrote features that are not finite"; else ok "no output for the slide"; fi
+  ws=$(sum ws/synth.svs)
+  ln ws/synth.svs ws/hard.h5
+  expect 1 "ws/hard.h5.*same file as the input ws/synth.svs" extract --backbone bb.safetensors \
+    --slide ws/synth.svs --preset bwh_biopsy --device cpu --out ws/hard.h5
+  same ws/synth.svs "$ws"
+  expect 2 "no level 9" tiles ws/synth.svs --level 9
+  expect 0 "" extract --backbone bb.safetensors --slide ws/synth.svs --preset bwh_biopsy \
+    --device cpu --out ws/good.h5 -q --overlap 64 --sthresh 10 --mthresh 5
+else
+  echo "no vips/tiffset: extract --slide not tried"
+fi
 
 # ---- synth-bags: writes never go through links ----
 mkdir -p sb/h5_files
@@ -329,6 +348,9 @@ usage --seed bench train --seed -1
 usage --tile bench backbone --backbone bb.safetensors --tile 1
 usage --seed demo --seed -1
 usage --test-slides demo --test-slides 1
+expect 2 "--classes takes 2 to" train abmil $data --out z --classes a,,b
+expect 2 "--preset: .*camelyon16" train abmil $data --out z --preset camelyon17
+expect 2 "--preset: .*camelyon16" eval --model ab/model.safetensors $data --preset camelyon17
 expect 2 "--tiles takes the PNG" extract --backbone bb.safetensors --tiles tiles --out x.h5 --mag 20
 expect 2 "one of --mag, --mpp and --level" tiles slide.svs --mag 20 --level 0
 expect 2 "--level takes an integer" tiles slide.svs --level x

@@ -364,6 +364,16 @@ int mexd_cmd_train(int argc, char **argv)
             cmd);
     return 2;
   }
+  for (int c = 0; class_names && (c < 2 || class_names[c]); c++)
+    if (!class_names[c] || !*class_names[c] || c >= MEXD_MAX_CLASSES) {
+      fprintf(stderr, "%s: --classes takes 2 to %d names separated by commas, none empty\n", cmd,
+              MEXD_MAX_CLASSES);
+      return 2;
+    }
+  if (preset && !mexd_preset_lookup(preset, &error)) {
+    fprintf(stderr, "%s: --preset: %s\n", cmd, error->message);
+    return 2;
+  }
 
   /* the inputs are files (a FIFO is refused before any open), and no output is an input: the
    * labels and the init file here, every feature file read in the data set's load, before any
@@ -540,6 +550,10 @@ int mexd_cmd_eval(int argc, char **argv)
   int split = MEXD_SPLIT_TEST;
   if (split_s && !split_parse(split_s, &split)) {
     fprintf(stderr, "%s: --split is test, val, train or all, not \"%s\"\n", cmd, split_s);
+    return 2;
+  }
+  if (preset && !mexd_preset_lookup(preset, &error)) {
+    fprintf(stderr, "%s: --preset: %s\n", cmd, error->message);
     return 2;
   }
   guint64 seed = 0;

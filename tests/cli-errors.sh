@@ -17,7 +17,8 @@ check() { # expected-code pattern args...
 check 2 "usage" 
 check 2 "unknown command" frobnicate
 check 2 "give M N K" bench gemm 4 4
-check 2 "bad argument" bench gemm 4 -4 4
+check 2 "N -4 is outside 1..1048576" bench gemm 4 -4 4
+check 2 "bad argument" bench gemm 4 x 4
 check 2 "f32 or f16" bench gemm 4 4 4 --dtype f64
 check 1 "not a device" bench gemm 4 4 4 --device tpu
 err=$(MEXD_DEVICE=gpu9 "$mexd" bench gemm 4 4 4 2>&1 >/dev/null); got=$?
@@ -31,7 +32,7 @@ check 2 "give --model M and --features BAG" forward
 check 2 "card or ddim" forward --model a --features b --sampler euler
 check 2 "paper or official" forward --model a --features b --compat authors
 check 1 "/nonexistent/model.safetensors" forward --model /nonexistent/model.safetensors --features b --device cpu
-check 2 "experts 2..16" bench mexd --experts 1
+check 2 "--experts 1 is outside 2..16" bench mexd --experts 1
 fx=$(dirname "$0")/fixtures
 check 1 "3-dimensional but" forward --model "$fx/mexd/model-e2.safetensors" --features "$fx/features/f4.npy" --device cpu
 check 1 "not a mexd model file" forward --model "$fx/safetensors/mixed.safetensors" --features "$fx/features/f4.npy" --device cpu

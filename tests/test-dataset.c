@@ -17,7 +17,11 @@
  * /train/dataset/skip-d       skip_bad keeps the most common D (ties: the first slide's).
  * /train/dataset/max-bytes    the memory budget.
  * /train/dataset/presets      camelyon16 and bracs official splits on fake slides.
- * /train/dataset/misc         options, argument errors, summary, count, split names. */
+ * /train/dataset/misc         options, argument errors, summary, count, split names.
+ * /train/dataset/quoted-ids   slide ids with commas, quotes and line breaks (RFC 4180 quoting).
+ * /train/dataset/outputs      options.outputs: an output that is the labels CSV or a feature file
+ *                             (same path, symbolic link, hard link) refused, also with skip_bad;
+ *                             a FIFO as labels CSV or feature file refused without blocking. */
 #include "mexd.h"
 #include "nn/philox.h"
 #include "train/dataset.h"
@@ -25,6 +29,8 @@
 #include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define D 4
 
@@ -436,7 +442,7 @@ static void test_csv_errors(void)
       {"slide_id,class\ns1,x\n", -1, "'label'"},
       {"slide_id,label,split\ns1,x,train\ns1\n", -1, "line 3"},
       {"slide_id,label\ns1,x\ns2,\"x\n", -1, "line 3"},
-      {"slide_id,label\ns1,\"x\"y\n", -1, "line 2"},
+      {"slide_id,label\ns1,\"x\"y\n", -1, "labels.csv:2: text after"},
       {"slide_id,label,LABEL\ns1,x,x\n", -1, "two columns"},
       {"slide_id,label\ns1,x\0\n", 21, "NUL"},
       {"slide_id,label\n", -1, "no training slide"},
@@ -1270,6 +1276,105 @@ static void test_misc(void)
   mexd_dataset_free(NULL);
 }
 
+static void test_quoted_ids(void)
+{
+  g_autofree char *dir = new_dir("quoted-ids");
+  static const char *const ids[] = {"s, \"q\"", "multi\nline", " lead", "#hash"};
+  for (int i = 0; i < 4; i++) {
+    g_autofree char *name = g_strconcat(ids[i], ".npy", NULL);
+    put_npy(dir, name, 2, D, (float)i);
+  }
+  /* written by the one writer (csv.h), read back by the data set */
+  GString *text = g_string_new(NULL);
+  mexd_csv_append_row(text, (const char *const[]){"slide_id", "label", NULL}, -1);
+  for (int i = 0; i < 4; i++)
+    mexd_csv_append_row(text, (const char *const[]){ids[i], i % 2 ? "b" : "a", NULL}, -1);
+  g_test_message("%s", text->str);
+  g_assert_nonnull(strstr(text->str, "\"s, \"\"q\"\"\",a\n"));
+  MexdDatasetOptions o = quiet_options();
+  GError *error = NULL;
+  g_autoptr(MexdDataset) ds = load_csv(dir, text->str, (gssize)text->len, &o, &error);
+  g_string_free(text, TRUE);
+  g_assert_no_error(error);
+  g_assert_cmpint(ds->n_slides, ==, 4);
+  for (int i = 0; i < 4; i++) {
+    g_assert_cmpstr(ds->slides[i].slide_id, ==, ids[i]);
+    g_assert_cmpfloat(ds->slides[i].bag->features[0], ==, (float)i);
+  }
+  g_assert_cmpint(ds->slides[1].line, ==, 3);
+  g_assert_cmpint(ds->slides[2].line, ==, 5); /* after the quoted line break */
+}
+
+static void test_outputs(void)
+{
+  g_autofree char *dir = new_dir("outputs");
+  put_npy(dir, "s1.npy", 2, D, 0);
+  put_npy(dir, "s2.npy", 2, D, 1);
+  static const char text[] = "slide_id,label\ns1,a\ns2,b\n";
+  g_autofree char *csv = g_build_filename(dir, "labels.csv", NULL);
+  g_autofree char *s2 = g_build_filename(dir, "s2.npy", NULL);
+  g_autofree char *sym = g_build_filename(dir, "out-link.csv", NULL);
+  g_autofree char *hard = g_build_filename(dir, "out-hard.csv", NULL);
+  g_autofree char *fine = g_build_filename(dir, "predictions.csv", NULL);
+  g_assert_cmpint(symlink("labels.csv", sym), ==, 0);
+  g_assert_cmpint(link(s2, hard), ==, 0);
+  MexdDatasetOptions o = quiet_options();
+  GError *error = NULL;
+  for (int skip = 0; skip < 2; skip++) {
+    o.skip_bad = skip; /* never a slide's fault: an error all the same */
+    const char *same[] = {csv, NULL}, *link1[] = {sym, NULL}, *link2[] = {hard, NULL};
+    const char *feature[] = {fine, s2, NULL}, *folder[] = {dir, NULL};
+    o.outputs = same;
+    g_assert_null(load_csv(dir, text, -1, &o, &error));
+    expect_error(&error, MEXD_ERROR_INVALID_ARGUMENT, "output = labels", "labels.csv",
+                 "one of the inputs", NULL);
+    o.outputs = link1;
+    g_assert_null(load_csv(dir, text, -1, &o, &error));
+    expect_error(&error, MEXD_ERROR_INVALID_ARGUMENT, "output links to labels", "out-link.csv",
+                 "labels.csv", "same file", NULL);
+    o.outputs = link2;
+    g_assert_null(load_csv(dir, text, -1, &o, &error));
+    expect_error(&error, MEXD_ERROR_INVALID_ARGUMENT, "output hard-links a feature file",
+                 "slide 's2'", "out-hard.csv", "s2.npy", "line 3", NULL);
+    o.outputs = feature;
+    g_assert_null(load_csv(dir, text, -1, &o, &error));
+    expect_error(&error, MEXD_ERROR_INVALID_ARGUMENT, "output = a feature file", "s2.npy", NULL);
+    o.outputs = folder;
+    g_assert_null(load_csv(dir, text, -1, &o, &error));
+    expect_error(&error, MEXD_ERROR_INVALID_ARGUMENT, "output = a folder", "existing folder",
+                 NULL);
+  }
+  /* outputs that are no input load */
+  const char *outs[] = {fine, NULL};
+  o.outputs = outs;
+  o.skip_bad = FALSE;
+  g_autoptr(MexdDataset) ds = load_csv(dir, text, -1, &o, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(ds->n_slides, ==, 2);
+
+  /* FIFOs: refused by looking at them, never opened (an open would block) */
+  g_autofree char *fifo = g_build_filename(dir, "fifo.csv", NULL);
+  g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+  o.outputs = NULL;
+  g_assert_null(mexd_dataset_load(dir, fifo, &o, &error));
+  expect_error(&error, MEXD_ERROR_IO, "FIFO labels", "fifo.csv", "FIFO", NULL);
+  g_autofree char *ffeat = g_build_filename(dir, "s3.npy", NULL);
+  g_assert_cmpint(mkfifo(ffeat, 0600), ==, 0);
+  g_assert_null(load_csv(dir, "slide_id,label\ns1,a\ns2,b\ns3,a\n", -1, &o, &error));
+  expect_error(&error, MEXD_ERROR_IO, "FIFO feature file", "slide 's3'", "s3.npy", "FIFO", NULL);
+  o.skip_bad = TRUE;
+  Warned w;
+  warned_init(&w);
+  o.warn = collect_warning;
+  o.warn_data = &w;
+  g_autoptr(MexdDataset) ds2 = load_csv(dir, "slide_id,label\ns1,a\ns2,b\ns3,a\n", -1, &o, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(ds2->n_slides, ==, 2);
+  g_assert_cmpint(ds2->n_skipped, ==, 1);
+  g_assert_cmpstr(g_ptr_array_index(w.slides, 0), ==, "s3");
+  warned_clear(&w);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -1299,6 +1404,8 @@ int main(int argc, char **argv)
   g_test_add_func("/train/dataset/max-bytes", test_max_bytes);
   g_test_add_func("/train/dataset/presets", test_presets);
   g_test_add_func("/train/dataset/misc", test_misc);
+  g_test_add_func("/train/dataset/quoted-ids", test_quoted_ids);
+  g_test_add_func("/train/dataset/outputs", test_outputs);
   int rc = g_test_run();
   remove_tree(root);
   g_free(root);

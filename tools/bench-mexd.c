@@ -9,8 +9,13 @@
  * stage — adapter #1, Dyn-MoE + adapter #2, diffusion — and the process's peak resident memory
  * (which on lavapipe includes the "device" memory).  --check-cpu then runs the same bag once more
  * on the cpu backend (validated against the PyTorch reference by the tests) and compares every
- * output: the way to show a device right at sizes no fixture covers (N = 100,000). */
+ * output: the way to show a device right at sizes no fixture covers (N = 100,000).
+ *
+ * Ranges (a usage error, exit 2, names the option and its range): --n 1..10000000, --dim
+ * 1..65536, with N × D at most 2^31 features (8 GiB); --experts 2..16; --chains 1..4096; --steps
+ * 2..T (the model's T; 1000 without --model); --reps 1..10000; --warmup 0..1000. */
 #include "mexd.h"
+#include "opts.h"
 
 #include "../lib/mexd.h"
 
@@ -235,16 +240,17 @@ int mexd_bench_mexd(int argc, char **argv)
   g_autofree char *model = NULL, *device = NULL, *sampler = NULL;
   gboolean json = FALSE, check_cpu = FALSE;
   GOptionEntry entries[] = {
-      {"n", 0, 0, G_OPTION_ARG_INT64, &n, "instances in the bag (10000)", "N"},
-      {"dim", 0, 0, G_OPTION_ARG_INT64, &dim, "feature size without --model (768)", "D"},
-      {"experts", 0, 0, G_OPTION_ARG_INT64, &experts, "experts without --model (2)", "E"},
+      {"n", 0, 0, G_OPTION_ARG_INT64, &n, "instances in the bag (10000; 1..10000000)", "N"},
+      {"dim", 0, 0, G_OPTION_ARG_INT64, &dim, "feature size without --model (768; 1..65536)",
+       "D"},
+      {"experts", 0, 0, G_OPTION_ARG_INT64, &experts, "experts without --model (2; 2..16)", "E"},
       {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model, "a model file instead", "M"},
-      {"chains", 0, 0, G_OPTION_ARG_INT, &chains, "diffusion chains (32)", "S"},
+      {"chains", 0, 0, G_OPTION_ARG_INT, &chains, "diffusion chains (32; 1..4096)", "S"},
       {"sampler", 0, 0, G_OPTION_ARG_STRING, &sampler, "card (default) or ddim", "NAME"},
-      {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "DDIM steps (50)", "K"},
+      {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "DDIM steps (50; 2..T, the model's T)", "K"},
       {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "DEV"},
-      {"reps", 0, 0, G_OPTION_ARG_INT, &reps, "timed runs after the warm-up (3)", "R"},
-      {"warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "untimed runs first (1)", "W"},
+      {"reps", 0, 0, G_OPTION_ARG_INT, &reps, "timed runs after the warm-up (3; 1..10000)", "R"},
+      {"warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "untimed runs first (1; 0..1000)", "W"},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json, "one JSON line", NULL},
       {"check-cpu", 0, 0, G_OPTION_ARG_NONE, &check_cpu,
        "compare one run's outputs with the cpu backend's", NULL},
@@ -257,10 +263,25 @@ int mexd_bench_mexd(int argc, char **argv)
     fprintf(stderr, "mexd bench mexd: %s\n", error->message);
     return 2;
   }
-  if (n < 1 || dim < 1 || experts < 2 || experts > 16 || reps < 1 || chains < 1) {
-    fprintf(stderr, "mexd bench mexd: --n, --dim, --reps, --chains must be positive and "
-                    "--experts 2..16\n");
+  const char *cmd = "mexd bench mexd";
+  if (argc > 1) {
+    fprintf(stderr, "%s: unexpected argument \"%s\"\n", cmd, argv[1]);
     return 2;
+  }
+  if (!mexd_opt_int(cmd, "--n", n, 1, 10000000) || !mexd_opt_int(cmd, "--dim", dim, 1, 65536) ||
+      !mexd_opt_int(cmd, "--experts", experts, 2, 16) ||
+      !mexd_opt_int(cmd, "--chains", chains, 1, 4096) ||
+      !mexd_opt_int(cmd, "--steps", steps, 2, 100000) ||
+      !mexd_opt_int(cmd, "--reps", reps, 1, 10000) ||
+      !mexd_opt_int(cmd, "--warmup", warmup, 0, 1000))
+    return 2;
+  if (sampler && !g_str_equal(sampler, "card") && !g_str_equal(sampler, "ddim")) {
+    fprintf(stderr, "%s: --sampler is card or ddim, not \"%s\"\n", cmd, sampler);
+    return 2;
+  }
+  if (model && !mexd_file_check_regular(model, "model file", &error)) {
+    fprintf(stderr, "%s: %s\n", cmd, error->message);
+    return 1;
   }
   g_autoptr(MexdBackend) be = mexd_backend_new(device, &error);
   if (!be) {
@@ -295,7 +316,15 @@ int mexd_bench_mexd(int argc, char **argv)
   }
   const MexdModelConfig *cfg = mexd_model_config(m);
   int64_t D = cfg->feature_dim;
-  g_autofree float *x = g_try_new(float, n *D);
+  if (sampler && g_str_equal(sampler, "ddim") && cfg->has_diffusion &&
+      !mexd_opt_int(cmd, "--steps", steps, 2, cfg->T))
+    return 2;
+  if (n * D > ((int64_t)1 << 31)) {
+    fprintf(stderr, "%s: a bag of %" G_GINT64_FORMAT " × %" G_GINT64_FORMAT " features is more "
+                    "than 2^31 (8 GiB): give a smaller --n\n", cmd, n, D);
+    return 2;
+  }
+  g_autofree float *x = g_try_new(float, n * D);
   if (!x) {
     fprintf(stderr,
             "mexd bench mexd: no memory for %" G_GINT64_FORMAT " × %" G_GINT64_FORMAT " features\n",
@@ -312,7 +341,7 @@ int mexd_bench_mexd(int argc, char **argv)
   opt.sampler = sampler && g_str_equal(sampler, "ddim") ? MEXD_SAMPLER_DDIM : MEXD_SAMPLER_CARD;
   g_autofree double *t1 = g_new(double, reps), *t2 = g_new(double, reps), *t3 = g_new(double, reps);
   g_autofree double *tt = g_new(double, reps);
-  for (int r = -MAX(warmup, 0); r < reps; r++) {
+  for (int r = -warmup; r < reps; r++) {
     opt.seed = (uint64_t)(r + 100);
     g_autoptr(MexdResult) res = mexd_model_forward(m, x, n, D, &opt, NULL, &error);
     if (!res) {

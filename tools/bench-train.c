@@ -15,8 +15,13 @@
  *            half the rows are kept and 0.25 / 0.5 of those selected, so adapter #2 sees about
  *            0.375·n rows (a trained router's selection differs);
  *   diffusion  one bag's 64 noised labels through the denoiser (W = F = 512);
- *   abmil    gated attention on x [n, D]. */
+ *   abmil    gated attention on x [n, D].
+ * Ranges (a usage error, exit 2, names the option and its range): --bags 1..1000000, --n
+ * 1..10000000, --dim 1..65536 (n × max(D, W) at most 2^31 values), --steps 1..10000, --warmup
+ * 0..1000, --width 1..65536 (a multiple of --heads), --heads 1..1024, --landmarks 1..16384,
+ * --seed 0..2^63−1. */
 #include "mexd.h"
+#include "opts.h"
 
 #include "../lib/mexd.h"
 #include "../lib/train/models.h"
@@ -31,7 +36,11 @@
 static MexdTensor *random_tensor(MexdBackend *be, int64_t rows, int64_t cols, gboolean normal,
                                  uint32_t seed, GError **error)
 {
-  g_autofree float *v = g_new(float, rows * cols);
+  g_autofree float *v = g_try_new(float, rows * cols);
+  if (!v)
+    return mexd_fail_null(error, MEXD_ERROR_NO_MEMORY,
+                          "no memory for a bag of %" G_GINT64_FORMAT " × %" G_GINT64_FORMAT, rows,
+                          cols);
   GRand *r = g_rand_new_with_seed(seed);
   for (int64_t i = 0; i < rows * cols; i++) {
     if (normal) {
@@ -55,16 +64,17 @@ int mexd_bench_train(int argc, char **argv)
   GOptionEntry entries[] = {
       {"stage", 's', 0, G_OPTION_ARG_STRING, &stage_s, "adapter (default), moe, diffusion, abmil",
        "S"},
-      {"bags", 0, 0, G_OPTION_ARG_INT, &bags, "bags in an epoch (270)", "B"},
-      {"n", 'n', 0, G_OPTION_ARG_INT, &n, "instances per bag (8000)", "N"},
-      {"dim", 0, 0, G_OPTION_ARG_INT, &dim, "feature size D (768)", "D"},
-      {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "timed steps (5)", "K"},
-      {"warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "untimed steps first (1)", "K"},
+      {"bags", 0, 0, G_OPTION_ARG_INT, &bags, "bags in an epoch (270; 1..1000000)", "B"},
+      {"n", 'n', 0, G_OPTION_ARG_INT, &n, "instances per bag (8000; 1..10000000)", "N"},
+      {"dim", 0, 0, G_OPTION_ARG_INT, &dim, "feature size D (768; 1..65536)", "D"},
+      {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "timed steps (5; 1..10000)", "K"},
+      {"warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "untimed steps first (1; 0..1000)", "K"},
       {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "D"},
-      {"width", 0, 0, G_OPTION_ARG_INT, &width, "model width (512)", "W"},
-      {"heads", 0, 0, G_OPTION_ARG_INT, &heads, "Nyström heads (8)", "H"},
-      {"landmarks", 0, 0, G_OPTION_ARG_INT, &landmarks, "Nyström landmarks (256)", "M"},
-      {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "seed (1)", "S"},
+      {"width", 0, 0, G_OPTION_ARG_INT, &width,
+       "model width (512; 1..65536, a multiple of --heads)", "W"},
+      {"heads", 0, 0, G_OPTION_ARG_INT, &heads, "Nyström heads (8; 1..1024)", "H"},
+      {"landmarks", 0, 0, G_OPTION_ARG_INT, &landmarks, "Nyström landmarks (256; 1..16384)", "M"},
+      {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "seed (1; 0..9223372036854775807)", "S"},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json, "one JSON line", NULL},
       {NULL},
   };
@@ -80,8 +90,27 @@ int mexd_bench_train(int argc, char **argv)
     fprintf(stderr, "mexd bench train: %s\n", error->message);
     return 2;
   }
-  if (n < 1 || dim < 1 || bags < 1 || steps < 1 || warmup < 0) {
-    fprintf(stderr, "mexd bench train: --n, --dim, --bags and --steps must be positive\n");
+  const char *cmd = "mexd bench train";
+  if (argc > 1) {
+    fprintf(stderr, "%s: unexpected argument \"%s\"\n", cmd, argv[1]);
+    return 2;
+  }
+  if (!mexd_opt_int(cmd, "--bags", bags, 1, 1000000) ||
+      !mexd_opt_int(cmd, "--n", n, 1, 10000000) || !mexd_opt_int(cmd, "--dim", dim, 1, 65536) ||
+      !mexd_opt_int(cmd, "--steps", steps, 1, 10000) ||
+      !mexd_opt_int(cmd, "--warmup", warmup, 0, 1000) ||
+      !mexd_opt_int(cmd, "--width", width, 1, 65536) ||
+      !mexd_opt_int(cmd, "--heads", heads, 1, 1024) ||
+      !mexd_opt_int(cmd, "--landmarks", landmarks, 1, 16384) ||
+      !mexd_opt_int(cmd, "--seed", seed, 0, G_MAXINT64))
+    return 2;
+  if (width % heads) {
+    fprintf(stderr, "%s: --width %d is not a multiple of --heads %d\n", cmd, width, heads);
+    return 2;
+  }
+  if ((int64_t)n * MAX(dim, width) > ((int64_t)1 << 31)) {
+    fprintf(stderr, "%s: a bag of %d × %d values is more than 2^31 (8 GiB): give a smaller --n\n",
+            cmd, n, MAX(dim, width));
     return 2;
   }
   g_autoptr(MexdBackend) be = mexd_backend_new(device, &error);
@@ -133,8 +162,10 @@ int mexd_bench_train(int argc, char **argv)
     fprintf(stderr, "mexd bench train: %s\n", error->message);
     return 1;
   }
-  float z[512], rho[2] = {0.3f, 0.7f};
-  for (int i = 0; i < 512; i++)
+  /* the diffusion stage's condition: a Z of the model's width */
+  g_autofree float *z = g_new(float, width);
+  float rho[2] = {0.3f, 0.7f};
+  for (int i = 0; i < width; i++)
     z[i] = (float)sin(0.1 * i);
   g_autofree double *t = g_new(double, steps);
   double loss_last = NAN;

@@ -14,8 +14,10 @@
  * Everything lands in DIR (mexd-demo): slides/, backbone.safetensors, features/, labels.csv,
  * train/{adapter,moe,diffusion}/, classify/ (per slide and summary.csv), demo.json (the lesion
  * rectangles, for checking the heatmaps).  Needs vips and tiffset (make-slide.sh) and the mexd
- * GStreamer plugin.  Exit 0 done, 1 a failure, 2 bad usage. */
+ * GStreamer plugin.  Every file is written atomically.  Exit 0 done, 1 a failure, 2 bad usage
+ * (--train-slides 6..198, --test-slides 2..194, 200 in all at most; --seed 0..1000000). */
 #include "mexd.h"
+#include "opts.h"
 
 #include "../lib/mexd.h"
 #include "../lib/train/dataset.h"
@@ -209,9 +211,10 @@ int mexd_cmd_demo(int argc, char **argv)
   gboolean quiet = FALSE;
   GOptionEntry entries[] = {
       {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "where everything goes (mexd-demo)", "DIR"},
-      {"train-slides", 0, 0, G_OPTION_ARG_INT, &n_train, "training slides (20)", "N"},
-      {"test-slides", 0, 0, G_OPTION_ARG_INT, &n_test, "held-out slides (6)", "N"},
-      {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "seed of the cohort and the training (1)", "S"},
+      {"train-slides", 0, 0, G_OPTION_ARG_INT, &n_train, "training slides (20; 6..198)", "N"},
+      {"test-slides", 0, 0, G_OPTION_ARG_INT, &n_test, "held-out slides (6; 2..194)", "N"},
+      {"seed", 0, 0, G_OPTION_ARG_INT64, &seed,
+       "seed of the cohort and the training (1; 0..1000000)", "S"},
       {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "D"},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "only the table", NULL},
       {NULL},
@@ -231,9 +234,13 @@ int mexd_cmd_demo(int argc, char **argv)
     fprintf(stderr, "%s: unexpected argument \"%s\"\n", cmd, argv[1]);
     return 2;
   }
-  if (n_train < 6 || n_test < 2 || n_train + n_test > 200) {
-    fprintf(stderr, "%s: --train-slides must be ≥ 6 and --test-slides ≥ 2 (200 in all at most)\n",
-            cmd);
+  if (!mexd_opt_int(cmd, "--train-slides", n_train, 6, 198) ||
+      !mexd_opt_int(cmd, "--test-slides", n_test, 2, 194) ||
+      !mexd_opt_int(cmd, "--seed", seed, 0, 1000000))
+    return 2;
+  if (n_train + n_test > 200) {
+    fprintf(stderr, "%s: --train-slides %d and --test-slides %d make %d slides, more than 200\n",
+            cmd, n_train, n_test, n_train + n_test);
     return 2;
   }
   if (!out)
@@ -310,13 +317,16 @@ int mexd_cmd_demo(int argc, char **argv)
       return 1;
     }
   }
-  /* labels */
-  GString *csv = g_string_new("slide_id,label,split\n");
+  /* labels (lib/io/csv.h), written atomically as every output */
+  GString *csv = g_string_new(NULL);
+  mexd_csv_append_row(csv, (const char *const[]){"slide_id", "label", "split", NULL}, -1);
   for (int i = 0; i < n; i++)
-    g_string_append_printf(csv, "%s,%s,%s\n", sl[i].id, sl[i].tumor ? "tumor" : "normal",
-                           sl[i].test ? "test" : "train");
+    mexd_csv_append_row(csv,
+                        (const char *const[]){sl[i].id, sl[i].tumor ? "tumor" : "normal",
+                                              sl[i].test ? "test" : "train", NULL},
+                        -1);
   g_autofree char *labels = g_build_filename(out, "labels.csv", NULL);
-  gboolean ok = g_file_set_contents(labels, csv->str, (gssize)csv->len, &error);
+  gboolean ok = mexd_file_write_atomic(labels, csv->str, (gssize)csv->len, &error);
   g_string_free(csv, TRUE);
   /* demo.json: the lesions */
   GString *dj = g_string_new("{\"slides\": [");
@@ -329,7 +339,7 @@ int mexd_cmd_demo(int argc, char **argv)
                            sl[i].lesion[2], sl[i].lesion[3]);
   g_string_append(dj, "\n]}\n");
   g_autofree char *djp = g_build_filename(out, "demo.json", NULL);
-  ok = ok && g_file_set_contents(djp, dj->str, (gssize)dj->len, &error);
+  ok = ok && mexd_file_write_atomic(djp, dj->str, (gssize)dj->len, &error);
   g_string_free(dj, TRUE);
   if (!ok) {
     fprintf(stderr, "%s: %s\n", cmd, error->message);
@@ -422,14 +432,19 @@ int mexd_cmd_demo(int argc, char **argv)
   int right = 0;
   for (int i = n_train; i < n; i++) {
     g_autofree char *rp = g_build_filename(cdir, sl[i].id, "result.json", NULL);
-    g_autoptr(JsonParser) p = json_parser_new();
-    if (!json_parser_load_from_file(p, rp, &error)) {
-      fprintf(stderr, "%s: %s\n", cmd, error->message);
+    g_autoptr(JsonNode) root = mexd_json_parse_file(rp, 16 << 20, &error);
+    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
+    JsonNode *pn = o ? json_object_get_member(o, "probabilities") : NULL;
+    JsonArray *pa = pn && JSON_NODE_HOLDS_ARRAY(pn) ? json_node_get_array(pn) : NULL;
+    const char *cls = o ? json_object_get_string_member_with_default(o, "class", NULL) : NULL;
+    if (!cls || !pa || json_array_get_length(pa) < 2) {
+      if (error)
+        fprintf(stderr, "%s: %s\n", cmd, error->message);
+      else
+        fprintf(stderr, "%s: %s: no class and probabilities\n", cmd, rp);
       return 1;
     }
-    JsonObject *o = json_node_get_object(json_parser_get_root(p));
-    const char *cls = json_object_get_string_member(o, "class");
-    double pt = json_array_get_double_element(json_object_get_array_member(o, "probabilities"), 1);
+    double pt = json_array_get_double_element(pa, 1);
     gboolean good = g_str_equal(cls, sl[i].tumor ? "tumor" : "normal");
     right += good;
     g_autofree char *hm = g_build_filename(cdir, sl[i].id, "heatmap.png", NULL);

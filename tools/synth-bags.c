@@ -6,8 +6,14 @@
  *                   [--max-fraction F] [--seed S] [--force] [--quiet]
  *
  * A progress line per slide on stderr (unless --quiet), a summary on stdout.  Exit 0 done,
- * 1 a failure while writing (a non-empty DIR without --force among them), 2 bad usage. */
+ * 1 a failure while writing (a non-empty DIR without --force among them), 2 bad usage (an option
+ * outside its range among them, named with its range in tools/opts.h's words: --classes 2..3,
+ * --slides C..1000000, --test-fraction 0 or more and below 1, --dim 2..65536, --min-instances
+ * and --max-instances 1..1000000 (min ≤ max), --min-fraction and --max-fraction above 0 and at
+ * most 1 (min ≤ max), --seed 0..2^64−1).  Every file is written atomically (lib/train/synth.c):
+ * with --force, a file of the same name that is a link is replaced, never written through. */
 #include "mexd.h"
+#include "opts.h"
 
 #include "../lib/mexd.h"
 
@@ -56,16 +62,19 @@ int mexd_cmd_synth_bags(int argc, char **argv)
       {"classes", 'c', 0, G_OPTION_ARG_INT, &o.n_classes,
        "2 (normal/tumor, Camelyon16-like) or 3 (benign/atypical/malignant, BRACS-like)", "C"},
       {"slides", 'n', 0, G_OPTION_ARG_CALLBACK, (gpointer)parse_slides,
-       "slides (60 for 2 classes, 90 for 3)", "N"},
+       "slides (60 for 2 classes, 90 for 3; C..1000000)", "N"},
       {"test-fraction", 0, 0, G_OPTION_ARG_DOUBLE, &o.test_fraction,
-       "fraction of each class in the test split (0.3)", "F"},
-      {"dim", 'd', 0, G_OPTION_ARG_INT, &o.dim, "feature size (384)", "D"},
-      {"min-instances", 0, 0, G_OPTION_ARG_INT, &o.min_instances, "smallest bag (200)", "N"},
-      {"max-instances", 0, 0, G_OPTION_ARG_INT, &o.max_instances, "largest bag (5000)", "N"},
+       "fraction of each class in the test split (0.3; 0 or more, below 1)", "F"},
+      {"dim", 'd', 0, G_OPTION_ARG_INT, &o.dim, "feature size (384; 2..65536)", "D"},
+      {"min-instances", 0, 0, G_OPTION_ARG_INT, &o.min_instances,
+       "smallest bag (200; 1..1000000)", "N"},
+      {"max-instances", 0, 0, G_OPTION_ARG_INT, &o.max_instances,
+       "largest bag (5000; 1..1000000, at least --min-instances)", "N"},
       {"min-fraction", 0, 0, G_OPTION_ARG_DOUBLE, &o.min_fraction,
-       "smallest lesion fraction of a lesion bag (0.005 = 0.5 %)", "F"},
+       "smallest lesion fraction of a lesion bag (0.005 = 0.5 %; above 0, at most 1)", "F"},
       {"max-fraction", 0, 0, G_OPTION_ARG_DOUBLE, &o.max_fraction,
-       "largest lesion fraction (0.10 = 10 %)", "F"},
+       "largest lesion fraction (0.10 = 10 %; above 0, at most 1, at least --min-fraction)",
+       "F"},
       {"seed", 's', 0, G_OPTION_ARG_STRING, &seed_str, "the seed, 0..2^64-1 (0)", "S"},
       {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "the directory to write", "DIR"},
       {"force", 'f', 0, G_OPTION_ARG_NONE, &force,
@@ -96,10 +105,9 @@ int mexd_cmd_synth_bags(int argc, char **argv)
     fprintf(stderr, "mexd synth-bags: give --out DIR (mexd synth-bags --help)\n");
     return 2;
   }
-  if (o.n_classes != 2 && o.n_classes != 3) {
-    fprintf(stderr, "mexd synth-bags: --classes is 2 or 3, not %d\n", o.n_classes);
+  const char *cmd = "mexd synth-bags";
+  if (!mexd_opt_int(cmd, "--classes", o.n_classes, 2, 3))
     return 2;
-  }
   if (slides.given) {
     o.n_slides = slides.value;
   } else {
@@ -107,10 +115,24 @@ int mexd_cmd_synth_bags(int argc, char **argv)
     mexd_synth_options_init(&d, o.n_classes);
     o.n_slides = d.n_slides;
   }
+  if (!mexd_opt_int(cmd, "--slides", o.n_slides, o.n_classes, MEXD_SYNTH_MAX_SLIDES) ||
+      !mexd_opt_double(cmd, "--test-fraction", o.test_fraction, 0, 1, FALSE) ||
+      !mexd_opt_int(cmd, "--dim", o.dim, 2, MEXD_SYNTH_MAX_DIM) ||
+      !mexd_opt_int(cmd, "--min-instances", o.min_instances, 1, MEXD_SYNTH_MAX_INSTANCES) ||
+      !mexd_opt_int(cmd, "--max-instances", o.max_instances, o.min_instances,
+                    MEXD_SYNTH_MAX_INSTANCES) ||
+      !mexd_opt_double(cmd, "--min-fraction", o.min_fraction, 0, 1, TRUE) ||
+      !mexd_opt_double(cmd, "--max-fraction", o.max_fraction, o.min_fraction, 1, FALSE))
+    return 2;
+  if (o.test_fraction >= 1) {
+    fprintf(stderr, "%s: --test-fraction %g is outside 0..1 (and must be below it)\n", cmd,
+            o.test_fraction);
+    return 2;
+  }
   if (seed_str) {
     guint64 v;
     if (!g_ascii_string_to_unsigned(seed_str, 10, 0, G_MAXUINT64, &v, NULL)) {
-      fprintf(stderr, "mexd synth-bags: --seed is an integer 0..18446744073709551615, not \"%s\"\n",
+      fprintf(stderr, "mexd synth-bags: --seed %s is outside 0..18446744073709551615\n",
               seed_str);
       return 2;
     }

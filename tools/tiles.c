@@ -2,6 +2,7 @@
  * `mexd bench read` (tiles per second read from a slide). */
 #include "mexd.h"
 #include "grid-opts.h"
+#include "opts.h"
 
 #include "../lib/mexd.h"
 
@@ -20,28 +21,98 @@ void grid_opts_clear(GridOpts *o)
   g_free(o->contour_fn);
 }
 
+/* The numeric grid options: parsed by one callback that records which were given, so that an
+ * explicit value is never mistaken for "not given"; ranges in grid-opts.h. */
+typedef struct {
+  const char *name;
+  guint bit;
+  gboolean is_double;
+  size_t offset;
+  double lo, hi;
+  gboolean lo_open;
+} GridNumber;
+
+static const GridNumber grid_numbers[] = {
+    {"--mag", GRID_MAG, TRUE, G_STRUCT_OFFSET(GridOpts, mag), 0, 1000, TRUE},
+    {"--mpp", GRID_MPP, TRUE, G_STRUCT_OFFSET(GridOpts, mpp), 0, 1000, TRUE},
+    {"--level", GRID_LEVEL, FALSE, G_STRUCT_OFFSET(GridOpts, level), 0, 64, FALSE},
+    {"--size", GRID_SIZE, FALSE, G_STRUCT_OFFSET(GridOpts, size), 1, 16384, FALSE},
+    {"--step", GRID_STEP, FALSE, G_STRUCT_OFFSET(GridOpts, step), 1, 1 << 20, FALSE},
+    {"--overlap", GRID_OVERLAP, FALSE, G_STRUCT_OFFSET(GridOpts, overlap), 0, 16383, FALSE},
+    {"--seg-level", GRID_SEG_LEVEL, FALSE, G_STRUCT_OFFSET(GridOpts, seg_level), 0, 64, FALSE},
+    {"--sthresh", GRID_STHRESH, FALSE, G_STRUCT_OFFSET(GridOpts, sthresh), 0, 255, FALSE},
+    {"--mthresh", GRID_MTHRESH, FALSE, G_STRUCT_OFFSET(GridOpts, mthresh), 3, 255, FALSE},
+    {"--close", GRID_CLOSE, FALSE, G_STRUCT_OFFSET(GridOpts, close), 0, 255, FALSE},
+    {"--a-t", GRID_A_T, TRUE, G_STRUCT_OFFSET(GridOpts, a_t), 0, 1e9, FALSE},
+    {"--a-h", GRID_A_H, TRUE, G_STRUCT_OFFSET(GridOpts, a_h), 0, 1e9, FALSE},
+    {"--max-holes", GRID_MAX_HOLES, FALSE, G_STRUCT_OFFSET(GridOpts, max_holes), 0, 100000,
+     FALSE},
+};
+
+static gboolean grid_number_cb(const char *name, const char *value, gpointer data, GError **error)
+{
+  GridOpts *o = data;
+  for (size_t k = 0; k < G_N_ELEMENTS(grid_numbers); k++) {
+    const GridNumber *g = &grid_numbers[k];
+    if (!g_str_equal(name, g->name))
+      continue;
+    if (g->is_double) {
+      char *end = NULL;
+      double v = g_ascii_strtod(value, &end);
+      if (!*value || !end || *end) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "%s takes a number, not \"%s\"", name, value);
+        return FALSE;
+      }
+      G_STRUCT_MEMBER(double, o, g->offset) = v;
+    } else {
+      gint64 v;
+      if (!g_ascii_string_to_signed(value, 10, G_MININT, G_MAXINT, &v, NULL)) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "%s takes an integer, not \"%s\"", name, value);
+        return FALSE;
+      }
+      G_STRUCT_MEMBER(int, o, g->offset) = (int)v;
+    }
+    o->given |= g->bit;
+    return TRUE;
+  }
+  return FALSE;
+}
+
 GOptionGroup *grid_opts_group(GridOpts *o)
 {
+  const GOptionFlags f = 0;
   GOptionEntry e[] = {
-      {"mag", 0, 0, G_OPTION_ARG_DOUBLE, &o->mag, "tiles at this magnification (20: 20×)", "M"},
-      {"mpp", 0, 0, G_OPTION_ARG_DOUBLE, &o->mpp, "tiles at this resolution, µm per pixel", "U"},
-      {"level", 0, 0, G_OPTION_ARG_INT, &o->level,
-       "tiles read at this level without resizing, as CLAM (default: level 0)", "L"},
-      {"size", 0, 0, G_OPTION_ARG_INT, &o->size, "tile side in pixels (256)", "N"},
-      {"step", 0, 0, G_OPTION_ARG_INT, &o->step, "grid step in tile pixels (the tile size)", "N"},
-      {"overlap", 0, 0, G_OPTION_ARG_INT, &o->overlap,
-       "overlap of neighbouring tiles in pixels (step = size - overlap)", "N"},
+      {"mag", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "tiles at this magnification (20: 20×; above 0, at most 1000)", "M"},
+      {"mpp", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "tiles at this resolution, µm per pixel (above 0, at most 1000)", "U"},
+      {"level", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "tiles read at this level without resizing, as CLAM (default: level 0; 0..64)", "L"},
+      {"size", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "tile side in pixels (256; 1..16384)", "N"},
+      {"step", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "grid step in tile pixels (the tile size; 1..1048576)", "N"},
+      {"overlap", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "overlap of neighbouring tiles in pixels (step = size - overlap; 0..size-1)", "N"},
       {"preset", 0, 0, G_OPTION_ARG_STRING, &o->preset,
        "CLAM's segmentation preset: default, tcga, bwh_biopsy, bwh_resection", "P"},
-      {"seg-level", 0, 0, G_OPTION_ARG_INT, &o->seg_level,
-       "segment at this level (default: the level nearest 64× downsample)", "L"},
-      {"sthresh", 0, 0, G_OPTION_ARG_INT, &o->sthresh, "saturation threshold (preset's)", "T"},
-      {"mthresh", 0, 0, G_OPTION_ARG_INT, &o->mthresh, "median kernel, odd (preset's)", "K"},
-      {"close", 0, 0, G_OPTION_ARG_INT, &o->close, "closing kernel, 0: none (preset's)", "K"},
+      {"seg-level", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "segment at this level (default: the level nearest 64× downsample; 0..64)", "L"},
+      {"sthresh", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "saturation threshold (preset's; 0..255)", "T"},
+      {"mthresh", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "median kernel (preset's; odd, 3..255)", "K"},
+      {"close", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "closing kernel, 0: none (preset's; 0..255)", "K"},
       {"otsu", 0, 0, G_OPTION_ARG_NONE, &o->otsu, "Otsu's threshold instead of sthresh", NULL},
-      {"a-t", 0, 0, G_OPTION_ARG_DOUBLE, &o->a_t, "minimum tissue area, reference patches", "A"},
-      {"a-h", 0, 0, G_OPTION_ARG_DOUBLE, &o->a_h, "minimum hole area, reference patches", "A"},
-      {"max-holes", 0, 0, G_OPTION_ARG_INT, &o->max_holes, "holes kept per contour", "N"},
+      {"a-t", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "minimum tissue area, reference patches (preset's; 0..1e9)", "A"},
+      {"a-h", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "minimum hole area, reference patches (preset's; 0..1e9)", "A"},
+      {"max-holes", 0, f, G_OPTION_ARG_CALLBACK, (gpointer)grid_number_cb,
+       "holes kept per contour (preset's; 0..100000)", "N"},
       {"contour-fn", 0, 0, G_OPTION_ARG_STRING, &o->contour_fn,
        "tile test: four_pt (default), four_pt_hard, center", "F"},
       {"no-padding", 0, 0, G_OPTION_ARG_NONE, &o->no_padding,
@@ -49,9 +120,60 @@ GOptionGroup *grid_opts_group(GridOpts *o)
       {NULL},
   };
   GOptionGroup *g = g_option_group_new("grid", "Tissue and tile grid (CLAM's rules):",
-                                       "Show the tissue and grid options", NULL, NULL);
+                                       "Show the tissue and grid options", o, NULL);
   g_option_group_add_entries(g, e);
   return g;
+}
+
+gboolean grid_opts_check(const GridOpts *o, const char *cmd)
+{
+  for (size_t k = 0; k < G_N_ELEMENTS(grid_numbers); k++) {
+    const GridNumber *g = &grid_numbers[k];
+    if (!(o->given & g->bit))
+      continue;
+    gboolean ok = g->is_double
+                      ? mexd_opt_double(cmd, g->name, G_STRUCT_MEMBER(double, o, g->offset), g->lo,
+                                        g->hi, g->lo_open)
+                      : mexd_opt_int(cmd, g->name, G_STRUCT_MEMBER(int, o, g->offset),
+                                     (gint64)g->lo, (gint64)g->hi);
+    if (!ok)
+      return FALSE;
+  }
+  if ((o->given & GRID_MTHRESH) && o->mthresh % 2 == 0) {
+    fprintf(stderr, "%s: --mthresh %d must be odd (3..255)\n", cmd, o->mthresh);
+    return FALSE;
+  }
+  if ((o->given & GRID_OVERLAP) && o->overlap >= o->size) {
+    fprintf(stderr, "%s: --overlap %d is outside 0..%d (below --size %d)\n", cmd, o->overlap,
+            o->size - 1, o->size);
+    return FALSE;
+  }
+  if (!!(o->given & GRID_MAG) + !!(o->given & GRID_MPP) + !!(o->given & GRID_LEVEL) > 1) {
+    fprintf(stderr, "%s: give one of --mag, --mpp and --level, not several\n", cmd);
+    return FALSE;
+  }
+  if ((o->given & GRID_STEP) && (o->given & GRID_OVERLAP)) {
+    fprintf(stderr, "%s: give --step or --overlap, not both\n", cmd);
+    return FALSE;
+  }
+  MexdTissueParams tp;
+  g_autoptr(GError) error = NULL;
+  if (o->preset && !mexd_tissue_preset(o->preset, &tp, &error)) {
+    fprintf(stderr, "%s: --preset: %s\n", cmd, error->message);
+    return FALSE;
+  }
+  MexdContourFn fn;
+  if (o->contour_fn && !mexd_contour_fn_parse(o->contour_fn, &fn)) {
+    fprintf(stderr, "%s: --contour-fn is four_pt, four_pt_hard or center, not \"%s\"\n", cmd,
+            o->contour_fn);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean grid_opts_any(const GridOpts *o)
+{
+  return o->given || o->preset || o->contour_fn || o->otsu || o->no_padding;
 }
 
 /* Opens nothing: turns the options into tissue parameters and a grid spec for `slide`. */
@@ -60,34 +182,36 @@ static gboolean grid_opts_resolve(const GridOpts *o, MexdSlide *slide, MexdTissu
 {
   if (!mexd_tissue_preset(o->preset ? o->preset : "default", tp, error))
     return FALSE;
-  if (o->sthresh >= 0)
+  if (o->given & GRID_STHRESH)
     tp->sthresh = o->sthresh;
-  if (o->mthresh >= 0)
+  if (o->given & GRID_MTHRESH)
     tp->mthresh = o->mthresh;
-  if (o->close >= 0)
+  if (o->given & GRID_CLOSE)
     tp->close = o->close;
-  if (o->a_t >= 0)
+  if (o->given & GRID_A_T)
     tp->a_t = o->a_t;
-  if (o->a_h >= 0)
+  if (o->given & GRID_A_H)
     tp->a_h = o->a_h;
-  if (o->max_holes >= 0)
+  if (o->given & GRID_MAX_HOLES)
     tp->max_n_holes = o->max_holes;
   if (o->otsu)
     tp->use_otsu = TRUE;
   if (!mexd_tissue_params_check(tp, error))
     return FALSE;
-  int chosen = (o->mag > 0) + (o->mpp > 0) + (o->level >= 0);
+  const double mag = o->given & GRID_MAG ? o->mag : 0, mpp = o->given & GRID_MPP ? o->mpp : 0;
+  const int level = o->given & GRID_LEVEL ? o->level : 0;
+  const int step = o->given & GRID_STEP ? o->step : o->size - o->overlap;
+  int chosen = !!(o->given & GRID_MAG) + !!(o->given & GRID_MPP) + !!(o->given & GRID_LEVEL);
   if (chosen > 1)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
                      "give one of --mag, --mpp and --level, not several");
-  if (o->step > 0 && o->overlap > 0)
+  if ((o->given & GRID_STEP) && (o->given & GRID_OVERLAP))
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "give --step or --overlap, not both");
   if (o->overlap < 0 || o->overlap >= o->size)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
                      "--overlap %d must lie in 0..%d (below the tile size)", o->overlap,
                      o->size - 1);
-  gboolean ok = mexd_grid_spec_choose(slide, o->mpp, o->mag, MAX(o->level, 0), o->size,
-                                      o->step > 0 ? o->step : o->size - o->overlap, spec, error);
+  gboolean ok = mexd_grid_spec_choose(slide, mpp, mag, level, o->size, step, spec, error);
   if (!ok)
     return FALSE;
   if (o->contour_fn && !mexd_contour_fn_parse(o->contour_fn, &spec->contour_fn))
@@ -106,7 +230,8 @@ int64_t mexd_slide_grid(const GridOpts *o, MexdSlide *slide, MexdGridSpec *spec,
   if (!grid_opts_resolve(o, slide, &tp, spec, error))
     return -1;
   gint64 t0 = g_get_monotonic_time();
-  MexdTissue *t = mexd_slide_tissue(slide, o->seg_level, &tp, error);
+  MexdTissue *t =
+      mexd_slide_tissue(slide, o->given & GRID_SEG_LEVEL ? o->seg_level : -1, &tp, error);
   if (!t)
     return -1;
   int64_t n = mexd_tile_grid(slide, t, spec, coords);
@@ -157,6 +282,10 @@ int mexd_cmd_tiles(int argc, char **argv)
   }
   if (argc != 2) {
     fprintf(stderr, "mexd tiles: give one slide (mexd tiles --help)\n");
+    rc = 2;
+    goto done;
+  }
+  if (!grid_opts_check(&o, "mexd tiles")) {
     rc = 2;
     goto done;
   }
@@ -262,9 +391,10 @@ int mexd_bench_read(int argc, char **argv)
   gboolean json = FALSE;
   GOptionEntry entries[] = {
       {"threads", 't', 0, G_OPTION_ARG_STRING, &threads_s,
-       "reader threads, a comma-separated list (1,2)", "N,M"},
-      {"max-tiles", 0, 0, G_OPTION_ARG_INT, &max, "tiles read per run (2000)", "N"},
-      {"reps", 0, 0, G_OPTION_ARG_INT, &reps, "runs per setting; the median is reported (3)", "R"},
+       "reader threads, a comma-separated list (1,2; each 1..1024)", "N,M"},
+      {"max-tiles", 0, 0, G_OPTION_ARG_INT, &max, "tiles read per run (2000; 1..10000000)", "N"},
+      {"reps", 0, 0, G_OPTION_ARG_INT, &reps,
+       "runs per setting; the median is reported (3; 1..1000)", "R"},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json, "one JSON line per setting", NULL},
       {NULL},
   };
@@ -275,13 +405,32 @@ int mexd_bench_read(int argc, char **argv)
   g_autoptr(GError) error = NULL;
   int rc = 0;
   g_auto(GStrv) tl = NULL;
-  if (!g_option_context_parse(ctx, &argc, &argv, &error) || argc != 2 || max < 1 || reps < 1) {
+  if (!g_option_context_parse(ctx, &argc, &argv, &error) || argc != 2) {
     fprintf(stderr, "mexd bench read: %s (mexd bench read --help)\n",
                     error ? error->message : "give one slide");
     rc = 2;
     goto done;
   }
+  if (!mexd_opt_int("mexd bench read", "--max-tiles", max, 1, 10000000) ||
+      !mexd_opt_int("mexd bench read", "--reps", reps, 1, 1000) ||
+      !grid_opts_check(&o, "mexd bench read")) {
+    rc = 2;
+    goto done;
+  }
   tl = g_strsplit(threads_s ? threads_s : "1,2", ",", -1);
+  for (int k = 0; tl[k]; k++) {
+    gint64 v;
+    if (!g_ascii_string_to_signed(g_strstrip(tl[k]), 10, G_MININT64, G_MAXINT64, &v, NULL)) {
+      fprintf(stderr, "mexd bench read: --threads takes integers separated by commas, not "
+                      "\"%s\"\n", threads_s);
+      rc = 2;
+      goto done;
+    }
+    if (!mexd_opt_int("mexd bench read", "--threads", v, 1, 1024)) {
+      rc = 2;
+      goto done;
+    }
+  }
   {
     g_autoptr(MexdSlide) slide = mexd_slide_open(argv[1], &error);
     MexdGridSpec spec;
@@ -307,12 +456,7 @@ int mexd_bench_read(int argc, char **argv)
     }
     int nt = 1 + (int)g_strv_length(tl);
     for (int k = 0; k < nt; k++) {
-      int threads = k == 0 ? 0 : atoi(tl[k - 1]);
-      if (k > 0 && (threads < 1 || threads > 1024)) {
-        fprintf(stderr, "mexd bench read: bad thread count \"%s\"\n", tl[k - 1]);
-        rc = 2;
-        goto done;
-      }
+      int threads = k == 0 ? 0 : (int)g_ascii_strtoll(tl[k - 1], NULL, 10); /* checked above */
       g_autofree double *v = g_new(double, reps);
       for (int r = 0; r < reps; r++)
         if ((v[r] = read_rate(argv[1], &spec, coords, n, threads, &error)) < 0) {

@@ -17,6 +17,7 @@
  * --json prints each epoch's report as a JSON line on stdout instead.  Exit 0 done, 1 a failure
  * (bad data, a file that cannot be read or written, a device error), 2 bad usage. */
 #include "mexd.h"
+#include "opts.h"
 
 #include "../lib/mexd.h"
 #include "../lib/train/classifier.h"
@@ -69,7 +70,7 @@ static void on_progress(MexdTrainStage stage, int epoch, int done, int n,
           p->tty ? "\r\033[K" : "", mexd_train_stage_name(stage), r->epoch, r->epochs,
           r->train_loss, r->val_loss, r->val_auc, r->val_acc, r->seconds, eta,
           r->best ? "  *" : "",
-          r->skipped_steps ? "  (steps skipped: gradient not finite)" : "");
+          r->skipped_steps ? "  (steps skipped: a loss or gradient not finite)" : "");
 }
 
 static void warn_slide(const char *slide, const char *message, gpointer data)
@@ -77,7 +78,47 @@ static void warn_slide(const char *slide, const char *message, gpointer data)
   fprintf(stderr, "%s: skipped slide %s: %s\n", (const char *)data, slide, message);
 }
 
-/* "0.25,0.5" → out[]; FALSE on a malformed list */
+/* ---- option values ---- */
+
+/* A whole number of a string option ("--seed 7"); prints the usage line and FALSE otherwise. */
+static gboolean opt_parse_int(const char *cmd, const char *name, const char *text, gint64 *v)
+{
+  if (g_ascii_string_to_signed(text, 10, G_MININT64, G_MAXINT64, v, NULL))
+    return TRUE;
+  fprintf(stderr, "%s: %s takes an integer, not \"%s\"\n", cmd, name, text);
+  return FALSE;
+}
+
+/* A number of a string option ("--lr 1e-3"; "nan" parses, and is then outside every range). */
+static gboolean opt_parse_double(const char *cmd, const char *name, const char *text, double *v)
+{
+  char *end = NULL;
+  *v = g_ascii_strtod(text, &end);
+  if (*text && end && !*end)
+    return TRUE;
+  fprintf(stderr, "%s: %s takes a number, not \"%s\"\n", cmd, name, text);
+  return FALSE;
+}
+
+/* lo ≤ v < hi, in tools/opts.h's words. */
+static gboolean opt_double_below(const char *cmd, const char *name, double v, double lo, double hi)
+{
+  if (isfinite(v) && v >= lo && v < hi)
+    return TRUE;
+  fprintf(stderr, "%s: %s %g is outside %g..%g (and must be below it)\n", cmd, name, v, lo, hi);
+  return FALSE;
+}
+
+/* --seed: 0..2^64−1 */
+static gboolean opt_seed(const char *cmd, const char *text, guint64 *seed)
+{
+  if (!text || g_ascii_string_to_unsigned(text, 10, 0, G_MAXUINT64, seed, NULL))
+    return TRUE;
+  fprintf(stderr, "%s: --seed %s is outside 0..18446744073709551615\n", cmd, text);
+  return FALSE;
+}
+
+/* "0.25,0.5" → out[] (at most max values); FALSE on a malformed list or too many values */
 static gboolean parse_doubles(const char *s, double *out, int max, int *n)
 {
   g_auto(GStrv) parts = g_strsplit(s, ",", -1);
@@ -98,11 +139,21 @@ static gboolean parse_ints(const char *s, int *out, int max, int *n)
   if (!parse_doubles(s, v, MIN(max, 256), n))
     return FALSE;
   for (int i = 0; i < *n; i++) {
-    if (v[i] != floor(v[i]))
+    if (!isfinite(v[i]) || v[i] != floor(v[i]) || fabs(v[i]) > G_MAXINT)
       return FALSE;
     out[i] = (int)v[i];
   }
   return TRUE;
+}
+
+/* The files a training run writes into DIR (lib/train/trainer.h). */
+static char **train_outputs(const char *dir)
+{
+  char **o = g_new0(char *, 4);
+  o[0] = g_build_filename(dir, "model.safetensors", NULL);
+  o[1] = g_build_filename(dir, "checkpoint.safetensors", NULL);
+  o[2] = g_build_filename(dir, "log.jsonl", NULL);
+  return o;
 }
 
 int mexd_cmd_train(int argc, char **argv)
@@ -127,7 +178,7 @@ int mexd_cmd_train(int argc, char **argv)
   mexd_train_options_init(&o, stage);
   g_autofree char *data = NULL, *labels = NULL, *out = NULL, *preset = NULL, *device = NULL;
   g_autofree char *adapter = NULL, *moe = NULL, *alpha = NULL, *eoc = NULL, *prior = NULL;
-  g_autofree char *seed_s = NULL, *classes_s = NULL;
+  g_autofree char *seed_s = NULL, *classes_s = NULL, *lr_s = NULL, *experts_s = NULL;
   double val_fraction = 0.2, dropout = o.dropout;
   gboolean json = FALSE, quiet = FALSE, skip_bad = FALSE;
   GOptionEntry entries[] = {
@@ -135,50 +186,67 @@ int mexd_cmd_train(int argc, char **argv)
        "directory of feature files (S.h5, S.csv, S.npy or h5_files/S.h5)", "DIR"},
       {"labels", 0, 0, G_OPTION_ARG_FILENAME, &labels, "CSV: slide_id,label[,split]", "CSV"},
       {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out,
-       "output directory (model.safetensors, checkpoint.safetensors, log.jsonl)", "DIR"},
+       "output directory (model.safetensors, checkpoint.safetensors, log.jsonl; none of them may "
+       "be an input)",
+       "DIR"},
       {"preset", 0, 0, G_OPTION_ARG_STRING, &preset,
        "camelyon16, tcga-nsclc or bracs: classes, experts, alpha and official split", "P"},
       {"val-fraction", 0, 0, G_OPTION_ARG_DOUBLE, &val_fraction,
-       "of train carved into val when the CSV has none (0.2)", "F"},
+       "of train carved into val when the CSV has none (0.2; 0..1)", "F"},
       {"classes", 0, 0, G_OPTION_ARG_STRING, &classes_s,
        "the class names in the model's order (default: the preset's, else the CSV's labels "
        "sorted)",
        "A,B,…"},
-      {"seed", 0, 0, G_OPTION_ARG_STRING, &seed_s, "seed of everything random (0)", "S"},
-      {"epochs", 0, 0, G_OPTION_ARG_INT, &o.epochs, "epochs (200; diffusion 100)", "N"},
+      {"seed", 0, 0, G_OPTION_ARG_STRING, &seed_s,
+       "seed of everything random (0; 0..18446744073709551615)", "S"},
+      {"epochs", 0, 0, G_OPTION_ARG_INT, &o.epochs, "epochs (200; diffusion 100; 1..1000000)",
+       "N"},
       {"patience", 0, 0, G_OPTION_ARG_INT, &o.patience,
-       "stop after N epochs without a better validation (0: never)", "N"},
-      {"lr", 0, 0, G_OPTION_ARG_DOUBLE, &o.lr, "learning rate (2e-4; diffusion 1e-3)", "X"},
+       "stop after N epochs without a better validation (0: never; 0..1000000)", "N"},
+      {"lr", 0, 0, G_OPTION_ARG_STRING, &lr_s,
+       "learning rate (2e-4; diffusion 1e-3; above 0, at most 1)", "X"},
       {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "D"},
       {"resume", 0, 0, G_OPTION_ARG_NONE, &o.resume, "continue from OUT/checkpoint.safetensors",
        NULL},
       {"skip-bad", 0, 0, G_OPTION_ARG_NONE, &skip_bad,
-       "skip slides with bad data (with a warning) instead of stopping", NULL},
+       "skip slides with bad data or numbers that are not finite (with a warning naming each) "
+       "instead of stopping",
+       NULL},
       {"adapter", 0, 0, G_OPTION_ARG_FILENAME, &adapter, "moe: the adapter (stage adapter's model)",
        "FILE"},
       {"moe", 0, 0, G_OPTION_ARG_FILENAME, &moe, "diffusion: the Dyn-MoE model (stage moe's)",
        "FILE"},
-      {"experts", 0, 0, G_OPTION_ARG_INT, &o.experts, "moe: experts E (preset's, else C + 1)", "E"},
-      {"alpha", 0, 0, G_OPTION_ARG_STRING, &alpha, "moe: α per expert (0.25,0.5,…)", "A,…"},
+      {"experts", 0, 0, G_OPTION_ARG_STRING, &experts_s,
+       "moe: experts E (preset's, else C + 1; 2..16)", "E"},
+      {"alpha", 0, 0, G_OPTION_ARG_STRING, &alpha,
+       "moe: α per expert (0.25,0.5,…; each above 0, at most 1)", "A,…"},
       {"expert-of-class", 0, 0, G_OPTION_ARG_STRING, &eoc,
-       "moe: the expert of each class (class c → c + 1, or c when E = C)", "E,…"},
+       "moe: the expert of each class (class c → c + 1, or c when E = C; each 0..E−1)", "E,…"},
       {"no-routing", 0, 0, G_OPTION_ARG_NONE, &o.no_routing,
        "moe: the ablation — adapter #2 sees every instance, ungated", NULL},
       {"prior", 0, 0, G_OPTION_ARG_STRING, &prior,
        "diffusion: rho (CARD's prior, default) or none (the pure-noise ablation)", "P"},
-      {"val-steps", 0, 0, G_OPTION_ARG_INT, &o.val_steps, "diffusion: DDIM steps of validation (50)",
-       "K"},
-      {"val-chains", 0, 0, G_OPTION_ARG_INT, &o.val_chains, "diffusion: chains of validation (8)",
-       "S"},
-      {"width", 0, 0, G_OPTION_ARG_INT, &o.width, "TransMIL width (512)", "W"},
-      {"heads", 0, 0, G_OPTION_ARG_INT, &o.heads, "TransMIL heads (8)", "H"},
-      {"landmarks", 0, 0, G_OPTION_ARG_INT, &o.landmarks, "Nyström landmarks (256)", "M"},
-      {"pinv-iterations", 0, 0, G_OPTION_ARG_INT, &o.pinv_iterations, "pinv iterations (6)", "N"},
-      {"res-conv-taps", 0, 0, G_OPTION_ARG_INT, &o.res_conv_taps, "residual conv taps (33)", "K"},
-      {"dropout", 0, 0, G_OPTION_ARG_DOUBLE, &dropout, "attention dropout (0.1)", "P"},
-      {"diffusion-width", 0, 0, G_OPTION_ARG_INT, &o.diffusion_width, "denoiser width (512)", "F"},
-      {"abmil-width", 0, 0, G_OPTION_ARG_INT, &o.abmil_width, "abmil: hidden width (512)", "L"},
-      {"abmil-attn", 0, 0, G_OPTION_ARG_INT, &o.abmil_attn, "abmil: attention width (256)", "A"},
+      {"val-steps", 0, 0, G_OPTION_ARG_INT, &o.val_steps,
+       "diffusion: DDIM steps of validation (50; 2..1000, the T of training)", "K"},
+      {"val-chains", 0, 0, G_OPTION_ARG_INT, &o.val_chains,
+       "diffusion: chains of validation (8; 1..4096)", "S"},
+      {"width", 0, 0, G_OPTION_ARG_INT, &o.width,
+       "TransMIL width (512; 1..65536, a multiple of --heads)", "W"},
+      {"heads", 0, 0, G_OPTION_ARG_INT, &o.heads, "TransMIL heads (8; 1..1024)", "H"},
+      {"landmarks", 0, 0, G_OPTION_ARG_INT, &o.landmarks, "Nyström landmarks (256; 1..16384)",
+       "M"},
+      {"pinv-iterations", 0, 0, G_OPTION_ARG_INT, &o.pinv_iterations,
+       "pinv iterations (6; 0..100)", "N"},
+      {"res-conv-taps", 0, 0, G_OPTION_ARG_INT, &o.res_conv_taps,
+       "residual conv taps (33; odd, 1..1023)", "K"},
+      {"dropout", 0, 0, G_OPTION_ARG_DOUBLE, &dropout,
+       "attention dropout (0.1; 0 or more, below 1)", "P"},
+      {"diffusion-width", 0, 0, G_OPTION_ARG_INT, &o.diffusion_width,
+       "denoiser width (512; 1..65536)", "F"},
+      {"abmil-width", 0, 0, G_OPTION_ARG_INT, &o.abmil_width,
+       "abmil: hidden width (512; 1..65536)", "L"},
+      {"abmil-attn", 0, 0, G_OPTION_ARG_INT, &o.abmil_attn,
+       "abmil: attention width (256; 1..65536)", "A"},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json, "each epoch's report as a JSON line on stdout",
        NULL},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress lines", NULL},
@@ -192,7 +260,9 @@ int mexd_cmd_train(int argc, char **argv)
            "adapter #1 and the TransMIL baseline), moe (the Dyn-MoE and adapter #2 over a frozen\n"
            "adapter), diffusion (the Diff-C denoiser over a frozen Dyn-MoE), abmil (the\n"
            "gated-attention baseline).  Selection on the validation split; a checkpoint every\n"
-           "epoch (--resume continues an interrupted run and ends with the same weights).");
+           "epoch (--resume continues an interrupted run and ends with the same weights).\n"
+           "Exit 0 done, 1 a failure (bad data, a slide whose numbers are not finite, an output\n"
+           "that is an input), 2 bad usage (an option outside its range among them).");
   argc--;
   argv++;
   if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
@@ -208,27 +278,71 @@ int mexd_cmd_train(int argc, char **argv)
             mexd_train_stage_name(stage));
     return 2;
   }
-  if (seed_s && !g_ascii_string_to_unsigned(seed_s, 10, 0, G_MAXUINT64, &o.seed, NULL)) {
-    fprintf(stderr, "%s: --seed must be a non-negative integer, not \"%s\"\n", cmd, seed_s);
+  /* every numeric option within its range (the model file's own limits, lib/nn/model.c) */
+  if (!opt_seed(cmd, seed_s, &o.seed) ||
+      !mexd_opt_double(cmd, "--val-fraction", val_fraction, 0, 1, FALSE) ||
+      !mexd_opt_int(cmd, "--epochs", o.epochs, 1, 1000000) ||
+      !mexd_opt_int(cmd, "--patience", o.patience, 0, 1000000) ||
+      !mexd_opt_int(cmd, "--val-steps", o.val_steps, 2, o.T) ||
+      !mexd_opt_int(cmd, "--val-chains", o.val_chains, 1, 4096) ||
+      !mexd_opt_int(cmd, "--width", o.width, 1, 65536) ||
+      !mexd_opt_int(cmd, "--heads", o.heads, 1, 1024) ||
+      !mexd_opt_int(cmd, "--landmarks", o.landmarks, 1, 16384) ||
+      !mexd_opt_int(cmd, "--pinv-iterations", o.pinv_iterations, 0, 100) ||
+      !mexd_opt_int(cmd, "--res-conv-taps", o.res_conv_taps, 1, 1023) ||
+      !opt_double_below(cmd, "--dropout", dropout, 0, 1) ||
+      !mexd_opt_int(cmd, "--diffusion-width", o.diffusion_width, 1, 65536) ||
+      !mexd_opt_int(cmd, "--abmil-width", o.abmil_width, 1, 65536) ||
+      !mexd_opt_int(cmd, "--abmil-attn", o.abmil_attn, 1, 65536))
+    return 2;
+  if (o.width % o.heads) {
+    fprintf(stderr, "%s: --width %d is not a multiple of --heads %d\n", cmd, o.width, o.heads);
     return 2;
   }
+  if (o.res_conv_taps % 2 == 0) {
+    fprintf(stderr, "%s: --res-conv-taps %d must be odd (1..1023)\n", cmd, o.res_conv_taps);
+    return 2;
+  }
+  if (lr_s && (!opt_parse_double(cmd, "--lr", lr_s, &o.lr) ||
+               !mexd_opt_double(cmd, "--lr", o.lr, 0, 1, TRUE)))
+    return 2;
+  gint64 experts = 0;
+  if (experts_s && (!opt_parse_int(cmd, "--experts", experts_s, &experts) ||
+                    !mexd_opt_int(cmd, "--experts", experts, 2, MEXD_MAX_EXPERTS)))
+    return 2;
+  o.experts = (int)experts;
   o.dropout = (float)dropout;
   int n;
-  if (alpha && !parse_doubles(alpha, o.alpha, 16, &n)) {
-    fprintf(stderr, "%s: --alpha takes numbers separated by commas, not \"%s\"\n", cmd, alpha);
+  if (alpha && !parse_doubles(alpha, o.alpha, MEXD_MAX_EXPERTS, &n)) {
+    fprintf(stderr, "%s: --alpha takes 1 to %d numbers separated by commas, not \"%s\"\n", cmd,
+            MEXD_MAX_EXPERTS, alpha);
     return 2;
   }
+  for (int r = 0; alpha && r < n; r++)
+    if (!mexd_opt_double(cmd, "--alpha", o.alpha[r], 0, 1, TRUE))
+      return 2;
   if (alpha && o.experts && n != o.experts) {
     fprintf(stderr, "%s: --alpha has %d values for %d experts\n", cmd, n, o.experts);
     return 2;
   }
-  if (alpha && !o.experts)
+  if (alpha && !o.experts) {
+    if (n < 2) {
+      fprintf(stderr, "%s: --alpha has 1 value: the Dyn-MoE has 2 to %d experts, one α each\n",
+              cmd, MEXD_MAX_EXPERTS);
+      return 2;
+    }
     o.experts = n;
-  if (eoc && !parse_ints(eoc, o.expert_of_class, 256, &n)) {
-    fprintf(stderr, "%s: --expert-of-class takes integers separated by commas\n", cmd);
+  }
+  if (eoc && !parse_ints(eoc, o.expert_of_class, MEXD_MAX_CLASSES, &n)) {
+    fprintf(stderr, "%s: --expert-of-class takes integers separated by commas (one per class)\n",
+            cmd);
     return 2;
   }
   int n_eoc = eoc ? n : 0;
+  for (int k = 0; k < n_eoc; k++)
+    if (!mexd_opt_int(cmd, "--expert-of-class", o.expert_of_class[k], 0,
+                      (o.experts ? o.experts : MEXD_MAX_EXPERTS) - 1))
+      return 2;
   if (prior && !g_str_equal(prior, "rho") && !g_str_equal(prior, "none")) {
     fprintf(stderr, "%s: --prior is rho or none, not \"%s\"\n", cmd, prior);
     return 2;
@@ -244,6 +358,36 @@ int mexd_cmd_train(int argc, char **argv)
   }
   o.init = stage == MEXD_TRAIN_MOE ? adapter : stage == MEXD_TRAIN_DIFFUSION ? moe : NULL;
   o.out_dir = out;
+  g_auto(GStrv) class_names = classes_s ? g_strsplit(classes_s, ",", -1) : NULL;
+  if (class_names && preset) {
+    fprintf(stderr, "%s: --classes and --preset exclude each other (the preset names them)\n",
+            cmd);
+    return 2;
+  }
+  for (int c = 0; class_names && (c < 2 || class_names[c]); c++)
+    if (!class_names[c] || !*class_names[c] || c >= MEXD_MAX_CLASSES) {
+      fprintf(stderr, "%s: --classes takes 2 to %d names separated by commas, none empty\n", cmd,
+              MEXD_MAX_CLASSES);
+      return 2;
+    }
+  if (preset && !mexd_preset_lookup(preset, &error)) {
+    fprintf(stderr, "%s: --preset: %s\n", cmd, error->message);
+    return 2;
+  }
+
+  /* the inputs are files (a FIFO is refused before any open), and no output is an input: the
+   * labels and the init file here, every feature file read in the data set's load, before any
+   * of them is read */
+  g_auto(GStrv) outputs = train_outputs(out);
+  const char *inputs[] = {labels, o.init, NULL};
+  gboolean inputs_ok = mexd_file_check_regular(labels, "labels CSV", &error) &&
+                       (!o.init || mexd_file_check_regular(o.init, "model file", &error));
+  for (int k = 0; inputs_ok && outputs[k]; k++)
+    inputs_ok = mexd_file_check_output(outputs[k], inputs, &error);
+  if (!inputs_ok) {
+    fprintf(stderr, "%s: %s\n", cmd, error->message);
+    return 1;
+  }
 
   MexdDatasetOptions dopt;
   mexd_dataset_options_init(&dopt);
@@ -251,14 +395,9 @@ int mexd_cmd_train(int argc, char **argv)
   dopt.val_fraction = val_fraction;
   dopt.seed = o.seed;
   dopt.skip_bad = skip_bad;
+  dopt.outputs = (const char *const *)outputs;
   dopt.warn = warn_slide;
   dopt.warn_data = (gpointer)cmd;
-  g_auto(GStrv) class_names = classes_s ? g_strsplit(classes_s, ",", -1) : NULL;
-  if (class_names && preset) {
-    fprintf(stderr, "%s: --classes and --preset exclude each other (the preset names them)\n",
-            cmd);
-    return 2;
-  }
   dopt.class_names = (const char *const *)class_names;
   g_autoptr(MexdDataset) ds = mexd_dataset_load(data, labels, &dopt, &error);
   if (!ds) {
@@ -270,6 +409,16 @@ int mexd_cmd_train(int argc, char **argv)
             ds->n_classes);
     return 2;
   }
+  if (eoc && !o.experts) {
+    /* the experts the run will have: the preset's, else C + 1 */
+    const int E = ds->preset ? ds->preset->experts : ds->n_classes + 1;
+    for (int k = 0; k < n_eoc; k++)
+      if (!mexd_opt_int(cmd, "--expert-of-class", o.expert_of_class[k], 0, E - 1))
+        return 2;
+  }
+  o.skip_bad = skip_bad;
+  o.warn = warn_slide;
+  o.warn_data = (gpointer)cmd;
   if (!quiet && !json) {
     g_autofree char *sum = mexd_dataset_summary(ds);
     fprintf(stderr, "%s\n", sum);
@@ -307,19 +456,38 @@ static gboolean split_parse(const char *s, int *split)
   return FALSE;
 }
 
-static void csv_cell(GString *s, const char *v)
+/* Whether a prediction's failure is the slide's (its numbers) rather than the run's (a device,
+ * memory): only those are skipped by --skip-bad. */
+static gboolean slide_error(const GError *e)
 {
-  if (strpbrk(v, ",\"\n\r")) {
-    g_string_append_c(s, '"');
-    for (const char *p = v; *p; p++) {
-      if (*p == '"')
-        g_string_append_c(s, '"');
-      g_string_append_c(s, *p);
-    }
-    g_string_append_c(s, '"');
-  } else {
-    g_string_append(s, v);
+  return e->domain == MEXD_ERROR &&
+         (e->code == MEXD_ERROR_FORMAT || e->code == MEXD_ERROR_INVALID_ARGUMENT);
+}
+
+/* The predictions CSV (lib/io/csv.h: slide ids with commas, quotes or line breaks survive):
+ * slide_id,label,predicted,p_<class>… */
+static char *predictions_csv(const MexdDataset *ds, const int *slides, int n, const double *probs)
+{
+  const int C = ds->n_classes;
+  GString *s = g_string_new(NULL);
+  g_autoptr(GPtrArray) row = g_ptr_array_new_with_free_func(g_free);
+  g_ptr_array_add(row, g_strdup("slide_id"));
+  g_ptr_array_add(row, g_strdup("label"));
+  g_ptr_array_add(row, g_strdup("predicted"));
+  for (int c = 0; c < C; c++)
+    g_ptr_array_add(row, g_strdup_printf("p_%s", ds->classes[c]));
+  mexd_csv_append_row(s, (const char *const *)row->pdata, (int)row->len);
+  for (int j = 0; j < n; j++) {
+    const MexdDatasetSlide *sl = &ds->slides[slides[j]];
+    g_ptr_array_set_size(row, 0);
+    g_ptr_array_add(row, g_strdup(sl->slide_id));
+    g_ptr_array_add(row, g_strdup(ds->classes[sl->label]));
+    g_ptr_array_add(row, g_strdup(ds->classes[mexd_metrics_argmax(probs + (size_t)j * C, C)]));
+    for (int c = 0; c < C; c++)
+      g_ptr_array_add(row, g_strdup_printf("%.8g", probs[(size_t)j * C + c]));
+    mexd_csv_append_row(s, (const char *const *)row->pdata, (int)row->len);
   }
+  return g_string_free(s, FALSE);
 }
 
 int mexd_cmd_eval(int argc, char **argv)
@@ -339,17 +507,21 @@ int mexd_cmd_eval(int argc, char **argv)
       {"split", 0, 0, G_OPTION_ARG_STRING, &split_s, "test (default), val, train or all", "S"},
       {"preset", 0, 0, G_OPTION_ARG_STRING, &preset, "the cohort preset (official split)", "P"},
       {"val-fraction", 0, 0, G_OPTION_ARG_DOUBLE, &val_fraction,
-       "rebuild the val split training carved (with the training --seed)", "F"},
-      {"seed", 0, 0, G_OPTION_ARG_STRING, &seed_s, "the training seed (for --val-fraction)", "S"},
-      {"out", 'o', 0, G_OPTION_ARG_FILENAME, &outp, "per-slide predictions as CSV", "FILE"},
+       "rebuild the val split training carved (with the training --seed; 0..1)", "F"},
+      {"seed", 0, 0, G_OPTION_ARG_STRING, &seed_s,
+       "the training seed (for --val-fraction; 0..18446744073709551615)", "S"},
+      {"out", 'o', 0, G_OPTION_ARG_FILENAME, &outp,
+       "per-slide predictions as CSV (written atomically; never one of the inputs)", "FILE"},
       {"prior-only", 0, 0, G_OPTION_ARG_NONE, &prior_only,
        "MExD: report the Dyn-MoE prior ρ, not the diffusion's probabilities", NULL},
       {"sampler", 0, 0, G_OPTION_ARG_STRING, &sampler, "card (default) or ddim", "NAME"},
-      {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "DDIM steps (50)", "K"},
-      {"chains", 0, 0, G_OPTION_ARG_INT, &chains, "diffusion chains (32)", "N"},
-      {"sample-seed", 0, 0, G_OPTION_ARG_INT64, &sample_seed, "noise seed of the chains (0)", "S"},
+      {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "DDIM steps (50; 2..T, the model's T)", "K"},
+      {"chains", 0, 0, G_OPTION_ARG_INT, &chains, "diffusion chains (32; 1..4096)", "N"},
+      {"sample-seed", 0, 0, G_OPTION_ARG_INT64, &sample_seed,
+       "noise seed of the chains (0; 0..9223372036854775807)", "S"},
       {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "D"},
-      {"skip-bad", 0, 0, G_OPTION_ARG_NONE, &skip_bad, "skip slides with bad data", NULL},
+      {"skip-bad", 0, 0, G_OPTION_ARG_NONE, &skip_bad,
+       "skip slides with bad data or numbers that are not finite (a warning names each)", NULL},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json, "the metrics as JSON", NULL},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress", NULL},
       {NULL},
@@ -359,7 +531,9 @@ int mexd_cmd_eval(int argc, char **argv)
   g_option_context_set_summary(
       ctx, "ACC, AUC (one-vs-rest per class, macro mean; binary: the positive class), macro-F1,\n"
            "the per-class table and the confusion matrix of a split, as scikit-learn computes\n"
-           "them; --out writes each slide's probabilities.");
+           "them; --out writes each slide's probabilities.  A slide whose features or\n"
+           "probabilities are not finite is an error naming it (--skip-bad: a warning, and the\n"
+           "slide is left out).  Exit 0 done, 1 a failure, 2 bad usage.");
   g_autoptr(GError) error = NULL;
   if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
     fprintf(stderr, "%s: %s\n", cmd, error->message);
@@ -378,11 +552,17 @@ int mexd_cmd_eval(int argc, char **argv)
     fprintf(stderr, "%s: --split is test, val, train or all, not \"%s\"\n", cmd, split_s);
     return 2;
   }
-  guint64 seed = 0;
-  if (seed_s && !g_ascii_string_to_unsigned(seed_s, 10, 0, G_MAXUINT64, &seed, NULL)) {
-    fprintf(stderr, "%s: --seed must be a non-negative integer\n", cmd);
+  if (preset && !mexd_preset_lookup(preset, &error)) {
+    fprintf(stderr, "%s: --preset: %s\n", cmd, error->message);
     return 2;
   }
+  guint64 seed = 0;
+  if (!opt_seed(cmd, seed_s, &seed) ||
+      !mexd_opt_double(cmd, "--val-fraction", val_fraction, 0, 1, FALSE) ||
+      !mexd_opt_int(cmd, "--steps", steps, 2, 100000) ||
+      !mexd_opt_int(cmd, "--chains", chains, 1, 4096) ||
+      !mexd_opt_int(cmd, "--sample-seed", sample_seed, 0, G_MAXINT64))
+    return 2;
   MexdForwardOptions fo = MEXD_FORWARD_OPTIONS_DEFAULT;
   fo.seed = (uint64_t)sample_seed;
   fo.steps = steps;
@@ -393,12 +573,24 @@ int mexd_cmd_eval(int argc, char **argv)
     fprintf(stderr, "%s: --sampler is card or ddim, not \"%s\"\n", cmd, sampler);
     return 2;
   }
+  /* the inputs are files (a FIFO is refused before any open) and --out is none of them: the
+   * model and the labels here, the feature files in the data set's load (before it reads any) */
+  const char *inputs[] = {model, labels, NULL};
+  if (!mexd_file_check_regular(model, "model file", &error) ||
+      !mexd_file_check_regular(labels, "labels CSV", &error) ||
+      (outp && !mexd_file_check_output(outp, inputs, &error))) {
+    fprintf(stderr, "%s: %s\n", cmd, error->message);
+    return 1;
+  }
   g_autoptr(MexdBackend) be = mexd_backend_new(device, &error);
   g_autoptr(MexdClassifier) clf = be ? mexd_classifier_load(model, be, &error) : NULL;
   if (!clf) {
     fprintf(stderr, "%s: %s\n", cmd, error->message);
     return 1;
   }
+  if (mexd_classifier_has_diffusion(clf) && fo.sampler == MEXD_SAMPLER_DDIM && !prior_only &&
+      !mexd_opt_int(cmd, "--steps", steps, 2, mexd_model_config(mexd_classifier_model(clf))->T))
+    return 2;
   MexdDatasetOptions dopt;
   mexd_dataset_options_init(&dopt);
   dopt.preset = preset;
@@ -407,6 +599,8 @@ int mexd_cmd_eval(int argc, char **argv)
   dopt.seed = seed;
   dopt.skip_bad = skip_bad;
   dopt.expected_dim = mexd_classifier_feature_dim(clf);
+  const char *outputs[] = {outp, NULL};
+  dopt.outputs = outputs;
   dopt.warn = warn_slide;
   dopt.warn_data = (gpointer)cmd;
   g_autoptr(MexdDataset) ds = mexd_dataset_load(data, labels, &dopt, &error);
@@ -435,53 +629,66 @@ int mexd_cmd_eval(int argc, char **argv)
             split == MEXD_SPLIT_VAL ? ", or --val-fraction with the training --seed" : "");
     return 1;
   }
-  const int n = (int)idx->len;
-  g_autofree double *probs = g_new(double, (size_t)n * C);
-  g_autofree int *lab = g_new(int, n);
+  const int n_all = (int)idx->len;
+  g_autofree double *probs = g_new(double, (size_t)n_all * C);
+  g_autofree int *lab = g_new(int, n_all);
+  g_autofree int *kept = g_new(int, n_all);
   float p[MEXD_MAX_CLASSES];
   gboolean tty = isatty(2);
-  for (int j = 0; j < n; j++) {
-    const MexdDatasetSlide *sl = &ds->slides[g_array_index(idx, int, j)];
-    if (!mexd_classifier_predict(clf, sl->bag->features, sl->bag->n, sl->bag->d, &fo, prior_only,
-                                 p, &error)) {
-      fprintf(stderr, "%s: slide %s: %s\n", cmd, sl->slide_id, error->message);
-      return 1;
+  int n = 0, skipped = 0;
+  for (int j = 0; j < n_all; j++) {
+    const int i = g_array_index(idx, int, j);
+    const MexdDatasetSlide *sl = &ds->slides[i];
+    GError *perr = NULL;
+    gboolean ok = mexd_classifier_predict(clf, sl->bag->features, sl->bag->n, sl->bag->d, &fo,
+                                          prior_only, p, &perr);
+    for (int c = 0; ok && c < C; c++)
+      if (!isfinite(p[c]))
+        ok = mexd_fail(&perr, MEXD_ERROR_FORMAT,
+                       "the model's probability of class %s is %s: the computation overflowed "
+                       "float32 on this bag",
+                       ds->classes[c], isnan(p[c]) ? "NaN" : "infinite");
+    if (!ok) {
+      g_autofree char *sid = g_utf8_make_valid(sl->slide_id, -1);
+      g_autofree char *file = g_filename_display_name(sl->path);
+      g_autofree char *csv = g_filename_display_name(labels);
+      g_autofree char *msg = g_strdup_printf("%s line %d: slide '%s' (%s): %s", csv, sl->line,
+                                             sid, file, perr->message);
+      gboolean skip = skip_bad && slide_error(perr);
+      g_error_free(perr);
+      if (tty && !quiet)
+        fprintf(stderr, "\r\033[K");
+      if (!skip) {
+        fprintf(stderr, "%s: %s%s\n", cmd, msg,
+                skip_bad ? "" : " (--skip-bad leaves such slides out)");
+        return 1;
+      }
+      warn_slide(sl->slide_id, msg, (gpointer)cmd);
+      skipped++;
+      continue;
     }
     for (int c = 0; c < C; c++)
-      probs[(size_t)j * C + c] = p[c];
-    lab[j] = sl->label;
+      probs[(size_t)n * C + c] = p[c];
+    lab[n] = sl->label;
+    kept[n++] = i;
     if (tty && !quiet)
-      fprintf(stderr, "\r%s: %d/%d slides", cmd, j + 1, n);
+      fprintf(stderr, "\r%s: %d/%d slides", cmd, j + 1, n_all);
   }
   if (tty && !quiet)
     fprintf(stderr, "\r\033[K");
+  if (n == 0) {
+    fprintf(stderr, "%s: every slide of the %s split was skipped (%d)\n", cmd,
+            split_s ? split_s : "test", skipped);
+    return 1;
+  }
   g_autoptr(MexdMetrics) m = mexd_metrics_compute(probs, lab, n, C, &error);
   if (!m) {
     fprintf(stderr, "%s: %s\n", cmd, error->message);
     return 1;
   }
   if (outp) {
-    GString *s = g_string_new("slide_id,label,predicted");
-    for (int c = 0; c < C; c++) {
-      g_autofree char *h = g_strdup_printf("p_%s", ds->classes[c]);
-      g_string_append_c(s, ',');
-      csv_cell(s, h);
-    }
-    g_string_append_c(s, '\n');
-    for (int j = 0; j < n; j++) {
-      const MexdDatasetSlide *sl = &ds->slides[g_array_index(idx, int, j)];
-      csv_cell(s, sl->slide_id);
-      g_string_append_c(s, ',');
-      csv_cell(s, ds->classes[sl->label]);
-      g_string_append_c(s, ',');
-      csv_cell(s, ds->classes[mexd_metrics_argmax(probs + (size_t)j * C, C)]);
-      for (int c = 0; c < C; c++)
-        g_string_append_printf(s, ",%.8g", probs[(size_t)j * C + c]);
-      g_string_append_c(s, '\n');
-    }
-    gboolean ok = g_file_set_contents(outp, s->str, (gssize)s->len, &error);
-    g_string_free(s, TRUE);
-    if (!ok) {
+    g_autofree char *text = predictions_csv(ds, kept, n, probs);
+    if (!mexd_file_write_atomic(outp, text, -1, &error)) {
       fprintf(stderr, "%s: %s\n", cmd, error->message);
       return 1;
     }
@@ -498,5 +705,9 @@ int mexd_cmd_eval(int argc, char **argv)
     printf("%s: %s (%s) on the %s split\n%s", cmd, model,
            mexd_classifier_kind_name(mexd_classifier_kind(clf)), split_s ? split_s : "test", txt);
   }
+  if (skipped || ds->n_skipped)
+    fprintf(stderr, "%s: %d slide%s skipped (--skip-bad): %d while loading, %d while predicting\n",
+            cmd, skipped + ds->n_skipped, skipped + ds->n_skipped == 1 ? "" : "s", ds->n_skipped,
+            skipped);
   return 0;
 }

@@ -13,8 +13,9 @@
  *   as NumPy), not detected: an S.h5 that is not HDF5 is a mistake the message should name.
  * - Messages: "<labels.csv> line L: slide 'S' (<file>): <what>"; when the reader failed, its
  *   message (which starts with the file's name) follows "slide 'S': ".
- * - The CSV: a quoted cell may hold commas and line breaks (RFC 4180); text between a closing
- *   quote and the next comma is an error of the CSV.  A row whose cells are all empty (",,,", as
+ * - The CSV is read by lib/io/csv.h (the one RFC 4180 reader; MEXD_CSV_TRIM): a quoted cell may
+ *   hold commas and line breaks; text between a closing quote and the next comma is an error of
+ *   the CSV, in csv.h's words.  A row whose cells are all empty (",,,", as
  *   spreadsheets export) counts as a blank line.  "A row with too few cells" is one that lacks a
  *   column this file uses (slide_id, label, split); shorter rows are fine otherwise.  A column
  *   named twice (e.g. two "label" headers) is an error of the CSV.
@@ -51,6 +52,8 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "io/csv.h"
+#include "io/files.h"
 #include "nn/philox.h"
 
 #include <errno.h>
@@ -88,6 +91,7 @@ void mexd_dataset_options_init(MexdDatasetOptions *options)
   options->skip_bad = FALSE;
   options->expected_dim = 0;
   options->max_bytes = 0;
+  options->outputs = NULL;
   options->warn = NULL;
   options->warn_data = NULL;
 }
@@ -139,9 +143,10 @@ void mexd_shuffle_permutation(uint64_t seed, uint32_t epoch, uint32_t n, uint32_
 
 /* ---- the labels CSV ---- */
 
+/* A record of the CSV (lib/io/csv.h): its cells point into the MexdCsv, which outlives it. */
 typedef struct {
   int line;         /* 1-based line of the row's start */
-  GPtrArray *cells; /* char *, owned */
+  GPtrArray *cells; /* const char *, owned by the MexdCsv */
 } CsvRow;
 
 static void csv_row_free(gpointer p)
@@ -151,98 +156,42 @@ static void csv_row_free(gpointer p)
   g_free(r);
 }
 
-static gboolean is_space(char c)
+/* The records of `csv` as rows, those whose cells are all empty (",,,") dropped as blank. */
+static GPtrArray *csv_rows(const MexdCsv *csv)
 {
-  return c == ' ' || c == '\t';
+  GPtrArray *rows = g_ptr_array_new_with_free_func(csv_row_free);
+  for (guint i = 0; i < mexd_csv_n_rows(csv); i++) {
+    const char *const *cells = mexd_csv_row(csv, i);
+    gboolean all_empty = TRUE;
+    for (int k = 0; cells[k]; k++)
+      all_empty = all_empty && !*cells[k];
+    if (all_empty)
+      continue;
+    CsvRow *row = g_new0(CsvRow, 1);
+    row->line = (int)mexd_csv_row_line(csv, i);
+    row->cells = g_ptr_array_new();
+    for (int k = 0; cells[k]; k++)
+      g_ptr_array_add(row->cells, (gpointer)cells[k]);
+    g_ptr_array_add(rows, row);
+  }
+  return rows;
 }
 
-/* Parses `text` (len bytes, BOM already skipped) into rows (blank ones dropped).  The error
- * names `csv` and the line. */
-static GPtrArray *csv_parse(const char *text, size_t len, const char *csv, GError **error)
+/* The labels CSV (at most MAX_CSV_BYTES, a regular file: a FIFO is refused before any open). */
+#define MAX_CSV_BYTES ((gsize)1 << 30)
+
+static MexdCsv *read_labels(const char *path, const char *display, GError **error)
 {
-  g_autoptr(GPtrArray) rows = g_ptr_array_new_with_free_func(csv_row_free);
-  const char *p = text, *end = text + len;
-  int line = 1;
-  if (memchr(text, '\0', len)) {
-    int nul_line = 1;
-    for (const char *q = text; *q; q++)
-      nul_line += *q == '\n';
-    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: line %d has a NUL byte", csv, nul_line);
+  GError *e = NULL;
+  gsize len = 0;
+  g_autofree char *text = mexd_file_read_small(path, "labels CSV", MAX_CSV_BYTES, &len, &e);
+  if (!text) {
+    int code = e->code == MEXD_ERROR_NO_MEMORY ? MEXD_ERROR_NO_MEMORY : MEXD_ERROR_IO;
+    mexd_fail(error, code, "the labels CSV %s cannot be read: %s", display, e->message);
+    g_error_free(e);
+    return NULL;
   }
-  while (p < end) {
-    CsvRow *row = g_new0(CsvRow, 1);
-    row->line = line;
-    row->cells = g_ptr_array_new_with_free_func(g_free);
-    gboolean all_empty = TRUE;
-    for (;;) {
-      /* one cell */
-      while (p < end && is_space(*p))
-        p++;
-      GString *cell = g_string_new(NULL);
-      if (p < end && *p == '"') {
-        int open_line = line;
-        p++;
-        for (;;) {
-          if (p >= end) {
-            g_string_free(cell, TRUE);
-            csv_row_free(row);
-            return mexd_fail_null(error, MEXD_ERROR_FORMAT,
-                                  "%s: line %d: a quote opened there is never closed", csv,
-                                  open_line);
-          }
-          if (*p == '"') {
-            if (p + 1 < end && p[1] == '"') {
-              g_string_append_c(cell, '"');
-              p += 2;
-              continue;
-            }
-            p++;
-            break;
-          }
-          if (*p == '\n')
-            line++;
-          g_string_append_c(cell, *p++);
-        }
-        while (p < end && is_space(*p))
-          p++;
-        if (p < end && *p == '\r' && (p + 1 == end || p[1] == '\n'))
-          p++;
-        if (p < end && *p != ',' && *p != '\n') {
-          g_string_free(cell, TRUE);
-          csv_row_free(row);
-          return mexd_fail_null(error, MEXD_ERROR_FORMAT,
-                                "%s: line %d: text after the closing quote of a cell", csv, line);
-        }
-      } else {
-        const char *s = p;
-        while (p < end && *p != ',' && *p != '\n')
-          p++;
-        const char *e = p;
-        if (e > s && e[-1] == '\r' && (p == end || *p == '\n'))
-          e--;
-        while (e > s && is_space(e[-1]))
-          e--;
-        g_string_append_len(cell, s, e - s);
-      }
-      if (cell->len)
-        all_empty = FALSE;
-      g_ptr_array_add(row->cells, g_string_free(cell, FALSE));
-      if (p < end && *p == ',') {
-        p++;
-        continue;
-      }
-      if (p < end && *p == '\n') {
-        p++;
-        line++;
-      }
-      break;
-    }
-    if (all_empty)
-      csv_row_free(row);
-    else
-      g_ptr_array_add(rows, row);
-  }
-  return g_steal_pointer(&rows);
+  return mexd_csv_parse(text, (gssize)len, display, MEXD_CSV_TRIM, error);
 }
 
 /* ---- loading ---- */
@@ -307,6 +256,25 @@ static gboolean row_bad(Load *L, Row *row, const char *file, const GError *reade
   mexd_bag_free(row->bag);
   row->bag = NULL;
   return TRUE;
+}
+
+/* Refuses (always: also with skip_bad) an output of options.outputs that is the same file as
+ * `input` (links followed), naming both. */
+static gboolean check_outputs(const Load *L, const char *input, GError **error)
+{
+  const char *const inputs[] = {input, NULL};
+  for (int k = 0; L->o->outputs && L->o->outputs[k]; k++)
+    if (!mexd_file_check_output(L->o->outputs[k], inputs, error))
+      return FALSE;
+  return TRUE;
+}
+
+static gboolean check_outputs_csv(const Load *L, const char *labels_csv, GError **error)
+{
+  if (check_outputs(L, labels_csv, error))
+    return TRUE;
+  g_prefix_error(error, "the labels CSV: ");
+  return FALSE;
 }
 
 /* "train", "training" ... → the split, or -1. */
@@ -556,6 +524,12 @@ static gboolean check_row(Load *L, Row *row, GHashTable *groups, GError **error)
   if (n_found == 1) {
     row->path = cand[found[0]];
     cand[found[0]] = NULL;
+    /* an output of this run must not be a file this load reads: refused before any is read */
+    if (!check_outputs(L, row->path, error)) {
+      g_autofree char *sid = shown(row->id);
+      g_prefix_error(error, "%s line %d: slide '%s': ", L->csv, row->line, sid);
+      ok = FALSE;
+    }
   } else if (n_found == 0) {
     g_autofree char *a = g_filename_display_name(cand[0]), *b = g_filename_display_name(cand[1]),
                     *c = g_filename_display_name(cand[2]), *d = g_filename_display_name(cand[3]);
@@ -809,23 +783,13 @@ MexdDataset *mexd_dataset_load(const char *feature_dir, const char *labels_csv,
                           g_file_test(feature_dir, G_FILE_TEST_EXISTS) ? "is not a directory"
                                                                        : "does not exist");
 
-  /* pass 1: the CSV as a whole */
-  g_autofree char *text = NULL;
-  gsize len = 0;
-  GError *ioerr = NULL;
-  if (!g_file_get_contents(labels_csv, &text, &len, &ioerr)) {
-    mexd_fail(error, MEXD_ERROR_IO, "the labels CSV %s cannot be read: %s", csv, ioerr->message);
-    g_error_free(ioerr);
+  /* pass 1: the CSV as a whole (lib/io/csv.h: RFC 4180, spaces around unquoted cells trimmed) */
+  g_autoptr(MexdCsv) table = read_labels(labels_csv, csv, error);
+  if (!table)
     return NULL;
-  }
-  const char *body = text;
-  if (len >= 3 && memcmp(body, "\xef\xbb\xbf", 3) == 0) {
-    body += 3;
-    len -= 3;
-  }
-  g_autoptr(GPtrArray) rows = csv_parse(body, len, csv, error);
-  if (!rows)
+  if (!check_outputs_csv(&L, labels_csv, error))
     return NULL;
+  g_autoptr(GPtrArray) rows = csv_rows(table);
   if (rows->len == 0)
     return mexd_fail_null(error, MEXD_ERROR_FORMAT,
                           "%s: has no header line (the file is empty or blank)", csv);

@@ -3,17 +3,20 @@
  *
  * Input.  A labels CSV with a header line naming at least the columns `slide_id` and `label`, and
  * optionally `split` (names matched without regard to ASCII case; other columns are ignored, so
- * CLAM's and TANGLE's CSVs with extra columns load).  Cells may be surrounded by spaces and by
- * double quotes ("" inside quotes is a quote); a UTF-8 byte order mark, "\r\n" line ends and
- * blank lines are accepted.  `split` is one of train / val / test (also training, valid,
- * validation, testing; any ASCII case).  Without a split column every slide is a training slide
- * (a test split then only comes from a preset's official split).
+ * CLAM's and TANGLE's CSVs with extra columns load).  It is read by the one RFC 4180 reader,
+ * lib/io/csv.h (MEXD_CSV_TRIM), after a regular-file check (a FIFO or a device is refused before
+ * any open) and at most 1 GiB.  Cells may be surrounded by spaces and by double quotes ("" inside
+ * quotes is a quote); a UTF-8 byte order mark, "\r\n" line ends and blank lines are accepted.
+ * `split` is one of train / val / test (also training, valid, validation, testing; any ASCII
+ * case).  Without a split column every slide is a training slide (a test split then only comes
+ * from a preset's official split).
  * Decisions: the header is the first line that is not blank; a quoted cell may hold commas and
  * line breaks (RFC 4180; spaces inside the quotes are kept), and text between its closing quote
- * and the next comma is an error of the CSV; a row whose cells are all empty (",,,", as
- * spreadsheets export) counts as blank; a column named twice is an error; "too few cells" means
- * a row lacks a column used here (slide_id, label, split); a row may have more cells than the
- * header.  A slide's `line` is the line its row starts on.
+ * and the next comma is an error of the CSV (csv.h's message, "<labels CSV>:L: ..."); a row
+ * whose cells are all empty (",,,", as spreadsheets export) counts as blank; a column named
+ * twice is an error; "too few cells" means a row lacks a column used here (slide_id, label,
+ * split); a row may have more cells than the header.  A slide's `line` is the line its row
+ * starts on.
  *
  * Feature files.  Slide `S` is looked up in the feature directory as S.h5, S.csv and S.npy, and
  * as h5_files/S.h5 (CLAM's extract_features_fp.py writes FEAT_DIR/h5_files/S.h5).  Exactly one
@@ -182,12 +185,17 @@ typedef struct {
   gboolean skip_bad;              /* skip bad slides with a warning instead of failing */
   int64_t expected_dim;           /* D every bag must have; 0: any (all equal) */
   size_t max_bytes;               /* budget for the features in memory; 0: none */
+  /* The files the caller will write (NULL-terminated, or NULL).  An output that is the same
+   * file (device and inode: links count) as the labels CSV or as a feature file the load would
+   * read, or that is an existing directory, is refused -- MEXD_ERROR_INVALID_ARGUMENT naming
+   * both, also with skip_bad -- before any feature file is read. */
+  const char *const *outputs;
   MexdDatasetWarnFunc warn;       /* NULL: g_warning */
   gpointer warn_data;
 } MexdDatasetOptions;
 
 /* Defaults: no preset, no class list, val_fraction 0.2, seed 0, no skip_bad, any D, no budget,
- * g_warning. */
+ * no outputs, g_warning. */
 void mexd_dataset_options_init(MexdDatasetOptions *options);
 
 typedef struct {
@@ -220,8 +228,9 @@ typedef struct {
 /* Loads the data set (see the top of this file).  NULL with the error set on failure.  options
  * NULL: the defaults.  MEXD_ERROR_INVALID_ARGUMENT for a NULL path or a bad option (a preset
  * and class_names both, an empty or repeated class name, val_fraction outside [0, 1],
- * expected_dim < 0); MEXD_ERROR_NOT_FOUND for an unknown preset; MEXD_ERROR_IO when the feature
- * directory is not one or the CSV cannot be read. */
+ * expected_dim < 0; an output that is an input, see options.outputs); MEXD_ERROR_NOT_FOUND for
+ * an unknown preset; MEXD_ERROR_IO when the feature directory is not one or the CSV cannot be
+ * read (missing, not a regular file, over 1 GiB). */
 MexdDataset *mexd_dataset_load(const char *feature_dir, const char *labels_csv,
                                const MexdDatasetOptions *options, GError **error);
 void mexd_dataset_free(MexdDataset *ds);

@@ -17,6 +17,9 @@
 #include "train/trainer.h"
 
 #include "core/error.h"
+#include "core/log.h"
+#include "io/files.h"
+#include "io/json.h"
 #include "io/safetensors.h"
 #include "nn/config-json.h"
 #include "nn/nn.h"
@@ -27,11 +30,14 @@
 #include "train/params.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define CHECKPOINT_FORMAT "mexd-checkpoint/1"
 
@@ -111,6 +117,8 @@ typedef struct {
   int64_t steps;
   int stale; /* epochs since the selected one */
   int kill_epoch, kill_step;
+  gboolean *excluded; /* per slide: left out of the whole run (skip_bad) */
+  gboolean *warned;   /* per slide: its skip_bad warning was given */
 } Trainer;
 
 static void trainer_clear(Trainer *tr)
@@ -140,6 +148,56 @@ static void trainer_clear(Trainer *tr)
   if (tr->ps)
     mexd_params_free(tr->ps);
   g_free(tr->key);
+  g_free(tr->excluded);
+  g_free(tr->warned);
+}
+
+/* ---- bags whose numbers are not finite ---- */
+
+/* Slide i's numbers are not finite (`what`, printf-style): an error naming the slide and its
+ * file, or with skip_bad a warning (once per slide and run) and TRUE. */
+static gboolean bad_slide(Trainer *tr, int i, GError **error, const char *format, ...)
+    G_GNUC_PRINTF(4, 5);
+
+static gboolean bad_slide(Trainer *tr, int i, GError **error, const char *format, ...)
+{
+  const MexdDatasetSlide *sl = &tr->ds->slides[i];
+  va_list ap;
+  va_start(ap, format);
+  g_autofree char *what = g_strdup_vprintf(format, ap);
+  va_end(ap);
+  g_autofree char *sid = g_utf8_make_valid(sl->slide_id, -1);
+  g_autofree char *file = g_filename_display_name(sl->path ? sl->path : "");
+  g_autofree char *msg = g_strdup_printf("slide '%s' (%s): %s", sid, file, what);
+  if (!tr->o->skip_bad)
+    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s%s", msg,
+                     " (--skip-bad skips such slides with a warning)");
+  if (!tr->warned[i]) {
+    tr->warned[i] = TRUE;
+    if (tr->o->warn)
+      tr->o->warn(sl->slide_id, msg, tr->o->warn_data);
+    else
+      mexd_warning("%s (skipped)", msg);
+  }
+  return TRUE;
+}
+
+/* The largest |feature| of slide i (for messages). */
+static double largest_feature(const Trainer *tr, int i)
+{
+  const MexdBag *bag = tr->ds->slides[i].bag;
+  double big = 0;
+  for (int64_t k = 0; bag && bag->features && k < bag->n * bag->d; k++)
+    big = MAX(big, fabs((double)bag->features[k]));
+  return big;
+}
+
+static gboolean all_finite(const float *v, int n)
+{
+  for (int k = 0; k < n; k++)
+    if (!isfinite(v[k]))
+      return FALSE;
+  return TRUE;
 }
 
 static uint64_t mix64(uint64_t x)
@@ -349,9 +407,21 @@ static gboolean load_moe_model(Trainer *tr, GError **error)
     if (ds->slides[i].split == MEXD_SPLIT_TEST)
       continue;
     const MexdBag *bag = ds->slides[i].bag;
-    g_autoptr(MexdResult) r = mexd_model_forward(m, bag->features, bag->n, bag->d, &fo, NULL, error);
+    GError *ferr = NULL;
+    g_autoptr(MexdResult) r =
+        mexd_model_forward(m, bag->features, bag->n, bag->d, &fo, NULL, &ferr);
+    if (!r && (ferr->code == MEXD_ERROR_FORMAT || ferr->code == MEXD_ERROR_INVALID_ARGUMENT)) {
+      /* the bag's numbers (its output not finite): the slide's fault, not the run's */
+      gboolean skipped = bad_slide(tr, i, error, "%s", ferr->message);
+      g_error_free(ferr);
+      if (!skipped)
+        return FALSE;
+      tr->excluded[i] = TRUE;
+      continue;
+    }
     if (!r) {
-      g_prefix_error(error, "slide %s: ", ds->slides[i].slide_id);
+      g_autofree char *sid = g_utf8_make_valid(ds->slides[i].slide_id, -1);
+      g_propagate_prefixed_error(error, ferr, "slide '%s': ", sid);
       return FALSE;
     }
     tr->rho[i] = g_memdup2(r->rho, sizeof(float) * mc->n_classes);
@@ -557,7 +627,15 @@ static gboolean step(Trainer *tr, int i, int epoch, double *loss_out, gboolean *
   }
   g_clear_pointer(&t, mexd_tape_free);
   *loss_out = lv;
-  *skipped = !isfinite(lv) || !grads_finite(tr->ps);
+  if (!isfinite(lv)) {
+    *skipped = TRUE;
+    return bad_slide(tr, i, error,
+                     "the training loss is %s at epoch %d: the computation overflowed float32 on "
+                     "this bag (its largest |feature| is %g) or the training diverged (a lower "
+                     "learning rate)",
+                     isnan(lv) ? "NaN" : "infinite", epoch + 1, largest_feature(tr, i));
+  }
+  *skipped = !grads_finite(tr->ps);
   if (*skipped)
     return TRUE;
   if (tr->o->stage == MEXD_TRAIN_DIFFUSION)
@@ -617,32 +695,76 @@ static gboolean diffusion_probs(Trainer *tr, const int *slides, int n, float *pr
   return ok;
 }
 
+/* Slide `i` of a validation: `what` (a loss or probabilities) is not finite. */
+static gboolean bad_validation(Trainer *tr, int i, const char *what, GError **error)
+{
+  return bad_slide(tr, i, error,
+                   "its validation %s not finite: the computation overflowed float32 on this bag "
+                   "(its largest |feature| is %g) or the training diverged",
+                   what, largest_feature(tr, i));
+}
+
 static gboolean evaluate(Trainer *tr, MexdSplit split, double *loss, double *auc, double *acc,
                          GError **error)
 {
   const MexdDataset *ds = tr->ds;
-  const int n = ds->n_split[split], C = ds->n_classes;
+  const int n_all = ds->n_split[split], C = ds->n_classes;
   *loss = *auc = *acc = NAN;
-  if (n == 0)
+  if (n_all == 0)
     return TRUE;
-  g_autofree float *pf = g_new(float, (size_t)n * C);
-  g_autofree double *pd = g_new(double, (size_t)n * C);
-  g_autofree int *labels = g_new(int, n);
-  double sum = 0;
-  for (int j = 0; j < n; j++) {
+  g_autofree float *pf = g_new(float, (size_t)n_all * C);
+  g_autofree double *pd = g_new(double, (size_t)n_all * C);
+  g_autofree int *labels = g_new(int, n_all);
+  g_autofree int *slides = g_new(int, n_all);
+  g_autofree double *losses = g_new(double, n_all);
+  const gboolean diffusion = tr->o->stage == MEXD_TRAIN_DIFFUSION;
+  int n = 0; /* the slides kept: those whose numbers are finite */
+  for (int j = 0; j < n_all; j++) {
     int i = ds->split_slides[split][j];
-    labels[j] = ds->slides[i].label;
-    g_autoptr(MexdVar) l = slide_loss(tr, NULL, i, 0, pf + (size_t)j * C, error);
+    if (tr->excluded[i])
+      continue;
+    g_autoptr(MexdVar) l = slide_loss(tr, NULL, i, 0, pf + (size_t)n * C, error);
     float lv;
     if (!l || !mexd_tensor_read_f32(mexd_var_value(l), &lv, 1, error)) {
-      g_prefix_error(error, "slide %s: ", ds->slides[i].slide_id);
+      g_autofree char *sid = g_utf8_make_valid(ds->slides[i].slide_id, -1);
+      g_prefix_error(error, "slide '%s': ", sid);
       return FALSE;
     }
-    sum += lv;
+    if (!isfinite(lv) || (!diffusion && !all_finite(pf + (size_t)n * C, C))) {
+      if (!bad_validation(tr, i, isfinite(lv) ? "probabilities are" : "loss is", error))
+        return FALSE;
+      continue;
+    }
+    losses[n] = lv;
+    slides[n] = i;
+    labels[n] = ds->slides[i].label;
+    n++;
   }
-  if (tr->o->stage == MEXD_TRAIN_DIFFUSION &&
-      !diffusion_probs(tr, ds->split_slides[split], n, pf, error))
-    return FALSE;
+  if (diffusion && n > 0) {
+    if (!diffusion_probs(tr, slides, n, pf, error))
+      return FALSE;
+    int kept = 0;
+    for (int j = 0; j < n; j++) {
+      if (!all_finite(pf + (size_t)j * C, C)) {
+        if (!bad_validation(tr, slides[j], "probabilities are", error))
+          return FALSE;
+        continue; /* its loss leaves the mean too */
+      }
+      if (kept != j) {
+        memmove(pf + (size_t)kept * C, pf + (size_t)j * C, sizeof(float) * C);
+        slides[kept] = slides[j];
+        labels[kept] = labels[j];
+        losses[kept] = losses[j];
+      }
+      kept++;
+    }
+    n = kept;
+  }
+  if (n == 0)
+    return TRUE; /* every slide skipped: no validation figures */
+  double sum = 0; /* in slide order, as before */
+  for (int j = 0; j < n; j++)
+    sum += losses[j];
   for (int k = 0; k < n * C; k++)
     pd[k] = pf[k];
   *loss = sum / n;
@@ -766,31 +888,79 @@ static double meta_num(MexdSafetensors *st, const char *key)
   return !v || g_str_equal(v, "null") ? NAN : g_ascii_strtod(v, NULL);
 }
 
-/* Appends a line to log.jsonl; on resume, first keeps the lines up to the checkpoint's epoch and
- * adds the checkpoint's own when the kill came between the checkpoint and the log. */
+/* Appends a line to log.jsonl: one write of the whole line to a regular file opened for
+ * appending (never truncated; O_NONBLOCK: a FIFO in its place fails instead of blocking). */
 static gboolean log_line(Trainer *tr, const char *line, GError **error)
 {
   g_autofree char *path = out_path(tr, "log.jsonl");
-  FILE *f = fopen(path, "a");
-  if (!f)
-    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot append: %s", path, g_strerror(errno));
-  fprintf(f, "%s\n", line);
-  gboolean ok = fflush(f) == 0;
-  ok = fclose(f) == 0 && ok;
-  return ok ? TRUE : mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write", path);
+  g_autofree char *shown = g_filename_display_name(path);
+  int fd = g_open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0644);
+  if (fd < 0) {
+    int e = errno;
+    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot append: %s", shown, g_strerror(e));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return mexd_fail(error, MEXD_ERROR_IO, "%s: is not a regular file: the log is not written",
+                     shown);
+  }
+  g_autofree char *text = g_strconcat(line, "\n", NULL);
+  size_t len = strlen(text), done = 0;
+  while (done < len) {
+    ssize_t w = write(fd, text + done, len - done);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      int e = errno;
+      close(fd);
+      return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write: %s", shown, g_strerror(e));
+    }
+    done += (size_t)w;
+  }
+  if (close(fd) != 0) {
+    int e = errno;
+    return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write: %s", shown, g_strerror(e));
+  }
+  return TRUE;
 }
 
+/* The epoch of a complete log line (a JSON object with an integer "epoch"), or -1 (a line a kill
+ * cut short, or not one of ours). */
+static int log_line_epoch(const char *line)
+{
+  if (!g_str_has_prefix(line, "{\"epoch\": "))
+    return -1;
+  g_autoptr(JsonNode) node = mexd_json_parse(line, -1, "log.jsonl", NULL);
+  if (!node || !JSON_NODE_HOLDS_OBJECT(node))
+    return -1;
+  JsonNode *e = json_object_get_member(json_node_get_object(node), "epoch");
+  if (!e || !JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_INT64)
+    return -1;
+  gint64 v = json_node_get_int(e);
+  return v >= 1 && v <= G_MAXINT ? (int)v : -1;
+}
+
+/* On resume: keeps the complete lines of log.jsonl up to the checkpoint's epoch and adds the
+ * checkpoint's own when the kill came between the checkpoint and the log; written atomically. */
 static gboolean resume_log(Trainer *tr, const char *report, GError **error)
 {
   g_autofree char *path = out_path(tr, "log.jsonl");
-  g_autofree char *text = NULL;
   GString *keep = g_string_new(NULL);
   int last = 0;
-  if (g_file_get_contents(path, &text, NULL, NULL)) {
+  GError *rerr = NULL;
+  g_autofree char *text = mexd_file_read_small(path, "training log", (gsize)1 << 30, NULL, &rerr);
+  if (!text && rerr->code != MEXD_ERROR_NOT_FOUND) {
+    g_propagate_error(error, rerr);
+    g_string_free(keep, TRUE);
+    return FALSE;
+  }
+  g_clear_error(&rerr);
+  if (text) {
     g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
     for (int i = 0; lines[i]; i++) {
-      int ep;
-      if (sscanf(lines[i], "{\"epoch\": %d", &ep) == 1 && ep <= tr->done_epochs) {
+      int ep = log_line_epoch(lines[i]);
+      if (ep >= 1 && ep <= tr->done_epochs) {
         g_string_append_printf(keep, "%s\n", lines[i]);
         last = ep;
       }
@@ -798,9 +968,9 @@ static gboolean resume_log(Trainer *tr, const char *report, GError **error)
   }
   if (last < tr->done_epochs && report)
     g_string_append_printf(keep, "%s\n", report);
-  gboolean ok = g_file_set_contents(path, keep->str, (gssize)keep->len, NULL);
+  gboolean ok = mexd_file_write_atomic(path, keep->str, (gssize)keep->len, error);
   g_string_free(keep, TRUE);
-  return ok ? TRUE : mexd_fail(error, MEXD_ERROR_IO, "%s: cannot write", path);
+  return ok;
 }
 
 static gboolean resume(Trainer *tr, GError **error)
@@ -831,6 +1001,25 @@ static gboolean resume(Trainer *tr, GError **error)
   return resume_log(tr, mexd_safetensors_metadata(st, "train.report"), error);
 }
 
+/* Refuses an output of out_dir that is the same file as an input: the init file or a slide's
+ * feature file (links count), before anything is written. */
+static gboolean check_outputs(const MexdTrainOptions *o, const MexdDataset *ds, GError **error)
+{
+  static const char *const names[] = {"model.safetensors", "checkpoint.safetensors", "log.jsonl"};
+  g_autoptr(MexdInputSet) in = mexd_input_set_new();
+  if (o->init)
+    mexd_input_set_add(in, o->init);
+  for (int i = 0; i < ds->n_slides; i++)
+    if (ds->slides[i].path)
+      mexd_input_set_add(in, ds->slides[i].path);
+  for (size_t k = 0; k < G_N_ELEMENTS(names); k++) {
+    g_autofree char *path = g_build_filename(o->out_dir, names[k], NULL);
+    if (!mexd_input_set_check(in, path, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
 /* Is (auc, loss) better than the best so far? */
 static gboolean better(const Trainer *tr, double auc, double loss)
 {
@@ -855,11 +1044,25 @@ gboolean mexd_train_run(const MexdTrainOptions *o, MexdDataset *ds, MexdBackend 
                      !o ? "options" : !ds ? "data set" : !be ? "backend" : "output directory");
   if (o->epochs < 1)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "--epochs must be at least 1");
+  if (!(o->lr == 0 || (isfinite(o->lr) && o->lr > 0)))
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "the learning rate %g is not a positive number", o->lr);
+  if (!check_outputs(o, ds, error))
+    return FALSE;
   if (g_mkdir_with_parents(o->out_dir, 0755) != 0)
     return mexd_fail(error, MEXD_ERROR_IO, "%s: cannot create the directory: %s", o->out_dir,
                      g_strerror(errno));
   Trainer tr = {.o = o, .ds = ds, .be = be};
+  tr.excluded = g_new0(gboolean, MAX(ds->n_slides, 1));
+  tr.warned = g_new0(gboolean, MAX(ds->n_slides, 1));
   gboolean ok = setup(&tr, error);
+  if (ok) {
+    int usable = 0;
+    for (int k = 0; k < ds->n_split[MEXD_SPLIT_TRAIN]; k++)
+      usable += !tr.excluded[ds->split_slides[MEXD_SPLIT_TRAIN][k]];
+    if (usable == 0)
+      ok = mexd_fail(error, MEXD_ERROR_FORMAT, "no training slide remains: every one was skipped");
+  }
   if (ok && !o->resume) {
     g_autofree char *ck = out_path(&tr, "checkpoint.safetensors");
     if (g_file_test(ck, G_FILE_TEST_EXISTS)) {
@@ -885,9 +1088,10 @@ gboolean mexd_train_run(const MexdTrainOptions *o, MexdDataset *ds, MexdBackend 
     double sum = 0;
     int counted = 0, skipped = 0;
     for (int j = 0; ok && j < n_train; j++) {
-      double lv;
-      gboolean sk;
-      ok = step(&tr, order[j], e, &lv, &sk, error);
+      double lv = NAN;
+      gboolean sk = TRUE;
+      if (!tr.excluded[order[j]])
+        ok = step(&tr, order[j], e, &lv, &sk, error);
       if (ok && !sk) {
         sum += lv;
         counted++;

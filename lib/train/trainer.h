@@ -18,7 +18,25 @@
  * checked).
  *
  * Model selection (docs/TRAINING.md): the epoch with the best validation AUC, ties by the lower
- * validation loss, then the earlier epoch; without a validation split, the last epoch. */
+ * validation loss, then the earlier epoch; without a validation split, the last epoch.
+ *
+ * Outputs never destroy inputs: an output of out_dir (model.safetensors, checkpoint.safetensors,
+ * log.jsonl) that is the same file as `init` or as a slide's feature file (links count) is refused
+ * (MEXD_ERROR_INVALID_ARGUMENT naming both) before anything is written.  model and checkpoint are
+ * written atomically (a killed run leaves the previous file, and its temporary is removed by the
+ * next run); log.jsonl is appended one whole line per write and never truncated: a resumed run
+ * keeps its complete lines up to the checkpoint's epoch (written atomically) and drops a line a
+ * kill cut short.
+ *
+ * Numbers that are not finite never become answers.  A bag whose training loss, validation loss
+ * or validation probabilities are NaN or infinite (finite features can overflow float32 on the
+ * way: features of 1e30, or a diverging run) is an error naming the slide and its feature file
+ * (MEXD_ERROR_FORMAT); with skip_bad it is skipped instead: the step is not taken (it counts in
+ * skipped_steps), the slide is left out of that validation's metrics, and `warn` is called once
+ * per slide and run with a message naming it.  Stage DIFFUSION caches the Dyn-MoE's (ρ, Z) of
+ * every train/val bag first: a bag the model refuses (its output not finite) is an error naming
+ * the slide, or with skip_bad is left out of the whole run (a warning).  A step whose loss is
+ * finite but whose gradient is not is skipped as before (skipped_steps), without a warning. */
 #pragma once
 
 #include "backend/backend.h"
@@ -81,6 +99,10 @@ typedef struct {
   float abmil_dropout;               /* 0.25 */
   /* memory budget for cached adapter-#1 rows (MOE), bytes; 0: 8 GiB */
   size_t cache_bytes;
+  /* bags whose numbers are not finite: skipped with a warning instead of failing (see above) */
+  gboolean skip_bad;
+  MexdDatasetWarnFunc warn; /* NULL: g_warning in the "mexd" domain */
+  gpointer warn_data;
   MexdTrainProgress progress;
   gpointer progress_data;
 } MexdTrainOptions;

@@ -408,7 +408,7 @@ static void test_result_json(void)
   const char *bad[][2] = {
       {"{\"schema\": \"mexd-result/2\"}", "schema"},
       {"[1]", "not a JSON object"},
-      {"{\"schema\": \"mexd-result/1\"", "not valid JSON"},
+      {"{\"schema\": \"mexd-result/1\"", "not JSON"},
   };
   for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
     g_assert_null(mexd_slide_result_from_json(bad[i][0], -1, "bad.json", &e));

@@ -44,7 +44,7 @@ JsonNode *mexd_json_parse(const char *text, gssize len, const char *display, GEr
   g_autoptr(JsonParser) parser = json_parser_new_immutable();
   g_autoptr(GError) jerr = NULL;
   if (!json_parser_load_from_data(parser, text, (gssize)n, &jerr))
-    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: not valid JSON: %s", display,
+    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: not JSON: %s", display,
                           jerr->message);
   JsonNode *root = json_parser_get_root(parser);
   if (!root)

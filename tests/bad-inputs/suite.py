@@ -12,7 +12,7 @@ generated there (deterministically: the same cases and bytes every run) or are f
 tests/fixtures.  Each case asserts:
   (a) no signal: exit code < 0 (killed) or >= 128 fails;
   (b) no hang: the command ends within --timeout seconds (and its memory stays under
-      MEXD_BADINPUT_RSS_GIB, 4 GiB: a runaway is killed and reported);
+      MEXD_BADINPUT_RSS_GIB, 2 GiB: a runaway is killed and reported);
   (c) the expected exit code: 1 a failure while running, 2 bad usage, 0 for the right-answer cases;
   (d) stderr names the file (its base name at least) or the option that is wrong;
   (e) stderr holds none of FORBIDDEN (GLib/GStreamer warnings and criticals, sanitizer reports);
@@ -28,7 +28,6 @@ import argparse
 import csv
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
@@ -2119,8 +2118,12 @@ def run_case(case, rc_ctx):
             lo = leftovers_in(d)
             if lo:
                 problems.append(prefix + "leftover: %s" % ", ".join(sorted(lo)[:4]))
+    # under ASan with allocator_may_return_null=1 a refused allocation prints this warning where
+    # a normal build's malloc silently returns NULL: the refusal itself is what the case wants
+    judged = "\n".join(l for l in text.splitlines()
+                       if "WARNING: AddressSanitizer failed to allocate" not in l)
     for f in FORBIDDEN:
-        if f in text:
+        if f in judged:
             problems.append(prefix + "forbidden: %s" % f)
     for path, kind in case.outputs:
         if os.path.lexists(path):
@@ -2219,7 +2222,18 @@ def main():
             shutil.rmtree(root, ignore_errors=True)
         return 0
 
+    if not a.list and not os.access(a.mexd, os.X_OK):
+        print("%s: not an executable" % a.mexd, file=sys.stderr)
+        return 1
     root = tempfile.mkdtemp(prefix="mexd-bad-inputs-")
+    try:
+        return run_suite(a, root)
+    finally:
+        if not a.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run_suite(a, root):
     c = Ctx(root, a.src, a.mexd)
     cases = build_cases(c)
     if a.family:
@@ -2227,7 +2241,6 @@ def main():
     if a.case:
         cases = [k for k in cases if any(re.search(r, k.id) for r in a.case)]
     if a.list:
-        shutil.rmtree(root, ignore_errors=True)
         if a.counts:
             for fam in FAMILIES:
                 n = sum(1 for k in cases if k.family == fam)
@@ -2240,9 +2253,6 @@ def main():
         return 0
 
     t0 = time.monotonic()
-    if not os.access(c.mexd, os.X_OK):
-        print("%s: not an executable" % c.mexd, file=sys.stderr)
-        return 1
     asan = is_asan(c.mexd)
     env = dict(os.environ)
     env.pop("G_DEBUG", None)  # a critical is reported as such (e), not as a SIGTRAP
@@ -2326,8 +2336,6 @@ def main():
         report.close()
     print("bad-input suite: %.1f s with %d jobs%s" % (time.monotonic() - t0, a.jobs,
                                                       "; kept %s" % root if a.keep else ""))
-    if not a.keep:
-        shutil.rmtree(root, ignore_errors=True)
     print("%d passed, %d failed" % (n_pass, n_fail) + (", %d skipped" % n_skip if n_skip else ""))
     return 1 if n_fail else 0
 

@@ -441,7 +441,7 @@ static void test_csv_errors(void)
       {"id,label\ns1,x\n", -1, "'slide_id'"},
       {"slide_id,class\ns1,x\n", -1, "'label'"},
       {"slide_id,label,split\ns1,x,train\ns1\n", -1, "line 3"},
-      {"slide_id,label\ns1,x\ns2,\"x\n", -1, "line 3"},
+      {"slide_id,label\ns1,x\ns2,\"x\n", -1, "labels.csv:3: a quoted field is not closed"},
       {"slide_id,label\ns1,\"x\"y\n", -1, "labels.csv:2: text after"},
       {"slide_id,label,LABEL\ns1,x,x\n", -1, "two columns"},
       {"slide_id,label\ns1,x\0\n", 21, "NUL"},

@@ -285,6 +285,7 @@ pc=$(sum precious.csv)
 ph=$(sum precious.h5)
 ln -s ../precious.csv sb/labels.csv
 ln precious.h5 sb/h5_files/slide_000.h5
+echo '{}' >sb/synth.json # an earlier synth-bags output: --force may replace it
 expect 0 "" synth-bags --out sb --force --classes 2 --slides 4 --dim 4 --min-instances 5 \
   --max-instances 9 --quiet
 same precious.csv "$pc"

@@ -236,7 +236,7 @@ static gboolean compare_results(const MexdResult *a, const MexdResult *b, FILE *
 int mexd_bench_mexd(int argc, char **argv)
 {
   gint64 n = 10000, dim = 768, experts = 2;
-  int reps = 3, chains = 32, steps = 50, warmup = 1;
+  int reps = 3, chains = 32, steps = G_MININT, warmup = 1; /* steps G_MININT: not given (50) */
   g_autofree char *model = NULL, *device = NULL, *sampler = NULL;
   gboolean json = FALSE, check_cpu = FALSE;
   GOptionEntry entries[] = {
@@ -271,7 +271,7 @@ int mexd_bench_mexd(int argc, char **argv)
   if (!mexd_opt_int(cmd, "--n", n, 1, 10000000) || !mexd_opt_int(cmd, "--dim", dim, 1, 65536) ||
       !mexd_opt_int(cmd, "--experts", experts, 2, 16) ||
       !mexd_opt_int(cmd, "--chains", chains, 1, 4096) ||
-      !mexd_opt_int(cmd, "--steps", steps, 2, 100000) ||
+      (steps != G_MININT && !mexd_opt_int(cmd, "--steps", steps, 2, 100000)) ||
       !mexd_opt_int(cmd, "--reps", reps, 1, 10000) ||
       !mexd_opt_int(cmd, "--warmup", warmup, 0, 1000))
     return 2;
@@ -316,7 +316,10 @@ int mexd_bench_mexd(int argc, char **argv)
   }
   const MexdModelConfig *cfg = mexd_model_config(m);
   int64_t D = cfg->feature_dim;
-  if (sampler && g_str_equal(sampler, "ddim") && cfg->has_diffusion &&
+  const gboolean steps_given = steps != G_MININT;
+  if (!steps_given)
+    steps = 50;
+  if (((sampler && g_str_equal(sampler, "ddim")) || steps_given) && cfg->has_diffusion &&
       !mexd_opt_int(cmd, "--steps", steps, 2, cfg->T))
     return 2;
   if (n * D > ((int64_t)1 << 31)) {

@@ -77,7 +77,8 @@ static int bench_gemm(int argc, char **argv)
     } else if (nd < 3 && parse_dim(argv[i], &dims[nd]))
       nd++;
     else {
-      fprintf(stderr, "mexd bench gemm: bad argument \"%s\"\n", argv[i]);
+      fprintf(stderr, "mexd bench gemm: bad argument \"%s\"%s (give M N K, 1..1048576)\n",
+              argv[i], nd < 3 ? (nd == 0 ? " for M" : nd == 1 ? " for N" : " for K") : "");
       return 2;
     }
   }

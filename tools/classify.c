@@ -58,11 +58,13 @@
 typedef struct {
   char *backbone, *model, *out, *device, *precision, *preset, *sampler, *manifest, *shard;
   double mag, mpp, eta;
-  int level, size, threads, batch, chains, steps, heatmap_width;
+  gboolean mag_given, mpp_given;
+  int level, size, threads, batch, chains, steps, heatmap_width; /* level, steps G_MININT: not given */
   gint64 seed;
   gboolean force, json, quiet, merge;
   /* the run */
   char **classes;
+  int T; /* the model's diffusion steps (0: no Diff-C) */
   MexdIdentity *run;
   gboolean tty;
 } Opts;
@@ -144,13 +146,13 @@ static gboolean check_ranges(const Opts *o, GError **error)
 {
   RangeCheck checks[] = {
       {"--size", "openslidesrc", "tile-size", o->size, TRUE, FALSE},
-      {"--mag", "openslidesrc", "magnification", o->mag, o->mag != -1, TRUE},
-      {"--mpp", "openslidesrc", "mpp", o->mpp, o->mpp != -1, TRUE},
-      {"--level", "openslidesrc", "level", o->level, o->level != -1, FALSE},
+      {"--mag", "openslidesrc", "magnification", o->mag, o->mag_given, TRUE},
+      {"--mpp", "openslidesrc", "mpp", o->mpp, o->mpp_given, TRUE},
+      {"--level", "openslidesrc", "level", o->level, o->level != G_MININT, FALSE},
       {"--threads", "openslidesrc", "threads", o->threads, TRUE, FALSE},
       {"--batch", "mexdembed", "batch-size", o->batch, TRUE, FALSE},
       {"--chains", "mexddiffc", "chains", o->chains, TRUE, FALSE},
-      {"--steps", "mexddiffc", "steps", o->steps, TRUE, FALSE},
+      {"--steps", "mexddiffc", "steps", o->steps, o->steps != G_MININT, FALSE},
       {"--seed", "mexddiffc", "seed", (double)o->seed, TRUE, FALSE},
       {"--eta", "mexddiffc", "eta", o->eta, TRUE, FALSE},
       {"--heatmap-width", "mexdheatmap", "width", o->heatmap_width, TRUE, FALSE},
@@ -171,6 +173,22 @@ static gboolean check_ranges(const Opts *o, GError **error)
   if (o->seed < 0)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "--seed %" G_GINT64_FORMAT
                      " is negative (0..2^63−1)", o->seed);
+  /* a --steps given is checked against the model's T, also for CARD (which takes all T) */
+  if (o->steps != G_MININT && o->T > 0 && (o->steps < 2 || o->steps > o->T))
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "--steps %d is outside 2..%d (the model's T)",
+                     o->steps, o->T);
+  return TRUE;
+}
+
+/* A number option's text (NaN and the infinities parse, and are then out of range). */
+static gboolean parse_number(const char *text, const char *option, double *out, GError **error)
+{
+  char *end = NULL;
+  double v = g_ascii_strtod(text, &end);
+  if (!*text || end == text || *end)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "%s takes a number, not \"%s\"", option,
+                     text);
+  *out = v;
   return TRUE;
 }
 
@@ -486,6 +504,7 @@ static gboolean model_classes(Opts *o, GError **error)
   if (!mexd_model_config_parse(&cfg, json, o->model, error))
     return FALSE;
   o->classes = g_strdupv(cfg.classes);
+  o->T = cfg.has_diffusion ? cfg.T : 0;
   mexd_model_config_clear(&cfg);
   return TRUE;
 }
@@ -502,6 +521,13 @@ static gboolean check_outputs(const Opts *o, GArray *slides, int shard_i, int sh
     mexd_input_set_add(in, o->backbone);
   if (o->manifest)
     mexd_input_set_add(in, o->manifest);
+  /* --out names a folder: an existing file there is refused (and named when it is an input) */
+  if (g_file_test(o->out, G_FILE_TEST_EXISTS) && !g_file_test(o->out, G_FILE_TEST_IS_DIR)) {
+    if (!mexd_input_set_check(in, o->out, error))
+      return FALSE;
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: --out names a file, not a folder",
+                     o->out);
+  }
   g_autofree char *summary = g_build_filename(o->out, "summary.csv", NULL);
   if (!mexd_input_set_check(in, summary, error))
     return FALSE;
@@ -645,15 +671,16 @@ int mexd_cmd_classify(int argc, char **argv)
   const char *cmd = "mexd classify";
   Opts o;
   memset(&o, 0, sizeof o);
-  o.level = -1;
-  o.mag = o.mpp = -1;
+  o.level = G_MININT;
+  o.steps = G_MININT;
+  o.mag = o.mpp = 0;
   o.size = 256;
   o.threads = 2;
   o.batch = 64;
   o.chains = 32;
-  o.steps = 50;
   o.heatmap_width = 1024;
   g_auto(GStrv) rest = NULL;
+  g_autofree char *mag_s = NULL, *mpp_s = NULL; /* parsed below: a given NaN is not "not given" */
   GOptionEntry entries[] = {
       {"backbone", 'b', 0, G_OPTION_ARG_FILENAME, &o.backbone, "the backbone file", "B"},
       {"model", 'm', 0, G_OPTION_ARG_FILENAME, &o.model, "the MExD model file", "M"},
@@ -668,8 +695,8 @@ int mexd_cmd_classify(int argc, char **argv)
       {"precision", 0, 0, G_OPTION_ARG_STRING, &o.precision, "backbone fp32 (default) or fp16",
        "P"},
       {"batch", 0, 0, G_OPTION_ARG_INT, &o.batch, "tiles per backbone batch (64; 1..4096)", "N"},
-      {"mag", 0, 0, G_OPTION_ARG_DOUBLE, &o.mag, "tiles at this magnification (e.g. 20)", "M"},
-      {"mpp", 0, 0, G_OPTION_ARG_DOUBLE, &o.mpp, "tiles at this resolution (µm per pixel)", "U"},
+      {"mag", 0, 0, G_OPTION_ARG_STRING, &mag_s, "tiles at this magnification (e.g. 20)", "M"},
+      {"mpp", 0, 0, G_OPTION_ARG_STRING, &mpp_s, "tiles at this resolution (µm per pixel)", "U"},
       {"level", 0, 0, G_OPTION_ARG_INT, &o.level, "tiles at this pyramid level (CLAM's; 0)", "L"},
       {"size", 0, 0, G_OPTION_ARG_INT, &o.size, "tile side in pixels (256)", "S"},
       {"preset", 0, 0, G_OPTION_ARG_STRING, &o.preset,
@@ -707,6 +734,14 @@ int mexd_cmd_classify(int argc, char **argv)
     rc = 2;
     goto out;
   }
+  o.mag_given = mag_s != NULL;
+  o.mpp_given = mpp_s != NULL;
+  if ((mag_s && !parse_number(mag_s, "--mag", &o.mag, &error)) ||
+      (mpp_s && !parse_number(mpp_s, "--mpp", &o.mpp, &error))) {
+    fprintf(stderr, "%s: %s\n", cmd, error->message);
+    rc = 2;
+    goto out;
+  }
   if (!o.out)
     o.out = g_strdup("mexd-classify");
   if (o.shard && !mexd_shard_parse(o.shard, &shard_i, &shard_n, &error)) {
@@ -729,7 +764,7 @@ int mexd_cmd_classify(int argc, char **argv)
     usage = "--sampler is card or ddim";
   else if (o.precision && !g_str_equal(o.precision, "fp32") && !g_str_equal(o.precision, "fp16"))
     usage = "--precision is fp32 or fp16";
-  else if ((o.mag != -1) + (o.mpp != -1) + (o.level != -1) > 1)
+  else if ((mag_s != NULL) + (mpp_s != NULL) + (o.level != G_MININT) > 1)
     usage = "give one of --mag, --mpp and --level";
   if (usage) {
     fprintf(stderr, "%s: %s\n", cmd, usage);
@@ -756,6 +791,8 @@ int mexd_cmd_classify(int argc, char **argv)
     rc = 2;
     goto out;
   }
+  if (o.steps == G_MININT)
+    o.steps = 50;
   if (!run_identity(&o, &error) || !check_outputs(&o, slides, shard_i, shard_n, &error)) {
     fprintf(stderr, "%s: %s\n", cmd, error->message);
     rc = 1;

@@ -13,7 +13,7 @@ int mexd_cmd_forward(int argc, char **argv)
   g_autofree char *model = NULL, *features = NULL, *compat = NULL, *device = NULL;
   g_autofree char *sampler = NULL;
   gint64 seed = 0;
-  int steps = 50, chains = 32;
+  int steps = G_MININT, chains = 32; /* G_MININT: --steps not given (50) */
   double eta = 0;
   gboolean json = FALSE, no_diffusion = FALSE, quiet = FALSE;
   GOptionEntry entries[] = {
@@ -25,7 +25,7 @@ int mexd_cmd_forward(int argc, char **argv)
       {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "noise seed of the diffusion chains (0)", "S"},
       {"sampler", 0, 0, G_OPTION_ARG_STRING, &sampler, "card (all T steps, default) or ddim",
        "NAME"},
-      {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "DDIM steps (50; 1..T)", "K"},
+      {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "DDIM steps (50; 2..T, the model's T)", "K"},
       {"eta", 0, 0, G_OPTION_ARG_DOUBLE, &eta, "DDIM's eta (0: deterministic; 0..1)", "E"},
       {"chains", 0, 0, G_OPTION_ARG_INT, &chains,
        "diffusion chains run as one batch (32; 1..4096)", "N"},
@@ -54,7 +54,10 @@ int mexd_cmd_forward(int argc, char **argv)
     return 2;
   }
   const char *cmd = "mexd forward";
-  if (!mexd_opt_int(cmd, "--steps", steps, 1, 100000) ||
+  const gboolean steps_given = steps != G_MININT;
+  if (!steps_given)
+    steps = 50;
+  if (!mexd_opt_int(cmd, "--steps", steps, 2, 100000) ||
       !mexd_opt_int(cmd, "--chains", chains, 1, 4096) ||
       !mexd_opt_int(cmd, "--seed", seed, 0, G_MAXINT64) ||
       !mexd_opt_double(cmd, "--eta", eta, 0, 1, FALSE))
@@ -92,6 +95,11 @@ int mexd_cmd_forward(int argc, char **argv)
     fprintf(stderr, "mexd forward: %s\n", error->message);
     return 1;
   }
+  /* a --steps given is checked against the model's T, also for CARD (which takes all T) */
+  const MexdModelConfig *mc = mexd_model_config(m);
+  if (mc->has_diffusion && (steps_given || opt.sampler == MEXD_SAMPLER_DDIM) &&
+      !mexd_opt_int(cmd, "--steps", steps, 2, mc->T))
+    return 2;
   g_autoptr(MexdBag) bag = mexd_bag_read(features, MEXD_BAG_AUTO, &error);
   g_autofree char *bag_id = mexd_slide_id_of(features);
   if (!bag) {

@@ -119,11 +119,15 @@ int mexd_cmd_synth_bags(int argc, char **argv)
       !mexd_opt_double(cmd, "--test-fraction", o.test_fraction, 0, 1, FALSE) ||
       !mexd_opt_int(cmd, "--dim", o.dim, 2, MEXD_SYNTH_MAX_DIM) ||
       !mexd_opt_int(cmd, "--min-instances", o.min_instances, 1, MEXD_SYNTH_MAX_INSTANCES) ||
-      !mexd_opt_int(cmd, "--max-instances", o.max_instances, o.min_instances,
-                    MEXD_SYNTH_MAX_INSTANCES) ||
+      !mexd_opt_int(cmd, "--max-instances", o.max_instances, 1, MEXD_SYNTH_MAX_INSTANCES) ||
       !mexd_opt_double(cmd, "--min-fraction", o.min_fraction, 0, 1, TRUE) ||
       !mexd_opt_double(cmd, "--max-fraction", o.max_fraction, o.min_fraction, 1, FALSE))
     return 2;
+  if (o.min_instances > o.max_instances) {
+    fprintf(stderr, "%s: --min-instances %d is above --max-instances %d\n", cmd, o.min_instances,
+            o.max_instances);
+    return 2;
+  }
   if (o.test_fraction >= 1) {
     fprintf(stderr, "%s: --test-fraction %g is outside 0..1 (and must be below it)\n", cmd,
             o.test_fraction);

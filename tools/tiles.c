@@ -418,6 +418,12 @@ int mexd_bench_read(int argc, char **argv)
     goto done;
   }
   tl = g_strsplit(threads_s ? threads_s : "1,2", ",", -1);
+  if (!tl[0]) {
+    fprintf(stderr, "mexd bench read: --threads takes integers separated by commas, not "
+                    "\"\"\n");
+    rc = 2;
+    goto done;
+  }
   for (int k = 0; tl[k]; k++) {
     gint64 v;
     if (!g_ascii_string_to_signed(g_strstrip(tl[k]), 10, G_MININT64, G_MAXINT64, &v, NULL)) {

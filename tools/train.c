@@ -382,6 +382,16 @@ int mexd_cmd_train(int argc, char **argv)
   const char *inputs[] = {labels, o.init, NULL};
   gboolean inputs_ok = mexd_file_check_regular(labels, "labels CSV", &error) &&
                        (!o.init || mexd_file_check_regular(o.init, "model file", &error));
+  /* --out names a folder: not a file (an input among them), not the data folder itself */
+  if (inputs_ok && g_file_test(out, G_FILE_TEST_EXISTS) && !g_file_test(out, G_FILE_TEST_IS_DIR))
+    inputs_ok = mexd_file_check_output(out, inputs, &error) &&
+                mexd_fail(&error, MEXD_ERROR_INVALID_ARGUMENT, "%s: --out names a file, not a "
+                          "folder", out);
+  if (inputs_ok && mexd_file_same(out, data))
+    inputs_ok = mexd_fail(&error, MEXD_ERROR_INVALID_ARGUMENT,
+                          "%s: --out is the data folder %s: the model and checkpoints would be "
+                          "mixed with the slides' files; choose another folder",
+                          out, data);
   for (int k = 0; inputs_ok && outputs[k]; k++)
     inputs_ok = mexd_file_check_output(outputs[k], inputs, &error);
   if (!inputs_ok) {
@@ -497,7 +507,7 @@ int mexd_cmd_eval(int argc, char **argv)
   g_autofree char *outp = NULL, *device = NULL, *sampler = NULL, *seed_s = NULL;
   double val_fraction = 0;
   gint64 sample_seed = 0;
-  int steps = 50, chains = 32;
+  int steps = G_MININT, chains = 32; /* G_MININT: --steps not given (50) */
   gboolean json = FALSE, prior_only = FALSE, skip_bad = FALSE, quiet = FALSE;
   GOptionEntry entries[] = {
       {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
@@ -559,12 +569,15 @@ int mexd_cmd_eval(int argc, char **argv)
   guint64 seed = 0;
   if (!opt_seed(cmd, seed_s, &seed) ||
       !mexd_opt_double(cmd, "--val-fraction", val_fraction, 0, 1, FALSE) ||
-      !mexd_opt_int(cmd, "--steps", steps, 2, 100000) ||
+      (steps != G_MININT && !mexd_opt_int(cmd, "--steps", steps, 2, 100000)) ||
       !mexd_opt_int(cmd, "--chains", chains, 1, 4096) ||
       !mexd_opt_int(cmd, "--sample-seed", sample_seed, 0, G_MAXINT64))
     return 2;
   MexdForwardOptions fo = MEXD_FORWARD_OPTIONS_DEFAULT;
   fo.seed = (uint64_t)sample_seed;
+  const gboolean steps_given = steps != G_MININT;
+  if (!steps_given)
+    steps = 50;
   fo.steps = steps;
   fo.chains = chains;
   if (sampler && g_str_equal(sampler, "ddim"))
@@ -588,7 +601,8 @@ int mexd_cmd_eval(int argc, char **argv)
     fprintf(stderr, "%s: %s\n", cmd, error->message);
     return 1;
   }
-  if (mexd_classifier_has_diffusion(clf) && fo.sampler == MEXD_SAMPLER_DDIM && !prior_only &&
+  /* a --steps given is checked against the model's T even for CARD (which takes all T) */
+  if (mexd_classifier_has_diffusion(clf) && (steps_given || fo.sampler == MEXD_SAMPLER_DDIM) &&
       !mexd_opt_int(cmd, "--steps", steps, 2, mexd_model_config(mexd_classifier_model(clf))->T))
     return 2;
   MexdDatasetOptions dopt;

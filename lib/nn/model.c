@@ -87,6 +87,12 @@ gboolean mexd_model_config_parse(MexdModelConfig *cfg, const char *json, const c
     if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING ||
         !*json_node_get_string(n))
       return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: class %u is not a non-empty string", file, i);
+    for (guint k = 0; k < i; k++)
+      if (g_str_equal(cfg->classes[k], json_node_get_string(n)))
+        return mexd_fail(error, MEXD_ERROR_FORMAT,
+                         "%s: classes %u and %u are both named \"%s\" (an answer would be "
+                         "ambiguous)",
+                         file, k, i, cfg->classes[k]);
     cfg->classes[i] = g_strdup(json_node_get_string(n));
   }
   JsonArray *alpha = mexd_cfg_get_array(o, "alpha", (guint)cfg->experts, file, error);

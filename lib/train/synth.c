@@ -583,6 +583,17 @@ gboolean mexd_synth_write(const MexdSynthOptions *o, const char *dir, gboolean f
       return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
                        "%s is not empty (--force writes into it, replacing files of the same "
                        "names)", display);
+    /* --force replaces an earlier synth-bags output, never a cohort it did not write */
+    g_autofree char *mark = g_build_filename(dir, "synth.json", NULL);
+    g_autofree char *lab = g_build_filename(dir, "labels.csv", NULL);
+    g_autofree char *h5 = g_build_filename(dir, "h5_files", NULL);
+    GStatBuf st;
+    if (g_lstat(mark, &st) != 0 && (g_lstat(lab, &st) == 0 || g_lstat(h5, &st) == 0))
+      return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                       "%s holds a cohort (labels.csv or h5_files/) that mexd synth-bags did not "
+                       "write (no synth.json): --force replaces only an earlier synth-bags "
+                       "output; choose another folder",
+                       display);
   }
   g_autofree char *h5dir = g_build_filename(dir, "h5_files", NULL);
   if (g_mkdir_with_parents(h5dir, 0777) != 0) {

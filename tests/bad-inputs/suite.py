@@ -1329,13 +1329,18 @@ def fam_outputs(c):
         c, "demo", "--out", o, "--device", "cpu", "-q"), (), "dir", ("gst", "slides"), no_input=True)
     # classify: the slides' own directory, and a slide without extension whose result directory
     # would be the slide itself
+    # decision: classifying into the slides' own folder is allowed (each slide's outputs go to
+    # a folder of its own beside it); the slide must come through untouched and the results be
+    # complete
     cid = "outputs/classify-out-slides-dir"
     cd = c.case_dir(cid)
     s = os.path.join(cd, "in", "slide.svs")
     cases.append(Case(cid, M(c, "classify", s, "--backbone", c.bb, "--model", c.model, "--preset",
                              "bwh_biopsy", "--device", "cpu", "--chains", "2", "--heatmap-width",
                              "64", "-q", "--out", os.path.join(cd, "in")),
-                      needles=("slide",), inputs=(s,), prep=(("copy", c.slide, s),),
+                      expect=(0,), inputs=(s,), prep=(("copy", c.slide, s),),
+                      required=((os.path.join(cd, "in", "slide", "result.json"), "json"),
+                                (os.path.join(cd, "in", "summary.csv"), "csv")),
                       requires=("gst", "slides")))
     cid = "outputs/classify-slide-no-extension-in-out"
     cd = c.case_dir(cid)

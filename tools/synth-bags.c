@@ -23,8 +23,9 @@
 static void progress_line(const MexdSynthSlide *sl, int done, int n, gpointer user_data)
 {
   const int *n_classes = user_data;
-  fprintf(stderr, "mexd synth-bags: %d/%d %s %-9s %-5s %6" G_GINT64_FORMAT " instances, %4"
-                  G_GINT64_FORMAT " lesion (%.2f %%)\n",
+  fprintf(stderr,
+          "mexd synth-bags: %d/%d %s %-9s %-5s %6" G_GINT64_FORMAT " instances, %4" G_GINT64_FORMAT
+          " lesion (%.2f %%)\n",
           done, n, sl->id, mexd_synth_class_name(*n_classes, sl->label),
           sl->test ? "test" : "train", sl->n_instances, sl->n_lesion,
           100.0 * (double)sl->n_lesion / (double)sl->n_instances);
@@ -66,15 +67,14 @@ int mexd_cmd_synth_bags(int argc, char **argv)
       {"test-fraction", 0, 0, G_OPTION_ARG_DOUBLE, &o.test_fraction,
        "fraction of each class in the test split (0.3; 0 or more, below 1)", "F"},
       {"dim", 'd', 0, G_OPTION_ARG_INT, &o.dim, "feature size (384; 2..65536)", "D"},
-      {"min-instances", 0, 0, G_OPTION_ARG_INT, &o.min_instances,
-       "smallest bag (200; 1..1000000)", "N"},
+      {"min-instances", 0, 0, G_OPTION_ARG_INT, &o.min_instances, "smallest bag (200; 1..1000000)",
+       "N"},
       {"max-instances", 0, 0, G_OPTION_ARG_INT, &o.max_instances,
        "largest bag (5000; 1..1000000, at least --min-instances)", "N"},
       {"min-fraction", 0, 0, G_OPTION_ARG_DOUBLE, &o.min_fraction,
        "smallest lesion fraction of a lesion bag (0.005 = 0.5 %; above 0, at most 1)", "F"},
       {"max-fraction", 0, 0, G_OPTION_ARG_DOUBLE, &o.max_fraction,
-       "largest lesion fraction (0.10 = 10 %; above 0, at most 1, at least --min-fraction)",
-       "F"},
+       "largest lesion fraction (0.10 = 10 %; above 0, at most 1, at least --min-fraction)", "F"},
       {"seed", 's', 0, G_OPTION_ARG_STRING, &seed_str, "the seed, 0..2^64-1 (0)", "S"},
       {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "the directory to write", "DIR"},
       {"force", 'f', 0, G_OPTION_ARG_NONE, &force,
@@ -124,8 +124,10 @@ int mexd_cmd_synth_bags(int argc, char **argv)
       !mexd_opt_double(cmd, "--max-fraction", o.max_fraction, o.min_fraction, 1, FALSE))
     return 2;
   if (o.min_instances > o.max_instances) {
-    fprintf(stderr, "%s: --min-instances %d is above --max-instances %d\n", cmd, o.min_instances,
-            o.max_instances);
+    fprintf(stderr,
+            "%s: --min-instances %d is above --max-instances %d (--max-instances must be at least "
+            "--min-instances)\n",
+            cmd, o.min_instances, o.max_instances);
     return 2;
   }
   if (o.test_fraction >= 1) {
@@ -136,8 +138,7 @@ int mexd_cmd_synth_bags(int argc, char **argv)
   if (seed_str) {
     guint64 v;
     if (!g_ascii_string_to_unsigned(seed_str, 10, 0, G_MAXUINT64, &v, NULL)) {
-      fprintf(stderr, "mexd synth-bags: --seed %s is outside 0..18446744073709551615\n",
-              seed_str);
+      fprintf(stderr, "mexd synth-bags: --seed %s is outside 0..18446744073709551615\n", seed_str);
       return 2;
     }
     o.seed = v;
@@ -150,13 +151,13 @@ int mexd_cmd_synth_bags(int argc, char **argv)
     fprintf(stderr, "mexd synth-bags: %s\n", msg);
     return 2;
   }
-  if (!mexd_synth_write(&o, out, force, quiet ? NULL : progress_line, &o.n_classes,
-                        &error)) {
+  if (!mexd_synth_write(&o, out, force, quiet ? NULL : progress_line, &o.n_classes, &error)) {
     fprintf(stderr, "mexd synth-bags: %s\n", error->message);
     return 1;
   }
   if (!quiet)
-    printf("%s: %d slides of %d classes, %d features each (labels.csv, h5_files/, seed %"
-           G_GUINT64_FORMAT ")\n", out, o.n_slides, o.n_classes, o.dim, o.seed);
+    printf("%s: %d slides of %d classes, %d features each (labels.csv, h5_files/, seed "
+           "%" G_GUINT64_FORMAT ")\n",
+           out, o.n_slides, o.n_classes, o.dim, o.seed);
   return 0;
 }

@@ -568,6 +568,16 @@ static void opts_clear(Opts *o)
   mexd_identity_free(o->run);
 }
 
+/* A slide's failure: said, its outputs removed, its message kept in DIR/<id>/error.txt. */
+static void slide_failed(const char *dir, const GError *e)
+{
+  fprintf(stderr, "mexd classify: %s\n", e->message);
+  mexd_slide_outputs_remove(dir, slide_files);
+  g_autofree char *errp = g_build_filename(dir, "error.txt", NULL);
+  g_autofree char *msg = g_strdup_printf("%s\n", e->message);
+  mexd_file_write_atomic(errp, msg, -1, NULL);
+}
+
 /* Classifies the slides of shard shard_i/shard_n; returns the exit code (0, or 1 when a slide
  * failed or the run stopped: then *stopped is set). */
 static int classify_all(Opts *o, GArray *slides, int shard_i, int shard_n, gboolean *stopped)
@@ -597,10 +607,7 @@ static int classify_all(Opts *o, GArray *slides, int shard_i, int shard_n, gbool
     }
     if (!sid) {
       failed++;
-      fprintf(stderr, "%s: %s\n", cmd, se->message);
-      mexd_slide_outputs_remove(dir, slide_files);
-      g_autofree char *msg = g_strdup_printf("%s\n", se->message);
-      mexd_file_write_atomic(errp, msg, -1, NULL);
+      slide_failed(dir, se);
       continue;
     }
     g_autoptr(MexdIdentity) want = mexd_identity_copy(o->run);
@@ -641,10 +648,7 @@ static int classify_all(Opts *o, GArray *slides, int shard_i, int shard_n, gbool
     }
     if (out == SLIDE_FAILED) {
       failed++;
-      fprintf(stderr, "%s: %s\n", cmd, se->message);
-      mexd_slide_outputs_remove(dir, slide_files);
-      g_autofree char *msg = g_strdup_printf("%s\n", se->message);
-      mexd_file_write_atomic(errp, msg, -1, NULL);
+      slide_failed(dir, se);
       continue;
     }
     done++;

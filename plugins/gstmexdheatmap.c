@@ -23,6 +23,7 @@
 #include "gstmexdheatmap.h"
 
 #include "gstmexdmeta.h"
+#include "gstmexdutil.h"
 #include "mexd.h"
 
 #include <math.h>
@@ -86,6 +87,10 @@ static GstFlowReturn gst_mexd_heatmap_chain(GstPad *pad, GstObject *parent, GstB
     gst_buffer_unref(in);
     return GST_FLOW_ERROR;
   }
+  if (!gst_mexd_check_ranges(GST_ELEMENT(self))) {
+    gst_buffer_unref(in);
+    return GST_FLOW_ERROR;
+  }
   GST_OBJECT_LOCK(self);
   const int W = self->width;
   const double alpha = self->alpha;
@@ -113,8 +118,16 @@ static GstFlowReturn gst_mexd_heatmap_chain(GstPad *pad, GstObject *parent, GstB
     }
   }
   if (!rgba) {
-    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot draw the heatmap: %s", error->message),
-                      (NULL));
+    /* an image too large for memory comes from width: a setting; a thumbnail that cannot be
+     * read is the slide's */
+    GstMexdSlideMeta *sm = gst_buffer_get_mexd_slide_meta(in);
+    g_autofree char *prefix = g_strdup_printf(
+        "Slide %s: cannot draw the heatmap",
+        sm && sm->slide_id && *sm->slide_id ? sm->slide_id : "(unnamed)");
+    GST_MEXD_POST_ERROR(self,
+                        error->code == MEXD_ERROR_NO_MEMORY ? GST_MEXD_FAULT_RESOURCE
+                                                            : GST_MEXD_FAULT_SLIDE,
+                        error, prefix);
     gst_buffer_unref(in);
     return GST_FLOW_ERROR;
   }
@@ -237,11 +250,11 @@ static void gst_mexd_heatmap_class_init(GstMexdHeatmapClass *klass)
   const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING;
   g_object_class_install_property(
       oc, PROP_WIDTH,
-      g_param_spec_int("width", "Width", "Width of the overlay image in pixels (the height "
+      gst_mexd_param_spec_int("width", "Width", "Width of the overlay image in pixels (the height "
                        "follows the slide's aspect)", 1, 65535, 1024, rw));
   g_object_class_install_property(
       oc, PROP_ALPHA,
-      g_param_spec_double("alpha", "Alpha", "Opacity of the tiles (CLAM: 0.4)", 0, 1, 0.4, rw));
+      gst_mexd_param_spec_double("alpha", "Alpha", "Opacity of the tiles (CLAM: 0.4)", 0, 1, 0.4, rw));
   g_object_class_install_property(
       oc, PROP_SCORE,
       g_param_spec_enum("score", "Score",

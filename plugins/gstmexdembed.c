@@ -95,6 +95,9 @@ static const char *tile_slide(GstMexdEmbed *self, GstBuffer *tile)
   return self->slide_id && *self->slide_id ? self->slide_id : "(unnamed)";
 }
 
+static GstCaps *gst_mexd_embed_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
+                                              GstCaps *caps, GstCaps *filter);
+
 static gboolean gst_mexd_embed_start(GstBaseTransform *bt)
 {
   GstMexdEmbed *self = GST_MEXD_EMBED(bt);
@@ -119,6 +122,17 @@ static gboolean gst_mexd_embed_start(GstBaseTransform *bt)
     return FALSE;
   }
   self->dim = mexd_backbone_config(self->bb)->output_dim;
+  g_autofree char *what = g_strdup_printf(
+      "The backbone %s gives %" G_GINT64_FORMAT "-dimensional features", self->model, self->dim);
+  GstCaps *tiles = gst_static_pad_template_get_caps(&sink_template);
+  GstCaps *features = gst_mexd_embed_transform_caps(bt, GST_PAD_SINK, tiles, NULL);
+  gst_caps_unref(tiles);
+  if (!gst_mexd_check_downstream(GST_ELEMENT(self), GST_BASE_TRANSFORM_SRC_PAD(self), features,
+                                 what)) {
+    g_clear_pointer(&self->bb, mexd_backbone_free);
+    g_clear_pointer(&self->be, mexd_backend_unref);
+    return FALSE;
+  }
   self->pending = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
   self->running = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
   g_queue_init(&self->outputs);

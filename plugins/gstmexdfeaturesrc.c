@@ -8,9 +8,10 @@
  * `mexd/slide-start` and `mexd/slide-end`.  `location` may list several files separated by ';'
  * (one slide each, its id the file name without extension); all must have the same feature size.
  * Every listed file is checked when the element starts (a missing file, a folder or a FIFO fails
- * the start with a message naming it) and the first one is read there (it gives the caps).  A
- * file that is not a feature file, or whose feature size differs from the first's, is a stream
- * error naming it.  The features are sent without a copy (each buffer holds a reference to its
+ * the start with a message naming it) and the first one is read there (it gives the caps; a
+ * feature size the next element does not take fails the start too, naming the file and both
+ * sizes).  A file that is not a feature file, holds a value that is not finite (NaN, Inf), or
+ * whose feature size differs from the first's, is a stream error naming it.  The features are sent without a copy (each buffer holds a reference to its
  * file's features).
  *
  * ## Example launch line
@@ -84,6 +85,39 @@ static gchar *slide_id_of(const char *path)
   return base;
 }
 
+static GstCaps *gst_mexd_feature_src_get_caps(GstBaseSrc *bs, GstCaps *filter);
+
+/* A feature file's bag, its values checked: a NaN or Inf is the file's error (naming it, the
+ * instance and the feature), before it reaches a model. */
+static MexdBag *read_bag(const char *path, GError **error)
+{
+  g_autoptr(MexdBag) bag = mexd_bag_read(path, MEXD_BAG_AUTO, error);
+  if (!bag)
+    return NULL;
+  g_autoptr(GError) e = NULL;
+  if (!mexd_bag_check_finite(bag, &e)) {
+    g_set_error(error, e->domain, e->code, "%s: %s", path, e->message);
+    return NULL;
+  }
+  return g_steal_pointer(&bag);
+}
+
+/* The features do not fit the next element: names the file, its feature size and what the
+ * next element takes (`peer`, NULL: asked here). */
+static void post_no_fit(GstMexdFeatureSrc *self, const char *path, GstCaps *peer)
+{
+  GstCaps *p = peer ? gst_caps_ref(peer) : gst_pad_peer_query_caps(GST_BASE_SRC_PAD(self), NULL);
+  g_autofree char *want = p ? gst_caps_to_string(p) : g_strdup("nothing");
+  if (p)
+    gst_caps_unref(p);
+  GST_ELEMENT_ERROR(self, CORE, NEGOTIATION,
+                    ("%s: its %" G_GINT64_FORMAT "-dimensional float32 features do not fit the "
+                     "next element, which takes %s (a model for another backbone, or an element "
+                     "that takes no features).",
+                     path, self->dim, want),
+                    (NULL));
+}
+
 static gboolean gst_mexd_feature_src_start(GstBaseSrc *bs)
 {
   GstMexdFeatureSrc *self = GST_MEXD_FEATURE_SRC(bs);
@@ -105,12 +139,28 @@ static gboolean gst_mexd_feature_src_start(GstBaseSrc *bs)
       return FALSE;
     }
   /* the first file fixes the feature size of the caps; it is the first slide sent */
-  MexdBag *first = mexd_bag_read(self->paths[0], MEXD_BAG_AUTO, &error);
+  MexdBag *first = read_bag(self->paths[0], &error);
   if (!first) {
     GST_MEXD_POST_ERROR(self, GST_MEXD_FAULT_SLIDE, error, NULL);
     return FALSE;
   }
   self->dim = first->d;
+  /* the elements downstream have started: a feature size they do not take fails here, in
+   * the state change, rather than at negotiation in the streaming thread (an application, and
+   * gst-launch-1.0, learn of it as the start's failure) */
+  GstCaps *ours = gst_mexd_feature_src_get_caps(bs, NULL);
+  GstCaps *peer = gst_pad_peer_query_caps(GST_BASE_SRC_PAD(bs), NULL);
+  const gboolean fits = !peer || gst_caps_can_intersect(ours, peer);
+  if (!fits)
+    post_no_fit(self, self->paths[0], peer);
+  gst_caps_unref(ours);
+  if (peer)
+    gst_caps_unref(peer);
+  if (!fits) {
+    mexd_bag_free(first);
+    self->dim = 0;
+    return FALSE;
+  }
   g_clear_pointer(&self->bag, bag_unref);
   self->bag = bag_ref_new(first);
   g_free(self->slide_id);
@@ -155,17 +205,8 @@ static gboolean gst_mexd_feature_src_negotiate(GstBaseSrc *bs)
   GstMexdFeatureSrc *self = GST_MEXD_FEATURE_SRC(bs);
   if (GST_BASE_SRC_CLASS(gst_mexd_feature_src_parent_class)->negotiate(bs))
     return TRUE;
-  GstCaps *peer = gst_pad_peer_query_caps(GST_BASE_SRC_PAD(bs), NULL);
-  g_autofree char *want = peer ? gst_caps_to_string(peer) : g_strdup("nothing");
-  if (peer)
-    gst_caps_unref(peer);
-  const char *path = self->paths && self->next_path > 0 ? self->paths[self->next_path - 1] : "";
-  GST_ELEMENT_ERROR(self, CORE, NEGOTIATION,
-                    ("%s: its %" G_GINT64_FORMAT "-dimensional float32 features do not fit the "
-                     "next element, which takes %s (a model for another backbone, or an element "
-                     "that takes no features).",
-                     path, self->dim, want),
-                    (NULL));
+  post_no_fit(self, self->paths && self->next_path > 0 ? self->paths[self->next_path - 1] : "",
+              NULL);
   return FALSE;
 }
 
@@ -180,7 +221,7 @@ static GstFlowReturn gst_mexd_feature_src_create(GstPushSrc *ps, GstBuffer **out
         return GST_FLOW_EOS;
       self->next_path++;
       g_autoptr(GError) error = NULL;
-      MexdBag *bag = mexd_bag_read(path, MEXD_BAG_AUTO, &error);
+      MexdBag *bag = read_bag(path, &error);
       if (!bag) {
         GST_MEXD_POST_ERROR(self, GST_MEXD_FAULT_SLIDE, error, NULL);
         return GST_FLOW_ERROR;

@@ -87,6 +87,9 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
 
 G_DEFINE_TYPE(GstMexdMoe, gst_mexd_moe, GST_TYPE_BASE_TRANSFORM)
 
+static GstCaps *gst_mexd_moe_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
+                                            GstCaps *caps, GstCaps *filter);
+
 static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
 {
   GstMexdMoe *self = GST_MEXD_MOE(bt);
@@ -121,6 +124,20 @@ static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
     return FALSE;
   }
   self->dim = mexd_model_config(self->m)->feature_dim;
+  const MexdModelConfig *cfg = mexd_model_config(self->m);
+  g_autofree char *what = g_strdup_printf(
+      "The model %s gives a prior of %d classes and an insight of %d (dimensions %d,%d; "
+      "mexddiffc needs the same model)",
+      self->model, cfg->n_classes, cfg->width, cfg->n_classes, cfg->width);
+  GstCaps *features = gst_static_pad_template_get_caps(&sink_template);
+  GstCaps *out = gst_mexd_moe_transform_caps(bt, GST_PAD_SINK, features, NULL);
+  gst_caps_unref(features);
+  if (!gst_mexd_check_downstream(GST_ELEMENT(self), GST_BASE_TRANSFORM_SRC_PAD(self), out,
+                                 what)) {
+    g_clear_pointer(&self->m, mexd_model_free);
+    g_clear_pointer(&self->be, mexd_backend_unref);
+    return FALSE;
+  }
   gst_mexd_array_init(&self->features, sizeof(float));
   gst_mexd_array_init(&self->xy, sizeof(gint32));
   self->tile_extent = self->slide_w = self->slide_h = 0;

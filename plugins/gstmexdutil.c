@@ -137,6 +137,22 @@ void gst_mexd_post_error(GstElement *element, GstMexdFault fault, const GError *
                            line);
 }
 
+gboolean gst_mexd_check_downstream(GstElement *element, GstPad *srcpad, GstCaps *ours,
+                                   const char *what)
+{
+  GstCaps *peer = gst_pad_peer_query_caps(srcpad, NULL);
+  const gboolean fits = !peer || gst_caps_can_intersect(ours, peer);
+  if (!fits) {
+    g_autofree char *want = gst_caps_to_string(peer);
+    GST_ELEMENT_ERROR(element, CORE, NEGOTIATION, ("%s; the next element takes %s.", what, want),
+                      (NULL));
+  }
+  if (peer)
+    gst_caps_unref(peer);
+  gst_caps_unref(ours);
+  return fits;
+}
+
 /* ---- numeric properties checked by the element ---- */
 
 static gboolean keep_value(GParamSpec *pspec, GValue *value)

@@ -58,6 +58,14 @@ void gst_mexd_post_error(GstElement *element, GstMexdFault fault, const GError *
 #define GST_MEXD_POST_ERROR(el, fault, err, prefix)                                               \
   gst_mexd_post_error(GST_ELEMENT(el), (fault), (err), __FILE__, GST_FUNCTION, __LINE__, (prefix))
 
+/* At start (the elements downstream have started): FALSE, with a CORE NEGOTIATION error
+ * "<what>; the next element takes <its caps>.", when the caps `ours` (taken) cannot go through
+ * `srcpad`'s peer.  An error found here fails the state change, which every application (and
+ * gst-launch-1.0) handles; the same error at negotiation, in the streaming thread, can be posted
+ * before an application listens (gst-launch-1.0 1.22 then waits forever). */
+gboolean gst_mexd_check_downstream(GstElement *element, GstPad *srcpad, GstCaps *ours,
+                                   const char *what);
+
 /* Numeric properties whose out-of-range values reach the element instead of GObject's warning.
  * They are GParamSpecInt / GParamSpecDouble (gst-inspect shows their range, and `mexd classify`
  * reads it for its option checks), of a subtype whose validation leaves the value as it is:

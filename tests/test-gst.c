@@ -806,6 +806,16 @@ static void test_wrong_order(void)
   g_autofree char *d7 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdmoe model=%s "
                                         "device=cpu ! fakesink", f48, model);
   expect_error(d7, GST_CORE_ERROR, "wrong-dim.npy");
+  /* a feature file holding a NaN: the file's error (STREAM), at start, naming it */
+  g_autofree char *fnan = g_build_filename(dir, "nan.npy", NULL);
+  float w[3 * 32];
+  for (int i = 0; i < 3 * 32; i++)
+    w[i] = i == 40 ? NAN : 0.1f;
+  write_npy(fnan, 3, 32, w);
+  g_autofree char *d9 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdmoe model=%s "
+                                        "device=cpu ! fakesink", fnan, model);
+  expect_error(d9, GST_STREAM_ERROR, "nan.npy");
+  g_remove(fnan);
   /* rho and Z of another model: mexddiffc names both */
   g_autofree char *d8 = g_strdup_printf(
       "appsrc name=src caps=\"other/tensors,format=static,num_tensors=2,types=(string)\\\"float32,float32\\\","

@@ -44,7 +44,10 @@ if ldd "${GST_PLUGIN_PATH:-}/libgstmexd.so" 2>/dev/null | grep -q libasan; then
   run_gst() { LD_PRELOAD="$asan" ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" "$@"; }
 fi
 # bad input through gst-launch-1.0 (issue 16): each run ends within 30 s with a non-zero exit,
-# the message naming what is wrong, and no GLib/GStreamer warning or critical
+# the message naming what is wrong, and no GLib/GStreamer warning or critical.  Only errors the
+# elements find at start (or the parser at linking): gst-launch-1.0 1.22 can miss an error
+# posted in the streaming thread before its main loop runs and then wait forever, whatever the
+# element (test-gst checks those in-process)
 model="$src/tests/fixtures/mexd/model-e2.safetensors"
 vit="$src/tests/fixtures/gst/vit-d32.safetensors"
 bag="$src/tests/fixtures/mexd/bag-n7.npy"
@@ -82,7 +85,6 @@ refused contour-fn openslidesrc location="$tmp/missing.svs" contour-fn=five_pt !
 refused sampler mexdfeaturesrc location="$bag" ! mexdmoe model="$model" device=cpu ! mexddiffc model="$model" device=cpu sampler=euler ! fakesink
 refused chains mexdfeaturesrc location="$bag" ! mexdmoe model="$model" device=cpu ! mexddiffc model="$model" device=cpu chains=0 ! fakesink
 refused mexddiffc mexdfeaturesrc location="$bag" ! mexddiffc model="$model" device=cpu ! fakesink
-refused routing mexdfeaturesrc location="$bag" ! mexdheatmap ! fakesink
 echo "gst-launch-1.0: bad input and misuse refused with a message, no warning"
 [ -n "${MEXD_TEST_SLIDE:-}" ] || exit 0
 # the pipeline of pipelines/extract-features.sh against the command

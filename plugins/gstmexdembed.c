@@ -13,7 +13,8 @@
  * `precision` is `fp32` (default) or `fp16` (fp32 accumulation).
  *
  * Errors: a backbone file that cannot be loaded, a batch that does not fit in memory (lower
- * `batch-size`) and a failing device are resource errors; a tile buffer that does not match its
+ * `batch-size`) and a failing device are resource errors; a next element that does not take the
+ * backbone's feature size (a model for another backbone) fails the start, naming both; a tile buffer that does not match its
  * caps, or features that are not finite (fp16 overflow), a stream error naming the slide.
  *
  * ## Example launch line

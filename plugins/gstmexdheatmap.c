@@ -11,7 +11,9 @@
  * `video/x-raw, format=RGBA` frame per slide, so `pngenc ! multifilesink` writes it; the caps
  * follow each slide's aspect.  With `thumbnail=true` the overlay is drawn over a thumbnail of the
  * slide (read from the file its `mexd/slide-start` event names) and the frame is opaque: the
- * heatmap.png of `mexd classify`.
+ * heatmap.png of `mexd classify`.  A buffer without routing (not mexdmoe's or mexddiffc's
+ * output) and a thumbnail that cannot be read are stream errors naming the slide; a `width` or
+ * `alpha` out of range is a settings error at the first slide.
  *
  * ## Example launch line
  * |[

@@ -16,9 +16,11 @@
  *
  * Errors: features that are not finite (NaN, Inf), or more tiles than memory holds, fail with a
  * stream error naming the slide (the slide's data: `mexd classify` goes on with the next); a
- * model file that cannot be loaded with a resource error.  Events out of order — a
- * `mexd/slide-end` without a `mexd/slide-start`, or for another slide — are a core error, and
- * so is a stream that ends before any slide (no slide-start and no tile) reached the element.
+ * model file that cannot be loaded with a resource error; features of another size than the
+ * model's, or a next element that does not take its prior and insight (mexddiffc with another
+ * model), with a negotiation error naming both.  Events out of order — a `mexd/slide-end`
+ * without a `mexd/slide-start`, or for another slide — are a core error; a stream that ends
+ * before any slide (no slide-start and no tile) reached the element is a stream error.
  *
  * ## Example launch line
  * |[

@@ -97,10 +97,9 @@ static gboolean gst_mexd_diffc_start(GstBaseTransform *bt)
     return FALSE;
   }
   if (self->sampler != GST_MEXD_SAMPLER_DDIM && self->eta != 0) {
-    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
-                      ("eta=%g is DDIM's: set sampler=ddim (the card sampler has no eta).",
-                       self->eta),
-                      (NULL));
+    GST_ELEMENT_ERROR(
+        self, RESOURCE, SETTINGS,
+        ("eta=%g is DDIM's: set sampler=ddim (the card sampler has no eta).", self->eta), (NULL));
     return FALSE;
   }
   g_autoptr(GError) error = NULL;
@@ -191,8 +190,7 @@ static gboolean tensor_sizes(const char *dims, gint64 *sizes, guint n)
 }
 
 /* (ρ, Z) of another model (its class count or width) is refused with both sizes named. */
-static gboolean gst_mexd_diffc_accept_caps(GstBaseTransform *bt, GstPadDirection dir,
-                                           GstCaps *caps)
+static gboolean gst_mexd_diffc_accept_caps(GstBaseTransform *bt, GstPadDirection dir, GstCaps *caps)
 {
   GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
   if (dir == GST_PAD_SINK && self->m && gst_caps_is_fixed(caps)) {
@@ -386,13 +384,13 @@ static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
   g_object_class_install_property(
       oc, PROP_STEPS,
       gst_mexd_param_spec_int("steps", "Steps",
-                       "DDIM steps (the ddim sampler only; 2 to the model's T)", 1, 100000, 50,
-                       rw));
+                              "DDIM steps (the ddim sampler only; 2 to the model's T)", 1, 100000,
+                              50, rw));
   g_object_class_install_property(
       oc, PROP_CHAINS,
       gst_mexd_param_spec_int("chains", "Chains",
-                       "Chains sampled per slide (their spread is the uncertainty)", 1, 4096,
-                       32, rw));
+                              "Chains sampled per slide (their spread is the uncertainty)", 1, 4096,
+                              32, rw));
   g_object_class_install_property(
       oc, PROP_SEED,
       g_param_spec_uint64("seed", "Seed", "Seed of the sampling noise (same seed, same result)",
@@ -400,8 +398,8 @@ static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
   g_object_class_install_property(
       oc, PROP_ETA,
       gst_mexd_param_spec_double("eta", "Eta",
-                          "DDIM's eta (0: deterministic; above 0 with sampler=ddim only)", 0, 1,
-                          0, rw));
+                                 "DDIM's eta (0: deterministic; above 0 with sampler=ddim only)", 0,
+                                 1, 0, rw));
   gst_element_class_add_static_pad_template(ec, &sink_template);
   gst_element_class_add_static_pad_template(ec, &src_template);
   gst_element_class_set_static_metadata(

@@ -14,8 +14,9 @@
  *
  * Errors: a backbone file that cannot be loaded, a batch that does not fit in memory (lower
  * `batch-size`) and a failing device are resource errors; a next element that does not take the
- * backbone's feature size (a model for another backbone) fails the start, naming both; a tile buffer that does not match its
- * caps, or features that are not finite (fp16 overflow), a stream error naming the slide.
+ * backbone's feature size (a model for another backbone) fails the start, naming both; a tile
+ * buffer that does not match its caps, or features that are not finite (fp16 overflow), a stream
+ * error naming the slide.
  *
  * ## Example launch line
  * |[
@@ -218,10 +219,9 @@ static GstFlowReturn finish_running(GstMexdEmbed *self)
         "Slide %s", tile_slide(self, n ? g_ptr_array_index(self->running, 0) : NULL));
     g_ptr_array_set_size(self->running, 0);
     /* the device's memory for a batch is every slide's need; non-finite features the slide's */
-    GST_MEXD_POST_ERROR(self,
-                        error->code == MEXD_ERROR_NO_MEMORY ? GST_MEXD_FAULT_RESOURCE
-                                                            : GST_MEXD_FAULT_SLIDE,
-                        error, prefix);
+    GST_MEXD_POST_ERROR(
+        self, error->code == MEXD_ERROR_NO_MEMORY ? GST_MEXD_FAULT_RESOURCE : GST_MEXD_FAULT_SLIDE,
+        error, prefix);
     return GST_FLOW_ERROR;
   }
   for (guint i = 0; i < n; i++) {
@@ -251,8 +251,8 @@ static GstFlowReturn run_batch(GstMexdEmbed *self)
     /* a batch's memory comes from the caps and batch-size: had without aborting */
     g_autoptr(GError) error = NULL;
     const gsize bs = (gsize)self->batch_size;
-    g_autofree char *what = g_strdup_printf("a batch of %d tiles of %d x %d pixels",
-                                            self->batch_size, w, h);
+    g_autofree char *what =
+        g_strdup_printf("a batch of %d tiles of %d x %d pixels", self->batch_size, w, h);
     g_clear_pointer(&self->feats, g_free);
     if (tile <= G_MAXSIZE / bs && (gsize)self->dim <= G_MAXSIZE / sizeof(float) / bs)
       self->pixels = gst_mexd_try_alloc(tile * bs, what, &error);
@@ -293,10 +293,9 @@ static GstFlowReturn run_batch(GstMexdEmbed *self)
   if (!job) {
     g_autofree char *prefix =
         g_strdup_printf("Slide %s", tile_slide(self, g_ptr_array_index(self->pending, 0)));
-    GST_MEXD_POST_ERROR(self,
-                        error->code == MEXD_ERROR_NO_MEMORY ? GST_MEXD_FAULT_RESOURCE
-                                                            : GST_MEXD_FAULT_SLIDE,
-                        error, prefix);
+    GST_MEXD_POST_ERROR(
+        self, error->code == MEXD_ERROR_NO_MEMORY ? GST_MEXD_FAULT_RESOURCE : GST_MEXD_FAULT_SLIDE,
+        error, prefix);
     return GST_FLOW_ERROR;
   }
   GstFlowReturn ret = finish_running(self);
@@ -456,10 +455,10 @@ static void gst_mexd_embed_class_init(GstMexdEmbedClass *klass)
       g_param_spec_enum("precision", "Precision", "fp32 or fp16 (fp32 accumulation)",
                         GST_TYPE_MEXD_PRECISION, GST_MEXD_PRECISION_FP32, rw));
   gst_type_mark_as_plugin_api(GST_TYPE_MEXD_PRECISION, 0);
-  g_object_class_install_property(
-      oc, PROP_BATCH_SIZE,
-      gst_mexd_param_spec_int("batch-size", "Batch size", "Tiles per batch (one command buffer)", 1,
-                       4096, 16, rw));
+  g_object_class_install_property(oc, PROP_BATCH_SIZE,
+                                  gst_mexd_param_spec_int("batch-size", "Batch size",
+                                                          "Tiles per batch (one command buffer)", 1,
+                                                          4096, 16, rw));
   gst_element_class_add_static_pad_template(ec, &sink_template);
   gst_element_class_add_static_pad_template(ec, &src_template);
   gst_element_class_set_static_metadata(ec, "MExD tile embedder", "Filter/Converter/Video",

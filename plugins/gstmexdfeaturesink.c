@@ -147,8 +147,8 @@ static gboolean gst_mexd_feature_sink_start(GstBaseSink *bs)
   g_autoptr(MexdInputSet) inputs = pipeline_files(self);
   if ((!strstr(self->location, "%s") && !mexd_input_set_check(inputs, self->location, &error)) ||
       (!strstr(dir, "%s") && !mexd_file_check_dir(dir, "folder of location", &error))) {
-    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE, ("location %s: %s", self->location,
-                      error->message), (NULL));
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE,
+                      ("location %s: %s", self->location, error->message), (NULL));
     return FALSE;
   }
   gst_mexd_array_init(&self->features, sizeof(float));
@@ -232,9 +232,12 @@ static gboolean write_slide(GstMexdFeatureSink *self)
   if (!check_second_slide(self, self->slide_id))
     return FALSE;
   g_autofree gchar *path = slide_path(self);
-  MexdBag bag = {.n = n, .d = self->dim, .features = (float *)(void *)self->features.data,
+  MexdBag bag = {.n = n,
+                 .d = self->dim,
+                 .features = (float *)(void *)self->features.data,
                  .coords = self->have_coords ? (int32_t *)(void *)self->coords.data : NULL,
-                 .patch_level = self->patch_level, .patch_size = self->patch_size};
+                 .patch_level = self->patch_level,
+                 .patch_size = self->patch_size};
   g_autoptr(GError) error = NULL;
   g_autoptr(MexdInputSet) inputs = pipeline_files(self);
   if (!mexd_input_set_check(inputs, path, &error) || !mexd_bag_write_h5(path, &bag, &error)) {
@@ -310,8 +313,8 @@ static gboolean gst_mexd_feature_sink_event(GstBaseSink *bs, GstEvent *ev)
 {
   GstMexdFeatureSink *self = GST_MEXD_FEATURE_SINK(bs);
   const gchar *id = NULL;
-  if (self->failed && (gst_mexd_event_is_slide_start(ev, NULL) ||
-                       gst_mexd_event_is_slide_end(ev, NULL))) {
+  if (self->failed &&
+      (gst_mexd_event_is_slide_start(ev, NULL) || gst_mexd_event_is_slide_end(ev, NULL))) {
     gst_event_unref(ev); /* after an error, the slides that follow are not looked at */
     return FALSE;
   }

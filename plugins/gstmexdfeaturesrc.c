@@ -11,8 +11,8 @@
  * the start with a message naming it) and the first one is read there (it gives the caps; a
  * feature size the next element does not take fails the start too, naming the file and both
  * sizes).  A file that is not a feature file, holds a value that is not finite (NaN, Inf), or
- * whose feature size differs from the first's, is a stream error naming it.  The features are sent without a copy (each buffer holds a reference to its
- * file's features).
+ * whose feature size differs from the first's, is a stream error naming it.  The features are sent
+ * without a copy (each buffer holds a reference to its file's features).
  *
  * ## Example launch line
  * |[
@@ -36,7 +36,7 @@ struct _GstMexdFeatureSrc {
   gchar *location;
   gchar **paths;
   guint next_path;
-  struct BagRef *bag; /* the current file's features (shared with the buffers sent) */
+  struct BagRef *bag;     /* the current file's features (shared with the buffers sent) */
   gboolean start_pending; /* its slide-start is not sent yet */
   gchar *slide_id;
   gint64 next_row;
@@ -248,21 +248,20 @@ static GstFlowReturn gst_mexd_feature_src_create(GstPushSrc *ps, GstBuffer **out
         gst_pad_push_event(pad, gst_event_new_segment(&GST_BASE_SRC(ps)->segment));
         self->segment_sent = TRUE;
       }
-      gst_pad_push_event(pad, gst_mexd_event_new_slide_start(
-                                  self->slide_id, self->paths[self->next_path - 1], 0, 0, 0,
-                                  bag->patch_size, bag->n));
+      gst_pad_push_event(pad, gst_mexd_event_new_slide_start(self->slide_id,
+                                                             self->paths[self->next_path - 1], 0, 0,
+                                                             0, bag->patch_size, bag->n));
     }
     if (self->next_row < bag->n) {
       gint64 i = self->next_row++;
       gsize nb = sizeof(float) * self->dim;
       /* the row itself, read-only, holding a reference to its file's features */
-      GstBuffer *buf = gst_buffer_new_wrapped_full(
-          GST_MEMORY_FLAG_READONLY, bag->features + i * self->dim, nb, 0, nb,
-          g_atomic_rc_box_acquire(self->bag), bag_unref);
+      GstBuffer *buf =
+          gst_buffer_new_wrapped_full(GST_MEMORY_FLAG_READONLY, bag->features + i * self->dim, nb,
+                                      0, nb, g_atomic_rc_box_acquire(self->bag), bag_unref);
       const int32_t *c = bag->coords ? bag->coords + 2 * i : NULL;
-      gst_buffer_add_mexd_tile_meta(buf, self->slide_id, MAX(bag->patch_level, 0),
-                                    c ? c[0] : -1, c ? c[1] : -1, MAX(bag->patch_size, 0),
-                                    0, 0, i);
+      gst_buffer_add_mexd_tile_meta(buf, self->slide_id, MAX(bag->patch_level, 0), c ? c[0] : -1,
+                                    c ? c[1] : -1, MAX(bag->patch_size, 0), 0, 0, i);
       GST_BUFFER_OFFSET(buf) = (guint64)i;
       *out = buf;
       return GST_FLOW_OK;

@@ -118,9 +118,11 @@ static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
                            self->mode == GST_MEXD_MOE_MODE_OFFICIAL ? MEXD_ROUTE_OFFICIAL
                                                                     : MEXD_ROUTE_PAPER,
                            &error)) {
-    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("mode=%s with %s: %s",
-                      self->mode == GST_MEXD_MOE_MODE_OFFICIAL ? "official" : "paper",
-                      self->model, error->message), (NULL));
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                      ("mode=%s with %s: %s",
+                       self->mode == GST_MEXD_MOE_MODE_OFFICIAL ? "official" : "paper", self->model,
+                       error->message),
+                      (NULL));
     g_clear_pointer(&self->m, mexd_model_free);
     g_clear_pointer(&self->be, mexd_backend_unref);
     return FALSE;
@@ -134,8 +136,7 @@ static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
   GstCaps *features = gst_static_pad_template_get_caps(&sink_template);
   GstCaps *out = gst_mexd_moe_transform_caps(bt, GST_PAD_SINK, features, NULL);
   gst_caps_unref(features);
-  if (!gst_mexd_check_downstream(GST_ELEMENT(self), GST_BASE_TRANSFORM_SRC_PAD(self), out,
-                                 what)) {
+  if (!gst_mexd_check_downstream(GST_ELEMENT(self), GST_BASE_TRANSFORM_SRC_PAD(self), out, what)) {
     g_clear_pointer(&self->m, mexd_model_free);
     g_clear_pointer(&self->be, mexd_backend_unref);
     return FALSE;
@@ -219,8 +220,8 @@ static GstFlowReturn collect(GstMexdMoe *self, GstBuffer *in)
   if (gst_buffer_get_size(in) != sizeof(float) * self->dim) {
     g_autofree gchar *label = slide_label(self);
     GST_ELEMENT_ERROR(self, STREAM, FORMAT,
-                      ("%s: a feature of %" G_GSIZE_FORMAT " bytes; the model takes %"
-                       G_GINT64_FORMAT " float32.",
+                      ("%s: a feature of %" G_GSIZE_FORMAT
+                       " bytes; the model takes %" G_GINT64_FORMAT " float32.",
                        label, gst_buffer_get_size(in), self->dim),
                       (NULL));
     return GST_FLOW_ERROR;
@@ -234,8 +235,8 @@ static GstFlowReturn collect(GstMexdMoe *self, GstBuffer *in)
   GstMapInfo map;
   if (!gst_buffer_map(in, &map, GST_MAP_READ)) {
     g_autofree gchar *label = slide_label(self);
-    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("%s: a feature buffer could not be read (mapped).",
-                      label), (NULL));
+    GST_ELEMENT_ERROR(self, STREAM, FAILED,
+                      ("%s: a feature buffer could not be read (mapped).", label), (NULL));
     return GST_FLOW_ERROR;
   }
   /* a slide has as many tiles as its data says: the arrays grow without aborting */
@@ -245,9 +246,9 @@ static GstFlowReturn collect(GstMexdMoe *self, GstBuffer *in)
   gst_buffer_unmap(in, &map);
   if (!ok) {
     g_autofree gchar *label = slide_label(self);
-    g_autofree char *prefix = g_strdup_printf(
-        "%s: tile %" G_GSIZE_FORMAT " of %" G_GINT64_FORMAT " float32 features", label,
-        self->features.len / (gsize)self->dim + 1, self->dim);
+    g_autofree char *prefix =
+        g_strdup_printf("%s: tile %" G_GSIZE_FORMAT " of %" G_GINT64_FORMAT " float32 features",
+                        label, self->features.len / (gsize)self->dim + 1, self->dim);
     GST_MEXD_POST_ERROR(self, GST_MEXD_FAULT_SLIDE, error, prefix);
     return GST_FLOW_ERROR;
   }
@@ -325,10 +326,9 @@ static GstFlowReturn finish_slide(GstMexdMoe *self)
   if (!rm) {
     gst_buffer_unref(out);
     gst_mexd_array_reset(&self->xy);
-    GST_ELEMENT_ERROR(self, STREAM, FAILED,
-                      ("%s: out of memory for the routing of its %" G_GINT64_FORMAT " tiles.",
-                       label, n),
-                      (NULL));
+    GST_ELEMENT_ERROR(
+        self, STREAM, FAILED,
+        ("%s: out of memory for the routing of its %" G_GINT64_FORMAT " tiles.", label, n), (NULL));
     return GST_FLOW_ERROR;
   }
   memcpy(rm->xy, self->xy.data, sizeof(gint32) * 2 * n);
@@ -371,8 +371,8 @@ static gboolean gst_mexd_moe_sink_event(GstBaseTransform *bt, GstEvent *ev)
 {
   GstMexdMoe *self = GST_MEXD_MOE(bt);
   const gchar *id = NULL;
-  if (self->failed && (gst_mexd_event_is_slide_start(ev, NULL) ||
-                       gst_mexd_event_is_slide_end(ev, NULL))) {
+  if (self->failed &&
+      (gst_mexd_event_is_slide_start(ev, NULL) || gst_mexd_event_is_slide_end(ev, NULL))) {
     gst_event_unref(ev); /* after an error, the slides that follow are not looked at */
     return FALSE;
   }

@@ -179,8 +179,8 @@ static void checked_class_init(gpointer klass, gpointer data)
 
 static GType checked_type(GType parent, const char *name)
 {
-  const GTypeInfo info = {sizeof(GParamSpecClass), NULL, NULL, checked_class_init, NULL, NULL,
-                          0, 0, NULL, NULL};
+  const GTypeInfo info = {
+      sizeof(GParamSpecClass), NULL, NULL, checked_class_init, NULL, NULL, 0, 0, NULL, NULL};
   GType t = g_type_from_name(name);
   if (!t) {
     GTypeQuery q;

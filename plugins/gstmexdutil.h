@@ -55,7 +55,7 @@ typedef enum {
  * OPEN_READ, NO_SPACE_LEFT or FAILED) for the rest. */
 void gst_mexd_post_error(GstElement *element, GstMexdFault fault, const GError *error,
                          const char *file, const char *function, int line, const char *prefix);
-#define GST_MEXD_POST_ERROR(el, fault, err, prefix)                                               \
+#define GST_MEXD_POST_ERROR(el, fault, err, prefix)                                                \
   gst_mexd_post_error(GST_ELEMENT(el), (fault), (err), __FILE__, GST_FUNCTION, __LINE__, (prefix))
 
 /* At start (the elements downstream have started): FALSE, with a CORE NEGOTIATION error

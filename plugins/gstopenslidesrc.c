@@ -163,16 +163,15 @@ static gboolean check_settings(GstOpenslideSrc *self)
     return FALSE;
   }
   if (self->overlap < 0 || self->overlap >= self->tile_size) {
-    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
-                      ("overlap %d must be below the tile size %d.", self->overlap,
-                       self->tile_size),
-                      (NULL));
+    GST_ELEMENT_ERROR(
+        self, RESOURCE, SETTINGS,
+        ("overlap %d must be below the tile size %d.", self->overlap, self->tile_size), (NULL));
     return FALSE;
   }
   if (self->mpp > 0 && self->magnification > 0) {
     GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
-                      ("Both mpp (%g) and magnification (%g) are set: set one of them.",
-                       self->mpp, self->magnification),
+                      ("Both mpp (%g) and magnification (%g) are set: set one of them.", self->mpp,
+                       self->magnification),
                       (NULL));
     return FALSE;
   }
@@ -242,8 +241,8 @@ static GstCaps *gst_openslide_src_get_caps(GstBaseSrc *src, GstCaps *filter)
   /* a tile size out of range fails the start with its own message (gst_mexd_check_ranges),
    * not a link that does not fit */
   GstCaps *caps = size >= 1 && size <= 16384
-                      ? gst_caps_new_simple("video/x-raw", "format", G_TYPE_STRING, "RGB",
-                                            "width", G_TYPE_INT, size, "height", G_TYPE_INT, size,
+                      ? gst_caps_new_simple("video/x-raw", "format", G_TYPE_STRING, "RGB", "width",
+                                            G_TYPE_INT, size, "height", G_TYPE_INT, size,
                                             "framerate", GST_TYPE_FRACTION, 0, 1, NULL)
                       : gst_static_pad_template_get_caps(&src_template);
   if (filter) {
@@ -294,8 +293,8 @@ static GstFlowReturn gst_openslide_src_create(GstPushSrc *src, GstBuffer **out)
       guint8 *px = gst_mexd_try_alloc(n, "a tile", &error);
       if (!px) {
         GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT,
-                          ("%s: %s (tile-size %d): lower tile-size.",
-                           mexd_slide_name(self->slide), error->message, self->spec.patch_size),
+                          ("%s: %s (tile-size %d): lower tile-size.", mexd_slide_name(self->slide),
+                           error->message, self->spec.patch_size),
                           (NULL));
         return GST_FLOW_ERROR;
       }
@@ -406,28 +405,31 @@ static void gst_openslide_src_class_init(GstOpenslideSrcClass *klass)
                          G_TYPE_STRV, rw));
   g_object_class_install_property(
       oc, PROP_MAGNIFICATION,
-      gst_mexd_param_spec_double("magnification", "Magnification",
-                          "Tiles at this magnification (20 = 20x; from the slide's objective "
-                          "power, else from its mpp); 0: use level",
-                          0, 1000, 0, rw));
+      gst_mexd_param_spec_double(
+          "magnification", "Magnification",
+          "Tiles at this magnification (20 = 20x; from the slide's objective "
+          "power, else from its mpp); 0: use level",
+          0, 1000, 0, rw));
   g_object_class_install_property(
       oc, PROP_MPP,
-      gst_mexd_param_spec_double("mpp", "Microns per pixel",
-                          "Tiles at this resolution (µm per pixel); 0: use magnification or level",
-                          0, 1000, 0, rw));
+      gst_mexd_param_spec_double(
+          "mpp", "Microns per pixel",
+          "Tiles at this resolution (µm per pixel); 0: use magnification or level", 0, 1000, 0,
+          rw));
   g_object_class_install_property(
       oc, PROP_LEVEL,
-      gst_mexd_param_spec_int("level", "Level",
-                       "Tiles read at this slide level without resizing (CLAM's patch_level), "
-                       "when neither magnification nor mpp is set",
-                       0, 64, 0, rw));
+      gst_mexd_param_spec_int(
+          "level", "Level",
+          "Tiles read at this slide level without resizing (CLAM's patch_level), "
+          "when neither magnification nor mpp is set",
+          0, 64, 0, rw));
   g_object_class_install_property(
       oc, PROP_TILE_SIZE,
       gst_mexd_param_spec_int("tile-size", "Tile size", "Tile side in pixels", 1, 16384, 256, rw));
-  g_object_class_install_property(
-      oc, PROP_OVERLAP,
-      gst_mexd_param_spec_int("overlap", "Overlap", "Overlap of neighbouring tiles in pixels", 0, 16383,
-                       0, rw));
+  g_object_class_install_property(oc, PROP_OVERLAP,
+                                  gst_mexd_param_spec_int("overlap", "Overlap",
+                                                          "Overlap of neighbouring tiles in pixels",
+                                                          0, 16383, 0, rw));
   g_object_class_install_property(
       oc, PROP_PRESET,
       g_param_spec_string("preset", "Tissue preset",
@@ -443,8 +445,8 @@ static void gst_openslide_src_class_init(GstOpenslideSrcClass *klass)
   g_object_class_install_property(
       oc, PROP_THREADS,
       gst_mexd_param_spec_int("threads", "Threads",
-                       "Threads reading tiles (0: the number of cores, at most 8)", 0, 1024, 0,
-                       rw));
+                              "Threads reading tiles (0: the number of cores, at most 8)", 0, 1024,
+                              0, rw));
   gst_element_class_add_static_pad_template(ec, &src_template);
   gst_element_class_set_static_metadata(
       ec, "OpenSlide tile source", "Source/Video",

@@ -151,8 +151,8 @@ static GError *run_pipeline_error(const char *desc)
   }
   gst_element_set_state(pipe, GST_STATE_PLAYING);
   GstBus *bus = gst_element_get_bus(pipe);
-  GstMessage *msg = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND,
-                                               GST_MESSAGE_ERROR | GST_MESSAGE_EOS);
+  GstMessage *msg =
+      gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_ERROR | GST_MESSAGE_EOS);
   GError *out = NULL;
   if (!msg)
     g_error("%s: neither an error nor EOS within 60 s (a hang)", desc);
@@ -184,10 +184,9 @@ static void expect_error(const char *desc, GQuark domain, const char *needle)
   if (!strstr(e->message, needle))
     g_error("%s: the error \"%s\" does not name %s", desc, e->message, needle);
   if (domain && e->domain != domain)
-    g_error("%s: the error \"%s\" is %s, not %s", desc, e->message,
-            g_quark_to_string(e->domain), g_quark_to_string(domain));
+    g_error("%s: the error \"%s\" is %s, not %s", desc, e->message, g_quark_to_string(e->domain),
+            g_quark_to_string(domain));
 }
-
 
 static void test_src_errors(void)
 {
@@ -578,10 +577,10 @@ static void test_shared_device(void)
 /* A .npy of n × d float32 values v[i] (NumPy format 1.0). */
 static void write_npy(const char *path, int64_t n, int64_t d, const float *v)
 {
-  g_autofree char *dict = g_strdup_printf(
-      "{'descr': '<f4', 'fortran_order': False, 'shape': (%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT
-      "), }",
-      n, d);
+  g_autofree char *dict =
+      g_strdup_printf("{'descr': '<f4', 'fortran_order': False, 'shape': (%" G_GINT64_FORMAT
+                      ", %" G_GINT64_FORMAT "), }",
+                      n, d);
   size_t len = strlen(dict) + 1, total = 10 + len;
   size_t pad = (64 - total % 64) % 64;
   GString *h = g_string_new_len("\x93NUMPY\x01\x00", 8);
@@ -622,16 +621,16 @@ static void test_enums(void)
       GValue v = G_VALUE_INIT;
       g_value_init(&v, p->value_type);
       g_object_get_property(G_OBJECT(e), cases[i].prop, &v);
-      GEnumValue *ev = g_enum_get_value(G_ENUM_CLASS(g_type_class_peek(p->value_type)),
-                                        g_value_get_enum(&v));
+      GEnumValue *ev =
+          g_enum_get_value(G_ENUM_CLASS(g_type_class_peek(p->value_type)), g_value_get_enum(&v));
       g_assert_cmpstr(ev->value_nick, ==, cases[i].nicks[k]);
       g_value_unset(&v);
     }
     /* a bad value: gst-launch's parser refuses it, naming it */
     const gboolean source = !strcmp(cases[i].element, "openslidesrc");
-    g_autofree char *desc = g_strdup_printf("%s%s %s=%s ! fakesink",
-                                            source ? "" : "fakesrc num-buffers=0 ! ",
-                                            cases[i].element, cases[i].prop, cases[i].bad);
+    g_autofree char *desc =
+        g_strdup_printf("%s%s %s=%s ! fakesink", source ? "" : "fakesrc num-buffers=0 ! ",
+                        cases[i].element, cases[i].prop, cases[i].bad);
     g_autoptr(GError) pe = NULL;
     GstElement *pipe = gst_parse_launch(desc, &pe);
     g_assert_nonnull(pe);
@@ -654,20 +653,26 @@ static void test_ranges(void)
   g_autofree char *bag = fixture("mexd", "bag-n7.npy");
   const char *slide = "/nonexistent/slide.svs"; /* the settings are checked first */
   static const char *const src_props[][2] = {
-      {"tile-size=0", "tile-size"},        {"tile-size=100000", "tile-size"},
-      {"level=99", "level"},               {"magnification=-1", "magnification"},
-      {"threads=100000", "threads"},       {"mpp=nan", "mpp"},
-      {"overlap=256", "overlap"},          {"tile-size=64 overlap=100", "overlap"},
-      {"mpp=0.5 magnification=20", "mpp"}, {"level=1 magnification=20", "level"},
+      {"tile-size=0", "tile-size"},
+      {"tile-size=100000", "tile-size"},
+      {"level=99", "level"},
+      {"magnification=-1", "magnification"},
+      {"threads=100000", "threads"},
+      {"mpp=nan", "mpp"},
+      {"overlap=256", "overlap"},
+      {"tile-size=64 overlap=100", "overlap"},
+      {"mpp=0.5 magnification=20", "mpp"},
+      {"level=1 magnification=20", "level"},
   };
   for (guint i = 0; i < G_N_ELEMENTS(src_props); i++) {
-    g_autofree char *d = g_strdup_printf("openslidesrc location=%s %s ! fakesink", slide,
-                                         src_props[i][0]);
+    g_autofree char *d =
+        g_strdup_printf("openslidesrc location=%s %s ! fakesink", slide, src_props[i][0]);
     expect_error(d, GST_RESOURCE_ERROR, src_props[i][1]);
   }
   g_autofree char *e1 = g_strdup_printf(
       "videotestsrc num-buffers=1 ! video/x-raw,format=RGB,width=32,height=32 ! mexdembed "
-      "model=%s device=cpu batch-size=0 ! fakesink", bb);
+      "model=%s device=cpu batch-size=0 ! fakesink",
+      bb);
   expect_error(e1, GST_RESOURCE_ERROR, "batch-size");
   static const char *const dc_props[][2] = {
       {"steps=0", "steps"},
@@ -684,7 +689,8 @@ static void test_ranges(void)
     expect_error(d, GST_RESOURCE_ERROR, dc_props[i][1]);
   }
   g_autofree char *h1 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdmoe model=%s device=cpu "
-                                        "! mexdheatmap width=0 ! fakesink", bag, model);
+                                        "! mexdheatmap width=0 ! fakesink",
+                                        bag, model);
   expect_error(h1, GST_RESOURCE_ERROR, "width");
   /* g_object_set out of range: no GLib warning, the value reaches the element's check */
   g_autoptr(GstElement) src = gst_element_factory_make("openslidesrc", NULL);
@@ -714,17 +720,18 @@ static void test_special_files(void)
       "openslidesrc location=%s ! mexdembed model=%s device=cpu ! fakesink", fifo_svs, vit);
   expect_error(d1, 0, "fifo.svs");
   /* the FIFO second in the list: refused at start too, before the first slide is read */
-  g_autofree char *d2 = g_strdup_printf(
-      "mexdfeaturesrc location=\"%s;%s\" ! mexdmoe model=%s device=cpu ! fakesink", bag, fifo_h5,
-      model);
+  g_autofree char *d2 =
+      g_strdup_printf("mexdfeaturesrc location=\"%s;%s\" ! mexdmoe model=%s device=cpu ! fakesink",
+                      bag, fifo_h5, model);
   expect_error(d2, 0, "fifo.h5");
-  g_autofree char *d3 = g_strdup_printf(
-      "mexdfeaturesrc location=\"%s;%s\" ! mexdmoe model=%s device=cpu ! fakesink", bag, dir,
-      model);
+  g_autofree char *d3 =
+      g_strdup_printf("mexdfeaturesrc location=\"%s;%s\" ! mexdmoe model=%s device=cpu ! fakesink",
+                      bag, dir, model);
   expect_error(d3, 0, dir);
   g_autofree char *d4 = g_strdup_printf(
       "mexdfeaturesrc location=\"%s;/nonexistent/missing.h5\" ! mexdmoe model=%s device=cpu ! "
-      "fakesink", bag, model);
+      "fakesink",
+      bag, model);
   expect_error(d4, GST_RESOURCE_ERROR, "missing.h5");
   /* model files: the loaders refuse special files, and the message names them */
   g_autofree char *d5 = g_strdup_printf(
@@ -732,15 +739,17 @@ static void test_special_files(void)
   expect_error(d5, GST_RESOURCE_ERROR, "fifo.h5");
   g_autofree char *d6 = g_strdup_printf(
       "mexdfeaturesrc location=%s ! mexdmoe model=%s device=cpu ! mexddiffc model=%s device=cpu ! "
-      "fakesink", bag, model, dir);
+      "fakesink",
+      bag, model, dir);
   expect_error(d6, GST_RESOURCE_ERROR, dir);
   g_autofree char *d7 = g_strdup_printf(
       "videotestsrc num-buffers=1 ! video/x-raw,format=RGB,width=32,height=32 ! mexdembed "
-      "model=%s device=cpu ! fakesink", fifo_svs);
+      "model=%s device=cpu ! fakesink",
+      fifo_svs);
   expect_error(d7, GST_RESOURCE_ERROR, "fifo.svs");
   /* outputs: a folder, a missing folder, a file of the pipeline (the backbone) */
-  g_autofree char *d8 = g_strdup_printf(
-      "mexdfeaturesrc location=%s ! mexdfeaturesink location=%s", bag, dir);
+  g_autofree char *d8 =
+      g_strdup_printf("mexdfeaturesrc location=%s ! mexdfeaturesink location=%s", bag, dir);
   expect_error(d8, GST_RESOURCE_ERROR, dir);
   g_autofree char *d9 = g_strdup_printf(
       "mexdfeaturesrc location=%s ! mexdfeaturesink location=/nonexistent/dir/%%s.h5", bag);
@@ -752,7 +761,8 @@ static void test_special_files(void)
   g_assert_true(g_file_set_contents(vcopy, vbytes, (gssize)vlen, NULL));
   g_autofree char *d10 = g_strdup_printf(
       "videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=32,height=32 ! mexdembed "
-      "model=%s device=cpu ! mexdfeaturesink location=%s", vcopy, vcopy);
+      "model=%s device=cpu ! mexdfeaturesink location=%s",
+      vcopy, vcopy);
   expect_error(d10, GST_RESOURCE_ERROR, "bb.safetensors");
   g_autofree char *after = NULL;
   gsize alen;
@@ -773,28 +783,28 @@ static void test_wrong_order(void)
   g_autofree char *bag = fixture("mexd", "bag-n7.npy");
   const char *slide = g_getenv("MEXD_TEST_SLIDE");
   const char *src = "videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=64,height=64";
-  g_autofree char *vsrc = slide ? g_strdup_printf("openslidesrc location=%s preset=bwh_biopsy",
-                                                  slide)
-                                : g_strdup(src);
-  g_autofree char *d1 = g_strdup_printf("%s ! mexdmoe model=%s device=cpu ! fakesink", vsrc,
-                                        model);
+  g_autofree char *vsrc =
+      slide ? g_strdup_printf("openslidesrc location=%s preset=bwh_biopsy", slide) : g_strdup(src);
+  g_autofree char *d1 = g_strdup_printf("%s ! mexdmoe model=%s device=cpu ! fakesink", vsrc, model);
   expect_error(d1, 0, "mexdmoe");
   g_autofree char *d2 = g_strdup_printf("%s ! mexdembed model=%s device=cpu ! mexddiffc model=%s "
-                                        "device=cpu ! fakesink", vsrc, vit, model);
+                                        "device=cpu ! fakesink",
+                                        vsrc, vit, model);
   expect_error(d2, 0, "mexddiffc");
   g_autofree char *d3 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdembed model=%s "
-                                        "device=cpu ! fakesink", bag, vit);
+                                        "device=cpu ! fakesink",
+                                        bag, vit);
   expect_error(d3, 0, "mexdembed");
   g_autofree char *d4 = g_strdup_printf("mexdfeaturesrc location=%s ! mexddiffc model=%s "
                                         "device=cpu ! mexdmoe model=%s device=cpu ! fakesink",
                                         bag, model, model);
   expect_error(d4, 0, "mexddiffc");
-  g_autofree char *d5 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdheatmap ! fakesink",
-                                        bag);
+  g_autofree char *d5 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdheatmap ! fakesink", bag);
   expect_error(d5, GST_STREAM_ERROR, "routing");
   /* through a queue the link succeeds and negotiation fails at run time: still an error */
   g_autofree char *d6 = g_strdup_printf("mexdfeaturesrc location=%s ! queue ! mexddiffc model=%s "
-                                        "device=cpu ! fakesink", bag, model);
+                                        "device=cpu ! fakesink",
+                                        bag, model);
   expect_error(d6, 0, "");
   /* features of another size (48-d) from a file: the message names the file and both sizes */
   g_autofree char *dir = g_dir_make_tmp("mexd-gst-XXXXXX", NULL);
@@ -804,7 +814,8 @@ static void test_wrong_order(void)
     v[i] = (float)(i % 7) * 0.1f;
   write_npy(f48, 3, 48, v);
   g_autofree char *d7 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdmoe model=%s "
-                                        "device=cpu ! fakesink", f48, model);
+                                        "device=cpu ! fakesink",
+                                        f48, model);
   expect_error(d7, GST_CORE_ERROR, "wrong-dim.npy");
   /* a feature file holding a NaN: the file's error (STREAM), at start, naming it */
   g_autofree char *fnan = g_build_filename(dir, "nan.npy", NULL);
@@ -813,12 +824,14 @@ static void test_wrong_order(void)
     w[i] = i == 40 ? NAN : 0.1f;
   write_npy(fnan, 3, 32, w);
   g_autofree char *d9 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdmoe model=%s "
-                                        "device=cpu ! fakesink", fnan, model);
+                                        "device=cpu ! fakesink",
+                                        fnan, model);
   expect_error(d9, GST_STREAM_ERROR, "nan.npy");
   g_remove(fnan);
   /* rho and Z of another model: mexddiffc names both */
   g_autofree char *d8 = g_strdup_printf(
-      "appsrc name=src caps=\"other/tensors,format=static,num_tensors=2,types=(string)\\\"float32,float32\\\","
+      "appsrc name=src "
+      "caps=\"other/tensors,format=static,num_tensors=2,types=(string)\\\"float32,float32\\\","
       "dimensions=(string)\\\"3,16\\\",framerate=0/1\" ! mexddiffc model=%s device=cpu ! fakesink",
       model);
   g_autoptr(GError) pe = NULL;
@@ -884,7 +897,7 @@ static GError *run_appsrc(const char *desc, Feed feed, gpointer data, int *resul
   return out;
 }
 
-#define FEATURE_CAPS                                                                              \
+#define FEATURE_CAPS                                                                               \
   "other/tensors,format=static,num_tensors=1,types=float32,dimensions=32,framerate=0/1"
 
 typedef struct {
@@ -898,8 +911,8 @@ static void feed_script(GstAppSrc *src, gpointer data)
   int k = 0;
   for (const char *c = sc->script; *c; c++) {
     if (*c == 'S') {
-      gst_element_send_event(GST_ELEMENT(src), gst_mexd_event_new_slide_start(
-                                                   sc->id, "", 1000, 1000, 0.5, 256, 0));
+      gst_element_send_event(GST_ELEMENT(src),
+                             gst_mexd_event_new_slide_start(sc->id, "", 1000, 1000, 0.5, 256, 0));
     } else if (*c == 'E') {
       gst_element_send_event(GST_ELEMENT(src), gst_mexd_event_new_slide_end(sc->id, k));
       k = 0;
@@ -1092,7 +1105,8 @@ static void oom_child(void)
   g_autofree char *bb = fixture("backbones", "resnet-tiny.safetensors");
   /* mexdmoe: a slide of 32-d features */
   g_autofree char *d1 = g_strdup_printf("appsrc name=src format=time caps=" FEATURE_CAPS
-                                        " ! mexdmoe model=%s device=cpu ! fakesink", model);
+                                        " ! mexdmoe model=%s device=cpu ! fakesink",
+                                        model);
   g_autoptr(GError) e1 = push_until_error(d1, 32 * sizeof(float), "huge-slide", 24 << 20);
   g_assert_nonnull(e1);
   g_print("mexdmoe: %s\n", e1->message);
@@ -1103,7 +1117,8 @@ static void oom_child(void)
   g_autofree char *dir = g_dir_make_tmp("mexd-gst-XXXXXX", NULL);
   g_autofree char *d2 = g_strdup_printf(
       "appsrc name=src format=time caps=other/tensors,format=static,num_tensors=1,"
-      "types=float32,dimensions=16384,framerate=0/1 ! mexdfeaturesink location=%s/%%s.h5", dir);
+      "types=float32,dimensions=16384,framerate=0/1 ! mexdfeaturesink location=%s/%%s.h5",
+      dir);
   g_autoptr(GError) e2 = push_until_error(d2, 16384 * sizeof(float), "wide-slide", 96 << 20);
   g_assert_nonnull(e2);
   g_print("mexdfeaturesink: %s\n", e2->message);
@@ -1113,7 +1128,8 @@ static void oom_child(void)
   /* mexdembed: a batch that does not fit (4096 tiles of 512 x 512) */
   g_autofree char *d3 = g_strdup_printf(
       "appsrc name=src format=time caps=video/x-raw,format=RGB,width=512,height=512,"
-      "framerate=0/1 ! mexdembed model=%s device=cpu batch-size=4096 ! fakesink", bb);
+      "framerate=0/1 ! mexdembed model=%s device=cpu batch-size=4096 ! fakesink",
+      bb);
   g_autoptr(GError) pe = NULL;
   GstElement *pipe = gst_parse_launch(d3, &pe);
   g_assert_no_error(pe);
@@ -1126,8 +1142,8 @@ static void oom_child(void)
   gst_app_src_push_buffer(GST_APP_SRC(src), b);
   gst_app_src_end_of_stream(GST_APP_SRC(src)); /* the partial batch runs at EOS */
   GstBus *bus = gst_element_get_bus(pipe);
-  GstMessage *m = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND,
-                                             GST_MESSAGE_ERROR | GST_MESSAGE_EOS);
+  GstMessage *m =
+      gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_ERROR | GST_MESSAGE_EOS);
   g_assert_nonnull(m);
   g_assert_true(GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR);
   g_autoptr(GError) e3 = NULL;

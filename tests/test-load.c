@@ -85,7 +85,7 @@ static int fd_count(void)
 
 typedef struct {
   gint results; /* mexd-result messages so far */
-  gint64 *rss;    /* [n_slides + 1] */
+  gint64 *rss;  /* [n_slides + 1] */
   int *fds;
   gboolean error;
   gchar *error_text;
@@ -132,8 +132,8 @@ static void run(GstElement *pipe, void (*feed)(GstAppSrc *src, Load *l), const c
     feed(GST_APP_SRC(src), &l);
     gst_object_unref(src);
   }
-  GstMessage *m = gst_bus_timed_pop_filtered(bus, 600 * GST_SECOND,
-                                             GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  GstMessage *m =
+      gst_bus_timed_pop_filtered(bus, 600 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
   double seconds = (g_get_monotonic_time() - t0) / 1e6;
   if (!m)
     g_error("%s: no EOS within 600 s", what);
@@ -156,8 +156,8 @@ static void run(GstElement *pipe, void (*feed)(GstAppSrc *src, Load *l), const c
     g_test_message("%s: VmRSS %" G_GINT64_FORMAT " KiB, %d fds after slide %d", what, l.rss[k],
                    l.fds[k], k);
   g_print("# %s: %d slides in %.1f s (%.0f ms a slide); VmRSS %" G_GINT64_FORMAT " KiB after "
-          "slide %d, %" G_GINT64_FORMAT " KiB after slide %d (%+.2f %%; %" G_GINT64_FORMAT "..%"
-          G_GINT64_FORMAT " KiB between); open fds %d after slide %d, %d after slide %d\n",
+          "slide %d, %" G_GINT64_FORMAT " KiB after slide %d (%+.2f %%; %" G_GINT64_FORMAT
+          "..%" G_GINT64_FORMAT " KiB between); open fds %d after slide %d, %d after slide %d\n",
           what, n_slides, seconds, 1000 * seconds / n_slides, l.rss[EARLY], EARLY, l.rss[n_slides],
           n_slides, growth, lo, hi, l.fds[EARLY], EARLY, l.fds[n_slides], n_slides);
   g_assert_cmpint(l.fds[n_slides], <=, l.fds[EARLY]);

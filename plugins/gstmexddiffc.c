@@ -16,7 +16,11 @@
  *   (int), seed (uint64), eta (double), mode (string: the routing), ms-adapter1, ms-moe,
  *   ms-diffusion (double: the time of each stage on this slide), seconds, device (string).
  * A slide whose probabilities would not be finite (NaN or Inf weights or features) gets no
- * message but a stream error naming the slide.
+ * message but a stream error naming the slide.  `sampler` is `card` (default) or `ddim`; DDIM
+ * takes 2 to T `steps` (T: the model's diffusion steps) and `eta` is DDIM's only: anything else
+ * fails the start with a message naming the property.  Input that is not mexdmoe's (ρ, Z) of
+ * this model (another model's class count or width, mexdembed's features) is refused at
+ * negotiation with a message naming both sizes.
  *
  * ## Example launch line
  * |[
@@ -28,6 +32,7 @@
 
 #include "gstmexdcontext.h"
 #include "gstmexdmeta.h"
+#include "gstmexdutil.h"
 #include "mexd.h"
 
 #include <string.h>
@@ -37,7 +42,8 @@ GST_DEBUG_CATEGORY_STATIC(gst_mexd_diffc_debug);
 
 struct _GstMexdDiffc {
   GstBaseTransform parent;
-  gchar *model, *device, *sampler;
+  gchar *model, *device;
+  GstMexdSampler sampler;
   gint steps, chains;
   guint64 seed;
   gdouble eta;
@@ -45,6 +51,7 @@ struct _GstMexdDiffc {
   MexdBackend *shared; /* the pipeline\'s device (gstmexdcontext.h), or NULL */
   MexdModel *m;
   gint classes, width;
+  gchar *slide_id; /* the current slide's (mexd/slide-start), for buffers without a slide meta */
 };
 
 enum { PROP_0, PROP_MODEL, PROP_DEVICE, PROP_SAMPLER, PROP_STEPS, PROP_CHAINS, PROP_SEED,
@@ -61,18 +68,38 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
 
 G_DEFINE_TYPE(GstMexdDiffc, gst_mexd_diffc, GST_TYPE_BASE_TRANSFORM)
 
+GType gst_mexd_sampler_get_type(void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {GST_MEXD_SAMPLER_CARD, "CARD's ancestral sampler over all T steps", "card"},
+      {GST_MEXD_SAMPLER_DDIM, "DDIM with the steps property's steps", "ddim"},
+      {0, NULL, NULL},
+  };
+  if (g_once_init_enter(&type)) {
+    GType t = g_type_from_name("GstMexdSampler");
+    if (!t)
+      t = g_enum_register_static("GstMexdSampler", values);
+    g_once_init_leave(&type, t);
+  }
+  return type;
+}
+
 static gboolean gst_mexd_diffc_start(GstBaseTransform *bt)
 {
   GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
+  if (!gst_mexd_check_ranges(GST_ELEMENT(self)))
+    return FALSE;
   if (!self->model || !*self->model) {
     GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
                       ("No MExD model given: set the model property (the file mexdmoe uses)."),
                       (NULL));
     return FALSE;
   }
-  if (self->sampler && strcmp(self->sampler, "card") && strcmp(self->sampler, "ddim")) {
-    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
-                      ("sampler must be card or ddim, not \"%s\".", self->sampler), (NULL));
+  if (self->sampler != GST_MEXD_SAMPLER_DDIM && self->eta != 0) {
+    GST_ELEMENT_ERROR(
+        self, RESOURCE, SETTINGS,
+        ("eta=%g is DDIM's: set sampler=ddim (the card sampler has no eta).", self->eta), (NULL));
     return FALSE;
   }
   g_autoptr(GError) error = NULL;
@@ -92,8 +119,19 @@ static gboolean gst_mexd_diffc_start(GstBaseTransform *bt)
     g_clear_pointer(&self->be, mexd_backend_unref);
     return FALSE;
   }
-  self->classes = mexd_model_config(self->m)->n_classes;
-  self->width = mexd_model_config(self->m)->width;
+  const MexdModelConfig *cfg = mexd_model_config(self->m);
+  if (self->sampler == GST_MEXD_SAMPLER_DDIM && (self->steps < 2 || self->steps > cfg->T)) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                      ("steps=%d: the ddim sampler takes 2 to %d steps with %s (its diffusion has "
+                       "T = %d).",
+                       self->steps, cfg->T, self->model, cfg->T),
+                      (NULL));
+    g_clear_pointer(&self->m, mexd_model_free);
+    g_clear_pointer(&self->be, mexd_backend_unref);
+    return FALSE;
+  }
+  self->classes = cfg->n_classes;
+  self->width = cfg->width;
   return TRUE;
 }
 
@@ -102,6 +140,7 @@ static gboolean gst_mexd_diffc_stop(GstBaseTransform *bt)
   GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
   g_clear_pointer(&self->m, mexd_model_free);
   g_clear_pointer(&self->be, mexd_backend_unref);
+  g_clear_pointer(&self->slide_id, g_free);
   return TRUE;
 }
 
@@ -129,6 +168,59 @@ static GstCaps *gst_mexd_diffc_transform_caps(GstBaseTransform *bt, GstPadDirect
   return out;
 }
 
+/* The element counts of the tensors of an NNStreamer "dimensions" string ("2,512",
+ * "2:1,512:1:1"); FALSE when it is not n tensors of positive sizes. */
+static gboolean tensor_sizes(const char *dims, gint64 *sizes, guint n)
+{
+  g_auto(GStrv) t = g_strsplit(dims, ",", -1);
+  if (g_strv_length(t) != n)
+    return FALSE;
+  for (guint i = 0; i < n; i++) {
+    g_auto(GStrv) d = g_strsplit(t[i], ":", -1);
+    sizes[i] = 1;
+    for (guint k = 0; d[k]; k++) {
+      gchar *end = NULL;
+      gint64 v = g_ascii_strtoll(g_strstrip(d[k]), &end, 10);
+      if (!end || *end || v < 1 || v > G_MAXINT32 || sizes[i] > G_MAXINT32 / v)
+        return FALSE;
+      sizes[i] *= v;
+    }
+  }
+  return TRUE;
+}
+
+/* (ρ, Z) of another model (its class count or width) is refused with both sizes named. */
+static gboolean gst_mexd_diffc_accept_caps(GstBaseTransform *bt, GstPadDirection dir, GstCaps *caps)
+{
+  GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
+  if (dir == GST_PAD_SINK && self->m && gst_caps_is_fixed(caps)) {
+    const char *dims = gst_structure_get_string(gst_caps_get_structure(caps, 0), "dimensions");
+    g_autofree char *want = g_strdup_printf("%d,%d", self->classes, self->width);
+    gint64 sz[2];
+    if (dims && (!tensor_sizes(dims, sz, 2) || sz[0] != self->classes || sz[1] != self->width)) {
+      GST_ELEMENT_ERROR(self, CORE, NEGOTIATION,
+                        ("mexddiffc takes mexdmoe's prior and insight of %s (dimensions %s: %d "
+                         "classes, width %d), not dimensions %s: give mexdmoe and mexddiffc the "
+                         "same model.",
+                         self->model, want, self->classes, self->width, dims),
+                        (NULL));
+      return FALSE;
+    }
+  }
+  return GST_BASE_TRANSFORM_CLASS(gst_mexd_diffc_parent_class)->accept_caps(bt, dir, caps);
+}
+
+static gboolean gst_mexd_diffc_sink_event(GstBaseTransform *bt, GstEvent *ev)
+{
+  GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
+  const gchar *id = NULL;
+  if (gst_mexd_event_is_slide_start(ev, &id)) {
+    g_free(self->slide_id);
+    self->slide_id = g_strdup(id);
+  }
+  return GST_BASE_TRANSFORM_CLASS(gst_mexd_diffc_parent_class)->sink_event(bt, ev);
+}
+
 static gboolean gst_mexd_diffc_transform_size(GstBaseTransform *bt, GstPadDirection dir,
                                               GstCaps *caps, gsize size, GstCaps *othercaps,
                                               gsize *othersize)
@@ -147,11 +239,16 @@ static GstFlowReturn gst_mexd_diffc_transform(GstBaseTransform *bt, GstBuffer *i
 {
   GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
   const int C = self->classes, W = self->width;
+  GstMexdSlideMeta *sm = gst_buffer_get_mexd_slide_meta(in);
+  /* the slide's id ("" when nothing named it: tiles from stock elements) and its name in
+   * messages */
+  const char *sid = sm && sm->slide_id ? sm->slide_id : self->slide_id ? self->slide_id : "";
+  g_autofree gchar *label = gst_mexd_slide_label(sid, sm ? sm->path : NULL);
   if (gst_buffer_n_memory(in) != 2 || gst_buffer_get_size(in) != sizeof(float) * (C + W)) {
     GST_ELEMENT_ERROR(self, STREAM, FORMAT,
-                      ("Expected rho [%d] and Z [%d] as two float32 tensors (mexdmoe's output), "
-                       "got %" G_GSIZE_FORMAT " bytes in %u memories.",
-                       C, W, gst_buffer_get_size(in), gst_buffer_n_memory(in)),
+                      ("%s: expected rho [%d] and Z [%d] as two float32 tensors (mexdmoe's "
+                       "output), got %" G_GSIZE_FORMAT " bytes in %u memories.",
+                       label, C, W, gst_buffer_get_size(in), gst_buffer_n_memory(in)),
                       (NULL));
     return GST_FLOW_ERROR;
   }
@@ -159,28 +256,23 @@ static GstFlowReturn gst_mexd_diffc_transform(GstBaseTransform *bt, GstBuffer *i
   gst_buffer_extract(in, 0, rho, sizeof(float) * C);
   gst_buffer_extract(in, sizeof(float) * C, z, sizeof(float) * W);
   MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
-  opt.sampler = self->sampler && !strcmp(self->sampler, "ddim") ? MEXD_SAMPLER_DDIM
-                                                                 : MEXD_SAMPLER_CARD;
+  opt.sampler = self->sampler == GST_MEXD_SAMPLER_DDIM ? MEXD_SAMPLER_DDIM : MEXD_SAMPLER_CARD;
   opt.steps = self->steps;
   opt.eta = self->eta;
   opt.chains = self->chains;
   opt.seed = self->seed;
   g_autoptr(GError) error = NULL;
   g_autoptr(MexdResult) r = mexd_model_diffuse(self->m, z, rho, &opt, &error);
-  GstMexdSlideMeta *sm = gst_buffer_get_mexd_slide_meta(in);
-  if (!r) {
-    GST_ELEMENT_ERROR(self, STREAM, FAILED,
-                      ("Slide %s: %s", sm && sm->slide_id ? sm->slide_id : "?", error->message),
-                      (NULL));
+  if (!r) { /* a prior or insight that is not finite: the slide's */
+    GST_MEXD_POST_ERROR(self, GST_MEXD_FAULT_SLIDE, error, label);
     return GST_FLOW_ERROR;
   }
   const MexdModelConfig *cfg = mexd_model_config(self->m);
-  const char *id = sm && sm->slide_id ? sm->slide_id : "?";
   /* the result in the one schema (lib/pipeline/result.h); a NaN or Inf is refused there */
   g_autoptr(MexdSlideResult) sr =
-      mexd_slide_result_new_from_model(r, cfg, &opt, id, sm ? sm->path : NULL, FALSE, &error);
+      mexd_slide_result_new_from_model(r, cfg, &opt, sid, sm ? sm->path : NULL, FALSE, &error);
   if (!sr) {
-    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Slide %s: %s", id, error->message), (NULL));
+    GST_MEXD_POST_ERROR(self, GST_MEXD_FAULT_SLIDE, error, label);
     return GST_FLOW_ERROR;
   }
   sr->tiles = sm ? MAX(sm->tiles, (gint64)0) : 0;
@@ -212,10 +304,7 @@ static void gst_mexd_diffc_set_property(GObject *object, guint id, const GValue 
     g_free(self->device);
     self->device = g_value_dup_string(value);
     break;
-  case PROP_SAMPLER:
-    g_free(self->sampler);
-    self->sampler = g_value_dup_string(value);
-    break;
+  case PROP_SAMPLER: self->sampler = (GstMexdSampler)g_value_get_enum(value); break;
   case PROP_STEPS: self->steps = g_value_get_int(value); break;
   case PROP_CHAINS: self->chains = g_value_get_int(value); break;
   case PROP_SEED: self->seed = g_value_get_uint64(value); break;
@@ -233,7 +322,7 @@ static void gst_mexd_diffc_get_property(GObject *object, guint id, GValue *value
   switch (id) {
   case PROP_MODEL: g_value_set_string(value, self->model); break;
   case PROP_DEVICE: g_value_set_string(value, self->device); break;
-  case PROP_SAMPLER: g_value_set_string(value, self->sampler); break;
+  case PROP_SAMPLER: g_value_set_enum(value, self->sampler); break;
   case PROP_STEPS: g_value_set_int(value, self->steps); break;
   case PROP_CHAINS: g_value_set_int(value, self->chains); break;
   case PROP_SEED: g_value_set_uint64(value, self->seed); break;
@@ -248,7 +337,7 @@ static void gst_mexd_diffc_finalize(GObject *object)
   GstMexdDiffc *self = GST_MEXD_DIFFC(object);
   g_free(self->model);
   g_free(self->device);
-  g_free(self->sampler);
+  g_free(self->slide_id);
   g_clear_pointer(&self->shared, mexd_backend_unref);
   G_OBJECT_CLASS(gst_mexd_diffc_parent_class)->finalize(object);
 }
@@ -289,24 +378,28 @@ static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
                           NULL, rw));
   g_object_class_install_property(
       oc, PROP_SAMPLER,
-      g_param_spec_string("sampler", "Sampler",
-                          "card (ancestral over all T steps) or ddim (steps)", "card", rw));
+      g_param_spec_enum("sampler", "Sampler", "card (ancestral over all T steps) or ddim (steps)",
+                        GST_TYPE_MEXD_SAMPLER, GST_MEXD_SAMPLER_CARD, rw));
+  gst_type_mark_as_plugin_api(GST_TYPE_MEXD_SAMPLER, 0);
   g_object_class_install_property(
       oc, PROP_STEPS,
-      g_param_spec_int("steps", "Steps", "DDIM steps (the ddim sampler only)", 1, 100000, 50,
-                       rw));
+      gst_mexd_param_spec_int("steps", "Steps",
+                              "DDIM steps (the ddim sampler only; 2 to the model's T)", 1, 100000,
+                              50, rw));
   g_object_class_install_property(
       oc, PROP_CHAINS,
-      g_param_spec_int("chains", "Chains",
-                       "Chains sampled per slide (their spread is the uncertainty)", 1, 4096,
-                       32, rw));
+      gst_mexd_param_spec_int("chains", "Chains",
+                              "Chains sampled per slide (their spread is the uncertainty)", 1, 4096,
+                              32, rw));
   g_object_class_install_property(
       oc, PROP_SEED,
       g_param_spec_uint64("seed", "Seed", "Seed of the sampling noise (same seed, same result)",
                           0, G_MAXUINT64, 0, rw));
   g_object_class_install_property(
       oc, PROP_ETA,
-      g_param_spec_double("eta", "Eta", "DDIM's eta (0: deterministic)", 0, 1, 0, rw));
+      gst_mexd_param_spec_double("eta", "Eta",
+                                 "DDIM's eta (0: deterministic; above 0 with sampler=ddim only)", 0,
+                                 1, 0, rw));
   gst_element_class_add_static_pad_template(ec, &sink_template);
   gst_element_class_add_static_pad_template(ec, &src_template);
   gst_element_class_set_static_metadata(
@@ -319,6 +412,8 @@ static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
   bc->stop = gst_mexd_diffc_stop;
   bc->transform_caps = gst_mexd_diffc_transform_caps;
   bc->transform_size = gst_mexd_diffc_transform_size;
+  bc->accept_caps = gst_mexd_diffc_accept_caps;
+  bc->sink_event = gst_mexd_diffc_sink_event;
   bc->transform = gst_mexd_diffc_transform;
   bc->passthrough_on_same_caps = FALSE;
   GST_DEBUG_CATEGORY_INIT(gst_mexd_diffc_debug, "mexddiffc", 0, "MExD diffusion classifier");
@@ -326,7 +421,7 @@ static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
 
 static void gst_mexd_diffc_init(GstMexdDiffc *self)
 {
-  self->sampler = g_strdup("card");
+  self->sampler = GST_MEXD_SAMPLER_CARD;
   self->steps = 50;
   self->chains = 32;
   gst_base_transform_set_qos_enabled(GST_BASE_TRANSFORM(self), FALSE);

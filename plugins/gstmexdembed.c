@@ -10,6 +10,13 @@
  * backbone's output dimension, NNStreamer's caps) carrying the tile's #GstMexdTileMeta and
  * timestamps.  The tile may be any size: the backbone's preprocessing resizes it (antialiased
  * bilinear) to its input size and normalises it with the model file's mean and std.
+ * `precision` is `fp32` (default) or `fp16` (fp32 accumulation).
+ *
+ * Errors: a backbone file that cannot be loaded, a batch that does not fit in memory (lower
+ * `batch-size`) and a failing device are resource errors; a next element that does not take the
+ * backbone's feature size (a model for another backbone) fails the start, naming both; a tile
+ * buffer that does not match its caps, or features that are not finite (fp16 overflow), a stream
+ * error naming the slide.
  *
  * ## Example launch line
  * |[
@@ -21,6 +28,7 @@
 
 #include "gstmexdcontext.h"
 #include "gstmexdmeta.h"
+#include "gstmexdutil.h"
 #include "mexd.h"
 
 #include <gst/video/video.h>
@@ -31,7 +39,8 @@ GST_DEBUG_CATEGORY_STATIC(gst_mexd_embed_debug);
 
 struct _GstMexdEmbed {
   GstBaseTransform parent;
-  gchar *model, *device, *precision;
+  gchar *model, *device;
+  GstMexdPrecision precision;
   gint batch_size;
   MexdBackend *be;
   MexdBackend *shared; /* the pipeline\'s device (gstmexdcontext.h), or NULL */
@@ -43,8 +52,10 @@ struct _GstMexdEmbed {
   MexdEmbedJob *job;  /* the batch running on the device, submitted but not finished */
   GPtrArray *running; /* its input tiles (their meta and timestamps go to the features) */
   GQueue outputs;     /* features not yet handed out */
-  guint8 *pixels;
-  float *feats;
+  guint8 *pixels;     /* batch-size tiles of the current caps */
+  float *feats;       /* batch-size features */
+  gchar *slide_id;    /* the current slide's (mexd/slide-start or the tiles' meta) */
+  gboolean failed;    /* an error was posted: later tiles are refused */
 };
 
 enum { PROP_0, PROP_MODEL, PROP_DEVICE, PROP_PRECISION, PROP_BATCH_SIZE };
@@ -60,9 +71,40 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
 
 G_DEFINE_TYPE(GstMexdEmbed, gst_mexd_embed, GST_TYPE_BASE_TRANSFORM)
 
+GType gst_mexd_precision_get_type(void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {GST_MEXD_PRECISION_FP32, "32-bit floats", "fp32"},
+      {GST_MEXD_PRECISION_FP16, "16-bit floats (fp32 accumulation)", "fp16"},
+      {0, NULL, NULL},
+  };
+  if (g_once_init_enter(&type)) {
+    GType t = g_type_from_name("GstMexdPrecision");
+    if (!t)
+      t = g_enum_register_static("GstMexdPrecision", values);
+    g_once_init_leave(&type, t);
+  }
+  return type;
+}
+
+/* The slide of a tile, for messages. */
+static const char *tile_slide(GstMexdEmbed *self, GstBuffer *tile)
+{
+  GstMexdTileMeta *m = tile ? gst_buffer_get_mexd_tile_meta(tile) : NULL;
+  if (m && m->slide_id && *m->slide_id)
+    return m->slide_id;
+  return self->slide_id && *self->slide_id ? self->slide_id : "(unnamed)";
+}
+
+static GstCaps *gst_mexd_embed_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
+                                              GstCaps *caps, GstCaps *filter);
+
 static gboolean gst_mexd_embed_start(GstBaseTransform *bt)
 {
   GstMexdEmbed *self = GST_MEXD_EMBED(bt);
+  if (!gst_mexd_check_ranges(GST_ELEMENT(self)))
+    return FALSE;
   if (!self->model || !*self->model) {
     GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
                       ("No backbone given: set the model property to a file made by "
@@ -70,14 +112,7 @@ static gboolean gst_mexd_embed_start(GstBaseTransform *bt)
                       (NULL));
     return FALSE;
   }
-  MexdDType dtype = MEXD_DTYPE_F32;
-  if (self->precision && !strcmp(self->precision, "fp16"))
-    dtype = MEXD_DTYPE_F16;
-  else if (self->precision && strcmp(self->precision, "fp32")) {
-    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
-                      ("precision must be fp32 or fp16, not \"%s\".", self->precision), (NULL));
-    return FALSE;
-  }
+  MexdDType dtype = self->precision == GST_MEXD_PRECISION_FP16 ? MEXD_DTYPE_F16 : MEXD_DTYPE_F32;
   g_autoptr(GError) error = NULL;
   self->be = gst_mexd_device_acquire(GST_ELEMENT(self), self->device, &self->shared, &error);
   if (self->be)
@@ -89,10 +124,22 @@ static gboolean gst_mexd_embed_start(GstBaseTransform *bt)
     return FALSE;
   }
   self->dim = mexd_backbone_config(self->bb)->output_dim;
+  g_autofree char *what = g_strdup_printf(
+      "The backbone %s gives %" G_GINT64_FORMAT "-dimensional features", self->model, self->dim);
+  GstCaps *tiles = gst_static_pad_template_get_caps(&sink_template);
+  GstCaps *features = gst_mexd_embed_transform_caps(bt, GST_PAD_SINK, tiles, NULL);
+  gst_caps_unref(tiles);
+  if (!gst_mexd_check_downstream(GST_ELEMENT(self), GST_BASE_TRANSFORM_SRC_PAD(self), features,
+                                 what)) {
+    g_clear_pointer(&self->bb, mexd_backbone_free);
+    g_clear_pointer(&self->be, mexd_backend_unref);
+    return FALSE;
+  }
   self->pending = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
   self->running = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
   g_queue_init(&self->outputs);
   self->have_info = FALSE;
+  self->failed = FALSE;
   GST_INFO_OBJECT(self, "%s on %s: %" G_GINT64_FORMAT "-d features", self->model,
                   mexd_backend_name(self->be), self->dim);
   return TRUE;
@@ -109,6 +156,7 @@ static gboolean gst_mexd_embed_stop(GstBaseTransform *bt)
   g_clear_pointer(&self->be, mexd_backend_unref);
   g_clear_pointer(&self->pixels, g_free);
   g_clear_pointer(&self->feats, g_free);
+  g_clear_pointer(&self->slide_id, g_free);
   return TRUE;
 }
 
@@ -147,8 +195,12 @@ static gboolean gst_mexd_embed_set_caps(GstBaseTransform *bt, GstCaps *in, GstCa
 {
   GstMexdEmbed *self = GST_MEXD_EMBED(bt);
   (void)out;
-  if (!gst_video_info_from_caps(&self->vinfo, in))
+  if (!gst_video_info_from_caps(&self->vinfo, in)) {
+    g_autofree char *c = gst_caps_to_string(in);
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION,
+                      ("mexdembed takes RGB tiles (video/x-raw, format=RGB), not %s.", c), (NULL));
     return FALSE;
+  }
   self->have_info = TRUE;
   g_clear_pointer(&self->pixels, g_free);
   return TRUE;
@@ -163,8 +215,13 @@ static GstFlowReturn finish_running(GstMexdEmbed *self)
   MexdEmbedJob *job = g_steal_pointer(&self->job);
   const guint n = self->running->len;
   if (!mexd_embed_job_finish(job, self->feats, &error)) {
+    g_autofree char *prefix = g_strdup_printf(
+        "Slide %s", tile_slide(self, n ? g_ptr_array_index(self->running, 0) : NULL));
     g_ptr_array_set_size(self->running, 0);
-    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("%s", error->message), (NULL));
+    /* the device's memory for a batch is every slide's need; non-finite features the slide's */
+    GST_MEXD_POST_ERROR(
+        self, error->code == MEXD_ERROR_NO_MEMORY ? GST_MEXD_FAULT_RESOURCE : GST_MEXD_FAULT_SLIDE,
+        error, prefix);
     return GST_FLOW_ERROR;
   }
   for (guint i = 0; i < n; i++) {
@@ -191,14 +248,35 @@ static GstFlowReturn run_batch(GstMexdEmbed *self)
   const int w = GST_VIDEO_INFO_WIDTH(&self->vinfo), h = GST_VIDEO_INFO_HEIGHT(&self->vinfo);
   const size_t tile = (size_t)w * h * 3;
   if (!self->pixels) {
-    self->pixels = g_malloc(tile * self->batch_size);
-    self->feats = g_realloc(self->feats, sizeof(float) * self->dim * self->batch_size);
+    /* a batch's memory comes from the caps and batch-size: had without aborting */
+    g_autoptr(GError) error = NULL;
+    const gsize bs = (gsize)self->batch_size;
+    g_autofree char *what =
+        g_strdup_printf("a batch of %d tiles of %d x %d pixels", self->batch_size, w, h);
+    g_clear_pointer(&self->feats, g_free);
+    if (tile <= G_MAXSIZE / bs && (gsize)self->dim <= G_MAXSIZE / sizeof(float) / bs)
+      self->pixels = gst_mexd_try_alloc(tile * bs, what, &error);
+    else
+      g_set_error(&error, MEXD_ERROR, MEXD_ERROR_NO_MEMORY, "%s is larger than the address space",
+                  what);
+    if (self->pixels)
+      self->feats = gst_mexd_try_alloc(sizeof(float) * (gsize)self->dim * bs, what, &error);
+    if (!self->feats) {
+      g_clear_pointer(&self->pixels, g_free);
+      GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT, ("%s: lower batch-size.", error->message),
+                        (NULL));
+      return GST_FLOW_ERROR;
+    }
   }
   for (guint i = 0; i < n; i++) {
     GstVideoFrame f;
-    if (!gst_video_frame_map(&f, &self->vinfo, g_ptr_array_index(self->pending, i),
-                             GST_MAP_READ)) {
-      GST_ELEMENT_ERROR(self, STREAM, FAILED, ("A tile buffer could not be mapped."), (NULL));
+    GstBuffer *b = g_ptr_array_index(self->pending, i);
+    if (!gst_video_frame_map(&f, &self->vinfo, b, GST_MAP_READ)) {
+      GST_ELEMENT_ERROR(self, STREAM, FORMAT,
+                        ("Slide %s: a tile buffer of %" G_GSIZE_FORMAT " bytes does not hold the "
+                         "%d x %d RGB tile its caps say.",
+                         tile_slide(self, b), gst_buffer_get_size(b), w, h),
+                        (NULL));
       return GST_FLOW_ERROR;
     }
     const guint8 *src = GST_VIDEO_FRAME_PLANE_DATA(&f, 0);
@@ -213,7 +291,11 @@ static GstFlowReturn run_batch(GstMexdEmbed *self)
   g_autoptr(GError) error = NULL;
   MexdEmbedJob *job = mexd_backbone_embed_submit(self->bb, self->pixels, n, h, w, NULL, &error);
   if (!job) {
-    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("%s", error->message), (NULL));
+    g_autofree char *prefix =
+        g_strdup_printf("Slide %s", tile_slide(self, g_ptr_array_index(self->pending, 0)));
+    GST_MEXD_POST_ERROR(
+        self, error->code == MEXD_ERROR_NO_MEMORY ? GST_MEXD_FAULT_RESOURCE : GST_MEXD_FAULT_SLIDE,
+        error, prefix);
     return GST_FLOW_ERROR;
   }
   GstFlowReturn ret = finish_running(self);
@@ -228,10 +310,17 @@ static GstFlowReturn gst_mexd_embed_submit(GstBaseTransform *bt, gboolean discon
 {
   GstMexdEmbed *self = GST_MEXD_EMBED(bt);
   (void)discont;
+  if (self->failed) {
+    gst_buffer_unref(in);
+    return GST_FLOW_ERROR;
+  }
   g_ptr_array_add(self->pending, in);
+  GstFlowReturn ret = GST_FLOW_OK;
   if ((gint)self->pending->len >= self->batch_size)
-    return run_batch(self);
-  return GST_FLOW_OK;
+    ret = run_batch(self);
+  if (ret == GST_FLOW_ERROR || ret == GST_FLOW_NOT_NEGOTIATED)
+    self->failed = TRUE;
+  return ret;
 }
 
 static GstFlowReturn gst_mexd_embed_generate(GstBaseTransform *bt, GstBuffer **out)
@@ -244,6 +333,8 @@ static GstFlowReturn gst_mexd_embed_generate(GstBaseTransform *bt, GstBuffer **o
 /* Runs a partial batch and pushes every queued feature (before a slide end or EOS). */
 static GstFlowReturn drain(GstMexdEmbed *self)
 {
+  if (self->failed)
+    return GST_FLOW_ERROR;
   GstFlowReturn ret = run_batch(self);
   if (ret == GST_FLOW_OK)
     ret = finish_running(self);
@@ -256,11 +347,19 @@ static GstFlowReturn drain(GstMexdEmbed *self)
 static gboolean gst_mexd_embed_sink_event(GstBaseTransform *bt, GstEvent *ev)
 {
   GstMexdEmbed *self = GST_MEXD_EMBED(bt);
-  if (gst_mexd_event_is_slide_end(ev, NULL) || GST_EVENT_TYPE(ev) == GST_EVENT_EOS) {
+  const gchar *id = NULL;
+  if (gst_mexd_event_is_slide_end(ev, NULL) || GST_EVENT_TYPE(ev) == GST_EVENT_EOS ||
+      GST_EVENT_TYPE(ev) == GST_EVENT_CAPS) {
+    /* every tile before a slide end, EOS or new caps (another tile size) is run first */
     GstFlowReturn ret = drain(self);
+    if (ret == GST_FLOW_ERROR || ret == GST_FLOW_NOT_NEGOTIATED)
+      self->failed = TRUE;
     if (ret != GST_FLOW_OK && ret != GST_FLOW_FLUSHING)
       GST_DEBUG_OBJECT(self, "draining before %s: %s", GST_EVENT_TYPE_NAME(ev),
                        gst_flow_get_name(ret));
+  } else if (gst_mexd_event_is_slide_start(ev, &id)) {
+    g_free(self->slide_id);
+    self->slide_id = g_strdup(id);
   } else if (GST_EVENT_TYPE(ev) == GST_EVENT_FLUSH_STOP) {
     if (self->pending)
       g_ptr_array_set_size(self->pending, 0);
@@ -286,10 +385,7 @@ static void gst_mexd_embed_set_property(GObject *object, guint id, const GValue 
     g_free(self->device);
     self->device = g_value_dup_string(value);
     break;
-  case PROP_PRECISION:
-    g_free(self->precision);
-    self->precision = g_value_dup_string(value);
-    break;
+  case PROP_PRECISION: self->precision = (GstMexdPrecision)g_value_get_enum(value); break;
   case PROP_BATCH_SIZE: self->batch_size = g_value_get_int(value); break;
   default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
@@ -304,7 +400,7 @@ static void gst_mexd_embed_get_property(GObject *object, guint id, GValue *value
   switch (id) {
   case PROP_MODEL: g_value_set_string(value, self->model); break;
   case PROP_DEVICE: g_value_set_string(value, self->device); break;
-  case PROP_PRECISION: g_value_set_string(value, self->precision); break;
+  case PROP_PRECISION: g_value_set_enum(value, self->precision); break;
   case PROP_BATCH_SIZE: g_value_set_int(value, self->batch_size); break;
   default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
@@ -316,7 +412,6 @@ static void gst_mexd_embed_finalize(GObject *object)
   GstMexdEmbed *self = GST_MEXD_EMBED(object);
   g_free(self->model);
   g_free(self->device);
-  g_free(self->precision);
   g_clear_pointer(&self->shared, mexd_backend_unref);
   G_OBJECT_CLASS(gst_mexd_embed_parent_class)->finalize(object);
 }
@@ -357,12 +452,13 @@ static void gst_mexd_embed_class_init(GstMexdEmbedClass *klass)
                           NULL, rw));
   g_object_class_install_property(
       oc, PROP_PRECISION,
-      g_param_spec_string("precision", "Precision", "fp32 or fp16 (fp32 accumulation)", "fp32",
-                          rw));
-  g_object_class_install_property(
-      oc, PROP_BATCH_SIZE,
-      g_param_spec_int("batch-size", "Batch size", "Tiles per batch (one command buffer)", 1,
-                       4096, 16, rw));
+      g_param_spec_enum("precision", "Precision", "fp32 or fp16 (fp32 accumulation)",
+                        GST_TYPE_MEXD_PRECISION, GST_MEXD_PRECISION_FP32, rw));
+  gst_type_mark_as_plugin_api(GST_TYPE_MEXD_PRECISION, 0);
+  g_object_class_install_property(oc, PROP_BATCH_SIZE,
+                                  gst_mexd_param_spec_int("batch-size", "Batch size",
+                                                          "Tiles per batch (one command buffer)", 1,
+                                                          4096, 16, rw));
   gst_element_class_add_static_pad_template(ec, &sink_template);
   gst_element_class_add_static_pad_template(ec, &src_template);
   gst_element_class_set_static_metadata(ec, "MExD tile embedder", "Filter/Converter/Video",
@@ -385,6 +481,6 @@ static void gst_mexd_embed_class_init(GstMexdEmbedClass *klass)
 static void gst_mexd_embed_init(GstMexdEmbed *self)
 {
   self->batch_size = 16;
-  self->precision = g_strdup("fp32");
+  self->precision = GST_MEXD_PRECISION_FP32;
   gst_base_transform_set_qos_enabled(GST_BASE_TRANSFORM(self), FALSE);
 }

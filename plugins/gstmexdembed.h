@@ -8,4 +8,12 @@ G_BEGIN_DECLS
 #define GST_TYPE_MEXD_EMBED (gst_mexd_embed_get_type())
 G_DECLARE_FINAL_TYPE(GstMexdEmbed, gst_mexd_embed, GST, MEXD_EMBED, GstBaseTransform)
 
+/* The `precision` property: the backbone's weights and activations (fp32 accumulation). */
+typedef enum {
+  GST_MEXD_PRECISION_FP32,
+  GST_MEXD_PRECISION_FP16,
+} GstMexdPrecision;
+GType gst_mexd_precision_get_type(void);
+#define GST_TYPE_MEXD_PRECISION (gst_mexd_precision_get_type())
+
 G_END_DECLS

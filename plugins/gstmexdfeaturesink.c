@@ -9,6 +9,12 @@
  * replaced by the slide id, which is needed when the stream carries several slides.  The files
  * are what `mexd forward --features`, `mexdfeaturesrc` and CLAM-style training read.
  *
+ * Errors: a location that is a folder, in a folder that does not exist, or the slide's own file
+ * fails the start (or that slide's write) with a resource error; a second slide when location
+ * has no `%s` fails at that slide's start (its file would overwrite the first's); a slide with
+ * more tiles than memory holds is a stream error naming it; a `mexd/slide-end` without a
+ * `mexd/slide-start`, and a stream that ends before any slide, are errors too.
+ *
  * ## Example launch line
  * |[
  * gst-launch-1.0 openslidesrc location="a.svs;b.svs" ! mexdembed model=resnet50.safetensors ! \
@@ -18,6 +24,7 @@
 #include "gstmexdfeaturesink.h"
 
 #include "gstmexdmeta.h"
+#include "gstmexdutil.h"
 #include "mexd.h"
 
 #include <string.h>
@@ -31,12 +38,15 @@ struct _GstMexdFeatureSink {
   gint64 dim;
   gchar *slide_id;   /* the current slide (from slide-start or the first tile's meta) */
   gchar *slide_file; /* its file (from slide-start), never to be overwritten */
-  GArray *features;  /* float */
-  GArray *coords;    /* int32 pairs */
+  GstMexdArray features; /* float */
+  GstMexdArray coords;   /* int32 pairs */
   gboolean have_coords;
   gint patch_size, patch_level;
   guint written;
   gchar *last_path;
+  gboolean in_slide;  /* a mexd/slide-start came and its end did not yet */
+  gboolean any_slide; /* a slide (its start or a feature) came in this stream */
+  gboolean failed;    /* an error was posted: later buffers are refused */
 };
 
 enum { PROP_0, PROP_LOCATION, PROP_LAST_FILE };
@@ -50,12 +60,76 @@ G_DEFINE_TYPE(GstMexdFeatureSink, gst_mexd_feature_sink, GST_TYPE_BASE_SINK)
 
 static void reset_slide(GstMexdFeatureSink *self)
 {
-  g_array_set_size(self->features, 0);
-  g_array_set_size(self->coords, 0);
+  gst_mexd_array_reset(&self->features);
+  gst_mexd_array_reset(&self->coords);
   self->have_coords = TRUE;
   self->patch_size = self->patch_level = -1;
   g_clear_pointer(&self->slide_id, g_free);
   g_clear_pointer(&self->slide_file, g_free);
+}
+
+/* Adds the files an element names: its model and location(s) (a ';' list split too). */
+static void add_element_files(MexdInputSet *set, GstElement *e)
+{
+  static const char *const names[] = {"model", "location", "locations"};
+  GObjectClass *klass = G_OBJECT_GET_CLASS(e);
+  for (guint k = 0; k < G_N_ELEMENTS(names); k++) {
+    GParamSpec *p = g_object_class_find_property(klass, names[k]);
+    if (!p || !(p->flags & G_PARAM_READABLE))
+      continue;
+    if (p->value_type == G_TYPE_STRING) {
+      g_autofree char *v = NULL;
+      g_object_get(e, names[k], &v, NULL);
+      if (!v || !*v)
+        continue;
+      mexd_input_set_add(set, v);
+      g_auto(GStrv) parts = gst_mexd_split_locations(v);
+      for (int i = 0; parts[i]; i++)
+        mexd_input_set_add(set, parts[i]);
+    } else if (p->value_type == G_TYPE_STRV) {
+      g_auto(GStrv) v = NULL;
+      g_object_get(e, names[k], &v, NULL);
+      for (int i = 0; v && v[i]; i++)
+        mexd_input_set_add(set, v[i]);
+    }
+  }
+}
+
+/* The files the pipeline reads (every other element's model and location: a backbone, a
+ * model, slides, feature files; another sink's output too) and the current slide's file: no
+ * feature file is written over one of them. */
+static MexdInputSet *pipeline_files(GstMexdFeatureSink *self)
+{
+  MexdInputSet *set = mexd_input_set_new();
+  if (self->slide_file)
+    mexd_input_set_add(set, self->slide_file);
+  GstObject *top = gst_object_ref(GST_OBJECT(self)), *up;
+  while ((up = gst_object_get_parent(top))) {
+    gst_object_unref(top);
+    top = up;
+  }
+  if (GST_IS_BIN(top)) {
+    GstIterator *it = gst_bin_iterate_recurse(GST_BIN(top));
+    GValue item = G_VALUE_INIT;
+    gboolean done = FALSE;
+    while (!done) {
+      switch (gst_iterator_next(it, &item)) {
+      case GST_ITERATOR_OK: {
+        GstElement *e = g_value_get_object(&item);
+        if (e != GST_ELEMENT(self))
+          add_element_files(set, e);
+        g_value_reset(&item);
+        break;
+      }
+      case GST_ITERATOR_RESYNC: gst_iterator_resync(it); break;
+      default: done = TRUE; break;
+      }
+    }
+    g_value_unset(&item);
+    gst_iterator_free(it);
+  }
+  gst_object_unref(top);
+  return set;
 }
 
 static gboolean gst_mexd_feature_sink_start(GstBaseSink *bs)
@@ -67,9 +141,20 @@ static gboolean gst_mexd_feature_sink_start(GstBaseSink *bs)
                       (NULL));
     return FALSE;
   }
-  self->features = g_array_new(FALSE, FALSE, sizeof(float));
-  self->coords = g_array_new(FALSE, FALSE, sizeof(int32_t));
+  /* the output is looked at before any slide is computed: not a folder, in one that exists */
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = g_path_get_dirname(self->location);
+  g_autoptr(MexdInputSet) inputs = pipeline_files(self);
+  if ((!strstr(self->location, "%s") && !mexd_input_set_check(inputs, self->location, &error)) ||
+      (!strstr(dir, "%s") && !mexd_file_check_dir(dir, "folder of location", &error))) {
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE,
+                      ("location %s: %s", self->location, error->message), (NULL));
+    return FALSE;
+  }
+  gst_mexd_array_init(&self->features, sizeof(float));
+  gst_mexd_array_init(&self->coords, sizeof(int32_t));
   self->written = 0;
+  self->in_slide = self->any_slide = self->failed = FALSE;
   reset_slide(self);
   return TRUE;
 }
@@ -77,9 +162,10 @@ static gboolean gst_mexd_feature_sink_start(GstBaseSink *bs)
 static gboolean gst_mexd_feature_sink_stop(GstBaseSink *bs)
 {
   GstMexdFeatureSink *self = GST_MEXD_FEATURE_SINK(bs);
-  g_clear_pointer(&self->features, g_array_unref);
-  g_clear_pointer(&self->coords, g_array_unref);
+  gst_mexd_array_clear(&self->features);
+  gst_mexd_array_clear(&self->coords);
   g_clear_pointer(&self->slide_id, g_free);
+  g_clear_pointer(&self->slide_file, g_free);
   return TRUE;
 }
 
@@ -101,7 +187,7 @@ static gboolean gst_mexd_feature_sink_set_caps(GstBaseSink *bs, GstCaps *caps)
                       (NULL));
     return FALSE;
   }
-  if (self->features && self->features->len && d != self->dim) {
+  if (self->features.len && d != self->dim) {
     GST_ELEMENT_ERROR(self, CORE, NEGOTIATION,
                       ("The feature size changed from %" G_GINT64_FORMAT " to %" G_GINT64_FORMAT
                        " within a slide.",
@@ -123,33 +209,42 @@ static gchar *slide_path(GstMexdFeatureSink *self)
   return g_strjoinv(id, parts);
 }
 
+/* A second slide where location has no %s would overwrite the first's file. */
+static gboolean check_second_slide(GstMexdFeatureSink *self, const char *id)
+{
+  if (self->written == 0 || strstr(self->location, "%s"))
+    return TRUE;
+  GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                    ("A second slide (%s) arrived but location \"%s\" has no %%s for the slide "
+                     "id: its file would overwrite the first.",
+                     id && *id ? id : "(unnamed)", self->location),
+                    (NULL));
+  return FALSE;
+}
+
 static gboolean write_slide(GstMexdFeatureSink *self)
 {
-  guint n = self->dim > 0 ? self->features->len / (guint)self->dim : 0;
+  gint64 n = self->dim > 0 ? (gint64)(self->features.len / (gsize)self->dim) : 0;
   if (n == 0) {
     reset_slide(self);
     return TRUE;
   }
-  if (self->written > 0 && !strstr(self->location, "%s")) {
-    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
-                      ("A second slide arrived but location \"%s\" has no %%s for the slide id: "
-                       "its file would overwrite the first.",
-                       self->location),
-                      (NULL));
+  if (!check_second_slide(self, self->slide_id))
     return FALSE;
-  }
   g_autofree gchar *path = slide_path(self);
-  MexdBag bag = {.n = n, .d = self->dim, .features = (float *)(void *)self->features->data,
-                 .coords = self->have_coords ? (int32_t *)(void *)self->coords->data : NULL,
-                 .patch_level = self->patch_level, .patch_size = self->patch_size};
+  MexdBag bag = {.n = n,
+                 .d = self->dim,
+                 .features = (float *)(void *)self->features.data,
+                 .coords = self->have_coords ? (int32_t *)(void *)self->coords.data : NULL,
+                 .patch_level = self->patch_level,
+                 .patch_size = self->patch_size};
   g_autoptr(GError) error = NULL;
-  const char *inputs[] = {self->slide_file, NULL};
-  if (!mexd_file_check_output(path, self->slide_file ? inputs : NULL, &error) ||
-      !mexd_bag_write_h5(path, &bag, &error)) {
+  g_autoptr(MexdInputSet) inputs = pipeline_files(self);
+  if (!mexd_input_set_check(inputs, path, &error) || !mexd_bag_write_h5(path, &bag, &error)) {
     GST_ELEMENT_ERROR(self, RESOURCE, WRITE, ("%s", error->message), (NULL));
     return FALSE;
   }
-  GST_INFO_OBJECT(self, "%s: %u features", path, n);
+  GST_INFO_OBJECT(self, "%s: %" G_GINT64_FORMAT " features", path, n);
   self->written++;
   GST_OBJECT_LOCK(self);
   g_free(self->last_path);
@@ -162,6 +257,8 @@ static gboolean write_slide(GstMexdFeatureSink *self)
 static GstFlowReturn gst_mexd_feature_sink_render(GstBaseSink *bs, GstBuffer *buf)
 {
   GstMexdFeatureSink *self = GST_MEXD_FEATURE_SINK(bs);
+  if (self->failed)
+    return GST_FLOW_ERROR;
   if (gst_buffer_n_memory(buf) != 1 || gst_buffer_get_size(buf) != sizeof(float) * self->dim) {
     GST_ELEMENT_ERROR(self, STREAM, FORMAT,
                       ("A feature buffer of %" G_GSIZE_FORMAT " bytes in %u memories; expected "
@@ -173,14 +270,30 @@ static GstFlowReturn gst_mexd_feature_sink_render(GstBaseSink *bs, GstBuffer *bu
   GstMexdTileMeta *m = gst_buffer_get_mexd_tile_meta(buf);
   if (m && !self->slide_id)
     self->slide_id = g_strdup(m->slide_id);
+  self->any_slide = TRUE;
   GstMapInfo map;
-  if (!gst_buffer_map(buf, &map, GST_MAP_READ))
+  if (!gst_buffer_map(buf, &map, GST_MAP_READ)) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("A feature buffer could not be read (mapped)."),
+                      (NULL));
     return GST_FLOW_ERROR;
-  g_array_append_vals(self->features, map.data, (guint)self->dim);
+  }
+  /* a slide has as many tiles as its data says: the arrays grow without aborting */
+  g_autoptr(GError) error = NULL;
+  int32_t xy[2] = {m ? (int32_t)m->x : -1, m ? (int32_t)m->y : -1};
+  gboolean ok = gst_mexd_array_append(&self->features, map.data, (gsize)self->dim,
+                                      "the slide's features", &error) &&
+                gst_mexd_array_append(&self->coords, xy, 2, "the slide's tile positions", &error);
   gst_buffer_unmap(buf, &map);
+  if (!ok) {
+    g_autofree gchar *label = gst_mexd_slide_label(self->slide_id, self->slide_file);
+    g_autofree char *prefix =
+        g_strdup_printf("%s: tile %" G_GSIZE_FORMAT " of %" G_GINT64_FORMAT " float32 features",
+                        label, self->features.len / (gsize)self->dim + 1, self->dim);
+    GST_MEXD_POST_ERROR(self, GST_MEXD_FAULT_SLIDE, error, prefix);
+    self->failed = TRUE;
+    return GST_FLOW_ERROR;
+  }
   if (m) {
-    int32_t xy[2] = {(int32_t)m->x, (int32_t)m->y};
-    g_array_append_vals(self->coords, xy, 2);
     self->patch_size = m->tile_size;
     self->patch_level = m->level;
   } else {
@@ -189,24 +302,56 @@ static GstFlowReturn gst_mexd_feature_sink_render(GstBaseSink *bs, GstBuffer *bu
   return GST_FLOW_OK;
 }
 
+static gboolean refuse(GstMexdFeatureSink *self, GstEvent *ev)
+{
+  self->failed = TRUE;
+  gst_event_unref(ev);
+  return FALSE;
+}
+
 static gboolean gst_mexd_feature_sink_event(GstBaseSink *bs, GstEvent *ev)
 {
   GstMexdFeatureSink *self = GST_MEXD_FEATURE_SINK(bs);
   const gchar *id = NULL;
+  if (self->failed &&
+      (gst_mexd_event_is_slide_start(ev, NULL) || gst_mexd_event_is_slide_end(ev, NULL))) {
+    gst_event_unref(ev); /* after an error, the slides that follow are not looked at */
+    return FALSE;
+  }
   if (gst_mexd_event_is_slide_start(ev, &id)) {
-    if (self->features->len && !write_slide(self)) { /* a slide without an end */
-      gst_event_unref(ev);
-      return FALSE;
-    }
+    if (self->features.len && !write_slide(self)) /* a slide without an end */
+      return refuse(self, ev);
+    if (!check_second_slide(self, id))
+      return refuse(self, ev);
     g_free(self->slide_id);
     self->slide_id = g_strdup(id);
     g_free(self->slide_file);
-    self->slide_file = g_strdup(gst_structure_get_string(gst_event_get_structure(ev), "path"));
-  } else if (gst_mexd_event_is_slide_end(ev, NULL) || GST_EVENT_TYPE(ev) == GST_EVENT_EOS) {
-    if (!write_slide(self)) {
-      gst_event_unref(ev);
-      return FALSE;
+    const char *path = gst_structure_get_string(gst_event_get_structure(ev), "path");
+    self->slide_file = path && *path ? g_strdup(path) : NULL;
+    self->in_slide = self->any_slide = TRUE;
+  } else if (gst_mexd_event_is_slide_end(ev, &id)) {
+    if (!self->in_slide) {
+      GST_ELEMENT_ERROR(self, CORE, EVENT,
+                        ("A mexd/slide-end (slide %s) without a mexd/slide-start before it: the "
+                         "source must send mexd/slide-start before a slide's tiles.",
+                         id ? id : "(unnamed)"),
+                        (NULL));
+      return refuse(self, ev);
     }
+    self->in_slide = FALSE;
+    if (!write_slide(self))
+      return refuse(self, ev);
+  } else if (GST_EVENT_TYPE(ev) == GST_EVENT_EOS && !self->failed) {
+    if (!self->any_slide && gst_pad_has_current_caps(GST_BASE_SINK_PAD(self))) {
+      GST_ELEMENT_ERROR(self, STREAM, FAILED,
+                        ("The stream ended before any slide reached mexdfeaturesink (no "
+                         "mexd/slide-start and no feature): no file written."),
+                        (NULL));
+      return refuse(self, ev);
+    }
+    self->in_slide = FALSE;
+    if (!write_slide(self))
+      return refuse(self, ev);
   }
   return GST_BASE_SINK_CLASS(gst_mexd_feature_sink_parent_class)->event(bs, ev);
 }
@@ -244,6 +389,8 @@ static void gst_mexd_feature_sink_finalize(GObject *object)
   GstMexdFeatureSink *self = GST_MEXD_FEATURE_SINK(object);
   g_free(self->location);
   g_free(self->last_path);
+  g_free(self->slide_id);
+  g_free(self->slide_file);
   G_OBJECT_CLASS(gst_mexd_feature_sink_parent_class)->finalize(object);
 }
 

@@ -6,12 +6,14 @@
  * tissue tile is a rectangle coloured by its score (`score=attention`, the default: adapter #1's
  * class-token attention, where the model looks; `score=gate`: the largest gate of the lesion
  * experts, how lesion-like the Dyn-MoE's routers find it; both from the #GstMexdRoutingMeta of
- * `mexdmoe`'s output, which `mexddiffc` passes through) turned into a percentile over the slide's tiles, as CLAM's heatmaps do, with a
- * blue → red colour map at opacity `alpha`; everything that is not a tile stays transparent.  One
- * `video/x-raw, format=RGBA` frame per slide, so `pngenc ! multifilesink` writes it; the caps
- * follow each slide's aspect.  With `thumbnail=true` the overlay is drawn over a thumbnail of the
- * slide (read from the file its `mexd/slide-start` event names) and the frame is opaque: the
- * heatmap.png of `mexd classify`.
+ * `mexdmoe`'s output, which `mexddiffc` passes through) turned into a percentile over the slide's
+ * tiles, as CLAM's heatmaps do, with a blue → red colour map at opacity `alpha`; everything that is
+ * not a tile stays transparent.  One `video/x-raw, format=RGBA` frame per slide, so `pngenc !
+ * multifilesink` writes it; the caps follow each slide's aspect.  With `thumbnail=true` the overlay
+ * is drawn over a thumbnail of the slide (read from the file its `mexd/slide-start` event names)
+ * and the frame is opaque: the heatmap.png of `mexd classify`.  A buffer without routing (not
+ * mexdmoe's or mexddiffc's output) and a thumbnail that cannot be read are stream errors naming the
+ * slide; a `width` or `alpha` out of range is a settings error at the first slide.
  *
  * ## Example launch line
  * |[
@@ -23,6 +25,7 @@
 #include "gstmexdheatmap.h"
 
 #include "gstmexdmeta.h"
+#include "gstmexdutil.h"
 #include "mexd.h"
 
 #include <math.h>
@@ -86,6 +89,10 @@ static GstFlowReturn gst_mexd_heatmap_chain(GstPad *pad, GstObject *parent, GstB
     gst_buffer_unref(in);
     return GST_FLOW_ERROR;
   }
+  if (!gst_mexd_check_ranges(GST_ELEMENT(self))) {
+    gst_buffer_unref(in);
+    return GST_FLOW_ERROR;
+  }
   GST_OBJECT_LOCK(self);
   const int W = self->width;
   const double alpha = self->alpha;
@@ -113,8 +120,15 @@ static GstFlowReturn gst_mexd_heatmap_chain(GstPad *pad, GstObject *parent, GstB
     }
   }
   if (!rgba) {
-    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot draw the heatmap: %s", error->message),
-                      (NULL));
+    /* an image too large for memory comes from width: a setting; a thumbnail that cannot be
+     * read is the slide's */
+    GstMexdSlideMeta *sm = gst_buffer_get_mexd_slide_meta(in);
+    g_autofree char *prefix =
+        g_strdup_printf("Slide %s: cannot draw the heatmap",
+                        sm && sm->slide_id && *sm->slide_id ? sm->slide_id : "(unnamed)");
+    GST_MEXD_POST_ERROR(
+        self, error->code == MEXD_ERROR_NO_MEMORY ? GST_MEXD_FAULT_RESOURCE : GST_MEXD_FAULT_SLIDE,
+        error, prefix);
     gst_buffer_unref(in);
     return GST_FLOW_ERROR;
   }
@@ -237,11 +251,14 @@ static void gst_mexd_heatmap_class_init(GstMexdHeatmapClass *klass)
   const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING;
   g_object_class_install_property(
       oc, PROP_WIDTH,
-      g_param_spec_int("width", "Width", "Width of the overlay image in pixels (the height "
-                       "follows the slide's aspect)", 1, 65535, 1024, rw));
-  g_object_class_install_property(
-      oc, PROP_ALPHA,
-      g_param_spec_double("alpha", "Alpha", "Opacity of the tiles (CLAM: 0.4)", 0, 1, 0.4, rw));
+      gst_mexd_param_spec_int("width", "Width",
+                              "Width of the overlay image in pixels (the height "
+                              "follows the slide's aspect)",
+                              1, 65535, 1024, rw));
+  g_object_class_install_property(oc, PROP_ALPHA,
+                                  gst_mexd_param_spec_double("alpha", "Alpha",
+                                                             "Opacity of the tiles (CLAM: 0.4)", 0,
+                                                             1, 0.4, rw));
   g_object_class_install_property(
       oc, PROP_SCORE,
       g_param_spec_enum("score", "Score",

@@ -234,15 +234,30 @@ const GstMetaInfo *gst_mexd_routing_meta_get_info(void)
 
 GstMexdRoutingMeta *gst_buffer_add_mexd_routing_meta(GstBuffer *buf, gint64 n)
 {
-  GstMexdRoutingMeta *m =
-      (GstMexdRoutingMeta *)gst_buffer_add_meta(buf, gst_mexd_routing_meta_get_info(), NULL);
-  if (!m)
+  /* n comes from the data (a slide's tiles): the arrays are had first, without aborting, and
+   * the meta is added only when they all were */
+  const gsize k = (gsize)MAX(n, 1);
+  if (n < 0 || (guint64)n > G_MAXSIZE / (2 * sizeof(gint32)))
     return NULL;
+  gint32 *xy = g_try_new0(gint32, 2 * k);
+  gfloat *score = g_try_new0(gfloat, k), *gate = g_try_new0(gfloat, k);
+  guint32 *experts = g_try_new0(guint32, k);
+  GstMexdRoutingMeta *m =
+      xy && score && gate && experts
+          ? (GstMexdRoutingMeta *)gst_buffer_add_meta(buf, gst_mexd_routing_meta_get_info(), NULL)
+          : NULL;
+  if (!m) {
+    g_free(xy);
+    g_free(score);
+    g_free(gate);
+    g_free(experts);
+    return NULL;
+  }
   m->n = n;
-  m->xy = g_new0(gint32, 2 * MAX(n, 1));
-  m->score = g_new0(gfloat, MAX(n, 1));
-  m->gate = g_new0(gfloat, MAX(n, 1));
-  m->experts = g_new0(guint32, MAX(n, 1));
+  m->xy = xy;
+  m->score = score;
+  m->gate = gate;
+  m->experts = experts;
   return m;
 }
 

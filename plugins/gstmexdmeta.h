@@ -79,7 +79,8 @@ typedef struct {
 GType gst_mexd_routing_meta_api_get_type(void);
 const GstMetaInfo *gst_mexd_routing_meta_get_info(void);
 #define GST_MEXD_ROUTING_META_API_TYPE (gst_mexd_routing_meta_api_get_type())
-/* Adds a meta for n tiles (arrays zeroed) to be filled by the caller. */
+/* Adds a meta for n tiles (arrays zeroed) to be filled by the caller; NULL (nothing added) when
+ * the arrays cannot be allocated. */
 GstMexdRoutingMeta *gst_buffer_add_mexd_routing_meta(GstBuffer *buf, gint64 n);
 #define gst_buffer_get_mexd_routing_meta(b)                                                       \
   ((GstMexdRoutingMeta *)gst_buffer_get_meta((b), GST_MEXD_ROUTING_META_API_TYPE))

@@ -11,7 +11,16 @@
  * attention (adapter #1's class token: where the model looks) and its gate (the largest of the
  * lesion experts' router gates)) — what `mexddiffc` classifies and `mexdheatmap` draws.  The
  * slide end follows it downstream.  A slide without tiles gives no buffer (a
- * warning is posted).
+ * warning is posted).  `mode` chooses the routing: `auto` (the model file's), `paper` or
+ * `official`.
+ *
+ * Errors: features that are not finite (NaN, Inf), or more tiles than memory holds, fail with a
+ * stream error naming the slide (the slide's data: `mexd classify` goes on with the next); a
+ * model file that cannot be loaded with a resource error; features of another size than the
+ * model's, or a next element that does not take its prior and insight (mexddiffc with another
+ * model), with a negotiation error naming both.  Events out of order — a `mexd/slide-end`
+ * without a `mexd/slide-start`, or for another slide — are a core error; a stream that ends
+ * before any slide (no slide-start and no tile) reached the element is a stream error.
  *
  * ## Example launch line
  * |[
@@ -23,6 +32,7 @@
 
 #include "gstmexdcontext.h"
 #include "gstmexdmeta.h"
+#include "gstmexdutil.h"
 #include "mexd.h"
 
 #include <string.h>
@@ -32,17 +42,39 @@ GST_DEBUG_CATEGORY_STATIC(gst_mexd_moe_debug);
 
 struct _GstMexdMoe {
   GstBaseTransform parent;
-  gchar *model, *device, *mode;
+  gchar *model, *device;
+  GstMexdMoeMode mode;
   MexdBackend *be;
   MexdBackend *shared; /* the pipeline\'s device (gstmexdcontext.h), or NULL */
   MexdModel *m;
   gint64 dim;
-  GArray *features; /* float: the current slide's */
-  GArray *xy;       /* int32 pairs: each tile's level-0 top-left (−1 without meta) */
+  GstMexdArray features; /* float: the current slide's */
+  GstMexdArray xy;       /* int32 pairs: each tile's level-0 top-left (−1 without meta) */
   gint64 tile_extent, slide_w, slide_h;
   gchar *slide_id, *slide_path;
   GstClockTime pts;
+  gboolean in_slide;  /* a mexd/slide-start came and its end did not yet */
+  gboolean any_slide; /* a slide (its start or a tile) came in this stream */
+  gboolean failed;    /* an error was posted: later buffers are refused */
 };
+
+GType gst_mexd_moe_mode_get_type(void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {GST_MEXD_MOE_MODE_AUTO, "the model file's routing mode", "auto"},
+      {GST_MEXD_MOE_MODE_PAPER, "the routing of the paper (MEXD.md)", "paper"},
+      {GST_MEXD_MOE_MODE_OFFICIAL, "the routing of the authors' stage-1 code", "official"},
+      {0, NULL, NULL},
+  };
+  if (g_once_init_enter(&type)) {
+    GType t = g_type_from_name("GstMexdMoeMode");
+    if (!t)
+      t = g_enum_register_static("GstMexdMoeMode", values);
+    g_once_init_leave(&type, t);
+  }
+  return type;
+}
 
 enum { PROP_0, PROP_MODEL, PROP_DEVICE, PROP_MODE };
 
@@ -56,6 +88,9 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
                     "types = (string) \"float32,float32\""));
 
 G_DEFINE_TYPE(GstMexdMoe, gst_mexd_moe, GST_TYPE_BASE_TRANSFORM)
+
+static GstCaps *gst_mexd_moe_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
+                                            GstCaps *caps, GstCaps *filter);
 
 static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
 {
@@ -71,37 +106,54 @@ static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
   self->be = gst_mexd_device_acquire(GST_ELEMENT(self), self->device, &self->shared, &error);
   if (self->be)
     self->m = mexd_model_load(self->model, self->be, &error);
-  /* the routing mode: the model file's unless the property says */
-  if (self->m && self->mode && *self->mode) {
-    gboolean official = !strcmp(self->mode, "official");
-    if (!official && strcmp(self->mode, "paper")) {
-      g_set_error(&error, MEXD_ERROR, MEXD_ERROR_INVALID_ARGUMENT,
-                  "mode must be paper or official, not \"%s\"", self->mode);
-      g_clear_pointer(&self->m, mexd_model_free);
-    } else if (!mexd_model_set_mode(self->m, official ? MEXD_ROUTE_OFFICIAL : MEXD_ROUTE_PAPER,
-                                    &error)) {
-      g_clear_pointer(&self->m, mexd_model_free);
-    }
-  }
   if (!self->m) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Cannot load the MExD model: %s", error->message),
                       (NULL));
     g_clear_pointer(&self->be, mexd_backend_unref);
     return FALSE;
   }
+  /* the routing mode: the model file's unless the property says */
+  if (self->mode != GST_MEXD_MOE_MODE_AUTO &&
+      !mexd_model_set_mode(self->m,
+                           self->mode == GST_MEXD_MOE_MODE_OFFICIAL ? MEXD_ROUTE_OFFICIAL
+                                                                    : MEXD_ROUTE_PAPER,
+                           &error)) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                      ("mode=%s with %s: %s",
+                       self->mode == GST_MEXD_MOE_MODE_OFFICIAL ? "official" : "paper", self->model,
+                       error->message),
+                      (NULL));
+    g_clear_pointer(&self->m, mexd_model_free);
+    g_clear_pointer(&self->be, mexd_backend_unref);
+    return FALSE;
+  }
   self->dim = mexd_model_config(self->m)->feature_dim;
-  self->features = g_array_new(FALSE, FALSE, sizeof(float));
-  self->xy = g_array_new(FALSE, FALSE, sizeof(gint32));
+  const MexdModelConfig *cfg = mexd_model_config(self->m);
+  g_autofree char *what = g_strdup_printf(
+      "The model %s gives a prior of %d classes and an insight of %d (dimensions %d,%d; "
+      "mexddiffc needs the same model)",
+      self->model, cfg->n_classes, cfg->width, cfg->n_classes, cfg->width);
+  GstCaps *features = gst_static_pad_template_get_caps(&sink_template);
+  GstCaps *out = gst_mexd_moe_transform_caps(bt, GST_PAD_SINK, features, NULL);
+  gst_caps_unref(features);
+  if (!gst_mexd_check_downstream(GST_ELEMENT(self), GST_BASE_TRANSFORM_SRC_PAD(self), out, what)) {
+    g_clear_pointer(&self->m, mexd_model_free);
+    g_clear_pointer(&self->be, mexd_backend_unref);
+    return FALSE;
+  }
+  gst_mexd_array_init(&self->features, sizeof(float));
+  gst_mexd_array_init(&self->xy, sizeof(gint32));
   self->tile_extent = self->slide_w = self->slide_h = 0;
   self->pts = GST_CLOCK_TIME_NONE;
+  self->in_slide = self->any_slide = self->failed = FALSE;
   return TRUE;
 }
 
 static gboolean gst_mexd_moe_stop(GstBaseTransform *bt)
 {
   GstMexdMoe *self = GST_MEXD_MOE(bt);
-  g_clear_pointer(&self->features, g_array_unref);
-  g_clear_pointer(&self->xy, g_array_unref);
+  gst_mexd_array_clear(&self->features);
+  gst_mexd_array_clear(&self->xy);
   g_clear_pointer(&self->slide_id, g_free);
   g_clear_pointer(&self->slide_path, g_free);
   g_clear_pointer(&self->m, mexd_model_free);
@@ -138,7 +190,7 @@ static gboolean gst_mexd_moe_accept_caps(GstBaseTransform *bt, GstPadDirection d
                                          GstCaps *caps)
 {
   GstMexdMoe *self = GST_MEXD_MOE(bt);
-  if (dir == GST_PAD_SINK && self->m) {
+  if (dir == GST_PAD_SINK && self->m && gst_caps_get_size(caps) > 0) {
     const GstStructure *s = gst_caps_get_structure(caps, 0);
     const char *dims = gst_structure_get_string(s, "dimensions");
     gint di = 0;
@@ -156,36 +208,64 @@ static gboolean gst_mexd_moe_accept_caps(GstBaseTransform *bt, GstPadDirection d
   return GST_BASE_TRANSFORM_CLASS(gst_mexd_moe_parent_class)->accept_caps(bt, dir, caps);
 }
 
+/* The current slide for messages: "Slide ID (PATH)" (g_free). */
+static gchar *slide_label(GstMexdMoe *self)
+{
+  return gst_mexd_slide_label(self->slide_id, self->slide_path);
+}
+
+/* Takes one tile's feature into the current slide. */
+static GstFlowReturn collect(GstMexdMoe *self, GstBuffer *in)
+{
+  if (gst_buffer_get_size(in) != sizeof(float) * self->dim) {
+    g_autofree gchar *label = slide_label(self);
+    GST_ELEMENT_ERROR(self, STREAM, FORMAT,
+                      ("%s: a feature of %" G_GSIZE_FORMAT
+                       " bytes; the model takes %" G_GINT64_FORMAT " float32.",
+                       label, gst_buffer_get_size(in), self->dim),
+                      (NULL));
+    return GST_FLOW_ERROR;
+  }
+  GstMexdTileMeta *m = gst_buffer_get_mexd_tile_meta(in);
+  if (m && !self->slide_id)
+    self->slide_id = g_strdup(m->slide_id);
+  self->any_slide = TRUE;
+  gint32 xy[2] = {m ? (gint32)m->x : -1, m ? (gint32)m->y : -1};
+  g_autoptr(GError) error = NULL;
+  GstMapInfo map;
+  if (!gst_buffer_map(in, &map, GST_MAP_READ)) {
+    g_autofree gchar *label = slide_label(self);
+    GST_ELEMENT_ERROR(self, STREAM, FAILED,
+                      ("%s: a feature buffer could not be read (mapped).", label), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  /* a slide has as many tiles as its data says: the arrays grow without aborting */
+  gboolean ok = gst_mexd_array_append(&self->features, map.data, (gsize)self->dim,
+                                      "the slide's features", &error) &&
+                gst_mexd_array_append(&self->xy, xy, 2, "the slide's tile positions", &error);
+  gst_buffer_unmap(in, &map);
+  if (!ok) {
+    g_autofree gchar *label = slide_label(self);
+    g_autofree char *prefix =
+        g_strdup_printf("%s: tile %" G_GSIZE_FORMAT " of %" G_GINT64_FORMAT " float32 features",
+                        label, self->features.len / (gsize)self->dim + 1, self->dim);
+    GST_MEXD_POST_ERROR(self, GST_MEXD_FAULT_SLIDE, error, prefix);
+    return GST_FLOW_ERROR;
+  }
+  if (m)
+    self->tile_extent = m->ref_size > 0 ? m->ref_size : m->tile_size;
+  if (!GST_CLOCK_TIME_IS_VALID(self->pts))
+    self->pts = GST_BUFFER_PTS(in);
+  return GST_FLOW_OK;
+}
+
 static GstFlowReturn gst_mexd_moe_submit(GstBaseTransform *bt, gboolean discont, GstBuffer *in)
 {
   GstMexdMoe *self = GST_MEXD_MOE(bt);
   (void)discont;
-  GstFlowReturn ret = GST_FLOW_OK;
-  if (gst_buffer_get_size(in) != sizeof(float) * self->dim) {
-    GST_ELEMENT_ERROR(self, STREAM, FORMAT,
-                      ("A feature of %" G_GSIZE_FORMAT " bytes; the model takes %" G_GINT64_FORMAT
-                       " float32.",
-                       gst_buffer_get_size(in), self->dim),
-                      (NULL));
-    ret = GST_FLOW_ERROR;
-  } else {
-    GstMexdTileMeta *m = gst_buffer_get_mexd_tile_meta(in);
-    if (m && !self->slide_id)
-      self->slide_id = g_strdup(m->slide_id);
-    gint32 xy[2] = {m ? (gint32)m->x : -1, m ? (gint32)m->y : -1};
-    g_array_append_vals(self->xy, xy, 2);
-    if (m)
-      self->tile_extent = m->ref_size > 0 ? m->ref_size : m->tile_size;
-    if (!GST_CLOCK_TIME_IS_VALID(self->pts))
-      self->pts = GST_BUFFER_PTS(in);
-    GstMapInfo map;
-    if (gst_buffer_map(in, &map, GST_MAP_READ)) {
-      g_array_append_vals(self->features, map.data, (guint)self->dim);
-      gst_buffer_unmap(in, &map);
-    } else {
-      ret = GST_FLOW_ERROR;
-    }
-  }
+  GstFlowReturn ret = self->failed ? GST_FLOW_ERROR : collect(self, in);
+  if (ret != GST_FLOW_OK)
+    self->failed = TRUE;
   gst_buffer_unref(in);
   return ret;
 }
@@ -210,27 +290,28 @@ static GstMemory *floats_memory(const float *v, gsize n)
 /* The slide's features through adapter #1, Dyn-MoE and adapter #2; pushes (rho, Z). */
 static GstFlowReturn finish_slide(GstMexdMoe *self)
 {
-  gint64 n = self->features->len / self->dim;
+  gint64 n = (gint64)(self->features.len / (gsize)self->dim);
   g_autofree char *id = g_steal_pointer(&self->slide_id);
   GstClockTime pts = self->pts;
   self->pts = GST_CLOCK_TIME_NONE;
   if (n == 0) {
+    gst_mexd_array_reset(&self->xy);
     if (id)
       GST_ELEMENT_WARNING(self, STREAM, FAILED, ("Slide %s has no tiles: nothing to classify.", id),
                           (NULL));
     return GST_FLOW_OK;
   }
+  g_autofree gchar *label = gst_mexd_slide_label(id, self->slide_path);
   MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
   opt.diffusion = FALSE;
   g_autoptr(GError) error = NULL;
-  g_autoptr(MexdResult) r = mexd_model_forward(self->m, (const float *)(void *)self->features->data,
+  g_autoptr(MexdResult) r = mexd_model_forward(self->m, (const float *)(void *)self->features.data,
                                                n, self->dim, &opt, NULL, &error);
-  g_array_set_size(self->features, 0);
-  g_autoptr(GArray) xy = self->xy;
-  self->xy = g_array_new(FALSE, FALSE, sizeof(gint32));
+  gst_mexd_array_reset(&self->features);
   if (!r) {
-    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Slide %s: %s", id ? id : "?", error->message),
-                      (NULL));
+    /* features that are not finite: the library's message, with the slide */
+    gst_mexd_array_reset(&self->xy);
+    GST_MEXD_POST_ERROR(self, GST_MEXD_FAULT_SLIDE, error, label);
     return GST_FLOW_ERROR;
   }
   GstBuffer *out = gst_buffer_new();
@@ -242,7 +323,16 @@ static GstFlowReturn finish_slide(GstMexdMoe *self)
       r->ms_adapter1, r->ms_moe);
   /* routing per tile; selected rows from n on are the padding's copies of instances 0, 1, … */
   GstMexdRoutingMeta *rm = gst_buffer_add_mexd_routing_meta(out, n);
-  memcpy(rm->xy, xy->data, sizeof(gint32) * 2 * n);
+  if (!rm) {
+    gst_buffer_unref(out);
+    gst_mexd_array_reset(&self->xy);
+    GST_ELEMENT_ERROR(
+        self, STREAM, FAILED,
+        ("%s: out of memory for the routing of its %" G_GINT64_FORMAT " tiles.", label, n), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  memcpy(rm->xy, self->xy.data, sizeof(gint32) * 2 * n);
+  gst_mexd_array_reset(&self->xy);
   for (int e = 0; e < r->experts; e++)
     for (int64_t k = 0; k < r->n_selected[e]; k++)
       rm->experts[r->selected[e][k] % n] |= 1u << e;
@@ -269,30 +359,73 @@ static GstFlowReturn finish_slide(GstMexdMoe *self)
   return gst_pad_push(GST_BASE_TRANSFORM_SRC_PAD(self), out);
 }
 
+/* Refuses the event: an error was posted. */
+static gboolean refuse(GstMexdMoe *self, GstEvent *ev)
+{
+  self->failed = TRUE;
+  gst_event_unref(ev);
+  return FALSE;
+}
+
 static gboolean gst_mexd_moe_sink_event(GstBaseTransform *bt, GstEvent *ev)
 {
   GstMexdMoe *self = GST_MEXD_MOE(bt);
   const gchar *id = NULL;
+  if (self->failed &&
+      (gst_mexd_event_is_slide_start(ev, NULL) || gst_mexd_event_is_slide_end(ev, NULL))) {
+    gst_event_unref(ev); /* after an error, the slides that follow are not looked at */
+    return FALSE;
+  }
   if (gst_mexd_event_is_slide_start(ev, &id)) {
-    if (self->features->len) /* the previous slide had no end */
-      finish_slide(self);
+    /* the previous slide had no end: it ends here */
+    if (self->features.len && finish_slide(self) == GST_FLOW_ERROR)
+      return refuse(self, ev);
     g_free(self->slide_id);
     self->slide_id = g_strdup(id);
+    self->in_slide = self->any_slide = TRUE;
     const GstStructure *st = gst_event_get_structure(ev);
     g_free(self->slide_path);
-    self->slide_path = g_strdup(gst_structure_get_string(st, "path"));
+    const char *path = gst_structure_get_string(st, "path");
+    self->slide_path = path && *path ? g_strdup(path) : NULL; /* "": a slide without a file */
     if (!gst_structure_get_int64(st, "width", &self->slide_w) ||
         !gst_structure_get_int64(st, "height", &self->slide_h))
       self->slide_w = self->slide_h = 0;
-  } else if (gst_mexd_event_is_slide_end(ev, NULL) || GST_EVENT_TYPE(ev) == GST_EVENT_EOS) {
-    GstFlowReturn ret = finish_slide(self);
-    if (ret == GST_FLOW_ERROR) {
-      gst_event_unref(ev);
-      return FALSE;
+  } else if (gst_mexd_event_is_slide_end(ev, &id)) {
+    if (!self->in_slide) {
+      GST_ELEMENT_ERROR(self, CORE, EVENT,
+                        ("A mexd/slide-end (slide %s) without a mexd/slide-start before it: the "
+                         "source must send mexd/slide-start before a slide's tiles.",
+                         id ? id : "(unnamed)"),
+                        (NULL));
+      return refuse(self, ev);
     }
+    if (g_strcmp0(id, self->slide_id) && id && self->slide_id) {
+      GST_ELEMENT_ERROR(self, CORE, EVENT,
+                        ("A mexd/slide-end for slide %s while slide %s is open: the source "
+                         "mixed up its slides.",
+                         id, self->slide_id),
+                        (NULL));
+      return refuse(self, ev);
+    }
+    self->in_slide = FALSE;
+    if (finish_slide(self) == GST_FLOW_ERROR)
+      return refuse(self, ev);
+  } else if (GST_EVENT_TYPE(ev) == GST_EVENT_EOS) {
+    /* (no caps: upstream failed before sending anything, and said so) */
+    if (!self->failed && !self->any_slide &&
+        gst_pad_has_current_caps(GST_BASE_TRANSFORM_SINK_PAD(self))) {
+      GST_ELEMENT_ERROR(self, STREAM, FAILED,
+                        ("The stream ended before any slide reached mexdmoe (no mexd/slide-start "
+                         "and no tile feature): nothing to classify."),
+                        (NULL));
+      return refuse(self, ev);
+    }
+    self->in_slide = FALSE;
+    if (!self->failed && finish_slide(self) == GST_FLOW_ERROR)
+      return refuse(self, ev);
   } else if (GST_EVENT_TYPE(ev) == GST_EVENT_FLUSH_STOP) {
-    g_array_set_size(self->features, 0);
-    g_array_set_size(self->xy, 0);
+    gst_mexd_array_reset(&self->features);
+    gst_mexd_array_reset(&self->xy);
   }
   return GST_BASE_TRANSFORM_CLASS(gst_mexd_moe_parent_class)->sink_event(bt, ev);
 }
@@ -302,13 +435,12 @@ static void gst_mexd_moe_set_property(GObject *object, guint id, const GValue *v
 {
   GstMexdMoe *self = GST_MEXD_MOE(object);
   GST_OBJECT_LOCK(self);
-  gchar **field = id == PROP_MODEL ? &self->model
-                  : id == PROP_DEVICE ? &self->device
-                  : id == PROP_MODE   ? &self->mode
-                                      : NULL;
+  gchar **field = id == PROP_MODEL ? &self->model : id == PROP_DEVICE ? &self->device : NULL;
   if (field) {
     g_free(*field);
     *field = g_value_dup_string(value);
+  } else if (id == PROP_MODE) {
+    self->mode = (GstMexdMoeMode)g_value_get_enum(value);
   } else {
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }
@@ -325,7 +457,7 @@ static void gst_mexd_moe_get_property(GObject *object, guint id, GValue *value,
   else if (id == PROP_DEVICE)
     g_value_set_string(value, self->device);
   else if (id == PROP_MODE)
-    g_value_set_string(value, self->mode);
+    g_value_set_enum(value, self->mode);
   else
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   GST_OBJECT_UNLOCK(self);
@@ -336,7 +468,6 @@ static void gst_mexd_moe_finalize(GObject *object)
   GstMexdMoe *self = GST_MEXD_MOE(object);
   g_free(self->model);
   g_free(self->device);
-  g_free(self->mode);
   g_clear_pointer(&self->shared, mexd_backend_unref);
   G_OBJECT_CLASS(gst_mexd_moe_parent_class)->finalize(object);
 }
@@ -376,10 +507,11 @@ static void gst_mexd_moe_class_init(GstMexdMoeClass *klass)
                           NULL, rw));
   g_object_class_install_property(
       oc, PROP_MODE,
-      g_param_spec_string("mode", "Routing mode",
-                          "paper (MEXD.md) or official (the authors' stage-1 code); default: "
-                          "the model file's",
-                          NULL, rw));
+      g_param_spec_enum("mode", "Routing mode",
+                        "auto (the model file's, default), paper (MEXD.md) or official (the "
+                        "authors' stage-1 code)",
+                        GST_TYPE_MEXD_MOE_MODE, GST_MEXD_MOE_MODE_AUTO, rw));
+  gst_type_mark_as_plugin_api(GST_TYPE_MEXD_MOE_MODE, 0);
   gst_element_class_add_static_pad_template(ec, &sink_template);
   gst_element_class_add_static_pad_template(ec, &src_template);
   gst_element_class_set_static_metadata(

@@ -13,6 +13,14 @@
  * with a message naming it) and the first slide is opened there.
  * Tiles are read by a pool of threads from one OpenSlide handle, in CLAM's grid order.
  *
+ * The grid: `magnification` or `mpp` (one of them; tiles are resized to that resolution), else
+ * `level` (read as it is); `tile-size` pixels, neighbours overlapping by `overlap` (less than
+ * the tile size).  Settings that contradict each other (both magnification and mpp, a level
+ * with either, an overlap of a whole tile) and an unknown `preset` fail the start with a message
+ * naming the properties.  `contour-fn` is four_pt (default), four_pt_hard or center.
+ * A slide that cannot be read as one (not a slide, a corrupt tile) is a stream error naming it;
+ * a missing or unreadable file a resource error.
+ *
  * ## Example launch line
  * |[
  * gst-launch-1.0 openslidesrc location=slide.svs magnification=20 ! videoconvert ! pngenc ! \
@@ -22,7 +30,10 @@
 #include "gstopenslidesrc.h"
 
 #include "gstmexdmeta.h"
+#include "gstmexdutil.h"
 #include "mexd.h"
+
+#include <string.h>
 
 GST_DEBUG_CATEGORY_STATIC(gst_openslide_src_debug);
 #define GST_CAT_DEFAULT gst_openslide_src_debug
@@ -30,7 +41,8 @@ GST_DEBUG_CATEGORY_STATIC(gst_openslide_src_debug);
 struct _GstOpenslideSrc {
   GstPushSrc parent;
   /* properties */
-  gchar *location, *preset, *contour_fn;
+  gchar *location, *preset;
+  GstMexdContourFn contour_fn;
   gchar **locations;
   gdouble magnification, mpp;
   gint level, tile_size, overlap, threads;
@@ -69,6 +81,34 @@ static GstStaticPadTemplate src_template =
 
 G_DEFINE_TYPE(GstOpenslideSrc, gst_openslide_src, GST_TYPE_PUSH_SRC)
 
+GType gst_mexd_contour_fn_get_type(void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {GST_MEXD_CONTOUR_FN_FOUR_PT, "any of four points around the tile's centre on tissue",
+       "four_pt"},
+      {GST_MEXD_CONTOUR_FN_FOUR_PT_HARD, "all four points on tissue", "four_pt_hard"},
+      {GST_MEXD_CONTOUR_FN_CENTER, "the tile's centre on tissue", "center"},
+      {0, NULL, NULL},
+  };
+  if (g_once_init_enter(&type)) {
+    GType t = g_type_from_name("GstMexdContourFn");
+    if (!t)
+      t = g_enum_register_static("GstMexdContourFn", values);
+    g_once_init_leave(&type, t);
+  }
+  return type;
+}
+
+static MexdContourFn contour_fn_of(GstMexdContourFn fn)
+{
+  switch (fn) {
+  case GST_MEXD_CONTOUR_FN_FOUR_PT_HARD: return MEXD_CONTOUR_FOUR_PT_HARD;
+  case GST_MEXD_CONTOUR_FN_CENTER: return MEXD_CONTOUR_CENTER;
+  default: return MEXD_CONTOUR_FOUR_PT;
+  }
+}
+
 static void close_slide(GstOpenslideSrc *self)
 {
   g_clear_pointer(&self->reader, mexd_tile_reader_free);
@@ -91,11 +131,7 @@ static gboolean open_slide(GstOpenslideSrc *self, const char *path, GError **err
                                       &self->spec, error);
   if (!ok)
     return FALSE;
-  if (self->contour_fn && !mexd_contour_fn_parse(self->contour_fn, &self->spec.contour_fn)) {
-    g_set_error(error, MEXD_ERROR, MEXD_ERROR_INVALID_ARGUMENT,
-                "unknown contour-fn \"%s\" (four_pt, four_pt_hard, center)", self->contour_fn);
-    return FALSE;
-  }
+  self->spec.contour_fn = contour_fn_of(self->contour_fn);
   g_autoptr(MexdTissue) t = mexd_slide_tissue(self->slide, -1, &tp, error);
   if (!t)
     return FALSE;
@@ -108,17 +144,47 @@ static gboolean open_slide(GstOpenslideSrc *self, const char *path, GError **err
   return self->reader != NULL;
 }
 
-/* Posts the error of a slide that cannot be opened (its message names the file). */
+/* Posts the error of a slide that cannot be opened or read (its message names the file): a
+ * missing or unreadable file RESOURCE, a file that is no slide or a corrupt one STREAM. */
 static void post_open_error(GstOpenslideSrc *self, const GError *error)
 {
-  if (error->code == MEXD_ERROR_IO || error->code == MEXD_ERROR_NOT_FOUND)
-    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("%s", error->message), (NULL));
-  else if (error->code == MEXD_ERROR_INVALID_ARGUMENT || error->code == MEXD_ERROR_UNSUPPORTED)
-    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("%s", error->message), (NULL));
-  else if (error->code == MEXD_ERROR_NO_MEMORY)
-    GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT, ("%s", error->message), (NULL));
-  else
-    GST_ELEMENT_ERROR(self, STREAM, WRONG_TYPE, ("%s", error->message), (NULL));
+  GST_MEXD_POST_ERROR(self, GST_MEXD_FAULT_SLIDE, error, NULL);
+}
+
+/* Settings that contradict each other are refused, never silently resolved. */
+static gboolean check_settings(GstOpenslideSrc *self)
+{
+  if (!gst_mexd_check_ranges(GST_ELEMENT(self)))
+    return FALSE;
+  g_autoptr(GError) error = NULL;
+  MexdTissueParams tp;
+  if (!mexd_tissue_preset(self->preset ? self->preset : "default", &tp, &error)) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("preset: %s.", error->message), (NULL));
+    return FALSE;
+  }
+  if (self->overlap < 0 || self->overlap >= self->tile_size) {
+    GST_ELEMENT_ERROR(
+        self, RESOURCE, SETTINGS,
+        ("overlap %d must be below the tile size %d.", self->overlap, self->tile_size), (NULL));
+    return FALSE;
+  }
+  if (self->mpp > 0 && self->magnification > 0) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                      ("Both mpp (%g) and magnification (%g) are set: set one of them.", self->mpp,
+                       self->magnification),
+                      (NULL));
+    return FALSE;
+  }
+  if (self->level > 0 && (self->mpp > 0 || self->magnification > 0)) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                      ("level %d is read as it is, %s %g resizes tiles to a resolution: set one "
+                       "of them.",
+                       self->level, self->mpp > 0 ? "mpp" : "magnification",
+                       self->mpp > 0 ? self->mpp : self->magnification),
+                      (NULL));
+    return FALSE;
+  }
+  return TRUE;
 }
 
 /* Every slide is looked at (a missing file, a FIFO or a folder is refused before anything
@@ -137,17 +203,13 @@ static gboolean gst_openslide_src_start(GstBaseSrc *src)
                       ("No slide given: set the location (or locations) property."), (NULL));
     return FALSE;
   }
-  if (self->overlap < 0 || self->overlap >= self->tile_size) {
-    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
-                      ("overlap %d must be below the tile size %d.", self->overlap,
-                       self->tile_size),
-                      (NULL));
+  if (!check_settings(self))
     return FALSE;
-  }
   g_autoptr(GError) error = NULL;
   for (int i = 0; self->paths[i]; i++)
     if (!mexd_file_check_regular(self->paths[i], "slide", &error)) {
-      post_open_error(self, error);
+      GST_MEXD_POST_ERROR(self, GST_MEXD_FAULT_SLIDE, error,
+                          self->locations && self->locations[0] ? "locations" : "location");
       return FALSE;
     }
   self->next_path = 0;
@@ -173,10 +235,16 @@ static gboolean gst_openslide_src_stop(GstBaseSrc *src)
 static GstCaps *gst_openslide_src_get_caps(GstBaseSrc *src, GstCaps *filter)
 {
   GstOpenslideSrc *self = GST_OPENSLIDE_SRC(src);
-  GstCaps *caps = gst_caps_new_simple("video/x-raw", "format", G_TYPE_STRING, "RGB", "width",
-                                      G_TYPE_INT, self->tile_size, "height", G_TYPE_INT,
-                                      self->tile_size, "framerate", GST_TYPE_FRACTION, 0, 1,
-                                      NULL);
+  GST_OBJECT_LOCK(self);
+  const gint size = self->tile_size;
+  GST_OBJECT_UNLOCK(self);
+  /* a tile size out of range fails the start with its own message (gst_mexd_check_ranges),
+   * not a link that does not fit */
+  GstCaps *caps = size >= 1 && size <= 16384
+                      ? gst_caps_new_simple("video/x-raw", "format", G_TYPE_STRING, "RGB", "width",
+                                            G_TYPE_INT, size, "height", G_TYPE_INT, size,
+                                            "framerate", GST_TYPE_FRACTION, 0, 1, NULL)
+                      : gst_static_pad_template_get_caps(&src_template);
   if (filter) {
     GstCaps *c = gst_caps_intersect_full(filter, caps, GST_CAPS_INTERSECT_FIRST);
     gst_caps_unref(caps);
@@ -221,8 +289,17 @@ static GstFlowReturn gst_openslide_src_create(GstPushSrc *src, GstBuffer **out)
     g_autoptr(GError) error = NULL;
     if (mexd_tile_reader_next(self->reader, &rgb, &idx, &error)) {
       gsize n = (gsize)self->spec.patch_size * self->spec.patch_size * 3;
-      GstBuffer *buf = gst_buffer_new_allocate(NULL, n, NULL);
-      gst_buffer_fill(buf, 0, rgb, n);
+      /* tile-size² × 3 bytes (up to 768 MiB): had without aborting */
+      guint8 *px = gst_mexd_try_alloc(n, "a tile", &error);
+      if (!px) {
+        GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT,
+                          ("%s: %s (tile-size %d): lower tile-size.", mexd_slide_name(self->slide),
+                           error->message, self->spec.patch_size),
+                          (NULL));
+        return GST_FLOW_ERROR;
+      }
+      memcpy(px, rgb, n);
+      GstBuffer *buf = gst_buffer_new_wrapped(px, n);
       gst_buffer_add_mexd_tile_meta(buf, mexd_slide_name(self->slide), self->spec.level,
                                     self->coords[2 * idx], self->coords[2 * idx + 1],
                                     self->spec.patch_size, self->spec.ref_w, self->spec.mpp,
@@ -233,7 +310,7 @@ static GstFlowReturn gst_openslide_src_create(GstPushSrc *src, GstBuffer **out)
       return GST_FLOW_OK;
     }
     if (error) {
-      GST_ELEMENT_ERROR(self, RESOURCE, READ, ("%s", error->message), (NULL));
+      post_open_error(self, error);
       return GST_FLOW_ERROR;
     }
     gst_pad_push_event(pad,
@@ -265,10 +342,7 @@ static void gst_openslide_src_set_property(GObject *object, guint id, const GVal
     g_free(self->preset);
     self->preset = g_value_dup_string(value);
     break;
-  case PROP_CONTOUR_FN:
-    g_free(self->contour_fn);
-    self->contour_fn = g_value_dup_string(value);
-    break;
+  case PROP_CONTOUR_FN: self->contour_fn = (GstMexdContourFn)g_value_get_enum(value); break;
   case PROP_THREADS: self->threads = g_value_get_int(value); break;
   default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
@@ -289,7 +363,7 @@ static void gst_openslide_src_get_property(GObject *object, guint id, GValue *va
   case PROP_TILE_SIZE: g_value_set_int(value, self->tile_size); break;
   case PROP_OVERLAP: g_value_set_int(value, self->overlap); break;
   case PROP_PRESET: g_value_set_string(value, self->preset); break;
-  case PROP_CONTOUR_FN: g_value_set_string(value, self->contour_fn); break;
+  case PROP_CONTOUR_FN: g_value_set_enum(value, self->contour_fn); break;
   case PROP_THREADS: g_value_set_int(value, self->threads); break;
   default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
@@ -304,7 +378,6 @@ static void gst_openslide_src_finalize(GObject *object)
   g_free(self->location);
   g_strfreev(self->locations);
   g_free(self->preset);
-  g_free(self->contour_fn);
   G_OBJECT_CLASS(gst_openslide_src_parent_class)->finalize(object);
 }
 
@@ -332,43 +405,48 @@ static void gst_openslide_src_class_init(GstOpenslideSrcClass *klass)
                          G_TYPE_STRV, rw));
   g_object_class_install_property(
       oc, PROP_MAGNIFICATION,
-      g_param_spec_double("magnification", "Magnification",
-                          "Tiles at this magnification (20 = 20x; from the slide's objective "
-                          "power, else from its mpp); 0: use level",
-                          0, 1000, 0, rw));
+      gst_mexd_param_spec_double(
+          "magnification", "Magnification",
+          "Tiles at this magnification (20 = 20x; from the slide's objective "
+          "power, else from its mpp); 0: use level",
+          0, 1000, 0, rw));
   g_object_class_install_property(
       oc, PROP_MPP,
-      g_param_spec_double("mpp", "Microns per pixel",
-                          "Tiles at this resolution (µm per pixel); 0: use magnification or level",
-                          0, 1000, 0, rw));
+      gst_mexd_param_spec_double(
+          "mpp", "Microns per pixel",
+          "Tiles at this resolution (µm per pixel); 0: use magnification or level", 0, 1000, 0,
+          rw));
   g_object_class_install_property(
       oc, PROP_LEVEL,
-      g_param_spec_int("level", "Level",
-                       "Tiles read at this slide level without resizing (CLAM's patch_level), "
-                       "when neither magnification nor mpp is set",
-                       0, 64, 0, rw));
+      gst_mexd_param_spec_int(
+          "level", "Level",
+          "Tiles read at this slide level without resizing (CLAM's patch_level), "
+          "when neither magnification nor mpp is set",
+          0, 64, 0, rw));
   g_object_class_install_property(
       oc, PROP_TILE_SIZE,
-      g_param_spec_int("tile-size", "Tile size", "Tile side in pixels", 1, 16384, 256, rw));
-  g_object_class_install_property(
-      oc, PROP_OVERLAP,
-      g_param_spec_int("overlap", "Overlap", "Overlap of neighbouring tiles in pixels", 0, 16383,
-                       0, rw));
+      gst_mexd_param_spec_int("tile-size", "Tile size", "Tile side in pixels", 1, 16384, 256, rw));
+  g_object_class_install_property(oc, PROP_OVERLAP,
+                                  gst_mexd_param_spec_int("overlap", "Overlap",
+                                                          "Overlap of neighbouring tiles in pixels",
+                                                          0, 16383, 0, rw));
   g_object_class_install_property(
       oc, PROP_PRESET,
       g_param_spec_string("preset", "Tissue preset",
-                          "CLAM's segmentation preset: default, tcga, bwh_biopsy, bwh_resection",
+                          "CLAM's segmentation preset: default, tcga, bwh_biopsy, bwh_resection "
+                          "(another name fails the start)",
                           "default", rw));
   g_object_class_install_property(
       oc, PROP_CONTOUR_FN,
-      g_param_spec_string("contour-fn", "Tile test",
-                          "Which tiles count as tissue: four_pt, four_pt_hard, center",
-                          "four_pt", rw));
+      g_param_spec_enum("contour-fn", "Tile test",
+                        "Which tiles count as tissue: four_pt, four_pt_hard, center",
+                        GST_TYPE_MEXD_CONTOUR_FN, GST_MEXD_CONTOUR_FN_FOUR_PT, rw));
+  gst_type_mark_as_plugin_api(GST_TYPE_MEXD_CONTOUR_FN, 0);
   g_object_class_install_property(
       oc, PROP_THREADS,
-      g_param_spec_int("threads", "Threads",
-                       "Threads reading tiles (0: the number of cores, at most 8)", 0, 1024, 0,
-                       rw));
+      gst_mexd_param_spec_int("threads", "Threads",
+                              "Threads reading tiles (0: the number of cores, at most 8)", 0, 1024,
+                              0, rw));
   gst_element_class_add_static_pad_template(ec, &src_template);
   gst_element_class_set_static_metadata(
       ec, "OpenSlide tile source", "Source/Video",
@@ -385,6 +463,6 @@ static void gst_openslide_src_init(GstOpenslideSrc *self)
 {
   self->tile_size = 256;
   self->preset = g_strdup("default");
-  self->contour_fn = g_strdup("four_pt");
+  self->contour_fn = GST_MEXD_CONTOUR_FN_FOUR_PT;
   gst_base_src_set_format(GST_BASE_SRC(self), GST_FORMAT_TIME);
 }

@@ -115,12 +115,12 @@ expect 2 "give the slides" "$mexd" classify --backbone "$bb" --model "$model"
 expect 2 "--shard" "$mexd" classify --manifest "$tmp/m.csv" --shard 2/2 --backbone "$bb" --model "$model"
 expect 2 "--shard needs --manifest" "$mexd" classify "$tmp/slide1.svs" --shard 0/2 --backbone "$bb" --model "$model"
 expect 2 "--backbone" "$mexd" classify "$tmp/slide1.svs" --model "$model"
-expect 1 "no such file" "$mexd" classify "$tmp/nope.svs" --backbone "$bb" --model "$model" --out "$tmp/e" $opts --quiet
+expect 1 "nope.svs: no such file" "$mexd" classify "$tmp/nope.svs" --backbone "$bb" --model "$model" --out "$tmp/e" $opts --quiet
 printf 'not a slide' >"$tmp/fake.svs"
 expect 1 "fake.svs" "$mexd" classify "$tmp/fake.svs" --backbone "$bb" --model "$model" --out "$tmp/e2" $opts --quiet
 expect 1 "not a MExD model" "$mexd" classify "$tmp/slide1.svs" --backbone "$bb" --model "$bb" --out "$tmp/e3"
 expect 1 "same slide id" "$mexd" classify "$tmp/slide1.svs" "$tmp/g1/../slide1.svs" --backbone "$bb" --model "$model" --out "$tmp/e4"
-expect 1 "manifest" "$mexd" classify --manifest "$tmp/none.csv" --backbone "$bb" --model "$model"
+expect 1 "none.csv: no such file (the manifest)" "$mexd" classify --manifest "$tmp/none.csv" --backbone "$bb" --model "$model"
 
 # ---- a result is reused only for exactly what produced it ----
 # two slides (under AddressSanitizer every run costs seconds); several settings change per run,

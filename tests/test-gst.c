@@ -12,7 +12,21 @@
 #include <gst/app/gstappsrc.h>
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
+#include <math.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define MEXD_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MEXD_ASAN 1
+#endif
+#endif
 
 static char *fixture(const char *sub, const char *name)
 {
@@ -124,32 +138,54 @@ static void test_src(void)
   g_assert_cmpint(tiles3, ==, 3 * tiles);
 }
 
-/* Runs `desc` to the end; returns the error message posted, or NULL. */
-static char *run_pipeline(const char *desc)
+/* Runs `desc` to the end (at most 60 s: no hang); returns the first error posted (a parse
+ * or link error has the GST_PARSE_ERROR domain), or NULL at EOS. */
+static GError *run_pipeline_error(const char *desc)
 {
-  g_autoptr(GError) perr = NULL;
+  GError *perr = NULL;
   GstElement *pipe = gst_parse_launch(desc, &perr);
-  if (perr) { /* caps that do not fit fail at linking */
+  if (perr) { /* caps that do not fit fail at linking, bad property values at parsing */
     if (pipe)
       gst_object_unref(pipe);
-    return g_strdup(perr->message);
+    return perr;
   }
   gst_element_set_state(pipe, GST_STATE_PLAYING);
   GstBus *bus = gst_element_get_bus(pipe);
-  GstMessage *msg = gst_bus_timed_pop_filtered(bus, 120 * GST_SECOND,
-                                               GST_MESSAGE_ERROR | GST_MESSAGE_EOS);
-  char *out = NULL;
-  g_assert_nonnull(msg);
-  if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) {
-    g_autoptr(GError) e = NULL;
-    gst_message_parse_error(msg, &e, NULL);
-    out = g_strdup(e->message);
-  }
+  GstMessage *msg =
+      gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_ERROR | GST_MESSAGE_EOS);
+  GError *out = NULL;
+  if (!msg)
+    g_error("%s: neither an error nor EOS within 60 s (a hang)", desc);
+  if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR)
+    gst_message_parse_error(msg, &out, NULL);
   gst_message_unref(msg);
   gst_object_unref(bus);
   gst_element_set_state(pipe, GST_STATE_NULL);
   gst_object_unref(pipe);
   return out;
+}
+
+/* Runs `desc` to the end; returns the error message posted, or NULL. */
+static char *run_pipeline(const char *desc)
+{
+  g_autoptr(GError) e = run_pipeline_error(desc);
+  return e ? g_strdup(e->message) : NULL;
+}
+
+/* Expects `desc` to fail with an error holding `needle` (and of `domain` unless it is 0). */
+static void expect_error(const char *desc, GQuark domain, const char *needle)
+{
+  gint64 t0 = g_get_monotonic_time();
+  g_autoptr(GError) e = run_pipeline_error(desc);
+  if (!e)
+    g_error("%s: ended without an error", desc);
+  g_test_message("%s\n    -> %s (%s %d, %.2f s)", desc, e->message, g_quark_to_string(e->domain),
+                 e->code, (g_get_monotonic_time() - t0) / 1e6);
+  if (!strstr(e->message, needle))
+    g_error("%s: the error \"%s\" does not name %s", desc, e->message, needle);
+  if (domain && e->domain != domain)
+    g_error("%s: the error \"%s\" is %s, not %s", desc, e->message, g_quark_to_string(e->domain),
+            g_quark_to_string(domain));
 }
 
 static void test_src_errors(void)
@@ -427,6 +463,35 @@ static void test_appsrc_scanner(void)
       for (int c = 0; c < 2; c++)
         g_assert_cmpfloat_with_epsilon(
             g_value_get_double(gst_value_array_get_value(probs, c)), want[results][c], 1e-6);
+      /* the rest of the mexd-result/1 schema (lib/pipeline/result.h) */
+      g_assert_cmpstr(gst_structure_get_string(s, "schema"), ==, MEXD_RESULT_SCHEMA);
+      const GValue *classes = gst_structure_get_value(s, "classes");
+      g_assert_cmpuint(gst_value_array_get_size(classes), ==, 2);
+      gint ci, steps, chains;
+      g_assert_true(gst_structure_get_int(s, "class-index", &ci));
+      g_assert_cmpstr(gst_structure_get_string(s, "class"), ==,
+                      g_value_get_string(gst_value_array_get_value(classes, (guint)ci)));
+      g_assert_cmpstr(gst_structure_get_string(s, "sampler"), ==, "card");
+      g_assert_true(gst_structure_get_int(s, "steps", &steps));
+      g_assert_true(gst_structure_get_int(s, "chains", &chains));
+      g_assert_cmpint(chains, ==, 8);
+      guint64 seed;
+      g_assert_true(gst_structure_get_uint64(s, "seed", &seed));
+      g_assert_cmpuint(seed, ==, 4);
+      gdouble eta;
+      g_assert_true(gst_structure_get_double(s, "eta", &eta));
+      g_assert_cmpfloat(eta, ==, 0.0);
+      const char *mode = gst_structure_get_string(s, "mode");
+      g_assert_true(!g_strcmp0(mode, "paper") || !g_strcmp0(mode, "official"));
+      g_assert_nonnull(strstr(gst_structure_get_string(s, "device"), "cpu"));
+      g_assert_false(gst_structure_has_field(s, "path")); /* the scanner's slides have no file */
+      g_assert_true(gst_structure_has_field(s, "prior") && gst_structure_has_field(s, "spread"));
+      /* and it reads back as a result */
+      g_autoptr(GError) rerr = NULL;
+      g_autoptr(MexdSlideResult) back = gst_mexd_result_from_structure(s, &rerr);
+      g_assert_no_error(rerr);
+      g_assert_cmpstr(back->slide_id, ==, id);
+      g_assert_cmpfloat_with_epsilon(back->probabilities[0], want[results][0], 1e-6);
       results++;
     }
     gst_message_unref(msg);
@@ -507,10 +572,618 @@ static void test_shared_device(void)
   gst_context_unref(other);
 }
 
+/* ---- bad input and misuse (issue 16): a clear error, no abort, no hang, no GLib warning ---- */
+
+/* A .npy of n × d float32 values v[i] (NumPy format 1.0). */
+static void write_npy(const char *path, int64_t n, int64_t d, const float *v)
+{
+  g_autofree char *dict =
+      g_strdup_printf("{'descr': '<f4', 'fortran_order': False, 'shape': (%" G_GINT64_FORMAT
+                      ", %" G_GINT64_FORMAT "), }",
+                      n, d);
+  size_t len = strlen(dict) + 1, total = 10 + len;
+  size_t pad = (64 - total % 64) % 64;
+  GString *h = g_string_new_len("\x93NUMPY\x01\x00", 8);
+  guint16 hl = GUINT16_TO_LE((guint16)(len + pad));
+  g_string_append_len(h, (const char *)&hl, 2);
+  g_string_append(h, dict);
+  for (size_t i = 0; i < pad; i++)
+    g_string_append_c(h, ' ');
+  g_string_append_c(h, '\n');
+  g_string_append_len(h, (const char *)v, (gssize)(sizeof(float) * n * d));
+  g_assert_true(g_file_set_contents(path, h->str, (gssize)h->len, NULL));
+  g_string_free(h, TRUE);
+}
+
+/* Choice properties are registered enums: gst-inspect lists them, the old nicks still work
+ * (gst_util_set_object_arg, as mexd classify sets them), GObject refuses anything else. */
+static void test_enums(void)
+{
+  static const struct {
+    const char *element, *prop, *nicks[4], *bad;
+  } cases[] = {
+      {"mexdembed", "precision", {"fp32", "fp16"}, "fp64"},
+      {"mexdmoe", "mode", {"auto", "paper", "official"}, "fancy"},
+      {"mexddiffc", "sampler", {"card", "ddim"}, "euler"},
+      {"openslidesrc", "contour-fn", {"four_pt", "four_pt_hard", "center"}, "five_pt"},
+      {"mexdheatmap", "score", {"attention", "gate"}, "loudness"},
+  };
+  for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autoptr(GstElement) e = gst_element_factory_make(cases[i].element, NULL);
+    g_assert_nonnull(e);
+    GParamSpec *p = g_object_class_find_property(G_OBJECT_GET_CLASS(e), cases[i].prop);
+    g_assert_nonnull(p);
+    g_assert_true(G_IS_PARAM_SPEC_ENUM(p));
+    GstPluginAPIFlags flags;
+    g_assert_true(gst_type_is_plugin_api(p->value_type, &flags));
+    for (int k = 0; cases[i].nicks[k]; k++) {
+      gst_util_set_object_arg(G_OBJECT(e), cases[i].prop, cases[i].nicks[k]);
+      GValue v = G_VALUE_INIT;
+      g_value_init(&v, p->value_type);
+      g_object_get_property(G_OBJECT(e), cases[i].prop, &v);
+      GEnumValue *ev =
+          g_enum_get_value(G_ENUM_CLASS(g_type_class_peek(p->value_type)), g_value_get_enum(&v));
+      g_assert_cmpstr(ev->value_nick, ==, cases[i].nicks[k]);
+      g_value_unset(&v);
+    }
+    /* a bad value: gst-launch's parser refuses it, naming it */
+    const gboolean source = !strcmp(cases[i].element, "openslidesrc");
+    g_autofree char *desc =
+        g_strdup_printf("%s%s %s=%s ! fakesink", source ? "" : "fakesrc num-buffers=0 ! ",
+                        cases[i].element, cases[i].prop, cases[i].bad);
+    g_autoptr(GError) pe = NULL;
+    GstElement *pipe = gst_parse_launch(desc, &pe);
+    g_assert_nonnull(pe);
+    g_assert_nonnull(strstr(pe->message, cases[i].bad));
+    g_test_message("%s %s=%s: %s", cases[i].element, cases[i].prop, cases[i].bad, pe->message);
+    if (pipe)
+      gst_object_unref(pipe);
+  }
+  /* the preset stays a string (mexd classify sets it so): an unknown one fails the start */
+  expect_error("openslidesrc location=/nonexistent/slide.svs preset=nope ! fakesink",
+               GST_RESOURCE_ERROR, "preset");
+}
+
+/* Numeric properties out of range, and ranges that depend on another property: an element
+ * error naming the property at start, no GLib warning (the elements' own range check). */
+static void test_ranges(void)
+{
+  g_autofree char *bb = fixture("backbones", "resnet-tiny.safetensors");
+  g_autofree char *model = fixture("mexd", "model-e2.safetensors");
+  g_autofree char *bag = fixture("mexd", "bag-n7.npy");
+  const char *slide = "/nonexistent/slide.svs"; /* the settings are checked first */
+  static const char *const src_props[][2] = {
+      {"tile-size=0", "tile-size"},
+      {"tile-size=100000", "tile-size"},
+      {"level=99", "level"},
+      {"magnification=-1", "magnification"},
+      {"threads=100000", "threads"},
+      {"mpp=nan", "mpp"},
+      {"overlap=256", "overlap"},
+      {"tile-size=64 overlap=100", "overlap"},
+      {"mpp=0.5 magnification=20", "mpp"},
+      {"level=1 magnification=20", "level"},
+  };
+  for (guint i = 0; i < G_N_ELEMENTS(src_props); i++) {
+    g_autofree char *d =
+        g_strdup_printf("openslidesrc location=%s %s ! fakesink", slide, src_props[i][0]);
+    expect_error(d, GST_RESOURCE_ERROR, src_props[i][1]);
+  }
+  g_autofree char *e1 = g_strdup_printf(
+      "videotestsrc num-buffers=1 ! video/x-raw,format=RGB,width=32,height=32 ! mexdembed "
+      "model=%s device=cpu batch-size=0 ! fakesink",
+      bb);
+  expect_error(e1, GST_RESOURCE_ERROR, "batch-size");
+  static const char *const dc_props[][2] = {
+      {"steps=0", "steps"},
+      {"chains=0", "chains"},
+      {"eta=2", "eta"},
+      {"sampler=ddim steps=1", "steps"},      /* DDIM needs 2 steps */
+      {"sampler=ddim steps=100000", "steps"}, /* more than the model's T */
+      {"eta=0.5", "eta"},                     /* DDIM's only */
+  };
+  for (guint i = 0; i < G_N_ELEMENTS(dc_props); i++) {
+    g_autofree char *d = g_strdup_printf("mexdfeaturesrc location=%s ! mexdmoe model=%s "
+                                         "device=cpu ! mexddiffc model=%s device=cpu %s ! fakesink",
+                                         bag, model, model, dc_props[i][0]);
+    expect_error(d, GST_RESOURCE_ERROR, dc_props[i][1]);
+  }
+  g_autofree char *h1 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdmoe model=%s device=cpu "
+                                        "! mexdheatmap width=0 ! fakesink",
+                                        bag, model);
+  expect_error(h1, GST_RESOURCE_ERROR, "width");
+  /* g_object_set out of range: no GLib warning, the value reaches the element's check */
+  g_autoptr(GstElement) src = gst_element_factory_make("openslidesrc", NULL);
+  g_object_set(src, "tile-size", 0, "magnification", -1.0, NULL);
+  gint ts;
+  g_object_get(src, "tile-size", &ts, NULL);
+  g_assert_cmpint(ts, ==, 0);
+  /* gst-inspect and mexd classify still read the range from the property */
+  GParamSpec *p = g_object_class_find_property(G_OBJECT_GET_CLASS(src), "tile-size");
+  g_assert_true(G_IS_PARAM_SPEC_INT(p));
+  g_assert_cmpint(G_PARAM_SPEC_INT(p)->minimum, ==, 1);
+  g_assert_cmpint(G_PARAM_SPEC_INT(p)->maximum, ==, 16384);
+}
+
+/* Files that are not regular files: refused at start, named, without blocking on them. */
+static void test_special_files(void)
+{
+  g_autofree char *dir = g_dir_make_tmp("mexd-gst-XXXXXX", NULL);
+  g_autofree char *fifo_svs = g_build_filename(dir, "fifo.svs", NULL);
+  g_autofree char *fifo_h5 = g_build_filename(dir, "fifo.h5", NULL);
+  g_assert_cmpint(mkfifo(fifo_svs, 0600), ==, 0);
+  g_assert_cmpint(mkfifo(fifo_h5, 0600), ==, 0);
+  g_autofree char *model = fixture("mexd", "model-e2.safetensors");
+  g_autofree char *bag = fixture("mexd", "bag-n7.npy");
+  g_autofree char *vit = fixture("gst", "vit-d32.safetensors");
+  g_autofree char *d1 = g_strdup_printf(
+      "openslidesrc location=%s ! mexdembed model=%s device=cpu ! fakesink", fifo_svs, vit);
+  expect_error(d1, 0, "fifo.svs");
+  /* the FIFO second in the list: refused at start too, before the first slide is read */
+  g_autofree char *d2 =
+      g_strdup_printf("mexdfeaturesrc location=\"%s;%s\" ! mexdmoe model=%s device=cpu ! fakesink",
+                      bag, fifo_h5, model);
+  expect_error(d2, 0, "fifo.h5");
+  g_autofree char *d3 =
+      g_strdup_printf("mexdfeaturesrc location=\"%s;%s\" ! mexdmoe model=%s device=cpu ! fakesink",
+                      bag, dir, model);
+  expect_error(d3, 0, dir);
+  g_autofree char *d4 = g_strdup_printf(
+      "mexdfeaturesrc location=\"%s;/nonexistent/missing.h5\" ! mexdmoe model=%s device=cpu ! "
+      "fakesink",
+      bag, model);
+  expect_error(d4, GST_RESOURCE_ERROR, "missing.h5");
+  /* model files: the loaders refuse special files, and the message names them */
+  g_autofree char *d5 = g_strdup_printf(
+      "mexdfeaturesrc location=%s ! mexdmoe model=%s device=cpu ! fakesink", bag, fifo_h5);
+  expect_error(d5, GST_RESOURCE_ERROR, "fifo.h5");
+  g_autofree char *d6 = g_strdup_printf(
+      "mexdfeaturesrc location=%s ! mexdmoe model=%s device=cpu ! mexddiffc model=%s device=cpu ! "
+      "fakesink",
+      bag, model, dir);
+  expect_error(d6, GST_RESOURCE_ERROR, dir);
+  g_autofree char *d7 = g_strdup_printf(
+      "videotestsrc num-buffers=1 ! video/x-raw,format=RGB,width=32,height=32 ! mexdembed "
+      "model=%s device=cpu ! fakesink",
+      fifo_svs);
+  expect_error(d7, GST_RESOURCE_ERROR, "fifo.svs");
+  /* outputs: a folder, a missing folder, a file of the pipeline (the backbone) */
+  g_autofree char *d8 =
+      g_strdup_printf("mexdfeaturesrc location=%s ! mexdfeaturesink location=%s", bag, dir);
+  expect_error(d8, GST_RESOURCE_ERROR, dir);
+  g_autofree char *d9 = g_strdup_printf(
+      "mexdfeaturesrc location=%s ! mexdfeaturesink location=/nonexistent/dir/%%s.h5", bag);
+  expect_error(d9, GST_RESOURCE_ERROR, "/nonexistent/dir");
+  g_autofree char *vcopy = g_build_filename(dir, "bb.safetensors", NULL);
+  g_autofree char *vbytes = NULL;
+  gsize vlen;
+  g_assert_true(g_file_get_contents(vit, &vbytes, &vlen, NULL));
+  g_assert_true(g_file_set_contents(vcopy, vbytes, (gssize)vlen, NULL));
+  g_autofree char *d10 = g_strdup_printf(
+      "videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=32,height=32 ! mexdembed "
+      "model=%s device=cpu ! mexdfeaturesink location=%s",
+      vcopy, vcopy);
+  expect_error(d10, GST_RESOURCE_ERROR, "bb.safetensors");
+  g_autofree char *after = NULL;
+  gsize alen;
+  g_assert_true(g_file_get_contents(vcopy, &after, &alen, NULL));
+  g_assert_true(alen == vlen && memcmp(after, vbytes, vlen) == 0); /* untouched */
+  g_remove(vcopy);
+  g_remove(fifo_svs);
+  g_remove(fifo_h5);
+  g_rmdir(dir);
+}
+
+/* Elements in the wrong order, or caps that do not fit: refused (at linking, or with a message
+ * naming both sides), never a hang. */
+static void test_wrong_order(void)
+{
+  g_autofree char *vit = fixture("gst", "vit-d32.safetensors");
+  g_autofree char *model = fixture("mexd", "model-e2.safetensors");
+  g_autofree char *bag = fixture("mexd", "bag-n7.npy");
+  const char *slide = g_getenv("MEXD_TEST_SLIDE");
+  const char *src = "videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=64,height=64";
+  g_autofree char *vsrc =
+      slide ? g_strdup_printf("openslidesrc location=%s preset=bwh_biopsy", slide) : g_strdup(src);
+  g_autofree char *d1 = g_strdup_printf("%s ! mexdmoe model=%s device=cpu ! fakesink", vsrc, model);
+  expect_error(d1, 0, "mexdmoe");
+  g_autofree char *d2 = g_strdup_printf("%s ! mexdembed model=%s device=cpu ! mexddiffc model=%s "
+                                        "device=cpu ! fakesink",
+                                        vsrc, vit, model);
+  expect_error(d2, 0, "mexddiffc");
+  g_autofree char *d3 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdembed model=%s "
+                                        "device=cpu ! fakesink",
+                                        bag, vit);
+  expect_error(d3, 0, "mexdembed");
+  g_autofree char *d4 = g_strdup_printf("mexdfeaturesrc location=%s ! mexddiffc model=%s "
+                                        "device=cpu ! mexdmoe model=%s device=cpu ! fakesink",
+                                        bag, model, model);
+  expect_error(d4, 0, "mexddiffc");
+  g_autofree char *d5 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdheatmap ! fakesink", bag);
+  expect_error(d5, GST_STREAM_ERROR, "routing");
+  /* through a queue the link succeeds and negotiation fails at run time: still an error */
+  g_autofree char *d6 = g_strdup_printf("mexdfeaturesrc location=%s ! queue ! mexddiffc model=%s "
+                                        "device=cpu ! fakesink",
+                                        bag, model);
+  expect_error(d6, 0, "");
+  /* features of another size (48-d) from a file: the message names the file and both sizes */
+  g_autofree char *dir = g_dir_make_tmp("mexd-gst-XXXXXX", NULL);
+  g_autofree char *f48 = g_build_filename(dir, "wrong-dim.npy", NULL);
+  float v[3 * 48];
+  for (int i = 0; i < 3 * 48; i++)
+    v[i] = (float)(i % 7) * 0.1f;
+  write_npy(f48, 3, 48, v);
+  g_autofree char *d7 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdmoe model=%s "
+                                        "device=cpu ! fakesink",
+                                        f48, model);
+  expect_error(d7, GST_CORE_ERROR, "wrong-dim.npy");
+  /* a feature file holding a NaN: the file's error (STREAM), at start, naming it */
+  g_autofree char *fnan = g_build_filename(dir, "nan.npy", NULL);
+  float w[3 * 32];
+  for (int i = 0; i < 3 * 32; i++)
+    w[i] = i == 40 ? NAN : 0.1f;
+  write_npy(fnan, 3, 32, w);
+  g_autofree char *d9 = g_strdup_printf("mexdfeaturesrc location=%s ! mexdmoe model=%s "
+                                        "device=cpu ! fakesink",
+                                        fnan, model);
+  expect_error(d9, GST_STREAM_ERROR, "nan.npy");
+  g_remove(fnan);
+  /* rho and Z of another model: mexddiffc names both */
+  g_autofree char *d8 = g_strdup_printf(
+      "appsrc name=src "
+      "caps=\"other/tensors,format=static,num_tensors=2,types=(string)\\\"float32,float32\\\","
+      "dimensions=(string)\\\"3,16\\\",framerate=0/1\" ! mexddiffc model=%s device=cpu ! fakesink",
+      model);
+  g_autoptr(GError) pe = NULL;
+  GstElement *pipe = gst_parse_launch(d8, &pe);
+  g_assert_no_error(pe);
+  GstElement *as = gst_bin_get_by_name(GST_BIN(pipe), "src");
+  gst_element_set_state(pipe, GST_STATE_PLAYING);
+  GstBuffer *b = gst_buffer_new_allocate(NULL, sizeof(float) * 19, NULL);
+  gst_buffer_memset(b, 0, 0, sizeof(float) * 19);
+  gst_app_src_push_buffer(GST_APP_SRC(as), b);
+  gst_app_src_end_of_stream(GST_APP_SRC(as));
+  GstBus *bus = gst_element_get_bus(pipe);
+  GstMessage *m = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_ERROR);
+  g_assert_nonnull(m);
+  g_autoptr(GError) e = NULL;
+  gst_message_parse_error(m, &e, NULL);
+  g_test_message("rho [3], Z [16] into a 2-class model: %s", e->message);
+  g_assert_nonnull(strstr(e->message, "3,16"));
+  gst_message_unref(m);
+  gst_object_unref(bus);
+  gst_object_unref(as);
+  gst_element_set_state(pipe, GST_STATE_NULL);
+  gst_object_unref(pipe);
+  g_remove(f48);
+  g_rmdir(dir);
+}
+
+/* An appsrc pipeline (`desc` holds "appsrc name=src"); `feed` pushes into it. */
+typedef void (*Feed)(GstAppSrc *src, gpointer data);
+
+/* Runs it to the end; returns the first error (NULL at EOS); *results counts mexd-result. */
+static GError *run_appsrc(const char *desc, Feed feed, gpointer data, int *results)
+{
+  g_autoptr(GError) pe = NULL;
+  GstElement *pipe = gst_parse_launch(desc, &pe);
+  g_assert_no_error(pe);
+  GstElement *src = gst_bin_get_by_name(GST_BIN(pipe), "src");
+  g_assert_nonnull(src);
+  gst_element_set_state(pipe, GST_STATE_PLAYING);
+  feed(GST_APP_SRC(src), data);
+  GstBus *bus = gst_element_get_bus(pipe);
+  GError *out = NULL;
+  if (results)
+    *results = 0;
+  for (;;) {
+    GstMessage *m = gst_bus_timed_pop_filtered(
+        bus, 60 * GST_SECOND, GST_MESSAGE_ERROR | GST_MESSAGE_EOS | GST_MESSAGE_ELEMENT);
+    if (!m)
+      g_error("%s: neither an error nor EOS within 60 s (a hang)", desc);
+    gboolean done = GST_MESSAGE_TYPE(m) != GST_MESSAGE_ELEMENT;
+    if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR)
+      gst_message_parse_error(m, &out, NULL);
+    else if (results && gst_message_has_name(m, "mexd-result"))
+      (*results)++;
+    gst_message_unref(m);
+    if (done)
+      break;
+  }
+  gst_object_unref(bus);
+  gst_element_set_state(pipe, GST_STATE_NULL);
+  gst_object_unref(src);
+  gst_object_unref(pipe);
+  return out;
+}
+
+#define FEATURE_CAPS                                                                               \
+  "other/tensors,format=static,num_tensors=1,types=float32,dimensions=32,framerate=0/1"
+
+typedef struct {
+  const char *script; /* S: slide-start, E: slide-end, f: a feature, n: a NaN feature */
+  const char *id;
+} Script;
+
+static void feed_script(GstAppSrc *src, gpointer data)
+{
+  const Script *sc = data;
+  int k = 0;
+  for (const char *c = sc->script; *c; c++) {
+    if (*c == 'S') {
+      gst_element_send_event(GST_ELEMENT(src),
+                             gst_mexd_event_new_slide_start(sc->id, "", 1000, 1000, 0.5, 256, 0));
+    } else if (*c == 'E') {
+      gst_element_send_event(GST_ELEMENT(src), gst_mexd_event_new_slide_end(sc->id, k));
+      k = 0;
+    } else {
+      float v[32];
+      for (int i = 0; i < 32; i++)
+        v[i] = *c == 'n' && i == 5 ? NAN : 0.01f * (float)((i * 7 + k) % 13);
+      GstBuffer *b = gst_buffer_new_allocate(NULL, sizeof v, NULL);
+      gst_buffer_fill(b, 0, v, sizeof v);
+      gst_buffer_add_mexd_tile_meta(b, sc->id, 0, 256 * k, 0, 256, 256, 0.5, k);
+      gst_app_src_push_buffer(src, b);
+      k++;
+    }
+  }
+  gst_app_src_end_of_stream(src);
+}
+
+/* Events out of order, a stream without a slide, NaN features: each a clear error. */
+static void test_misuse(void)
+{
+  g_autofree char *model = fixture("mexd", "model-e2.safetensors");
+  g_autofree char *moe = g_strdup_printf("appsrc name=src format=time caps=" FEATURE_CAPS
+                                         " ! mexdmoe model=%s device=cpu ! mexddiffc model=%s "
+                                         "device=cpu chains=2 ! fakesink",
+                                         model, model);
+  int results;
+  /* the right order first: one result per slide */
+  Script ok = {"SfffESffE", "good"};
+  g_autoptr(GError) e0 = run_appsrc(moe, feed_script, &ok, &results);
+  g_assert_no_error(e0);
+  g_assert_cmpint(results, ==, 2);
+  /* EOS before any slide */
+  Script none = {"", "none"};
+  g_autoptr(GError) e1 = run_appsrc(moe, feed_script, &none, NULL);
+  g_assert_nonnull(e1);
+  g_test_message("EOS without a slide: %s", e1->message);
+  g_assert_nonnull(strstr(e1->message, "slide"));
+  /* a slide end without a start */
+  Script nostart = {"ffE", "orphan"};
+  g_autoptr(GError) e2 = run_appsrc(moe, feed_script, &nostart, NULL);
+  g_assert_nonnull(e2);
+  g_test_message("slide-end without slide-start: %s", e2->message);
+  g_assert_true(e2->domain == GST_CORE_ERROR);
+  g_assert_nonnull(strstr(e2->message, "slide-start"));
+  g_assert_nonnull(strstr(e2->message, "orphan"));
+  /* NaN features: the library's message with the slide, in the STREAM domain (mexd classify
+   * goes on with the next slide) */
+  Script nan = {"SffnfE", "nan-slide"};
+  g_autoptr(GError) e3 = run_appsrc(moe, feed_script, &nan, &results);
+  g_assert_nonnull(e3);
+  g_test_message("NaN features: %s", e3->message);
+  g_assert_true(e3->domain == GST_STREAM_ERROR);
+  g_assert_nonnull(strstr(e3->message, "nan-slide"));
+  g_assert_nonnull(strstr(e3->message, "NaN"));
+  g_assert_cmpint(results, ==, 0);
+  /* two slides into one file (no %s in location): the second is refused, the first kept */
+  g_autofree char *dir = g_dir_make_tmp("mexd-gst-XXXXXX", NULL);
+  g_autofree char *out = g_build_filename(dir, "features.h5", NULL);
+  g_autofree char *sink = g_strdup_printf(
+      "appsrc name=src format=time caps=" FEATURE_CAPS " ! mexdfeaturesink location=%s", out);
+  Script two = {"SffESfffE", "same"};
+  g_autoptr(GError) e4 = run_appsrc(sink, feed_script, &two, NULL);
+  g_assert_nonnull(e4);
+  g_test_message("two slides, no %%s: %s", e4->message);
+  g_assert_nonnull(strstr(e4->message, "%s"));
+  g_autoptr(MexdBag) first = mexd_bag_read(out, MEXD_BAG_AUTO, NULL);
+  g_assert_nonnull(first);
+  g_assert_cmpint(first->n, ==, 2);
+  g_remove(out);
+  /* the sink: a slide end without a start, and EOS before any slide */
+  g_autoptr(GError) e5 = run_appsrc(sink, feed_script, &nostart, NULL);
+  g_assert_nonnull(e5);
+  g_assert_nonnull(strstr(e5->message, "slide-start"));
+  g_autoptr(GError) e6 = run_appsrc(sink, feed_script, &none, NULL);
+  g_assert_nonnull(e6);
+  g_assert_false(g_file_test(out, G_FILE_TEST_EXISTS));
+  g_rmdir(dir);
+}
+
+typedef struct {
+  const char *id;
+  gboolean nan;
+  int classes, width;
+} DiffcInput;
+
+static void feed_diffc(GstAppSrc *src, gpointer data)
+{
+  const DiffcInput *in = data;
+  gst_element_send_event(GST_ELEMENT(src),
+                         gst_mexd_event_new_slide_start(in->id, "", 0, 0, 0, 0, 1));
+  GstBuffer *b = gst_buffer_new();
+  float *rho = g_new0(float, in->classes), *z = g_new0(float, in->width);
+  if (in->nan)
+    z[3] = NAN;
+  const gsize nr = sizeof(float) * in->classes, nz = sizeof(float) * in->width;
+  gst_buffer_append_memory(b, gst_memory_new_wrapped(0, rho, nr, 0, nr, rho, g_free));
+  gst_buffer_append_memory(b, gst_memory_new_wrapped(0, z, nz, 0, nz, z, g_free));
+  gst_app_src_push_buffer(src, b);
+  gst_element_send_event(GST_ELEMENT(src), gst_mexd_event_new_slide_end(in->id, 1));
+  gst_app_src_end_of_stream(src);
+}
+
+/* A prior or insight that is not finite reaching mexddiffc: a STREAM error naming the slide. */
+static void test_diffc_nan(void)
+{
+  g_autofree char *model = fixture("mexd", "model-e2.safetensors");
+  g_autoptr(MexdBackend) be = mexd_backend_new("cpu", NULL);
+  g_autoptr(MexdModel) m = mexd_model_load(model, be, NULL);
+  g_assert_nonnull(m);
+  const MexdModelConfig *cfg = mexd_model_config(m);
+  g_autofree char *desc = g_strdup_printf(
+      "appsrc name=src format=time caps=\"other/tensors,format=static,num_tensors=2,"
+      "types=(string)\\\"float32,float32\\\",dimensions=(string)\\\"%d,%d\\\",framerate=0/1\" "
+      "! mexddiffc model=%s device=cpu chains=2 ! fakesink",
+      cfg->n_classes, cfg->width, model);
+  int results;
+  DiffcInput good = {"finite", FALSE, cfg->n_classes, cfg->width};
+  g_autoptr(GError) e0 = run_appsrc(desc, feed_diffc, &good, &results);
+  g_assert_no_error(e0);
+  g_assert_cmpint(results, ==, 1);
+  DiffcInput bad = {"nan-insight", TRUE, cfg->n_classes, cfg->width};
+  g_autoptr(GError) e1 = run_appsrc(desc, feed_diffc, &bad, &results);
+  g_assert_nonnull(e1);
+  g_test_message("NaN insight: %s", e1->message);
+  g_assert_true(e1->domain == GST_STREAM_ERROR);
+  g_assert_nonnull(strstr(e1->message, "nan-insight"));
+  g_assert_cmpint(results, ==, 0);
+}
+
+/* ---- memory that runs out (under an address-space limit, in a child process) ---- */
+
+static gsize vm_size(void)
+{
+  g_autofree char *st = NULL;
+  if (!g_file_get_contents("/proc/self/status", &st, NULL, NULL))
+    return 0;
+  const char *p = strstr(st, "VmSize:");
+  return p ? (gsize)g_ascii_strtoull(p + 7, NULL, 10) * 1024 : 0;
+}
+
+/* Pushes buffers of `bytes` until the pipeline posts an error; returns it. */
+static GError *push_until_error(const char *desc, gsize bytes, const char *id, gsize headroom)
+{
+  g_autoptr(GError) pe = NULL;
+  GstElement *pipe = gst_parse_launch(desc, &pe);
+  g_assert_no_error(pe);
+  GstElement *src = gst_bin_get_by_name(GST_BIN(pipe), "src");
+  /* the elements start (models loaded, threads made) within set_state */
+  gst_element_set_state(pipe, GST_STATE_PLAYING);
+  gst_element_send_event(src, gst_mexd_event_new_slide_start(id, "", 0, 0, 0, 256, 0));
+  GstBus *bus = gst_element_get_bus(pipe);
+  /* from here on the address space is limited: the slide's arrays run out of it */
+  struct rlimit rl = {vm_size() + headroom, RLIM_INFINITY};
+  g_assert_cmpint(setrlimit(RLIMIT_AS, &rl), ==, 0);
+  GstBuffer *tile = gst_buffer_new_allocate(NULL, bytes, NULL);
+  gst_buffer_memset(tile, 0, 1, bytes);
+  GError *out = NULL;
+  gint64 t0 = g_get_monotonic_time();
+  guint64 i = 0;
+  for (; !out && i < 100000000; i++) {
+    gst_app_src_push_buffer(GST_APP_SRC(src), gst_buffer_ref(tile));
+    /* the queue is kept short (no unbounded growth of its own, no blocking push) */
+    while (!out && gst_app_src_get_current_level_bytes(GST_APP_SRC(src)) >
+                       MAX(64 * bytes, (gsize)1 << 18)) {
+      GstMessage *m = gst_bus_timed_pop_filtered(bus, 200 * GST_USECOND, GST_MESSAGE_ERROR);
+      if (m) {
+        gst_message_parse_error(m, &out, NULL);
+        gst_message_unref(m);
+      }
+    }
+  }
+  gst_buffer_unref(tile);
+  g_print("%s: %" G_GUINT64_FORMAT " buffers of %" G_GSIZE_FORMAT " bytes in %.1f s\n", id, i,
+          bytes, (g_get_monotonic_time() - t0) / 1e6);
+  rl.rlim_cur = RLIM_INFINITY;
+  setrlimit(RLIMIT_AS, &rl);
+  gst_object_unref(bus);
+  gst_element_set_state(pipe, GST_STATE_NULL);
+  gst_object_unref(src);
+  gst_object_unref(pipe);
+  return out;
+}
+
+static void oom_child(void)
+{
+#if defined(__GLIBC__)
+  mallopt(M_ARENA_MAX, 1); /* no 64 MiB arena per thread inside the limit */
+#endif
+  g_autofree char *model = fixture("mexd", "model-e2.safetensors");
+  g_autofree char *bb = fixture("backbones", "resnet-tiny.safetensors");
+  /* mexdmoe: a slide of 32-d features */
+  g_autofree char *d1 = g_strdup_printf("appsrc name=src format=time caps=" FEATURE_CAPS
+                                        " ! mexdmoe model=%s device=cpu ! fakesink",
+                                        model);
+  g_autoptr(GError) e1 = push_until_error(d1, 32 * sizeof(float), "huge-slide", 24 << 20);
+  g_assert_nonnull(e1);
+  g_print("mexdmoe: %s\n", e1->message);
+  g_assert_true(e1->domain == GST_STREAM_ERROR);
+  g_assert_nonnull(strstr(e1->message, "huge-slide"));
+  g_assert_nonnull(strstr(e1->message, "out of memory"));
+  /* mexdfeaturesink: 64 KiB features */
+  g_autofree char *dir = g_dir_make_tmp("mexd-gst-XXXXXX", NULL);
+  g_autofree char *d2 = g_strdup_printf(
+      "appsrc name=src format=time caps=other/tensors,format=static,num_tensors=1,"
+      "types=float32,dimensions=16384,framerate=0/1 ! mexdfeaturesink location=%s/%%s.h5",
+      dir);
+  g_autoptr(GError) e2 = push_until_error(d2, 16384 * sizeof(float), "wide-slide", 96 << 20);
+  g_assert_nonnull(e2);
+  g_print("mexdfeaturesink: %s\n", e2->message);
+  g_assert_true(e2->domain == GST_STREAM_ERROR);
+  g_assert_nonnull(strstr(e2->message, "wide-slide"));
+  g_rmdir(dir);
+  /* mexdembed: a batch that does not fit (4096 tiles of 512 x 512) */
+  g_autofree char *d3 = g_strdup_printf(
+      "appsrc name=src format=time caps=video/x-raw,format=RGB,width=512,height=512,"
+      "framerate=0/1 ! mexdembed model=%s device=cpu batch-size=4096 ! fakesink",
+      bb);
+  g_autoptr(GError) pe = NULL;
+  GstElement *pipe = gst_parse_launch(d3, &pe);
+  g_assert_no_error(pe);
+  GstElement *src = gst_bin_get_by_name(GST_BIN(pipe), "src");
+  gst_element_set_state(pipe, GST_STATE_PLAYING);
+  struct rlimit rl = {vm_size() + (256 << 20), RLIM_INFINITY};
+  g_assert_cmpint(setrlimit(RLIMIT_AS, &rl), ==, 0);
+  GstBuffer *b = gst_buffer_new_allocate(NULL, 512 * 512 * 3, NULL);
+  gst_buffer_memset(b, 0, 100, 512 * 512 * 3);
+  gst_app_src_push_buffer(GST_APP_SRC(src), b);
+  gst_app_src_end_of_stream(GST_APP_SRC(src)); /* the partial batch runs at EOS */
+  GstBus *bus = gst_element_get_bus(pipe);
+  GstMessage *m =
+      gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_ERROR | GST_MESSAGE_EOS);
+  g_assert_nonnull(m);
+  g_assert_true(GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR);
+  g_autoptr(GError) e3 = NULL;
+  gst_message_parse_error(m, &e3, NULL);
+  g_print("mexdembed: %s\n", e3->message);
+  g_assert_true(e3->domain == GST_RESOURCE_ERROR && e3->code == GST_RESOURCE_ERROR_NO_SPACE_LEFT);
+  g_assert_nonnull(strstr(e3->message, "batch-size"));
+  gst_message_unref(m);
+  gst_object_unref(bus);
+  gst_element_set_state(pipe, GST_STATE_NULL);
+  gst_object_unref(src);
+  gst_object_unref(pipe);
+}
+
+/* Allocations sized by the data never abort: out of memory is an element error naming the
+ * slide and the size.  Skipped under AddressSanitizer (its shadow memory cannot live under an
+ * address-space limit). */
+static void test_out_of_memory(void)
+{
+#ifdef MEXD_ASAN
+  g_test_skip("AddressSanitizer: no address-space limit possible");
+  return;
+#endif
+  if (g_test_subprocess()) {
+    oom_child();
+    return;
+  }
+  g_test_trap_subprocess(NULL, 300 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_INHERIT_STDERR);
+  g_test_trap_assert_passed();
+  g_test_trap_assert_stdout("*mexdmoe: *huge-slide*out of memory*");
+  g_test_trap_assert_stdout("*mexdembed: *batch-size*");
+}
+
 int main(int argc, char **argv)
 {
   gst_init(&argc, &argv);
   g_test_init(&argc, &argv, NULL);
+  /* GLib warnings abort the test too (G_DEBUG=fatal-criticals makes only criticals fatal): the
+   * elements print none, on bad input either */
+  g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
   g_test_add_func("/gst/registry", test_registry);
   g_test_add_func("/gst/openslidesrc/slides", test_src);
   g_test_add_func("/gst/openslidesrc/errors", test_src_errors);
@@ -520,5 +1193,12 @@ int main(int argc, char **argv)
   g_test_add_func("/gst/appsrc-scanner", test_appsrc_scanner);
   g_test_add_func("/gst/shared-device", test_shared_device);
   g_test_add_func("/gst/mexdmoe/errors", test_moe_errors);
+  g_test_add_func("/gst/bad-input/enums", test_enums);
+  g_test_add_func("/gst/bad-input/ranges", test_ranges);
+  g_test_add_func("/gst/bad-input/special-files", test_special_files);
+  g_test_add_func("/gst/bad-input/wrong-order", test_wrong_order);
+  g_test_add_func("/gst/bad-input/misuse", test_misuse);
+  g_test_add_func("/gst/bad-input/diffc-nan", test_diffc_nan);
+  g_test_add_func("/gst/bad-input/out-of-memory", test_out_of_memory);
   return g_test_run();
 }

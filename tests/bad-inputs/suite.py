@@ -1609,7 +1609,8 @@ def fam_gst(c):
                             ("openslidesrc", "threads", "100000"), ("mexdembed", "batch-size", "0"),
                             ("mexddiffc", "steps", "0"), ("mexddiffc", "chains", "0"),
                             ("mexddiffc", "eta", "2"), ("mexdheatmap", "width", "0")):
-        argv = slide_pipe(c.slide)
+        # (the base pipeline's own value of the property, chains=2, would override the bad one)
+        argv = [a for a in slide_pipe(c.slide) if not a.startswith(prop + "=")]
         if elem == "mexdheatmap":
             argv = argv[:-1] + ["mexdheatmap", "%s=%s" % (prop, val), "!", "fakesink"]
         else:

@@ -293,6 +293,9 @@ typedef enum {
 static Outcome outcome_of(GstMessage *m, const GError *ge)
 {
   const char *who = GST_MESSAGE_SRC(m) ? GST_OBJECT_NAME(GST_MESSAGE_SRC(m)) : "";
+  /* a setting every slide shares (preset, overlap, eta without ddim): the run's, also from src */
+  if (ge->domain == GST_RESOURCE_ERROR && ge->code == GST_RESOURCE_ERROR_SETTINGS)
+    return RUN_FAILED;
   if (g_str_equal(who, "src") || ge->domain == GST_STREAM_ERROR)
     return SLIDE_FAILED;
   return RUN_FAILED;
@@ -347,8 +350,8 @@ static GstElement *build_pipeline(const Opts *o, const MexdSlideEntry *e, const 
     set_props(pipe, "src", "mpp", o->mpp, NULL);
   if (o->level >= 0)
     set_props(pipe, "src", "level", o->level, NULL);
-  if (o->preset)
-    set_props(pipe, "src", "preset", o->preset, NULL);
+  if (o->preset) /* by name: a string property now, an enum later */
+    set_enum(pipe, "src", "preset", o->preset);
   set_props(pipe, "embed", "model", o->backbone, "batch-size", o->batch, NULL);
   if (o->precision)
     set_enum(pipe, "embed", "precision", o->precision);
@@ -770,6 +773,10 @@ int mexd_cmd_classify(int argc, char **argv)
     usage = "--precision is fp32 or fp16";
   else if ((mag_s != NULL) + (mpp_s != NULL) + (o.level != G_MININT) > 1)
     usage = "give one of --mag, --mpp and --level";
+  else if (o.preset && !mexd_tissue_preset(o.preset, &(MexdTissueParams){0}, NULL))
+    usage = "--preset is default, tcga, bwh_biopsy or bwh_resection";
+  else if (o.eta != 0 && !(o.sampler && g_str_equal(o.sampler, "ddim")))
+    usage = "--eta is DDIM's: give --sampler ddim";
   if (usage) {
     fprintf(stderr, "%s: %s\n", cmd, usage);
     rc = 2;

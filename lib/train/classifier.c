@@ -297,8 +297,14 @@ static gboolean softmax_host(MexdTensor *logits, int C, float *probs, GError **e
     m = MAX(m, lg[k]);
   for (int k = 0; k < C; k++)
     s += exp(lg[k] - m);
-  for (int k = 0; k < C; k++)
+  for (int k = 0; k < C; k++) {
     probs[k] = (float)(exp(lg[k] - m) / s);
+    if (!isfinite(probs[k])) /* a NaN is never an answer */
+      return mexd_fail(error, MEXD_ERROR_FORMAT,
+                       "the probability of class %d is not finite (logit %g): the computation "
+                       "overflowed float32",
+                       k, (double)lg[k]);
+  }
   return TRUE;
 }
 

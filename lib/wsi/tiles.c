@@ -329,10 +329,11 @@ MexdTileReader *mexd_tile_reader_new(MexdSlide *s, const MexdGridSpec *spec,
   r->tile_bytes = (size_t)spec->patch_size * spec->patch_size * 3;
   r->slots = g_try_malloc(r->tile_bytes * r->depth);
   if (!r->slots) {
+    const int d = r->depth;
     g_free(r->coords);
     g_free(r);
     return mexd_fail_null(error, MEXD_ERROR_NO_MEMORY, "%s: no memory for %d tiles in flight",
-                          s->fname, depth);
+                          s->fname, d);
   }
   r->slot_idx = g_new(int64_t, r->depth);
   for (int i = 0; i < r->depth; i++)

@@ -605,6 +605,11 @@ gboolean mexd_synth_write(const MexdSynthOptions *o, const char *dir, gboolean f
   g_autoptr(MexdSynth) s = mexd_synth_new(o, error);
   if (!s)
     return FALSE;
+  /* synth.json first: it marks the folder as synth-bags' own, so that a run killed half-way can
+   * be rerun with --force (labels.csv, written last, marks a finished data set) */
+  g_autoptr(GString) json = record(s);
+  if (!write_text(dir, "synth.json", json, error))
+    return FALSE;
   g_autoptr(GString) labels = g_string_new("slide_id,label,split\n");
   for (int i = 0; i < o->n_slides; i++) {
     const MexdSynthSlide *sl = &s->slides[i];
@@ -622,7 +627,6 @@ gboolean mexd_synth_write(const MexdSynthOptions *o, const char *dir, gboolean f
     if (progress)
       progress(sl, i + 1, o->n_slides, user_data);
   }
-  g_autoptr(GString) json = record(s);
-  return write_text(dir, "synth.json", json, error) && write_text(dir, "labels.csv", labels, error);
+  return write_text(dir, "labels.csv", labels, error);
 #endif
 }

@@ -73,7 +73,9 @@
  *       above).  Each written atomically.
  *   DIR/labels.csv  "slide_id,label,split", one row per slide in slide order, label the class
  *       name, split "train" or "test".  Written last: a directory without it is incomplete.
- *   DIR/synth.json  the options and cos θ, for the record.
+ *   DIR/synth.json  the options and cos θ, for the record; written first, it marks the folder as
+ *       this writer's: with force, a folder holding labels.csv or h5_files/ but no synth.json
+ *       (a cohort synth-bags did not write) is refused, never overwritten.
  * The files are written by this file's own HDF5 writer (mexd_bag_write_h5 stamps modification
  * times, which breaks byte-identical output, and writes no extra datasets).  Like every HDF5 user
  * outside lib/io/features.c, it must not run while another thread uses HDF5. */

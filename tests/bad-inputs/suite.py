@@ -1630,9 +1630,11 @@ def fam_gst(c):
         "video-into-mexddiffc": G + ["openslidesrc", "location=" + c.slide, "preset=bwh_biopsy",
                                      "!", "mexddiffc", "model=" + c.model, "device=cpu", "!",
                                      "fakesink"],
-        "tensors-into-mexdheatmap": G + ["mexdfeaturesrc", "location=" + good_h5, "!",
-                                         "mexdheatmap", "!", "fakesink"],
     }
+    # Not here: features into mexdheatmap (no routing meta).  That error can only be found in the
+    # streaming thread, after preroll began, and gst-launch-1.0 1.22 itself then sometimes waits
+    # forever (stock elements too: fakesrc ! wavparse on junk hangs 3 of 30 runs); test-gst runs
+    # that pipeline in-process (/gst/bad-input/wrong-order) and asserts the STREAM error.
     for name, argv in wrong.items():  # three runs each: a not-negotiated pipeline may hang
         for i in range(1, 4):
             add("wrong-order-%s-%d" % (name, i), argv,

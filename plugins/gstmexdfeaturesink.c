@@ -331,11 +331,7 @@ static gboolean gst_mexd_feature_sink_event(GstBaseSink *bs, GstEvent *ev)
     self->in_slide = self->any_slide = TRUE;
   } else if (gst_mexd_event_is_slide_end(ev, &id)) {
     if (!self->in_slide) {
-      GST_ELEMENT_ERROR(self, CORE, EVENT,
-                        ("A mexd/slide-end (slide %s) without a mexd/slide-start before it: the "
-                         "source must send mexd/slide-start before a slide's tiles.",
-                         id ? id : "(unnamed)"),
-                        (NULL));
+      GST_MEXD_POST_ORPHAN_SLIDE_END(self, id);
       return refuse(self, ev);
     }
     self->in_slide = FALSE;

@@ -392,11 +392,7 @@ static gboolean gst_mexd_moe_sink_event(GstBaseTransform *bt, GstEvent *ev)
       self->slide_w = self->slide_h = 0;
   } else if (gst_mexd_event_is_slide_end(ev, &id)) {
     if (!self->in_slide) {
-      GST_ELEMENT_ERROR(self, CORE, EVENT,
-                        ("A mexd/slide-end (slide %s) without a mexd/slide-start before it: the "
-                         "source must send mexd/slide-start before a slide's tiles.",
-                         id ? id : "(unnamed)"),
-                        (NULL));
+      GST_MEXD_POST_ORPHAN_SLIDE_END(self, id);
       return refuse(self, ev);
     }
     if (g_strcmp0(id, self->slide_id) && id && self->slide_id) {

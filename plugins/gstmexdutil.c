@@ -264,3 +264,14 @@ gboolean gst_mexd_check_ranges(GstElement *element)
   }
   return TRUE;
 }
+
+void gst_mexd_post_orphan_slide_end(GstElement *element, const char *id, const char *file,
+                                    const char *function, int line)
+{
+  gchar *text = g_strdup_printf("A mexd/slide-end (slide %s) without a mexd/slide-start before "
+                                "it: the source must send mexd/slide-start before a slide's "
+                                "tiles.",
+                                id ? id : "(unnamed)");
+  gst_element_message_full(element, GST_MESSAGE_ERROR, GST_CORE_ERROR, GST_CORE_ERROR_EVENT, text,
+                           NULL, file, function, line);
+}

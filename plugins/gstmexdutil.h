@@ -84,4 +84,10 @@ GParamSpec *gst_mexd_param_spec_double(const gchar *name, const gchar *nick, con
  * range; otherwise posts RESOURCE SETTINGS naming the property, its value and its range. */
 gboolean gst_mexd_check_ranges(GstElement *element);
 
+/* A mexd/slide-end that no mexd/slide-start opened: a CORE EVENT error naming the slide. */
+void gst_mexd_post_orphan_slide_end(GstElement *element, const char *id, const char *file,
+                                    const char *function, int line);
+#define GST_MEXD_POST_ORPHAN_SLIDE_END(el, id)                                                     \
+  gst_mexd_post_orphan_slide_end(GST_ELEMENT(el), (id), __FILE__, GST_FUNCTION, __LINE__)
+
 G_END_DECLS

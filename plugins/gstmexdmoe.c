@@ -498,8 +498,8 @@ static void gst_mexd_moe_class_init(GstMexdMoeClass *klass)
       oc, PROP_DEVICE,
       g_param_spec_string("device", "Device",
                           "cpu, vulkan or vulkan:N (default: the device the other mexd elements of "
-                          "the pipeline share, else MEXD_DEVICE, else the first GPU, else "
-                          "lavapipe, else cpu)",
+                          "the pipeline share, else MEXD_DEVICE, else the best GPU Vulkan shows, "
+                          "else the cpu backend; lavapipe only when asked for)",
                           NULL, rw));
   g_object_class_install_property(
       oc, PROP_MODE,

@@ -2,6 +2,7 @@
  * ordering of writes against recorded ops, many live tensors), and device limits. */
 #include "mexd.h"
 
+#include "backend/backend-private.h"
 #include "backend/vulkan.h"
 
 #include <math.h>
@@ -51,6 +52,22 @@ static void test_choice(void)
   g_unsetenv("MEXD_DEVICE");
   g_autoptr(MexdBackend) def = mexd_backend_new(NULL, &error);
   g_assert_no_error(error);
+  /* the default is a hardware GPU when Vulkan shows one, else the cpu backend (never lavapipe) */
+  int hw = mexd_vulkan_hardware_device();
+  g_test_message("default: %s (hardware Vulkan device: %d)", mexd_backend_name(def), hw);
+  if (hw < 0) {
+    g_assert_cmpint(mexd_backend_kind(def), ==, MEXD_BACKEND_CPU);
+  } else {
+    g_assert_cmpint(mexd_backend_kind(def), ==, MEXD_BACKEND_VULKAN);
+    g_autofree char *prefix = g_strdup_printf("vulkan:%d ", hw);
+    g_assert_true(g_str_has_prefix(mexd_backend_name(def), prefix));
+  }
+  /* a software Vulkan device still opens when asked for */
+  if (mexd_vulkan_device_count() > 0 && hw < 0) {
+    g_autoptr(MexdBackend) sw = mexd_backend_new("vulkan", &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(mexd_backend_kind(sw), ==, MEXD_BACKEND_VULKAN);
+  }
   g_assert_true(mexd_backend_sync(def, &error));
   g_assert_false(mexd_backend_sync(NULL, &error));
   expect_error(error, MEXD_ERROR_INVALID_ARGUMENT, "sync NULL");

@@ -19,8 +19,9 @@ static int cmd_devices(int argc, char **argv)
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       printf("Usage: mexd devices [--json]\n\nThe compute devices that open here (cpu, "
-             "vulkan:N) and the default choice\n(--device / MEXD_DEVICE, else the first GPU, "
-             "else lavapipe, else cpu).\n");
+             "vulkan:N) and the default choice\n(--device / MEXD_DEVICE, else the best GPU "
+             "Vulkan shows, else the cpu backend;\na software Vulkan device such as lavapipe "
+             "only when asked for).\n");
       return 0;
     }
     if (!strcmp(argv[i], "--json")) {
@@ -122,8 +123,9 @@ static void usage(FILE *f)
              "                 [--out patches.h5] [--geojson tiles.geojson]\n"
              "                 the tissue of a slide and the tiles over it (CLAM's rules)\n"
              "\n"
-             "Devices: --device cpu | vulkan | vulkan:N; default MEXD_DEVICE, else the first GPU,\n"
-             "else lavapipe, else cpu.  MEXD_DEBUG=1 logs the device, its limits and features.\n");
+             "Devices: --device cpu | vulkan | vulkan:N; default MEXD_DEVICE, else the best GPU\n"
+             "Vulkan shows, else the cpu backend (lavapipe only when asked for: --device vulkan).\n"
+             "MEXD_DEBUG=1 logs the device, its limits and features.\n");
 }
 
 int main(int argc, char **argv)

@@ -43,9 +43,11 @@ MexdStorage *mexd_storage_ref(MexdStorage *s);
 void mexd_storage_unref(MexdStorage *s);
 
 MexdBackend *mexd_cpu_backend_new(GError **error);
-/* index < 0: the default device (discrete/integrated first, then software).  `allow_software`
- * FALSE refuses CPU-type devices (used for the automatic choice order). */
+/* index < 0: the best usable device (discrete, integrated, virtual GPU, then software). */
 MexdBackend *mexd_vulkan_backend_new(int index, GError **error);
 int mexd_vulkan_device_count(void);
+/* The index of the best usable hardware device (discrete, then integrated, then virtual GPU), or
+ * −1 when Vulkan shows none (only software devices such as lavapipe, or nothing). */
+int mexd_vulkan_hardware_device(void);
 
 G_END_DECLS

@@ -43,12 +43,20 @@ MexdBackend *mexd_backend_new(const char *spec, GError **error)
   const char *env = g_getenv("MEXD_DEVICE");
   if (env && *env)
     return backend_from_spec(env, "MEXD_DEVICE", error);
-  /* automatic: the default Vulkan device (GPUs before software), else cpu */
-  g_autoptr(GError) vk_error = NULL;
-  MexdBackend *be = mexd_vulkan_backend_new(-1, &vk_error);
-  if (be)
-    return be;
-  mexd_debug("no Vulkan device opened (%s); using the cpu backend", vk_error->message);
+  /* automatic: a hardware GPU (discrete, integrated or virtual) when Vulkan shows one, else the
+   * cpu backend.  A software Vulkan device (lavapipe) is never the default: on the same cores
+   * the cpu backend is 10–40× faster (docs/PERFORMANCE.md); it is taken only when asked for
+   * (--device vulkan, MEXD_DEVICE=vulkan). */
+  int hw = mexd_vulkan_hardware_device();
+  if (hw >= 0) {
+    g_autoptr(GError) vk_error = NULL;
+    MexdBackend *be = mexd_vulkan_backend_new(hw, &vk_error);
+    if (be)
+      return be;
+    mexd_debug("vulkan:%d did not open (%s); using the cpu backend", hw, vk_error->message);
+  } else {
+    mexd_debug("Vulkan shows no GPU; using the cpu backend");
+  }
   return mexd_cpu_backend_new(error);
 }
 

@@ -7,7 +7,8 @@
  *
  * Choice: the spec string "cpu", "vulkan" (the default Vulkan device) or "vulkan:N" (device N in
  * the order the loader lists them).  NULL or "" reads MEXD_DEVICE; when that is unset too, the
- * first discrete or integrated GPU is taken, else a software Vulkan device (lavapipe), else cpu. */
+ * best hardware GPU Vulkan shows (discrete, then integrated, then virtual), else the cpu backend.
+ * A software Vulkan device (lavapipe) is used only when asked for ("vulkan", "vulkan:N"). */
 #pragma once
 
 #include "core/tensor.h"

@@ -313,28 +313,51 @@ static const char *type_name(VkPhysicalDeviceType t)
   }
 }
 
-int mexd_vulkan_device_count(void)
+/* Enumerates the physical devices without the validation layer (this only lists them) and returns
+ * the number of positions up to the last usable one, and in *hw the position of the first
+ * usable hardware device of the best type (discrete, then integrated, then virtual GPU), or -1. */
+static int enumerate_usable(int *hw)
 {
   VkInstance inst;
-  VkDebugUtilsMessengerEXT m;
-  /* count without the validation layer: this only enumerates */
   VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
                            .apiVersion = VK_API_VERSION_1_2};
   VkInstanceCreateInfo ici = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
                               .pApplicationInfo = &app};
-  (void)m;
+  *hw = -1;
   if (vkCreateInstance(&ici, NULL, &inst) != VK_SUCCESS)
     return 0;
   uint32_t n = 0;
   vkEnumeratePhysicalDevices(inst, &n, NULL);
   g_autofree VkPhysicalDevice *pd = g_new0(VkPhysicalDevice, n ? n : 1);
   vkEnumeratePhysicalDevices(inst, &n, pd);
-  int usable = 0;
-  for (uint32_t i = 0; i < n; i++)
-    if (!device_unsuitable(pd[i]))
-      usable = (int)i + 1; /* indices are positions in the loader's list */
+  int usable = 0, best_rank = 99;
+  for (uint32_t i = 0; i < n; i++) {
+    if (device_unsuitable(pd[i]))
+      continue;
+    usable = (int)i + 1; /* indices are positions in the loader's list */
+    VkPhysicalDeviceProperties p;
+    vkGetPhysicalDeviceProperties(pd[i], &p);
+    int rank = type_rank(p.deviceType);
+    if (rank <= 2 && rank < best_rank) {
+      best_rank = rank;
+      *hw = (int)i;
+    }
+  }
   vkDestroyInstance(inst, NULL);
   return usable;
+}
+
+int mexd_vulkan_device_count(void)
+{
+  int hw;
+  return enumerate_usable(&hw);
+}
+
+int mexd_vulkan_hardware_device(void)
+{
+  int hw;
+  enumerate_usable(&hw);
+  return hw;
 }
 
 /* ---- memory ---- */

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""torch_backbone.py [--arch A] [--batch B] [--reps R] [--device cpu|cuda] [--fp16] [--save F]:
+"""torch_backbone.py [--arch A] [--batch B] [--reps R] [--device cpu|cuda] [--fp16|--bf16] [--save F]:
 the PyTorch figure beside `mexd bench backbone` (docs/PERFORMANCE.md), random weights, the same
 preprocessing (8-bit 256² tiles / 255, antialiased bilinear resize to 224², normalisation), eval
 mode, no autograd.  A: resnet50-trunc (torchvision's resnet50() through layer3 + average pooling),
@@ -31,6 +31,9 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fp16", action="store_true")
+    ap.add_argument("--bf16", action="store_true",
+                    help="torch.autocast(device, torch.bfloat16): weights fp32, convolutions and "
+                         "matrix products in bf16 (oneDNN on a CPU with avx512_bf16/AMX)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
     ap.add_argument("--channels-last", action="store_true", help="NHWC memory format (convolutions)")
     a = ap.parse_args()
@@ -42,6 +45,11 @@ def main():
         torch.backends.cudnn.allow_tf32 = False
     dt = torch.float16 if a.fp16 else torch.float32
     vits = {"vit-s16": (384, 12, 6), "vit-b16": (768, 12, 12), "vit-l16": (1024, 24, 16)}
+    # seeded weights; batch-norm statistics randomised as the slow suite's (gen_backbones.py
+    # randomise_bn): with torchvision's initial statistics (mean 0, variance 1) the activations
+    # grow block after block and two correct fp32 implementations differ by percents, so the
+    # features of the two sides (bench/cpu-vs-torch.sh) could not be compared
+    torch.manual_seed(11)
     if a.arch == "resnet50-trunc":
         m = torchvision.models.resnet50()
         net = lambda h: F.adaptive_avg_pool2d(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(h))))))), 1).flatten(1)  # noqa: E731,E501
@@ -51,6 +59,7 @@ def main():
     else:
         m = gb.ViT(*vits[a.arch])
         net = m
+    gb.randomise_bn(m, torch.Generator().manual_seed(12))
     m = m.eval()
     if a.save:
         torch.save(m.state_dict(), a.save)
@@ -60,13 +69,13 @@ def main():
     x = torch.randint(0, 256, (a.batch, 3, 256, 256), dtype=torch.uint8, device=dev)
 
     def run():
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
             h = F.interpolate(x.float() / 255, size=(224, 224), mode="bilinear", antialias=True,
                               align_corners=False)
             h = ((h - 0.45) / 0.22).to(dt)
             if a.channels_last:
                 h = h.contiguous(memory_format=torch.channels_last)
-            f = net(h)
+            f = net(h).float()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             return f
@@ -80,7 +89,7 @@ def main():
     ts.sort()
     med = ts[len(ts) // 2]
     print(json.dumps({"bench": "torch_backbone", "arch": a.arch, "torch": torch.__version__, "device": str(dev),
-                      "precision": "fp16" if a.fp16 else "fp32", "batch": a.batch,
+                      "precision": "fp16" if a.fp16 else "bf16" if a.bf16 else "fp32", "batch": a.batch,
                       "channels_last": a.channels_last,
                       "ms_per_batch": round(med * 1e3, 2), "images_per_s": round(a.batch / med, 1)}))
 

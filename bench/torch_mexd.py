@@ -61,7 +61,11 @@ def main():
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--chains", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch.set_num_threads (0: every core this process may use; PyTorch's own "
+                         "default counts physical cores, 1 on this 2-vCPU machine)")
     a = ap.parse_args()
+    torch.set_num_threads(a.threads if a.threads > 0 else len(os.sched_getaffinity(0)))
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     dev = torch.device(a.device)
@@ -89,7 +93,7 @@ def main():
                 t_fwd.append((t1 - t0) * 1e3)
                 t_smp.append((t2 - t1) * 1e3)
     print(json.dumps({"bench": "torch-mexd-reference", "device": str(dev), "torch": torch.__version__,
-                      "n": a.n, "dim": a.dim, "chains": a.chains,
+                      "n": a.n, "dim": a.dim, "chains": a.chains, "threads": torch.get_num_threads(),
                       "ms_stage1": round(statistics.median(t_fwd), 2),
                       "ms_card_1000": round(statistics.median(t_smp), 2), "reps": a.reps}))
 

@@ -358,6 +358,9 @@ int mexd_cmd_demo(int argc, char **argv)
     fprintf(stderr, "%s: %s\n", cmd, error->message);
     return 1;
   }
+  if (!quiet)
+    fprintf(stderr, "%s: on %s%s\n", cmd, mexd_backend_name(be),
+            device ? "" : " (the default: --device chooses another)");
   const char *stages[3] = {"adapter", "moe", "diffusion"};
   g_autofree char *model = NULL;
   for (int k = 0; k < 3; k++) {

@@ -1,0 +1,29 @@
+/* backbone-dnnl.h: the ResNet trunk of a backbone as one oneDNN plan (issue 17), private to
+ * lib/nn/backbone.c.  Built only with oneDNN (MEXD_HAVE_DNNL). */
+#pragma once
+
+#include "nn/nn.h"
+
+G_BEGIN_DECLS
+
+/* One convolution's folded weights (host f32, [cout, cin, k, k]) and bias [cout]. */
+typedef struct {
+  const float *w, *b;
+  int cin, cout, k, stride, pad;
+} MexdDnnlConvW;
+
+/* The trunk: stem, then per bottleneck 4 convolutions (c1, c2, c3, down; down.w NULL when the
+ * block has no downsample); layer_blocks[3] blocks per layer.  The weights stay the caller's and
+ * must outlive the trunk. */
+typedef struct _MexdResnetDnnl MexdResnetDnnl;
+
+MexdResnetDnnl *mexd_resnet_dnnl_new(const MexdDnnlConvW *stem, const MexdDnnlConvW *blocks,
+                                     int n_blocks, const int layer_blocks[3], int input_size,
+                                     gboolean bf16, GError **error);
+void mexd_resnet_dnnl_free(MexdResnetDnnl *r);
+/* x [B, 3, input_size, input_size] f32 NCHW → out [B, C] f32 (the pooled features).  "stem"
+ * (after the max-pool) and "layer1".."layer3" go to `trace` as NCHW f32 tensors on `be`. */
+gboolean mexd_resnet_dnnl_forward(MexdResnetDnnl *r, const float *x, int64_t B, float *out,
+                                  MexdTrace *trace, MexdBackend *be, GError **error);
+
+G_END_DECLS

@@ -426,4 +426,155 @@ gboolean mexd_resnet_dnnl_forward(MexdResnetDnnl *r, const float *x, int64_t B, 
   return mexd_dnnl_ok(dnnl_stream_wait(s), "the ResNet trunk", error);
 }
 
+/* ---- linear layers (ViT, CTransPath) ---- */
+
+struct _MexdDnnlLinear {
+  const float *w, *b;
+  int64_t N, K;
+  gboolean gelu, bf16;
+  /* for M rows */
+  int64_t M;
+  dnnl_primitive_t prim, to_bf16;
+  dnnl_memory_t wei, bias, src, dst, src_f32, scratch_mem;
+  void *src_buf, *scratch;
+};
+
+static void linear_clear(MexdDnnlLinear *l)
+{
+  if (l->prim)
+    dnnl_primitive_destroy(l->prim);
+  if (l->to_bf16)
+    dnnl_primitive_destroy(l->to_bf16);
+  dnnl_memory_t ms[] = {l->wei, l->bias, l->src, l->dst, l->src_f32, l->scratch_mem};
+  for (size_t i = 0; i < G_N_ELEMENTS(ms); i++)
+    if (ms[i])
+      dnnl_memory_destroy(ms[i]);
+  g_free(l->src_buf);
+  g_free(l->scratch);
+  l->prim = l->to_bf16 = NULL;
+  l->wei = l->bias = l->src = l->dst = l->src_f32 = l->scratch_mem = NULL;
+  l->src_buf = l->scratch = NULL;
+  l->M = 0;
+}
+
+MexdDnnlLinear *mexd_dnnl_linear_new(const float *w, const float *b, int64_t N, int64_t K,
+                                     gboolean gelu, gboolean bf16, GError **error)
+{
+  if (!mexd_dnnl_engine(error) || (bf16 && !mexd_dnnl_check_bf16(error)))
+    return NULL;
+  MexdDnnlLinear *l = g_new0(MexdDnnlLinear, 1);
+  *l = (MexdDnnlLinear){.w = w, .b = b, .N = N, .K = K, .gelu = gelu, .bf16 = bf16};
+  return l;
+}
+
+void mexd_dnnl_linear_free(MexdDnnlLinear *l)
+{
+  if (!l)
+    return;
+  linear_clear(l);
+  g_free(l);
+}
+
+static gboolean linear_build(MexdDnnlLinear *l, int64_t M, GError **error)
+{
+  linear_clear(l);
+  dnnl_engine_t eng = mexd_dnnl_engine(error);
+  if (!eng)
+    return FALSE;
+  const dnnl_data_type_t dt = l->bf16 ? dnnl_bf16 : dnnl_f32;
+  dnnl_memory_desc_t smd = mexd_dnnl_md(2, (int64_t[]){M, l->K}, dt, dnnl_ab);
+  dnnl_memory_desc_t wmd = mexd_dnnl_md(2, (int64_t[]){l->K, l->N}, dt, dnnl_format_tag_any);
+  dnnl_memory_desc_t wu = mexd_dnnl_md(2, (int64_t[]){l->K, l->N}, dnnl_f32, dnnl_ba);
+  dnnl_memory_desc_t bmd = mexd_dnnl_md(2, (int64_t[]){1, l->N}, dnnl_f32, dnnl_ab);
+  dnnl_memory_desc_t dmd = mexd_dnnl_md(2, (int64_t[]){M, l->N}, dnnl_f32, dnnl_ab);
+  dnnl_matmul_desc_t md;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  size_t scratch = 0;
+  gboolean ok =
+      mexd_dnnl_ok(dnnl_matmul_desc_init(&md, &smd, &wmd, l->b ? &bmd : NULL, &dmd),
+                   "a matmul's descriptor", error) &&
+      mexd_dnnl_ok(dnnl_primitive_attr_create(&attr), "attributes", error) &&
+      mexd_dnnl_ok(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
+                   "scratchpad mode", error) &&
+      mexd_dnnl_ok(dnnl_post_ops_create(&po), "post-ops", error) &&
+      (!l->gelu || mexd_dnnl_ok(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf,
+                                                             0.0f, 0.0f),
+                                "GELU post-op", error)) &&
+      mexd_dnnl_ok(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", error) &&
+      mexd_dnnl_ok(dnnl_primitive_desc_create(&pd, &md, attr, eng, NULL),
+                   "a matmul for these shapes", error);
+  if (ok) {
+    wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    scratch = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
+    ok = mexd_dnnl_ok(dnnl_primitive_create(&l->prim, pd), "creating a matmul", error);
+  }
+  if (pd)
+    dnnl_primitive_desc_destroy(pd);
+  if (po)
+    dnnl_post_ops_destroy(po);
+  if (attr)
+    dnnl_primitive_attr_destroy(attr);
+  dnnl_memory_desc_t spmd = mexd_dnnl_md(1, (int64_t[]){(int64_t)MAX(scratch, 1)}, dnnl_u8, dnnl_x);
+  void *wh = NULL;
+  ok = ok &&
+       mexd_dnnl_ok(dnnl_memory_create(&l->wei, &wmd, eng, DNNL_MEMORY_ALLOCATE), "memory",
+                    error) &&
+       mexd_dnnl_ok(dnnl_memory_get_data_handle(l->wei, &wh), "memory", error) &&
+       mexd_dnnl_reorder_now(&wu, (void *)l->w, &wmd, wh, error) &&
+       (!l->b || mexd_dnnl_ok(dnnl_memory_create(&l->bias, &bmd, eng, (void *)l->b), "memory",
+                              error)) &&
+       mexd_dnnl_ok(dnnl_memory_create(&l->dst, &dmd, eng, DNNL_MEMORY_NONE), "memory", error) &&
+       (l->scratch = g_try_malloc(MAX(scratch, 1))) &&
+       mexd_dnnl_ok(dnnl_memory_create(&l->scratch_mem, &spmd, eng, l->scratch), "memory",
+                    error);
+  if (ok && l->bf16) {
+    /* x → bf16 in a buffer of the layer's own */
+    dnnl_memory_desc_t fmd = mexd_dnnl_md(2, (int64_t[]){M, l->K}, dnnl_f32, dnnl_ab);
+    ok = (l->src_buf = g_try_malloc(dnnl_memory_desc_get_size(&smd))) &&
+         mexd_dnnl_ok(dnnl_memory_create(&l->src, &smd, eng, l->src_buf), "memory", error) &&
+         mexd_dnnl_ok(dnnl_memory_create(&l->src_f32, &fmd, eng, DNNL_MEMORY_NONE), "memory",
+                      error) &&
+         (l->to_bf16 = mexd_dnnl_reorder_new(&fmd, &smd, error)) != NULL;
+  } else if (ok) {
+    ok = mexd_dnnl_ok(dnnl_memory_create(&l->src, &smd, eng, DNNL_MEMORY_NONE), "memory", error);
+  }
+  if (!ok) {
+    if (error && !*error)
+      mexd_fail(error, MEXD_ERROR_NO_MEMORY, "no memory for a %" G_GINT64_FORMAT "x%"
+                G_GINT64_FORMAT " linear layer at %" G_GINT64_FORMAT " rows", l->N, l->K, M);
+    linear_clear(l);
+    return FALSE;
+  }
+  l->M = M;
+  return TRUE;
+}
+
+gboolean mexd_dnnl_linear_run(MexdDnnlLinear *l, const float *x, int64_t M, float *y,
+                              GError **error)
+{
+  if (l->M != M && !linear_build(l, M, error))
+    return FALSE;
+  dnnl_stream_t s = mexd_dnnl_stream(error);
+  if (!s || !mexd_dnnl_ok(dnnl_memory_set_data_handle(l->dst, y), "memory", error))
+    return FALSE;
+  if (l->bf16) {
+    dnnl_exec_arg_t ra[] = {{DNNL_ARG_FROM, l->src_f32}, {DNNL_ARG_TO, l->src}};
+    if (!mexd_dnnl_ok(dnnl_memory_set_data_handle(l->src_f32, (void *)x), "memory", error) ||
+        !mexd_dnnl_ok(dnnl_primitive_execute(l->to_bf16, s, 2, ra), "a reorder to bf16", error))
+      return FALSE;
+  } else if (!mexd_dnnl_ok(dnnl_memory_set_data_handle(l->src, (void *)x), "memory", error)) {
+    return FALSE;
+  }
+  dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, l->src},
+                             {DNNL_ARG_WEIGHTS, l->wei},
+                             {DNNL_ARG_DST, l->dst},
+                             {DNNL_ARG_SCRATCHPAD, l->scratch_mem},
+                             {DNNL_ARG_BIAS, l->bias}};
+  return mexd_dnnl_ok(dnnl_primitive_execute(l->prim, s, l->bias ? 5 : 4, args), "a matmul",
+                      error) &&
+         mexd_dnnl_ok(dnnl_stream_wait(s), "a matmul", error);
+}
+
 #endif

@@ -26,4 +26,17 @@ void mexd_resnet_dnnl_free(MexdResnetDnnl *r);
 gboolean mexd_resnet_dnnl_forward(MexdResnetDnnl *r, const float *x, int64_t B, float *out,
                                   MexdTrace *trace, MexdBackend *be, GError **error);
 
+/* A linear layer y [M, N] = x [M, K] · wᵀ + b (w [N, K], PyTorch's layout; b [N] or NULL),
+ * optionally followed by the exact GELU, through oneDNN's matmul: in bf16 (x rounded to bf16,
+ * bf16 weights, f32 accumulation and output) or f32.  The primitive and the weights in its
+ * layout are made for the first M (and again when M changes); the f32 weights stay the
+ * caller's and must outlive the layer. */
+typedef struct _MexdDnnlLinear MexdDnnlLinear;
+
+MexdDnnlLinear *mexd_dnnl_linear_new(const float *w, const float *b, int64_t N, int64_t K,
+                                     gboolean gelu, gboolean bf16, GError **error);
+void mexd_dnnl_linear_free(MexdDnnlLinear *l);
+gboolean mexd_dnnl_linear_run(MexdDnnlLinear *l, const float *x, int64_t M, float *y,
+                              GError **error);
+
 G_END_DECLS

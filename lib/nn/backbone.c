@@ -33,6 +33,7 @@ typedef struct {
 typedef struct {
   MexdTensor *n1w, *n1b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ls1;
   MexdTensor *n2w, *n2b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ls2;
+  MexdDnnlLinear *dl[4]; /* oneDNN's qkv, proj, fc1 (+ GELU), fc2 when it runs them, else NULL */
 } VitBlock;
 
 /* What a Swin block adds to a ViT block: its window, shift, relative position bias expanded to
@@ -63,6 +64,7 @@ struct _MexdBackbone {
   MexdTensor *stem_nw, *stem_nb;
   SwinBlockX *swin;     /* per block: bias, mask, window */
   MexdTensor *merge_nw[3], *merge_nb[3], *merge_w[3];
+  MexdDnnlLinear *merge_dl[3];
   int n_swin;
   /* constants made before a batch is recorded (writes in the middle of recorded work would split
    * the batch into several submissions): resnet's pooling column; for batch size prep_b, vit's
@@ -99,6 +101,10 @@ static void vit_clear(MexdBackbone *b)
                         &v->n2w, &v->n2b, &v->fc1_w, &v->fc1_b, &v->fc2_w, &v->fc2_b, &v->ls2};
     for (size_t j = 0; j < G_N_ELEMENTS(t); j++)
       g_clear_pointer(t[j], mexd_tensor_unref);
+#ifdef MEXD_HAVE_DNNL
+    for (int j = 0; j < 4; j++)
+      g_clear_pointer(&v->dl[j], mexd_dnnl_linear_free);
+#endif
   }
   g_clear_pointer(&b->vit, g_free);
   for (int i = 0; i < 3; i++) {
@@ -106,6 +112,9 @@ static void vit_clear(MexdBackbone *b)
     g_clear_pointer(&b->merge_nw[i], mexd_tensor_unref);
     g_clear_pointer(&b->merge_nb[i], mexd_tensor_unref);
     g_clear_pointer(&b->merge_w[i], mexd_tensor_unref);
+#ifdef MEXD_HAVE_DNNL
+    g_clear_pointer(&b->merge_dl[i], mexd_dnnl_linear_free);
+#endif
   }
   g_clear_pointer(&b->stem_nw, mexd_tensor_unref);
   g_clear_pointer(&b->stem_nb, mexd_tensor_unref);
@@ -566,6 +575,39 @@ static gboolean setup_dnnl(MexdBackbone *bb, GError **error)
                                   bb->precision == MEXD_PRECISION_BF16, error);
   return bb->dnnl != NULL;
 }
+
+static void *host_or_null(MexdTensor *t)
+{
+  return t ? mexd_tensor_host_data(t) : NULL;
+}
+
+/* The ViT / CTransPath linear layers (96% of a ViT-B/16's work) through oneDNN's matmul: for
+ * bf16 always; for f32 only with MEXD_CPU_DNNL_F32_LINEAR=1 (measured: OpenBLAS's sgemm is as
+ * fast for these shapes, see the issue-17 notes). */
+static gboolean setup_dnnl_linears(MexdBackbone *bb, GError **error)
+{
+  const gboolean bf16 = bb->precision == MEXD_PRECISION_BF16;
+  const char *v = g_getenv("MEXD_CPU_DNNL_F32_LINEAR");
+  if (!bf16 && !(v && *v && strcmp(v, "0") != 0 && mexd_dnnl_available()))
+    return TRUE;
+  const int n = bb->cfg.is_swin ? bb->n_swin : bb->cfg.depth;
+  for (int i = 0; i < n; i++) {
+    VitBlock *vb = &bb->vit[i];
+    MexdTensor *w[4] = {vb->qkv_w, vb->proj_w, vb->fc1_w, vb->fc2_w};
+    MexdTensor *b[4] = {vb->qkv_b, vb->proj_b, vb->fc1_b, vb->fc2_b};
+    for (int j = 0; j < 4; j++)
+      if (!(vb->dl[j] = mexd_dnnl_linear_new(mexd_tensor_host_data(w[j]), host_or_null(b[j]),
+                                             w[j]->shape[0], w[j]->shape[1], j == 2, bf16,
+                                             error)))
+        return FALSE;
+  }
+  for (int i = 0; bb->cfg.is_swin && i < 3; i++)
+    if (!(bb->merge_dl[i] = mexd_dnnl_linear_new(mexd_tensor_host_data(bb->merge_w[i]), NULL,
+                                                 bb->merge_w[i]->shape[0],
+                                                 bb->merge_w[i]->shape[1], FALSE, bf16, error)))
+      return FALSE;
+  return TRUE;
+}
 #endif
 
 static MexdBackbone *load_impl(const char *path, MexdBackend *be, MexdDType dtype,
@@ -588,13 +630,9 @@ static MexdBackbone *load_impl(const char *path, MexdBackend *be, MexdDType dtyp
                                    : load_resnet(bb, &w, error)) &&
                 mexd_weights_check_all_taken(&w, error);
   mexd_weights_clear(&w);
-  if (ok && precision == MEXD_PRECISION_BF16 && (bb->cfg.is_vit || bb->cfg.is_swin))
-    ok = mexd_fail(error, MEXD_ERROR_UNSUPPORTED, "%s: bf16 runs %s only in this build; use fp32",
-                   path, "resnet50-trunc");
 #ifdef MEXD_HAVE_DNNL
-  if (ok && mexd_backend_kind(be) == MEXD_BACKEND_CPU && dtype == MEXD_DTYPE_F32 &&
-      !bb->cfg.is_vit && !bb->cfg.is_swin)
-    ok = setup_dnnl(bb, error);
+  if (ok && mexd_backend_kind(be) == MEXD_BACKEND_CPU && dtype == MEXD_DTYPE_F32)
+    ok = bb->cfg.is_vit || bb->cfg.is_swin ? setup_dnnl_linears(bb, error) : setup_dnnl(bb, error);
 #endif
   if (!ok) {
     mexd_backbone_free(bb);
@@ -664,6 +702,11 @@ MexdPrecision mexd_backbone_precision(const MexdBackbone *b)
   return b->precision;
 }
 
+gboolean mexd_backbone_bf16_supported(GError **error)
+{
+  return mexd_dnnl_check_bf16(error);
+}
+
 gboolean mexd_precision_parse(const char *name, MexdPrecision *out)
 {
   static const struct {
@@ -724,6 +767,26 @@ static MexdTensor *new_as(MexdTensor *like, int ndim, const int64_t *shape, GErr
   return mexd_tensor_new(like->backend, like->dtype, ndim, shape, error);
 }
 
+/* y = x·wᵀ + b, then the exact GELU when `gelu`: through oneDNN's matmul when the layer has one
+ * (dl), else the ops. */
+static MexdTensor *linear(MexdTensor *x, MexdTensor *w, MexdTensor *bias, MexdDnnlLinear *dl,
+                          gboolean gelu, GError **error)
+{
+#ifdef MEXD_HAVE_DNNL
+  if (dl) {
+    MexdTensor *y = new_as(x, 2, (int64_t[]){x->shape[0], w->shape[0]}, error);
+    if (y && !mexd_dnnl_linear_run(dl, mexd_tensor_host_data(x), x->shape[0],
+                                   mexd_tensor_host_data(y), error))
+      g_clear_pointer(&y, mexd_tensor_unref);
+    return y;
+  }
+#endif
+  MexdTensor *y = mexd_linear_new(x, w, bias, error);
+  if (y && gelu && !mexd_gelu(y, y, error))
+    g_clear_pointer(&y, mexd_tensor_unref);
+  return y;
+}
+
 /* Multi-head self-attention over `nb` sequences of T tokens, x [nb·T, D] → a new [nb·T, D]
  * (after the output projection): qkv, the scaled scores (+ bias [H, T·T] and + mask [nw, 1, T·T]
  * over groups of nw sequences, when given), softmax, the weighted values. */
@@ -732,7 +795,7 @@ static MexdTensor *mha(MexdTensor *x, const VitBlock *v, int64_t nb, int64_t T, 
 {
   const int64_t D = x->shape[1], dh = D / H;
   const float scale = (float)(1.0 / sqrt((double)dh));
-  g_autoptr(MexdTensor) qkv = mexd_linear_new(x, v->qkv_w, v->qkv_b, error);
+  g_autoptr(MexdTensor) qkv = linear(x, v->qkv_w, v->qkv_b, v->dl[0], FALSE, error);
   /* [nb, T, 3, D] → [3, nb, T, D]; then each of q, k, v [nb, T, H, dh] → [nb, H, T, dh] */
   g_autoptr(MexdTensor) qkv4 =
       qkv ? mexd_tensor_reshape(qkv, 4, (int64_t[]){nb, T, 3, D}, error) : NULL;
@@ -778,7 +841,7 @@ static MexdTensor *mha(MexdTensor *x, const VitBlock *v, int64_t nb, int64_t T, 
   if (!m4 || !mexd_permute(m4, o, (int[]){0, 2, 1, 3}, error))
     return NULL;
   g_autoptr(MexdTensor) m2 = mexd_tensor_reshape(m4, 2, (int64_t[]){nb * T, D}, error);
-  return m2 ? mexd_linear_new(m2, v->proj_w, v->proj_b, error) : NULL;
+  return m2 ? linear(m2, v->proj_w, v->proj_b, v->dl[1], FALSE, error) : NULL;
 }
 
 /* h += ls1 · attention(norm1(h)) for a ViT block (whole sequences of T tokens, no bias/mask). */
@@ -799,11 +862,11 @@ static gboolean mlp_block(MexdTensor *h, const VitBlock *v, float eps, GError **
   g_autoptr(MexdTensor) n2 = new_as(h, 2, h->shape, error);
   if (!n2 || !mexd_layernorm(n2, h, v->n2w, v->n2b, eps, error))
     return FALSE;
-  g_autoptr(MexdTensor) f1 = mexd_linear_new(n2, v->fc1_w, v->fc1_b, error);
-  if (!f1 || !mexd_gelu(f1, f1, error))
+  g_autoptr(MexdTensor) f1 = linear(n2, v->fc1_w, v->fc1_b, v->dl[2], TRUE, error);
+  if (!f1)
     return FALSE;
   g_clear_pointer(&n2, mexd_tensor_unref);
-  g_autoptr(MexdTensor) f2 = mexd_linear_new(f1, v->fc2_w, v->fc2_b, error);
+  g_autoptr(MexdTensor) f2 = linear(f1, v->fc2_w, v->fc2_b, v->dl[3], FALSE, error);
   return f2 && (!v->ls2 || mexd_mul(f2, f2, v->ls2, error)) && mexd_add(h, h, f2, error);
 }
 
@@ -995,7 +1058,7 @@ static MexdTensor *swin_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace
       g_autoptr(MexdTensor) nrm = ok ? new_as(h, 2, cat->shape, error) : NULL;
       if (!nrm || !mexd_layernorm(nrm, cat, b->merge_nw[st], b->merge_nb[st], eps, error))
         return NULL;
-      MexdTensor *next = mexd_linear_new(nrm, b->merge_w[st], NULL, error);
+      MexdTensor *next = linear(nrm, b->merge_w[st], NULL, b->merge_dl[st], FALSE, error);
       if (!next)
         return NULL;
       mexd_tensor_unref(h);

@@ -63,6 +63,9 @@ const char *mexd_precision_name(MexdPrecision p);
 MexdBackbone *mexd_backbone_load_precision(const char *path, MexdBackend *be,
                                            MexdPrecision precision, GError **error);
 MexdPrecision mexd_backbone_precision(const MexdBackbone *b);
+/* TRUE when precision=bf16 runs here (a build with oneDNN on a CPU with AVX512-BF16 or AMX),
+ * else FALSE with an error saying why. */
+gboolean mexd_backbone_bf16_supported(GError **error);
 
 /* Loads a backbone file onto `be` in `dtype` (MEXD_DTYPE_F32 or MEXD_DTYPE_F16; f16 needs a
  * backend with f16 storage; on the cpu backend f16 is the widening reference path). */

@@ -59,6 +59,10 @@ typedef struct {
   size_t scratch; /* bytes of user scratchpad */
 } MexdDnnlConv;
 
+/* TRUE when some outputs see nothing but padding (a padding ≥ the kernel's span), where
+ * oneDNN 2.6 gets a sum post-op wrong: mexd_dnnl_conv_init refuses `sum` there. */
+gboolean mexd_dnnl_conv_pad_degenerate(int pad_h, int pad_w, int64_t KH, int64_t KW, int dil_h,
+                                       int dil_w);
 gboolean mexd_dnnl_conv_init(MexdDnnlConv *c, const MexdDnnlConvDesc *d,
                              const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst,
                              GError **error);

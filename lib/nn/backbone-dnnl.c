@@ -577,4 +577,148 @@ gboolean mexd_dnnl_linear_run(MexdDnnlLinear *l, const float *x, int64_t M, floa
          mexd_dnnl_ok(dnnl_stream_wait(s), "a matmul", error);
 }
 
+/* ---- batched products (attention) ---- */
+
+struct _MexdDnnlBmm {
+  gboolean trans_b, bf16;
+  int64_t batch, M, K, N;
+  float scale;
+  dnnl_primitive_t prim, ra, rb;
+  dnnl_memory_t a, b, c, af, bf, sp;
+  void *abuf, *bbuf, *spbuf;
+};
+
+static void bmm_clear(MexdDnnlBmm *m)
+{
+  dnnl_primitive_t ps[] = {m->prim, m->ra, m->rb};
+  for (size_t i = 0; i < G_N_ELEMENTS(ps); i++)
+    if (ps[i])
+      dnnl_primitive_destroy(ps[i]);
+  dnnl_memory_t ms[] = {m->a, m->b, m->c, m->af, m->bf, m->sp};
+  for (size_t i = 0; i < G_N_ELEMENTS(ms); i++)
+    if (ms[i])
+      dnnl_memory_destroy(ms[i]);
+  g_free(m->abuf);
+  g_free(m->bbuf);
+  g_free(m->spbuf);
+  gboolean t = m->trans_b, bf = m->bf16;
+  memset(m, 0, sizeof *m);
+  m->trans_b = t;
+  m->bf16 = bf;
+}
+
+MexdDnnlBmm *mexd_dnnl_bmm_new(gboolean trans_b, gboolean bf16)
+{
+  MexdDnnlBmm *m = g_new0(MexdDnnlBmm, 1);
+  m->trans_b = trans_b;
+  m->bf16 = bf16;
+  return m;
+}
+
+void mexd_dnnl_bmm_free(MexdDnnlBmm *m)
+{
+  if (!m)
+    return;
+  bmm_clear(m);
+  g_free(m);
+}
+
+static gboolean bmm_build(MexdDnnlBmm *m, int64_t batch, int64_t M, int64_t K, int64_t N,
+                          float scale, GError **error)
+{
+  bmm_clear(m);
+  dnnl_engine_t eng = mexd_dnnl_engine(error);
+  if (!eng)
+    return FALSE;
+  const dnnl_data_type_t dt = m->bf16 ? dnnl_bf16 : dnnl_f32;
+  const dnnl_format_tag_t btag = m->trans_b ? dnnl_acb : dnnl_abc;
+  dnnl_memory_desc_t amd = mexd_dnnl_md(3, (int64_t[]){batch, M, K}, dt, dnnl_abc);
+  dnnl_memory_desc_t bmd = mexd_dnnl_md(3, (int64_t[]){batch, K, N}, dt, btag);
+  dnnl_memory_desc_t cmd = mexd_dnnl_md(3, (int64_t[]){batch, M, N}, dnnl_f32, dnnl_abc);
+  dnnl_matmul_desc_t md;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  size_t scratch = 0;
+  gboolean ok =
+      mexd_dnnl_ok(dnnl_matmul_desc_init(&md, &amd, &bmd, NULL, &cmd), "a matmul's descriptor",
+                   error) &&
+      mexd_dnnl_ok(dnnl_primitive_attr_create(&attr), "attributes", error) &&
+      mexd_dnnl_ok(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
+                   "scratchpad mode", error) &&
+      (scale == 1.0f ||
+       mexd_dnnl_ok(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &scale), "output scale",
+                    error)) &&
+      mexd_dnnl_ok(dnnl_primitive_desc_create(&pd, &md, attr, eng, NULL),
+                   "a batched matmul for these shapes", error);
+  if (ok) {
+    scratch = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
+    ok = mexd_dnnl_ok(dnnl_primitive_create(&m->prim, pd), "creating a matmul", error);
+  }
+  if (pd)
+    dnnl_primitive_desc_destroy(pd);
+  if (attr)
+    dnnl_primitive_attr_destroy(attr);
+  dnnl_memory_desc_t spmd = mexd_dnnl_md(1, (int64_t[]){(int64_t)MAX(scratch, 1)}, dnnl_u8, dnnl_x);
+  ok = ok && (m->spbuf = g_try_malloc(MAX(scratch, 1))) &&
+       mexd_dnnl_ok(dnnl_memory_create(&m->sp, &spmd, eng, m->spbuf), "memory", error) &&
+       mexd_dnnl_ok(dnnl_memory_create(&m->c, &cmd, eng, DNNL_MEMORY_NONE), "memory", error);
+  if (ok && m->bf16) {
+    dnnl_memory_desc_t afmd = mexd_dnnl_md(3, (int64_t[]){batch, M, K}, dnnl_f32, dnnl_abc);
+    dnnl_memory_desc_t bfmd = mexd_dnnl_md(3, (int64_t[]){batch, K, N}, dnnl_f32, btag);
+    ok = (m->abuf = g_try_malloc(dnnl_memory_desc_get_size(&amd))) &&
+         (m->bbuf = g_try_malloc(dnnl_memory_desc_get_size(&bmd))) &&
+         mexd_dnnl_ok(dnnl_memory_create(&m->a, &amd, eng, m->abuf), "memory", error) &&
+         mexd_dnnl_ok(dnnl_memory_create(&m->b, &bmd, eng, m->bbuf), "memory", error) &&
+         mexd_dnnl_ok(dnnl_memory_create(&m->af, &afmd, eng, DNNL_MEMORY_NONE), "memory", error) &&
+         mexd_dnnl_ok(dnnl_memory_create(&m->bf, &bfmd, eng, DNNL_MEMORY_NONE), "memory", error) &&
+         (m->ra = mexd_dnnl_reorder_new(&afmd, &amd, error)) &&
+         (m->rb = mexd_dnnl_reorder_new(&bfmd, &bmd, error));
+  } else if (ok) {
+    ok = mexd_dnnl_ok(dnnl_memory_create(&m->a, &amd, eng, DNNL_MEMORY_NONE), "memory", error) &&
+         mexd_dnnl_ok(dnnl_memory_create(&m->b, &bmd, eng, DNNL_MEMORY_NONE), "memory", error);
+  }
+  if (!ok) {
+    if (error && !*error)
+      mexd_fail(error, MEXD_ERROR_NO_MEMORY, "no memory for a batched matmul");
+    bmm_clear(m);
+    return FALSE;
+  }
+  m->batch = batch;
+  m->M = M;
+  m->K = K;
+  m->N = N;
+  m->scale = scale;
+  return TRUE;
+}
+
+gboolean mexd_dnnl_bmm_run(MexdDnnlBmm *m, const float *a, const float *b, float *c,
+                           int64_t batch, int64_t M, int64_t K, int64_t N, float scale,
+                           GError **error)
+{
+  if ((m->batch != batch || m->M != M || m->K != K || m->N != N || m->scale != scale) &&
+      !bmm_build(m, batch, M, K, N, scale, error))
+    return FALSE;
+  dnnl_stream_t s = mexd_dnnl_stream(error);
+  if (!s || !mexd_dnnl_ok(dnnl_memory_set_data_handle(m->c, c), "memory", error))
+    return FALSE;
+  if (m->bf16) {
+    dnnl_exec_arg_t ra[] = {{DNNL_ARG_FROM, m->af}, {DNNL_ARG_TO, m->a}};
+    dnnl_exec_arg_t rb[] = {{DNNL_ARG_FROM, m->bf}, {DNNL_ARG_TO, m->b}};
+    if (!mexd_dnnl_ok(dnnl_memory_set_data_handle(m->af, (void *)a), "memory", error) ||
+        !mexd_dnnl_ok(dnnl_memory_set_data_handle(m->bf, (void *)b), "memory", error) ||
+        !mexd_dnnl_ok(dnnl_primitive_execute(m->ra, s, 2, ra), "a reorder to bf16", error) ||
+        !mexd_dnnl_ok(dnnl_primitive_execute(m->rb, s, 2, rb), "a reorder to bf16", error))
+      return FALSE;
+  } else if (!mexd_dnnl_ok(dnnl_memory_set_data_handle(m->a, (void *)a), "memory", error) ||
+             !mexd_dnnl_ok(dnnl_memory_set_data_handle(m->b, (void *)b), "memory", error)) {
+    return FALSE;
+  }
+  dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, m->a},
+                            {DNNL_ARG_WEIGHTS, m->b},
+                            {DNNL_ARG_DST, m->c},
+                            {DNNL_ARG_SCRATCHPAD, m->sp}};
+  return mexd_dnnl_ok(dnnl_primitive_execute(m->prim, s, 4, args), "a batched matmul", error) &&
+         mexd_dnnl_ok(dnnl_stream_wait(s), "a batched matmul", error);
+}
+
 #endif

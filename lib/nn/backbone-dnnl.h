@@ -39,4 +39,16 @@ void mexd_dnnl_linear_free(MexdDnnlLinear *l);
 gboolean mexd_dnnl_linear_run(MexdDnnlLinear *l, const float *x, int64_t M, float *y,
                               GError **error);
 
+/* Batched products for the attention: c[i] = scale · a[i] · b[i] (b[i]ᵀ when trans_b) for i <
+ * batch, a [M, K], b [K, N] ([N, K] when trans_b), c [M, N], all f32 and contiguous; computed
+ * as mexd_dnnl_linear does (bf16 inputs, f32 accumulation, when bf16).  The primitive is kept
+ * for the last shape. */
+typedef struct _MexdDnnlBmm MexdDnnlBmm;
+
+MexdDnnlBmm *mexd_dnnl_bmm_new(gboolean trans_b, gboolean bf16);
+void mexd_dnnl_bmm_free(MexdDnnlBmm *m);
+gboolean mexd_dnnl_bmm_run(MexdDnnlBmm *m, const float *a, const float *b, float *c,
+                           int64_t batch, int64_t M, int64_t K, int64_t N, float scale,
+                           GError **error);
+
 G_END_DECLS

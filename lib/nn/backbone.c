@@ -34,6 +34,7 @@ typedef struct {
   MexdTensor *n1w, *n1b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ls1;
   MexdTensor *n2w, *n2b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ls2;
   MexdDnnlLinear *dl[4]; /* oneDNN's qkv, proj, fc1 (+ GELU), fc2 when it runs them, else NULL */
+  MexdDnnlBmm *bmm[2];   /* and the attention's q·kᵀ and att·v */
 } VitBlock;
 
 /* What a Swin block adds to a ViT block: its window, shift, relative position bias expanded to
@@ -104,6 +105,8 @@ static void vit_clear(MexdBackbone *b)
 #ifdef MEXD_HAVE_DNNL
     for (int j = 0; j < 4; j++)
       g_clear_pointer(&v->dl[j], mexd_dnnl_linear_free);
+    for (int j = 0; j < 2; j++)
+      g_clear_pointer(&v->bmm[j], mexd_dnnl_bmm_free);
 #endif
   }
   g_clear_pointer(&b->vit, g_free);
@@ -595,6 +598,8 @@ static gboolean setup_dnnl_linears(MexdBackbone *bb, GError **error)
     VitBlock *vb = &bb->vit[i];
     MexdTensor *w[4] = {vb->qkv_w, vb->proj_w, vb->fc1_w, vb->fc2_w};
     MexdTensor *b[4] = {vb->qkv_b, vb->proj_b, vb->fc1_b, vb->fc2_b};
+    vb->bmm[0] = mexd_dnnl_bmm_new(TRUE, bf16);
+    vb->bmm[1] = mexd_dnnl_bmm_new(FALSE, bf16);
     for (int j = 0; j < 4; j++)
       if (!(vb->dl[j] = mexd_dnnl_linear_new(mexd_tensor_host_data(w[j]), host_or_null(b[j]),
                                              w[j]->shape[0], w[j]->shape[1], j == 2, bf16,
@@ -787,6 +792,20 @@ static MexdTensor *linear(MexdTensor *x, MexdTensor *w, MexdTensor *bias, MexdDn
   return y;
 }
 
+/* The attention's batched products c = a·b (gp: bᵀ, scale): through oneDNN when the block has
+ * its matmuls (v->bmm[which]), else mexd_gemm. */
+static gboolean bmm(const VitBlock *v, int which, MexdTensor *c, MexdTensor *a, MexdTensor *b,
+                    const MexdGemmParams *gp, GError **error)
+{
+#ifdef MEXD_HAVE_DNNL
+  if (v->bmm[which])
+    return mexd_dnnl_bmm_run(v->bmm[which], mexd_tensor_host_data(a), mexd_tensor_host_data(b),
+                             mexd_tensor_host_data(c), a->shape[0], a->shape[1], a->shape[2],
+                             c->shape[2], gp ? gp->alpha : 1.0f, error);
+#endif
+  return mexd_gemm(c, a, b, NULL, gp, error);
+}
+
 /* Multi-head self-attention over `nb` sequences of T tokens, x [nb·T, D] → a new [nb·T, D]
  * (after the output projection): qkv, the scaled scores (+ bias [H, T·T] and + mask [nw, 1, T·T]
  * over groups of nw sequences, when given), softmax, the weighted values. */
@@ -823,7 +842,7 @@ static MexdTensor *mha(MexdTensor *x, const VitBlock *v, int64_t nb, int64_t T, 
   g_clear_pointer(&s3, mexd_tensor_unref);
   g_autoptr(MexdTensor) att = new_as(x, 3, (int64_t[]){nb * H, T, T}, error);
   MexdGemmParams gp = {FALSE, TRUE, scale, 0.0f};
-  if (!att || !mexd_gemm(att, q, k, NULL, &gp, error))
+  if (!att || !bmm(v, 0, att, q, k, &gp, error))
     return NULL;
   if (bias || mask) {
     g_autoptr(MexdTensor) a4 =
@@ -835,7 +854,7 @@ static MexdTensor *mha(MexdTensor *x, const VitBlock *v, int64_t nb, int64_t T, 
     return NULL;
   g_autoptr(MexdTensor) o = new_as(x, 4, (int64_t[]){nb, H, T, dh}, error);
   g_autoptr(MexdTensor) o3 = o ? mexd_tensor_reshape(o, 3, (int64_t[]){nb * H, T, dh}, error) : NULL;
-  if (!o3 || !mexd_gemm(o3, att, vv, NULL, NULL, error))
+  if (!o3 || !bmm(v, 1, o3, att, vv, NULL, error))
     return NULL;
   g_autoptr(MexdTensor) m4 = new_as(x, 4, (int64_t[]){nb, T, H, dh}, error);
   if (!m4 || !mexd_permute(m4, o, (int[]){0, 2, 1, 3}, error))

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""torch_backbone.py [--arch A] [--batch B] [--reps R] [--device cpu|cuda] [--fp16] [--save F]:
+"""torch_backbone.py [--arch A] [--batch B] [--reps R] [--device cpu|cuda] [--fp16 | --bf16] [--save F]:
 the PyTorch figure beside `mexd bench backbone` (docs/PERFORMANCE.md), random weights, the same
 preprocessing (8-bit 256² tiles / 255, antialiased bilinear resize to 224², normalisation), eval
 mode, no autograd.  A: resnet50-trunc (torchvision's resnet50() through layer3 + average pooling),
@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fp16", action="store_true")
+    ap.add_argument("--bf16", action="store_true",
+                    help="torch.autocast('cpu', dtype=torch.bfloat16) around the network (fp32 weights)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
     ap.add_argument("--channels-last", action="store_true", help="NHWC memory format (convolutions)")
     a = ap.parse_args()
@@ -66,7 +68,11 @@ def main():
             h = ((h - 0.45) / 0.22).to(dt)
             if a.channels_last:
                 h = h.contiguous(memory_format=torch.channels_last)
-            f = net(h)
+            if a.bf16:
+                with torch.autocast(dev.type, dtype=torch.bfloat16):
+                    f = net(h).float()
+            else:
+                f = net(h)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             return f
@@ -80,7 +86,7 @@ def main():
     ts.sort()
     med = ts[len(ts) // 2]
     print(json.dumps({"bench": "torch_backbone", "arch": a.arch, "torch": torch.__version__, "device": str(dev),
-                      "precision": "fp16" if a.fp16 else "fp32", "batch": a.batch,
+                      "precision": "fp16" if a.fp16 else "bf16" if a.bf16 else "fp32", "batch": a.batch,
                       "channels_last": a.channels_last,
                       "ms_per_batch": round(med * 1e3, 2), "images_per_s": round(a.batch / med, 1)}))
 

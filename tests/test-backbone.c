@@ -210,6 +210,15 @@ static void test_net(gconstpointer data)
   g_autofree float *again = g_new(float, B * D);
   g_assert_true(mexd_backbone_embed(bb, px, B, T, T, again, NULL, &error));
   g_assert_cmpmem(again, sizeof(float) * B * D, feats, sizeof(float) * B * D);
+  /* other batch sizes in between (the cpu's oneDNN plans are made per batch size, the two most
+   * recent kept): the first tile alone, the first B−1, then the whole batch again */
+  g_autofree float *part = g_new(float, B * D);
+  for (int64_t nb2 = 1; nb2 <= B; nb2 += MAX(B - 2, (int64_t)1)) {
+    g_assert_true(mexd_backbone_embed(bb, px, nb2, T, T, part, NULL, &error));
+    g_assert_no_error(error);
+    g_autofree char *w2 = g_strdup_printf("features of the first %" G_GINT64_FORMAT " tiles", nb2);
+    mexd_test_assert_close(w2, part, nb2 * D, feats, nb2 * D, tol);
+  }
 }
 
 static void expect_error(GError *error, int code, const char *needle, const char *what)

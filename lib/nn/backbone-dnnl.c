@@ -1,6 +1,7 @@
 /* backbone-dnnl.c: the ResNet trunk as one oneDNN plan (backbone-dnnl.h).
  *
- * A plan is made per batch size (the first forward of a size; a new size replaces it): every
+ * A plan is made per batch size (the first forward of a size; the two most recent sizes are
+ * kept, so a slide's last partial batch does not cost two rebuilds): every
  * convolution with bias (the folded batch norm) and its ReLU as a post-op; a bottleneck's
  * residual add + ReLU fused into its last convolution (sum post-op: the downsample convolution,
  * or the block's input itself, is already in the output buffer); the stem's max-pool; the global
@@ -51,7 +52,7 @@ typedef struct {
   int arena; /* -1: not in an arena */
 } Act;
 
-struct _MexdResnetDnnl {
+typedef struct {
   MexdDnnlConvW stem, *blocks;
   int n_blocks, layer_blocks[3], input_size;
   gboolean bf16;
@@ -63,9 +64,19 @@ struct _MexdResnetDnnl {
   size_t arena_size[N_AR], scratch_size;
   void *scratch;
   dnnl_memory_t scratch_mem, in_user, out_user;
+  guint64 used; /* when it last ran, for keeping the most recent plans */
+} Trunk;
+
+/* Plans for the two most recent batch sizes (a slide's last, partial batch would otherwise
+ * rebuild the plan twice per slide: ~0.3 s of weight reorders each time). */
+#define N_PLANS 2
+
+struct _MexdResnetDnnl {
+  Trunk plan[N_PLANS];
+  guint64 clock;
 };
 
-static void plan_clear(MexdResnetDnnl *r)
+static void plan_clear(Trunk *r)
 {
   if (r->prims)
     for (guint i = 0; i < r->prims->len; i++)
@@ -87,13 +98,21 @@ static void plan_clear(MexdResnetDnnl *r)
   r->B = 0;
 }
 
-void mexd_resnet_dnnl_free(MexdResnetDnnl *r)
+static void trunk_free(Trunk *r)
 {
-  if (!r)
-    return;
   plan_clear(r);
   g_free(r->blocks);
-  g_free(r);
+}
+
+static void trunk_init(Trunk *r, const MexdDnnlConvW *stem, const MexdDnnlConvW *blocks,
+                       int n_blocks, const int layer_blocks[3], int input_size, gboolean bf16)
+{
+  r->stem = *stem;
+  r->blocks = g_memdup2(blocks, sizeof *blocks * 4 * (gsize)n_blocks);
+  r->n_blocks = n_blocks;
+  memcpy(r->layer_blocks, layer_blocks, sizeof r->layer_blocks);
+  r->input_size = input_size;
+  r->bf16 = bf16;
 }
 
 MexdResnetDnnl *mexd_resnet_dnnl_new(const MexdDnnlConvW *stem, const MexdDnnlConvW *blocks,
@@ -102,19 +121,24 @@ MexdResnetDnnl *mexd_resnet_dnnl_new(const MexdDnnlConvW *stem, const MexdDnnlCo
 {
   if (!mexd_dnnl_engine(error) || (bf16 && !mexd_dnnl_check_bf16(error)))
     return NULL;
-  MexdResnetDnnl *r = g_new0(MexdResnetDnnl, 1);
-  r->stem = *stem;
-  r->blocks = g_memdup2(blocks, sizeof *blocks * 4 * (gsize)n_blocks);
-  r->n_blocks = n_blocks;
-  memcpy(r->layer_blocks, layer_blocks, sizeof r->layer_blocks);
-  r->input_size = input_size;
-  r->bf16 = bf16;
-  return r;
+  MexdResnetDnnl *rd = g_new0(MexdResnetDnnl, 1);
+  for (int i = 0; i < N_PLANS; i++)
+    trunk_init(&rd->plan[i], stem, blocks, n_blocks, layer_blocks, input_size, bf16);
+  return rd;
+}
+
+void mexd_resnet_dnnl_free(MexdResnetDnnl *rd)
+{
+  if (!rd)
+    return;
+  for (int i = 0; i < N_PLANS; i++)
+    trunk_free(&rd->plan[i]);
+  g_free(rd);
 }
 
 /* ---- building a plan ---- */
 
-static dnnl_memory_t new_mem(MexdResnetDnnl *r, const dnnl_memory_desc_t *md, void *handle,
+static dnnl_memory_t new_mem(Trunk *r, const dnnl_memory_desc_t *md, void *handle,
                              GError **error)
 {
   dnnl_memory_t m = NULL;
@@ -125,7 +149,7 @@ static dnnl_memory_t new_mem(MexdResnetDnnl *r, const dnnl_memory_desc_t *md, vo
 }
 
 /* A memory of `md` in arena `arena` (its handle is set once the arenas are allocated). */
-static gboolean arena_act(MexdResnetDnnl *r, const dnnl_memory_desc_t *md, int arena, Act *out,
+static gboolean arena_act(Trunk *r, const dnnl_memory_desc_t *md, int arena, Act *out,
                           GError **error)
 {
   dnnl_memory_t m = new_mem(r, md, DNNL_MEMORY_NONE, error);
@@ -138,7 +162,7 @@ static gboolean arena_act(MexdResnetDnnl *r, const dnnl_memory_desc_t *md, int a
   return TRUE;
 }
 
-static void add_step(MexdResnetDnnl *r, dnnl_primitive_t prim, int nargs,
+static void add_step(Trunk *r, dnnl_primitive_t prim, int nargs,
                      const dnnl_exec_arg_t *args)
 {
   Step s = {.prim = prim, .nargs = nargs};
@@ -146,7 +170,7 @@ static void add_step(MexdResnetDnnl *r, dnnl_primitive_t prim, int nargs,
   g_array_append_val(r->steps, s);
 }
 
-static gboolean add_prim(MexdResnetDnnl *r, dnnl_primitive_t p)
+static gboolean add_prim(Trunk *r, dnnl_primitive_t p)
 {
   if (p)
     g_ptr_array_add(r->prims, p);
@@ -154,7 +178,7 @@ static gboolean add_prim(MexdResnetDnnl *r, dnnl_primitive_t p)
 }
 
 /* x in layout `want` (a reorder into arena `arena` when it is not). */
-static gboolean as_md(MexdResnetDnnl *r, const Act *x, const dnnl_memory_desc_t *want, int arena,
+static gboolean as_md(Trunk *r, const Act *x, const dnnl_memory_desc_t *want, int arena,
                       Act *out, GError **error)
 {
   if (dnnl_memory_desc_equal(&x->md, want)) {
@@ -174,7 +198,7 @@ typedef struct {
   dnnl_memory_t wei, bias;
 } PlanConv;
 
-static gboolean init_conv(MexdResnetDnnl *r, PlanConv *pc, const MexdDnnlConvW *cw,
+static gboolean init_conv(Trunk *r, PlanConv *pc, const MexdDnnlConvW *cw,
                           const dnnl_memory_desc_t *x, gboolean relu, gboolean sum,
                           const dnnl_memory_desc_t *dst, GError **error)
 {
@@ -197,7 +221,7 @@ static gboolean init_conv(MexdResnetDnnl *r, PlanConv *pc, const MexdDnnlConvW *
 }
 
 /* The step of pc: x (reordered to its layout in AR_TMP if needed) → y. */
-static gboolean emit_conv(MexdResnetDnnl *r, PlanConv *pc, const Act *x, const Act *y,
+static gboolean emit_conv(Trunk *r, PlanConv *pc, const Act *x, const Act *y,
                           GError **error)
 {
   Act xs;
@@ -213,7 +237,7 @@ static gboolean emit_conv(MexdResnetDnnl *r, PlanConv *pc, const Act *x, const A
 }
 
 /* A new activation: conv(x) into arena `arena`. */
-static gboolean conv_step(MexdResnetDnnl *r, const MexdDnnlConvW *cw, const Act *x,
+static gboolean conv_step(Trunk *r, const MexdDnnlConvW *cw, const Act *x,
                           gboolean relu, int arena, Act *y, GError **error)
 {
   PlanConv pc;
@@ -222,7 +246,7 @@ static gboolean conv_step(MexdResnetDnnl *r, const MexdDnnlConvW *cw, const Act 
 }
 
 /* A trace point: x as NCHW f32 under `name`. */
-static gboolean trace_step(MexdResnetDnnl *r, const Act *x, const char *name, GError **error)
+static gboolean trace_step(Trunk *r, const Act *x, const char *name, GError **error)
 {
   dnnl_memory_desc_t md = mexd_dnnl_md(4, x->md.dims, dnnl_f32, dnnl_nchw);
   dnnl_primitive_t p = mexd_dnnl_reorder_new(&x->md, &md, error);
@@ -237,7 +261,7 @@ static gboolean trace_step(MexdResnetDnnl *r, const Act *x, const char *name, GE
   return TRUE;
 }
 
-static gboolean bottleneck(MexdResnetDnnl *r, const MexdDnnlConvW *cw, Act *x, GError **error)
+static gboolean bottleneck(Trunk *r, const MexdDnnlConvW *cw, Act *x, GError **error)
 {
   Act t1, t2, y;
   if (!conv_step(r, &cw[0], x, TRUE, AR_T1, &t1, error) ||
@@ -264,7 +288,7 @@ static gboolean bottleneck(MexdResnetDnnl *r, const MexdDnnlConvW *cw, Act *x, G
   return TRUE;
 }
 
-static gboolean build(MexdResnetDnnl *r, int64_t B, GError **error)
+static gboolean build(Trunk *r, int64_t B, GError **error)
 {
   plan_clear(r);
   r->prims = g_ptr_array_new();
@@ -394,9 +418,15 @@ static gboolean build(MexdResnetDnnl *r, int64_t B, GError **error)
   return TRUE;
 }
 
-gboolean mexd_resnet_dnnl_forward(MexdResnetDnnl *r, const float *x, int64_t B, float *out,
+gboolean mexd_resnet_dnnl_forward(MexdResnetDnnl *rd, const float *x, int64_t B, float *out,
                                   MexdTrace *trace, MexdBackend *be, GError **error)
 {
+  /* the plan for B, else the least recently used one rebuilt for B */
+  Trunk *r = &rd->plan[0];
+  for (int i = 0; i < N_PLANS; i++)
+    if (rd->plan[i].B == B || (r->B != B && rd->plan[i].used < r->used))
+      r = &rd->plan[i];
+  r->used = ++rd->clock;
   if (r->B != B && !build(r, B, error)) {
     plan_clear(r);
     return FALSE;

@@ -6,12 +6,14 @@
  *   backbone's) own their buffers and are used by one thread at a time, as a backbone is.
  * - Every primitive takes its scratchpad from the caller (dnnl_scratchpad_mode_user): a plan
  *   shares one scratchpad among all its primitives instead of oneDNN keeping one per primitive.
- * - The fused ReLU has a slope of FLT_TRUE_MIN (1.4e-45) below zero instead of 0: oneDNN's
- *   ReLU with slope 0 is max(x, 0), which turns NaN into 0, so a backbone whose activations
- *   overflow (inf − inf) would give finite, meaningless features; with a slope it is
- *   x > 0 ? x : slope·x, which keeps NaN as PyTorch's ReLU does and the features' finiteness
- *   check (backbone.c) sees it (tests/tools-trust.sh).  Negative inputs become −0 or a
- *   denormal of at most 1.4e-45·|x|: nothing a feature can see.
+ * - The fused ReLU has a slope of 1e-20 below zero instead of 0: oneDNN's ReLU with slope 0 is
+ *   max(x, 0), which turns NaN into 0, so a backbone whose activations overflow (inf − inf)
+ *   would give finite, meaningless features; with a slope it is x > 0 ? x : slope·x, which
+ *   keeps NaN as PyTorch's ReLU does, and the features' finiteness check (backbone.c) sees it
+ *   (tests/tools-trust.sh).  Why 1e-20: a negative input's contribution downstream is 1e-20 of
+ *   what it was, far below f32 rounding; and it stays a normal number (a slope of 1e-45 made
+ *   nearly every negative activation a denormal, and the next convolutions ran 80× slower on
+ *   denormal operands).
  * - bf16 needs AVX512-BF16 (or AMX): oneDNN would otherwise emulate it (slower than f32) or
  *   refuse; we refuse with a message instead. */
 #include "backend/dnnl.h"
@@ -20,10 +22,11 @@
 
 #include "core/error.h"
 
-#include <float.h>
 #include <string.h>
 
 #ifdef MEXD_HAVE_DNNL
+
+#define MEXD_DNNL_RELU_SLOPE 1e-20f
 
 static dnnl_engine_t g_engine;
 static dnnl_stream_t g_stream;
@@ -179,7 +182,7 @@ gboolean mexd_dnnl_conv_init(MexdDnnlConv *c, const MexdDnnlConvDesc *d,
                 mexd_dnnl_ok(dnnl_post_ops_create(&po), "post-ops", error) &&
                 (!d->sum || mexd_dnnl_ok(dnnl_post_ops_append_sum(po, 1.0f), "sum post-op", error)) &&
                 (!d->relu || mexd_dnnl_ok(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu,
-                                                                       FLT_TRUE_MIN, 0.0f),
+                                                                       MEXD_DNNL_RELU_SLOPE, 0.0f),
                                           "ReLU post-op", error)) &&
                 mexd_dnnl_ok(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", error) &&
                 mexd_dnnl_ok(dnnl_primitive_desc_create(&pd, &cd, attr, eng, NULL),

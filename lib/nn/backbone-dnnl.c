@@ -458,6 +458,44 @@ gboolean mexd_resnet_dnnl_forward(MexdResnetDnnl *rd, const float *x, int64_t B,
 
 /* ---- linear layers (ViT, CTransPath) ---- */
 
+/* The bf16 copies of the inputs and the scratchpads of the linear layers and batched products
+ * live in one growable buffer per thread, shared by all layers (each run waits for its
+ * primitive): kept per layer they were 3 GB for a ViT-B/16 at batch 64. */
+typedef struct {
+  void *p;
+  size_t size;
+} Stage;
+
+static void stage_free(gpointer data)
+{
+  Stage *st = data;
+  g_free(st->p);
+  g_free(st);
+}
+
+static GPrivate stage_key = G_PRIVATE_INIT(stage_free);
+
+#define ALIGN64(n) (((n) + 63) & ~(size_t)63)
+
+/* The thread's staging buffer, at least n bytes. */
+static char *stage_get(size_t n, GError **error)
+{
+  Stage *st = g_private_get(&stage_key);
+  if (!st) {
+    st = g_new0(Stage, 1);
+    g_private_set(&stage_key, st);
+  }
+  if (st->size < n) {
+    g_free(st->p);
+    st->size = 0;
+    if (!(st->p = g_try_malloc(n)))
+      return mexd_fail_null(error, MEXD_ERROR_NO_MEMORY,
+                            "cannot allocate %zu bytes of oneDNN staging memory", n);
+    st->size = n;
+  }
+  return st->p;
+}
+
 struct _MexdDnnlLinear {
   const float *w, *b;
   int64_t N, K;
@@ -466,7 +504,7 @@ struct _MexdDnnlLinear {
   int64_t M;
   dnnl_primitive_t prim, to_bf16;
   dnnl_memory_t wei, bias, src, dst, src_f32, scratch_mem;
-  void *src_buf, *scratch;
+  size_t src_size, scratch_size; /* bytes of the staging buffer: bf16 input, scratchpad */
 };
 
 static void linear_clear(MexdDnnlLinear *l)
@@ -479,11 +517,9 @@ static void linear_clear(MexdDnnlLinear *l)
   for (size_t i = 0; i < G_N_ELEMENTS(ms); i++)
     if (ms[i])
       dnnl_memory_destroy(ms[i]);
-  g_free(l->src_buf);
-  g_free(l->scratch);
   l->prim = l->to_bf16 = NULL;
   l->wei = l->bias = l->src = l->dst = l->src_f32 = l->scratch_mem = NULL;
-  l->src_buf = l->scratch = NULL;
+  l->src_size = l->scratch_size = 0;
   l->M = 0;
 }
 
@@ -556,14 +592,14 @@ static gboolean linear_build(MexdDnnlLinear *l, int64_t M, GError **error)
        (!l->b || mexd_dnnl_ok(dnnl_memory_create(&l->bias, &bmd, eng, (void *)l->b), "memory",
                               error)) &&
        mexd_dnnl_ok(dnnl_memory_create(&l->dst, &dmd, eng, DNNL_MEMORY_NONE), "memory", error) &&
-       (l->scratch = g_try_malloc(MAX(scratch, 1))) &&
-       mexd_dnnl_ok(dnnl_memory_create(&l->scratch_mem, &spmd, eng, l->scratch), "memory",
+       mexd_dnnl_ok(dnnl_memory_create(&l->scratch_mem, &spmd, eng, DNNL_MEMORY_NONE), "memory",
                     error);
+  l->scratch_size = ALIGN64(MAX(scratch, 1));
   if (ok && l->bf16) {
     /* x → bf16 in a buffer of the layer's own */
     dnnl_memory_desc_t fmd = mexd_dnnl_md(2, (int64_t[]){M, l->K}, dnnl_f32, dnnl_ab);
-    ok = (l->src_buf = g_try_malloc(dnnl_memory_desc_get_size(&smd))) &&
-         mexd_dnnl_ok(dnnl_memory_create(&l->src, &smd, eng, l->src_buf), "memory", error) &&
+    l->src_size = ALIGN64(dnnl_memory_desc_get_size(&smd));
+    ok = mexd_dnnl_ok(dnnl_memory_create(&l->src, &smd, eng, DNNL_MEMORY_NONE), "memory", error) &&
          mexd_dnnl_ok(dnnl_memory_create(&l->src_f32, &fmd, eng, DNNL_MEMORY_NONE), "memory",
                       error) &&
          (l->to_bf16 = mexd_dnnl_reorder_new(&fmd, &smd, error)) != NULL;
@@ -587,7 +623,11 @@ gboolean mexd_dnnl_linear_run(MexdDnnlLinear *l, const float *x, int64_t M, floa
   if (l->M != M && !linear_build(l, M, error))
     return FALSE;
   dnnl_stream_t s = mexd_dnnl_stream(error);
-  if (!s || !mexd_dnnl_ok(dnnl_memory_set_data_handle(l->dst, y), "memory", error))
+  char *stage = s ? stage_get(l->src_size + l->scratch_size, error) : NULL;
+  if (!stage || !mexd_dnnl_ok(dnnl_memory_set_data_handle(l->dst, y), "memory", error) ||
+      !mexd_dnnl_ok(dnnl_memory_set_data_handle(l->scratch_mem, stage + l->src_size), "memory",
+                    error) ||
+      (l->bf16 && !mexd_dnnl_ok(dnnl_memory_set_data_handle(l->src, stage), "memory", error)))
     return FALSE;
   if (l->bf16) {
     dnnl_exec_arg_t ra[] = {{DNNL_ARG_FROM, l->src_f32}, {DNNL_ARG_TO, l->src}};
@@ -615,7 +655,7 @@ struct _MexdDnnlBmm {
   float scale;
   dnnl_primitive_t prim, ra, rb;
   dnnl_memory_t a, b, c, af, bf, sp;
-  void *abuf, *bbuf, *spbuf;
+  size_t asize, bsize, spsize; /* bytes of the staging buffer: bf16 a, bf16 b, scratchpad */
 };
 
 static void bmm_clear(MexdDnnlBmm *m)
@@ -628,9 +668,6 @@ static void bmm_clear(MexdDnnlBmm *m)
   for (size_t i = 0; i < G_N_ELEMENTS(ms); i++)
     if (ms[i])
       dnnl_memory_destroy(ms[i]);
-  g_free(m->abuf);
-  g_free(m->bbuf);
-  g_free(m->spbuf);
   gboolean t = m->trans_b, bf = m->bf16;
   memset(m, 0, sizeof *m);
   m->trans_b = t;
@@ -689,16 +726,16 @@ static gboolean bmm_build(MexdDnnlBmm *m, int64_t batch, int64_t M, int64_t K, i
   if (attr)
     dnnl_primitive_attr_destroy(attr);
   dnnl_memory_desc_t spmd = mexd_dnnl_md(1, (int64_t[]){(int64_t)MAX(scratch, 1)}, dnnl_u8, dnnl_x);
-  ok = ok && (m->spbuf = g_try_malloc(MAX(scratch, 1))) &&
-       mexd_dnnl_ok(dnnl_memory_create(&m->sp, &spmd, eng, m->spbuf), "memory", error) &&
+  m->spsize = ALIGN64(MAX(scratch, 1));
+  ok = ok && mexd_dnnl_ok(dnnl_memory_create(&m->sp, &spmd, eng, DNNL_MEMORY_NONE), "memory", error) &&
        mexd_dnnl_ok(dnnl_memory_create(&m->c, &cmd, eng, DNNL_MEMORY_NONE), "memory", error);
   if (ok && m->bf16) {
     dnnl_memory_desc_t afmd = mexd_dnnl_md(3, (int64_t[]){batch, M, K}, dnnl_f32, dnnl_abc);
     dnnl_memory_desc_t bfmd = mexd_dnnl_md(3, (int64_t[]){batch, K, N}, dnnl_f32, btag);
-    ok = (m->abuf = g_try_malloc(dnnl_memory_desc_get_size(&amd))) &&
-         (m->bbuf = g_try_malloc(dnnl_memory_desc_get_size(&bmd))) &&
-         mexd_dnnl_ok(dnnl_memory_create(&m->a, &amd, eng, m->abuf), "memory", error) &&
-         mexd_dnnl_ok(dnnl_memory_create(&m->b, &bmd, eng, m->bbuf), "memory", error) &&
+    m->asize = ALIGN64(dnnl_memory_desc_get_size(&amd));
+    m->bsize = ALIGN64(dnnl_memory_desc_get_size(&bmd));
+    ok = mexd_dnnl_ok(dnnl_memory_create(&m->a, &amd, eng, DNNL_MEMORY_NONE), "memory", error) &&
+         mexd_dnnl_ok(dnnl_memory_create(&m->b, &bmd, eng, DNNL_MEMORY_NONE), "memory", error) &&
          mexd_dnnl_ok(dnnl_memory_create(&m->af, &afmd, eng, DNNL_MEMORY_NONE), "memory", error) &&
          mexd_dnnl_ok(dnnl_memory_create(&m->bf, &bfmd, eng, DNNL_MEMORY_NONE), "memory", error) &&
          (m->ra = mexd_dnnl_reorder_new(&afmd, &amd, error)) &&
@@ -729,9 +766,15 @@ gboolean mexd_dnnl_bmm_run(MexdDnnlBmm *m, const float *a, const float *b, float
       !bmm_build(m, batch, M, K, N, scale, error))
     return FALSE;
   dnnl_stream_t s = mexd_dnnl_stream(error);
-  if (!s || !mexd_dnnl_ok(dnnl_memory_set_data_handle(m->c, c), "memory", error))
+  char *stage = s ? stage_get(m->asize + m->bsize + m->spsize, error) : NULL;
+  if (!stage || !mexd_dnnl_ok(dnnl_memory_set_data_handle(m->c, c), "memory", error) ||
+      !mexd_dnnl_ok(dnnl_memory_set_data_handle(m->sp, stage + m->asize + m->bsize), "memory",
+                    error))
     return FALSE;
   if (m->bf16) {
+    if (!mexd_dnnl_ok(dnnl_memory_set_data_handle(m->a, stage), "memory", error) ||
+        !mexd_dnnl_ok(dnnl_memory_set_data_handle(m->b, stage + m->asize), "memory", error))
+      return FALSE;
     dnnl_exec_arg_t ra[] = {{DNNL_ARG_FROM, m->af}, {DNNL_ARG_TO, m->a}};
     dnnl_exec_arg_t rb[] = {{DNNL_ARG_FROM, m->bf}, {DNNL_ARG_TO, m->b}};
     if (!mexd_dnnl_ok(dnnl_memory_set_data_handle(m->af, (void *)a), "memory", error) ||

@@ -10,7 +10,9 @@
  * backbone's output dimension, NNStreamer's caps) carrying the tile's #GstMexdTileMeta and
  * timestamps.  The tile may be any size: the backbone's preprocessing resizes it (antialiased
  * bilinear) to its input size and normalises it with the model file's mean and std.
- * `precision` is `fp32` (default) or `fp16` (fp32 accumulation).
+ * `precision` is `fp32` (default), `fp16` (fp32 accumulation; on the cpu backend it runs as
+ * bf16, as the cpu has no fast fp16) or `bf16` (cpu backend only: oneDNN with AVX512-BF16/AMX;
+ * refused on a Vulkan device or a CPU without bf16).
  *
  * Errors: a backbone file that cannot be loaded, a batch that does not fit in memory (lower
  * `batch-size`) and a failing device are resource errors; a next element that does not take the
@@ -76,7 +78,9 @@ GType gst_mexd_precision_get_type(void)
   static GType type = 0;
   static const GEnumValue values[] = {
       {GST_MEXD_PRECISION_FP32, "32-bit floats", "fp32"},
-      {GST_MEXD_PRECISION_FP16, "16-bit floats (fp32 accumulation)", "fp16"},
+      {GST_MEXD_PRECISION_FP16, "16-bit floats (fp32 accumulation; bf16 on the cpu)", "fp16"},
+      {GST_MEXD_PRECISION_BF16, "bfloat16 on the cpu (oneDNN, AVX512-BF16/AMX; fp32 accumulation)",
+       "bf16"},
       {0, NULL, NULL},
   };
   if (g_once_init_enter(&type)) {
@@ -112,11 +116,13 @@ static gboolean gst_mexd_embed_start(GstBaseTransform *bt)
                       (NULL));
     return FALSE;
   }
-  MexdDType dtype = self->precision == GST_MEXD_PRECISION_FP16 ? MEXD_DTYPE_F16 : MEXD_DTYPE_F32;
+  const MexdPrecision prec = self->precision == GST_MEXD_PRECISION_FP16   ? MEXD_PRECISION_FP16
+                             : self->precision == GST_MEXD_PRECISION_BF16 ? MEXD_PRECISION_BF16
+                                                                          : MEXD_PRECISION_FP32;
   g_autoptr(GError) error = NULL;
   self->be = gst_mexd_device_acquire(GST_ELEMENT(self), self->device, &self->shared, &error);
   if (self->be)
-    self->bb = mexd_backbone_load(self->model, self->be, dtype, &error);
+    self->bb = mexd_backbone_load_precision(self->model, self->be, prec, &error);
   if (!self->bb) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Cannot load the backbone: %s", error->message),
                       (NULL));
@@ -452,7 +458,9 @@ static void gst_mexd_embed_class_init(GstMexdEmbedClass *klass)
                           NULL, rw));
   g_object_class_install_property(
       oc, PROP_PRECISION,
-      g_param_spec_enum("precision", "Precision", "fp32 or fp16 (fp32 accumulation)",
+      g_param_spec_enum("precision", "Precision",
+                        "fp32, fp16 (fp32 accumulation; runs as bf16 on the cpu backend) or bf16 "
+                        "(cpu backend only)",
                         GST_TYPE_MEXD_PRECISION, GST_MEXD_PRECISION_FP32, rw));
   gst_type_mark_as_plugin_api(GST_TYPE_MEXD_PRECISION, 0);
   g_object_class_install_property(oc, PROP_BATCH_SIZE,

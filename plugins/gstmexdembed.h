@@ -12,6 +12,7 @@ G_DECLARE_FINAL_TYPE(GstMexdEmbed, gst_mexd_embed, GST, MEXD_EMBED, GstBaseTrans
 typedef enum {
   GST_MEXD_PRECISION_FP32,
   GST_MEXD_PRECISION_FP16,
+  GST_MEXD_PRECISION_BF16,
 } GstMexdPrecision;
 GType gst_mexd_precision_get_type(void);
 #define GST_TYPE_MEXD_PRECISION (gst_mexd_precision_get_type())

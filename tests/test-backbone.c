@@ -20,6 +20,7 @@
 
 #define TOL_F32      1e-4
 #define TOL_F16      1e-2
+#define TOL_BF16     1e-2
 #define TOL_PREP_F32 1e-5
 #define TOL_PREP_F16 2e-3
 
@@ -35,6 +36,7 @@ typedef struct {
   char *backend;
   MexdDType dtype;
   const char *net; /* "resnet", "vit" or "ctranspath" */
+  const char *variant; /* NULL; "bf16" (cpu: oneDNN bf16); "nodnnl" (cpu: MEXD_CPU_NO_DNNL=1) */
 } Case;
 
 static void case_free(gpointer p)
@@ -127,8 +129,20 @@ static void test_net(gconstpointer data)
   const char *em = g_getenv(ev), *eio = g_getenv(evio);
   g_autofree char *mpath = em ? g_strdup(em) : fixture(fm);
   g_autofree char *iopath = eio ? g_strdup(eio) : fixture(fio);
-  g_autoptr(MexdBackbone) bb = mexd_backbone_load(mpath, be, c->dtype, &error);
+  const gboolean bf16 = c->variant && g_str_equal(c->variant, "bf16");
+  if (bf16 && !mexd_backbone_bf16_supported(&error)) {
+    g_test_skip(error->message);
+    return;
+  }
+  if (c->variant && g_str_equal(c->variant, "nodnnl"))
+    g_setenv("MEXD_CPU_NO_DNNL", "1", TRUE);
+  g_autoptr(MexdBackbone) bb =
+      bf16 ? mexd_backbone_load_precision(mpath, be, MEXD_PRECISION_BF16, &error)
+           : mexd_backbone_load(mpath, be, c->dtype, &error);
+  g_unsetenv("MEXD_CPU_NO_DNNL");
   g_assert_no_error(error);
+  if (bf16)
+    g_assert_cmpint(mexd_backbone_precision(bb), ==, MEXD_PRECISION_BF16);
   const MexdBackboneConfig *cfg = mexd_backbone_config(bb);
   g_autoptr(MexdSafetensors) io = mexd_safetensors_open(iopath, &error);
   g_assert_no_error(error);
@@ -146,7 +160,7 @@ static void test_net(gconstpointer data)
    * discrete GPU adds one per staged upload, all before the batch is recorded) */
   if (mexd_backend_kind(be) == MEXD_BACKEND_VULKAN && !mexd_vk_limits(be)->discrete)
     g_assert_cmpuint(mexd_vk_submissions() - subs, ==, 1);
-  const double tol = c->dtype == MEXD_DTYPE_F16 ? TOL_F16 : TOL_F32;
+  const double tol = bf16 ? TOL_BF16 : c->dtype == MEXD_DTYPE_F16 ? TOL_F16 : TOL_F32;
   guint n_cmp = 0;
   for (guint i = 0; i < mexd_safetensors_n_tensors(io); i++) {
     const char *name = mexd_safetensors_index(io, i)->name;
@@ -196,6 +210,15 @@ static void test_net(gconstpointer data)
   g_autofree float *again = g_new(float, B * D);
   g_assert_true(mexd_backbone_embed(bb, px, B, T, T, again, NULL, &error));
   g_assert_cmpmem(again, sizeof(float) * B * D, feats, sizeof(float) * B * D);
+  /* other batch sizes in between (the cpu's oneDNN plans are made per batch size, the two most
+   * recent kept): the first tile alone, the first B−1, then the whole batch again */
+  g_autofree float *part = g_new(float, B * D);
+  for (int64_t nb2 = 1; nb2 <= B; nb2 += MAX(B - 2, (int64_t)1)) {
+    g_assert_true(mexd_backbone_embed(bb, px, nb2, T, T, part, NULL, &error));
+    g_assert_no_error(error);
+    g_autofree char *w2 = g_strdup_printf("features of the first %" G_GINT64_FORMAT " tiles", nb2);
+    mexd_test_assert_close(w2, part, nb2 * D, feats, nb2 * D, tol);
+  }
 }
 
 static void expect_error(GError *error, int code, const char *needle, const char *what)
@@ -414,6 +437,24 @@ int main(int argc, char **argv)
         g_test_add_data_func_full(p, c, k == 3 ? test_prep : test_net, case_free);
       }
     }
+  /* the cpu backend's variants: bf16 (oneDNN; skipped on a CPU without AVX512-BF16/AMX or a
+   * build without oneDNN) and the op-by-op f32 path that oneDNN's trunk replaces */
+  for (int b = 0; backends[b]; b++) {
+    if (!g_str_has_prefix(backends[b], "cpu"))
+      continue;
+    static const char *const variants[] = {"bf16", "nodnnl"};
+    for (int v = 0; v < 2; v++)
+      for (int k = 0; k < 3; k++) {
+        Case *c = g_new0(Case, 1);
+        c->backend = g_strdup(backends[b]);
+        c->dtype = MEXD_DTYPE_F32;
+        c->net = nets[k];
+        c->variant = variants[v];
+        g_autofree char *p =
+            g_strdup_printf("/backbone/%s-tiny/%s/%s", nets[k], backends[b], variants[v]);
+        g_test_add_data_func_full(p, c, test_net, case_free);
+      }
+  }
   g_test_add_func("/backbone/errors", test_errors);
   g_test_add_func("/backbone/extract", test_extract);
   int rc = g_test_run();

@@ -4,7 +4,7 @@
  * libmexd's (lib/pipeline/).
  *
  *   mexd classify SLIDE… | --manifest CSV [--shard I/N]  --backbone B --model M [--out DIR]
- *        [--device D] [--precision fp32|fp16] [--batch N] [--mag M | --mpp U | --level L]
+ *        [--device D] [--precision fp32|fp16|bf16] [--batch N] [--mag M | --mpp U | --level L]
  *        [--size 256] [--preset P] [--threads N] [--seed S] [--chains N] [--sampler card|ddim]
  *        [--steps K] [--eta E] [--heatmap-width 1024] [--force] [--json] [--quiet]
  *   mexd classify --merge --manifest CSV --out DIR --model M [--backbone B]
@@ -699,7 +699,7 @@ int mexd_cmd_classify(int argc, char **argv)
       {"merge", 0, 0, G_OPTION_ARG_NONE, &o.merge,
        "only build DIR/summary.csv from the results of the manifest's slides", NULL},
       {"device", 'd', 0, G_OPTION_ARG_STRING, &o.device, "cpu | vulkan | vulkan:N", "D"},
-      {"precision", 0, 0, G_OPTION_ARG_STRING, &o.precision, "backbone fp32 (default) or fp16",
+      {"precision", 0, 0, G_OPTION_ARG_STRING, &o.precision, "backbone fp32 (default), fp16 or bf16 (cpu)",
        "P"},
       {"batch", 0, 0, G_OPTION_ARG_INT, &o.batch, "tiles per backbone batch (64; 1..4096)", "N"},
       {"mag", 0, 0, G_OPTION_ARG_STRING, &mag_s, "tiles at this magnification (e.g. 20)", "M"},
@@ -769,8 +769,9 @@ int mexd_cmd_classify(int argc, char **argv)
     usage = "give --backbone B and --model M";
   else if (o.sampler && !g_str_equal(o.sampler, "card") && !g_str_equal(o.sampler, "ddim"))
     usage = "--sampler is card or ddim";
-  else if (o.precision && !g_str_equal(o.precision, "fp32") && !g_str_equal(o.precision, "fp16"))
-    usage = "--precision is fp32 or fp16";
+  else if (o.precision && !g_str_equal(o.precision, "fp32") && !g_str_equal(o.precision, "fp16") &&
+           !g_str_equal(o.precision, "bf16"))
+    usage = "--precision is fp32, fp16 or bf16";
   else if ((mag_s != NULL) + (mpp_s != NULL) + (o.level != G_MININT) > 1)
     usage = "give one of --mag, --mpp and --level";
   else if (o.preset && !mexd_tissue_preset(o.preset, &(MexdTissueParams){0}, NULL))

@@ -2,7 +2,7 @@
  * `mexd bench backbone` — images per second of a backbone on a device.
  *
  *   mexd extract --backbone B.safetensors (--tiles DIR | --slide FILE [grid options])
- *                --out FEATS.h5 [--batch 64] [--threads N] [--precision fp32|fp16] [--device D]
+ *                --out FEATS.h5 [--batch 64] [--threads N] [--precision fp32|fp16|bf16] [--device D]
  *
  * DIR holds the tiles as PNG files (8-bit RGB or RGBA, any colour type libpng converts; alpha is
  * dropped; at most MAX_TILE_PIXELS each), all of one size, taken in file-name order.  Coordinates
@@ -23,7 +23,7 @@
  * Options: --batch 1..4096 (and a batch's pixels at most MAX_BATCH_BYTES), --threads 0..1024
  * (0: the cores, at most 8; --slide only), the grid options of grid-opts.h (--slide only).
  *
- *   mexd bench backbone --backbone B.safetensors [--batch 32] [--precision fp32|fp16]
+ *   mexd bench backbone --backbone B.safetensors [--batch 32] [--precision fp32|fp16|bf16]
  *                       [--device D] [--reps 3] [--tile 256] [--json]
  * times mexd_backbone_embed on random tiles (upload, preprocessing and the network); --batch
  * 1..4096, --reps 1..10000, --tile 16..4096. */
@@ -157,16 +157,33 @@ static gint cmp_str(gconstpointer a, gconstpointer b)
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static MexdDType parse_precision(const char *p, const char *cmd, gboolean *ok)
+static MexdPrecision parse_precision(const char *p, const char *cmd, gboolean *ok)
 {
-  *ok = TRUE;
-  if (!p || g_str_equal(p, "fp32") || g_str_equal(p, "f32"))
-    return MEXD_DTYPE_F32;
-  if (g_str_equal(p, "fp16") || g_str_equal(p, "f16"))
-    return MEXD_DTYPE_F16;
-  fprintf(stderr, "mexd %s: --precision is fp32 or fp16, not \"%s\"\n", cmd, p);
-  *ok = FALSE;
-  return MEXD_DTYPE_F32;
+  MexdPrecision r = MEXD_PRECISION_FP32;
+  *ok = !p || mexd_precision_parse(p, &r);
+  if (!*ok)
+    fprintf(stderr, "mexd %s: --precision is fp32, fp16 or bf16, not \"%s\"\n", cmd, p);
+  return r;
+}
+
+/* The backbone in `prec` on `be`; bf16 on a Vulkan device is a usage error (exit 2: bf16 is the
+ * cpu backend's 16-bit precision, fp16 the GPU's), anything else that fails exits 1. */
+static MexdBackbone *load_backbone(const char *cmd, const char *path, MexdBackend *be,
+                                   MexdPrecision prec, int *rc)
+{
+  g_autoptr(GError) error = NULL;
+  if (prec == MEXD_PRECISION_BF16 && mexd_backend_kind(be) != MEXD_BACKEND_CPU) {
+    fprintf(stderr, "%s: --precision bf16 runs on the cpu backend only (--device cpu); on %s "
+                    "use fp16 or fp32\n", cmd, mexd_backend_name(be));
+    *rc = 2;
+    return NULL;
+  }
+  MexdBackbone *bb = mexd_backbone_load_precision(path, be, prec, &error);
+  if (!bb) {
+    fprintf(stderr, "%s: %s\n", cmd, error->message);
+    *rc = 1;
+  }
+  return bb;
 }
 
 /* Features of the tiles of a slide: the tissue grid (grid-opts.h), read by `threads` threads at
@@ -386,7 +403,7 @@ int mexd_cmd_extract(int argc, char **argv)
       {"out", 'o', 0, G_OPTION_ARG_FILENAME, &out,
        "the CLAM feature file to write (.h5; never one of the inputs)", "H5"},
       {"batch", 0, 0, G_OPTION_ARG_INT, &batch, "tiles per batch (64; 1..4096)", "N"},
-      {"precision", 0, 0, G_OPTION_ARG_STRING, &prec, "fp32 (default) or fp16", "P"},
+      {"precision", 0, 0, G_OPTION_ARG_STRING, &prec, "fp32 (default), fp16 (GPU; runs as bf16 on the cpu) or bf16 (cpu)", "P"},
       {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "D"},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "no progress lines", NULL},
       {NULL},
@@ -400,7 +417,7 @@ int mexd_cmd_extract(int argc, char **argv)
   g_autoptr(GError) error = NULL;
   int rc = 2;
   gboolean ok;
-  MexdDType dtype;
+  MexdPrecision dtype;
   g_autoptr(GPtrArray) names = NULL;
   g_autoptr(MexdInputSet) inputs = NULL;
   if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
@@ -450,11 +467,13 @@ int mexd_cmd_extract(int argc, char **argv)
   }
   {
     g_autoptr(MexdBackend) be = mexd_backend_new(device, &error);
-    g_autoptr(MexdBackbone) bb = be ? mexd_backbone_load(backbone, be, dtype, &error) : NULL;
-    if (!bb) {
+    if (!be) {
       fprintf(stderr, "%s: %s\n", cmd, error->message);
       goto done;
     }
+    g_autoptr(MexdBackbone) bb = load_backbone(cmd, backbone, be, dtype, &rc);
+    if (!bb)
+      goto done;
     if (slide) {
       if (threads == 0)
         threads = CLAMP((int)g_get_num_processors(), 1, 8);
@@ -476,7 +495,7 @@ int mexd_bench_backbone(int argc, char **argv)
   GOptionEntry entries[] = {
       {"backbone", 'b', 0, G_OPTION_ARG_FILENAME, &backbone, "the backbone file", "B"},
       {"batch", 0, 0, G_OPTION_ARG_INT, &batch, "tiles per batch (32; 1..4096)", "N"},
-      {"precision", 0, 0, G_OPTION_ARG_STRING, &prec, "fp32 (default) or fp16", "P"},
+      {"precision", 0, 0, G_OPTION_ARG_STRING, &prec, "fp32 (default), fp16 (GPU; runs as bf16 on the cpu) or bf16 (cpu)", "P"},
       {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "D"},
       {"reps", 0, 0, G_OPTION_ARG_INT, &reps, "timed batches after one warm-up (3; 1..10000)",
        "R"},
@@ -498,7 +517,7 @@ int mexd_bench_backbone(int argc, char **argv)
     return 2;
   }
   gboolean ok;
-  MexdDType dtype = parse_precision(prec, "bench backbone", &ok);
+  MexdPrecision dtype = parse_precision(prec, "bench backbone", &ok);
   if (!ok)
     return 2;
   if (!backbone) {
@@ -512,11 +531,14 @@ int mexd_bench_backbone(int argc, char **argv)
   if (!batch_fits(cmd, batch, tile, tile))
     return 1;
   g_autoptr(MexdBackend) be = mexd_backend_new(device, &error);
-  g_autoptr(MexdBackbone) bb = be ? mexd_backbone_load(backbone, be, dtype, &error) : NULL;
-  if (!bb) {
+  if (!be) {
     fprintf(stderr, "mexd bench backbone: %s\n", error->message);
     return 1;
   }
+  int lrc = 1;
+  g_autoptr(MexdBackbone) bb = load_backbone(cmd, backbone, be, dtype, &lrc);
+  if (!bb)
+    return lrc;
   const MexdBackboneConfig *cfg = mexd_backbone_config(bb);
   size_t nbytes = (size_t)batch * tile * tile * 3;
   g_autofree uint8_t *px = g_try_malloc(nbytes);
@@ -556,12 +578,12 @@ int mexd_bench_backbone(int argc, char **argv)
     printf("{\"bench\": \"backbone\", \"arch\": \"%s\", \"device\": \"%s\", \"precision\": \"%s\", "
            "\"batch\": %d, \"tile\": %d, \"input\": %d, \"ms_per_batch\": %.2f, "
            "\"images_per_s\": %.1f, \"images_per_s_two_in_flight\": %.1f, \"reps\": %d}\n",
-           cfg->arch, mexd_backend_name(be), dtype == MEXD_DTYPE_F16 ? "fp16" : "fp32", batch,
+           cfg->arch, mexd_backend_name(be), mexd_precision_name(mexd_backbone_precision(bb)), batch,
            tile, cfg->input_size, ms, ips, ips2, reps);
   else
     printf("mexd bench backbone %s on %s (%s): batch %d of %d² tiles → %d²: %.1f ms per batch, "
            "%.1f images/s (median of %d); two batches in flight: %.1f images/s\n",
-           cfg->arch, mexd_backend_name(be), dtype == MEXD_DTYPE_F16 ? "fp16" : "fp32", batch,
+           cfg->arch, mexd_backend_name(be), mexd_precision_name(mexd_backbone_precision(bb)), batch,
            tile, cfg->input_size, ms, ips, reps, ips2);
   return 0;
 }

@@ -109,7 +109,7 @@ static void usage(FILE *f)
              "  eval --model M --data DIR --labels CSV [--split test] [--out preds.csv]\n"
              "                 ACC, AUC, F1, per-class table and confusion matrix of a trained model\n"
              "  extract --backbone B (--tiles DIR | --slide FILE [--mag 20]) --out FEATS.h5\n"
-             "          [--batch N] [--precision fp16]\n"
+             "          [--batch N] [--precision fp16|bf16]\n"
              "                 tile features (CLAM .h5) with a backbone, from a folder of PNG tiles\n"
              "                 or from the tissue of a slide\n"
              "  forward --model M --features BAG [--compat official] [--seed S] [--json]\n"

@@ -9,7 +9,9 @@
  * activations with a column of 1/(H·W). */
 #include "nn/backbone.h"
 
+#include "backend/dnnl.h"
 #include "core/error.h"
+#include "nn/backbone-dnnl.h"
 #include "io/safetensors.h"
 #include "nn/config-json.h"
 
@@ -31,6 +33,8 @@ typedef struct {
 typedef struct {
   MexdTensor *n1w, *n1b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ls1;
   MexdTensor *n2w, *n2b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ls2;
+  MexdDnnlLinear *dl[4]; /* oneDNN's qkv, proj, fc1 (+ GELU), fc2 when it runs them, else NULL */
+  MexdDnnlBmm *bmm[2];   /* and the attention's q·kᵀ and att·v */
 } VitBlock;
 
 /* What a Swin block adds to a ViT block: its window, shift, relative position bias expanded to
@@ -44,7 +48,11 @@ struct _MexdBackbone {
   MexdBackboneConfig cfg;
   MexdBackend *be;
   MexdDType dtype;
+  MexdPrecision precision;
   char *path;
+#ifdef MEXD_HAVE_DNNL
+  MexdResnetDnnl *dnnl; /* the ResNet trunk through oneDNN (cpu backend, f32 tensors) */
+#endif
   /* resnet */
   Conv stem;
   Bottleneck *blocks; /* blocks[0] + blocks[1] + blocks[2] */
@@ -57,6 +65,7 @@ struct _MexdBackbone {
   MexdTensor *stem_nw, *stem_nb;
   SwinBlockX *swin;     /* per block: bias, mask, window */
   MexdTensor *merge_nw[3], *merge_nb[3], *merge_w[3];
+  MexdDnnlLinear *merge_dl[3];
   int n_swin;
   /* constants made before a batch is recorded (writes in the middle of recorded work would split
    * the batch into several submissions): resnet's pooling column; for batch size prep_b, vit's
@@ -93,6 +102,12 @@ static void vit_clear(MexdBackbone *b)
                         &v->n2w, &v->n2b, &v->fc1_w, &v->fc1_b, &v->fc2_w, &v->fc2_b, &v->ls2};
     for (size_t j = 0; j < G_N_ELEMENTS(t); j++)
       g_clear_pointer(t[j], mexd_tensor_unref);
+#ifdef MEXD_HAVE_DNNL
+    for (int j = 0; j < 4; j++)
+      g_clear_pointer(&v->dl[j], mexd_dnnl_linear_free);
+    for (int j = 0; j < 2; j++)
+      g_clear_pointer(&v->bmm[j], mexd_dnnl_bmm_free);
+#endif
   }
   g_clear_pointer(&b->vit, g_free);
   for (int i = 0; i < 3; i++) {
@@ -100,6 +115,9 @@ static void vit_clear(MexdBackbone *b)
     g_clear_pointer(&b->merge_nw[i], mexd_tensor_unref);
     g_clear_pointer(&b->merge_nb[i], mexd_tensor_unref);
     g_clear_pointer(&b->merge_w[i], mexd_tensor_unref);
+#ifdef MEXD_HAVE_DNNL
+    g_clear_pointer(&b->merge_dl[i], mexd_dnnl_linear_free);
+#endif
   }
   g_clear_pointer(&b->stem_nw, mexd_tensor_unref);
   g_clear_pointer(&b->stem_nb, mexd_tensor_unref);
@@ -128,6 +146,9 @@ void mexd_backbone_free(MexdBackbone *b)
     conv_clear(&b->blocks[i].down);
   }
   g_free(b->blocks);
+#ifdef MEXD_HAVE_DNNL
+  mexd_resnet_dnnl_free(b->dnnl);
+#endif
   vit_clear(b);
   prep_clear(b);
   g_clear_pointer(&b->pool_col, mexd_tensor_unref);
@@ -529,6 +550,102 @@ static gboolean load_swin(MexdBackbone *bb, MexdWeights *w, GError **error)
          (bb->norm_b = get_w(bb, w, "norm.bias", 1, (int64_t[]){E * 8}, error));
 }
 
+#ifdef MEXD_HAVE_DNNL
+static MexdDnnlConvW conv_w(const Conv *c)
+{
+  return (MexdDnnlConvW){c->w ? mexd_tensor_host_data(c->w) : NULL,
+                         c->b ? mexd_tensor_host_data(c->b) : NULL,
+                         c->cin, c->cout, c->k, c->stride, c->pad};
+}
+
+/* The ResNet trunk through oneDNN: always for bf16; for f32 unless MEXD_CPU_NO_DNNL=1 (the
+ * tests' way to run the op-by-op path, which is the reference). */
+static gboolean setup_dnnl(MexdBackbone *bb, GError **error)
+{
+  const char *v = g_getenv("MEXD_CPU_NO_DNNL");
+  gboolean off = v && *v && strcmp(v, "0") != 0;
+  if (bb->precision != MEXD_PRECISION_BF16 && (off || !mexd_dnnl_available()))
+    return TRUE;
+  g_autofree MexdDnnlConvW *cw = g_new0(MexdDnnlConvW, 4 * (gsize)bb->n_blocks);
+  for (int i = 0; i < bb->n_blocks; i++) {
+    cw[4 * i] = conv_w(&bb->blocks[i].c1);
+    cw[4 * i + 1] = conv_w(&bb->blocks[i].c2);
+    cw[4 * i + 2] = conv_w(&bb->blocks[i].c3);
+    cw[4 * i + 3] = conv_w(&bb->blocks[i].down); /* .w NULL without a downsample */
+  }
+  MexdDnnlConvW stem = conv_w(&bb->stem);
+  bb->dnnl = mexd_resnet_dnnl_new(&stem, cw, bb->n_blocks, bb->cfg.blocks, bb->cfg.input_size,
+                                  bb->precision == MEXD_PRECISION_BF16, error);
+  return bb->dnnl != NULL;
+}
+
+static void *host_or_null(MexdTensor *t)
+{
+  return t ? mexd_tensor_host_data(t) : NULL;
+}
+
+/* The ViT / CTransPath linear layers (96% of a ViT-B/16's work) through oneDNN's matmul: for
+ * bf16 always; for f32 only with MEXD_CPU_DNNL_F32_LINEAR=1 (measured: OpenBLAS's sgemm is as
+ * fast for these shapes, see the issue-17 notes). */
+static gboolean setup_dnnl_linears(MexdBackbone *bb, GError **error)
+{
+  const gboolean bf16 = bb->precision == MEXD_PRECISION_BF16;
+  const char *v = g_getenv("MEXD_CPU_DNNL_F32_LINEAR");
+  if (!bf16 && !(v && *v && strcmp(v, "0") != 0 && mexd_dnnl_available()))
+    return TRUE;
+  const int n = bb->cfg.is_swin ? bb->n_swin : bb->cfg.depth;
+  for (int i = 0; i < n; i++) {
+    VitBlock *vb = &bb->vit[i];
+    MexdTensor *w[4] = {vb->qkv_w, vb->proj_w, vb->fc1_w, vb->fc2_w};
+    MexdTensor *b[4] = {vb->qkv_b, vb->proj_b, vb->fc1_b, vb->fc2_b};
+    vb->bmm[0] = mexd_dnnl_bmm_new(TRUE, bf16);
+    vb->bmm[1] = mexd_dnnl_bmm_new(FALSE, bf16);
+    for (int j = 0; j < 4; j++)
+      if (!(vb->dl[j] = mexd_dnnl_linear_new(mexd_tensor_host_data(w[j]), host_or_null(b[j]),
+                                             w[j]->shape[0], w[j]->shape[1], j == 2, bf16,
+                                             error)))
+        return FALSE;
+  }
+  for (int i = 0; bb->cfg.is_swin && i < 3; i++)
+    if (!(bb->merge_dl[i] = mexd_dnnl_linear_new(mexd_tensor_host_data(bb->merge_w[i]), NULL,
+                                                 bb->merge_w[i]->shape[0],
+                                                 bb->merge_w[i]->shape[1], FALSE, bf16, error)))
+      return FALSE;
+  return TRUE;
+}
+#endif
+
+static MexdBackbone *load_impl(const char *path, MexdBackend *be, MexdDType dtype,
+                               MexdPrecision precision, GError **error)
+{
+  const char *json;
+  g_autoptr(MexdSafetensors) st = mexd_cfg_open(path, MEXD_BACKBONE_FORMAT, "backbone", &json, error);
+  if (!st)
+    return NULL;
+  MexdBackbone *bb = g_new0(MexdBackbone, 1);
+  bb->be = mexd_backend_ref(be);
+  bb->dtype = dtype;
+  bb->precision = precision;
+  bb->path = g_strdup(path);
+  MexdWeights w;
+  mexd_weights_init(&w, st, be);
+  gboolean ok = parse_config(&bb->cfg, json, path, error) &&
+                (bb->cfg.is_vit    ? load_vit(bb, &w, error)
+                 : bb->cfg.is_swin ? load_swin(bb, &w, error)
+                                   : load_resnet(bb, &w, error)) &&
+                mexd_weights_check_all_taken(&w, error);
+  mexd_weights_clear(&w);
+#ifdef MEXD_HAVE_DNNL
+  if (ok && mexd_backend_kind(be) == MEXD_BACKEND_CPU && dtype == MEXD_DTYPE_F32)
+    ok = bb->cfg.is_vit || bb->cfg.is_swin ? setup_dnnl_linears(bb, error) : setup_dnnl(bb, error);
+#endif
+  if (!ok) {
+    mexd_backbone_free(bb);
+    return NULL;
+  }
+  return bb;
+}
+
 MexdBackbone *mexd_backbone_load(const char *path, MexdBackend *be, MexdDType dtype,
                                  GError **error)
 {
@@ -542,27 +659,78 @@ MexdBackbone *mexd_backbone_load(const char *path, MexdBackend *be, MexdDType dt
     return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED,
                           "%s: the device %s has no 16-bit storage; use fp32", path,
                           mexd_backend_name(be));
-  const char *json;
-  g_autoptr(MexdSafetensors) st = mexd_cfg_open(path, MEXD_BACKBONE_FORMAT, "backbone", &json, error);
-  if (!st)
-    return NULL;
-  MexdBackbone *bb = g_new0(MexdBackbone, 1);
-  bb->be = mexd_backend_ref(be);
-  bb->dtype = dtype;
-  bb->path = g_strdup(path);
-  MexdWeights w;
-  mexd_weights_init(&w, st, be);
-  gboolean ok = parse_config(&bb->cfg, json, path, error) &&
-                (bb->cfg.is_vit    ? load_vit(bb, &w, error)
-                 : bb->cfg.is_swin ? load_swin(bb, &w, error)
-                                   : load_resnet(bb, &w, error)) &&
-                mexd_weights_check_all_taken(&w, error);
-  mexd_weights_clear(&w);
-  if (!ok) {
-    mexd_backbone_free(bb);
-    return NULL;
+  return load_impl(path, be, dtype,
+                   dtype == MEXD_DTYPE_F16 ? MEXD_PRECISION_FP16 : MEXD_PRECISION_FP32, error);
+}
+
+MexdBackbone *mexd_backbone_load_precision(const char *path, MexdBackend *be,
+                                           MexdPrecision precision, GError **error)
+{
+  if (!path || !be)
+    return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT,
+                          "mexd_backbone_load_precision: NULL %s", path ? "backend" : "path");
+  const gboolean cpu = mexd_backend_kind(be) == MEXD_BACKEND_CPU;
+  switch (precision) {
+  case MEXD_PRECISION_FP32:
+    return load_impl(path, be, MEXD_DTYPE_F32, precision, error);
+  case MEXD_PRECISION_FP16:
+    if (!cpu)
+      return mexd_backbone_load(path, be, MEXD_DTYPE_F16, error);
+    /* Decision: fp16 on the cpu backend runs as bf16.  The cpu has no fp16 arithmetic worth
+     * the name (every op would widen to f32 and round back: measured 7× slower than fp32);
+     * what a user asking for 16 bits on a cpu wants is the fast 16-bit path, which is bf16. */
+    {
+      g_autoptr(GError) e = NULL;
+      if (!mexd_dnnl_check_bf16(&e))
+        return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED,
+                              "fp16 on the cpu backend runs as bf16, and %s", e->message);
+    }
+    g_message("fp16 on the cpu backend runs as bf16 (16-bit weights and activations, fp32 "
+              "accumulation)");
+    return load_impl(path, be, MEXD_DTYPE_F32, MEXD_PRECISION_BF16, error);
+  case MEXD_PRECISION_BF16:
+    if (!cpu)
+      return mexd_fail_null(error, MEXD_ERROR_UNSUPPORTED,
+                            "%s: bf16 is a cpu-backend precision (oneDNN); on %s use fp16 or "
+                            "fp32",
+                            path, mexd_backend_name(be));
+    if (!mexd_dnnl_check_bf16(error))
+      return NULL;
+    return load_impl(path, be, MEXD_DTYPE_F32, precision, error);
   }
-  return bb;
+  return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: unknown precision %d", path,
+                        (int)precision);
+}
+
+MexdPrecision mexd_backbone_precision(const MexdBackbone *b)
+{
+  return b->precision;
+}
+
+gboolean mexd_backbone_bf16_supported(GError **error)
+{
+  return mexd_dnnl_check_bf16(error);
+}
+
+gboolean mexd_precision_parse(const char *name, MexdPrecision *out)
+{
+  static const struct {
+    const char *name;
+    MexdPrecision p;
+  } names[] = {{"fp32", MEXD_PRECISION_FP32}, {"f32", MEXD_PRECISION_FP32},
+               {"fp16", MEXD_PRECISION_FP16}, {"f16", MEXD_PRECISION_FP16},
+               {"bf16", MEXD_PRECISION_BF16}};
+  for (size_t i = 0; name && i < G_N_ELEMENTS(names); i++)
+    if (g_str_equal(name, names[i].name)) {
+      *out = names[i].p;
+      return TRUE;
+    }
+  return FALSE;
+}
+
+const char *mexd_precision_name(MexdPrecision p)
+{
+  return p == MEXD_PRECISION_BF16 ? "bf16" : p == MEXD_PRECISION_FP16 ? "fp16" : "fp32";
 }
 
 /* ---- forward ---- */
@@ -604,6 +772,40 @@ static MexdTensor *new_as(MexdTensor *like, int ndim, const int64_t *shape, GErr
   return mexd_tensor_new(like->backend, like->dtype, ndim, shape, error);
 }
 
+/* y = x·wᵀ + b, then the exact GELU when `gelu`: through oneDNN's matmul when the layer has one
+ * (dl), else the ops. */
+static MexdTensor *linear(MexdTensor *x, MexdTensor *w, MexdTensor *bias, MexdDnnlLinear *dl,
+                          gboolean gelu, GError **error)
+{
+#ifdef MEXD_HAVE_DNNL
+  if (dl) {
+    MexdTensor *y = new_as(x, 2, (int64_t[]){x->shape[0], w->shape[0]}, error);
+    if (y && !mexd_dnnl_linear_run(dl, mexd_tensor_host_data(x), x->shape[0],
+                                   mexd_tensor_host_data(y), error))
+      g_clear_pointer(&y, mexd_tensor_unref);
+    return y;
+  }
+#endif
+  MexdTensor *y = mexd_linear_new(x, w, bias, error);
+  if (y && gelu && !mexd_gelu(y, y, error))
+    g_clear_pointer(&y, mexd_tensor_unref);
+  return y;
+}
+
+/* The attention's batched products c = a·b (gp: bᵀ, scale): through oneDNN when the block has
+ * its matmuls (v->bmm[which]), else mexd_gemm. */
+static gboolean bmm(const VitBlock *v, int which, MexdTensor *c, MexdTensor *a, MexdTensor *b,
+                    const MexdGemmParams *gp, GError **error)
+{
+#ifdef MEXD_HAVE_DNNL
+  if (v->bmm[which])
+    return mexd_dnnl_bmm_run(v->bmm[which], mexd_tensor_host_data(a), mexd_tensor_host_data(b),
+                             mexd_tensor_host_data(c), a->shape[0], a->shape[1], a->shape[2],
+                             c->shape[2], gp ? gp->alpha : 1.0f, error);
+#endif
+  return mexd_gemm(c, a, b, NULL, gp, error);
+}
+
 /* Multi-head self-attention over `nb` sequences of T tokens, x [nb·T, D] → a new [nb·T, D]
  * (after the output projection): qkv, the scaled scores (+ bias [H, T·T] and + mask [nw, 1, T·T]
  * over groups of nw sequences, when given), softmax, the weighted values. */
@@ -612,7 +814,7 @@ static MexdTensor *mha(MexdTensor *x, const VitBlock *v, int64_t nb, int64_t T, 
 {
   const int64_t D = x->shape[1], dh = D / H;
   const float scale = (float)(1.0 / sqrt((double)dh));
-  g_autoptr(MexdTensor) qkv = mexd_linear_new(x, v->qkv_w, v->qkv_b, error);
+  g_autoptr(MexdTensor) qkv = linear(x, v->qkv_w, v->qkv_b, v->dl[0], FALSE, error);
   /* [nb, T, 3, D] → [3, nb, T, D]; then each of q, k, v [nb, T, H, dh] → [nb, H, T, dh] */
   g_autoptr(MexdTensor) qkv4 =
       qkv ? mexd_tensor_reshape(qkv, 4, (int64_t[]){nb, T, 3, D}, error) : NULL;
@@ -640,7 +842,7 @@ static MexdTensor *mha(MexdTensor *x, const VitBlock *v, int64_t nb, int64_t T, 
   g_clear_pointer(&s3, mexd_tensor_unref);
   g_autoptr(MexdTensor) att = new_as(x, 3, (int64_t[]){nb * H, T, T}, error);
   MexdGemmParams gp = {FALSE, TRUE, scale, 0.0f};
-  if (!att || !mexd_gemm(att, q, k, NULL, &gp, error))
+  if (!att || !bmm(v, 0, att, q, k, &gp, error))
     return NULL;
   if (bias || mask) {
     g_autoptr(MexdTensor) a4 =
@@ -652,13 +854,13 @@ static MexdTensor *mha(MexdTensor *x, const VitBlock *v, int64_t nb, int64_t T, 
     return NULL;
   g_autoptr(MexdTensor) o = new_as(x, 4, (int64_t[]){nb, H, T, dh}, error);
   g_autoptr(MexdTensor) o3 = o ? mexd_tensor_reshape(o, 3, (int64_t[]){nb * H, T, dh}, error) : NULL;
-  if (!o3 || !mexd_gemm(o3, att, vv, NULL, NULL, error))
+  if (!o3 || !bmm(v, 1, o3, att, vv, NULL, error))
     return NULL;
   g_autoptr(MexdTensor) m4 = new_as(x, 4, (int64_t[]){nb, T, H, dh}, error);
   if (!m4 || !mexd_permute(m4, o, (int[]){0, 2, 1, 3}, error))
     return NULL;
   g_autoptr(MexdTensor) m2 = mexd_tensor_reshape(m4, 2, (int64_t[]){nb * T, D}, error);
-  return m2 ? mexd_linear_new(m2, v->proj_w, v->proj_b, error) : NULL;
+  return m2 ? linear(m2, v->proj_w, v->proj_b, v->dl[1], FALSE, error) : NULL;
 }
 
 /* h += ls1 · attention(norm1(h)) for a ViT block (whole sequences of T tokens, no bias/mask). */
@@ -679,11 +881,11 @@ static gboolean mlp_block(MexdTensor *h, const VitBlock *v, float eps, GError **
   g_autoptr(MexdTensor) n2 = new_as(h, 2, h->shape, error);
   if (!n2 || !mexd_layernorm(n2, h, v->n2w, v->n2b, eps, error))
     return FALSE;
-  g_autoptr(MexdTensor) f1 = mexd_linear_new(n2, v->fc1_w, v->fc1_b, error);
-  if (!f1 || !mexd_gelu(f1, f1, error))
+  g_autoptr(MexdTensor) f1 = linear(n2, v->fc1_w, v->fc1_b, v->dl[2], TRUE, error);
+  if (!f1)
     return FALSE;
   g_clear_pointer(&n2, mexd_tensor_unref);
-  g_autoptr(MexdTensor) f2 = mexd_linear_new(f1, v->fc2_w, v->fc2_b, error);
+  g_autoptr(MexdTensor) f2 = linear(f1, v->fc2_w, v->fc2_b, v->dl[3], FALSE, error);
   return f2 && (!v->ls2 || mexd_mul(f2, f2, v->ls2, error)) && mexd_add(h, h, f2, error);
 }
 
@@ -875,7 +1077,7 @@ static MexdTensor *swin_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace
       g_autoptr(MexdTensor) nrm = ok ? new_as(h, 2, cat->shape, error) : NULL;
       if (!nrm || !mexd_layernorm(nrm, cat, b->merge_nw[st], b->merge_nb[st], eps, error))
         return NULL;
-      MexdTensor *next = mexd_linear_new(nrm, b->merge_w[st], NULL, error);
+      MexdTensor *next = linear(nrm, b->merge_w[st], NULL, b->merge_dl[st], FALSE, error);
       if (!next)
         return NULL;
       mexd_tensor_unref(h);
@@ -914,6 +1116,17 @@ MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *tra
     return vit_forward(b, x, trace, error);
   if (c->is_swin)
     return swin_forward(b, x, trace, error);
+#ifdef MEXD_HAVE_DNNL
+  if (b->dnnl) {
+    /* tensors are contiguous (views are rows and reshapes) */
+    MexdTensor *f =
+        mexd_tensor_new(b->be, MEXD_DTYPE_F32, 2, (int64_t[]){x->shape[0], c->output_dim}, error);
+    if (f && !mexd_resnet_dnnl_forward(b->dnnl, mexd_tensor_host_data(x), x->shape[0],
+                                       mexd_tensor_host_data(f), trace, b->be, error))
+      g_clear_pointer(&f, mexd_tensor_unref);
+    return f;
+  }
+#endif
   g_autoptr(MexdTensor) s = conv_fwd(&b->stem, x, TRUE, error);
   if (!s)
     return NULL;

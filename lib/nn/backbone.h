@@ -43,8 +43,32 @@ typedef struct {
 
 typedef struct _MexdBackbone MexdBackbone;
 
+/* What a backbone computes in.  fp32; fp16 (f16 weights and activations, f32 accumulation: the
+ * Vulkan backends' fast path); bf16 (cpu backend only, through oneDNN: bf16 weights and
+ * activations on AVX512-BF16/AMX, f32 accumulation; its tensors in and out stay f32). */
+typedef enum {
+  MEXD_PRECISION_FP32,
+  MEXD_PRECISION_FP16,
+  MEXD_PRECISION_BF16,
+} MexdPrecision;
+
+/* "fp32"/"f32", "fp16"/"f16", "bf16" → *out; FALSE for anything else. */
+gboolean mexd_precision_parse(const char *name, MexdPrecision *out);
+const char *mexd_precision_name(MexdPrecision p);
+
+/* Loads a backbone in a precision, as the tools and elements ask for it: fp16 on the cpu backend
+ * runs as bf16 (a one-line message says so; the cpu has no fast fp16); bf16 on a Vulkan device,
+ * or on a cpu without AVX512-BF16/AMX or a build without oneDNN, is refused
+ * (MEXD_ERROR_UNSUPPORTED, saying what to use instead). */
+MexdBackbone *mexd_backbone_load_precision(const char *path, MexdBackend *be,
+                                           MexdPrecision precision, GError **error);
+MexdPrecision mexd_backbone_precision(const MexdBackbone *b);
+/* TRUE when precision=bf16 runs here (a build with oneDNN on a CPU with AVX512-BF16 or AMX),
+ * else FALSE with an error saying why. */
+gboolean mexd_backbone_bf16_supported(GError **error);
+
 /* Loads a backbone file onto `be` in `dtype` (MEXD_DTYPE_F32 or MEXD_DTYPE_F16; f16 needs a
- * backend with f16 storage). */
+ * backend with f16 storage; on the cpu backend f16 is the widening reference path). */
 MexdBackbone *mexd_backbone_load(const char *path, MexdBackend *be, MexdDType dtype,
                                  GError **error);
 void mexd_backbone_free(MexdBackbone *b);

@@ -3,6 +3,8 @@
  * its argument checks. */
 #include "harness.h"
 
+#include "backend/dnnl.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -294,6 +296,95 @@ static void test_conv2d_plain_c(const HarnessCase *hc)
   g_unsetenv("MEXD_CPU_NO_BLAS");
 }
 
+/* oneDNN's convolution (lib/backend/dnnl.c: the primitive the ResNet trunk chains, here from and
+ * to NCHW) against the double-precision reference, with its fused post-ops y = relu?(conv(x) +
+ * bias + residual?), in f32 (NMSE 1e-6) and bf16 (bf16 inputs: NMSE 1e-4; skipped on a CPU
+ * without bf16).  Shapes: the ResNet trunk's (7×7/2 stem on 3 channels, 1×1, 3×3 stride 2, 1×1
+ * stride-2 downsample), the hand-picked cases' (groups, depthwise, dilation, kernels larger
+ * than the input), and random ones; batch > 1 among them. */
+static void check_dnnl(const ConvShape *s, gboolean relu, gboolean residual, gboolean bf16)
+{
+  const int64_t xn = s->N * s->C * s->H * s->W;
+  const int64_t wn = s->O * (s->C / s->p.groups) * s->KH * s->KW;
+  const int64_t ysh[4] = {s->N, s->O, conv_oh(s), conv_ow(s)};
+  const int64_t yn = ysh[0] * ysh[1] * ysh[2] * ysh[3];
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MexdBackend) be = mexd_backend_new("cpu", &error);
+  g_assert_no_error(error);
+  g_autofree float *x = harness_random(xn, -1, 1, MEXD_DTYPE_F32);
+  g_autofree float *w = harness_random(wn, -1, 1, MEXD_DTYPE_F32);
+  g_autofree float *bias = harness_random(s->O, -1, 1, MEXD_DTYPE_F32);
+  g_autofree float *res = harness_random(yn, -2, 2, MEXD_DTYPE_F32);
+  const int64_t wsh[4] = {s->O, s->C / s->p.groups, s->KH, s->KW};
+  g_autoptr(MexdTensor) tx = harness_tensor(be, MEXD_DTYPE_F32, 4, (int64_t[]){s->N, s->C, s->H, s->W}, x);
+  g_autoptr(MexdTensor) tw = harness_tensor(be, MEXD_DTYPE_F32, 4, wsh, w);
+  g_autoptr(MexdTensor) tb = s->bias ? harness_tensor(be, MEXD_DTYPE_F32, 1, &s->O, bias) : NULL;
+  g_autoptr(MexdTensor) tr = residual ? harness_tensor(be, MEXD_DTYPE_F32, 4, ysh, res) : NULL;
+  g_autoptr(MexdTensor) ty = mexd_tensor_new(be, MEXD_DTYPE_F32, 4, ysh, &error);
+  g_assert_no_error(error);
+  g_assert_true(mexd_dnnl_conv2d(ty, tx, tw, tb, &s->p, relu, tr, bf16, &error));
+  g_assert_no_error(error);
+  g_autofree float *out = harness_read(ty);
+  g_autofree double *ref = g_new(double, yn);
+  ref_conv(s, x, w, s->bias ? bias : NULL, ref);
+  for (int64_t i = 0; i < yn; i++) {
+    if (residual)
+      ref[i] += res[i];
+    if (relu && ref[i] < 0)
+      ref[i] = 0;
+  }
+  HarnessCase hc = {.dtype = MEXD_DTYPE_F32};
+  g_autofree char *shape = conv_describe(&hc, s);
+  g_autofree char *what = g_strdup_printf("oneDNN %s %s%s%s", bf16 ? "bf16" : "f32", shape,
+                                          relu ? " +relu" : "", residual ? " +residual" : "");
+  g_test_message("%s", what);
+  harness_assert_close_d(what, out, ref, yn, bf16 ? 1e-4 : NMSE_F32_GEMM);
+}
+
+static void test_conv2d_onednn(const HarnessCase *hc)
+{
+  if (hc->be != hc->cpu)
+    return;
+  if (!mexd_dnnl_available()) {
+    g_test_skip("this build has no oneDNN");
+    return;
+  }
+  g_autoptr(GError) e16 = NULL;
+  const gboolean has_bf16 = mexd_dnnl_check_bf16(&e16);
+  if (!has_bf16)
+    g_test_message("bf16 cases skipped: %s", e16->message);
+  static const ConvShape resnet[] = {
+      {2, 3, 40, 38, 16, 7, 7, {2, 2, 3, 3, 1, 1, 1}, TRUE},  /* stem */
+      {2, 32, 14, 14, 16, 1, 1, {1, 1, 0, 0, 1, 1, 1}, TRUE}, /* conv1 */
+      {2, 16, 14, 14, 16, 3, 3, {2, 2, 1, 1, 1, 1, 1}, TRUE}, /* conv2, stride 2 */
+      {3, 16, 7, 7, 64, 1, 1, {1, 1, 0, 0, 1, 1, 1}, TRUE},   /* conv3 (+ residual) */
+      {2, 32, 14, 13, 64, 1, 1, {2, 2, 0, 0, 1, 1, 1}, TRUE}, /* downsample 1×1/2 */
+      {1, 20, 9, 9, 36, 3, 3, {1, 1, 1, 1, 1, 1, 1}, FALSE},  /* channels not a multiple of 16 */
+  };
+  static const ConvShape other[] = {
+      {1, 16, 24, 24, 16, 7, 7, {1, 1, 3, 3, 1, 1, 16}, TRUE}, /* depthwise */
+      {3, 8, 13, 11, 8, 5, 5, {1, 1, 4, 4, 2, 2, 8}, FALSE},   /* depthwise, dilation 2 */
+      {2, 6, 15, 14, 4, 3, 3, {2, 2, 2, 2, 2, 2, 2}, TRUE},    /* groups 2 */
+      {1, 3, 12, 19, 5, 3, 5, {2, 1, 1, 2, 1, 2, 1}, TRUE},    /* per-axis parameters */
+      {2, 3, 2, 3, 4, 5, 5, {1, 1, 2, 2, 1, 1, 1}, TRUE},      /* kernel larger than input */
+      {1, 3, 16, 17, 2, 2, 2, {3, 3, 0, 1, 1, 1, 1}, FALSE},   /* stride larger than kernel */
+  };
+  for (int bf = 0; bf < 2; bf++) {
+    if (bf && !has_bf16)
+      break;
+    for (guint i = 0; i < G_N_ELEMENTS(resnet); i++)
+      for (int f = 0; f < 4; f++)
+        check_dnnl(&resnet[i], f & 1, (f >> 1) & 1, bf);
+    for (guint i = 0; i < G_N_ELEMENTS(other); i++)
+      check_dnnl(&other[i], i % 2, i % 3 == 0, bf);
+    for (int iter = 0; iter < 8; iter++) {
+      ConvShape s = {0};
+      random_shape(&s, 500000);
+      check_dnnl(&s, iter % 2, iter % 3 == 0, bf);
+    }
+  }
+}
+
 static void test_conv2d_errors(const HarnessCase *hc)
 {
   MexdBackend *be = hc->be;
@@ -450,4 +541,5 @@ void register_conv2d_tests(void)
   harness_add("conv2d/large-grid", HARNESS_F32, test_conv2d_large_grid);
   harness_add("conv2d/plain-c", HARNESS_BOTH, test_conv2d_plain_c);
   harness_add("conv2d/errors", HARNESS_BOTH, test_conv2d_errors);
+  harness_add("conv2d/onednn", HARNESS_F32, test_conv2d_onednn);
 }

@@ -169,6 +169,8 @@ MexdBackend *mexd_cpu_backend_new(GError **error)
 #endif
   be->has_f16 = TRUE;
   be->max_tensor_bytes = (size_t)1 << 40;
+  /* fixes the thread count now, before the first BLAS call, so OpenBLAS uses it too */
+  mexd_parallel_threads();
   return be;
 }
 

@@ -13,15 +13,20 @@
 
 #include <math.h>
 
-static void softmax_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x)
+typedef struct {
+  const float *X;
+  float *Y;
+  int64_t D;
+} SoftmaxJob;
+
+/* Rows [r0, r1): each row by one thread, in the same order as ever. */
+static void softmax_range(int64_t r0, int64_t r1, void *ctx)
 {
-  gboolean ox, oy;
-  /* in place in f32, X and Y are the same memory: every element is read before it is written */
-  const float *X = mexd_cpu_f32_in(x, &ox);
-  float *Y = mexd_cpu_f32_out(y, FALSE, &oy);
-  for (int64_t r = 0; r < rows; r++) {
-    const float *xr = X + r * D;
-    float *yr = Y + r * D;
+  const SoftmaxJob *j = ctx;
+  int64_t D = j->D;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *xr = j->X + r * D;
+    float *yr = j->Y + r * D;
     float m = -INFINITY;
     for (int64_t i = 0; i < D; i++)
       m = fmaxf(m, xr[i]);
@@ -40,9 +45,19 @@ static void softmax_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x)
     for (int64_t i = 0; i < D; i++)
       yr[i] *= inv;
   }
-  mexd_cpu_f32_done(y, Y, oy, TRUE);
+}
+
+static void softmax_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x)
+{
+  gboolean ox, oy;
+  /* in place in f32, X and Y are the same memory: every element is read before it is written */
+  SoftmaxJob j = {.D = D};
+  j.X = mexd_cpu_f32_in(x, &ox);
+  j.Y = mexd_cpu_f32_out(y, FALSE, &oy);
+  mexd_parallel_for(rows, MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS / 4 / MAX(D, 1)), softmax_range, &j);
+  mexd_cpu_f32_done(y, j.Y, oy, TRUE);
   if (ox)
-    g_free((float *)X);
+    g_free((float *)j.X);
 }
 
 typedef struct {

@@ -22,33 +22,68 @@ void mexd_cpu_f32_done(MexdTensor *t, float *f, gboolean owned, gboolean store);
 
 /* softplus (beta 1, threshold 20) as PyTorch's: x above 20, else log(1 + e^x), written as
  * max(x, 0) + log1p(e^−|x|) and evaluated in double with polynomials instead of libm's expf and
- * log1pf (those were 15% of a whole MExD run, the diffusion sampler calls it 50 million times).
+ * log1pf (those were 15% of a whole MExD run: the diffusion sampler calls it 50 million times),
+ * branch-free so that a loop over it vectorizes.
  * e^−a: a = k·ln2 − r, |r| ≤ ln2/2, degree-10 Taylor (relative error < 1e-12), 2^−k from the
- * exponent bits; a is clamped to 150, where the result is below f32's range anyway.
- * log1p(u), 0 < u ≤ 1: 2·atanh(s), s = u/(2 + u) ≤ 1/3, odd series to s^21 (relative error
- * < 1e-11).  The double result is rounded once, so it is within 1 ulp of the exact value (libm's
- * f32 composition was within a few); NaN stays NaN, −inf gives 0. */
+ * exponent bits (k rounded with the 1.5·2^52 trick); a is clamped to 150, where the result is
+ * below f32's range anyway.  log1p(u), 0 < u ≤ 1: 2·atanh(s), s = u/(2 + u) ≤ 1/3, odd series to
+ * s^21 (relative error < 1e-11).  The double result is rounded once, so it is within 1 ulp of the
+ * exact value (libm's f32 composition was within a few); NaN stays NaN, −inf gives 0. */
 static inline float mexd_softplus_f32(float v)
 {
-  if (v > 20.0f || v != v)
-    return v;
-  double x = v, a = fmin(fabs(x), 150.0);
-  double kf = nearbyint(a * 1.4426950408889634);
-  double r = kf * 0.6931471805599453 - a; /* e^−a = 2^−k·e^r */
+  double x = v;
+  double a = fabs(x);
+  a = a < 150.0 ? a : 150.0; /* NaN too: its result is replaced below */
+  const double magic = 6755399441055744.0;
+  double kd = a * 1.4426950408889634 + magic;
+  int64_t kbits, mbits;
+  memcpy(&kbits, &kd, sizeof kbits);
+  memcpy(&mbits, &magic, sizeof mbits);
+  kd -= magic;
+  double r = kd * 0.6931471805599453 - a; /* e^−a = 2^−k·e^r */
   double p = 1.0 / 3628800;
-  static const double inv_fact[10] = {1.0 / 362880, 1.0 / 40320, 1.0 / 5040, 1.0 / 720, 1.0 / 120,
-                                      1.0 / 24,     1.0 / 6,     0.5,         1.0,       1.0};
-  for (int i = 0; i < 10; i++)
-    p = p * r + inv_fact[i];
-  uint64_t bits = (uint64_t)(1023 - (int64_t)kf) << 52;
+  p = p * r + 1.0 / 362880;
+  p = p * r + 1.0 / 40320;
+  p = p * r + 1.0 / 5040;
+  p = p * r + 1.0 / 720;
+  p = p * r + 1.0 / 120;
+  p = p * r + 1.0 / 24;
+  p = p * r + 1.0 / 6;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  uint64_t bits = (uint64_t)(1023 - (kbits - mbits)) << 52;
   double two_k;
   memcpy(&two_k, &bits, sizeof two_k);
   double u = p * two_k;
   double s = u / (2.0 + u), s2 = s * s;
   double q = 1.0 / 21;
-  for (int k = 19; k >= 1; k -= 2)
-    q = q * s2 + 1.0 / k;
-  return (float)(fmax(x, 0.0) + 2.0 * s * q);
+  q = q * s2 + 1.0 / 19;
+  q = q * s2 + 1.0 / 17;
+  q = q * s2 + 1.0 / 15;
+  q = q * s2 + 1.0 / 13;
+  q = q * s2 + 1.0 / 11;
+  q = q * s2 + 1.0 / 9;
+  q = q * s2 + 1.0 / 7;
+  q = q * s2 + 1.0 / 5;
+  q = q * s2 + 1.0 / 3;
+  q = q * s2 + 1.0;
+  float res = (float)((x > 0 ? x : 0.0) + 2.0 * s * q);
+  int keep = (v > 20.0f) | (v != v); /* not ||: no branch in a vectorized loop */
+  return keep ? v : res;
 }
+
+/* Hot loops (lib/backend/cpu-hot.c: built at -O3 without trapping math, one clone per vector ISA
+ * picked at load time, since the build's baseline x86-64 flags leave them scalar; every clone
+ * does the same IEEE operations in the same order, so results do not depend on the clone). */
+
+/* y[i] = mexd_softplus_f32(x[i]), i < n (y may be x). */
+void mexd_cpu_softplus_n(float *y, const float *x, int64_t n);
+
+/* One row of the diffusion denoiser after its GEMM, in place: x ← softplus(LN(x ⊙ e)) ⊙ hz, with
+ * mexd_mul's f32 products, layernorm's double statistics (eps 1e-5, gamma, beta), then
+ * mexd_softplus_f32 and (hz not NULL) one more f32 product: the op path's numbers. */
+void mexd_cpu_diffc_row(float *x, const float *e, const float *gamma, const float *beta,
+                        const float *hz, int64_t F);
 
 G_END_DECLS

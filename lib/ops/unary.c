@@ -51,8 +51,7 @@ static void unary_range(int64_t i0, int64_t i1, void *ctx)
       Y[i] = 0.5f * X[i] * (1.0f + erff(X[i] * (float)M_SQRT1_2));
     break;
   case MEXD_UNARY_SOFTPLUS:
-    for (int64_t i = i0; i < i1; i++)
-      Y[i] = mexd_softplus_f32(X[i]);
+    mexd_cpu_softplus_n(Y + i0, X + i0, i1 - i0);
     break;
   case MEXD_UNARY_SCALE:
     for (int64_t i = i0; i < i1; i++)
@@ -67,9 +66,14 @@ static void unary_range(int64_t i0, int64_t i1, void *ctx)
       Y[i] = sigmoid_f32(X[i]);
     break;
   case MEXD_UNARY_SCALE_EYE: {
+    /* a·x, plus b on the diagonal: element i is row i/m, column i%m of matrix i/m² (two
+     * divisions per row, not per element) */
     int64_t m = j->m;
-    for (int64_t i = i0; i < i1; i++)
-      Y[i] = a * X[i] + ((i / m) % m == i % m ? b : 0.0f);
+    for (int64_t i = i0; i < i1;) {
+      int64_t row = i / m, end = MIN(i1, (row + 1) * m), diag = row * m + row % m;
+      for (; i < end; i++)
+        Y[i] = a * X[i] + (i == diag ? b : 0.0f);
+    }
     break;
   }
   }

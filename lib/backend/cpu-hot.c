@@ -45,3 +45,31 @@ HOT void mexd_cpu_diffc_row(float *x, const float *e, const float *gamma, const 
     for (int64_t i = 0; i < F; i++)
       x[i] = x[i] * hz[i];
 }
+
+HOT void mexd_cpu_axpy(float *y, const float *x, float a, int64_t n)
+{
+  for (int64_t i = 0; i < n; i++)
+    y[i] += a * x[i];
+}
+
+HOT void mexd_cpu_softmax_row(float *y, const float *x, int64_t D)
+{
+  /* the max as fmaxf from −inf: a NaN never replaces it, and x > m is false for NaN too */
+  float m = -INFINITY;
+  for (int64_t i = 0; i < D; i++)
+    m = x[i] > m ? x[i] : m;
+  if (m == -INFINITY) { /* all −inf (the documented choice: zeros) */
+    for (int64_t i = 0; i < D; i++)
+      y[i] = 0.0f;
+    return;
+  }
+  double s = 0;
+  for (int64_t i = 0; i < D; i++) {
+    float e = expf(x[i] - m);
+    y[i] = e;
+    s += e;
+  }
+  float inv = (float)(1.0 / s);
+  for (int64_t i = 0; i < D; i++)
+    y[i] *= inv;
+}

@@ -86,4 +86,10 @@ void mexd_cpu_softplus_n(float *y, const float *x, int64_t n);
 void mexd_cpu_diffc_row(float *x, const float *e, const float *gamma, const float *beta,
                         const float *hz, int64_t F);
 
+/* y[i] += a·x[i], i < n (the direct convolution's inner loop). */
+void mexd_cpu_axpy(float *y, const float *x, float a, int64_t n);
+
+/* One softmax row (softmax.c says how; y may be x). */
+void mexd_cpu_softmax_row(float *y, const float *x, int64_t D);
+
 G_END_DECLS

@@ -135,8 +135,7 @@ static void conv2d_direct_planes(int64_t p0, int64_t p1, void *ctx)
             const float *xrow = xp + ih * g->W;
             float *orow = out + oh * g->OW;
             if (p->stride_w == 1)
-              for (int64_t ow = ow0; ow < ow1; ow++)
-                orow[ow] += wv * xrow[ow + iw0];
+              mexd_cpu_axpy(orow + ow0, xrow + ow0 + iw0, wv, ow1 - ow0);
             else
               for (int64_t ow = ow0; ow < ow1; ow++)
                 orow[ow] += wv * xrow[ow * p->stride_w + iw0];

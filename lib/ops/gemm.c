@@ -101,10 +101,11 @@ static void gemm_cpu(const GemmGeom *g, MexdTensor *c, MexdTensor *a, MexdTensor
   if (use_blas()) {
 #ifdef MEXD_HAVE_CBLAS
     /* beta = 0 with a bias: C starts as the bias rows and sgemm adds alpha·A·B into it (beta 1),
-     * one pass over C instead of a clear before and a bias pass after; beta = 0 ignores C, NaN
-     * included, either way */
+     * one pass over C instead of a clear before and a bias pass after.  beta = 0 without one:
+     * BLAS itself sets C to 0 first (the reference BLAS and OpenBLAS store zeros, NaN in C
+     * ignored, as the BLAS specification asks), so no clear here either */
     gboolean preload = bv && p->beta == 0.0f;
-    if (p->beta == 0.0f) {
+    if (preload) {
       GemmFill f = {.C = C, .bias = preload ? bv : NULL, .N = g->N};
       mexd_parallel_for(g->batch * g->M, MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS * 4 / MAX(g->N, 1)),
                         gemm_fill_rows, &f);

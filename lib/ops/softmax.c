@@ -24,27 +24,8 @@ static void softmax_range(int64_t r0, int64_t r1, void *ctx)
 {
   const SoftmaxJob *j = ctx;
   int64_t D = j->D;
-  for (int64_t r = r0; r < r1; r++) {
-    const float *xr = j->X + r * D;
-    float *yr = j->Y + r * D;
-    float m = -INFINITY;
-    for (int64_t i = 0; i < D; i++)
-      m = fmaxf(m, xr[i]);
-    if (m == -INFINITY) { /* all −inf (the documented choice: zeros) */
-      for (int64_t i = 0; i < D; i++)
-        yr[i] = 0.0f;
-      continue;
-    }
-    double s = 0;
-    for (int64_t i = 0; i < D; i++) {
-      float e = expf(xr[i] - m);
-      yr[i] = e;
-      s += e;
-    }
-    float inv = (float)(1.0 / s);
-    for (int64_t i = 0; i < D; i++)
-      yr[i] *= inv;
-  }
+  for (int64_t r = r0; r < r1; r++)
+    mexd_cpu_softmax_row(j->Y + r * D, j->X + r * D, D);
 }
 
 static void softmax_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x)

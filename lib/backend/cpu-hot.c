@@ -63,12 +63,15 @@ HOT void mexd_cpu_softmax_row(float *y, const float *x, int64_t D)
       y[i] = 0.0f;
     return;
   }
-  double s = 0;
+  /* e^(x − m) with x − m ≤ 0 rounded in f32 first, as expf(x[i] − m) was; a NaN stays NaN */
   for (int64_t i = 0; i < D; i++) {
-    float e = expf(x[i] - m);
-    y[i] = e;
-    s += e;
+    float d = x[i] - m;
+    float e = (float)mexd_exp_neg(-(double)d);
+    y[i] = d != d ? d : e;
   }
+  double s = 0;
+  for (int64_t i = 0; i < D; i++)
+    s += y[i];
   float inv = (float)(1.0 / s);
   for (int64_t i = 0; i < D; i++)
     y[i] *= inv;

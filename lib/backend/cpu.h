@@ -20,20 +20,13 @@ float *mexd_cpu_f32_in(const MexdTensor *t, gboolean *owned);
 float *mexd_cpu_f32_out(MexdTensor *t, gboolean load, gboolean *owned);
 void mexd_cpu_f32_done(MexdTensor *t, float *f, gboolean owned, gboolean store);
 
-/* softplus (beta 1, threshold 20) as PyTorch's: x above 20, else log(1 + e^x), written as
- * max(x, 0) + log1p(e^−|x|) and evaluated in double with polynomials instead of libm's expf and
- * log1pf (those were 15% of a whole MExD run: the diffusion sampler calls it 50 million times),
- * branch-free so that a loop over it vectorizes.
- * e^−a: a = k·ln2 − r, |r| ≤ ln2/2, degree-10 Taylor (relative error < 1e-12), 2^−k from the
- * exponent bits (k rounded with the 1.5·2^52 trick); a is clamped to 150, where the result is
- * below f32's range anyway.  log1p(u), 0 < u ≤ 1: 2·atanh(s), s = u/(2 + u) ≤ 1/3, odd series to
- * s^21 (relative error < 1e-11).  The double result is rounded once, so it is within 1 ulp of the
- * exact value (libm's f32 composition was within a few); NaN stays NaN, −inf gives 0. */
-static inline float mexd_softplus_f32(float v)
+/* e^−a for a ≥ 0 (+inf and NaN included: a is clamped to 150, where e^−a is below f32's range),
+ * in double without libm and without branches, so that loops over it vectorize: a = k·ln2 − r,
+ * |r| ≤ ln2/2, degree-10 Taylor for e^r (relative error < 1e-12), 2^−k from the exponent bits
+ * (k rounded with the 1.5·2^52 trick).  Rounded to f32 it is within 1 ulp of the exact value. */
+static inline double mexd_exp_neg(double a)
 {
-  double x = v;
-  double a = fabs(x);
-  a = a < 150.0 ? a : 150.0; /* NaN too: its result is replaced below */
+  a = a < 150.0 ? a : 150.0;
   const double magic = 6755399441055744.0;
   double kd = a * 1.4426950408889634 + magic;
   int64_t kbits, mbits;
@@ -55,7 +48,20 @@ static inline float mexd_softplus_f32(float v)
   uint64_t bits = (uint64_t)(1023 - (kbits - mbits)) << 52;
   double two_k;
   memcpy(&two_k, &bits, sizeof two_k);
-  double u = p * two_k;
+  return p * two_k;
+}
+
+/* softplus (beta 1, threshold 20) as PyTorch's: x above 20, else log(1 + e^x), written as
+ * max(x, 0) + log1p(e^−|x|) and evaluated in double with polynomials instead of libm's expf and
+ * log1pf (those were 15% of a whole MExD run: the diffusion sampler calls it 50 million times),
+ * branch-free so that a loop over it vectorizes.  e^−|x|: mexd_exp_neg; log1p(u), 0 < u ≤ 1:
+ * 2·atanh(s), s = u/(2 + u) ≤ 1/3, odd series to s^21 (relative error < 1e-11).  The double
+ * result is rounded once, so it is within 1 ulp of the exact value (libm's f32 composition was
+ * within a few); NaN stays NaN, −inf gives 0. */
+static inline float mexd_softplus_f32(float v)
+{
+  double x = v;
+  double u = mexd_exp_neg(fabs(x));
   double s = u / (2.0 + u), s2 = s * s;
   double q = 1.0 / 21;
   q = q * s2 + 1.0 / 19;

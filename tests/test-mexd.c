@@ -415,6 +415,51 @@ static void test_chains(gconstpointer data)
   diff_fix_clear(&f);
 }
 
+/* ---- the fused cpu sampler against the op path (the reference) ----
+ * The fused sampler makes the op path's BLAS calls (bias preloaded, beta 1) and its f32/double
+ * elementwise arithmetic in the same order, so the two agree to the bit on one machine; the
+ * tolerance (1e-6 relative to the largest |f̂0|) only leaves room for a BLAS that rounds a GEMM
+ * differently between calls of different shapes, which 1000 steps could carry to ~1e-7 here.
+ * Any real slip (a coefficient, the noise index, an order of terms) moves f̂0 by far more. */
+static void test_fused_sampler(gconstpointer data)
+{
+  const DiffCase *dcase = data;
+  DiffFix f;
+  diff_fix_init(&f, dcase->backend, dcase->experts);
+  g_autoptr(GError) error = NULL;
+  int S = 5;
+  struct {
+    int steps;
+    double eta;
+  } runs[] = {{0, 0.0}, {50, 0.0}, {20, 0.7}};
+  for (size_t k = 0; k < G_N_ELEMENTS(runs); k++) {
+    g_autoptr(MexdTensor) fused = mexd_tensor_new_2d(f.be, MEXD_DTYPE_F32, S, f.C, &error);
+    g_autoptr(MexdTensor) ops = mexd_tensor_new_2d(f.be, MEXD_DTYPE_F32, S, f.C, &error);
+    g_assert_no_error(error);
+    g_assert_true(mexd_diffc_sample(f.dc, &f.cond, runs[k].steps, runs[k].eta, S, 99, fused,
+                                    &error));
+    g_assert_no_error(error);
+    g_setenv("MEXD_DIFFC_UNFUSED", "1", TRUE);
+    gboolean ok = mexd_diffc_sample(f.dc, &f.cond, runs[k].steps, runs[k].eta, S, 99, ops, &error);
+    g_unsetenv("MEXD_DIFFC_UNFUSED");
+    g_assert_true(ok);
+    g_assert_no_error(error);
+    g_autofree float *a = mexd_tensor_dup_f32(fused, &error);
+    g_autofree float *b = mexd_tensor_dup_f32(ops, &error);
+    g_assert_no_error(error);
+    double mx = 0, diff = 0;
+    for (int i = 0; i < S * f.C; i++) {
+      g_assert_true(isfinite(a[i]));
+      mx = MAX(mx, fabs((double)b[i]));
+      diff = MAX(diff, fabs((double)a[i] - (double)b[i]));
+    }
+    if (diff > 1e-6 * MAX(mx, 1.0))
+      g_error("fused cpu sampler (steps %d, eta %g) differs from the op path by %g (max |f0| %g)",
+              runs[k].steps, runs[k].eta, diff, mx);
+  }
+  diff_fix_clear(&f);
+}
+
 /* ---- Diff-C alone (what mexddiffc runs): equal to the whole forward with the same seed ---- */
 
 static void test_diffuse(void)
@@ -644,6 +689,10 @@ int main(int argc, char **argv)
       g_test_add_data_func(p1, dc, test_denoiser);
       g_test_add_data_func(p2, dc, test_steps);
       g_test_add_data_func(p3, dc, test_chains);
+      if (g_str_equal(backends[b], "cpu")) {
+        g_autofree char *p4 = g_strdup_printf("/diffc/%s/e%d/fused-sampler", backends[b], e);
+        g_test_add_data_func(p4, dc, test_fused_sampler);
+      }
     }
   for (int b = 0; backends[b]; b++)
     if (!g_str_equal(backends[b], "cpu") && (!filter || strstr("big-n20000", filter))) {

@@ -4,15 +4,21 @@
  * Freed blocks of 256 KiB and more are kept (up to CACHE_BYTES in all) and handed out again for
  * requests of nearly their size: a forward pass allocates the same big intermediates over and
  * over, and fresh memory from the kernel costs a page fault per 4 KiB on first touch (measured:
- * most of the time of a 100,000-instance bag went to faults and zeroing before this cache). */
+ * most of the time of a 100,000-instance bag went to faults and zeroing before this cache).
+ * Blocks of HUGE_MIN and more are 2 MiB-aligned and asked for as transparent huge pages: the
+ * blocks of a 100,000-instance bag that outgrow the cache (A1 is 800 MiB) then fault once per
+ * 2 MiB instead of once per 4 KiB (measured: 3 million faults per forward before). */
 #include "backend/backend-private.h"
 #include "backend/cpu.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define CACHE_MIN   ((size_t)256 << 10)
 #define CACHE_BYTES ((size_t)512 << 20)
+#define HUGE_MIN    ((size_t)8 << 20)
+#define HUGE_ALIGN  ((size_t)2 << 20)
 
 typedef struct {
   void *p;
@@ -69,9 +75,17 @@ static MexdStorage *cpu_storage_new(MexdBackend *be, size_t size, GError **error
     padded = 64;
   size_t got = padded;
   p = cache_take((CpuBackend *)be, padded, &got);
-  if (!p && (posix_memalign(&p, 64, padded) != 0 || !p)) {
-    return mexd_fail_null(error, MEXD_ERROR_NO_MEMORY, "cannot allocate %zu bytes of host memory",
-                          size);
+  if (!p) {
+    gboolean huge = padded >= HUGE_MIN;
+    if (huge) /* whole huge pages: the tail of the last one would be wasted anyway */
+      got = padded = (padded + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1);
+    if (posix_memalign(&p, huge ? HUGE_ALIGN : 64, padded) != 0 || !p)
+      return mexd_fail_null(error, MEXD_ERROR_NO_MEMORY,
+                            "cannot allocate %zu bytes of host memory", size);
+#ifdef MADV_HUGEPAGE
+    if (huge)
+      madvise(p, padded, MADV_HUGEPAGE); /* a hint: without THP it fails, harmlessly */
+#endif
   }
   MexdStorage *s = g_new0(MexdStorage, 1);
   s->ref_count = 1;
@@ -169,6 +183,8 @@ MexdBackend *mexd_cpu_backend_new(GError **error)
 #endif
   be->has_f16 = TRUE;
   be->max_tensor_bytes = (size_t)1 << 40;
+  /* fixes the thread count now, before the first BLAS call, so OpenBLAS uses it too */
+  mexd_parallel_threads();
   return be;
 }
 

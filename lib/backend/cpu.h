@@ -3,7 +3,12 @@
  * what the shaders do too. */
 #pragma once
 
+#include "core/parallel.h"
 #include "core/tensor.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 G_BEGIN_DECLS
 
@@ -14,5 +19,83 @@ float *mexd_cpu_f32_in(const MexdTensor *t, gboolean *owned);
  * accumulating ops).  Hand it to mexd_cpu_f32_done() with store = TRUE to write it back. */
 float *mexd_cpu_f32_out(MexdTensor *t, gboolean load, gboolean *owned);
 void mexd_cpu_f32_done(MexdTensor *t, float *f, gboolean owned, gboolean store);
+
+/* e^−a for a ≥ 0 (+inf and NaN included: a is clamped to 150, where e^−a is below f32's range),
+ * in double without libm and without branches, so that loops over it vectorize: a = k·ln2 − r,
+ * |r| ≤ ln2/2, degree-10 Taylor for e^r (relative error < 1e-12), 2^−k from the exponent bits
+ * (k rounded with the 1.5·2^52 trick).  Rounded to f32 it is within 1 ulp of the exact value. */
+static inline double mexd_exp_neg(double a)
+{
+  a = a < 150.0 ? a : 150.0;
+  const double magic = 6755399441055744.0;
+  double kd = a * 1.4426950408889634 + magic;
+  int64_t kbits, mbits;
+  memcpy(&kbits, &kd, sizeof kbits);
+  memcpy(&mbits, &magic, sizeof mbits);
+  kd -= magic;
+  double r = kd * 0.6931471805599453 - a; /* e^−a = 2^−k·e^r */
+  double p = 1.0 / 3628800;
+  p = p * r + 1.0 / 362880;
+  p = p * r + 1.0 / 40320;
+  p = p * r + 1.0 / 5040;
+  p = p * r + 1.0 / 720;
+  p = p * r + 1.0 / 120;
+  p = p * r + 1.0 / 24;
+  p = p * r + 1.0 / 6;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  uint64_t bits = (uint64_t)(1023 - (kbits - mbits)) << 52;
+  double two_k;
+  memcpy(&two_k, &bits, sizeof two_k);
+  return p * two_k;
+}
+
+/* softplus (beta 1, threshold 20) as PyTorch's: x above 20, else log(1 + e^x), written as
+ * max(x, 0) + log1p(e^−|x|) and evaluated in double with polynomials instead of libm's expf and
+ * log1pf (those were 15% of a whole MExD run: the diffusion sampler calls it 50 million times),
+ * branch-free so that a loop over it vectorizes.  e^−|x|: mexd_exp_neg; log1p(u), 0 < u ≤ 1:
+ * 2·atanh(s), s = u/(2 + u) ≤ 1/3, odd series to s^21 (relative error < 1e-11).  The double
+ * result is rounded once, so it is within 1 ulp of the exact value (libm's f32 composition was
+ * within a few); NaN stays NaN, −inf gives 0. */
+static inline float mexd_softplus_f32(float v)
+{
+  double x = v;
+  double u = mexd_exp_neg(fabs(x));
+  double s = u / (2.0 + u), s2 = s * s;
+  double q = 1.0 / 21;
+  q = q * s2 + 1.0 / 19;
+  q = q * s2 + 1.0 / 17;
+  q = q * s2 + 1.0 / 15;
+  q = q * s2 + 1.0 / 13;
+  q = q * s2 + 1.0 / 11;
+  q = q * s2 + 1.0 / 9;
+  q = q * s2 + 1.0 / 7;
+  q = q * s2 + 1.0 / 5;
+  q = q * s2 + 1.0 / 3;
+  q = q * s2 + 1.0;
+  float res = (float)((x > 0 ? x : 0.0) + 2.0 * s * q);
+  int keep = (v > 20.0f) | (v != v); /* not ||: no branch in a vectorized loop */
+  return keep ? v : res;
+}
+
+/* Hot loops (lib/backend/cpu-hot.c: built at -O3 without trapping math, one clone per vector ISA
+ * picked at load time, since the build's baseline x86-64 flags leave them scalar; every clone
+ * does the same IEEE operations in the same order, so results do not depend on the clone). */
+
+/* y[i] = mexd_softplus_f32(x[i]), i < n (y may be x). */
+void mexd_cpu_softplus_n(float *y, const float *x, int64_t n);
+
+/* One row of the diffusion denoiser after its GEMM, in place: x ← softplus(LN(x ⊙ e)) ⊙ hz, with
+ * mexd_mul's f32 products, layernorm's double statistics (eps 1e-5, gamma, beta), then
+ * mexd_softplus_f32 and (hz not NULL) one more f32 product: the op path's numbers. */
+void mexd_cpu_diffc_row(float *x, const float *e, const float *gamma, const float *beta,
+                        const float *hz, int64_t F);
+
+/* y[i] += a·x[i], i < n (the direct convolution's inner loop). */
+void mexd_cpu_axpy(float *y, const float *x, float a, int64_t n);
+
+/* One softmax row (softmax.c says how; y may be x). */
+void mexd_cpu_softmax_row(float *y, const float *x, int64_t D);
 
 G_END_DECLS

@@ -13,12 +13,13 @@
  * cl1's weight [F, 2C] is split at load into its f_t columns and its ρ columns, so the ρ term
  * (constant over a bag's chains and steps) is computed once per bag and folded into the bias.
  *
- * cpu runs a step as ops (gemm, mul, layernorm, softplus, lincomb: the reference).  vulkan runs a
- * whole step — denoiser and update, all chains — as one dispatch of shaders/diffc_step.comp over a
+ * mexd_diffc_eps / mexd_diffc_step run as ops on cpu (gemm, mul, layernorm, softplus, lincomb: the
+ * reference); a whole cpu sampling runs fused (sample_cpu_fused below).  vulkan runs a whole step — denoiser and update, all chains — as one dispatch of shaders/diffc_step.comp over a
  * packed copy of the weights, so a 1000-step chain is 1000 dispatches in one command buffer
  * instead of ~16,000 (MEXD_DIFFC_UNFUSED=1 forces the op path there too, for comparison). */
 #include "nn/nn.h"
 
+#include "backend/cpu.h"
 #include "backend/vulkan.h"
 #include "core/error.h"
 #include "nn/philox.h"
@@ -391,6 +392,190 @@ int mexd_ddim_index(int i, int K, int T)
   return (int)((2 * (int64_t)i * (T - 1) + (K - 1)) / (2 * (int64_t)(K - 1)));
 }
 
+/* ---- the fused sampler (cpu) ----
+ *
+ * The op path allocates ~20 tensors and runs ~17 ops per step, each a pass over [S,F] with its
+ * own thread-pool round; at 1000 steps × 32 chains that overhead was most of the time.  Here a
+ * sampling allocates its buffers once and runs a step as: per layer one cblas_sgemm over all
+ * chains (the bias preloaded into C, beta 1: the very call mexd_linear makes) and one pass per
+ * chain row over the thread pool doing ⊙emb[t], LayerNorm, softplus (and ⊙hz) with the same
+ * f32/double arithmetic as the ops, then the f̂0 and update combinations in lincomb's order.  So
+ * it gives the op path's numbers (tests/test-mexd.c compares the two over whole samplings); the
+ * op path stays the reference, and MEXD_DIFFC_UNFUSED=1 selects it here too. */
+#ifdef MEXD_HAVE_CBLAS
+#include <cblas.h>
+
+typedef struct {
+  int S, C, F;
+  const float *w1f, *b1eff, *hz, *rho, *w2, *b2, *w3, *b3, *wo, *bo;
+  const float *emb[3], *lnw[3], *lnb[3];
+  float *f, *f0, *eps, *h, *g; /* [S,C] ×3, [S,F] ×2 */
+  /* the current row pass */
+  int layer, t;
+  float *x;             /* the rows it works on */
+  const float *mul_hz;  /* layer 0: ⊙hz after the softplus */
+  float *next;          /* the next layer's output, rows preloaded with `next_bias` */
+  const float *next_bias;
+  int64_t next_len;
+} CpuSampler;
+
+/* Rows [r0, r1) of the current layer: x ← softplus(LN(x ⊙ emb[t])) (⊙ hz), and the next layer's
+ * output rows set to its bias (the ops' order and precision: mexd_mul in f32, layernorm_range's
+ * double statistics, mexd_softplus_f32, mexd_mul). */
+static void sampler_rows(int64_t r0, int64_t r1, void *ctx)
+{
+  const CpuSampler *sp = ctx;
+  int64_t F = sp->F;
+  const float *e = sp->emb[sp->layer] + (int64_t)sp->t * F;
+  for (int64_t r = r0; r < r1; r++) {
+    mexd_cpu_diffc_row(sp->x + r * F, e, sp->lnw[sp->layer], sp->lnb[sp->layer], sp->mul_hz, F);
+    memcpy(sp->next + r * sp->next_len, sp->next_bias, sizeof(float) * (size_t)sp->next_len);
+  }
+}
+
+/* y[S,N] (preloaded with the bias) += x[S,K]·w[N,K]ᵀ */
+static void sampler_gemm(const CpuSampler *sp, const float *x, const float *w, float *y, int N,
+                         int K)
+{
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, sp->S, N, K, 1.0f, x, K, w, K, 1.0f, y, N);
+}
+
+static void sampler_pass(CpuSampler *sp, int layer, float *x, float *next, const float *next_bias,
+                         int64_t next_len)
+{
+  sp->layer = layer;
+  sp->x = x;
+  sp->mul_hz = layer == 0 ? sp->hz : NULL;
+  sp->next = next;
+  sp->next_bias = next_bias;
+  sp->next_len = next_len;
+  /* a row is ~50 ns of work per element (the softplus): a few rows per piece */
+  mexd_parallel_for(sp->S, 2, sampler_rows, sp);
+}
+
+/* eps ← the denoiser at index t for the chains in f */
+static void sampler_eps(CpuSampler *sp, int t)
+{
+  int C = sp->C, F = sp->F;
+  sp->t = t;
+  for (int s = 0; s < sp->S; s++)
+    memcpy(sp->h + (int64_t)s * F, sp->b1eff, sizeof(float) * F);
+  sampler_gemm(sp, sp->f, sp->w1f, sp->h, F, C);
+  sampler_pass(sp, 0, sp->h, sp->g, sp->b2, F);
+  sampler_gemm(sp, sp->h, sp->w2, sp->g, F, F);
+  sampler_pass(sp, 1, sp->g, sp->h, sp->b3, F);
+  sampler_gemm(sp, sp->g, sp->w3, sp->h, F, F);
+  sampler_pass(sp, 2, sp->h, sp->eps, sp->bo, C);
+  sampler_gemm(sp, sp->h, sp->wo, sp->eps, C, F);
+}
+
+/* f̂0 = ((c0·f + c1·ρ) + c2·ε̂), as mexd_lincomb forms it */
+static void sampler_f0(CpuSampler *sp, const double c[3])
+{
+  float c0 = (float)c[0], c1 = (float)c[1], c2 = (float)c[2];
+  for (int s = 0; s < sp->S; s++)
+    for (int k = 0; k < sp->C; k++) {
+      int64_t i = (int64_t)s * sp->C + k;
+      float acc = c0 * sp->f[i];
+      acc += c1 * sp->rho[k];
+      acc += c2 * sp->eps[i];
+      sp->f0[i] = acc;
+    }
+}
+
+/* The update after f̂0, in the op path's lincomb order: CARD ((a0·f̂0 + a1·ρ) + a3·z) + a4·f;
+ * DDIM ((a0·f̂0 + a1·ρ) + a2·ε̂), then a3·z + f when a3 ≠ 0. */
+static void sampler_update(CpuSampler *sp, const double a[5], gboolean card, const float *z)
+{
+  float a0 = (float)a[0], a1 = (float)a[1], a2 = (float)a[2], a3 = (float)a[3], a4 = (float)a[4];
+  for (int s = 0; s < sp->S; s++)
+    for (int k = 0; k < sp->C; k++) {
+      int64_t i = (int64_t)s * sp->C + k;
+      float acc = a0 * sp->f0[i];
+      acc += a1 * sp->rho[k];
+      if (card) {
+        acc += a3 * z[i];
+        acc += a4 * sp->f[i];
+      } else {
+        acc += a2 * sp->eps[i];
+        if (a[3] > 0) {
+          float u = a3 * z[i];
+          u += 1.0f * acc;
+          acc = u;
+        }
+      }
+      sp->f[i] = acc;
+    }
+}
+
+/* The whole sampling on the cpu backend (f32); noise rows as mexd_diffc_sample lays them out. */
+static gboolean sample_cpu_fused(MexdDiffc *dc, MexdDiffcCond *cond, int steps, double eta,
+                                 int chains, const float *noise, gboolean need_step_noise,
+                                 int n_idx, MexdTensor *f0_out, GError **error)
+{
+  int C = dc->classes, F = dc->width, T = dc->T;
+  gboolean card = steps <= 0;
+  int64_t per = (int64_t)chains * C;
+  CpuSampler sp = {.S = chains, .C = C, .F = F};
+  sp.w1f = mexd_tensor_host_data(dc->w1f);
+  sp.b1eff = mexd_tensor_host_data(cond->b1eff);
+  sp.hz = mexd_tensor_host_data(cond->hz);
+  sp.rho = mexd_tensor_host_data(cond->rho);
+  sp.w2 = mexd_tensor_host_data(dc->w2);
+  sp.b2 = mexd_tensor_host_data(dc->b2);
+  sp.w3 = mexd_tensor_host_data(dc->w3);
+  sp.b3 = mexd_tensor_host_data(dc->b3);
+  sp.wo = mexd_tensor_host_data(dc->wo);
+  sp.bo = mexd_tensor_host_data(dc->bo);
+  for (int l = 0; l < 3; l++) {
+    sp.emb[l] = mexd_tensor_host_data(dc->emb[l]);
+    sp.lnw[l] = mexd_tensor_host_data(dc->ln_w[l]);
+    sp.lnb[l] = mexd_tensor_host_data(dc->ln_b[l]);
+  }
+  g_autofree float *buf = g_try_new(float, 3 * per + 2 * (int64_t)chains * F);
+  if (!buf)
+    return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "diffc: no memory for %d chains", chains);
+  sp.f = buf;
+  sp.f0 = buf + per;
+  sp.eps = buf + 2 * per;
+  sp.h = buf + 3 * per;
+  sp.g = sp.h + (int64_t)chains * F;
+#define NOISE(idx) (noise + (int64_t)(need_step_noise ? (idx) : 0) * per)
+  {
+    const float *z0 = NOISE(n_idx - 1);
+    for (int64_t i = 0; i < per; i++) {
+      float acc = 1.0f * sp.rho[i % C];
+      acc += 1.0f * z0[i];
+      sp.f[i] = acc;
+    }
+  }
+  double c[3], a[5];
+  if (card) {
+    for (int t = T - 1; t >= 1; t--) {
+      f0_coefs(dc, t, c);
+      update_coefs(dc, t, -1, 0, a);
+      sampler_eps(&sp, t);
+      sampler_f0(&sp, c);
+      sampler_update(&sp, a, TRUE, NOISE(t));
+    }
+  } else {
+    for (int i = steps - 1; i >= 1; i--) {
+      int t = mexd_ddim_index(i, steps, T), tp = mexd_ddim_index(i - 1, steps, T);
+      f0_coefs(dc, t, c);
+      update_coefs(dc, t, tp, eta, a);
+      sampler_eps(&sp, t);
+      sampler_f0(&sp, c);
+      sampler_update(&sp, a, FALSE, NOISE(i));
+    }
+  }
+#undef NOISE
+  f0_coefs(dc, 0, c);
+  sampler_eps(&sp, 0);
+  sampler_f0(&sp, c);
+  return mexd_tensor_write_f32(f0_out, sp.f0, per, error);
+}
+#endif
+
 gboolean mexd_diffc_sample(MexdDiffc *dc, MexdDiffcCond *cond, int steps, double eta, int chains,
                            uint64_t seed, MexdTensor *f0, GError **error)
 {
@@ -413,6 +598,11 @@ gboolean mexd_diffc_sample(MexdDiffc *dc, MexdDiffcCond *cond, int steps, double
   for (int64_t r = 0; r < rows; r++)
     mexd_philox_noise(seed, need_step_noise ? (uint32_t)r : (uint32_t)(n_idx - 1), (uint32_t)chains,
                       (uint32_t)C, noise + r * per);
+#ifdef MEXD_HAVE_CBLAS
+  if (mexd_backend_kind(be) == MEXD_BACKEND_CPU && f0->dtype == MEXD_DTYPE_F32 &&
+      !g_getenv("MEXD_DIFFC_UNFUSED"))
+    return sample_cpu_fused(dc, cond, steps, eta, chains, noise, need_step_noise, n_idx, f0, error);
+#endif
   if (dc->packed) {
     /* one state buffer: f, f̂0, then the noise rows */
     g_autofree float *host = g_try_new0(float, (2 + rows) * per);

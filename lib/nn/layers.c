@@ -280,11 +280,12 @@ MexdTensor *mexd_nystrom_forward_cls(MexdNystrom *ny, MexdTensor *x, int64_t cls
    * projections of zero rows: there is no bias), then heads are split to [3, H, np, dh] */
   g_autoptr(MexdTensor) heads = NULL;
   {
-    g_autoptr(MexdTensor) qkv =
-        np > n ? mexd_tensor_new_zeros(x->backend, x->dtype, 2, (int64_t[]){np, 3 * W}, error)
-               : new_like(x, 2, (int64_t[]){np, 3 * W}, error);
+    g_autoptr(MexdTensor) qkv = new_like(x, 2, (int64_t[]){np, 3 * W}, error);
+    g_autoptr(MexdTensor) pad = qkv && np > n ? mexd_tensor_rows(qkv, 0, np - n, error) : NULL;
     g_autoptr(MexdTensor) rows = qkv ? mexd_tensor_rows(qkv, np - n, n, error) : NULL;
-    if (!rows || !mexd_linear(rows, x, ny->qkv_w, NULL, error))
+    /* only the pad rows need zeros (the GEMM writes the rest) */
+    if (!rows || (np > n && (!pad || !mexd_tensor_fill_zero(pad, error))) ||
+        !mexd_linear(rows, x, ny->qkv_w, NULL, error))
       return NULL;
     g_autoptr(MexdTensor) qkv4 = reshape(qkv, 4, (int64_t[]){np, 3, H, dh}, error);
     heads = qkv4 ? new_like(x, 4, (int64_t[]){3, H, np, dh}, error) : NULL;

@@ -48,33 +48,74 @@ static float binary_apply(MexdBinaryOp op, float u, float v)
   return u / v;
 }
 
+typedef struct {
+  const BinaryGeom *g;
+  const float *A, *B;
+  float *Y;
+  MexdBinaryOp op;
+} BinaryJob;
+
+/* Both inputs full: elements [i0, i1). */
+static void binary_full_range(int64_t i0, int64_t i1, void *ctx)
+{
+  const BinaryJob *j = ctx;
+  const float *A = j->A, *B = j->B;
+  float *Y = j->Y;
+  switch (j->op) { /* one loop per op, so each vectorizes */
+  case MEXD_BINARY_ADD:
+    for (int64_t i = i0; i < i1; i++)
+      Y[i] = A[i] + B[i];
+    break;
+  case MEXD_BINARY_SUB:
+    for (int64_t i = i0; i < i1; i++)
+      Y[i] = A[i] - B[i];
+    break;
+  case MEXD_BINARY_MUL:
+    for (int64_t i = i0; i < i1; i++)
+      Y[i] = A[i] * B[i];
+    break;
+  case MEXD_BINARY_DIV:
+    for (int64_t i = i0; i < i1; i++)
+      Y[i] = A[i] / B[i];
+    break;
+  }
+}
+
+/* Broadcast: rows [r0, r1) of the padded output, a row being its last dimension. */
+static void binary_rows_range(int64_t r0, int64_t r1, void *ctx)
+{
+  const BinaryJob *j = ctx;
+  const BinaryGeom *g = j->g;
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t i2 = r % g->d[2], i1 = r / g->d[2] % g->d[1], i0 = r / g->d[2] / g->d[1];
+    int64_t ba = i0 * g->sa[0] + i1 * g->sa[1] + i2 * g->sa[2];
+    int64_t bb = i0 * g->sb[0] + i1 * g->sb[1] + i2 * g->sb[2];
+    float *y = j->Y + r * g->d[3];
+    for (int64_t i3 = 0; i3 < g->d[3]; i3++)
+      y[i3] = binary_apply(j->op, j->A[ba + i3 * g->sa[3]], j->B[bb + i3 * g->sb[3]]);
+  }
+}
+
 static void binary_cpu(const BinaryGeom *g, MexdTensor *y, MexdTensor *a, MexdTensor *b,
                        MexdBinaryOp op)
 {
   gboolean oa, ob, oy;
   /* in place in f32, Y is A or B itself: a full input is read at y's index before the write */
-  const float *A = mexd_cpu_f32_in(a, &oa);
-  const float *B = mexd_cpu_f32_in(b, &ob);
-  float *Y = mexd_cpu_f32_out(y, FALSE, &oy);
-  if (g->a_full && g->b_full) {
-    for (int64_t i = 0; i < g->n; i++)
-      Y[i] = binary_apply(op, A[i], B[i]);
-  } else {
-    int64_t i = 0;
-    for (int64_t i0 = 0; i0 < g->d[0]; i0++)
-      for (int64_t i1 = 0; i1 < g->d[1]; i1++)
-        for (int64_t i2 = 0; i2 < g->d[2]; i2++) {
-          int64_t ba = i0 * g->sa[0] + i1 * g->sa[1] + i2 * g->sa[2];
-          int64_t bb = i0 * g->sb[0] + i1 * g->sb[1] + i2 * g->sb[2];
-          for (int64_t i3 = 0; i3 < g->d[3]; i3++, i++)
-            Y[i] = binary_apply(op, A[ba + i3 * g->sa[3]], B[bb + i3 * g->sb[3]]);
-        }
-  }
-  mexd_cpu_f32_done(y, Y, oy, TRUE);
+  BinaryJob j = {.g = g, .op = op};
+  j.A = mexd_cpu_f32_in(a, &oa);
+  j.B = mexd_cpu_f32_in(b, &ob);
+  j.Y = mexd_cpu_f32_out(y, FALSE, &oy);
+  if (g->a_full && g->b_full)
+    mexd_parallel_for(g->n, MEXD_PARALLEL_GRAIN_ELEMENTS, binary_full_range, &j);
+  else
+    mexd_parallel_for(g->d[0] * g->d[1] * g->d[2],
+                      MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS / MAX(g->d[3], 1)), binary_rows_range,
+                      &j);
+  mexd_cpu_f32_done(y, j.Y, oy, TRUE);
   if (oa)
-    g_free((float *)A);
+    g_free((float *)j.A);
   if (ob)
-    g_free((float *)B);
+    g_free((float *)j.B);
 }
 
 typedef struct {

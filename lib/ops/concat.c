@@ -8,6 +8,7 @@
  * as [outer, y_axis·inner]:
  * cpu: one memcpy per outer index; vulkan: one dispatch of shaders/concat.comp per input.
  * y must not overlap any input. */
+#include "backend/cpu.h"
 #include "backend/vulkan.h"
 #include "ops/ops-private.h"
 
@@ -43,6 +44,28 @@ static gboolean concat_vulkan(MexdTensor *y, MexdTensor *x, int64_t xrow, int64_
   if (!mexd_vk_grid(be, ((uint64_t)n + CONCAT_GROUP - 1) / CONCAT_GROUP, d.groups, error))
     return FALSE;
   return mexd_vk_dispatch(be, &d, error);
+}
+
+typedef struct {
+  const char *X;
+  char *Y;
+  size_t es;
+  int64_t yrow, yoff, xrow;
+} ConcatJob;
+
+static void concat_outer_range(int64_t o0, int64_t o1, void *ctx)
+{
+  const ConcatJob *j = ctx;
+  for (int64_t o = o0; o < o1; o++)
+    memcpy(j->Y + (size_t)(o * j->yrow + j->yoff) * j->es, j->X + (size_t)(o * j->xrow) * j->es,
+           (size_t)j->xrow * j->es);
+}
+
+static void concat_flat_range(int64_t e0, int64_t e1, void *ctx)
+{
+  const ConcatJob *j = ctx;
+  memcpy(j->Y + (size_t)(j->yoff + e0) * j->es, j->X + (size_t)e0 * j->es,
+         (size_t)(e1 - e0) * j->es);
 }
 
 gboolean mexd_concat(MexdTensor *y, MexdTensor *const *xs, int n, int axis, GError **error)
@@ -92,11 +115,15 @@ gboolean mexd_concat(MexdTensor *y, MexdTensor *const *xs, int n, int axis, GErr
     char *Y = mexd_tensor_host_data(y);
     int64_t yoff = 0;
     for (int i = 0; i < n; i++) {
-      const char *X = mexd_tensor_host_data(xs[i]);
-      int64_t xrow = xs[i]->shape[ax] * inner;
-      for (int64_t o = 0; o < outer; o++)
-        memcpy(Y + (size_t)(o * yrow + yoff) * es, X + (size_t)(o * xrow) * es, (size_t)xrow * es);
-      yoff += xrow;
+      ConcatJob j = {.X = mexd_tensor_host_data(xs[i]), .Y = Y, .es = es, .yrow = yrow,
+                     .yoff = yoff, .xrow = xs[i]->shape[ax] * inner};
+      /* one input along the outer index, or (a single outer index) its bytes in pieces */
+      if (outer > 1)
+        mexd_parallel_for(outer, MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS * 4 / MAX(j.xrow, 1)),
+                          concat_outer_range, &j);
+      else
+        mexd_parallel_for(j.xrow, MEXD_PARALLEL_GRAIN_ELEMENTS * 4, concat_flat_range, &j);
+      yoff += j.xrow;
     }
     return TRUE;
   }

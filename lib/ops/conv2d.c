@@ -6,7 +6,8 @@
  * pixels and sgemm.  Otherwise (or with MEXD_CPU_NO_BLAS=1, which the tests use to check it)
  * a direct convolution, one output plane at a time: for every (input channel, kh, kw) the weight
  * is a scalar and the output columns it reaches are a contiguous range, so the inner loop is a
- * strided axpy along an input row.
+ * strided axpy along an input row; output planes are spread over the thread pool
+ * (lib/core/parallel.h), each plane computed whole by one thread.
  * vulkan: shaders/conv2d.comp on a 1-D grid of workgroups (mexd_vk_grid): an implicit GEMM per
  * group (im2col gathered into shared memory tile by tile) when a group has at least 16 output
  * channels and a depth C/groups·KH·KW of at least 16; otherwise (depthwise, thin convolutions)
@@ -97,45 +98,67 @@ static void conv2d_blas(const ConvGeom *g, const float *X, const float *Wt, floa
 }
 #endif
 
-/* Direct: Y (holding the bias) += the convolution, one output plane at a time. */
-static void conv2d_direct(const ConvGeom *g, const float *X, const float *Wt, float *Y)
+typedef struct {
+  const ConvGeom *g;
+  const float *X, *Wt, *bv;
+  float *Y;
+  const int64_t *kw_lo, *kw_hi;
+} ConvJob;
+
+/* Direct: output planes [p0, p1) (plane = n·O + o), each its bias plus the convolution, one plane
+ * per thread (the planes of PPEG's depthwise convs and of the Nyström residual are independent). */
+static void conv2d_direct_planes(int64_t p0, int64_t p1, void *ctx)
 {
+  const ConvJob *j = ctx;
+  const ConvGeom *g = j->g;
   const MexdConv2dParams *p = &g->p;
   int64_t plane = g->OH * g->OW;
-  /* the output columns each kw tap reaches, the same for every row and channel */
-  int64_t *kw_lo = g_new(int64_t, g->KW), *kw_hi = g_new(int64_t, g->KW);
-  for (int64_t kw = 0; kw < g->KW; kw++)
-    tap_range(g->OW, g->W, p->stride_w, p->pad_w, kw * p->dil_w, &kw_lo[kw], &kw_hi[kw]);
-
-  for (int64_t n = 0; n < g->N; n++)
-    for (int64_t o = 0; o < g->O; o++) {
-      float *out = Y + (n * g->O + o) * plane;
-      int64_t c0 = (o / g->opg) * g->cpg;
-      for (int64_t ic = 0; ic < g->cpg; ic++) {
-        const float *xp = X + (n * g->C + c0 + ic) * g->H * g->W;
-        const float *wp = Wt + (o * g->cpg + ic) * g->KH * g->KW;
-        for (int64_t kh = 0; kh < g->KH; kh++) {
-          int64_t oh0, oh1;
-          tap_range(g->OH, g->H, p->stride_h, p->pad_h, kh * p->dil_h, &oh0, &oh1);
-          for (int64_t kw = 0; kw < g->KW; kw++) {
-            float wv = wp[kh * g->KW + kw];
-            int64_t ow0 = kw_lo[kw], ow1 = kw_hi[kw];
-            int64_t iw0 = kw * p->dil_w - p->pad_w; /* input column of output column 0 */
-            for (int64_t oh = oh0; oh < oh1; oh++) {
-              int64_t ih = oh * p->stride_h - p->pad_h + kh * p->dil_h;
-              const float *xrow = xp + ih * g->W;
-              float *orow = out + oh * g->OW;
-              if (p->stride_w == 1)
-                for (int64_t ow = ow0; ow < ow1; ow++)
-                  orow[ow] += wv * xrow[ow + iw0];
-              else
-                for (int64_t ow = ow0; ow < ow1; ow++)
-                  orow[ow] += wv * xrow[ow * p->stride_w + iw0];
-            }
+  for (int64_t no = p0; no < p1; no++) {
+    int64_t n = no / g->O, o = no % g->O;
+    float *out = j->Y + no * plane;
+    float b0 = j->bv ? j->bv[o] : 0.0f;
+    for (int64_t i = 0; i < plane; i++)
+      out[i] = b0;
+    int64_t c0 = (o / g->opg) * g->cpg;
+    for (int64_t ic = 0; ic < g->cpg; ic++) {
+      const float *xp = j->X + (n * g->C + c0 + ic) * g->H * g->W;
+      const float *wp = j->Wt + (o * g->cpg + ic) * g->KH * g->KW;
+      for (int64_t kh = 0; kh < g->KH; kh++) {
+        int64_t oh0, oh1;
+        tap_range(g->OH, g->H, p->stride_h, p->pad_h, kh * p->dil_h, &oh0, &oh1);
+        for (int64_t kw = 0; kw < g->KW; kw++) {
+          float wv = wp[kh * g->KW + kw];
+          int64_t ow0 = j->kw_lo[kw], ow1 = j->kw_hi[kw];
+          int64_t iw0 = kw * p->dil_w - p->pad_w; /* input column of output column 0 */
+          for (int64_t oh = oh0; oh < oh1; oh++) {
+            int64_t ih = oh * p->stride_h - p->pad_h + kh * p->dil_h;
+            const float *xrow = xp + ih * g->W;
+            float *orow = out + oh * g->OW;
+            if (p->stride_w == 1)
+              mexd_cpu_axpy(orow + ow0, xrow + ow0 + iw0, wv, ow1 - ow0);
+            else
+              for (int64_t ow = ow0; ow < ow1; ow++)
+                orow[ow] += wv * xrow[ow * p->stride_w + iw0];
           }
         }
       }
     }
+  }
+}
+
+/* Direct: Y = bias + the convolution, planes spread over the pool. */
+static void conv2d_direct(const ConvGeom *g, const float *X, const float *Wt, const float *bv,
+                          float *Y)
+{
+  const MexdConv2dParams *p = &g->p;
+  /* the output columns each kw tap reaches, the same for every row and channel */
+  int64_t *kw_lo = g_new(int64_t, g->KW), *kw_hi = g_new(int64_t, g->KW);
+  for (int64_t kw = 0; kw < g->KW; kw++)
+    tap_range(g->OW, g->W, p->stride_w, p->pad_w, kw * p->dil_w, &kw_lo[kw], &kw_hi[kw]);
+  ConvJob j = {.g = g, .X = X, .Wt = Wt, .bv = bv, .Y = Y, .kw_lo = kw_lo, .kw_hi = kw_hi};
+  int64_t work = g->OH * g->OW * g->cpg * g->KH * g->KW; /* multiply-adds per plane */
+  mexd_parallel_for(g->N * g->O, MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS * 4 / MAX(work, 1)),
+                    conv2d_direct_planes, &j);
   g_free(kw_lo);
   g_free(kw_hi);
 }
@@ -148,18 +171,18 @@ static void conv2d_cpu(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTens
   const float *Wt = mexd_cpu_f32_in(w, &ow_);
   float *Y = mexd_cpu_f32_out(y, FALSE, &oy);
   const float *bv = bias ? mexd_cpu_f32_in(bias, &obias) : NULL;
-  int64_t plane = g->OH * g->OW;
-  for (int64_t no = 0; no < g->N * g->O; no++) {
-    float b0 = bv ? bv[no % g->O] : 0.0f;
-    for (int64_t i = 0; i < plane; i++)
-      Y[no * plane + i] = b0;
-  }
   if (use_blas(g)) {
 #ifdef MEXD_HAVE_CBLAS
+    int64_t plane = g->OH * g->OW;
+    for (int64_t no = 0; no < g->N * g->O; no++) {
+      float b0 = bv ? bv[no % g->O] : 0.0f;
+      for (int64_t i = 0; i < plane; i++)
+        Y[no * plane + i] = b0;
+    }
     conv2d_blas(g, X, Wt, Y);
 #endif
   } else {
-    conv2d_direct(g, X, Wt, Y);
+    conv2d_direct(g, X, Wt, bv, Y);
   }
   mexd_cpu_f32_done(y, Y, oy, TRUE);
   if (ox)

@@ -3,17 +3,34 @@
  * x [M,N] and y [K,N] are f32 or f16 (the same), idx is i32 [K].  Rows are copied in their storage
  * type, so the result is exact in both dtypes.
  * cpu: every index is checked first; an index outside [0,M) is a MEXD_ERROR_INDEX naming its
- * position and value, and nothing is written.  Then rows are copied with memcpy.
+ * position and value, and nothing is written.  Then rows are copied with memcpy (rows spread
+ * over the thread pool).
  * vulkan: shaders/gather.comp, one invocation per element of y.  The indices live on the device,
  * so the op cannot check them when it records: a row with a bad index is written as zeros and the
  * shader sets MEXD_VK_STATUS_INDEX_RANGE, which the next mexd_backend_sync() (or tensor read)
  * reports as a MEXD_ERROR_INDEX; the status word is cleared then, so later syncs succeed again. */
+#include "backend/cpu.h"
 #include "backend/vulkan.h"
 #include "ops/ops-private.h"
 
 #include <string.h>
 
 #define GATHER_THREADS 256
+
+typedef struct {
+  const int32_t *ix;
+  const char *src;
+  char *dst;
+  size_t row_bytes;
+} GatherJob;
+
+static void gather_range(int64_t i0, int64_t i1, void *ctx)
+{
+  const GatherJob *j = ctx;
+  for (int64_t i = i0; i < i1; i++)
+    memcpy(j->dst + (size_t)i * j->row_bytes, j->src + (size_t)j->ix[i] * j->row_bytes,
+           j->row_bytes);
+}
 
 static gboolean gather_cpu(MexdTensor *y, MexdTensor *x, MexdTensor *idx, GError **error)
 {
@@ -25,11 +42,9 @@ static gboolean gather_cpu(MexdTensor *y, MexdTensor *x, MexdTensor *idx, GError
                        "gather_rows: idx[%" G_GINT64_FORMAT
                        "] = %d is outside the %" G_GINT64_FORMAT " rows of x",
                        i, (int)ix[i], M);
-  const size_t row_bytes = (size_t)N * mexd_dtype_size(x->dtype);
-  const char *src = mexd_tensor_host_data(x);
-  char *dst = mexd_tensor_host_data(y);
-  for (int64_t i = 0; i < K; i++)
-    memcpy(dst + (size_t)i * row_bytes, src + (size_t)ix[i] * row_bytes, row_bytes);
+  GatherJob j = {.ix = ix, .src = mexd_tensor_host_data(x), .dst = mexd_tensor_host_data(y),
+                 .row_bytes = (size_t)N * mexd_dtype_size(x->dtype)};
+  mexd_parallel_for(K, MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS * 4 / MAX(N, 1)), gather_range, &j);
   return TRUE;
 }
 

@@ -60,6 +60,34 @@ static void gemm_plain(const GemmGeom *g, const float *A, const float *B, float 
   }
 }
 
+typedef struct {
+  float *C;
+  const float *bias;
+  int64_t N;
+} GemmFill;
+
+/* Rows [r0, r1) of C set to the bias (or 0). */
+static void gemm_fill_rows(int64_t r0, int64_t r1, void *ctx)
+{
+  const GemmFill *f = ctx;
+  for (int64_t r = r0; r < r1; r++) {
+    float *row = f->C + r * f->N;
+    if (f->bias)
+      memcpy(row, f->bias, sizeof(float) * (size_t)f->N);
+    else
+      memset(row, 0, sizeof(float) * (size_t)f->N);
+  }
+}
+
+/* Rows [r0, r1) of C plus the bias. */
+static void gemm_add_bias_rows(int64_t r0, int64_t r1, void *ctx)
+{
+  const GemmFill *f = ctx;
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t j = 0; j < f->N; j++)
+      f->C[r * f->N + j] += f->bias[j];
+}
+
 static void gemm_cpu(const GemmGeom *g, MexdTensor *c, MexdTensor *a, MexdTensor *b,
                      MexdTensor *bias, const MexdGemmParams *p)
 {
@@ -67,20 +95,30 @@ static void gemm_cpu(const GemmGeom *g, MexdTensor *c, MexdTensor *a, MexdTensor
   float *A = mexd_cpu_f32_in(a, &oa);
   float *B = mexd_cpu_f32_in(b, &ob);
   float *C = mexd_cpu_f32_out(c, p->beta != 0.0f, &oc);
-  float *bv = bias ? mexd_cpu_f32_in(bias, &obias) : NULL;
+  float *bv = bias ? mexd_cpu_f32_in(bias, &obias) : NULL, *bias_v = bv;
   int64_t mn = g->M * g->N;
   float *prod = NULL;
   if (use_blas()) {
 #ifdef MEXD_HAVE_CBLAS
+    /* beta = 0 with a bias: C starts as the bias rows and sgemm adds alpha·A·B into it (beta 1),
+     * one pass over C instead of a clear before and a bias pass after.  beta = 0 without one:
+     * BLAS itself sets C to 0 first (the reference BLAS and OpenBLAS store zeros, NaN in C
+     * ignored, as the BLAS specification asks), so no clear here either */
+    gboolean preload = bv && p->beta == 0.0f;
+    if (preload) {
+      GemmFill f = {.C = C, .bias = preload ? bv : NULL, .N = g->N};
+      mexd_parallel_for(g->batch * g->M, MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS * 4 / MAX(g->N, 1)),
+                        gemm_fill_rows, &f);
+    }
     for (int64_t bt = 0; bt < g->batch; bt++) {
       float *cb = C + bt * mn;
-      if (p->beta == 0.0f)
-        memset(cb, 0, sizeof(float) * (size_t)mn); /* beta = 0 ignores C, NaN included */
       cblas_sgemm(CblasRowMajor, p->trans_a ? CblasTrans : CblasNoTrans,
                   p->trans_b ? CblasTrans : CblasNoTrans, (int)g->M, (int)g->N, (int)g->K, p->alpha,
                   A + bt * g->sab, p->trans_a ? (int)g->M : (int)g->K, B + bt * g->sbb,
-                  p->trans_b ? (int)g->K : (int)g->N, p->beta, cb, (int)g->N);
+                  p->trans_b ? (int)g->K : (int)g->N, preload ? 1.0f : p->beta, cb, (int)g->N);
     }
+    if (preload)
+      bv = NULL; /* added */
 #endif
   } else {
     prod = g_new(float, g->batch *mn);
@@ -89,17 +127,18 @@ static void gemm_cpu(const GemmGeom *g, MexdTensor *c, MexdTensor *a, MexdTensor
       C[i] = p->alpha * prod[i] + (p->beta != 0.0f ? p->beta * C[i] : 0.0f);
     g_free(prod);
   }
-  if (bv)
-    for (int64_t r = 0; r < g->batch * g->M; r++)
-      for (int64_t j = 0; j < g->N; j++)
-        C[r * g->N + j] += bv[j];
+  if (bv) {
+    GemmFill f = {.C = C, .bias = bv, .N = g->N};
+    mexd_parallel_for(g->batch * g->M, MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS * 4 / MAX(g->N, 1)),
+                      gemm_add_bias_rows, &f);
+  }
   mexd_cpu_f32_done(c, C, oc, TRUE);
   if (oa)
     g_free(A);
   if (ob)
     g_free(B);
   if (obias)
-    g_free(bv);
+    g_free(bias_v);
 }
 
 /* lavapipe (llvmpipe) ends every loop of a shader invocation silently once the invocation has run

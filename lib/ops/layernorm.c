@@ -10,19 +10,22 @@
 
 #include <math.h>
 
-static void layernorm_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x, MexdTensor *gamma,
-                          MexdTensor *beta, float eps)
+typedef struct {
+  const float *X, *G, *B;
+  float *Y;
+  int64_t D;
+  float eps;
+} LayernormJob;
+
+/* Rows [r0, r1): each row by one thread, in the same order as ever. */
+static void layernorm_range(int64_t r0, int64_t r1, void *ctx)
 {
-  gboolean ox, oy, og = FALSE, ob = FALSE;
-  /* in place in f32, X and Y are the same memory: harmless, as each row's statistics are taken
-   * before the row is written and each element is read before it is overwritten */
-  const float *X = mexd_cpu_f32_in(x, &ox);
-  float *Y = mexd_cpu_f32_out(y, FALSE, &oy);
-  const float *G = gamma ? mexd_cpu_f32_in(gamma, &og) : NULL;
-  const float *B = beta ? mexd_cpu_f32_in(beta, &ob) : NULL;
-  for (int64_t r = 0; r < rows; r++) {
-    const float *xr = X + r * D;
-    float *yr = Y + r * D;
+  const LayernormJob *j = ctx;
+  int64_t D = j->D;
+  const float *G = j->G, *B = j->B;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *xr = j->X + r * D;
+    float *yr = j->Y + r * D;
     double s = 0;
     for (int64_t i = 0; i < D; i++)
       s += xr[i];
@@ -32,7 +35,7 @@ static void layernorm_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x,
       double d = xr[i] - mean;
       ss += d * d;
     }
-    double rstd = 1.0 / sqrt(ss / (double)D + (double)eps);
+    double rstd = 1.0 / sqrt(ss / (double)D + (double)j->eps);
     for (int64_t i = 0; i < D; i++) {
       double v = (xr[i] - mean) * rstd;
       if (G)
@@ -42,13 +45,28 @@ static void layernorm_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x,
       yr[i] = (float)v;
     }
   }
-  mexd_cpu_f32_done(y, Y, oy, TRUE);
+}
+
+static void layernorm_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x, MexdTensor *gamma,
+                          MexdTensor *beta, float eps)
+{
+  gboolean ox, oy, og = FALSE, ob = FALSE;
+  /* in place in f32, X and Y are the same memory: harmless, as each row's statistics are taken
+   * before the row is written and each element is read before it is overwritten */
+  LayernormJob j = {.D = D, .eps = eps};
+  j.X = mexd_cpu_f32_in(x, &ox);
+  j.Y = mexd_cpu_f32_out(y, FALSE, &oy);
+  j.G = gamma ? mexd_cpu_f32_in(gamma, &og) : NULL;
+  j.B = beta ? mexd_cpu_f32_in(beta, &ob) : NULL;
+  mexd_parallel_for(rows, MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS / 2 / MAX(D, 1)), layernorm_range,
+                    &j);
+  mexd_cpu_f32_done(y, j.Y, oy, TRUE);
   if (ox)
-    g_free((float *)X);
+    g_free((float *)j.X);
   if (og)
-    g_free((float *)G);
+    g_free((float *)j.G);
   if (ob)
-    g_free((float *)B);
+    g_free((float *)j.B);
 }
 
 typedef struct {

@@ -9,6 +9,7 @@
  * the permutation keeps the element order.
  * vulkan: shaders/permute.comp, one invocation per element of y.
  * y must not overlap x. */
+#include "backend/cpu.h"
 #include "backend/vulkan.h"
 #include "ops/ops-private.h"
 
@@ -53,33 +54,93 @@ static void permute_geom(const MexdTensor *x, const int *perm, int ndim, Permute
   g->n = mexd_tensor_numel(x);
 }
 
+typedef struct {
+  const PermuteGeom *g;
+  const char *X;
+  char *Y;
+  size_t es;
+} PermuteJob;
+
+/* Identity: bytes of elements [i0, i1). */
+static void permute_copy_range(int64_t i0, int64_t i1, void *ctx)
+{
+  const PermuteJob *j = ctx;
+  memcpy(j->Y + (size_t)i0 * j->es, j->X + (size_t)i0 * j->es, (size_t)(i1 - i0) * j->es);
+}
+
+/* Rows [r0, r1) of y (4-D padded), a row being its last dimension. */
+static void permute_rows_range(int64_t r0, int64_t r1, void *ctx)
+{
+  const PermuteJob *j = ctx;
+  const PermuteGeom *g = j->g;
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t i2 = r % g->d[2], i1 = r / g->d[2] % g->d[1], i0 = r / g->d[2] / g->d[1];
+    int64_t base = i0 * g->s[0] + i1 * g->s[1] + i2 * g->s[2], i = r * g->d[3];
+    if (j->es == 4) {
+      const uint32_t *src = (const uint32_t *)j->X + base;
+      uint32_t *dst = (uint32_t *)j->Y + i;
+      if (g->s[3] == 1)
+        memcpy(dst, src, (size_t)g->d[3] * 4);
+      else
+        for (int64_t i3 = 0; i3 < g->d[3]; i3++)
+          dst[i3] = src[i3 * g->s[3]];
+    } else {
+      const uint16_t *src = (const uint16_t *)j->X + base;
+      uint16_t *dst = (uint16_t *)j->Y + i;
+      for (int64_t i3 = 0; i3 < g->d[3]; i3++)
+        dst[i3] = src[i3 * g->s[3]];
+    }
+  }
+}
+
+/* A transpose of the last two dims of y ([.., R, Cc] from x [.., Cc, R]) in 32×32 tiles: the row
+ * loop above reads x with a stride of R elements, a cache miss per element at R = 512 (PPEG's
+ * [Np, 512] ↔ [512, Np] and the heads' permutes). */
+typedef struct {
+  const PermuteJob *pj;
+  int64_t R, Cc, tiles_r, tiles_c;
+} TransposeJob;
+
+#define TILE 32
+
+static void transpose_tiles_range(int64_t t0, int64_t t1, void *ctx)
+{
+  const TransposeJob *tj = ctx;
+  const PermuteGeom *g = tj->pj->g;
+  int64_t per_mat = tj->tiles_r * tj->tiles_c;
+  for (int64_t t = t0; t < t1; t++) {
+    int64_t mat = t / per_mat, tr = t % per_mat / tj->tiles_c, tc = t % tj->tiles_c;
+    int64_t m1 = mat % g->d[1], m0 = mat / g->d[1];
+    const uint32_t *src = (const uint32_t *)tj->pj->X + m0 * g->s[0] + m1 * g->s[1];
+    uint32_t *dst = (uint32_t *)tj->pj->Y + mat * tj->R * tj->Cc;
+    int64_t r1 = MIN(tj->R, (tr + 1) * TILE), c1 = MIN(tj->Cc, (tc + 1) * TILE);
+    for (int64_t r = tr * TILE; r < r1; r++)
+      for (int64_t c = tc * TILE; c < c1; c++)
+        dst[r * tj->Cc + c] = src[r * g->s[2] + c * g->s[3]];
+  }
+}
+
 static void permute_cpu(const PermuteGeom *g, MexdTensor *y, MexdTensor *x)
 {
-  size_t es = mexd_dtype_size(x->dtype);
-  const char *X = mexd_tensor_host_data(x);
-  char *Y = mexd_tensor_host_data(y);
+  PermuteJob j = {.g = g, .X = mexd_tensor_host_data(x), .Y = mexd_tensor_host_data(y),
+                  .es = mexd_dtype_size(x->dtype)};
   if (g->identity) {
-    memcpy(Y, X, (size_t)g->n * es);
+    mexd_parallel_for(g->n, MEXD_PARALLEL_GRAIN_ELEMENTS * 4, permute_copy_range, &j);
     return;
   }
-  int64_t i = 0;
-  for (int64_t i0 = 0; i0 < g->d[0]; i0++)
-    for (int64_t i1 = 0; i1 < g->d[1]; i1++)
-      for (int64_t i2 = 0; i2 < g->d[2]; i2++) {
-        int64_t base = i0 * g->s[0] + i1 * g->s[1] + i2 * g->s[2];
-        if (es == 4) {
-          const uint32_t *src = (const uint32_t *)X + base;
-          uint32_t *dst = (uint32_t *)Y + i;
-          for (int64_t i3 = 0; i3 < g->d[3]; i3++)
-            dst[i3] = src[i3 * g->s[3]];
-        } else {
-          const uint16_t *src = (const uint16_t *)X + base;
-          uint16_t *dst = (uint16_t *)Y + i;
-          for (int64_t i3 = 0; i3 < g->d[3]; i3++)
-            dst[i3] = src[i3 * g->s[3]];
-        }
-        i += g->d[3];
-      }
+  /* the last dim of y strided in x and y's rows long: tiles */
+  if (j.es == 4 && g->s[3] != 1 && g->d[3] >= TILE && g->d[2] >= TILE) {
+    TransposeJob tj = {.pj = &j, .R = g->d[2], .Cc = g->d[3]};
+    tj.tiles_r = (tj.R + TILE - 1) / TILE;
+    tj.tiles_c = (tj.Cc + TILE - 1) / TILE;
+    mexd_parallel_for(g->d[0] * g->d[1] * tj.tiles_r * tj.tiles_c,
+                      MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS / (TILE * TILE)), transpose_tiles_range,
+                      &tj);
+    return;
+  }
+  mexd_parallel_for(g->d[0] * g->d[1] * g->d[2],
+                    MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS / MAX(g->d[3], 1)), permute_rows_range,
+                    &j);
 }
 
 typedef struct {

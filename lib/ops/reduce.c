@@ -4,7 +4,8 @@
  * mean_rows: y [N] is the mean of all M rows.  segment_mean: y [ceil(M/seg_len),N], row s the mean
  * of rows s·seg_len … min((s+1)·seg_len, M)−1 (a seg_len beyond M gives one segment of all rows).
  *
- * cpu: sums in double per column, f16 tensors widened first.
+ * cpu: sums in double per column, f16 tensors widened first; (segment, 64-column block) items
+ * spread over the thread pool.
  * vulkan (sums in f32):
  * - segments of at most SHORT_SEG rows (segment_mean only): shaders/segment_mean.comp, one
  *   invocation per output element looping over its segment's rows;
@@ -24,28 +25,48 @@
 #define COLS_PER_GROUP  64  /* mean_rows.comp: local_size_x (columns) */
 #define ELEMS_PER_GROUP 256 /* invocations per workgroup of both shaders */
 
+typedef struct {
+  const float *X;
+  float *Y;
+  int64_t M, N, seg_len, n_cb;
+} SegMeanJob;
+
+#define MEAN_COLS 64 /* columns per work item */
+
+/* Work items [i0, i1): item = (segment, block of MEAN_COLS columns), summed row by row in double
+ * exactly as before, so the split over threads never changes a bit. */
+static void segment_mean_range(int64_t i0, int64_t i1, void *ctx)
+{
+  const SegMeanJob *j = ctx;
+  double acc[MEAN_COLS];
+  for (int64_t it = i0; it < i1; it++) {
+    int64_t s = it / j->n_cb, c0 = it % j->n_cb * MEAN_COLS, c1 = MIN(j->N, c0 + MEAN_COLS);
+    int64_t r0 = s * j->seg_len, r1 = MIN(r0 + j->seg_len, j->M);
+    for (int64_t c = c0; c < c1; c++)
+      acc[c - c0] = 0;
+    for (int64_t r = r0; r < r1; r++) {
+      const float *row = j->X + r * j->N;
+      for (int64_t c = c0; c < c1; c++)
+        acc[c - c0] += row[c];
+    }
+    for (int64_t c = c0; c < c1; c++)
+      j->Y[s * j->N + c] = (float)(acc[c - c0] / (double)(r1 - r0));
+  }
+}
+
 static void segment_mean_cpu(MexdTensor *y, MexdTensor *x, int64_t M, int64_t N, int64_t seg_len)
 {
   gboolean ox, oy;
-  const float *X = mexd_cpu_f32_in(x, &ox);
-  float *Y = mexd_cpu_f32_out(y, FALSE, &oy);
-  double *acc = g_new(double, N);
-  for (int64_t s = 0, r0 = 0; r0 < M; s++, r0 += seg_len) {
-    int64_t r1 = MIN(r0 + seg_len, M);
-    for (int64_t j = 0; j < N; j++)
-      acc[j] = 0;
-    for (int64_t r = r0; r < r1; r++) {
-      const float *row = X + r * N;
-      for (int64_t j = 0; j < N; j++)
-        acc[j] += row[j];
-    }
-    for (int64_t j = 0; j < N; j++)
-      Y[s * N + j] = (float)(acc[j] / (double)(r1 - r0));
-  }
-  g_free(acc);
-  mexd_cpu_f32_done(y, Y, oy, TRUE);
+  SegMeanJob j = {.M = M, .N = N, .seg_len = seg_len, .n_cb = (N + MEAN_COLS - 1) / MEAN_COLS};
+  j.X = mexd_cpu_f32_in(x, &ox);
+  j.Y = mexd_cpu_f32_out(y, FALSE, &oy);
+  int64_t n_seg = (M + seg_len - 1) / seg_len;
+  int64_t per_item = MIN(seg_len, M) * MIN(N, MEAN_COLS);
+  mexd_parallel_for(n_seg * j.n_cb, MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS / MAX(per_item, 1)),
+                    segment_mean_range, &j);
+  mexd_cpu_f32_done(y, j.Y, oy, TRUE);
   if (ox)
-    g_free((float *)X);
+    g_free((float *)j.X);
 }
 
 typedef struct {

@@ -19,11 +19,6 @@
 
 #define UNARY_GROUP 256 /* local_size_x of unary.comp */
 
-static float softplus_f32(float v)
-{
-  return v > 20.0f ? v : log1pf(expf(v));
-}
-
 static float sigmoid_f32(float v)
 {
   float e = expf(-fabsf(v));
@@ -31,48 +26,74 @@ static float sigmoid_f32(float v)
   return v >= 0.0f ? r : e * r; /* NaN takes the second branch and stays NaN */
 }
 
+typedef struct {
+  const float *X;
+  float *Y;
+  MexdUnaryOp op;
+  float a, b;
+  int64_t m; /* MEXD_UNARY_SCALE_EYE: the matrix size */
+} UnaryJob;
+
+/* Elements [i0, i1): each one depends on its own input only, so any split gives the same bits. */
+static void unary_range(int64_t i0, int64_t i1, void *ctx)
+{
+  const UnaryJob *j = ctx;
+  const float *X = j->X;
+  float *Y = j->Y;
+  float a = j->a, b = j->b;
+  switch (j->op) {
+  case MEXD_UNARY_RELU:
+    for (int64_t i = i0; i < i1; i++)
+      Y[i] = X[i] < 0.0f ? 0.0f : X[i];
+    break;
+  case MEXD_UNARY_GELU:
+    for (int64_t i = i0; i < i1; i++)
+      Y[i] = 0.5f * X[i] * (1.0f + erff(X[i] * (float)M_SQRT1_2));
+    break;
+  case MEXD_UNARY_SOFTPLUS:
+    mexd_cpu_softplus_n(Y + i0, X + i0, i1 - i0);
+    break;
+  case MEXD_UNARY_SCALE:
+    for (int64_t i = i0; i < i1; i++)
+      Y[i] = a * X[i] + b;
+    break;
+  case MEXD_UNARY_TANH:
+    for (int64_t i = i0; i < i1; i++)
+      Y[i] = tanhf(X[i]);
+    break;
+  case MEXD_UNARY_SIGMOID:
+    for (int64_t i = i0; i < i1; i++)
+      Y[i] = sigmoid_f32(X[i]);
+    break;
+  case MEXD_UNARY_SCALE_EYE: {
+    /* a·x, plus b on the diagonal: element i is row i/m, column i%m of matrix i/m² (two
+     * divisions per row, not per element) */
+    int64_t m = j->m;
+    for (int64_t i = i0; i < i1;) {
+      int64_t row = i / m, end = MIN(i1, (row + 1) * m), diag = row * m + row % m;
+      for (; i < end; i++)
+        Y[i] = a * X[i] + (i == diag ? b : 0.0f);
+    }
+    break;
+  }
+  }
+}
+
 static void unary_cpu(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float b)
 {
   gboolean ox, oy;
   int64_t n = mexd_tensor_numel(x);
   /* in place in f32, X and Y are the same memory: each element is read before it is written */
-  const float *X = mexd_cpu_f32_in(x, &ox);
-  float *Y = mexd_cpu_f32_out(y, FALSE, &oy);
-  switch (op) {
-  case MEXD_UNARY_RELU:
-    for (int64_t i = 0; i < n; i++)
-      Y[i] = X[i] < 0.0f ? 0.0f : X[i];
-    break;
-  case MEXD_UNARY_GELU:
-    for (int64_t i = 0; i < n; i++)
-      Y[i] = 0.5f * X[i] * (1.0f + erff(X[i] * (float)M_SQRT1_2));
-    break;
-  case MEXD_UNARY_SOFTPLUS:
-    for (int64_t i = 0; i < n; i++)
-      Y[i] = softplus_f32(X[i]);
-    break;
-  case MEXD_UNARY_SCALE:
-    for (int64_t i = 0; i < n; i++)
-      Y[i] = a * X[i] + b;
-    break;
-  case MEXD_UNARY_TANH:
-    for (int64_t i = 0; i < n; i++)
-      Y[i] = tanhf(X[i]);
-    break;
-  case MEXD_UNARY_SIGMOID:
-    for (int64_t i = 0; i < n; i++)
-      Y[i] = sigmoid_f32(X[i]);
-    break;
-  case MEXD_UNARY_SCALE_EYE: {
-    int64_t m = x->shape[x->ndim - 1];
-    for (int64_t i = 0; i < n; i++)
-      Y[i] = a * X[i] + ((i / m) % m == i % m ? b : 0.0f);
-    break;
-  }
-  }
-  mexd_cpu_f32_done(y, Y, oy, TRUE);
+  UnaryJob j = {.op = op, .a = a, .b = b, .m = x->shape[x->ndim - 1]};
+  j.X = mexd_cpu_f32_in(x, &ox);
+  j.Y = mexd_cpu_f32_out(y, FALSE, &oy);
+  /* the transcendental ones cost ~10× a multiply-add per element: smaller pieces pay */
+  gboolean cheap = op == MEXD_UNARY_RELU || op == MEXD_UNARY_SCALE || op == MEXD_UNARY_SCALE_EYE;
+  mexd_parallel_for(n, cheap ? MEXD_PARALLEL_GRAIN_ELEMENTS : MEXD_PARALLEL_GRAIN_ELEMENTS / 8,
+                    unary_range, &j);
+  mexd_cpu_f32_done(y, j.Y, oy, TRUE);
   if (ox)
-    g_free((float *)X);
+    g_free((float *)j.X);
 }
 
 typedef struct {

@@ -409,6 +409,7 @@ typedef struct {
   int S, C, F;
   const float *w1f, *b1eff, *hz, *rho, *w2, *b2, *w3, *b3, *wo, *bo;
   const float *emb[3], *lnw[3], *lnb[3];
+  const float *w2t, *w3t;      /* grouped path: w2, w3 as panels of 32 columns [in][32], or NULL */
   float *f, *f0, *eps, *h, *g; /* [S,C] ×3, [S,F] ×2 */
   /* the current row pass */
   int layer, t;
@@ -453,6 +454,77 @@ static void sampler_pass(CpuSampler *sp, int layer, float *x, float *next, const
   mexd_parallel_for(sp->S, 2, sampler_rows, sp);
 }
 
+/* ---- the grouped path's products (no BLAS: a group runs on one thread of the pool) ----
+ * y[R, N] += x[R, K]·wt with wt the weight [N, K] laid out once per sampling as panels of 32
+ * output columns, each [K][32] (so a block reads its weights front to back), each output a
+ * sum over k in order (FMA on AVX-512), so a row's result depends on nothing but its own inputs:
+ * not on the group it is in, nor on the thread.  Blocks of 8 rows × 32 columns keep 16
+ * accumulators in registers; fewer rows take the same code with R = 4, 2, 1. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SAMPLER_AVX512 1
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+rows_block_avx512(const float *x, int R, int64_t K, const float *wt, int64_t N, float *y)
+{
+  for (int64_t n0 = 0; n0 < N; n0 += 32) {
+    __m512 acc[8][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+      acc[r][0] = _mm512_loadu_ps(y + r * N + n0);
+      acc[r][1] = _mm512_loadu_ps(y + r * N + n0 + 16);
+    }
+    const float *w = wt + n0 * K; /* the panel of columns n0 .. n0+31: [K][32] */
+    for (int64_t k = 0; k < K; k++, w += 32) {
+      __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) {
+        __m512 xv = _mm512_set1_ps(x[r * K + k]);
+        acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+      _mm512_storeu_ps(y + r * N + n0, acc[r][0]);
+      _mm512_storeu_ps(y + r * N + n0 + 16, acc[r][1]);
+    }
+  }
+}
+
+__attribute__((target("avx512f"))) static void rows_gemm_avx512(const float *x, int64_t R,
+                                                                int64_t K, const float *wt,
+                                                                int64_t N, float *y)
+{
+  int64_t r = 0;
+  for (; r + 8 <= R; r += 8)
+    rows_block_avx512(x + r * K, 8, K, wt, N, y + r * N);
+  if (r + 4 <= R) {
+    rows_block_avx512(x + r * K, 4, K, wt, N, y + r * N);
+    r += 4;
+  }
+  if (r + 2 <= R) {
+    rows_block_avx512(x + r * K, 2, K, wt, N, y + r * N);
+    r += 2;
+  }
+  if (r < R)
+    rows_block_avx512(x + r * K, 1, K, wt, N, y + r * N);
+}
+#endif
+
+/* y[S, N] += x[S, K]·w[N, K]ᵀ for the thin products (K = C or N = C): plain sums over k in order */
+static void rows_gemm_small(const float *x, int64_t S, int64_t K, const float *w, int64_t N,
+                            float *y)
+{
+  for (int64_t s = 0; s < S; s++)
+    for (int64_t n = 0; n < N; n++) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < K; k++)
+        acc += x[s * K + k] * w[n * K + k];
+      y[s * N + n] += acc;
+    }
+}
+
 /* eps ← the denoiser at index t for the chains in f */
 static void sampler_eps(CpuSampler *sp, int t)
 {
@@ -460,6 +532,18 @@ static void sampler_eps(CpuSampler *sp, int t)
   sp->t = t;
   for (int s = 0; s < sp->S; s++)
     memcpy(sp->h + (int64_t)s * F, sp->b1eff, sizeof(float) * F);
+#ifdef SAMPLER_AVX512
+  if (sp->w2t) {
+    rows_gemm_small(sp->f, sp->S, C, sp->w1f, F, sp->h);
+    sampler_pass(sp, 0, sp->h, sp->g, sp->b2, F);
+    rows_gemm_avx512(sp->h, sp->S, F, sp->w2t, F, sp->g);
+    sampler_pass(sp, 1, sp->g, sp->h, sp->b3, F);
+    rows_gemm_avx512(sp->g, sp->S, F, sp->w3t, F, sp->h);
+    sampler_pass(sp, 2, sp->h, sp->eps, sp->bo, C);
+    rows_gemm_small(sp->h, sp->S, F, sp->wo, C, sp->eps);
+    return;
+  }
+#endif
   sampler_gemm(sp, sp->f, sp->w1f, sp->h, F, C);
   sampler_pass(sp, 0, sp->h, sp->g, sp->b2, F);
   sampler_gemm(sp, sp->h, sp->w2, sp->g, F, F);
@@ -508,42 +592,40 @@ static void sampler_update(CpuSampler *sp, const double a[5], gboolean card, con
     }
 }
 
-/* The whole sampling on the cpu backend (f32); noise rows as mexd_diffc_sample lays them out. */
-static gboolean sample_cpu_fused(MexdDiffc *dc, MexdDiffcCond *cond, int steps, double eta,
-                                 int chains, const float *noise, gboolean need_step_noise,
-                                 int n_idx, MexdTensor *f0_out, GError **error)
+/* One group of chains sampled start to end: chains [c0, c0 + sp->S) of the noise rows. */
+typedef struct {
+  MexdDiffc *dc;
+  const CpuSampler *proto; /* weights, conditioning; S = the group size */
+  int chains, steps;
+  double eta;
+  const float *noise;
+  gboolean need_step_noise;
+  int n_idx;
+  float *f0_all; /* [chains, C] */
+  float *bufs;   /* per group: 3·S·C + 2·S·F floats */
+} SampleJob;
+
+static void sample_group(const SampleJob *job, int group)
 {
+  MexdDiffc *dc = job->dc;
   int C = dc->classes, F = dc->width, T = dc->T;
-  gboolean card = steps <= 0;
-  int64_t per = (int64_t)chains * C;
-  CpuSampler sp = {.S = chains, .C = C, .F = F};
-  sp.w1f = mexd_tensor_host_data(dc->w1f);
-  sp.b1eff = mexd_tensor_host_data(cond->b1eff);
-  sp.hz = mexd_tensor_host_data(cond->hz);
-  sp.rho = mexd_tensor_host_data(cond->rho);
-  sp.w2 = mexd_tensor_host_data(dc->w2);
-  sp.b2 = mexd_tensor_host_data(dc->b2);
-  sp.w3 = mexd_tensor_host_data(dc->w3);
-  sp.b3 = mexd_tensor_host_data(dc->b3);
-  sp.wo = mexd_tensor_host_data(dc->wo);
-  sp.bo = mexd_tensor_host_data(dc->bo);
-  for (int l = 0; l < 3; l++) {
-    sp.emb[l] = mexd_tensor_host_data(dc->emb[l]);
-    sp.lnw[l] = mexd_tensor_host_data(dc->ln_w[l]);
-    sp.lnb[l] = mexd_tensor_host_data(dc->ln_b[l]);
-  }
-  g_autofree float *buf = g_try_new(float, 3 * per + 2 * (int64_t)chains * F);
-  if (!buf)
-    return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "diffc: no memory for %d chains", chains);
+  gboolean card = job->steps <= 0;
+  CpuSampler sp = *job->proto;
+  int c0 = group * sp.S;
+  sp.S = MIN(sp.S, job->chains - c0);
+  int64_t per = (int64_t)job->chains * C, gper = (int64_t)sp.S * C;
+  int64_t stride = 3 * (int64_t)job->proto->S * C + 2 * (int64_t)job->proto->S * F;
+  float *buf = job->bufs + (int64_t)group * stride;
   sp.f = buf;
-  sp.f0 = buf + per;
-  sp.eps = buf + 2 * per;
-  sp.h = buf + 3 * per;
-  sp.g = sp.h + (int64_t)chains * F;
-#define NOISE(idx) (noise + (int64_t)(need_step_noise ? (idx) : 0) * per)
+  sp.f0 = job->f0_all + (int64_t)c0 * C;
+  sp.eps = buf + gper;
+  sp.h = buf + 2 * gper;
+  sp.g = sp.h + (int64_t)sp.S * F;
+  const float *noise = job->noise + (int64_t)c0 * C;
+#define NOISE(idx) (noise + (int64_t)(job->need_step_noise ? (idx) : 0) * per)
   {
-    const float *z0 = NOISE(n_idx - 1);
-    for (int64_t i = 0; i < per; i++) {
+    const float *z0 = NOISE(job->n_idx - 1);
+    for (int64_t i = 0; i < gper; i++) {
       float acc = 1.0f * sp.rho[i % C];
       acc += 1.0f * z0[i];
       sp.f[i] = acc;
@@ -559,10 +641,10 @@ static gboolean sample_cpu_fused(MexdDiffc *dc, MexdDiffcCond *cond, int steps, 
       sampler_update(&sp, a, TRUE, NOISE(t));
     }
   } else {
-    for (int i = steps - 1; i >= 1; i--) {
-      int t = mexd_ddim_index(i, steps, T), tp = mexd_ddim_index(i - 1, steps, T);
+    for (int i = job->steps - 1; i >= 1; i--) {
+      int t = mexd_ddim_index(i, job->steps, T), tp = mexd_ddim_index(i - 1, job->steps, T);
       f0_coefs(dc, t, c);
-      update_coefs(dc, t, tp, eta, a);
+      update_coefs(dc, t, tp, job->eta, a);
       sampler_eps(&sp, t);
       sampler_f0(&sp, c);
       sampler_update(&sp, a, FALSE, NOISE(i));
@@ -572,7 +654,85 @@ static gboolean sample_cpu_fused(MexdDiffc *dc, MexdDiffcCond *cond, int steps, 
   f0_coefs(dc, 0, c);
   sampler_eps(&sp, 0);
   sampler_f0(&sp, c);
-  return mexd_tensor_write_f32(f0_out, sp.f0, per, error);
+}
+
+static void sample_groups(int64_t g0, int64_t g1, void *ctx)
+{
+  for (int64_t g = g0; g < g1; g++)
+    sample_group(ctx, (int)g);
+}
+
+/* The whole sampling on the cpu backend (f32); noise rows as mexd_diffc_sample lays them out.
+ *
+ * Chains never interact, so on a CPU with AVX-512 they are sampled in groups of SAMPLER_GROUP
+ * chains, each group from the first step to the last on one thread of the pool: one hand-off per
+ * sampling instead of seven per step, and products against the two F×F weights transposed once
+ * (rows_gemm_avx512) instead of BLAS calls that pack a 1 MiB weight again for every 32-row
+ * product.  Measured on this project's 2-core machine, 1000 steps × 32 chains at F = 512
+ * (bench/cpu-vs-torch.sh): 601 ms on the BLAS path with its steps split over both threads; see
+ * docs/PERFORMANCE.md for the grouped figure.  The group size is fixed, and each output is a sum
+ * in order, so the bits change neither with MEXD_THREADS nor with the number of chains; they
+ * differ from the op path's BLAS products by rounding (tests/test-mexd.c bounds it).  Elsewhere
+ * (no AVX-512, F not a multiple of 32, MEXD_DIFFC_BLAS=1) one group holds every chain and
+ * makes the op path's BLAS calls. */
+#define SAMPLER_GROUP 8
+
+static gboolean sample_cpu_fused(MexdDiffc *dc, MexdDiffcCond *cond, int steps, double eta,
+                                 int chains, const float *noise, gboolean need_step_noise,
+                                 int n_idx, MexdTensor *f0_out, GError **error)
+{
+  int C = dc->classes, F = dc->width;
+  int64_t per = (int64_t)chains * C;
+  CpuSampler sp = {.C = C, .F = F};
+  sp.w1f = mexd_tensor_host_data(dc->w1f);
+  sp.b1eff = mexd_tensor_host_data(cond->b1eff);
+  sp.hz = mexd_tensor_host_data(cond->hz);
+  sp.rho = mexd_tensor_host_data(cond->rho);
+  sp.w2 = mexd_tensor_host_data(dc->w2);
+  sp.b2 = mexd_tensor_host_data(dc->b2);
+  sp.w3 = mexd_tensor_host_data(dc->w3);
+  sp.b3 = mexd_tensor_host_data(dc->b3);
+  sp.wo = mexd_tensor_host_data(dc->wo);
+  sp.bo = mexd_tensor_host_data(dc->bo);
+  for (int l = 0; l < 3; l++) {
+    sp.emb[l] = mexd_tensor_host_data(dc->emb[l]);
+    sp.lnw[l] = mexd_tensor_host_data(dc->ln_w[l]);
+    sp.lnb[l] = mexd_tensor_host_data(dc->ln_b[l]);
+  }
+  gboolean grouped = FALSE;
+  g_autofree float *w2t = NULL, *w3t = NULL;
+#ifdef SAMPLER_AVX512
+  grouped = F % 32 == 0 && __builtin_cpu_supports("avx512f") && !g_getenv("MEXD_DIFFC_BLAS");
+  if (grouped) {
+    w2t = g_try_new(float, (int64_t)F * F);
+    w3t = g_try_new(float, (int64_t)F * F);
+    if (!w2t || !w3t)
+      return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "diffc: no memory for the denoiser");
+    /* panels of 32 output columns, each [in][32], read front to back by rows_block_avx512 */
+    for (int64_t o = 0; o < F; o++)
+      for (int64_t i = 0; i < F; i++) {
+        int64_t at = (o / 32) * 32 * F + i * 32 + o % 32;
+        w2t[at] = sp.w2[o * F + i];
+        w3t[at] = sp.w3[o * F + i];
+      }
+    sp.w2t = w2t;
+    sp.w3t = w3t;
+  }
+#endif
+  sp.S = grouped ? SAMPLER_GROUP : chains;
+  int groups = (chains + sp.S - 1) / sp.S;
+  int64_t stride = 3 * (int64_t)sp.S * C + 2 * (int64_t)sp.S * F;
+  g_autofree float *bufs = g_try_new(float, groups * stride);
+  g_autofree float *f0 = g_try_new(float, per);
+  if (!bufs || !f0)
+    return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "diffc: no memory for %d chains", chains);
+  SampleJob job = {dc, &sp, chains, steps, eta, noise, need_step_noise, n_idx, f0, bufs};
+  if (grouped) {
+    mexd_parallel_for(groups, 1, sample_groups, &job);
+  } else {
+    sample_group(&job, 0);
+  }
+  return mexd_tensor_write_f32(f0_out, f0, per, error);
 }
 #endif
 

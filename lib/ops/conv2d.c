@@ -89,9 +89,8 @@ static void conv2d_blas(const ConvGeom *g, const float *X, const float *Wt, floa
             }
           }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->opg, (int)np, (int)K, 1.0f,
-                    Wt + grp * g->opg * K, (int)K, cols, (int)np, 1.0f,
-                    Y + (n * g->O + grp * g->opg) * P + p0, (int)P);
+        mexd_cpu_sgemm(FALSE, FALSE, 1, g->opg, np, K, 1.0f, Wt + grp * g->opg * K, K, 0, cols,
+                       np, 0, 1.0f, Y + (n * g->O + grp * g->opg) * P + p0, P, 0);
       }
     }
   g_free(cols);

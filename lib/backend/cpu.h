@@ -95,6 +95,15 @@ void mexd_cpu_diffc_row(float *x, const float *e, const float *gamma, const floa
 /* y[i] += a·x[i], i < n (the direct convolution's inner loop). */
 void mexd_cpu_axpy(float *y, const float *x, float a, int64_t n);
 
+/* C = alpha·op(A)·op(B) + beta·C, row-major, `batch` matrices (element strides sab, sbb, scb)
+ * with leading dimensions lda, ldb, ldc, as cblas_sgemm: split in tiles of C that depend on the
+ * shape alone and run over the thread pool, each tile one single-threaded cblas_sgemm
+ * (gemm.c says why).  Only with a CBLAS. */
+void mexd_cpu_sgemm(gboolean trans_a, gboolean trans_b, int64_t batch, int64_t M, int64_t N,
+                    int64_t K, float alpha, const float *A, int64_t lda, int64_t sab,
+                    const float *B, int64_t ldb, int64_t sbb, float beta, float *C, int64_t ldc,
+                    int64_t scb);
+
 /* One softmax row (softmax.c says how; y may be x). */
 void mexd_cpu_softmax_row(float *y, const float *x, int64_t D);
 

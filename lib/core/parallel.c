@@ -98,9 +98,9 @@ int mexd_parallel_threads(void)
   if (g_once_init_enter(&configured)) {
     n_threads = configured_threads();
 #ifdef MEXD_HAVE_OPENBLAS_THREADS
-    /* OpenBLAS's own threads run the GEMMs between these kernels: the same count, so the two
-     * never ask for more cores than there are */
-    openblas_set_num_threads(n_threads);
+    /* OpenBLAS runs on the caller's thread: the GEMMs are cut into tiles that this pool runs
+     * (mexd_cpu_sgemm, gemm.c says why) */
+    openblas_set_num_threads(1);
 #endif
     mexd_debug("cpu kernels: %d thread%s", n_threads, n_threads == 1 ? "" : "s");
     g_once_init_leave(&configured, 1);

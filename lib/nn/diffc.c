@@ -438,7 +438,7 @@ static void sampler_rows(int64_t r0, int64_t r1, void *ctx)
 static void sampler_gemm(const CpuSampler *sp, const float *x, const float *w, float *y, int N,
                          int K)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, sp->S, N, K, 1.0f, x, K, w, K, 1.0f, y, N);
+  mexd_cpu_sgemm(FALSE, TRUE, 1, sp->S, N, K, 1.0f, x, K, 0, w, K, 0, 1.0f, y, N, 0);
 }
 
 static void sampler_pass(CpuSampler *sp, int layer, float *x, float *next, const float *next_bias,

@@ -89,9 +89,8 @@ static void conv2d_blas(const ConvGeom *g, const float *X, const float *Wt, floa
             }
           }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->opg, (int)np, (int)K, 1.0f,
-                    Wt + grp * g->opg * K, (int)K, cols, (int)np, 1.0f,
-                    Y + (n * g->O + grp * g->opg) * P + p0, (int)P);
+        mexd_cpu_sgemm(FALSE, FALSE, 1, g->opg, np, K, 1.0f, Wt + grp * g->opg * K, K, 0, cols,
+                       np, 0, 1.0f, Y + (n * g->O + grp * g->opg) * P + p0, P, 0);
       }
     }
   g_free(cols);
@@ -106,7 +105,10 @@ typedef struct {
 } ConvJob;
 
 /* Direct: output planes [p0, p1) (plane = n·O + o), each its bias plus the convolution, one plane
- * per thread (the planes of PPEG's depthwise convs and of the Nyström residual are independent). */
+ * per thread (the planes of PPEG's depthwise convs and of the Nyström residual are independent).
+ * Row by row, every tap of an output row before the next row: the row stays in L1 (tap by tap
+ * over the whole plane streamed a Nyström residual plane, 2.6 MB at 10,000 instances, 33 times
+ * through the caches).  Each element still sums its taps in (ic, kh, kw) order from the bias. */
 static void conv2d_direct_planes(int64_t p0, int64_t p1, void *ctx)
 {
   const ConvJob *j = ctx;
@@ -117,23 +119,23 @@ static void conv2d_direct_planes(int64_t p0, int64_t p1, void *ctx)
     int64_t n = no / g->O, o = no % g->O;
     float *out = j->Y + no * plane;
     float b0 = j->bv ? j->bv[o] : 0.0f;
-    for (int64_t i = 0; i < plane; i++)
-      out[i] = b0;
     int64_t c0 = (o / g->opg) * g->cpg;
-    for (int64_t ic = 0; ic < g->cpg; ic++) {
-      const float *xp = j->X + (n * g->C + c0 + ic) * g->H * g->W;
-      const float *wp = j->Wt + (o * g->cpg + ic) * g->KH * g->KW;
-      for (int64_t kh = 0; kh < g->KH; kh++) {
-        int64_t oh0, oh1;
-        tap_range(g->OH, g->H, p->stride_h, p->pad_h, kh * p->dil_h, &oh0, &oh1);
-        for (int64_t kw = 0; kw < g->KW; kw++) {
-          float wv = wp[kh * g->KW + kw];
-          int64_t ow0 = j->kw_lo[kw], ow1 = j->kw_hi[kw];
-          int64_t iw0 = kw * p->dil_w - p->pad_w; /* input column of output column 0 */
-          for (int64_t oh = oh0; oh < oh1; oh++) {
-            int64_t ih = oh * p->stride_h - p->pad_h + kh * p->dil_h;
-            const float *xrow = xp + ih * g->W;
-            float *orow = out + oh * g->OW;
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+      float *orow = out + oh * g->OW;
+      for (int64_t i = 0; i < g->OW; i++)
+        orow[i] = b0;
+      for (int64_t ic = 0; ic < g->cpg; ic++) {
+        const float *xp = j->X + (n * g->C + c0 + ic) * g->H * g->W;
+        const float *wp = j->Wt + (o * g->cpg + ic) * g->KH * g->KW;
+        for (int64_t kh = 0; kh < g->KH; kh++) {
+          int64_t ih = oh * p->stride_h - p->pad_h + kh * p->dil_h;
+          if (ih < 0 || ih >= g->H)
+            continue; /* zero padding: the tap reaches no input row */
+          const float *xrow = xp + ih * g->W;
+          for (int64_t kw = 0; kw < g->KW; kw++) {
+            float wv = wp[kh * g->KW + kw];
+            int64_t ow0 = j->kw_lo[kw], ow1 = j->kw_hi[kw];
+            int64_t iw0 = kw * p->dil_w - p->pad_w; /* input column of output column 0 */
             if (p->stride_w == 1)
               mexd_cpu_axpy(orow + ow0, xrow + ow0 + iw0, wv, ow1 - ow0);
             else

@@ -1,7 +1,12 @@
 /* gemm.c: C = alpha·op(A)·op(B) + beta·C + bias, batched (ops.h).
  *
- * cpu: OpenBLAS's cblas_sgemm per batch when the build found it (MEXD_CPU_NO_BLAS=1 forces the
- * plain-C kernel, which the tests compare against it); f16 operands are widened to f32 first.
+ * cpu: cblas_sgemm when the build found it (MEXD_CPU_NO_BLAS=1 forces the plain-C kernel, which
+ * the tests compare against it); f16 operands are widened to f32 first.  With OpenBLAS, C is cut
+ * into tiles (mexd_cpu_sgemm) that the thread pool runs, each one single-threaded sgemm, and
+ * OpenBLAS itself runs on one thread (parallel.c): its own idle workers spin in sched_yield for
+ * a while after every GEMM, and on 2 cores they took a third of the cpu from the pool's kernels
+ * between GEMMs (measured: 30% of a 10,000-instance forward's samples in sched_yield).  The
+ * tiles follow the shape alone, so a result does not depend on MEXD_THREADS.
  * vulkan: shaders/gemm.comp, tile sizes chosen per device class by specialization constants. */
 #include "backend/cpu.h"
 #include "backend/vulkan.h"
@@ -28,6 +33,66 @@ static gboolean use_blas(void)
   return FALSE;
 #endif
 }
+
+#ifdef MEXD_HAVE_CBLAS
+typedef struct {
+  gboolean ta, tb;
+  int64_t M, N, K, rm, cn, mt, nt;
+  float alpha, beta;
+  const float *A, *B;
+  float *C;
+  int64_t lda, sab, ldb, sbb, ldc, scb;
+} SgemmJob;
+
+#define SGEMM_TILE_ROWS 256
+
+static void sgemm_tiles(int64_t t0, int64_t t1, void *ctx)
+{
+  const SgemmJob *j = ctx;
+  for (int64_t t = t0; t < t1; t++) {
+    int64_t bt = t / (j->mt * j->nt), i = t / j->nt % j->mt, k = t % j->nt;
+    int64_t r0 = i * j->rm, c0 = k * j->cn;
+    int64_t m = MIN(j->rm, j->M - r0), n = MIN(j->cn, j->N - c0);
+    const float *a = j->A + bt * j->sab + (j->ta ? r0 : r0 * j->lda);
+    const float *b = j->B + bt * j->sbb + (j->tb ? c0 * j->ldb : c0);
+    float *c = j->C + bt * j->scb + r0 * j->ldc + c0;
+    cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans,
+                j->tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)j->K, j->alpha, a,
+                (int)j->lda, b, (int)j->ldb, j->beta, c, (int)j->ldc);
+  }
+}
+
+void mexd_cpu_sgemm(gboolean trans_a, gboolean trans_b, int64_t batch, int64_t M, int64_t N,
+                    int64_t K, float alpha, const float *A, int64_t lda, int64_t sab,
+                    const float *B, int64_t ldb, int64_t sbb, float beta, float *C, int64_t ldc,
+                    int64_t scb)
+{
+  SgemmJob j = {.ta = trans_a, .tb = trans_b, .M = M, .N = N, .K = K, .alpha = alpha,
+                .beta = beta, .A = A, .B = B, .C = C, .lda = lda, .sab = sab, .ldb = ldb,
+                .sbb = sbb, .ldc = ldc, .scb = scb};
+#ifdef MEXD_HAVE_OPENBLAS_THREADS
+  /* row tiles of up to 256 rows; too few tiles in all (a few rows, one matrix): column tiles
+   * too, multiples of 64 columns, about four of them */
+  j.rm = MAX(1, MIN(M, SGEMM_TILE_ROWS));
+  j.mt = (M + j.rm - 1) / j.rm;
+  j.cn = MAX(1, N);
+  if (batch * j.mt < 4 && N >= 256)
+    j.cn = MAX(64, ((N + 3) / 4 + 63) / 64 * 64);
+  j.nt = (N + j.cn - 1) / j.cn;
+  int64_t tiles = batch * j.mt * j.nt;
+  /* a tile is at least ~1 M multiply-adds of work, or the whole product runs here */
+  int64_t work = j.rm * j.cn * MAX(K, 1);
+  if (tiles > 1 && work * tiles >= ((int64_t)1 << 20)) {
+    mexd_parallel_for(tiles, 1, sgemm_tiles, &j);
+    return;
+  }
+#endif
+  j.rm = MAX(1, M);
+  j.cn = MAX(1, N);
+  j.mt = j.nt = 1;
+  sgemm_tiles(0, batch, &j);
+}
+#endif
 
 /* Plain C: per batch, rows of C accumulated in f32 in (i, k, j) order so the inner loop runs
  * along contiguous rows of B when B is not transposed. */
@@ -110,13 +175,9 @@ static void gemm_cpu(const GemmGeom *g, MexdTensor *c, MexdTensor *a, MexdTensor
       mexd_parallel_for(g->batch * g->M, MAX(1, MEXD_PARALLEL_GRAIN_ELEMENTS * 4 / MAX(g->N, 1)),
                         gemm_fill_rows, &f);
     }
-    for (int64_t bt = 0; bt < g->batch; bt++) {
-      float *cb = C + bt * mn;
-      cblas_sgemm(CblasRowMajor, p->trans_a ? CblasTrans : CblasNoTrans,
-                  p->trans_b ? CblasTrans : CblasNoTrans, (int)g->M, (int)g->N, (int)g->K, p->alpha,
-                  A + bt * g->sab, p->trans_a ? (int)g->M : (int)g->K, B + bt * g->sbb,
-                  p->trans_b ? (int)g->K : (int)g->N, preload ? 1.0f : p->beta, cb, (int)g->N);
-    }
+    mexd_cpu_sgemm(p->trans_a, p->trans_b, g->batch, g->M, g->N, g->K, p->alpha, A,
+                   p->trans_a ? g->M : g->K, g->sab, B, p->trans_b ? g->K : g->N, g->sbb,
+                   preload ? 1.0f : p->beta, C, g->N, mn);
     if (preload)
       bv = NULL; /* added */
 #endif

@@ -80,9 +80,20 @@ fi
 
 precisions=fp32
 [ $bf16_cpu = 1 ] && precisions="fp32 bf16"
+# the table's rows: those of the parts run now replace theirs from an earlier run (--only)
 rows=$out/rows.txt
-: >"$rows"
+touch "$rows"
+grep -v "^[$only]|" "$rows" >"$rows.keep" || true
+mv "$rows.keep" "$rows"
 row() { printf '%s\n' "$*" >>"$rows"; }
+# torch_run OUT CMD…: PyTorch's figure, or a line saying it failed (the table says so)
+torch_run() {
+  o=$1; shift
+  if ! "$@" >"$o" 2>>"$log"; then
+    echo "{\"failed\": true, \"images_per_s\": 0, \"tiles_per_s\": 0}" >"$o"
+    note "  PyTorch failed (see $log)"
+  fi
+}
 
 # ---- (a) slide → features ----
 case $only in *a*)
@@ -131,7 +142,7 @@ EOF
     a=$(jget "$out/a-ours-$p.json" tiles_per_s); b=$(jget "$out/a-torch-$p.json" tiles_per_s)
     vs32=
     [ $p = bf16 ] && vs32="against PyTorch's fp32 pipeline: **$(ratio "$a" "$(jget "$out/a-torch-fp32.json" tiles_per_s)")×**; "
-    row "a|slide → features, ResNet-50-trunc, $p (tiles/s)|$a|$b|$(ratio "$a" "$b")|${vs32}features vs PyTorch fp32: $(jget "$out/a-ours-$p.json" err_vs_torch_fp32 | cut -c1-7) (normwise, the $(jget "$out/a-ours-$p.json" compared_tiles) tiles inside the slide), peak $(jget "$out/a-ours-$p.json" peak_rss_mib) MiB"
+    row "a|slide → features, ResNet-50-trunc, $p (tiles/s)|$a|$b|$(ratio "$a" "$b")|${vs32}features vs PyTorch fp32: $("$py" -c 'import sys; print("%.1e" % float(sys.argv[1]))' "$(jget "$out/a-ours-$p.json" err_vs_torch_fp32)") (normwise, the $(jget "$out/a-ours-$p.json" compared_tiles) tiles inside the slide), peak $(jget "$out/a-ours-$p.json" peak_rss_mib) MiB"
   done ;;
 esac
 
@@ -150,13 +161,19 @@ case $only in *b*)
         [ $layout = cl ] && fl=--channels-last
         [ $p = bf16 ] && fl="$fl --bf16"
         # shellcheck disable=SC2086
-        (cd "$work" && "$py" "$here/torch_backbone.py" --arch $arch --batch $batch --reps $reps \
-          --threads "$cores" $fl) >"$out/b-torch-$arch-$p-$layout.json" 2>>"$log"
+        torch_run "$out/b-torch-$arch-$p-$layout.json" sh -c 'cd "$1" && shift && exec "$@"' sh "$work" \
+          "$py" "$here/torch_backbone.py" --arch $arch --batch $batch --reps $reps --threads "$cores" $fl
         v=$(jget "$out/b-torch-$arch-$p-$layout.json" images_per_s)
         best=$("$py" -c 'import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))' "$best" "$v")
       done
       a=$(jget "$out/b-ours-$arch-$p.json" images_per_s)
-      row "b|$arch, $p, batch $batch (images/s)|$a|$best|$(ratio "$a" "$best")|PyTorch: the better of NCHW and channels-last"
+      vs32=
+      [ $p = bf16 ] && vs32="against PyTorch's fp32: **$(ratio "$a" "$(sed -n 's/.*|\([0-9.]*\)|[0-9.-]*|PyTorch.*/\1/p' "$rows" | tail -n 1)")×**; "
+      if [ "$best" = 0.0 ] || [ "$best" = 0 ]; then
+        row "b|$arch, $p, batch $batch (images/s)|$a|failed|-|PyTorch failed in this mode (log.txt)"
+      else
+        row "b|$arch, $p, batch $batch (images/s)|$a|$best|$(ratio "$a" "$best")|${vs32}PyTorch: the better of NCHW and channels-last"
+      fi
     done
   done ;;
 esac

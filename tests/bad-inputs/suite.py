@@ -1064,6 +1064,9 @@ GRID = [Opt("mag", "double", lo=0, lo_open=True, soft=(0.3125, 20), extra=("0.01
         Opt("a-h", "double", lo=0),
         Opt("max-holes", "int", lo=0)]
 GRIDD = {o.name: o for o in GRID}
+# --precision (issue 17): names only; bf16 off the cpu backend is a usage error too (below)
+PRECISION = Opt("precision", "list", values=("fp64", "bogus", "", "FP32", "bf16,fp32"),
+                usage=("fp64", "bogus", "", "FP32", "bf16,fp32"))
 CHAINS = Opt("chains", "int", lo=1, hi=4096)
 STEPS = Opt("steps", "int", lo=1, soft=(1, 1000), extra=())
 ETA = Opt("eta", "double", lo=0, hi=1)
@@ -1105,6 +1108,20 @@ def fam_options(c):
                                   ("--" + o.name,) + tuple(base(i) for i in inputs if i.endswith(".svs")),
                                   inputs=inputs, outputs=outputs_fn(cd), requires=requires))
 
+    # bf16 is the cpu backend's: on a Vulkan device it is bad usage, refused before any work
+    for cmd in ("bench-backbone", "extract"):
+        cid = "options/%s--precision=bf16-vulkan" % cmd
+        cd = c.case_dir(cid)
+        argv = (M(c, "bench", "backbone", "--backbone", c.resnet, "--batch", "1", "--reps", "1",
+                  "--tile", "16") if cmd == "bench-backbone" else
+                M(c, "extract", "--backbone", c.bb, "--slide", c.slide, "--preset", "bwh_biopsy",
+                  "-q", "--out", os.path.join(cd, "f.h5")))
+        cases.append(Case(cid, argv + ["--precision", "bf16", "--device", "vulkan"], expect=(2,),
+                          needles=("--precision",),
+                          inputs=(c.resnet,) if cmd == "bench-backbone" else (c.slide, c.bb),
+                          outputs=() if cmd == "bench-backbone" else ((os.path.join(cd, "f.h5"), "h5feat"),),
+                          requires=() if cmd == "bench-backbone" else ("slides",)))
+
     # tiles, extract --slide, bench read: the grid options
     tiles_out = lambda cd: ((os.path.join(cd, "p.h5"), "h5patch"),)
     gen("tiles", GRID, lambda cd: M(c, "tiles", c.slide, "--preset", "bwh_biopsy", "-q", "--out",
@@ -1113,7 +1130,8 @@ def fam_options(c):
     feat_out = lambda cd: ((os.path.join(cd, "f.h5"), "h5feat"),)
     ex = lambda cd: M(c, "extract", "--backbone", c.bb, "--slide", c.slide, "--preset",
                       "bwh_biopsy", "--device", "cpu", "-q", "--out", os.path.join(cd, "f.h5"))
-    gen("extract", GRID + [Opt("threads", "int", lo=0, hi=1024), Opt("batch", "int", lo=1, hi=4096)],
+    gen("extract", GRID + [Opt("threads", "int", lo=0, hi=1024), Opt("batch", "int", lo=1, hi=4096),
+                           PRECISION],
         ex, feat_out, ("slides",), inputs=(c.slide, c.bb))
     gen("bench-read", GRID +
         [Opt("max-tiles", "int", lo=1, values=("-1", "0", "1.5", "abc")),
@@ -1208,7 +1226,7 @@ def fam_options(c):
         lambda cd: M(c, "bench", "mexd", "--n", "8", "--reps", "1", "--warmup", "0", "--chains",
                      "1", "--device", "cpu"))
     gen("bench-backbone", [Opt("batch", "int", lo=1, hi=4096), Opt("reps", "int", lo=1, values=("-1", "0", "1.5", "abc")),
-                           Opt("tile", "int", lo=1, hi=16384)],
+                           Opt("tile", "int", lo=1, hi=16384), PRECISION],
         lambda cd: M(c, "bench", "backbone", "--backbone", c.resnet, "--batch", "1", "--reps", "1",
                      "--tile", "16", "--device", "cpu"), inputs=(c.resnet,))
     gen("bench-train", [Opt("bags", "int", lo=1, values=("-1", "0", "1.5", "abc")),

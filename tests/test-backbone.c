@@ -219,6 +219,20 @@ static void test_net(gconstpointer data)
     g_autofree char *w2 = g_strdup_printf("features of the first %" G_GINT64_FORMAT " tiles", nb2);
     mexd_test_assert_close(w2, part, nb2 * D, feats, nb2 * D, tol);
   }
+  /* a batch larger than the cpu backend's chunk of a transformer (16 images, backbone.c): 37
+   * tiles, the fixture's cycled, each tile's features those of the reference */
+  const int64_t NB = 37;
+  g_autofree uint8_t *big = g_new(uint8_t, NB * tb);
+  for (int64_t k = 0; k < NB; k++)
+    memcpy(big + k * tb, px + (k % B) * tb, (size_t)tb);
+  g_autofree float *bigf = g_new(float, NB * D);
+  g_assert_true(mexd_backbone_embed(bb, big, NB, T, T, bigf, NULL, &error));
+  g_assert_no_error(error);
+  for (int64_t k = 0; k < NB; k++) {
+    g_autofree char *w3 = g_strdup_printf("tile %" G_GINT64_FORMAT " of a batch of %" G_GINT64_FORMAT,
+                                          k, NB);
+    mexd_test_assert_close(w3, bigf + k * D, D, rf + (k % B) * D, D, tol);
+  }
 }
 
 static void expect_error(GError *error, int code, const char *needle, const char *what)

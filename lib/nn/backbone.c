@@ -560,11 +560,15 @@ static MexdDnnlConvW conv_w(const Conv *c)
 
 /* The ResNet trunk through oneDNN: always for bf16; for f32 unless MEXD_CPU_NO_DNNL=1 (the
  * tests' way to run the op-by-op path, which is the reference). */
-static gboolean setup_dnnl(MexdBackbone *bb, GError **error)
+static gboolean dnnl_f32_off(void)
 {
   const char *v = g_getenv("MEXD_CPU_NO_DNNL");
-  gboolean off = v && *v && strcmp(v, "0") != 0;
-  if (bb->precision != MEXD_PRECISION_BF16 && (off || !mexd_dnnl_available()))
+  return (v && *v && strcmp(v, "0") != 0) || !mexd_dnnl_available();
+}
+
+static gboolean setup_dnnl(MexdBackbone *bb, GError **error)
+{
+  if (bb->precision != MEXD_PRECISION_BF16 && dnnl_f32_off())
     return TRUE;
   g_autofree MexdDnnlConvW *cw = g_new0(MexdDnnlConvW, 4 * (gsize)bb->n_blocks);
   for (int i = 0; i < bb->n_blocks; i++) {
@@ -584,14 +588,14 @@ static void *host_or_null(MexdTensor *t)
   return t ? mexd_tensor_host_data(t) : NULL;
 }
 
-/* The ViT / CTransPath linear layers (96% of a ViT-B/16's work) through oneDNN's matmul: for
- * bf16 always; for f32 only with MEXD_CPU_DNNL_F32_LINEAR=1 (measured: OpenBLAS's sgemm is as
- * fast for these shapes, see the issue-17 notes). */
+/* The ViT / CTransPath linear layers (96% of a ViT-B/16's work) and the attention's batched
+ * products through oneDNN's matmul: always for bf16; for f32 unless MEXD_CPU_NO_DNNL=1, as for
+ * the ResNet trunk (measured 2026-12-03, chunks of 16 images: ViT-B/16 5.3 images/s against 4.5
+ * with OpenBLAS's sgemm, CTransPath 10.3 against 8.9). */
 static gboolean setup_dnnl_linears(MexdBackbone *bb, GError **error)
 {
   const gboolean bf16 = bb->precision == MEXD_PRECISION_BF16;
-  const char *v = g_getenv("MEXD_CPU_DNNL_F32_LINEAR");
-  if (!bf16 && !(v && *v && strcmp(v, "0") != 0 && mexd_dnnl_available()))
+  if (!bf16 && dnnl_f32_off())
     return TRUE;
   const int n = bb->cfg.is_swin ? bb->n_swin : bb->cfg.depth;
   for (int i = 0; i < n; i++) {
@@ -1099,6 +1103,45 @@ static MexdTensor *swin_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace
   return out;
 }
 
+/* On the cpu backend a transformer runs a batch in chunks of CPU_CHUNK images.  Decision
+ * (measured 2026-12-03 on the 2-core machine, fp32): a whole batch of 64 has intermediates that
+ * outgrow the caches and the cpu backend's block cache (the attention scores of ViT-B/16 alone are
+ * 119 MB), and fresh memory costs the kernel a page clear per page: a fifth of the time went
+ * there.  ViT-B/16 ran 3.8 images/s at batch 64 in one piece, 5.3 in chunks of 16 (4.9 in chunks
+ * of 4); CTransPath 7.6 against 10.3.  Images are independent, so the features are those of one
+ * piece up to rounding.  With a trace (tests, `mexd forward --dump`) the batch stays one piece, so
+ * that every traced intermediate is the whole batch's. */
+#define CPU_CHUNK 16
+
+static gboolean chunked(const MexdBackbone *b, int64_t B, const MexdTrace *trace)
+{
+  return (b->cfg.is_vit || b->cfg.is_swin) && !trace && B > CPU_CHUNK &&
+         mexd_backend_kind(b->be) == MEXD_BACKEND_CPU;
+}
+
+static MexdTensor *forward_chunked(MexdBackbone *b, MexdTensor *x, GError **error)
+{
+  const MexdBackboneConfig *c = &b->cfg;
+  const int64_t B = x->shape[0], px = 3 * (int64_t)c->input_size * c->input_size;
+  g_autoptr(MexdTensor) flat = mexd_tensor_reshape(x, 2, (int64_t[]){B, px}, error);
+  g_autoptr(MexdTensor) out =
+      flat ? new_as(x, 2, (int64_t[]){B, c->output_dim}, error) : NULL;
+  if (!out)
+    return NULL;
+  for (int64_t i = 0; i < B; i += CPU_CHUNK) {
+    const int64_t n = MIN((int64_t)CPU_CHUNK, B - i);
+    g_autoptr(MexdTensor) rows = mexd_tensor_rows(flat, i, n, error);
+    g_autoptr(MexdTensor) xi =
+        rows ? mexd_tensor_reshape(rows, 4, (int64_t[]){n, 3, c->input_size, c->input_size}, error)
+             : NULL;
+    g_autoptr(MexdTensor) fi = xi ? mexd_backbone_forward(b, xi, NULL, error) : NULL;
+    g_autoptr(MexdTensor) dst = fi ? mexd_tensor_rows(out, i, n, error) : NULL;
+    if (!dst || !mexd_copy(dst, fi, error))
+      return NULL;
+  }
+  return g_steal_pointer(&out);
+}
+
 MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *trace,
                                   GError **error)
 {
@@ -1110,6 +1153,8 @@ MexdTensor *mexd_backbone_forward(MexdBackbone *b, MexdTensor *x, MexdTrace *tra
                           "%s: the input is %s, expected %s[B,3,%d,%d] on %s", b->path, d,
                           mexd_dtype_name(b->dtype), c->input_size, c->input_size, mexd_backend_name(b->be));
   }
+  if (chunked(b, x->shape[0], trace))
+    return forward_chunked(b, x, error);
   if (!prepare(b, x->shape[0], error))
     return NULL;
   if (c->is_vit)
@@ -1182,7 +1227,7 @@ MexdEmbedJob *mexd_backbone_embed_submit(MexdBackbone *b, const uint8_t *rgb, in
                           "×%" G_GINT64_FORMAT " pixels",
                           b->path, batch, w, h);
   /* every upload before the first recorded op: the batch is then one submission */
-  if (!prepare(b, batch, error))
+  if (!chunked(b, batch, trace) && !prepare(b, batch, error))
     return NULL;
   g_autoptr(MexdTensor) px = mexd_image_pixels_new(b->be, rgb, batch * h * w * 3, error);
   g_autoptr(MexdTensor) x =

@@ -62,6 +62,19 @@ typedef struct {
   int n;
 } BagCase;
 
+/* A backend of MEXD_TEST_BACKENDS, or "cpu-pieces": the cpu backend with Nyström attention's
+ * scores made in small pieces (nn.h: mexd_nystrom_set_piece; the default pieces only start at
+ * 2^18 scores, more than any fixture has), so that the pieces are checked against the reference
+ * too.  The caller calls mexd_nystrom_set_piece(0) after the forward. */
+static MexdBackend *open_case_backend(const char *spec, GError **error)
+{
+  if (g_str_equal(spec, "cpu-pieces")) {
+    mexd_nystrom_set_piece(100);
+    return mexd_backend_new("cpu", error);
+  }
+  return mexd_backend_new(spec, error);
+}
+
 static void bag_case_free(gpointer p)
 {
   BagCase *c = p;
@@ -83,7 +96,7 @@ static void test_bag(gconstpointer data)
       g_strdup_printf("case-e%d-%s-n%d.safetensors", bc->experts, bc->mode, bc->n);
   g_autofree char *bpath = fixture(bname);
   g_autofree char *cpath = fixture(cname);
-  g_autoptr(MexdBackend) be = mexd_backend_new(bc->backend, &error);
+  g_autoptr(MexdBackend) be = open_case_backend(bc->backend, &error);
   g_assert_no_error(error);
   g_autoptr(MexdModel) m = mexd_model_load(mpath, be, &error);
   g_assert_no_error(error);
@@ -102,6 +115,7 @@ static void test_bag(gconstpointer data)
   MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
   opt.diffusion = FALSE;
   g_autoptr(MexdResult) r = mexd_model_forward(m, x, bc->n, cfg->feature_dim, &opt, trace, &error);
+  mexd_nystrom_set_piece(0);
   const char *expect_error = mexd_safetensors_metadata(ref, "error");
   g_autofree char *label = g_strdup_printf("%s %s", bc->backend, cname);
   if (expect_error) {
@@ -628,7 +642,7 @@ static void test_attention(gconstpointer data)
 {
   const char *spec = data;
   g_autoptr(GError) error = NULL;
-  g_autoptr(MexdBackend) be = mexd_backend_new(spec, &error);
+  g_autoptr(MexdBackend) be = open_case_backend(spec, &error);
   if (!be) {
     g_test_skip(error->message);
     return;
@@ -657,6 +671,7 @@ static void test_attention(gconstpointer data)
     g_autofree char *what = g_strdup_printf("%s attention n%d", spec, ns[k]);
     mexd_test_assert_close(what, r->attention, ns[k], want, na, 1e-4);
   }
+  mexd_nystrom_set_piece(0);
 }
 
 int main(int argc, char **argv)
@@ -702,11 +717,27 @@ int main(int argc, char **argv)
       g_autofree char *p = g_strdup_printf("/mexd/%s/big-n20000", backends[b]);
       g_test_add_data_func(p, backends[b], test_big_bag);
     }
+  /* the cpu backend's pieces of Nyström scores (e2, both routings, every bag size) */
+  for (int mo = 0; mo < 2; mo++)
+    for (size_t i = 0; i < G_N_ELEMENTS(ns); i++) {
+      BagCase *bc = g_new0(BagCase, 1);
+      bc->backend = g_strdup("cpu-pieces");
+      bc->experts = 2;
+      bc->mode = g_strdup(modes[mo]);
+      bc->n = ns[i];
+      g_autofree char *path = g_strdup_printf("/mexd/cpu-pieces/e2-%s-n%d", modes[mo], ns[i]);
+      if (filter && !strstr(path, filter)) {
+        bag_case_free(bc);
+        continue;
+      }
+      g_test_add_data_func_full(path, bc, test_bag, bag_case_free);
+    }
   g_test_add_func("/mexd/diffuse", test_diffuse);
   for (int b = 0; backends[b]; b++) {
     g_autofree char *ap = g_strdup_printf("/mexd/%s/attention", backends[b]);
     g_test_add_data_func(ap, backends[b], test_attention);
   }
+  g_test_add_data_func("/mexd/cpu-pieces/attention", "cpu-pieces", test_attention);
   g_test_add_func("/mexd/bad-input", test_bad_input);
   g_test_add_func("/mexd/bad-model", test_bad_model);
   int rc = g_test_run();

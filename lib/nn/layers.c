@@ -1,15 +1,16 @@
 /* layers.c: weight loading, tracing, linear, Nyström attention and TransMIL (nn.h; MEXD.md §1).
  *
  * Nyström attention, as ops (n tokens, W = width, H heads of dh = W/H, m landmarks):
- *   qkv = x·W_qkvᵀ [n,3W]; m − n%m zero rows in front (zero rows of qkv are the projections of zero
- *   rows of x: no bias) → n_p rows; permuted to [3,H,n_p,dh];
+ *   qkv = x·W_qkvᵀ [n,3W] (one part of W at a time); m − n%m zero rows in front (zero rows of qkv
+ *   are the projections of zero rows of x: no bias) → n_p rows; permuted to [3,H,n_p,dh];
  *   landmarks q̃, k̃ = segment means of l = n_p/m rows (= ceil(n/m) with the unpadded n);
  *   A1 = softmax(s·q·k̃ᵀ), A2 = softmax(s·q̃·k̃ᵀ), A3 = softmax(s·q̃·kᵀ) with s = dh^−½ applied as the
  *   GEMM's alpha (the reference scales q first: the same up to rounding);
  *   Z0 = A2ᵀ / (max row abs-sum · max column abs-sum) over all heads; Newton–Schulz
  *   Z ← ¼·Z·(13I − XZ(15I − XZ(7I − XZ))), XZ = A2·Z;
  *   out = A1·(Z·(A3·v)) + depthwise conv of v along the rows (taps × 1 kernel, zero padded);
- *   heads merged, the last n rows through the output Linear. */
+ *   heads merged, the last n rows through the output Linear.
+ * On the cpu backend, large A1 and A3 are made in pieces and never whole (see "pieces" below). */
 #include "nn/nn.h"
 
 #include "core/error.h"
@@ -262,6 +263,103 @@ static gboolean sync_if_large(MexdTensor *like, int64_t elements, GError **error
   return mexd_backend_sync(like->backend, error);
 }
 
+/* ---- A1 and A3 in pieces (cpu backend) ----
+ * Decision (issue 17): on the cpu backend, when the scores A1 [H,np,m] and A3 [H,m,np] are
+ * larger than a piece, they are never whole: per head, a piece of rows of scores is made,
+ * soft-maxed and multiplied on while it is in the cache (A1: softmax(s·q·k̃ᵀ)·(Z·A3·v) by rows of
+ * q; A3: A3·v by rows of landmarks, and the class token's A1[row]·Z·A3 accumulated piece by
+ * piece).  Each score is the same sum as in the whole tensor; only the GEMMs' blocking differs.
+ * Measured before (2026-12-03, 2 cores): at N = 100,000 each of A1 and A3 is 820 MB per layer,
+ * and a third of adapter #1's time went to the kernel clearing their fresh pages.  The Vulkan
+ * backend keeps the whole tensors (one recorded command buffer; pieces would not free memory
+ * before it is submitted). */
+#define PIECE_FLOATS ((int64_t)1 << 18) /* 1 MiB of A1's scores */
+/* A3's pieces are 128 times larger (128 MiB): its rows are np long, and every piece reads all of
+ * k and v of its head again (measured at N = 100,000: whole heads of A3, 102 MB each, 6.3 s for
+ * adapter #1; pieces of 4 MiB 20 s; of 32 MiB 6.4 s). */
+#define A3_PIECES 128
+static int64_t piece_floats = PIECE_FLOATS;
+
+void mexd_nystrom_set_piece(int64_t floats)
+{
+  piece_floats = floats > 0 ? floats : PIECE_FLOATS;
+}
+
+static gboolean use_pieces(const MexdTensor *x, int64_t H, int64_t np, int64_t m)
+{
+  return mexd_backend_kind(x->backend) == MEXD_BACKEND_CPU && H * np * m > piece_floats;
+}
+
+/* out [H,np,dh] = softmax(scale·q·k̃ᵀ)·zav per head, rows of q [H·np,dh] in pieces. */
+static gboolean a1_pieces(MexdTensor *out, MexdTensor *q2, MexdTensor *kl2, MexdTensor *zav,
+                          int64_t H, int64_t np, int64_t m, float scale, GError **error)
+{
+  const int64_t dh = q2->shape[1], rows = CLAMP(piece_floats / m, 1, np);
+  g_autoptr(MexdTensor) out2 = mexd_tensor_reshape(out, 2, (int64_t[]){H * np, dh}, error);
+  g_autoptr(MexdTensor) zav2 = out2 ? mexd_tensor_reshape(zav, 2, (int64_t[]){H * m, dh}, error)
+                                    : NULL;
+  g_autoptr(MexdTensor) sc = zav2 ? new_like(q2, 2, (int64_t[]){rows, m}, error) : NULL;
+  if (!sc)
+    return FALSE;
+  MexdGemmParams pq = {FALSE, TRUE, scale, 0.0f};
+  for (int64_t h = 0; h < H; h++) {
+    g_autoptr(MexdTensor) kh = mexd_tensor_rows(kl2, h * m, m, error);
+    g_autoptr(MexdTensor) zh = kh ? mexd_tensor_rows(zav2, h * m, m, error) : NULL;
+    if (!zh)
+      return FALSE;
+    for (int64_t r = 0; r < np; r += rows) {
+      const int64_t nr = MIN(rows, np - r);
+      g_autoptr(MexdTensor) qp = mexd_tensor_rows(q2, h * np + r, nr, error);
+      g_autoptr(MexdTensor) sp = qp ? mexd_tensor_rows(sc, 0, nr, error) : NULL;
+      g_autoptr(MexdTensor) op = sp ? mexd_tensor_rows(out2, h * np + r, nr, error) : NULL;
+      if (!op || !mexd_gemm(sp, qp, kh, NULL, &pq, error) || !mexd_softmax_rows(sp, sp, error) ||
+          !mexd_gemm(op, sp, zh, NULL, NULL, error))
+        return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+/* av [H,m,dh] = softmax(scale·q̃·kᵀ)·v per head, rows of landmarks in pieces; with az [H,1,m],
+ * aa [H,1,np] = az·softmax(scale·q̃·kᵀ) besides (the class token's attention). */
+static gboolean a3v_pieces(MexdTensor *av, MexdTensor *aa, MexdTensor *ql2, MexdTensor *k2,
+                           MexdTensor *v2, MexdTensor *az, int64_t H, int64_t np, int64_t m,
+                           float scale, GError **error)
+{
+  const int64_t dh = ql2->shape[1], rows = CLAMP(piece_floats * A3_PIECES / np, 1, m);
+  g_autoptr(MexdTensor) av2 = mexd_tensor_reshape(av, 2, (int64_t[]){H * m, dh}, error);
+  g_autoptr(MexdTensor) sc = av2 ? new_like(ql2, 2, (int64_t[]){rows, np}, error) : NULL;
+  /* az as a column per head [H·m, 1], so that a piece of it is a piece of rows */
+  g_autoptr(MexdTensor) azc = sc && aa ? mexd_tensor_reshape(az, 2, (int64_t[]){H * m, 1}, error)
+                                       : NULL;
+  g_autoptr(MexdTensor) aa2 = azc ? mexd_tensor_reshape(aa, 2, (int64_t[]){H, np}, error) : NULL;
+  if (!sc || (aa && !aa2))
+    return FALSE;
+  MexdGemmParams pq = {FALSE, TRUE, scale, 0.0f}, acc = {TRUE, FALSE, 1.0f, 1.0f};
+  for (int64_t h = 0; h < H; h++) {
+    g_autoptr(MexdTensor) kh = mexd_tensor_rows(k2, h * np, np, error);
+    g_autoptr(MexdTensor) vh = kh ? mexd_tensor_rows(v2, h * np, np, error) : NULL;
+    g_autoptr(MexdTensor) aah = vh && aa2 ? mexd_tensor_rows(aa2, h, 1, error) : NULL;
+    if (!vh || (aa2 && (!aah || !mexd_tensor_fill_zero(aah, error))))
+      return FALSE;
+    for (int64_t r = 0; r < m; r += rows) {
+      const int64_t nr = MIN(rows, m - r);
+      g_autoptr(MexdTensor) qp = mexd_tensor_rows(ql2, h * m + r, nr, error);
+      g_autoptr(MexdTensor) sp = qp ? mexd_tensor_rows(sc, 0, nr, error) : NULL;
+      g_autoptr(MexdTensor) op = sp ? mexd_tensor_rows(av2, h * m + r, nr, error) : NULL;
+      if (!op || !mexd_gemm(sp, qp, kh, NULL, &pq, error) || !mexd_softmax_rows(sp, sp, error) ||
+          !mexd_gemm(op, sp, vh, NULL, NULL, error))
+        return FALSE;
+      if (aah) {
+        g_autoptr(MexdTensor) azp = mexd_tensor_rows(azc, h * m + r, nr, error);
+        if (!azp || !mexd_gemm(aah, azp, sp, NULL, &acc, error))
+          return FALSE;
+      }
+    }
+  }
+  return TRUE;
+}
+
 MexdTensor *mexd_nystrom_forward(MexdNystrom *ny, MexdTensor *x, GError **error)
 {
   return mexd_nystrom_forward_cls(ny, x, -1, NULL, error);
@@ -276,21 +374,28 @@ MexdTensor *mexd_nystrom_forward_cls(MexdNystrom *ny, MexdTensor *x, int64_t cls
   float scale = (float)(1.0 / sqrt((double)dh));
   int64_t hs[3] = {H, np, dh}, ls[3] = {H, m, dh};
 
-  /* q, k, v for the padded rows: the projection goes straight below np − n zero rows (the
-   * projections of zero rows: there is no bias), then heads are split to [3, H, np, dh] */
-  g_autoptr(MexdTensor) heads = NULL;
+  /* q, k, v for the padded rows, heads split, [3, H, np, dh]: one part (q, k or v) at a time,
+   * its projection going straight below np − n zero rows (the projections of zero rows: there is
+   * no bias), then its heads split.  Decision (issue 17): a part at a time, not [np, 3W] at once,
+   * so the scratch is a third (at N = 100,000: 196 MB instead of 589 MB per layer). */
+  g_autoptr(MexdTensor) heads = new_like(x, 4, (int64_t[]){3, H, np, dh}, error);
   {
-    g_autoptr(MexdTensor) qkv = new_like(x, 2, (int64_t[]){np, 3 * W}, error);
-    g_autoptr(MexdTensor) pad = qkv && np > n ? mexd_tensor_rows(qkv, 0, np - n, error) : NULL;
-    g_autoptr(MexdTensor) rows = qkv ? mexd_tensor_rows(qkv, np - n, n, error) : NULL;
-    /* only the pad rows need zeros (the GEMM writes the rest) */
-    if (!rows || (np > n && (!pad || !mexd_tensor_fill_zero(pad, error))) ||
-        !mexd_linear(rows, x, ny->qkv_w, NULL, error))
+    g_autoptr(MexdTensor) hf = heads ? reshape(heads, 2, (int64_t[]){3 * H * np, dh}, error) : NULL;
+    g_autoptr(MexdTensor) part = hf ? new_like(x, 2, (int64_t[]){np, W}, error) : NULL;
+    g_autoptr(MexdTensor) pad = part && np > n ? mexd_tensor_rows(part, 0, np - n, error) : NULL;
+    g_autoptr(MexdTensor) rows = part ? mexd_tensor_rows(part, np - n, n, error) : NULL;
+    g_autoptr(MexdTensor) p3 = rows ? reshape(part, 3, (int64_t[]){np, H, dh}, error) : NULL;
+    /* only the pad rows need zeros (the GEMMs write the rest) */
+    if (!p3 || (np > n && (!pad || !mexd_tensor_fill_zero(pad, error))))
       return NULL;
-    g_autoptr(MexdTensor) qkv4 = reshape(qkv, 4, (int64_t[]){np, 3, H, dh}, error);
-    heads = qkv4 ? new_like(x, 4, (int64_t[]){3, H, np, dh}, error) : NULL;
-    if (!heads || !mexd_permute(heads, qkv4, (int[]){1, 2, 0, 3}, error))
-      return NULL;
+    for (int64_t j = 0; j < 3; j++) {
+      g_autoptr(MexdTensor) wj = mexd_tensor_rows(ny->qkv_w, j * W, W, error);
+      g_autoptr(MexdTensor) dj = wj ? mexd_tensor_rows(hf, j * H * np, H * np, error) : NULL;
+      g_autoptr(MexdTensor) d3 = dj ? reshape(dj, 3, hs, error) : NULL;
+      if (!d3 || !mexd_linear(rows, x, wj, NULL, error) ||
+          !mexd_permute(d3, p3, (int[]){1, 0, 2}, error))
+        return NULL;
+    }
   }
   if (!sync_if_large(x, np * 3 * W, error))
     return NULL;
@@ -316,18 +421,19 @@ MexdTensor *mexd_nystrom_forward_cls(MexdNystrom *ny, MexdTensor *x, int64_t cls
     return NULL;
 
   /* Z = pinv(A2); then Z·(A3·v), dropping A3 before A1 exists */
+  const gboolean in_pieces = use_pieces(x, H, np, m);
   g_autoptr(MexdTensor) zav = NULL;
   {
     g_autoptr(MexdTensor) a2 = bmm(ql, kl, TRUE, scale, error);
     if (!a2 || !mexd_softmax_rows(a2, a2, error))
       return NULL;
     g_autoptr(MexdTensor) z = nystrom_pinv(a2, s->iterations, error);
-    g_autoptr(MexdTensor) a3 = z ? bmm(ql, k, TRUE, scale, error) : NULL;
-    if (!a3 || !mexd_softmax_rows(a3, a3, error))
+    if (!z)
       return NULL;
+    /* the class token's attention over every token, A1[row]·Z·A3 per head, mean over the heads:
+     * [np] (padded positions included; the caller keeps what it needs) */
+    g_autoptr(MexdTensor) az = NULL;
     if (cls_att) {
-      /* the class token's attention over every token, A1[row]·Z·A3 per head, mean over the
-       * heads: [np] (padded positions included; the caller keeps what it needs) */
       int64_t row = np - n + cls_row;
       g_autoptr(MexdTensor) qr = new_like(x, 3, (int64_t[]){H, 1, dh}, error);
       if (!qr)
@@ -342,9 +448,26 @@ MexdTensor *mexd_nystrom_forward_cls(MexdNystrom *ny, MexdTensor *x, int64_t cls
       g_autoptr(MexdTensor) ar = bmm(qr, kl, TRUE, scale, error);
       if (!ar || !mexd_softmax_rows(ar, ar, error))
         return NULL;
-      g_autoptr(MexdTensor) az = bmm(ar, z, FALSE, 1.0f, error);
-      g_autoptr(MexdTensor) aa = az ? bmm(az, a3, FALSE, 1.0f, error) : NULL;
-      g_autoptr(MexdTensor) aa2 = aa ? mexd_tensor_reshape(aa, 2, (int64_t[]){H, np}, error) : NULL;
+      if (!(az = bmm(ar, z, FALSE, 1.0f, error)))
+        return NULL;
+    }
+    g_autoptr(MexdTensor) av = NULL, aa = NULL;
+    if (in_pieces) {
+      av = new_like(x, 3, (int64_t[]){H, m, dh}, error);
+      aa = cls_att && av ? new_like(x, 3, (int64_t[]){H, 1, np}, error) : NULL;
+      if (!av || (cls_att && !aa) || !a3v_pieces(av, aa, ql2, k2, v2, az, H, np, m, scale, error))
+        return NULL;
+    } else {
+      g_autoptr(MexdTensor) a3 = bmm(ql, k, TRUE, scale, error);
+      if (!a3 || !mexd_softmax_rows(a3, a3, error))
+        return NULL;
+      if (cls_att && !(aa = bmm(az, a3, FALSE, 1.0f, error)))
+        return NULL;
+      if (!(av = bmm(a3, v, FALSE, 1.0f, error)))
+        return NULL;
+    }
+    if (cls_att) {
+      g_autoptr(MexdTensor) aa2 = mexd_tensor_reshape(aa, 2, (int64_t[]){H, np}, error);
       MexdTensor *mean = aa2 ? new_like(x, 1, (int64_t[]){np}, error) : NULL;
       if (!mean || !mexd_mean_rows(mean, aa2, error)) {
         if (mean)
@@ -353,15 +476,18 @@ MexdTensor *mexd_nystrom_forward_cls(MexdNystrom *ny, MexdTensor *x, int64_t cls
       }
       *cls_att = mean;
     }
-    g_autoptr(MexdTensor) av = bmm(a3, v, FALSE, 1.0f, error);
-    zav = av ? bmm(z, av, FALSE, 1.0f, error) : NULL;
+    zav = bmm(z, av, FALSE, 1.0f, error);
     if (!zav)
       return NULL;
   }
   if (!sync_if_large(x, H * np * m, error))
     return NULL;
   g_autoptr(MexdTensor) out = NULL;
-  {
+  if (in_pieces) {
+    out = new_like(x, 3, hs, error);
+    if (!out || !a1_pieces(out, q2, kl2, zav, H, np, m, scale, error))
+      return NULL;
+  } else {
     g_autoptr(MexdTensor) a1 = bmm(q, kl, TRUE, scale, error);
     if (!a1 || !mexd_softmax_rows(a1, a1, error))
       return NULL;

@@ -76,6 +76,9 @@ MexdTensor *mexd_nystrom_forward(MexdNystrom *ny, MexdTensor *x, GError **error)
  * the attention weights TransMIL heatmaps show (they sum to ~1: Z is A2's pseudo-inverse). */
 MexdTensor *mexd_nystrom_forward_cls(MexdNystrom *ny, MexdTensor *x, int64_t cls_row,
                                      MexdTensor **cls_att, GError **error);
+/* The size of a piece of attention scores (floats) on the cpu backend, where A1 and A3 are made
+ * piece by piece when larger (layers.c); ≤ 0: the default.  For the tests: not thread-safe. */
+void mexd_nystrom_set_piece(int64_t floats);
 
 /* ---- TransMIL (MEXD.md §1) ---- */
 typedef struct {

@@ -13,6 +13,10 @@
 #include <glib/gstdio.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "core/parallel.h"
 
 static void put(GString *out, const char *name, const void *data, size_t bytes)
 {
@@ -75,14 +79,18 @@ static void test_threads(void)
   g_assert_no_error(error);
   g_autofree char *self = g_file_read_link("/proc/self/exe", &error);
   g_assert_no_error(error);
-  static const char *const counts[] = {"1", "2", "3"};
+  /* "2own": two threads on the pool of our own (MEXD_CPU_POOL=own) instead of OpenMP's */
+  static const char *const counts[] = {"1", "2", "3", "2own"};
   g_autofree char *first = NULL;
   gsize first_len = 0;
   for (size_t i = 0; i < G_N_ELEMENTS(counts); i++) {
     g_autofree char *path = g_strdup_printf("%s/out-%s", tmp, counts[i]);
     char *argv[] = {self, (char *)"--child", path, NULL};
     g_auto(GStrv) env = g_get_environ();
-    env = g_environ_setenv(env, "MEXD_THREADS", counts[i], TRUE);
+    const gboolean own = g_str_has_suffix(counts[i], "own");
+    env = g_environ_setenv(env, "MEXD_THREADS", own ? "2" : counts[i], TRUE);
+    if (own)
+      env = g_environ_setenv(env, "MEXD_CPU_POOL", "own", TRUE);
     int status = 0;
     g_assert_true(g_spawn_sync(NULL, argv, env, G_SPAWN_DEFAULT, NULL, NULL, NULL, NULL, &status,
                                &error));
@@ -105,11 +113,50 @@ static void test_threads(void)
   g_rmdir(tmp);
 }
 
+static void sum_range(int64_t b, int64_t e, void *ctx)
+{
+  for (int64_t i = b; i < e; i++)
+    g_atomic_pointer_add((gintptr *)ctx, i);
+}
+
+static gboolean sums_right(void)
+{
+  gintptr s = 0;
+  mexd_parallel_for(100000, 1, sum_range, &s);
+  return s == (gintptr)100000 * 99999 / 2;
+}
+
+/* A process that forks after the threads have run: the child's jobs finish (on its one thread)
+ * instead of waiting for threads the child does not have. */
+static void test_fork(void)
+{
+  g_assert_true(sums_right());
+  pid_t pid = fork();
+  g_assert_cmpint(pid, >=, 0);
+  if (pid == 0)
+    _exit(sums_right() ? 0 : 1);
+  int status = 0;
+  for (int k = 0; k < 400; k++) { /* 20 s */
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      break;
+    if (k == 399) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      g_error("the forked child's parallel job did not finish in 20 s");
+    }
+    g_usleep(50000);
+  }
+  g_assert_true(WIFEXITED(status));
+  g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+  g_assert_true(sums_right());
+}
+
 int main(int argc, char **argv)
 {
   if (argc == 3 && strcmp(argv[1], "--child") == 0)
     return child(argv[2]);
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/threads/bitwise-identical", test_threads);
+  g_test_add_func("/threads/fork", test_fork);
   return g_test_run();
 }

@@ -19,11 +19,15 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef MEXD_HAVE_OPENBLAS_THREADS
 #include <cblas.h>
+#endif
+#ifdef MEXD_HAVE_OPENMP
+#include <omp.h>
 #endif
 
 #define MAX_THREADS 1024
@@ -93,10 +97,18 @@ static int configured_threads(void)
   return (int)t;
 }
 
+/* A forked child has only the thread that forked: neither our workers nor OpenMP's threads
+ * (libgomp's team would wait for them forever), so the child runs every job on its own thread. */
+static void after_fork_child(void)
+{
+  n_threads = 1;
+}
+
 int mexd_parallel_threads(void)
 {
   if (g_once_init_enter(&configured)) {
     n_threads = configured_threads();
+    pthread_atfork(NULL, NULL, after_fork_child);
 #ifdef MEXD_HAVE_OPENBLAS_THREADS
     /* OpenBLAS runs on the caller's thread: the GEMMs are cut into tiles that this pool runs
      * (mexd_cpu_sgemm, gemm.c says why) */
@@ -186,6 +198,41 @@ static void pool_start(int threads)
   g_once_init_leave(&started, 1);
 }
 
+#ifdef MEXD_HAVE_OPENMP
+/* With oneDNN (built on OpenMP) the chunks run on OpenMP's threads, the ones oneDNN's primitives
+ * run on.  Decision (issue 17, measured 2026-12-03 on 2 cores): with a pool of our own beside
+ * them, OpenMP's threads spin between oneDNN calls on the cores our workers need (ViT-B/16
+ * fp32, whose layer norms, softmax and permutes run here between oneDNN's matmuls: 7.5 images/s
+ * with our pool, 8.2 with OpenMP's spin shortened); one set of threads takes turns instead.  The
+ * chunks are the same either way (results do not depend on which thread runs a chunk).
+ * MEXD_CPU_POOL=own keeps our pool. */
+static gboolean use_openmp(void)
+{
+  static gsize once;
+  static gboolean omp;
+  if (g_once_init_enter(&once)) {
+    const char *v = g_getenv("MEXD_CPU_POOL");
+    omp = !(v && g_str_equal(v, "own"));
+    g_once_init_leave(&once, 1);
+  }
+  return omp;
+}
+
+static void openmp_for(int64_t n, int64_t grain, int threads, MexdParallelFn fn, void *ctx)
+{
+  const int64_t parts = (int64_t)threads * 4;
+  const int64_t chunk = MAX(grain, (n + parts - 1) / parts), n_chunks = (n + chunk - 1) / chunk;
+  gintptr next = 0;
+#pragma omp parallel num_threads(threads)
+  for (;;) {
+    int64_t c = (int64_t)g_atomic_pointer_add(&next, 1);
+    if (c >= n_chunks)
+      break;
+    fn(c * chunk, MIN(n, (c + 1) * chunk), ctx);
+  }
+}
+#endif
+
 void mexd_parallel_for(int64_t n, int64_t grain, MexdParallelFn fn, void *ctx)
 {
   if (n <= 0)
@@ -193,6 +240,15 @@ void mexd_parallel_for(int64_t n, int64_t grain, MexdParallelFn fn, void *ctx)
   if (grain < 1)
     grain = 1;
   int threads = mexd_parallel_threads();
+#ifdef MEXD_HAVE_OPENMP
+  if (use_openmp()) {
+    if (threads == 1 || n < 2 * grain || omp_in_parallel())
+      fn(0, n, ctx);
+    else
+      openmp_for(n, grain, threads, fn, ctx);
+    return;
+  }
+#endif
   if (threads == 1 || n < 2 * grain || !g_atomic_int_compare_and_exchange(&pool.busy, 0, 1)) {
     fn(0, n, ctx);
     return;

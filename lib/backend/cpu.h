@@ -94,6 +94,10 @@ void mexd_cpu_diffc_row(float *x, const float *e, const float *gamma, const floa
 
 /* y[i] += a·x[i], i < n (the direct convolution's inner loop). */
 void mexd_cpu_axpy(float *y, const float *x, float a, int64_t n);
+/* y[0, n) += w[t]·x[t·xstride + (0, n)] for t = 0 .. taps−1 in that order: a column of taps of a
+ * direct convolution in one call (bitwise the same as `taps` calls of mexd_cpu_axpy). */
+void mexd_cpu_axpy_taps(float *y, const float *x, int64_t xstride, const float *w, int64_t taps,
+                        int64_t n);
 
 /* C = alpha·op(A)·op(B) + beta·C, row-major, `batch` matrices (element strides sab, sbb, scb)
  * with leading dimensions lda, ldb, ldc, as cblas_sgemm: split in tiles of C that depend on the

@@ -127,6 +127,20 @@ static void conv2d_direct_planes(int64_t p0, int64_t p1, void *ctx)
       for (int64_t ic = 0; ic < g->cpg; ic++) {
         const float *xp = j->X + (n * g->C + c0 + ic) * g->H * g->W;
         const float *wp = j->Wt + (o * g->cpg + ic) * g->KH * g->KW;
+        if (g->KW == 1 && p->stride_w == 1) {
+          /* a column of taps (the Nyström residual's 33×1): the valid ones in one call, in the
+           * same order (5.4 million calls of 64 columns per 10,000-instance forward before) */
+          int64_t kh0 = 0, kh1 = g->KH, ih0 = oh * p->stride_h - p->pad_h;
+          while (kh0 < kh1 && ih0 + kh0 * p->dil_h < 0)
+            kh0++;
+          while (kh1 > kh0 && ih0 + (kh1 - 1) * p->dil_h >= g->H)
+            kh1--;
+          int64_t ow0 = j->kw_lo[0], ow1 = j->kw_hi[0];
+          if (kh1 > kh0 && ow1 > ow0)
+            mexd_cpu_axpy_taps(orow + ow0, xp + (ih0 + kh0 * p->dil_h) * g->W + ow0 - p->pad_w,
+                               p->dil_h * g->W, wp + kh0, kh1 - kh0, ow1 - ow0);
+          continue;
+        }
         for (int64_t kh = 0; kh < g->KH; kh++) {
           int64_t ih = oh * p->stride_h - p->pad_h + kh * p->dil_h;
           if (ih < 0 || ih >= g->H)

@@ -196,7 +196,7 @@ for k in ("ms_stage1", "ms_card_1000"):
 print(json.dumps(best))' "$out/c-torch-all.json" >"$out/c-torch.json"
   note "(c) MExD N = 10,000: mexd"
   "$mexd" bench mexd --n 10000 --dim 768 --device cpu --reps $reps --json >"$out/c-ours.json" 2>>"$log"
-  s1=$("$py" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["ms_adapter1"] + d["ms_moe"])' "$out/c-ours.json")
+  s1=$("$py" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(round(d["ms_adapter1"] + d["ms_moe"], 2))' "$out/c-ours.json")
   t1=$(jget "$out/c-torch.json" ms_stage1)
   row "c|MExD stage 1, N = 10,000 (ms)|$s1|$t1|$(ratio "$t1" "$s1")|ratio = PyTorch ms / ours"
   s2=$(jget "$out/c-ours.json" ms_diffusion); t2=$(jget "$out/c-torch.json" ms_card_1000)

@@ -290,6 +290,22 @@ static gboolean use_pieces(const MexdTensor *x, int64_t H, int64_t np, int64_t m
   return mexd_backend_kind(x->backend) == MEXD_BACKEND_CPU && H * np * m > piece_floats;
 }
 
+/* One piece: rows [a0, a0 + nr) of a give the scores s = softmax(scale·a·bᵀ) in the first nr rows
+ * of sc, then rows [o0, o0 + nr) of o = s·c.  Returns s (a view of sc), NULL on failure. */
+static MexdTensor *softmax_piece(MexdTensor *sc, MexdTensor *a, int64_t a0, MexdTensor *b,
+                                 MexdTensor *c, MexdTensor *o, int64_t o0, int64_t nr, float scale,
+                                 GError **error)
+{
+  MexdGemmParams pq = {FALSE, TRUE, scale, 0.0f};
+  g_autoptr(MexdTensor) ap = mexd_tensor_rows(a, a0, nr, error);
+  g_autoptr(MexdTensor) sp = ap ? mexd_tensor_rows(sc, 0, nr, error) : NULL;
+  g_autoptr(MexdTensor) op = sp ? mexd_tensor_rows(o, o0, nr, error) : NULL;
+  if (!op || !mexd_gemm(sp, ap, b, NULL, &pq, error) || !mexd_softmax_rows(sp, sp, error) ||
+      !mexd_gemm(op, sp, c, NULL, NULL, error))
+    return NULL;
+  return g_steal_pointer(&sp);
+}
+
 /* out [H,np,dh] = softmax(scale·q·k̃ᵀ)·zav per head, rows of q [H·np,dh] in pieces. */
 static gboolean a1_pieces(MexdTensor *out, MexdTensor *q2, MexdTensor *kl2, MexdTensor *zav,
                           int64_t H, int64_t np, int64_t m, float scale, GError **error)
@@ -301,19 +317,15 @@ static gboolean a1_pieces(MexdTensor *out, MexdTensor *q2, MexdTensor *kl2, Mexd
   g_autoptr(MexdTensor) sc = zav2 ? new_like(q2, 2, (int64_t[]){rows, m}, error) : NULL;
   if (!sc)
     return FALSE;
-  MexdGemmParams pq = {FALSE, TRUE, scale, 0.0f};
   for (int64_t h = 0; h < H; h++) {
     g_autoptr(MexdTensor) kh = mexd_tensor_rows(kl2, h * m, m, error);
     g_autoptr(MexdTensor) zh = kh ? mexd_tensor_rows(zav2, h * m, m, error) : NULL;
     if (!zh)
       return FALSE;
     for (int64_t r = 0; r < np; r += rows) {
-      const int64_t nr = MIN(rows, np - r);
-      g_autoptr(MexdTensor) qp = mexd_tensor_rows(q2, h * np + r, nr, error);
-      g_autoptr(MexdTensor) sp = qp ? mexd_tensor_rows(sc, 0, nr, error) : NULL;
-      g_autoptr(MexdTensor) op = sp ? mexd_tensor_rows(out2, h * np + r, nr, error) : NULL;
-      if (!op || !mexd_gemm(sp, qp, kh, NULL, &pq, error) || !mexd_softmax_rows(sp, sp, error) ||
-          !mexd_gemm(op, sp, zh, NULL, NULL, error))
+      g_autoptr(MexdTensor) sp = softmax_piece(sc, q2, h * np + r, kh, zh, out2, h * np + r,
+                                               MIN(rows, np - r), scale, error);
+      if (!sp)
         return FALSE;
     }
   }
@@ -335,7 +347,7 @@ static gboolean a3v_pieces(MexdTensor *av, MexdTensor *aa, MexdTensor *ql2, Mexd
   g_autoptr(MexdTensor) aa2 = azc ? mexd_tensor_reshape(aa, 2, (int64_t[]){H, np}, error) : NULL;
   if (!sc || (aa && !aa2))
     return FALSE;
-  MexdGemmParams pq = {FALSE, TRUE, scale, 0.0f}, acc = {TRUE, FALSE, 1.0f, 1.0f};
+  MexdGemmParams acc = {TRUE, FALSE, 1.0f, 1.0f};
   for (int64_t h = 0; h < H; h++) {
     g_autoptr(MexdTensor) kh = mexd_tensor_rows(k2, h * np, np, error);
     g_autoptr(MexdTensor) vh = kh ? mexd_tensor_rows(v2, h * np, np, error) : NULL;
@@ -344,11 +356,9 @@ static gboolean a3v_pieces(MexdTensor *av, MexdTensor *aa, MexdTensor *ql2, Mexd
       return FALSE;
     for (int64_t r = 0; r < m; r += rows) {
       const int64_t nr = MIN(rows, m - r);
-      g_autoptr(MexdTensor) qp = mexd_tensor_rows(ql2, h * m + r, nr, error);
-      g_autoptr(MexdTensor) sp = qp ? mexd_tensor_rows(sc, 0, nr, error) : NULL;
-      g_autoptr(MexdTensor) op = sp ? mexd_tensor_rows(av2, h * m + r, nr, error) : NULL;
-      if (!op || !mexd_gemm(sp, qp, kh, NULL, &pq, error) || !mexd_softmax_rows(sp, sp, error) ||
-          !mexd_gemm(op, sp, vh, NULL, NULL, error))
+      g_autoptr(MexdTensor) sp =
+          softmax_piece(sc, ql2, h * m + r, kh, vh, av2, h * m + r, nr, scale, error);
+      if (!sp)
         return FALSE;
       if (aah) {
         g_autoptr(MexdTensor) azp = mexd_tensor_rows(azc, h * m + r, nr, error);

@@ -3,7 +3,8 @@
 # copy only: the public headers (mexd.h alone) and mexd.pc compile and link the README's C example
 # (examples/classify-bag.c), which classifies a fixture bag; the installed plugin loads in
 # gst-inspect-1.0 (GST_PLUGIN_PATH and, as the copy is not at its prefix, LD_LIBRARY_PATH); the
-# installed `mexd` runs.  Nothing of the source tree is on the include path.
+# installed `mexd` runs, `mexd demo` included (its script from the installed data folder).
+# Nothing of the source tree is on the include path.
 set -eu
 src=$1
 build=$2
@@ -37,8 +38,24 @@ rc=0; LD_LIBRARY_PATH=$lib "$tmp/classify-bag" >/dev/null 2>&1 || rc=$?
 [ $rc = 2 ] || { echo "classify-bag without arguments: exit $rc, expected 2"; exit 1; }
 rc=0; LD_LIBRARY_PATH=$lib "$tmp/classify-bag" "$tmp/none.safetensors" x.npy 2>"$tmp/err" || rc=$?
 [ $rc = 1 ] && grep -q "none.safetensors" "$tmp/err" || { echo "missing model: exit $rc"; cat "$tmp/err"; exit 1; }
-# the installed tool and plugin
+# the installed tool and plugin; `mexd demo` (a small cohort) and `mexd convert` from the staged
+# copy, in a folder outside the source tree, with the staged data folder (MEXD_DATA_DIR: the copy
+# is not at its prefix)
 LD_LIBRARY_PATH=$lib "$root/bin/mexd" devices >/dev/null
+for f in make-slide.sh ihc-crop.png convert.py; do
+  [ -f "$root/share/mexd/$f" ] || { echo "not installed: share/mexd/$f"; exit 1; }
+done
+if command -v vips >/dev/null && command -v tiffset >/dev/null; then
+  (cd "$tmp" && MEXD_DATA_DIR=$root/share/mexd LD_LIBRARY_PATH=$lib \
+     GST_PLUGIN_PATH=$lib/gstreamer-1.0 GST_REGISTRY=$tmp/registry.bin \
+     "$root/bin/mexd" demo --out "$tmp/demo" --train-slides 6 --test-slides 2 --quiet) \
+    >"$tmp/demo.log" 2>&1 || { cat "$tmp/demo.log"; exit 1; }
+  cat "$tmp/demo.log"
+fi
+if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+  MEXD_DATA_DIR=$root/share/mexd LD_LIBRARY_PATH=$lib "$root/bin/mexd" convert --help >/dev/null ||
+    { echo "the staged mexd convert failed"; exit 1; }
+fi
 if command -v gst-inspect-1.0 >/dev/null; then
   GST_PLUGIN_PATH=$lib/gstreamer-1.0 GST_REGISTRY=$tmp/registry.bin LD_LIBRARY_PATH=$lib \
     gst-inspect-1.0 mexdmoe >"$tmp/inspect" 2>&1 || { cat "$tmp/inspect"; exit 1; }

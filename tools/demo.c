@@ -30,9 +30,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#ifndef MEXD_SOURCE_DIR
-#define MEXD_SOURCE_DIR "."
-#endif
 
 /* ---- a backbone with random weights ---- */
 
@@ -137,11 +134,11 @@ static int run_cmd(int (*fn)(int, char **), const char *first, ...)
 
 static gboolean make_slide(const char *out_dir, DemoSlide *s, int seed, GError **error)
 {
-  g_autofree char *script = g_build_filename(MEXD_SOURCE_DIR, "tests", "data", "make-slide.sh",
-                                             NULL);
+  g_autofree char *script = mexd_tool_data_file("make-slide.sh", "tests/data/make-slide.sh");
   if (!g_file_test(script, G_FILE_TEST_EXISTS))
     return mexd_fail(error, MEXD_ERROR_NOT_FOUND,
-                     "%s is missing: mexd demo makes its slides with the source tree's script",
+                     "%s is missing: mexd demo makes its slides with that script (installed "
+                     "with mexd; MEXD_DATA_DIR overrides its folder)",
                      script);
   g_autofree char *dir = g_build_filename(out_dir, "tmp", s->id, NULL);
   g_autofree char *seed_s = g_strdup_printf("%d", seed);

@@ -3,15 +3,13 @@
 #include "mexd.h"
 
 #include "../lib/mexd.h"
+#include "opts.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-#ifndef MEXD_TOOLS_DIR
-#define MEXD_TOOLS_DIR "tools"
-#endif
 
 static int cmd_devices(int argc, char **argv)
 {
@@ -63,7 +61,7 @@ static int cmd_devices(int argc, char **argv)
 static int cmd_convert(int argc, char **argv)
 {
   const char *py = g_getenv("MEXD_PYTHON") ? g_getenv("MEXD_PYTHON") : "/usr/bin/python3";
-  g_autofree char *script = g_build_filename(MEXD_TOOLS_DIR, "convert.py", NULL);
+  g_autofree char *script = mexd_tool_data_file("convert.py", "tools/convert.py");
   if (!g_file_test(script, G_FILE_TEST_EXISTS)) {
     fprintf(stderr, "mexd convert: %s is missing\n", script);
     return 1;

@@ -23,3 +23,22 @@ gboolean mexd_opt_double(const char *cmd, const char *name, double v, double lo,
           lo_open ? " (and must be above it)" : "");
   return FALSE;
 }
+
+char *mexd_tool_data_file(const char *installed, const char *in_source)
+{
+  const char *env = g_getenv("MEXD_DATA_DIR");
+  if (env && *env)
+    return g_build_filename(env, installed, NULL);
+#if defined(MEXD_BUILD_ROOT) && defined(MEXD_SOURCE_ROOT)
+  g_autofree char *exe = g_file_read_link("/proc/self/exe", NULL);
+  if (exe && g_str_has_prefix(exe, MEXD_BUILD_ROOT "/"))
+    return g_build_filename(MEXD_SOURCE_ROOT, in_source, NULL);
+#else
+  (void)in_source;
+#endif
+#ifdef MEXD_DATA_DIR
+  return g_build_filename(MEXD_DATA_DIR, installed, NULL);
+#else
+  return g_build_filename(in_source, NULL);
+#endif
+}

@@ -10,3 +10,9 @@ gboolean mexd_opt_int(const char *cmd, const char *name, gint64 v, gint64 lo, gi
 /* TRUE when v is finite and lo ≤ v ≤ hi (lo < v when lo_open); otherwise prints and FALSE. */
 gboolean mexd_opt_double(const char *cmd, const char *name, double v, double lo, double hi,
                          gboolean lo_open);
+
+/* A file `mexd` needs at run time (a script, an image): `installed` under the installed data
+ * folder (<prefix>/<datadir>/mexd), or `in_source` under the source tree when this program is
+ * the build tree's (its path is inside the build folder); MEXD_DATA_DIR=DIR overrides both
+ * (DIR/`installed`: a staged install's test).  g_free the result. */
+char *mexd_tool_data_file(const char *installed, const char *in_source);

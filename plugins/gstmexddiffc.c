@@ -67,6 +67,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
                     "types = (string) float32"));
 
 G_DEFINE_TYPE(GstMexdDiffc, gst_mexd_diffc, GST_TYPE_BASE_TRANSFORM)
+GST_ELEMENT_REGISTER_DEFINE(mexddiffc, "mexddiffc", GST_RANK_NONE, GST_TYPE_MEXD_DIFFC);
 
 GType gst_mexd_sampler_get_type(void)
 {
@@ -405,7 +406,7 @@ static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
   gst_element_class_set_static_metadata(
       ec, "MExD diffusion classifier", "Filter/Analyzer",
       "A slide's prior and insight → class probabilities by diffusion; posts mexd-result",
-      "mexd developers");
+      "The mexd project");
   ec->set_context = gst_mexd_diffc_set_context;
   bc->query = gst_mexd_diffc_query;
   bc->start = gst_mexd_diffc_start;

@@ -7,6 +7,7 @@ G_BEGIN_DECLS
 
 #define GST_TYPE_MEXD_DIFFC (gst_mexd_diffc_get_type())
 G_DECLARE_FINAL_TYPE(GstMexdDiffc, gst_mexd_diffc, GST, MEXD_DIFFC, GstBaseTransform)
+GST_ELEMENT_REGISTER_DECLARE(mexddiffc);
 
 /* The `sampler` property. */
 typedef enum {

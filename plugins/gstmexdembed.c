@@ -72,6 +72,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
                     "types = (string) float32"));
 
 G_DEFINE_TYPE(GstMexdEmbed, gst_mexd_embed, GST_TYPE_BASE_TRANSFORM)
+GST_ELEMENT_REGISTER_DEFINE(mexdembed, "mexdembed", GST_RANK_NONE, GST_TYPE_MEXD_EMBED);
 
 GType gst_mexd_precision_get_type(void)
 {
@@ -472,7 +473,7 @@ static void gst_mexd_embed_class_init(GstMexdEmbedClass *klass)
   gst_element_class_set_static_metadata(ec, "MExD tile embedder", "Filter/Converter/Video",
                                         "Tile features with a backbone (ResNet-50-trunc, ViT, "
                                         "CTransPath) on Vulkan or the cpu",
-                                        "mexd developers");
+                                        "The mexd project");
   ec->set_context = gst_mexd_embed_set_context;
   bc->query = gst_mexd_embed_query;
   bc->start = gst_mexd_embed_start;

@@ -7,6 +7,7 @@ G_BEGIN_DECLS
 
 #define GST_TYPE_MEXD_EMBED (gst_mexd_embed_get_type())
 G_DECLARE_FINAL_TYPE(GstMexdEmbed, gst_mexd_embed, GST, MEXD_EMBED, GstBaseTransform)
+GST_ELEMENT_REGISTER_DECLARE(mexdembed);
 
 /* The `precision` property: the backbone's weights and activations (fp32 accumulation). */
 typedef enum {

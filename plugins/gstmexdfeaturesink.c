@@ -57,6 +57,7 @@ static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
                     "types = (string) float32"));
 
 G_DEFINE_TYPE(GstMexdFeatureSink, gst_mexd_feature_sink, GST_TYPE_BASE_SINK)
+GST_ELEMENT_REGISTER_DEFINE(mexdfeaturesink, "mexdfeaturesink", GST_RANK_NONE, GST_TYPE_MEXD_FEATURE_SINK);
 
 static void reset_slide(GstMexdFeatureSink *self)
 {
@@ -410,7 +411,7 @@ static void gst_mexd_feature_sink_class_init(GstMexdFeatureSinkClass *klass)
   gst_element_class_add_static_pad_template(ec, &sink_template);
   gst_element_class_set_static_metadata(ec, "MExD feature file sink", "Sink/File",
                                         "Writes each slide's tile features as a CLAM HDF5 file",
-                                        "mexd developers");
+                                        "The mexd project");
   bc->start = gst_mexd_feature_sink_start;
   bc->stop = gst_mexd_feature_sink_stop;
   bc->set_caps = gst_mexd_feature_sink_set_caps;

@@ -52,6 +52,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
                     "types = (string) float32, framerate = (fraction) 0/1"));
 
 G_DEFINE_TYPE(GstMexdFeatureSrc, gst_mexd_feature_src, GST_TYPE_PUSH_SRC)
+GST_ELEMENT_REGISTER_DEFINE(mexdfeaturesrc, "mexdfeaturesrc", GST_RANK_NONE, GST_TYPE_MEXD_FEATURE_SRC);
 
 /* A bag with a reference count: the buffers wrap its rows instead of copying them, so a file's
  * features are in memory once however many tiles are in flight. */
@@ -326,7 +327,7 @@ static void gst_mexd_feature_src_class_init(GstMexdFeatureSrcClass *klass)
   gst_element_class_set_static_metadata(ec, "MExD feature file source", "Source/File",
                                         "Reads slides' tile features extracted before (CLAM "
                                         "HDF5, DSMIL CSV, NumPy)",
-                                        "mexd developers");
+                                        "The mexd project");
   bc->start = gst_mexd_feature_src_start;
   bc->stop = gst_mexd_feature_src_stop;
   bc->get_caps = gst_mexd_feature_src_get_caps;

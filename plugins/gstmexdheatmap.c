@@ -75,6 +75,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
                     "height = (int) [ 1, 65535 ], framerate = (fraction) 0/1"));
 
 G_DEFINE_TYPE(GstMexdHeatmap, gst_mexd_heatmap, GST_TYPE_ELEMENT)
+GST_ELEMENT_REGISTER_DEFINE(mexdheatmap, "mexdheatmap", GST_RANK_NONE, GST_TYPE_MEXD_HEATMAP);
 
 static GstFlowReturn gst_mexd_heatmap_chain(GstPad *pad, GstObject *parent, GstBuffer *in)
 {
@@ -277,7 +278,7 @@ static void gst_mexd_heatmap_class_init(GstMexdHeatmapClass *klass)
   gst_element_class_add_static_pad_template(ec, &src_template);
   gst_element_class_set_static_metadata(ec, "MExD routing heatmap", "Filter/Analyzer/Video",
                                         "A slide's Dyn-MoE routing per tile as an RGBA overlay",
-                                        "mexd developers");
+                                        "The mexd project");
   GST_DEBUG_CATEGORY_INIT(gst_mexd_heatmap_debug, "mexdheatmap", 0, "MExD routing heatmap");
 }
 

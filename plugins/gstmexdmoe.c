@@ -88,6 +88,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
                     "types = (string) \"float32,float32\""));
 
 G_DEFINE_TYPE(GstMexdMoe, gst_mexd_moe, GST_TYPE_BASE_TRANSFORM)
+GST_ELEMENT_REGISTER_DEFINE(mexdmoe, "mexdmoe", GST_RANK_NONE, GST_TYPE_MEXD_MOE);
 
 static GstCaps *gst_mexd_moe_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
                                             GstCaps *caps, GstCaps *filter);
@@ -514,7 +515,7 @@ static void gst_mexd_moe_class_init(GstMexdMoeClass *klass)
       ec, "MExD Dyn-MoE aggregator", "Filter/Analyzer",
       "A slide's tile features → prior and insight (TransMIL adapters and the Dynamic "
       "Mixture-of-Experts)",
-      "mexd developers");
+      "The mexd project");
   ec->set_context = gst_mexd_moe_set_context;
   bc->query = gst_mexd_moe_query;
   bc->start = gst_mexd_moe_start;

@@ -7,6 +7,7 @@ G_BEGIN_DECLS
 
 #define GST_TYPE_MEXD_MOE (gst_mexd_moe_get_type())
 G_DECLARE_FINAL_TYPE(GstMexdMoe, gst_mexd_moe, GST, MEXD_MOE, GstBaseTransform)
+GST_ELEMENT_REGISTER_DECLARE(mexdmoe);
 
 /* The `mode` property: the Dyn-MoE's routing. */
 typedef enum {

@@ -80,6 +80,7 @@ static GstStaticPadTemplate src_template =
                                             "framerate = (fraction) 0/1"));
 
 G_DEFINE_TYPE(GstOpenslideSrc, gst_openslide_src, GST_TYPE_PUSH_SRC)
+GST_ELEMENT_REGISTER_DEFINE(openslidesrc, "openslidesrc", GST_RANK_NONE, GST_TYPE_OPENSLIDE_SRC);
 
 GType gst_mexd_contour_fn_get_type(void)
 {
@@ -451,7 +452,7 @@ static void gst_openslide_src_class_init(GstOpenslideSrcClass *klass)
   gst_element_class_set_static_metadata(
       ec, "OpenSlide tile source", "Source/Video",
       "Reads the tissue tiles of whole-slide images (OpenSlide), as CLAM cuts them",
-      "mexd developers");
+      "The mexd project");
   bc->start = gst_openslide_src_start;
   bc->stop = gst_openslide_src_stop;
   bc->get_caps = gst_openslide_src_get_caps;

@@ -7,6 +7,7 @@ G_BEGIN_DECLS
 
 #define GST_TYPE_OPENSLIDE_SRC (gst_openslide_src_get_type())
 G_DECLARE_FINAL_TYPE(GstOpenslideSrc, gst_openslide_src, GST, OPENSLIDE_SRC, GstPushSrc)
+GST_ELEMENT_REGISTER_DECLARE(openslidesrc);
 
 /* The `contour-fn` property: which tiles count as tissue (CLAM's contour_fn; the values of
  * MexdContourFn in lib/wsi/slide.h). */

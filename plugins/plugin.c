@@ -9,22 +9,25 @@
 
 #include <gst/gst.h>
 
+/* Every element or none: a plugin that loads without one of them would fail later, in a
+ * pipeline, with a less helpful message. */
 static gboolean plugin_init(GstPlugin *plugin)
 {
   gboolean ok = TRUE;
-  ok &= gst_element_register(plugin, "openslidesrc", GST_RANK_NONE, GST_TYPE_OPENSLIDE_SRC);
-  ok &= gst_element_register(plugin, "mexdembed", GST_RANK_NONE, GST_TYPE_MEXD_EMBED);
-  ok &= gst_element_register(plugin, "mexdfeaturesink", GST_RANK_NONE,
-                             GST_TYPE_MEXD_FEATURE_SINK);
-  ok &= gst_element_register(plugin, "mexdfeaturesrc", GST_RANK_NONE, GST_TYPE_MEXD_FEATURE_SRC);
-  ok &= gst_element_register(plugin, "mexdmoe", GST_RANK_NONE, GST_TYPE_MEXD_MOE);
-  ok &= gst_element_register(plugin, "mexddiffc", GST_RANK_NONE, GST_TYPE_MEXD_DIFFC);
-  ok &= gst_element_register(plugin, "mexdheatmap", GST_RANK_NONE, GST_TYPE_MEXD_HEATMAP);
+  ok &= GST_ELEMENT_REGISTER(openslidesrc, plugin);
+  ok &= GST_ELEMENT_REGISTER(mexdembed, plugin);
+  ok &= GST_ELEMENT_REGISTER(mexdfeaturesink, plugin);
+  ok &= GST_ELEMENT_REGISTER(mexdfeaturesrc, plugin);
+  ok &= GST_ELEMENT_REGISTER(mexdmoe, plugin);
+  ok &= GST_ELEMENT_REGISTER(mexddiffc, plugin);
+  ok &= GST_ELEMENT_REGISTER(mexdheatmap, plugin);
   return ok;
 }
 
 #define PACKAGE "mexd"
+/* origin: GStreamer's own wording when a package names none (the project has no public address
+ * yet) */
 GST_PLUGIN_DEFINE(GST_VERSION_MAJOR, GST_VERSION_MINOR, mexd,
-                  "Whole-slide image classification with MExD on Vulkan (tiles, features, "
-                  "Dyn-MoE, diffusion classifier)",
-                  plugin_init, "0.1.0", "MIT/X11", "mexd", "https://example.invalid/mexd")
+                  "Whole-slide image classification with MExD (tiles, features, Dyn-MoE, "
+                  "diffusion classifier) on Vulkan devices or the cpu backend",
+                  plugin_init, MEXD_VERSION, "MIT/X11", "mexd", "Unknown package origin")

@@ -41,21 +41,17 @@ GST_DEBUG_CATEGORY_STATIC(gst_mexd_diffc_debug);
 #define GST_CAT_DEFAULT gst_mexd_diffc_debug
 
 struct _GstMexdDiffc {
-  GstBaseTransform parent;
-  gchar *model, *device;
+  GstMexdFilter parent; /* the model and device properties, the device (gstmexdfilter.h) */
   GstMexdSampler sampler;
   gint steps, chains;
   guint64 seed;
   gdouble eta;
-  MexdBackend *be;
-  MexdBackend *shared; /* the pipeline\'s device (gstmexdcontext.h), or NULL */
   MexdModel *m;
   gint classes, width;
   gchar *slide_id; /* the current slide's (mexd/slide-start), for buffers without a slide meta */
 };
 
-enum { PROP_0, PROP_MODEL, PROP_DEVICE, PROP_SAMPLER, PROP_STEPS, PROP_CHAINS, PROP_SEED,
-       PROP_ETA };
+enum { PROP_0, PROP_SAMPLER, PROP_STEPS, PROP_CHAINS, PROP_SEED, PROP_ETA };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
     "sink", GST_PAD_SINK, GST_PAD_ALWAYS,
@@ -66,7 +62,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
     GST_STATIC_CAPS("other/tensors, format = (string) static, num_tensors = (int) 1, "
                     "types = (string) float32"));
 
-G_DEFINE_TYPE(GstMexdDiffc, gst_mexd_diffc, GST_TYPE_BASE_TRANSFORM)
+G_DEFINE_TYPE(GstMexdDiffc, gst_mexd_diffc, GST_TYPE_MEXD_FILTER)
 GST_ELEMENT_REGISTER_DEFINE(mexddiffc, "mexddiffc", GST_RANK_NONE, GST_TYPE_MEXD_DIFFC);
 
 GType gst_mexd_sampler_get_type(void)
@@ -86,38 +82,31 @@ GType gst_mexd_sampler_get_type(void)
   return type;
 }
 
-static gboolean gst_mexd_diffc_start(GstBaseTransform *bt)
+static gboolean gst_mexd_diffc_check(GstMexdFilter *f)
 {
-  GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
+  GstMexdDiffc *self = GST_MEXD_DIFFC(f);
   if (!gst_mexd_check_ranges(GST_ELEMENT(self)))
     return FALSE;
-  if (!self->model || !*self->model) {
-    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
-                      ("No MExD model given: set the model property (the file mexdmoe uses)."),
-                      (NULL));
-    return FALSE;
-  }
   if (self->sampler != GST_MEXD_SAMPLER_DDIM && self->eta != 0) {
     GST_ELEMENT_ERROR(
         self, RESOURCE, SETTINGS,
         ("eta=%g is DDIM's: set sampler=ddim (the card sampler has no eta).", self->eta), (NULL));
     return FALSE;
   }
-  g_autoptr(GError) error = NULL;
-  self->be = gst_mexd_device_acquire(GST_ELEMENT(self), self->device, &self->shared, &error);
-  if (self->be)
-    self->m = mexd_model_load(self->model, self->be, &error);
-  if (self->m && !mexd_model_get_diffc(self->m)) {
-    g_set_error(&error, MEXD_ERROR, MEXD_ERROR_UNSUPPORTED,
+  return TRUE;
+}
+
+static gboolean gst_mexd_diffc_open(GstMexdFilter *f, MexdBackend *be, const char *model,
+                                    GError **error)
+{
+  GstMexdDiffc *self = GST_MEXD_DIFFC(f);
+  if (!(self->m = mexd_model_load(model, be, error)))
+    return FALSE;
+  if (!mexd_model_get_diffc(self->m)) {
+    g_set_error(error, MEXD_ERROR, MEXD_ERROR_UNSUPPORTED,
                 "%s has no diffusion classifier (Diff-C weights): mexdmoe's prior is its only "
                 "prediction",
-                self->model);
-    g_clear_pointer(&self->m, mexd_model_free);
-  }
-  if (!self->m) {
-    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Cannot load the MExD model: %s", error->message),
-                      (NULL));
-    g_clear_pointer(&self->be, mexd_backend_unref);
+                model);
     return FALSE;
   }
   const MexdModelConfig *cfg = mexd_model_config(self->m);
@@ -125,10 +114,8 @@ static gboolean gst_mexd_diffc_start(GstBaseTransform *bt)
     GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
                       ("steps=%d: the ddim sampler takes 2 to %d steps with %s (its diffusion has "
                        "T = %d).",
-                       self->steps, cfg->T, self->model, cfg->T),
+                       self->steps, cfg->T, model, cfg->T),
                       (NULL));
-    g_clear_pointer(&self->m, mexd_model_free);
-    g_clear_pointer(&self->be, mexd_backend_unref);
     return FALSE;
   }
   self->classes = cfg->n_classes;
@@ -136,13 +123,11 @@ static gboolean gst_mexd_diffc_start(GstBaseTransform *bt)
   return TRUE;
 }
 
-static gboolean gst_mexd_diffc_stop(GstBaseTransform *bt)
+static void gst_mexd_diffc_close(GstMexdFilter *f)
 {
-  GstMexdDiffc *self = GST_MEXD_DIFFC(bt);
+  GstMexdDiffc *self = GST_MEXD_DIFFC(f);
   g_clear_pointer(&self->m, mexd_model_free);
-  g_clear_pointer(&self->be, mexd_backend_unref);
   g_clear_pointer(&self->slide_id, g_free);
-  return TRUE;
 }
 
 static GstCaps *gst_mexd_diffc_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
@@ -203,7 +188,7 @@ static gboolean gst_mexd_diffc_accept_caps(GstBaseTransform *bt, GstPadDirection
                         ("mexddiffc takes mexdmoe's prior and insight of %s (dimensions %s: %d "
                          "classes, width %d), not dimensions %s: give mexdmoe and mexddiffc the "
                          "same model.",
-                         self->model, want, self->classes, self->width, dims),
+                         gst_mexd_filter_model(GST_MEXD_FILTER(self)), want, self->classes, self->width, dims),
                         (NULL));
       return FALSE;
     }
@@ -283,7 +268,7 @@ static GstFlowReturn gst_mexd_diffc_transform(GstBaseTransform *bt, GstBuffer *i
     g_free(sr->mode);
     sr->mode = g_strdup(sm->mode);
   }
-  sr->device = g_strdup(mexd_backend_name(self->be));
+  sr->device = g_strdup(mexd_backend_name(gst_mexd_filter_device(GST_MEXD_FILTER(self))));
   gst_buffer_fill(out, 0, r->probs, sizeof(float) * C);
   gst_element_post_message(GST_ELEMENT(self),
                            gst_message_new_element(GST_OBJECT(self),
@@ -297,14 +282,6 @@ static void gst_mexd_diffc_set_property(GObject *object, guint id, const GValue 
   GstMexdDiffc *self = GST_MEXD_DIFFC(object);
   GST_OBJECT_LOCK(self);
   switch (id) {
-  case PROP_MODEL:
-    g_free(self->model);
-    self->model = g_value_dup_string(value);
-    break;
-  case PROP_DEVICE:
-    g_free(self->device);
-    self->device = g_value_dup_string(value);
-    break;
   case PROP_SAMPLER: self->sampler = (GstMexdSampler)g_value_get_enum(value); break;
   case PROP_STEPS: self->steps = g_value_get_int(value); break;
   case PROP_CHAINS: self->chains = g_value_get_int(value); break;
@@ -321,8 +298,6 @@ static void gst_mexd_diffc_get_property(GObject *object, guint id, GValue *value
   GstMexdDiffc *self = GST_MEXD_DIFFC(object);
   GST_OBJECT_LOCK(self);
   switch (id) {
-  case PROP_MODEL: g_value_set_string(value, self->model); break;
-  case PROP_DEVICE: g_value_set_string(value, self->device); break;
   case PROP_SAMPLER: g_value_set_enum(value, self->sampler); break;
   case PROP_STEPS: g_value_set_int(value, self->steps); break;
   case PROP_CHAINS: g_value_set_int(value, self->chains); break;
@@ -335,26 +310,8 @@ static void gst_mexd_diffc_get_property(GObject *object, guint id, GValue *value
 
 static void gst_mexd_diffc_finalize(GObject *object)
 {
-  GstMexdDiffc *self = GST_MEXD_DIFFC(object);
-  g_free(self->model);
-  g_free(self->device);
-  g_free(self->slide_id);
-  g_clear_pointer(&self->shared, mexd_backend_unref);
+  g_free(GST_MEXD_DIFFC(object)->slide_id);
   G_OBJECT_CLASS(gst_mexd_diffc_parent_class)->finalize(object);
-}
-
-static void gst_mexd_diffc_set_context(GstElement *element, GstContext *context)
-{
-  gst_mexd_device_set_context(element, context, &GST_MEXD_DIFFC(element)->shared);
-  GST_ELEMENT_CLASS(gst_mexd_diffc_parent_class)->set_context(element, context);
-}
-
-static gboolean gst_mexd_diffc_query(GstBaseTransform *bt, GstPadDirection direction,
-                                     GstQuery *query)
-{
-  if (gst_mexd_device_handle_query(GST_ELEMENT(bt), query, &GST_MEXD_DIFFC(bt)->shared))
-    return TRUE;
-  return GST_BASE_TRANSFORM_CLASS(gst_mexd_diffc_parent_class)->query(bt, direction, query);
 }
 
 static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
@@ -366,17 +323,6 @@ static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
   oc->get_property = gst_mexd_diffc_get_property;
   oc->finalize = gst_mexd_diffc_finalize;
   const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
-  g_object_class_install_property(
-      oc, PROP_MODEL,
-      g_param_spec_string("model", "Model", "The MExD model file (the one mexdmoe uses)", NULL,
-                          rw));
-  g_object_class_install_property(
-      oc, PROP_DEVICE,
-      g_param_spec_string("device", "Device",
-                          "cpu, vulkan or vulkan:N (default: the device the other mexd elements of "
-                          "the pipeline share, else MEXD_DEVICE, else the best GPU Vulkan shows, "
-                          "else the cpu backend; lavapipe only when asked for)",
-                          NULL, rw));
   g_object_class_install_property(
       oc, PROP_SAMPLER,
       g_param_spec_enum("sampler", "Sampler", "card (ancestral over all T steps) or ddim (steps)",
@@ -407,10 +353,12 @@ static void gst_mexd_diffc_class_init(GstMexdDiffcClass *klass)
       ec, "MExD diffusion classifier", "Filter/Analyzer",
       "A slide's prior and insight → class probabilities by diffusion; posts mexd-result",
       "The mexd project");
-  ec->set_context = gst_mexd_diffc_set_context;
-  bc->query = gst_mexd_diffc_query;
-  bc->start = gst_mexd_diffc_start;
-  bc->stop = gst_mexd_diffc_stop;
+  GstMexdFilterClass *fc = GST_MEXD_FILTER_CLASS(klass);
+  fc->model_name = "MExD model";
+  fc->model_hint = "the file mexdmoe uses";
+  fc->check = gst_mexd_diffc_check;
+  fc->open = gst_mexd_diffc_open;
+  fc->close = gst_mexd_diffc_close;
   bc->transform_caps = gst_mexd_diffc_transform_caps;
   bc->transform_size = gst_mexd_diffc_transform_size;
   bc->accept_caps = gst_mexd_diffc_accept_caps;

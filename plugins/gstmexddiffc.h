@@ -1,12 +1,12 @@
 /* gstmexddiffc.h: the mexddiffc element (see gstmexddiffc.c). */
 #pragma once
 
-#include <gst/base/gstbasetransform.h>
+#include "gstmexdfilter.h"
 
 G_BEGIN_DECLS
 
 #define GST_TYPE_MEXD_DIFFC (gst_mexd_diffc_get_type())
-G_DECLARE_FINAL_TYPE(GstMexdDiffc, gst_mexd_diffc, GST, MEXD_DIFFC, GstBaseTransform)
+G_DECLARE_FINAL_TYPE(GstMexdDiffc, gst_mexd_diffc, GST, MEXD_DIFFC, GstMexdFilter)
 GST_ELEMENT_REGISTER_DECLARE(mexddiffc);
 
 /* The `sampler` property. */

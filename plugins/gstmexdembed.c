@@ -40,12 +40,9 @@ GST_DEBUG_CATEGORY_STATIC(gst_mexd_embed_debug);
 #define GST_CAT_DEFAULT gst_mexd_embed_debug
 
 struct _GstMexdEmbed {
-  GstBaseTransform parent;
-  gchar *model, *device;
+  GstMexdFilter parent; /* the model and device properties, the device (gstmexdfilter.h) */
   GstMexdPrecision precision;
   gint batch_size;
-  MexdBackend *be;
-  MexdBackend *shared; /* the pipeline\'s device (gstmexdcontext.h), or NULL */
   MexdBackbone *bb;
   gint64 dim;
   GstVideoInfo vinfo;
@@ -60,7 +57,7 @@ struct _GstMexdEmbed {
   gboolean failed;    /* an error was posted: later tiles are refused */
 };
 
-enum { PROP_0, PROP_MODEL, PROP_DEVICE, PROP_PRECISION, PROP_BATCH_SIZE };
+enum { PROP_0, PROP_PRECISION, PROP_BATCH_SIZE };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
     "sink", GST_PAD_SINK, GST_PAD_ALWAYS,
@@ -71,7 +68,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
     GST_STATIC_CAPS("other/tensors, format = (string) static, num_tensors = (int) 1, "
                     "types = (string) float32"));
 
-G_DEFINE_TYPE(GstMexdEmbed, gst_mexd_embed, GST_TYPE_BASE_TRANSFORM)
+G_DEFINE_TYPE(GstMexdEmbed, gst_mexd_embed, GST_TYPE_MEXD_FILTER)
 GST_ELEMENT_REGISTER_DEFINE(mexdembed, "mexdembed", GST_RANK_NONE, GST_TYPE_MEXD_EMBED);
 
 GType gst_mexd_precision_get_type(void)
@@ -105,66 +102,51 @@ static const char *tile_slide(GstMexdEmbed *self, GstBuffer *tile)
 static GstCaps *gst_mexd_embed_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
                                               GstCaps *caps, GstCaps *filter);
 
-static gboolean gst_mexd_embed_start(GstBaseTransform *bt)
+static gboolean gst_mexd_embed_check(GstMexdFilter *f)
 {
-  GstMexdEmbed *self = GST_MEXD_EMBED(bt);
-  if (!gst_mexd_check_ranges(GST_ELEMENT(self)))
-    return FALSE;
-  if (!self->model || !*self->model) {
-    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
-                      ("No backbone given: set the model property to a file made by "
-                       "tools/convert.py."),
-                      (NULL));
-    return FALSE;
-  }
+  return gst_mexd_check_ranges(GST_ELEMENT(f));
+}
+
+static gboolean gst_mexd_embed_open(GstMexdFilter *f, MexdBackend *be, const char *model,
+                                    GError **error)
+{
+  GstMexdEmbed *self = GST_MEXD_EMBED(f);
+  GstBaseTransform *bt = GST_BASE_TRANSFORM(f);
   const MexdPrecision prec = self->precision == GST_MEXD_PRECISION_FP16   ? MEXD_PRECISION_FP16
                              : self->precision == GST_MEXD_PRECISION_BF16 ? MEXD_PRECISION_BF16
                                                                           : MEXD_PRECISION_FP32;
-  g_autoptr(GError) error = NULL;
-  self->be = gst_mexd_device_acquire(GST_ELEMENT(self), self->device, &self->shared, &error);
-  if (self->be)
-    self->bb = mexd_backbone_load_precision(self->model, self->be, prec, &error);
-  if (!self->bb) {
-    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Cannot load the backbone: %s", error->message),
-                      (NULL));
-    g_clear_pointer(&self->be, mexd_backend_unref);
+  if (!(self->bb = mexd_backbone_load_precision(model, be, prec, error)))
     return FALSE;
-  }
   self->dim = mexd_backbone_config(self->bb)->output_dim;
   g_autofree char *what = g_strdup_printf(
-      "The backbone %s gives %" G_GINT64_FORMAT "-dimensional features", self->model, self->dim);
+      "The backbone %s gives %" G_GINT64_FORMAT "-dimensional features", model, self->dim);
   GstCaps *tiles = gst_static_pad_template_get_caps(&sink_template);
   GstCaps *features = gst_mexd_embed_transform_caps(bt, GST_PAD_SINK, tiles, NULL);
   gst_caps_unref(tiles);
   if (!gst_mexd_check_downstream(GST_ELEMENT(self), GST_BASE_TRANSFORM_SRC_PAD(self), features,
-                                 what)) {
-    g_clear_pointer(&self->bb, mexd_backbone_free);
-    g_clear_pointer(&self->be, mexd_backend_unref);
+                                 what))
     return FALSE;
-  }
   self->pending = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
   self->running = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
   g_queue_init(&self->outputs);
   self->have_info = FALSE;
   self->failed = FALSE;
-  GST_INFO_OBJECT(self, "%s on %s: %" G_GINT64_FORMAT "-d features", self->model,
-                  mexd_backend_name(self->be), self->dim);
+  GST_INFO_OBJECT(self, "%s on %s: %" G_GINT64_FORMAT "-d features", model,
+                  mexd_backend_name(be), self->dim);
   return TRUE;
 }
 
-static gboolean gst_mexd_embed_stop(GstBaseTransform *bt)
+static void gst_mexd_embed_close(GstMexdFilter *f)
 {
-  GstMexdEmbed *self = GST_MEXD_EMBED(bt);
+  GstMexdEmbed *self = GST_MEXD_EMBED(f);
   g_clear_pointer(&self->pending, g_ptr_array_unref);
   g_clear_pointer(&self->job, mexd_embed_job_free);
   g_clear_pointer(&self->running, g_ptr_array_unref);
   g_queue_clear_full(&self->outputs, (GDestroyNotify)gst_buffer_unref);
   g_clear_pointer(&self->bb, mexd_backbone_free);
-  g_clear_pointer(&self->be, mexd_backend_unref);
   g_clear_pointer(&self->pixels, g_free);
   g_clear_pointer(&self->feats, g_free);
   g_clear_pointer(&self->slide_id, g_free);
-  return TRUE;
 }
 
 static GstCaps *gst_mexd_embed_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
@@ -384,14 +366,6 @@ static void gst_mexd_embed_set_property(GObject *object, guint id, const GValue 
   GstMexdEmbed *self = GST_MEXD_EMBED(object);
   GST_OBJECT_LOCK(self);
   switch (id) {
-  case PROP_MODEL:
-    g_free(self->model);
-    self->model = g_value_dup_string(value);
-    break;
-  case PROP_DEVICE:
-    g_free(self->device);
-    self->device = g_value_dup_string(value);
-    break;
   case PROP_PRECISION: self->precision = (GstMexdPrecision)g_value_get_enum(value); break;
   case PROP_BATCH_SIZE: self->batch_size = g_value_get_int(value); break;
   default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
@@ -405,36 +379,11 @@ static void gst_mexd_embed_get_property(GObject *object, guint id, GValue *value
   GstMexdEmbed *self = GST_MEXD_EMBED(object);
   GST_OBJECT_LOCK(self);
   switch (id) {
-  case PROP_MODEL: g_value_set_string(value, self->model); break;
-  case PROP_DEVICE: g_value_set_string(value, self->device); break;
   case PROP_PRECISION: g_value_set_enum(value, self->precision); break;
   case PROP_BATCH_SIZE: g_value_set_int(value, self->batch_size); break;
   default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
   GST_OBJECT_UNLOCK(self);
-}
-
-static void gst_mexd_embed_finalize(GObject *object)
-{
-  GstMexdEmbed *self = GST_MEXD_EMBED(object);
-  g_free(self->model);
-  g_free(self->device);
-  g_clear_pointer(&self->shared, mexd_backend_unref);
-  G_OBJECT_CLASS(gst_mexd_embed_parent_class)->finalize(object);
-}
-
-static void gst_mexd_embed_set_context(GstElement *element, GstContext *context)
-{
-  gst_mexd_device_set_context(element, context, &GST_MEXD_EMBED(element)->shared);
-  GST_ELEMENT_CLASS(gst_mexd_embed_parent_class)->set_context(element, context);
-}
-
-static gboolean gst_mexd_embed_query(GstBaseTransform *bt, GstPadDirection direction,
-                                     GstQuery *query)
-{
-  if (gst_mexd_device_handle_query(GST_ELEMENT(bt), query, &GST_MEXD_EMBED(bt)->shared))
-    return TRUE;
-  return GST_BASE_TRANSFORM_CLASS(gst_mexd_embed_parent_class)->query(bt, direction, query);
 }
 
 static void gst_mexd_embed_class_init(GstMexdEmbedClass *klass)
@@ -444,19 +393,7 @@ static void gst_mexd_embed_class_init(GstMexdEmbedClass *klass)
   GstBaseTransformClass *bc = GST_BASE_TRANSFORM_CLASS(klass);
   oc->set_property = gst_mexd_embed_set_property;
   oc->get_property = gst_mexd_embed_get_property;
-  oc->finalize = gst_mexd_embed_finalize;
   const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
-  g_object_class_install_property(
-      oc, PROP_MODEL,
-      g_param_spec_string("model", "Model", "The backbone file (tools/convert.py makes it)", NULL,
-                          rw));
-  g_object_class_install_property(
-      oc, PROP_DEVICE,
-      g_param_spec_string("device", "Device",
-                          "cpu, vulkan or vulkan:N (default: the device the other mexd elements of "
-                          "the pipeline share, else MEXD_DEVICE, else the best GPU Vulkan shows, "
-                          "else the cpu backend; lavapipe only when asked for)",
-                          NULL, rw));
   g_object_class_install_property(
       oc, PROP_PRECISION,
       g_param_spec_enum("precision", "Precision",
@@ -474,10 +411,12 @@ static void gst_mexd_embed_class_init(GstMexdEmbedClass *klass)
                                         "Tile features with a backbone (ResNet-50-trunc, ViT, "
                                         "CTransPath) on Vulkan or the cpu",
                                         "The mexd project");
-  ec->set_context = gst_mexd_embed_set_context;
-  bc->query = gst_mexd_embed_query;
-  bc->start = gst_mexd_embed_start;
-  bc->stop = gst_mexd_embed_stop;
+  GstMexdFilterClass *fc = GST_MEXD_FILTER_CLASS(klass);
+  fc->model_name = "backbone";
+  fc->model_hint = "a file made by tools/convert.py";
+  fc->check = gst_mexd_embed_check;
+  fc->open = gst_mexd_embed_open;
+  fc->close = gst_mexd_embed_close;
   bc->transform_caps = gst_mexd_embed_transform_caps;
   bc->set_caps = gst_mexd_embed_set_caps;
   bc->submit_input_buffer = gst_mexd_embed_submit;

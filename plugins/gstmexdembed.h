@@ -1,12 +1,12 @@
 /* gstmexdembed.h: the mexdembed element (see gstmexdembed.c). */
 #pragma once
 
-#include <gst/base/gstbasetransform.h>
+#include "gstmexdfilter.h"
 
 G_BEGIN_DECLS
 
 #define GST_TYPE_MEXD_EMBED (gst_mexd_embed_get_type())
-G_DECLARE_FINAL_TYPE(GstMexdEmbed, gst_mexd_embed, GST, MEXD_EMBED, GstBaseTransform)
+G_DECLARE_FINAL_TYPE(GstMexdEmbed, gst_mexd_embed, GST, MEXD_EMBED, GstMexdFilter)
 GST_ELEMENT_REGISTER_DECLARE(mexdembed);
 
 /* The `precision` property: the backbone's weights and activations (fp32 accumulation). */

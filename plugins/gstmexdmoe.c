@@ -30,7 +30,6 @@
  */
 #include "gstmexdmoe.h"
 
-#include "gstmexdcontext.h"
 #include "gstmexdmeta.h"
 #include "gstmexdutil.h"
 #include "mexd.h"
@@ -41,11 +40,8 @@ GST_DEBUG_CATEGORY_STATIC(gst_mexd_moe_debug);
 #define GST_CAT_DEFAULT gst_mexd_moe_debug
 
 struct _GstMexdMoe {
-  GstBaseTransform parent;
-  gchar *model, *device;
+  GstMexdFilter parent; /* the model and device properties, the device (gstmexdfilter.h) */
   GstMexdMoeMode mode;
-  MexdBackend *be;
-  MexdBackend *shared; /* the pipeline\'s device (gstmexdcontext.h), or NULL */
   MexdModel *m;
   gint64 dim;
   GstMexdArray features; /* float: the current slide's */
@@ -76,7 +72,7 @@ GType gst_mexd_moe_mode_get_type(void)
   return type;
 }
 
-enum { PROP_0, PROP_MODEL, PROP_DEVICE, PROP_MODE };
+enum { PROP_0, PROP_MODE };
 
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
     "sink", GST_PAD_SINK, GST_PAD_ALWAYS,
@@ -87,45 +83,31 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
     GST_STATIC_CAPS("other/tensors, format = (string) static, num_tensors = (int) 2, "
                     "types = (string) \"float32,float32\""));
 
-G_DEFINE_TYPE(GstMexdMoe, gst_mexd_moe, GST_TYPE_BASE_TRANSFORM)
+G_DEFINE_TYPE(GstMexdMoe, gst_mexd_moe, GST_TYPE_MEXD_FILTER)
 GST_ELEMENT_REGISTER_DEFINE(mexdmoe, "mexdmoe", GST_RANK_NONE, GST_TYPE_MEXD_MOE);
 
 static GstCaps *gst_mexd_moe_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
                                             GstCaps *caps, GstCaps *filter);
 
-static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
+static gboolean gst_mexd_moe_open(GstMexdFilter *f, MexdBackend *be, const char *model,
+                                  GError **error)
 {
-  GstMexdMoe *self = GST_MEXD_MOE(bt);
-  if (!self->model || !*self->model) {
-    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND,
-                      ("No MExD model given: set the model property (tools/convert.py makes "
-                       "one, or mexd train)."),
-                      (NULL));
+  GstMexdMoe *self = GST_MEXD_MOE(f);
+  GstBaseTransform *bt = GST_BASE_TRANSFORM(f);
+  if (!(self->m = mexd_model_load(model, be, error)))
     return FALSE;
-  }
-  g_autoptr(GError) error = NULL;
-  self->be = gst_mexd_device_acquire(GST_ELEMENT(self), self->device, &self->shared, &error);
-  if (self->be)
-    self->m = mexd_model_load(self->model, self->be, &error);
-  if (!self->m) {
-    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Cannot load the MExD model: %s", error->message),
-                      (NULL));
-    g_clear_pointer(&self->be, mexd_backend_unref);
-    return FALSE;
-  }
   /* the routing mode: the model file's unless the property says */
+  g_autoptr(GError) e = NULL;
   if (self->mode != GST_MEXD_MOE_MODE_AUTO &&
       !mexd_model_set_mode(self->m,
                            self->mode == GST_MEXD_MOE_MODE_OFFICIAL ? MEXD_ROUTE_OFFICIAL
                                                                     : MEXD_ROUTE_PAPER,
-                           &error)) {
+                           &e)) {
     GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
                       ("mode=%s with %s: %s",
-                       self->mode == GST_MEXD_MOE_MODE_OFFICIAL ? "official" : "paper", self->model,
-                       error->message),
+                       self->mode == GST_MEXD_MOE_MODE_OFFICIAL ? "official" : "paper", model,
+                       e->message),
                       (NULL));
-    g_clear_pointer(&self->m, mexd_model_free);
-    g_clear_pointer(&self->be, mexd_backend_unref);
     return FALSE;
   }
   self->dim = mexd_model_config(self->m)->feature_dim;
@@ -133,15 +115,12 @@ static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
   g_autofree char *what = g_strdup_printf(
       "The model %s gives a prior of %d classes and an insight of %d (dimensions %d,%d; "
       "mexddiffc needs the same model)",
-      self->model, cfg->n_classes, cfg->width, cfg->n_classes, cfg->width);
+      model, cfg->n_classes, cfg->width, cfg->n_classes, cfg->width);
   GstCaps *features = gst_static_pad_template_get_caps(&sink_template);
   GstCaps *out = gst_mexd_moe_transform_caps(bt, GST_PAD_SINK, features, NULL);
   gst_caps_unref(features);
-  if (!gst_mexd_check_downstream(GST_ELEMENT(self), GST_BASE_TRANSFORM_SRC_PAD(self), out, what)) {
-    g_clear_pointer(&self->m, mexd_model_free);
-    g_clear_pointer(&self->be, mexd_backend_unref);
+  if (!gst_mexd_check_downstream(GST_ELEMENT(self), GST_BASE_TRANSFORM_SRC_PAD(self), out, what))
     return FALSE;
-  }
   gst_mexd_array_init(&self->features, sizeof(float));
   gst_mexd_array_init(&self->xy, sizeof(gint32));
   self->tile_extent = self->slide_w = self->slide_h = 0;
@@ -150,16 +129,14 @@ static gboolean gst_mexd_moe_start(GstBaseTransform *bt)
   return TRUE;
 }
 
-static gboolean gst_mexd_moe_stop(GstBaseTransform *bt)
+static void gst_mexd_moe_close(GstMexdFilter *f)
 {
-  GstMexdMoe *self = GST_MEXD_MOE(bt);
+  GstMexdMoe *self = GST_MEXD_MOE(f);
   gst_mexd_array_clear(&self->features);
   gst_mexd_array_clear(&self->xy);
   g_clear_pointer(&self->slide_id, g_free);
   g_clear_pointer(&self->slide_path, g_free);
   g_clear_pointer(&self->m, mexd_model_free);
-  g_clear_pointer(&self->be, mexd_backend_unref);
-  return TRUE;
 }
 
 static GstCaps *gst_mexd_moe_transform_caps(GstBaseTransform *bt, GstPadDirection direction,
@@ -201,7 +178,7 @@ static gboolean gst_mexd_moe_accept_caps(GstBaseTransform *bt, GstPadDirection d
       GST_ELEMENT_ERROR(self, CORE, NEGOTIATION,
                         ("The features are %" G_GINT64_FORMAT "-dimensional but the model %s "
                          "takes %" G_GINT64_FORMAT ": use the backbone the model was trained on.",
-                         d, self->model, self->dim),
+                         d, gst_mexd_filter_model(GST_MEXD_FILTER(self)), self->dim),
                         (NULL));
       return FALSE;
     }
@@ -432,15 +409,10 @@ static void gst_mexd_moe_set_property(GObject *object, guint id, const GValue *v
 {
   GstMexdMoe *self = GST_MEXD_MOE(object);
   GST_OBJECT_LOCK(self);
-  gchar **field = id == PROP_MODEL ? &self->model : id == PROP_DEVICE ? &self->device : NULL;
-  if (field) {
-    g_free(*field);
-    *field = g_value_dup_string(value);
-  } else if (id == PROP_MODE) {
+  if (id == PROP_MODE)
     self->mode = (GstMexdMoeMode)g_value_get_enum(value);
-  } else {
+  else
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
-  }
   GST_OBJECT_UNLOCK(self);
 }
 
@@ -449,38 +421,11 @@ static void gst_mexd_moe_get_property(GObject *object, guint id, GValue *value,
 {
   GstMexdMoe *self = GST_MEXD_MOE(object);
   GST_OBJECT_LOCK(self);
-  if (id == PROP_MODEL)
-    g_value_set_string(value, self->model);
-  else if (id == PROP_DEVICE)
-    g_value_set_string(value, self->device);
-  else if (id == PROP_MODE)
+  if (id == PROP_MODE)
     g_value_set_enum(value, self->mode);
   else
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   GST_OBJECT_UNLOCK(self);
-}
-
-static void gst_mexd_moe_finalize(GObject *object)
-{
-  GstMexdMoe *self = GST_MEXD_MOE(object);
-  g_free(self->model);
-  g_free(self->device);
-  g_clear_pointer(&self->shared, mexd_backend_unref);
-  G_OBJECT_CLASS(gst_mexd_moe_parent_class)->finalize(object);
-}
-
-static void gst_mexd_moe_set_context(GstElement *element, GstContext *context)
-{
-  gst_mexd_device_set_context(element, context, &GST_MEXD_MOE(element)->shared);
-  GST_ELEMENT_CLASS(gst_mexd_moe_parent_class)->set_context(element, context);
-}
-
-static gboolean gst_mexd_moe_query(GstBaseTransform *bt, GstPadDirection direction,
-                                     GstQuery *query)
-{
-  if (gst_mexd_device_handle_query(GST_ELEMENT(bt), query, &GST_MEXD_MOE(bt)->shared))
-    return TRUE;
-  return GST_BASE_TRANSFORM_CLASS(gst_mexd_moe_parent_class)->query(bt, direction, query);
 }
 
 static void gst_mexd_moe_class_init(GstMexdMoeClass *klass)
@@ -490,18 +435,7 @@ static void gst_mexd_moe_class_init(GstMexdMoeClass *klass)
   GstBaseTransformClass *bc = GST_BASE_TRANSFORM_CLASS(klass);
   oc->set_property = gst_mexd_moe_set_property;
   oc->get_property = gst_mexd_moe_get_property;
-  oc->finalize = gst_mexd_moe_finalize;
   const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
-  g_object_class_install_property(
-      oc, PROP_MODEL,
-      g_param_spec_string("model", "Model", "The MExD model file (safetensors)", NULL, rw));
-  g_object_class_install_property(
-      oc, PROP_DEVICE,
-      g_param_spec_string("device", "Device",
-                          "cpu, vulkan or vulkan:N (default: the device the other mexd elements of "
-                          "the pipeline share, else MEXD_DEVICE, else the best GPU Vulkan shows, "
-                          "else the cpu backend; lavapipe only when asked for)",
-                          NULL, rw));
   g_object_class_install_property(
       oc, PROP_MODE,
       g_param_spec_enum("mode", "Routing mode",
@@ -516,10 +450,11 @@ static void gst_mexd_moe_class_init(GstMexdMoeClass *klass)
       "A slide's tile features → prior and insight (TransMIL adapters and the Dynamic "
       "Mixture-of-Experts)",
       "The mexd project");
-  ec->set_context = gst_mexd_moe_set_context;
-  bc->query = gst_mexd_moe_query;
-  bc->start = gst_mexd_moe_start;
-  bc->stop = gst_mexd_moe_stop;
+  GstMexdFilterClass *fc = GST_MEXD_FILTER_CLASS(klass);
+  fc->model_name = "MExD model";
+  fc->model_hint = "tools/convert.py makes one, or mexd train";
+  fc->open = gst_mexd_moe_open;
+  fc->close = gst_mexd_moe_close;
   bc->transform_caps = gst_mexd_moe_transform_caps;
   bc->accept_caps = gst_mexd_moe_accept_caps;
   bc->submit_input_buffer = gst_mexd_moe_submit;

@@ -1,12 +1,12 @@
 /* gstmexdmoe.h: the mexdmoe element (see gstmexdmoe.c). */
 #pragma once
 
-#include <gst/base/gstbasetransform.h>
+#include "gstmexdfilter.h"
 
 G_BEGIN_DECLS
 
 #define GST_TYPE_MEXD_MOE (gst_mexd_moe_get_type())
-G_DECLARE_FINAL_TYPE(GstMexdMoe, gst_mexd_moe, GST, MEXD_MOE, GstBaseTransform)
+G_DECLARE_FINAL_TYPE(GstMexdMoe, gst_mexd_moe, GST, MEXD_MOE, GstMexdFilter)
 GST_ELEMENT_REGISTER_DECLARE(mexdmoe);
 
 /* The `mode` property: the Dyn-MoE's routing. */

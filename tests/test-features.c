@@ -241,6 +241,17 @@ static void test_csv_good(void)
   g_autoptr(MexdBag) h = mexd_bag_read(notheader, MEXD_BAG_CSV, &error);
   g_assert_no_error(error);
   g_assert_cmpint(h->n, ==, 2);
+  /* through the project's CSV tokenizer (io/csv.h): quoted cells, spaces, CRLF, a pandas index */
+  g_autofree char *quoted = write_tmp("quoted.csv", "\"\",\"a\", b \r\n0, \"1.5\" ,2\r\n\n1,3,\"-4\"\r\n", -1);
+  g_autoptr(MexdBag) q = mexd_bag_read(quoted, MEXD_BAG_CSV, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(q->n, ==, 2);
+  g_assert_cmpint(q->d, ==, 2);
+  g_assert_cmpfloat(q->features[0], ==, 1.5f);
+  g_assert_cmpfloat(q->features[3], ==, -4.0f);
+  /* a quote inside an unclosed quoted cell: an error naming the line */
+  g_autofree char *open_q = write_tmp("open-quote.csv", "a,b\n1,\"2\n", -1);
+  expect_bad_path(open_q, MEXD_BAG_CSV, MEXD_ERROR_FORMAT, "csv:2: a quoted field is not closed");
 }
 
 static void test_csv_bad(void)
@@ -257,7 +268,7 @@ static void test_csv_bad(void)
   g_autofree char *longer = write_tmp("longer.csv", "a,b\n1,2\n3,4,5\n", -1);
   expect_bad_path(longer, MEXD_BAG_CSV, MEXD_ERROR_FORMAT, "line 3 has 3 values, expected 2");
   g_autofree char *nul = write_tmp("nul.csv", "a,b\n1,2\n3,\0004\n", 14);
-  expect_bad_path(nul, MEXD_BAG_CSV, MEXD_ERROR_FORMAT, "line 3 has a NUL byte");
+  expect_bad_path(nul, MEXD_BAG_CSV, MEXD_ERROR_FORMAT, "csv:3: a field holds a NUL byte");
   /* a number followed by text is not a number */
   g_autofree char *trailing = write_tmp("trailing.csv", "a,b\n1.5x,2\n", -1);
   expect_bad_path(trailing, MEXD_BAG_CSV, MEXD_ERROR_FORMAT, "line 2, column 1 is not a number");

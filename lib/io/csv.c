@@ -25,23 +25,52 @@ static gboolean is_blank(char c)
   return c == ' ' || c == '\t';
 }
 
-MexdCsv *mexd_csv_parse(const char *text, gssize len, const char *display, MexdCsvFlags flags,
-                        GError **error)
+/* The fields of the record being read: their texts one after another, each ending in a NUL, in
+ * `text`, and where each starts in `starts`; `ptrs` is handed to the callback. */
+typedef struct {
+  GString *text;
+  GArray *starts; /* gsize */
+  GPtrArray *ptrs;
+} Record;
+
+static void record_clear(Record *r)
+{
+  g_string_free(r->text, TRUE);
+  g_array_unref(r->starts);
+  g_ptr_array_unref(r->ptrs);
+}
+
+/* Begins a field at r->text's current end. */
+static void record_field_begin(Record *r)
+{
+  gsize at = r->text->len;
+  g_array_append_val(r->starts, at);
+}
+
+static const char *const *record_fields(Record *r)
+{
+  g_ptr_array_set_size(r->ptrs, 0);
+  for (guint k = 0; k < r->starts->len; k++)
+    g_ptr_array_add(r->ptrs, r->text->str + g_array_index(r->starts, gsize, k));
+  g_ptr_array_add(r->ptrs, NULL);
+  return (const char *const *)r->ptrs->pdata;
+}
+
+gboolean mexd_csv_each(const char *text, gssize len, const char *display, MexdCsvFlags flags,
+                       MexdCsvRecordFunc fn, gpointer user, GError **error)
 {
   if (!display)
     display = "<CSV>";
   if (!text)
-    return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: no text", display);
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: no text", display);
   const gsize n = len < 0 ? strlen(text) : (gsize)len;
   gsize i = 0;
   if (n >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
     i = 3;
-  g_autoptr(GPtrArray) rows = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
-  g_autoptr(GArray) lines = g_array_new(FALSE, FALSE, sizeof(guint));
-  g_autoptr(GPtrArray) fields = g_ptr_array_new_with_free_func(g_free);
-  GString *f = g_string_new(NULL);
+  Record r = {g_string_new(NULL), g_array_new(FALSE, FALSE, sizeof(gsize)), g_ptr_array_new()};
+  gboolean ok = TRUE;
   guint line = 1;
-  while (i < n) {
+  while (ok && i < n) {
     /* a record */
     const guint start_line = line;
     if (text[i] == '\n' || (text[i] == '\r' && i + 1 < n && text[i + 1] == '\n')) {
@@ -56,9 +85,12 @@ MexdCsv *mexd_csv_parse(const char *text, gssize len, const char *display, MexdC
       line++;
       continue;
     }
+    g_string_truncate(r.text, 0);
+    g_array_set_size(r.starts, 0);
     gboolean end_of_record = FALSE;
-    while (!end_of_record) {
-      g_string_truncate(f, 0);
+    while (ok && !end_of_record) {
+      record_field_begin(&r);
+      const gsize f0 = r.text->len;
       gsize j = i;
       if (flags & MEXD_CSV_TRIM)
         while (j < n && is_blank(text[j]))
@@ -68,15 +100,14 @@ MexdCsv *mexd_csv_parse(const char *text, gssize len, const char *display, MexdC
         const guint qline = line;
         for (j++;; j++) {
           if (j >= n) {
-            g_string_free(f, TRUE);
-            return mexd_fail_null(error, MEXD_ERROR_FORMAT,
-                                  "%s:%u: a quoted field is not closed (it runs to the end of the "
-                                  "file)",
-                                  display, qline);
+            ok = mexd_fail(error, MEXD_ERROR_FORMAT,
+                           "%s:%u: a quoted field is not closed (it runs to the end of the file)",
+                           display, qline);
+            break;
           }
           if (text[j] == '"') {
             if (j + 1 < n && text[j + 1] == '"') {
-              g_string_append_c(f, '"');
+              g_string_append_c(r.text, '"');
               j++;
               continue;
             }
@@ -85,18 +116,20 @@ MexdCsv *mexd_csv_parse(const char *text, gssize len, const char *display, MexdC
           }
           if (text[j] == '\n')
             line++;
-          g_string_append_c(f, text[j]);
+          g_string_append_c(r.text, text[j]);
         }
+        if (!ok)
+          break;
         if (flags & MEXD_CSV_TRIM)
           while (j < n && is_blank(text[j]))
             j++;
         if (j < n && text[j] != ',' && text[j] != '\n' &&
             !(text[j] == '\r' && (j + 1 == n || text[j + 1] == '\n'))) {
-          g_string_free(f, TRUE);
-          return mexd_fail_null(error, MEXD_ERROR_FORMAT,
-                                "%s:%u: text after a quoted field's closing quote (a quote inside "
-                                "a quoted field is written \"\")",
-                                display, line);
+          ok = mexd_fail(error, MEXD_ERROR_FORMAT,
+                         "%s:%u: text after a quoted field's closing quote (a quote inside a "
+                         "quoted field is written \"\")",
+                         display, line);
+          break;
         }
       } else {
         gsize k = i;
@@ -110,22 +143,23 @@ MexdCsv *mexd_csv_parse(const char *text, gssize len, const char *display, MexdC
           while (b > a && is_blank(text[b - 1]))
             b--;
         }
-        g_string_append_len(f, text + a, (gssize)(b - a));
+        g_string_append_len(r.text, text + a, (gssize)(b - a));
         j = k;
       }
-      if (memchr(f->str, '\0', f->len)) {
-        g_string_free(f, TRUE);
-        return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s:%u: a field holds a NUL byte "
-                              "(is this a text file?)", display, line);
+      if (memchr(r.text->str + f0, '\0', r.text->len - f0)) {
+        ok = mexd_fail(error, MEXD_ERROR_FORMAT,
+                       "%s:%u: a field holds a NUL byte (is this a text file?)", display, line);
+        break;
       }
-      g_ptr_array_add(fields, g_strndup(f->str, f->len));
+      g_string_append_c(r.text, '\0');
       if (j >= n) {
         end_of_record = TRUE;
         i = n;
       } else if (text[j] == ',') {
         i = j + 1;
         if (i >= n) { /* "a," at the very end: a last, empty field */
-          g_ptr_array_add(fields, g_strdup(""));
+          record_field_begin(&r);
+          g_string_append_c(r.text, '\0');
           end_of_record = TRUE;
         }
       } else {
@@ -134,14 +168,34 @@ MexdCsv *mexd_csv_parse(const char *text, gssize len, const char *display, MexdC
         end_of_record = TRUE;
       }
     }
-    g_ptr_array_add(fields, NULL);
-    g_ptr_array_add(rows, g_ptr_array_steal(fields, NULL));
-    g_array_append_val(lines, start_line);
+    if (ok)
+      ok = fn(record_fields(&r), r.starts->len, start_line, user, error);
   }
-  g_string_free(f, TRUE);
+  record_clear(&r);
+  return ok;
+}
+
+static gboolean collect_record(const char *const *fields, guint n, guint line, gpointer user,
+                               GError **error)
+{
+  (void)n;
+  (void)error;
+  MexdCsv *csv = user;
+  g_ptr_array_add(csv->rows, g_strdupv((char **)fields));
+  g_array_append_val(csv->lines, line);
+  return TRUE;
+}
+
+MexdCsv *mexd_csv_parse(const char *text, gssize len, const char *display, MexdCsvFlags flags,
+                        GError **error)
+{
   MexdCsv *csv = g_new0(MexdCsv, 1);
-  csv->rows = g_steal_pointer(&rows);
-  csv->lines = g_steal_pointer(&lines);
+  csv->rows = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
+  csv->lines = g_array_new(FALSE, FALSE, sizeof(guint));
+  if (!mexd_csv_each(text, len, display, flags, collect_record, csv, error)) {
+    mexd_csv_free(csv);
+    return NULL;
+  }
   return csv;
 }
 

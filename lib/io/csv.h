@@ -1,5 +1,5 @@
 /* csv.h: one RFC 4180 CSV reader and writer for every table mexd reads or writes (labels,
- * manifests, predictions, summaries).
+ * manifests, predictions, summaries, and the DSMIL/IBMIL feature files of io/features.h).
  *
  * Reading: fields separated by ',', records by LF or CRLF; a field that starts with '"' is
  * quoted and may hold commas, quotes (doubled: "") and line breaks; text after a quoted field's
@@ -22,7 +22,16 @@ typedef enum {
 
 typedef struct _MexdCsv MexdCsv;
 
-/* Parses `text` (len < 0: NUL-terminated); `display` names the source in errors. */
+/* One record of mexd_csv_each: its n fields (NULL-terminated; valid during the call only), the
+ * line of the source it starts on.  Returns FALSE, with `error` set, to stop the reading. */
+typedef gboolean (*MexdCsvRecordFunc)(const char *const *fields, guint n, guint line,
+                                      gpointer user, GError **error);
+/* Reads `text` (len < 0: NUL-terminated) record by record without keeping them (the tokenizer
+ * every CSV of mexd goes through, tables and feature files alike); `display` names the source in
+ * errors.  FALSE on a malformed text or when `fn` stops. */
+gboolean mexd_csv_each(const char *text, gssize len, const char *display, MexdCsvFlags flags,
+                       MexdCsvRecordFunc fn, gpointer user, GError **error);
+/* Parses `text` (len < 0: NUL-terminated) into a table; `display` names the source in errors. */
 MexdCsv *mexd_csv_parse(const char *text, gssize len, const char *display, MexdCsvFlags flags,
                         GError **error);
 /* Reads and parses a regular file of at most 1 GiB. */

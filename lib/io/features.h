@@ -18,11 +18,11 @@
  *   when its cells are exactly 0, 1, ..., D-1 (the column names pandas writes; a data row of
  *   exactly those integers is not a realistic feature vector).  A header whose first cell is empty
  *   or "Unnamed: 0" marks a pandas index column, which is dropped from every line.  Cells may be
- *   surrounded by spaces and by one pair of double quotes; quoted commas are not supported.
+ *   surrounded by spaces and quoted as RFC 4180 says (io/csv.h, the project's one CSV tokenizer).
  *   Numbers are parsed locale-independently (g_ascii_strtod: decimal, exponent, "nan", "inf"...)
  *   and rounded to float32.  An empty cell is an error (write NaN as "nan").  Blank lines are
  *   skipped; "\r\n" line ends and a UTF-8 byte order mark are accepted.  Error messages give the
- *   1-based line number of the file.
+ *   1-based line number of the file (a malformed quote or a NUL byte: "FILE:LINE: ...").
  *
  *   NumPy (.npy) versions 1.0, 2.0 and 3.0.  dtype float32, float16 or float64 of either byte
  *   order ('<f4', '>f8'...), converted to float32; other dtypes are MEXD_ERROR_UNSUPPORTED, as is

@@ -74,10 +74,7 @@ GType gst_mexd_sampler_get_type(void)
       {0, NULL, NULL},
   };
   if (g_once_init_enter(&type)) {
-    GType t = g_type_from_name("GstMexdSampler");
-    if (!t)
-      t = g_enum_register_static("GstMexdSampler", values);
-    g_once_init_leave(&type, t);
+    g_once_init_leave(&type, g_enum_register_static("GstMexdSampler", values));
   }
   return type;
 }

@@ -59,10 +59,7 @@ GType gst_mexd_heatmap_score_get_type(void)
       {0, NULL, NULL},
   };
   if (g_once_init_enter(&type)) {
-    GType t = g_type_from_name("GstMexdHeatmapScore");
-    if (!t)
-      t = g_enum_register_static("GstMexdHeatmapScore", values);
-    g_once_init_leave(&type, t);
+    g_once_init_leave(&type, g_enum_register_static("GstMexdHeatmapScore", values));
   }
   return type;
 }

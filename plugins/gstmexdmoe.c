@@ -64,10 +64,7 @@ GType gst_mexd_moe_mode_get_type(void)
       {0, NULL, NULL},
   };
   if (g_once_init_enter(&type)) {
-    GType t = g_type_from_name("GstMexdMoeMode");
-    if (!t)
-      t = g_enum_register_static("GstMexdMoeMode", values);
-    g_once_init_leave(&type, t);
+    g_once_init_leave(&type, g_enum_register_static("GstMexdMoeMode", values));
   }
   return type;
 }

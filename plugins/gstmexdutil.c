@@ -181,16 +181,12 @@ static GType checked_type(GType parent, const char *name)
 {
   const GTypeInfo info = {
       sizeof(GParamSpecClass), NULL, NULL, checked_class_init, NULL, NULL, 0, 0, NULL, NULL};
-  GType t = g_type_from_name(name);
-  if (!t) {
-    GTypeQuery q;
-    g_type_query(parent, &q);
-    GTypeInfo i = info;
-    i.class_size = (guint16)q.class_size;
-    i.instance_size = (guint16)q.instance_size;
-    t = g_type_register_static(parent, name, &i, 0);
-  }
-  return t;
+  GTypeQuery q;
+  g_type_query(parent, &q);
+  GTypeInfo i = info;
+  i.class_size = (guint16)q.class_size;
+  i.instance_size = (guint16)q.instance_size;
+  return g_type_register_static(parent, name, &i, 0);
 }
 
 static GType param_int_type(void)

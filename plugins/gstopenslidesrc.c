@@ -93,10 +93,7 @@ GType gst_mexd_contour_fn_get_type(void)
       {0, NULL, NULL},
   };
   if (g_once_init_enter(&type)) {
-    GType t = g_type_from_name("GstMexdContourFn");
-    if (!t)
-      t = g_enum_register_static("GstMexdContourFn", values);
-    g_once_init_leave(&type, t);
+    g_once_init_leave(&type, g_enum_register_static("GstMexdContourFn", values));
   }
   return type;
 }

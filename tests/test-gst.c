@@ -5,8 +5,8 @@
 #include "fixture-dir.h"
 #include "mexd.h"
 
-#include "../plugins/gstmexdcontext.h"
-#include "../plugins/gstmexdmeta.h"
+#include "gstmexdcontext.h"
+#include "gstmexdmeta.h"
 
 #include <glib/gstdio.h>
 #include <gst/app/gstappsrc.h>

@@ -24,7 +24,7 @@
 #include "fixture-dir.h"
 #include "mexd.h"
 
-#include "../plugins/gstmexdmeta.h"
+#include "gstmexdmeta.h"
 
 #include <glib/gstdio.h>
 #include <gst/app/gstappsrc.h>

@@ -42,7 +42,7 @@
 #include "mexd.h"
 
 #include "../lib/mexd.h"
-#include "../plugins/gstmexdmeta.h"
+#include "gstmexdmeta.h"
 
 #include <errno.h>
 #include <glib/gstdio.h>
@@ -75,7 +75,8 @@ static const char *const slide_files[] = {"features.h5", "heatmap.png", "tiles.g
 /* ---- the plugin ---- */
 
 /* GStreamer with the mexd plugin: from GST_PLUGIN_PATH or the registry, else the build tree's
- * plugins/ beside this program (an uninstalled run), else the installed plugin directory. */
+ * plugins/ beside this program (an uninstalled run), else the plugin folder of the installed copy
+ * this program belongs to (found relative to it), else the prefix's plugin folder. */
 static gboolean ensure_plugin(GError **error)
 {
   gst_init(NULL, NULL);
@@ -87,10 +88,16 @@ static gboolean ensure_plugin(GError **error)
   const char *cands[3] = {NULL, NULL, NULL};
   g_autofree char *c0 = dir ? g_build_filename(dir, "..", "plugins", "libgstmexd.so", NULL) : NULL;
   cands[0] = c0;
-#ifdef MEXD_PLUGIN_DIR
-  cands[1] = MEXD_PLUGIN_DIR "/libgstmexd.so";
+#ifdef MEXD_REL_PLUGIN_DIR
+  /* an installed copy, wherever it was moved: <bindir>/../<libdir>/gstreamer-1.0 */
+  g_autofree char *c1 =
+      dir ? g_build_filename(dir, MEXD_REL_PLUGIN_DIR, "libgstmexd.so", NULL) : NULL;
+  cands[1] = c1;
 #endif
-  for (int i = 0; i < 2; i++) {
+#ifdef MEXD_PLUGIN_DIR
+  cands[2] = MEXD_PLUGIN_DIR "/libgstmexd.so";
+#endif
+  for (int i = 0; i < 3; i++) {
     if (!cands[i] || !g_file_test(cands[i], G_FILE_TEST_EXISTS))
       continue;
     g_autoptr(GError) e = NULL;

@@ -29,12 +29,21 @@ char *mexd_tool_data_file(const char *installed, const char *in_source)
   const char *env = g_getenv("MEXD_DATA_DIR");
   if (env && *env)
     return g_build_filename(env, installed, NULL);
-#if defined(MEXD_BUILD_ROOT) && defined(MEXD_SOURCE_ROOT)
   g_autofree char *exe = g_file_read_link("/proc/self/exe", NULL);
+#if defined(MEXD_BUILD_ROOT) && defined(MEXD_SOURCE_ROOT)
   if (exe && g_str_has_prefix(exe, MEXD_BUILD_ROOT "/"))
     return g_build_filename(MEXD_SOURCE_ROOT, in_source, NULL);
 #else
   (void)in_source;
+#endif
+#ifdef MEXD_REL_DATA_DIR
+  /* an installed copy, wherever it was moved: <bindir>/../share/mexd */
+  if (exe) {
+    g_autofree char *dir = g_path_get_dirname(exe);
+    g_autofree char *rel = g_build_filename(dir, MEXD_REL_DATA_DIR, installed, NULL);
+    if (g_file_test(rel, G_FILE_TEST_EXISTS))
+      return g_steal_pointer(&rel);
+  }
 #endif
 #ifdef MEXD_DATA_DIR
   return g_build_filename(MEXD_DATA_DIR, installed, NULL);

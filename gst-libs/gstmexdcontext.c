@@ -1,5 +1,5 @@
 /* gstmexdcontext.c: one compute device shared by the mexd elements of a pipeline (see the
- * header for the protocol). */
+ * header for the protocol); part of libmexd-gst. */
 #include "gstmexdcontext.h"
 
 GST_DEBUG_CATEGORY_STATIC(gst_mexd_context_debug);
@@ -9,12 +9,8 @@ GType gst_mexd_backend_get_type(void)
 {
   static GType type = 0;
   if (g_once_init_enter(&type)) {
-    /* an application (or a test) compiling this file in beside the plugin shares one
-     * registration: the type is looked up by name first */
-    GType t = g_type_from_name("MexdBackend");
-    if (!t)
-      t = g_boxed_type_register_static("MexdBackend", (GBoxedCopyFunc)mexd_backend_ref,
-                                       (GBoxedFreeFunc)mexd_backend_unref);
+    GType t = g_boxed_type_register_static("MexdBackend", (GBoxedCopyFunc)mexd_backend_ref,
+                                           (GBoxedFreeFunc)mexd_backend_unref);
     g_once_init_leave(&type, t);
   }
   return type;

@@ -1,4 +1,5 @@
-/* gstmexdmeta.c: the tile meta and the slide events (gstmexdmeta.h). */
+/* gstmexdmeta.c: the tile meta and the slide events (gstmexdmeta.h); part of libmexd-gst, the
+ * one copy of these types in a process (the plugin, `mexd` and applications link it). */
 #include "gstmexdmeta.h"
 
 #include "core/error.h"
@@ -10,12 +11,7 @@ GType gst_mexd_tile_meta_api_get_type(void)
   static GType type = 0;
   static const gchar *tags[] = {NULL};
   if (g_once_init_enter(&type)) {
-    /* an application (or a test) compiling this file in beside the plugin shares one
-     * registration: the type is looked up by name first */
-    GType t = g_type_from_name("GstMexdTileMetaAPI");
-    if (!t)
-      t = gst_meta_api_type_register("GstMexdTileMetaAPI", tags);
-    g_once_init_leave(&type, t);
+    g_once_init_leave(&type, gst_meta_api_type_register("GstMexdTileMetaAPI", tags));
   }
   return type;
 }
@@ -56,9 +52,7 @@ const GstMetaInfo *gst_mexd_tile_meta_get_info(void)
 {
   static const GstMetaInfo *info = NULL;
   if (g_once_init_enter((GstMetaInfo **)&info)) {
-    const GstMetaInfo *mi = gst_meta_get_info("GstMexdTileMeta");
-    if (!mi)
-      mi = gst_meta_register(
+    const GstMetaInfo *mi = gst_meta_register(
         GST_MEXD_TILE_META_API_TYPE, "GstMexdTileMeta", sizeof(GstMexdTileMeta), tile_meta_init,
         tile_meta_free, tile_meta_transform);
     g_once_init_leave((GstMetaInfo **)&info, (GstMetaInfo *)mi);
@@ -90,10 +84,7 @@ GType gst_mexd_slide_meta_api_get_type(void)
   static GType type = 0;
   static const gchar *tags[] = {NULL};
   if (g_once_init_enter(&type)) {
-    GType t = g_type_from_name("GstMexdSlideMetaAPI");
-    if (!t)
-      t = gst_meta_api_type_register("GstMexdSlideMetaAPI", tags);
-    g_once_init_leave(&type, t);
+    g_once_init_leave(&type, gst_meta_api_type_register("GstMexdSlideMetaAPI", tags));
   }
   return type;
 }
@@ -133,9 +124,7 @@ const GstMetaInfo *gst_mexd_slide_meta_get_info(void)
 {
   static const GstMetaInfo *info = NULL;
   if (g_once_init_enter((GstMetaInfo **)&info)) {
-    const GstMetaInfo *mi = gst_meta_get_info("GstMexdSlideMeta");
-    if (!mi)
-      mi = gst_meta_register(GST_MEXD_SLIDE_META_API_TYPE, "GstMexdSlideMeta",
+    const GstMetaInfo *mi = gst_meta_register(GST_MEXD_SLIDE_META_API_TYPE, "GstMexdSlideMeta",
                              sizeof(GstMexdSlideMeta), slide_meta_init, slide_meta_free,
                              slide_meta_transform);
     g_once_init_leave((GstMetaInfo **)&info, (GstMetaInfo *)mi);
@@ -166,10 +155,7 @@ GType gst_mexd_routing_meta_api_get_type(void)
   static GType type = 0;
   static const gchar *tags[] = {NULL};
   if (g_once_init_enter(&type)) {
-    GType t = g_type_from_name("GstMexdRoutingMetaAPI");
-    if (!t)
-      t = gst_meta_api_type_register("GstMexdRoutingMetaAPI", tags);
-    g_once_init_leave(&type, t);
+    g_once_init_leave(&type, gst_meta_api_type_register("GstMexdRoutingMetaAPI", tags));
   }
   return type;
 }
@@ -222,9 +208,7 @@ const GstMetaInfo *gst_mexd_routing_meta_get_info(void)
 {
   static const GstMetaInfo *info = NULL;
   if (g_once_init_enter((GstMetaInfo **)&info)) {
-    const GstMetaInfo *mi = gst_meta_get_info("GstMexdRoutingMeta");
-    if (!mi)
-      mi = gst_meta_register(GST_MEXD_ROUTING_META_API_TYPE, "GstMexdRoutingMeta",
+    const GstMetaInfo *mi = gst_meta_register(GST_MEXD_ROUTING_META_API_TYPE, "GstMexdRoutingMeta",
                              sizeof(GstMexdRoutingMeta), routing_meta_init, routing_meta_free,
                              routing_meta_transform);
     g_once_init_leave((GstMetaInfo **)&info, (GstMetaInfo *)mi);

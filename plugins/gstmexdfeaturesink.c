@@ -303,27 +303,17 @@ static GstFlowReturn gst_mexd_feature_sink_render(GstBaseSink *bs, GstBuffer *bu
   return GST_FLOW_OK;
 }
 
-static gboolean refuse(GstMexdFeatureSink *self, GstEvent *ev)
-{
-  self->failed = TRUE;
-  gst_event_unref(ev);
-  return FALSE;
-}
-
 static gboolean gst_mexd_feature_sink_event(GstBaseSink *bs, GstEvent *ev)
 {
   GstMexdFeatureSink *self = GST_MEXD_FEATURE_SINK(bs);
   const gchar *id = NULL;
-  if (self->failed &&
-      (gst_mexd_event_is_slide_start(ev, NULL) || gst_mexd_event_is_slide_end(ev, NULL))) {
-    gst_event_unref(ev); /* after an error, the slides that follow are not looked at */
+  if (gst_mexd_drop_slide_event_after_error(self->failed, ev))
     return FALSE;
-  }
   if (gst_mexd_event_is_slide_start(ev, &id)) {
     if (self->features.len && !write_slide(self)) /* a slide without an end */
-      return refuse(self, ev);
+      return gst_mexd_refuse_event(&self->failed, ev);
     if (!check_second_slide(self, id))
-      return refuse(self, ev);
+      return gst_mexd_refuse_event(&self->failed, ev);
     g_free(self->slide_id);
     self->slide_id = g_strdup(id);
     g_free(self->slide_file);
@@ -333,22 +323,22 @@ static gboolean gst_mexd_feature_sink_event(GstBaseSink *bs, GstEvent *ev)
   } else if (gst_mexd_event_is_slide_end(ev, &id)) {
     if (!self->in_slide) {
       GST_MEXD_POST_ORPHAN_SLIDE_END(self, id);
-      return refuse(self, ev);
+      return gst_mexd_refuse_event(&self->failed, ev);
     }
     self->in_slide = FALSE;
     if (!write_slide(self))
-      return refuse(self, ev);
+      return gst_mexd_refuse_event(&self->failed, ev);
   } else if (GST_EVENT_TYPE(ev) == GST_EVENT_EOS && !self->failed) {
     if (!self->any_slide && gst_pad_has_current_caps(GST_BASE_SINK_PAD(self))) {
       GST_ELEMENT_ERROR(self, STREAM, FAILED,
                         ("The stream ended before any slide reached mexdfeaturesink (no "
                          "mexd/slide-start and no feature): no file written."),
                         (NULL));
-      return refuse(self, ev);
+      return gst_mexd_refuse_event(&self->failed, ev);
     }
     self->in_slide = FALSE;
     if (!write_slide(self))
-      return refuse(self, ev);
+      return gst_mexd_refuse_event(&self->failed, ev);
   }
   return GST_BASE_SINK_CLASS(gst_mexd_feature_sink_parent_class)->event(bs, ev);
 }
@@ -359,8 +349,7 @@ static void gst_mexd_feature_sink_set_property(GObject *object, guint id, const 
   GstMexdFeatureSink *self = GST_MEXD_FEATURE_SINK(object);
   GST_OBJECT_LOCK(self);
   if (id == PROP_LOCATION) {
-    g_free(self->location);
-    self->location = g_value_dup_string(value);
+    gst_mexd_replace_string(&self->location, value);
   } else {
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }

@@ -278,8 +278,7 @@ static void gst_mexd_feature_src_set_property(GObject *object, guint id, const G
   GstMexdFeatureSrc *self = GST_MEXD_FEATURE_SRC(object);
   GST_OBJECT_LOCK(self);
   if (id == PROP_LOCATION) {
-    g_free(self->location);
-    self->location = g_value_dup_string(value);
+    gst_mexd_replace_string(&self->location, value);
   } else {
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }

@@ -2,6 +2,7 @@
 #include "gstmexdfilter.h"
 
 #include "gstmexdcontext.h"
+#include "gstmexdutil.h"
 
 typedef struct {
   gchar *model, *device; /* the properties */
@@ -69,8 +70,7 @@ static void gst_mexd_filter_set_property(GObject *object, guint id, const GValue
   GST_OBJECT_LOCK(object);
   gchar **field = id == PROP_MODEL ? &p->model : id == PROP_DEVICE ? &p->device : NULL;
   if (field) {
-    g_free(*field);
-    *field = g_value_dup_string(value);
+    gst_mexd_replace_string(field, value);
   } else {
     G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }

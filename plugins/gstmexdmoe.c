@@ -334,27 +334,16 @@ static GstFlowReturn finish_slide(GstMexdMoe *self)
   return gst_pad_push(GST_BASE_TRANSFORM_SRC_PAD(self), out);
 }
 
-/* Refuses the event: an error was posted. */
-static gboolean refuse(GstMexdMoe *self, GstEvent *ev)
-{
-  self->failed = TRUE;
-  gst_event_unref(ev);
-  return FALSE;
-}
-
 static gboolean gst_mexd_moe_sink_event(GstBaseTransform *bt, GstEvent *ev)
 {
   GstMexdMoe *self = GST_MEXD_MOE(bt);
   const gchar *id = NULL;
-  if (self->failed &&
-      (gst_mexd_event_is_slide_start(ev, NULL) || gst_mexd_event_is_slide_end(ev, NULL))) {
-    gst_event_unref(ev); /* after an error, the slides that follow are not looked at */
+  if (gst_mexd_drop_slide_event_after_error(self->failed, ev))
     return FALSE;
-  }
   if (gst_mexd_event_is_slide_start(ev, &id)) {
     /* the previous slide had no end: it ends here */
     if (self->features.len && finish_slide(self) == GST_FLOW_ERROR)
-      return refuse(self, ev);
+      return gst_mexd_refuse_event(&self->failed, ev);
     g_free(self->slide_id);
     self->slide_id = g_strdup(id);
     self->in_slide = self->any_slide = TRUE;
@@ -368,7 +357,7 @@ static gboolean gst_mexd_moe_sink_event(GstBaseTransform *bt, GstEvent *ev)
   } else if (gst_mexd_event_is_slide_end(ev, &id)) {
     if (!self->in_slide) {
       GST_MEXD_POST_ORPHAN_SLIDE_END(self, id);
-      return refuse(self, ev);
+      return gst_mexd_refuse_event(&self->failed, ev);
     }
     if (g_strcmp0(id, self->slide_id) && id && self->slide_id) {
       GST_ELEMENT_ERROR(self, CORE, EVENT,
@@ -376,11 +365,11 @@ static gboolean gst_mexd_moe_sink_event(GstBaseTransform *bt, GstEvent *ev)
                          "mixed up its slides.",
                          id, self->slide_id),
                         (NULL));
-      return refuse(self, ev);
+      return gst_mexd_refuse_event(&self->failed, ev);
     }
     self->in_slide = FALSE;
     if (finish_slide(self) == GST_FLOW_ERROR)
-      return refuse(self, ev);
+      return gst_mexd_refuse_event(&self->failed, ev);
   } else if (GST_EVENT_TYPE(ev) == GST_EVENT_EOS) {
     /* (no caps: upstream failed before sending anything, and said so) */
     if (!self->failed && !self->any_slide &&
@@ -389,11 +378,11 @@ static gboolean gst_mexd_moe_sink_event(GstBaseTransform *bt, GstEvent *ev)
                         ("The stream ended before any slide reached mexdmoe (no mexd/slide-start "
                          "and no tile feature): nothing to classify."),
                         (NULL));
-      return refuse(self, ev);
+      return gst_mexd_refuse_event(&self->failed, ev);
     }
     self->in_slide = FALSE;
     if (!self->failed && finish_slide(self) == GST_FLOW_ERROR)
-      return refuse(self, ev);
+      return gst_mexd_refuse_event(&self->failed, ev);
   } else if (GST_EVENT_TYPE(ev) == GST_EVENT_FLUSH_STOP) {
     gst_mexd_array_reset(&self->features);
     gst_mexd_array_reset(&self->xy);

@@ -1,6 +1,7 @@
 /* gstmexdutil.c: memory that grows without aborting, libmexd errors as element errors
  * (gstmexdutil.h). */
 #include "gstmexdutil.h"
+#include "gstmexdmeta.h"
 
 #include "core/error.h"
 
@@ -259,6 +260,28 @@ gboolean gst_mexd_check_ranges(GstElement *element)
     }
   }
   return TRUE;
+}
+
+gboolean gst_mexd_drop_slide_event_after_error(gboolean failed, GstEvent *ev)
+{
+  if (!failed ||
+      !(gst_mexd_event_is_slide_start(ev, NULL) || gst_mexd_event_is_slide_end(ev, NULL)))
+    return FALSE;
+  gst_event_unref(ev);
+  return TRUE;
+}
+
+gboolean gst_mexd_refuse_event(gboolean *failed, GstEvent *ev)
+{
+  *failed = TRUE;
+  gst_event_unref(ev);
+  return FALSE;
+}
+
+void gst_mexd_replace_string(gchar **field, const GValue *value)
+{
+  g_free(*field);
+  *field = g_value_dup_string(value);
 }
 
 void gst_mexd_post_orphan_slide_end(GstElement *element, const char *id, const char *file,

@@ -84,6 +84,18 @@ GParamSpec *gst_mexd_param_spec_double(const gchar *name, const gchar *nick, con
  * range; otherwise posts RESOURCE SETTINGS naming the property, its value and its range. */
 gboolean gst_mexd_check_ranges(GstElement *element);
 
+/* The slide events of an element that posted an error: once `failed`, the slides that follow are
+ * not looked at — a slide-start or slide-end is dropped (TRUE: `ev` was consumed; the handler
+ * returns FALSE).  Other events, and every event before a failure: FALSE, `ev` untouched. */
+gboolean gst_mexd_drop_slide_event_after_error(gboolean failed, GstEvent *ev);
+/* What an event handler does after it posted an error: marks the element failed, drops `ev` and
+ * returns FALSE (the handler's result). */
+gboolean gst_mexd_refuse_event(gboolean *failed, GstEvent *ev);
+
+/* A string property's new value: *field freed and replaced by a copy of `value`'s string (call it
+ * under the object lock, in set_property). */
+void gst_mexd_replace_string(gchar **field, const GValue *value);
+
 /* A mexd/slide-end that no mexd/slide-start opened: a CORE EVENT error naming the slide. */
 void gst_mexd_post_orphan_slide_end(GstElement *element, const char *id, const char *file,
                                     const char *function, int line);

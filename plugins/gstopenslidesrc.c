@@ -324,8 +324,7 @@ static void gst_openslide_src_set_property(GObject *object, guint id, const GVal
   GST_OBJECT_LOCK(self);
   switch (id) {
   case PROP_LOCATION:
-    g_free(self->location);
-    self->location = g_value_dup_string(value);
+    gst_mexd_replace_string(&self->location, value);
     break;
   case PROP_LOCATIONS:
     g_strfreev(self->locations);
@@ -337,8 +336,7 @@ static void gst_openslide_src_set_property(GObject *object, guint id, const GVal
   case PROP_TILE_SIZE: self->tile_size = g_value_get_int(value); break;
   case PROP_OVERLAP: self->overlap = g_value_get_int(value); break;
   case PROP_PRESET:
-    g_free(self->preset);
-    self->preset = g_value_dup_string(value);
+    gst_mexd_replace_string(&self->preset, value);
     break;
   case PROP_CONTOUR_FN: self->contour_fn = (GstMexdContourFn)g_value_get_enum(value); break;
   case PROP_THREADS: self->threads = g_value_get_int(value); break;

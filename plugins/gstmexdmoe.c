@@ -107,8 +107,8 @@ static gboolean gst_mexd_moe_open(GstMexdFilter *f, MexdBackend *be, const char 
                       (NULL));
     return FALSE;
   }
-  self->dim = mexd_model_config(self->m)->feature_dim;
   const MexdModelConfig *cfg = mexd_model_config(self->m);
+  self->dim = cfg->feature_dim;
   g_autofree char *what = g_strdup_printf(
       "The model %s gives a prior of %d classes and an insight of %d (dimensions %d,%d; "
       "mexddiffc needs the same model)",

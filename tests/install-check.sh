@@ -17,10 +17,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 meson install -C "$build" --destdir "$tmp/dest" --no-rebuild --quiet >"$tmp/log" 2>&1 ||
   { cat "$tmp/log"; exit 1; }
-prefix=$(meson introspect --buildoptions "$build" |
-  /usr/bin/python3 -c 'import json,sys; print({o["name"]: o["value"] for o in json.load(sys.stdin)}["prefix"])')
-libdir=$(meson introspect --buildoptions "$build" |
-  /usr/bin/python3 -c 'import json,sys; print({o["name"]: o["value"] for o in json.load(sys.stdin)}["libdir"])')
+opts=$(meson introspect --buildoptions "$build" | /usr/bin/python3 -c \
+  'import json,sys; o={o["name"]: o["value"] for o in json.load(sys.stdin)}; print(o["prefix"]); print(o["libdir"])')
+prefix=$(echo "$opts" | sed -n 1p)
+libdir=$(echo "$opts" | sed -n 2p)
 root=$tmp/dest$prefix
 lib=$root/$libdir
 for f in "$root/include/mexd/mexd.h" "$lib/pkgconfig/mexd.pc" "$root/bin/mexd" \

@@ -151,6 +151,26 @@ static void test_fork(void)
   g_assert_true(sums_right());
 }
 
+/* A bad MEXD_THREADS or MEXD_CPU_POOL is said once on stderr and the work still runs, on the
+ * defaults (a typo in an environment variable must not stop a pipeline). */
+static void test_bad_env(void)
+{
+  if (g_test_subprocess()) {
+    g_log_set_always_fatal(G_LOG_FATAL_MASK); /* the warnings are what is tested */
+    g_setenv("MEXD_THREADS", "two", TRUE);
+    g_setenv("MEXD_CPU_POOL", "bogus", TRUE);
+    g_assert_true(sums_right());
+    g_assert_true(sums_right());
+    return;
+  }
+  g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_passed();
+  g_test_trap_assert_stderr("*MEXD_THREADS is \"two\", expected a whole number*");
+#ifdef MEXD_HAVE_OPENMP
+  g_test_trap_assert_stderr("*MEXD_CPU_POOL is \"bogus\", expected \"own\" or \"openmp\"*");
+#endif
+}
+
 int main(int argc, char **argv)
 {
   if (argc == 3 && strcmp(argv[1], "--child") == 0)
@@ -158,5 +178,6 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/threads/bitwise-identical", test_threads);
   g_test_add_func("/threads/fork", test_fork);
+  g_test_add_func("/threads/bad-env", test_bad_env);
   return g_test_run();
 }

@@ -205,7 +205,8 @@ static void pool_start(int threads)
  * fp32, whose layer norms, softmax and permutes run here between oneDNN's matmuls: 7.5 images/s
  * with our pool, 8.2 with OpenMP's spin shortened); one set of threads takes turns instead.  The
  * chunks are the same either way (results do not depend on which thread runs a chunk).
- * MEXD_CPU_POOL=own keeps our pool. */
+ * MEXD_CPU_POOL=own keeps our pool (=openmp, the default, OpenMP's; anything else is reported once,
+ * like a bad MEXD_THREADS). */
 static gboolean use_openmp(void)
 {
   static gsize once;
@@ -213,6 +214,8 @@ static gboolean use_openmp(void)
   if (g_once_init_enter(&once)) {
     const char *v = g_getenv("MEXD_CPU_POOL");
     omp = !(v && g_str_equal(v, "own"));
+    if (v && *v && !g_str_equal(v, "own") && !g_str_equal(v, "openmp"))
+      mexd_warning("MEXD_CPU_POOL is \"%s\", expected \"own\" or \"openmp\": using OpenMP's", v);
     g_once_init_leave(&once, 1);
   }
   return omp;

@@ -14,7 +14,7 @@
 #include "mexd.h"
 
 #include "backend/vulkan.h"
-#include "train/autograd.h"
+#include "nn/autograd.h"
 #include "train/classifier.h"
 #include "train/models.h"
 #include "train/params.h"
@@ -415,7 +415,7 @@ typedef struct {
   MexdTransMilT tm;
   MexdMoeT moe;
   MexdDiffcT dc;
-  MexdAbmilT ab;
+  MexdAbmil ab;
   MexdTensor *x, *P;
   int label;
   MexdModelConfig cfg;
@@ -476,7 +476,7 @@ static MexdVar *l_abmil(MexdTape *t, MexdParams *ps, gpointer data, GError **err
   ModelData *md = data;
   g_autoptr(MexdVar) x = mexd_var_new(md->x, FALSE);
   g_autoptr(MexdVar) logits = NULL;
-  if (!mexd_abmil_t_forward(&md->ab, t, x, &logits, NULL, error))
+  if (!mexd_abmil_forward(&md->ab, t, x, &logits, NULL, error))
     return NULL;
   g_autoptr(MexdTensor) lab = mexd_tensor_new_1d(md->x->backend, MEXD_DTYPE_I32, 1, NULL);
   int32_t v = md->label;
@@ -529,7 +529,7 @@ static LossFn build_model(int k, MexdBackend *be, MexdParams *ps, ModelData *md)
     return l_diffc;
   default:
     md->x = data_tensor(be, 2, (int64_t[]){9, 6}, 33, 1.0);
-    g_assert_true(mexd_abmil_t_init(&md->ab, ps, 6, 10, 5, 3, &error));
+    g_assert_true(mexd_abmil_init(&md->ab, MEXD_PARAMS_SOURCE(ps), 6, 10, 5, 3, &error));
     return l_abmil;
   }
 }
@@ -539,6 +539,7 @@ static void model_data_clear(ModelData *md)
   g_clear_pointer(&md->x, mexd_tensor_unref);
   g_clear_pointer(&md->P, mexd_tensor_unref);
   mexd_diffc_t_clear(&md->dc);
+  mexd_abmil_clear(&md->ab);
 }
 
 typedef struct {
@@ -700,7 +701,7 @@ static void test_fixture(gconstpointer data)
     g_autoptr(JsonParser) jp = json_parser_new();
     g_assert_true(json_parser_load_from_data(jp, json, -1, NULL));
     o = json_node_get_object(json_parser_get_root(jp));
-    g_assert_true(mexd_abmil_t_init(&md->ab, ps, (int)json_object_get_int_member(o, "feature_dim"),
+    g_assert_true(mexd_abmil_init(&md->ab, MEXD_PARAMS_SOURCE(ps), (int)json_object_get_int_member(o, "feature_dim"),
                                     (int)json_object_get_int_member(o, "width"),
                                     (int)json_object_get_int_member(o, "attn_dim"),
                                     (int)json_array_get_length(

@@ -123,8 +123,9 @@ int mexd_bench_train(int argc, char **argv)
   MexdTransMilT tm;
   MexdMoeT moe;
   MexdDiffcT dc;
-  MexdAbmilT ab;
+  MexdAbmil ab;
   memset(&dc, 0, sizeof dc);
+  memset(&ab, 0, sizeof ab);
   MexdModelConfig cfg;
   memset(&cfg, 0, sizeof cfg);
   cfg.width = width;
@@ -150,7 +151,7 @@ int mexd_bench_train(int argc, char **argv)
     ok = mexd_diffc_t_init(&dc, ps, 2, width, 512, 1000, 1e-4, 0.02, FALSE, &error);
     stage_opt = 2;
     break;
-  default: ok = mexd_abmil_t_init(&ab, ps, dim, 512, 256, 2, &error); break;
+  default: ok = mexd_abmil_init(&ab, MEXD_PARAMS_SOURCE(ps), dim, 512, 256, 2, &error); break;
   }
   g_autoptr(MexdOptim) opt = ok ? mexd_optim_new_for_stage(stage_opt, &error) : NULL;
   ok = opt && mexd_params_register(ps, opt, &error) && mexd_params_upload(ps, &error);
@@ -182,7 +183,7 @@ int mexd_bench_train(int argc, char **argv)
     case MEXD_TRAIN_ADAPTER:
     case MEXD_TRAIN_ABMIL: {
       ok = stage == MEXD_TRAIN_ADAPTER ? mexd_transmil_t_forward(&tm, tape, x, &logits, NULL, &error)
-                                       : mexd_abmil_t_forward(&ab, tape, x, &logits, NULL, &error);
+                                       : mexd_abmil_forward(&ab, tape, x, &logits, NULL, &error);
       g_autoptr(MexdTensor) lab = ok ? mexd_tensor_new_1d(be, MEXD_DTYPE_I32, 1, &error) : NULL;
       int32_t v = label;
       ok = lab && mexd_tensor_write(lab, &v, 4, &error) &&
@@ -224,6 +225,7 @@ int mexd_bench_train(int argc, char **argv)
   }
   if (stage == MEXD_TRAIN_DIFFUSION)
     mexd_diffc_t_clear(&dc);
+  mexd_abmil_clear(&ab);
   double med = mexd_median(t, steps);
   if (json)
     printf("{\"bench\": \"train\", \"stage\": \"%s\", \"device\": \"%s\", \"n\": %d, \"dim\": %d, "

@@ -13,10 +13,13 @@
  * cl1's weight [F, 2C] is split at load into its f_t columns and its ρ columns, so the ρ term
  * (constant over a bag's chains and steps) is computed once per bag and folded into the bias.
  *
+ * The denoiser is defined once (MexdDiffcNet below, module.h), for training and for the op
+ * path here; the fused samplers are its specialisations, tested against it (tests/test-mexd.c).
  * mexd_diffc_eps / mexd_diffc_step run as ops on cpu (gemm, mul, layernorm, softplus, lincomb: the
  * reference); a whole cpu sampling runs fused (sample_cpu_fused below).  vulkan runs a whole step — denoiser and update, all chains — as one dispatch of shaders/diffc_step.comp over a
  * packed copy of the weights, so a 1000-step chain is 1000 dispatches in one command buffer
  * instead of ~16,000 (MEXD_DIFFC_UNFUSED=1 forces the op path there too, for comparison). */
+#include "nn/module.h"
 #include "nn/nn.h"
 
 #include "backend/cpu.h"
@@ -26,6 +29,91 @@
 
 #include <math.h>
 #include <string.h>
+
+/* ---- the denoiser's definition (module.h) ---- */
+
+void mexd_diffc_schedule(int T, double beta_start, double beta_end, double *alpha, double *abar)
+{
+  double prod = 1.0;
+  for (int t = 0; t < T; t++) {
+    double beta = T > 1 ? beta_start + (beta_end - beta_start) * t / (T - 1) : beta_start;
+    prod *= 1.0 - beta;
+    if (alpha)
+      alpha[t] = 1.0 - beta;
+    if (abar)
+      abar[t] = prod;
+  }
+}
+
+gboolean mexd_diffc_net_init(MexdDiffcNet *net, const MexdParamSource *src, int classes,
+                             int z_dim, int width, int T, GError **error)
+{
+  memset(net, 0, sizeof *net);
+  net->classes = classes;
+  net->width = width;
+  net->z_dim = z_dim;
+  net->T = T;
+  int64_t F = width;
+  for (int i = 0; i < 3; i++) {
+    g_autofree char *nl = g_strdup_printf("diffc.cl%d", i + 1);
+    g_autofree char *ne = g_strdup_printf("diffc.cl%d.embed", i + 1);
+    g_autofree char *nw = g_strdup_printf("diffc.norm%d.weight", i + 1);
+    g_autofree char *nb = g_strdup_printf("diffc.norm%d.bias", i + 1);
+    if (!mexd_param_linear(src, nl, F, i == 0 ? 2 * (int64_t)classes : F, TRUE, &net->w[i],
+                           &net->b[i], error) ||
+        !(net->emb[i] =
+              mexd_param(src, ne, 2, (int64_t[]){T + 1, F}, MEXD_INIT_UNIFORM01, 0, error)) ||
+        !(net->ln_w[i] = mexd_param(src, nw, 1, &F, MEXD_INIT_CONST, 1.0, error)) ||
+        !(net->ln_b[i] = mexd_param(src, nb, 1, &F, MEXD_INIT_CONST, 0.0, error)))
+      goto fail;
+  }
+  if (mexd_param_linear(src, "diffc.z", F, z_dim, TRUE, &net->wz, &net->bz, error) &&
+      (net->lnz_w = mexd_param(src, "diffc.norm_z.weight", 1, &F, MEXD_INIT_CONST, 1.0, error)) &&
+      (net->lnz_b = mexd_param(src, "diffc.norm_z.bias", 1, &F, MEXD_INIT_CONST, 0.0, error)) &&
+      mexd_param_linear(src, "diffc.out", classes, F, TRUE, &net->wo, &net->bo, error))
+    return TRUE;
+fail:
+  mexd_diffc_net_clear(net);
+  return FALSE;
+}
+
+void mexd_diffc_net_clear(MexdDiffcNet *net)
+{
+  MexdVar **all[] = {&net->w[0],  &net->w[1],    &net->w[2],    &net->b[0],    &net->b[1],
+                     &net->b[2],  &net->emb[0],  &net->emb[1],  &net->emb[2],  &net->ln_w[0],
+                     &net->ln_w[1], &net->ln_w[2], &net->ln_b[0], &net->ln_b[1], &net->ln_b[2],
+                     &net->wz,    &net->bz,      &net->lnz_w,   &net->lnz_b,   &net->wo,
+                     &net->bo};
+  for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
+    g_clear_pointer(all[i], mexd_var_unref);
+}
+
+/* CLi(x, t) = softplus(LN_i(emb_i[t] ⊙ (W_i·x + b_i))) */
+static MexdVar *cl(MexdDiffcNet *net, int i, MexdTape *t, MexdVar *x, MexdTensor *ts,
+                   GError **error)
+{
+  g_autoptr(MexdVar) e = mexd_ag_gather_rows(t, net->emb[i], ts, error);
+  g_autoptr(MexdVar) l = e ? mexd_ag_linear(t, x, net->w[i], net->b[i], error) : NULL;
+  g_autoptr(MexdVar) h = l ? mexd_ag_mul(t, e, l, error) : NULL;
+  g_autoptr(MexdVar) n =
+      h ? mexd_ag_layernorm(t, h, net->ln_w[i], net->ln_b[i], 1e-5f, error) : NULL;
+  return n ? mexd_ag_unary(t, n, MEXD_UNARY_SOFTPLUS, error) : NULL;
+}
+
+MexdVar *mexd_diffc_net_eps(MexdDiffcNet *net, MexdTape *t, MexdVar *x, MexdVar *z,
+                            MexdTensor *ts, GError **error)
+{
+  g_autoptr(MexdVar) h1 = cl(net, 0, t, x, ts, error);
+  g_autoptr(MexdVar) hz0 = h1 ? mexd_ag_linear(t, z, net->wz, net->bz, error) : NULL;
+  g_autoptr(MexdVar) hz =
+      hz0 ? mexd_ag_layernorm(t, hz0, net->lnz_w, net->lnz_b, 1e-5f, error) : NULL;
+  g_autoptr(MexdVar) h1z = hz ? mexd_ag_mul(t, h1, hz, error) : NULL;
+  g_autoptr(MexdVar) h2 = h1z ? cl(net, 1, t, h1z, ts, error) : NULL;
+  g_autoptr(MexdVar) h3 = h2 ? cl(net, 2, t, h2, ts, error) : NULL;
+  return h3 ? mexd_ag_linear(t, h3, net->wo, net->bo, error) : NULL;
+}
+
+/* ---- inference ---- */
 
 /* The fused shader's limits: F and C fit its shared arrays on this device. */
 static gboolean fused_dims(MexdBackend *be, int F, int C, uint32_t *fmax, uint32_t *cmax)
@@ -89,16 +177,14 @@ gboolean mexd_diffc_load(MexdDiffc *dc, MexdWeights *w, int classes, int z_dim, 
   int64_t C = classes, F = width;
   dc->alpha = g_new(double, T);
   dc->abar = g_new(double, T);
-  double prod = 1.0;
-  for (int t = 0; t < T; t++) {
-    double beta = T > 1 ? beta_start + (beta_end - beta_start) * t / (T - 1) : beta_start;
-    dc->alpha[t] = 1.0 - beta;
-    prod *= dc->alpha[t];
-    dc->abar[t] = prod;
-  }
-  g_autofree float *w1 =
-      mexd_weights_get_host(w, "diffc.cl1.weight", 2, (int64_t[]){F, 2 * C}, error);
-  if (!w1)
+  mexd_diffc_schedule(T, beta_start, beta_end, dc->alpha, dc->abar);
+  g_autofree float *w1 = NULL; /* cl1's weight [F, 2C], host */
+  dc->net = g_new0(MexdDiffcNet, 1);
+  MexdParamSource src = mexd_param_source_weights(w);
+  if (!mexd_diffc_net_init(dc->net, &src, classes, z_dim, width, T, error))
+    goto fail;
+  MexdDiffcNet *n = dc->net;
+  if (!(w1 = mexd_tensor_dup_f32(mexd_var_value(n->w[0]), error)))
     goto fail;
   {
     g_autofree float *wf = g_new(float, F *C);
@@ -113,30 +199,19 @@ gboolean mexd_diffc_load(MexdDiffc *dc, MexdWeights *w, int classes, int z_dim, 
         !(dc->w1r = mexd_tensor_new_from_f32(w->be, MEXD_DTYPE_F32, 2, sh, wr, error)))
       goto fail;
   }
-#define GET(field, name, nd, ...)                                                                  \
-  if (!(dc->field = mexd_weights_get(w, name, nd, (int64_t[])__VA_ARGS__, error)))                 \
-    goto fail;
-  GET(b1, "diffc.cl1.bias", 1, {F});
-  GET(w2, "diffc.cl2.weight", 2, {F, F});
-  GET(b2, "diffc.cl2.bias", 1, {F});
-  GET(w3, "diffc.cl3.weight", 2, {F, F});
-  GET(b3, "diffc.cl3.bias", 1, {F});
-  GET(emb[0], "diffc.cl1.embed", 2, {T + 1, F});
-  GET(emb[1], "diffc.cl2.embed", 2, {T + 1, F});
-  GET(emb[2], "diffc.cl3.embed", 2, {T + 1, F});
-  GET(ln_w[0], "diffc.norm1.weight", 1, {F});
-  GET(ln_b[0], "diffc.norm1.bias", 1, {F});
-  GET(ln_w[1], "diffc.norm2.weight", 1, {F});
-  GET(ln_b[1], "diffc.norm2.bias", 1, {F});
-  GET(ln_w[2], "diffc.norm3.weight", 1, {F});
-  GET(ln_b[2], "diffc.norm3.bias", 1, {F});
-  GET(wz, "diffc.z.weight", 2, {F, z_dim});
-  GET(bz, "diffc.z.bias", 1, {F});
-  GET(lnz_w, "diffc.norm_z.weight", 1, {F});
-  GET(lnz_b, "diffc.norm_z.bias", 1, {F});
-  GET(wo, "diffc.out.weight", 2, {C, F});
-  GET(bo, "diffc.out.bias", 1, {C});
-#undef GET
+  /* the fused samplers' names for the net's tensors */
+  struct {
+    MexdTensor **dst;
+    MexdVar *src;
+  } views[] = {{&dc->b1, n->b[0]},       {&dc->w2, n->w[1]},       {&dc->b2, n->b[1]},
+               {&dc->w3, n->w[2]},       {&dc->b3, n->b[2]},       {&dc->emb[0], n->emb[0]},
+               {&dc->emb[1], n->emb[1]}, {&dc->emb[2], n->emb[2]}, {&dc->ln_w[0], n->ln_w[0]},
+               {&dc->ln_b[0], n->ln_b[0]}, {&dc->ln_w[1], n->ln_w[1]}, {&dc->ln_b[1], n->ln_b[1]},
+               {&dc->ln_w[2], n->ln_w[2]}, {&dc->ln_b[2], n->ln_b[2]}, {&dc->wz, n->wz},
+               {&dc->bz, n->bz},         {&dc->lnz_w, n->lnz_w},   {&dc->lnz_b, n->lnz_b},
+               {&dc->wo, n->wo},         {&dc->bo, n->bo}};
+  for (size_t i = 0; i < G_N_ELEMENTS(views); i++)
+    *views[i].dst = mexd_tensor_ref(mexd_var_value(views[i].src));
   if (mexd_backend_kind(w->be) == MEXD_BACKEND_VULKAN && !diffc_pack(dc, w->be, w1, error))
     goto fail;
   return TRUE;
@@ -156,10 +231,15 @@ void mexd_diffc_clear(MexdDiffc *dc)
     g_clear_pointer(all[i], mexd_tensor_unref);
   g_clear_pointer(&dc->alpha, g_free);
   g_clear_pointer(&dc->abar, g_free);
+  if (dc->net) {
+    mexd_diffc_net_clear(dc->net);
+    g_clear_pointer(&dc->net, g_free);
+  }
 }
 
 void mexd_diffc_cond_clear(MexdDiffcCond *cond)
 {
+  g_clear_pointer(&cond->z, mexd_tensor_unref);
   g_clear_pointer(&cond->rho, mexd_tensor_unref);
   g_clear_pointer(&cond->hz, mexd_tensor_unref);
   g_clear_pointer(&cond->b1eff, mexd_tensor_unref);
@@ -178,7 +258,8 @@ gboolean mexd_diffc_condition(MexdDiffc *dc, MexdDiffcCond *cond, MexdTensor *z,
       z2 ? mexd_tensor_reshape(rho, 2, (int64_t[]){1, dc->classes}, error) : NULL;
   if (!r2)
     return FALSE;
-  if (!(cond->rho = mexd_tensor_reshape(rho, 1, (int64_t[]){dc->classes}, error)))
+  if (!(cond->rho = mexd_tensor_reshape(rho, 1, (int64_t[]){dc->classes}, error)) ||
+      !(cond->z = mexd_tensor_ref(z2)))
     goto fail;
   {
     g_autoptr(MexdTensor) hz = mexd_linear_new(z2, dc->wz, dc->bz, error);
@@ -298,15 +379,6 @@ static gboolean state_get(MexdTensor *st, int64_t row0, int S, MexdTensor *dst, 
   return v && mexd_copy(dst, v, error);
 }
 
-/* h = softplus(LN(emb[t] ⊙ h)) in place */
-static gboolean cl_tail(MexdDiffc *dc, int layer, MexdTensor *h, int t, GError **error)
-{
-  g_autoptr(MexdTensor) e = mexd_tensor_rows(dc->emb[layer], t, 1, error);
-  return e && mexd_mul(h, h, e, error) &&
-         mexd_layernorm(h, h, dc->ln_w[layer], dc->ln_b[layer], 1e-5f, error) &&
-         mexd_softplus(h, h, error);
-}
-
 gboolean mexd_diffc_eps(MexdDiffc *dc, MexdDiffcCond *cond, MexdTensor *eps, MexdTensor *f, int t,
                         GError **error)
 {
@@ -322,16 +394,26 @@ gboolean mexd_diffc_eps(MexdDiffc *dc, MexdDiffcCond *cond, MexdTensor *eps, Mex
     return st && fused_step(dc, cond, st, S, t, MODE_EPS, 0, c, NULL, error) &&
            state_get(st, S, S, eps, error);
   }
-  g_autoptr(MexdTensor) h1 = mexd_linear_new(f, dc->w1f, cond->b1eff, error);
-  if (!h1 || !cl_tail(dc, 0, h1, t, error) || !mexd_mul(h1, h1, cond->hz, error))
+  /* the op path: the definition itself, x = [f, ρ] with ρ on every row, each row at index t */
+  MexdBackend *be = f->backend;
+  int64_t S = f->shape[0], C = dc->classes;
+  g_autoptr(MexdTensor) zi = mexd_tensor_new_zeros(be, MEXD_DTYPE_I32, 1, &S, error);
+  g_autoptr(MexdTensor) r2 =
+      zi ? mexd_tensor_reshape(cond->rho, 2, (int64_t[]){1, C}, error) : NULL;
+  g_autoptr(MexdTensor) rr = r2 ? mexd_tensor_new_2d(be, MEXD_DTYPE_F32, S, C, error) : NULL;
+  g_autoptr(MexdTensor) x = rr ? mexd_tensor_new_2d(be, MEXD_DTYPE_F32, S, 2 * C, error) : NULL;
+  g_autofree int32_t *tv = g_new(int32_t, S);
+  for (int64_t i = 0; i < S; i++)
+    tv[i] = t;
+  g_autoptr(MexdTensor) ts = x ? mexd_tensor_new_1d(be, MEXD_DTYPE_I32, S, error) : NULL;
+  MexdTensor *parts[2] = {f, rr};
+  if (!ts || !mexd_tensor_write(ts, tv, sizeof(int32_t) * S, error) ||
+      !mexd_gather_rows(rr, r2, zi, error) || !mexd_concat(x, parts, 2, 1, error))
     return FALSE;
-  g_autoptr(MexdTensor) h2 = mexd_linear_new(h1, dc->w2, dc->b2, error);
-  if (!h2 || !cl_tail(dc, 1, h2, t, error))
-    return FALSE;
-  g_autoptr(MexdTensor) h3 = mexd_linear_new(h2, dc->w3, dc->b3, error);
-  if (!h3 || !cl_tail(dc, 2, h3, t, error))
-    return FALSE;
-  return mexd_linear(eps, h3, dc->wo, dc->bo, error);
+  g_autoptr(MexdVar) xv = mexd_var_new(x, FALSE);
+  g_autoptr(MexdVar) zv = mexd_var_new(cond->z, FALSE);
+  g_autoptr(MexdVar) e = mexd_diffc_net_eps(dc->net, NULL, xv, zv, ts, error);
+  return e && mexd_copy(eps, mexd_var_value(e), error);
 }
 
 static gboolean f0_from_eps(MexdDiffc *dc, MexdDiffcCond *cond, MexdTensor *f0, MexdTensor *f,

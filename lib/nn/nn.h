@@ -113,11 +113,15 @@ G_END_DECLS
 G_BEGIN_DECLS
 
 /* ---- Diff-C denoiser and samplers (MEXD.md §3) ---- */
+typedef struct _MexdDiffcNet MexdDiffcNet; /* the denoiser's definition (nn/module.h) */
 typedef struct {
   int classes, width, T, z_dim; /* C, F, T, W */
   double *abar;                 /* ᾱ_t, t = 0..T−1, in double */
   double *alpha;                /* α_t */
-  MexdTensor *w1f, *w1r, *b1;   /* cl1 split: columns of f_t [F,C], of ρ [F,C]; bias [F] */
+  MexdDiffcNet *net;            /* the denoiser, as training defines it: the op path runs it */
+  /* the fused samplers' views of the same weights (the net's values; cl1 split into its f_t
+   * columns [F,C] and its ρ columns [F,C]) */
+  MexdTensor *w1f, *w1r, *b1;
   MexdTensor *w2, *b2, *w3, *b3;
   MexdTensor *emb[3]; /* [T+1, F] */
   MexdTensor *ln_w[3], *ln_b[3];
@@ -126,10 +130,11 @@ typedef struct {
   MexdTensor *packed; /* vulkan: every denoiser weight in one buffer for shaders/diffc_step.comp */
 } MexdDiffc;
 
-/* Per-bag conditioning: ρ [C], the guidance embedding LN_z(W_z·Z + b_z) [F] and cl1's ρ term plus
- * bias (W1ρ·ρ + b1) [F], computed once per bag. */
+/* Per-bag conditioning: Z [1, W] and ρ [C] themselves, and for the fused samplers the guidance
+ * embedding LN_z(W_z·Z + b_z) [F] and cl1's ρ term plus bias (W1ρ·ρ + b1) [F], computed once per
+ * bag. */
 typedef struct {
-  MexdTensor *rho, *hz, *b1eff;
+  MexdTensor *z, *rho, *hz, *b1eff;
   MexdTensor *packed; /* vulkan: b1eff, hz, ρ in one buffer [2F + C] */
 } MexdDiffcCond;
 

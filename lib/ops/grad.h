@@ -1,5 +1,5 @@
 /* grad.h: the backward ops (lib/ops/grad.c; shaders/<op>_bwd.comp and friends) — the primitives
- * a training tape (lib/train/autograd.h) is built from.
+ * a training tape (lib/nn/autograd.h) is built from.
  *
  * The conventions of ops.h hold (output first, one backend, f32 or f16 with f32 arithmetic, checks
  * up front).  In addition:

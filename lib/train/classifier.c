@@ -20,7 +20,7 @@ struct _MexdClassifier {
   MexdModel *model;    /* MEXD */
   MexdTransMil tm;     /* TRANSMIL */
   MexdParams *ps;      /* ABMIL */
-  MexdAbmilT ab;
+  MexdAbmil ab;
 };
 
 const char *mexd_classifier_kind_name(MexdClassifierKind kind)
@@ -143,6 +143,7 @@ void mexd_classifier_free(MexdClassifier *c)
     mexd_model_free(c->model);
   if (c->kind == MEXD_CLASSIFIER_TRANSMIL)
     mexd_transmil_clear(&c->tm);
+  mexd_abmil_clear(&c->ab);
   if (c->ps)
     mexd_params_free(c->ps);
   g_strfreev(c->classes);
@@ -190,7 +191,7 @@ static gboolean load_abmil(MexdClassifier *c, MexdSafetensors *st, const char *j
   c->feature_dim = D;
   c->n_classes = (int)g_strv_length(c->classes);
   c->ps = mexd_params_new(c->be, 0);
-  if (!mexd_abmil_t_init(&c->ab, c->ps, D, L, A, c->n_classes, error) ||
+  if (!mexd_abmil_init(&c->ab, MEXD_PARAMS_SOURCE(c->ps), D, L, A, c->n_classes, error) ||
       !mexd_params_load(c->ps, st, NULL, error))
     return FALSE;
   /* the file must hold nothing else */
@@ -338,6 +339,6 @@ gboolean mexd_classifier_predict(MexdClassifier *c, const float *x, int64_t n, i
   }
   g_autoptr(MexdVar) xv = mexd_var_take(g_steal_pointer(&tx), FALSE);
   g_autoptr(MexdVar) logits = NULL;
-  return mexd_abmil_t_forward(&c->ab, NULL, xv, &logits, NULL, error) &&
+  return mexd_abmil_forward(&c->ab, NULL, xv, &logits, NULL, error) &&
          softmax_host(mexd_var_value(logits), C, probs, error);
 }

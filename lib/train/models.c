@@ -454,37 +454,15 @@ gboolean mexd_diffc_t_init(MexdDiffcT *dc, MexdParams *ps, int classes, int z_di
   dc->T = T;
   dc->prior_none = prior_none;
   dc->abar = g_new(double, T);
-  double ab = 1.0;
-  for (int t = 0; t < T; t++) {
-    double beta = beta_start + (beta_end - beta_start) * t / (double)(T - 1);
-    ab *= 1.0 - beta;
-    dc->abar[t] = ab;
-  }
-  int64_t F = width;
-  for (int i = 0; i < 3; i++) {
-    g_autofree char *nl = g_strdup_printf("diffc.cl%d", i + 1);
-    g_autofree char *ne = g_strdup_printf("diffc.cl%d.embed", i + 1);
-    g_autofree char *nw = g_strdup_printf("diffc.norm%d.weight", i + 1);
-    g_autofree char *nb = g_strdup_printf("diffc.norm%d.bias", i + 1);
-    if (!mexd_params_add_linear(ps, nl, F, i == 0 ? 2 * classes : F, TRUE, &dc->w[i], &dc->b[i],
-                                error) ||
-        !(dc->emb[i] = mexd_params_add(ps, ne, 2, (int64_t[]){T + 1, F}, MEXD_INIT_UNIFORM01, 0,
-                                       error)) ||
-        !(dc->ln_w[i] = mexd_params_add(ps, nw, 1, &F, MEXD_INIT_CONST, 1.0, error)) ||
-        !(dc->ln_b[i] = mexd_params_add(ps, nb, 1, &F, MEXD_INIT_CONST, 0.0, error)))
-      return FALSE;
-  }
-  return mexd_params_add_linear(ps, "diffc.z", F, z_dim, TRUE, &dc->wz, &dc->bz, error) &&
-         (dc->lnz_w = mexd_params_add(ps, "diffc.norm_z.weight", 1, &F, MEXD_INIT_CONST, 1.0,
-                                      error)) &&
-         (dc->lnz_b = mexd_params_add(ps, "diffc.norm_z.bias", 1, &F, MEXD_INIT_CONST, 0.0,
-                                      error)) &&
-         mexd_params_add_linear(ps, "diffc.out", classes, F, TRUE, &dc->wo, &dc->bo, error);
+  mexd_diffc_schedule(T, beta_start, beta_end, NULL, dc->abar);
+  MexdParamSource src = mexd_params_source(ps);
+  return mexd_diffc_net_init(&dc->net, &src, classes, z_dim, width, T, error);
 }
 
 void mexd_diffc_t_clear(MexdDiffcT *dc)
 {
   g_clear_pointer(&dc->abar, g_free);
+  mexd_diffc_net_clear(&dc->net);
 }
 
 void mexd_diffc_t_noised(const MexdDiffcT *dc, int label, const float *rho, const int32_t *t,
@@ -508,21 +486,11 @@ static V *data_var(MexdBackend *be, int ndim, const int64_t *shape, const float 
   return t ? mexd_var_take(t, FALSE) : NULL;
 }
 
-/* emb[i][t] ⊙ (W·x + b) → LN → softplus */
-static V *cl_t(MexdDiffcT *dc, int i, MexdTape *t, V *x, MexdTensor *ti, GError **error)
-{
-  g_autoptr(V) e = mexd_ag_gather_rows(t, dc->emb[i], ti, error);
-  g_autoptr(V) l = e ? mexd_ag_linear(t, x, dc->w[i], dc->b[i], error) : NULL;
-  g_autoptr(V) h = l ? mexd_ag_mul(t, e, l, error) : NULL;
-  g_autoptr(V) n = h ? mexd_ag_layernorm(t, h, dc->ln_w[i], dc->ln_b[i], 1e-5f, error) : NULL;
-  return n ? mexd_ag_unary(t, n, MEXD_UNARY_SOFTPLUS, error) : NULL;
-}
-
 MexdVar *mexd_diffc_t_eps(MexdDiffcT *dc, MexdTape *t, const float *f_t, int S, const float *z,
                           const float *rho, const int32_t *ts, GError **error)
 {
   const int C = dc->classes;
-  MexdBackend *be = mexd_var_value(dc->wo)->backend;
+  MexdBackend *be = mexd_var_value(dc->net.wo)->backend;
   g_autofree float *x = g_new(float, (size_t)S * 2 * C);
   for (int s = 0; s < S; s++)
     for (int c = 0; c < C; c++) {
@@ -534,13 +502,7 @@ MexdVar *mexd_diffc_t_eps(MexdDiffcT *dc, MexdTape *t, const float *f_t, int S, 
   g_autoptr(MexdTensor) ti = zv ? mexd_tensor_new_1d(be, MEXD_DTYPE_I32, S, error) : NULL;
   if (!ti || !mexd_tensor_write(ti, ts, sizeof(int32_t) * S, error))
     return NULL;
-  g_autoptr(V) h1 = cl_t(dc, 0, t, xv, ti, error);
-  g_autoptr(V) hz0 = h1 ? mexd_ag_linear(t, zv, dc->wz, dc->bz, error) : NULL;
-  g_autoptr(V) hz = hz0 ? mexd_ag_layernorm(t, hz0, dc->lnz_w, dc->lnz_b, 1e-5f, error) : NULL;
-  g_autoptr(V) h1z = hz ? mexd_ag_mul(t, h1, hz, error) : NULL;
-  g_autoptr(V) h2 = h1z ? cl_t(dc, 1, t, h1z, ti, error) : NULL;
-  g_autoptr(V) h3 = h2 ? cl_t(dc, 2, t, h2, ti, error) : NULL;
-  return h3 ? mexd_ag_linear(t, h3, dc->wo, dc->bo, error) : NULL;
+  return mexd_diffc_net_eps(&dc->net, t, xv, zv, ti, error);
 }
 
 MexdVar *mexd_diffc_t_loss(MexdDiffcT *dc, MexdTape *t, const float *z, const float *rho,
@@ -582,56 +544,4 @@ void mexd_diffc_t_draw(const MexdDiffcT *dc, uint64_t seed, uint32_t epoch, uint
     if (i + 1 < 64 * C)
       eps[i + 1] = (float)(r * sin(2 * G_PI * u1));
   }
-}
-
-/* ---- ABMIL ---- */
-
-gboolean mexd_abmil_t_init(MexdAbmilT *ab, MexdParams *ps, int in_dim, int width, int attn_dim,
-                           int classes, GError **error)
-{
-  memset(ab, 0, sizeof *ab);
-  ab->in_dim = in_dim;
-  ab->width = width;
-  ab->attn_dim = attn_dim;
-  ab->classes = classes;
-  ab->dropout = 0.25f;
-  return mexd_params_add_linear(ps, "abmil.fc", width, in_dim, TRUE, &ab->fc_w, &ab->fc_b,
-                                error) &&
-         mexd_params_add_linear(ps, "abmil.attn_a", attn_dim, width, TRUE, &ab->a_w, &ab->a_b,
-                                error) &&
-         mexd_params_add_linear(ps, "abmil.attn_b", attn_dim, width, TRUE, &ab->b_w, &ab->b_b,
-                                error) &&
-         mexd_params_add_linear(ps, "abmil.attn_c", 1, attn_dim, TRUE, &ab->c_w, &ab->c_b,
-                                error) &&
-         mexd_params_add_linear(ps, "abmil.classifier", classes, width, TRUE, &ab->cls_w,
-                                &ab->cls_b, error);
-}
-
-gboolean mexd_abmil_t_forward(MexdAbmilT *ab, MexdTape *t, V *x, V **logits, V **attention,
-                              GError **error)
-{
-  MexdTensor *X = mexd_var_value(x);
-  if (X->ndim != 2 || X->shape[1] != ab->in_dim || X->shape[0] < 1)
-    return mexd_fail(error, MEXD_ERROR_SHAPE, "ABMIL: the input must be [N ≥ 1, %d]",
-                     ab->in_dim);
-  int64_t N = X->shape[0];
-  g_autoptr(V) h0 = mexd_ag_linear(t, x, ab->fc_w, ab->fc_b, error);
-  g_autoptr(V) h1 = h0 ? mexd_ag_unary(t, h0, MEXD_UNARY_RELU, error) : NULL;
-  g_autoptr(V) h = h1 ? mexd_ag_dropout(t, h1, ab->dropout, error) : NULL;
-  g_autoptr(V) a0 = h ? mexd_ag_linear(t, h, ab->a_w, ab->a_b, error) : NULL;
-  g_autoptr(V) a = a0 ? mexd_ag_unary(t, a0, MEXD_UNARY_TANH, error) : NULL;
-  g_autoptr(V) b0 = a ? mexd_ag_linear(t, h, ab->b_w, ab->b_b, error) : NULL;
-  g_autoptr(V) b = b0 ? mexd_ag_unary(t, b0, MEXD_UNARY_SIGMOID, error) : NULL;
-  g_autoptr(V) ab2 = b ? mexd_ag_mul(t, a, b, error) : NULL;
-  g_autoptr(V) s = ab2 ? mexd_ag_linear(t, ab2, ab->c_w, ab->c_b, error) : NULL;
-  g_autoptr(V) s2 = s ? mexd_ag_reshape(t, s, 2, (int64_t[]){1, N}, error) : NULL;
-  g_autoptr(V) A = s2 ? mexd_ag_softmax(t, s2, error) : NULL;
-  g_autoptr(V) M = A ? mexd_ag_matmul(t, A, h, FALSE, FALSE, 1.0f, error) : NULL;
-  g_autoptr(V) lg = M ? mexd_ag_linear(t, M, ab->cls_w, ab->cls_b, error) : NULL;
-  if (!lg)
-    return FALSE;
-  *logits = g_steal_pointer(&lg);
-  if (attention)
-    *attention = g_steal_pointer(&A);
-  return TRUE;
 }

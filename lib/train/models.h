@@ -10,7 +10,7 @@
 
 #include "nn/model.h"
 #include "nn/nn.h"
-#include "train/autograd.h"
+#include "nn/autograd.h"
 #include "train/params.h"
 
 G_BEGIN_DECLS
@@ -70,9 +70,8 @@ void mexd_moe_route_host(const float *probs, int64_t N, int E, const double *alp
 typedef struct {
   int classes, width, z_dim, T;
   gboolean prior_none;
-  double *abar; /* [T] */
-  MexdVar *w[3], *b[3], *emb[3], *ln_w[3], *ln_b[3];
-  MexdVar *wz, *bz, *lnz_w, *lnz_b, *wo, *bo;
+  double *abar;     /* [T] */
+  MexdDiffcNet net; /* the denoiser's one definition (nn/module.h) */
 } MexdDiffcT;
 
 gboolean mexd_diffc_t_init(MexdDiffcT *dc, MexdParams *ps, int classes, int z_dim, int width,
@@ -94,18 +93,5 @@ MexdVar *mexd_diffc_t_loss(MexdDiffcT *dc, MexdTape *t, const float *z, const fl
  * from Philox under (seed, epoch, bag); and ε [64·C] standard normals from the same key. */
 void mexd_diffc_t_draw(const MexdDiffcT *dc, uint64_t seed, uint32_t epoch, uint32_t bag,
                        int32_t *ts, float *eps);
-
-/* ---- ABMIL ---- */
-typedef struct {
-  int in_dim, width, attn_dim, classes;
-  float dropout; /* 0.25 after fc in training */
-  MexdVar *fc_w, *fc_b, *a_w, *a_b, *b_w, *b_b, *c_w, *c_b, *cls_w, *cls_b;
-} MexdAbmilT;
-
-gboolean mexd_abmil_t_init(MexdAbmilT *ab, MexdParams *ps, int in_dim, int width, int attn_dim,
-                           int classes, GError **error);
-/* x [N, D] → logits [1, C] (new); attention (optional) [1, N] (new). */
-gboolean mexd_abmil_t_forward(MexdAbmilT *ab, MexdTape *t, MexdVar *x, MexdVar **logits,
-                              MexdVar **attention, GError **error);
 
 G_END_DECLS

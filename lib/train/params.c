@@ -107,6 +107,18 @@ MexdVar *mexd_params_add(MexdParams *ps, const char *name, int ndim, const int64
   return p->var;
 }
 
+MexdVar *mexd_params_source_get(gpointer ctx, const char *name, int ndim, const int64_t *shape,
+                                MexdInit init, double a, GError **error)
+{
+  MexdVar *v = mexd_params_add(ctx, name, ndim, shape, init, a, error);
+  return v ? mexd_var_ref(v) : NULL;
+}
+
+MexdParamSource mexd_params_source(MexdParams *ps)
+{
+  return (MexdParamSource){mexd_params_source_get, ps};
+}
+
 gboolean mexd_params_add_linear(MexdParams *ps, const char *prefix, int64_t out, int64_t in,
                                 gboolean bias, MexdVar **w, MexdVar **b, GError **error)
 {

@@ -16,7 +16,8 @@
 #pragma once
 
 #include "io/safetensors.h"
-#include "train/autograd.h"
+#include "nn/autograd.h"
+#include "nn/module.h"
 #include "train/optim.h"
 
 #include <glib.h>
@@ -25,12 +26,7 @@ G_BEGIN_DECLS
 
 #define MEXD_INIT_TAG 0x696e6974u /* "init" */
 
-typedef enum {
-  MEXD_INIT_UNIFORM, /* U(−a, a) */
-  MEXD_INIT_UNIFORM01, /* U(0, 1) */
-  MEXD_INIT_NORMAL,  /* N(0, a²) */
-  MEXD_INIT_CONST,   /* every element a */
-} MexdInit;
+/* MexdInit: nn/module.h */
 
 typedef struct {
   char *name;
@@ -58,6 +54,13 @@ MexdVar *mexd_params_add(MexdParams *ps, const char *name, int ndim, const int64
 gboolean mexd_params_add_linear(MexdParams *ps, const char *prefix, int64_t out, int64_t in,
                                 gboolean bias, MexdVar **w, MexdVar **b, GError **error);
 MexdVar *mexd_params_get(MexdParams *ps, const char *name); /* borrowed, NULL when absent */
+/* Training's source of a model definition's parameters (nn/module.h): each `get` adds the
+ * parameter to `ps` as mexd_params_add does and returns a new reference to its Var. */
+MexdParamSource mexd_params_source(MexdParams *ps);
+MexdVar *mexd_params_source_get(gpointer ps, const char *name, int ndim, const int64_t *shape,
+                                MexdInit init, double a, GError **error);
+/* The same as a pointer to a temporary, for a call's argument. */
+#define MEXD_PARAMS_SOURCE(ps) (&(const MexdParamSource){mexd_params_source_get, (ps)})
 MexdParam *mexd_params_find(MexdParams *ps, const char *name);
 guint mexd_params_count(const MexdParams *ps);
 MexdParam *mexd_params_index(MexdParams *ps, guint i);

@@ -98,7 +98,7 @@ typedef struct {
   MexdParams *ps;
   MexdOptim *opt;
   MexdTransMilT tm;
-  MexdAbmilT ab;
+  MexdAbmil ab;
   MexdMoeT moe;
   MexdDiffcT dc;
   gboolean have_dc;
@@ -141,6 +141,7 @@ static void trainer_clear(Trainer *tr)
     mexd_safetensors_free(tr->init_st);
   if (tr->have_dc)
     mexd_diffc_t_clear(&tr->dc);
+  mexd_abmil_clear(&tr->ab);
   if (tr->have_cfg)
     mexd_model_config_clear(&tr->cfg);
   if (tr->opt)
@@ -484,7 +485,7 @@ static gboolean setup(Trainer *tr, GError **error)
     tr->tm.dropout = o->dropout;
     break;
   case MEXD_TRAIN_ABMIL:
-    if (!mexd_abmil_t_init(&tr->ab, tr->ps, (int)ds->d, o->abmil_width, o->abmil_attn,
+    if (!mexd_abmil_init(&tr->ab, MEXD_PARAMS_SOURCE(tr->ps), (int)ds->d, o->abmil_width, o->abmil_attn,
                            ds->n_classes, error))
       return FALSE;
     tr->ab.dropout = o->abmil_dropout;
@@ -556,7 +557,7 @@ static MexdVar *slide_loss(Trainer *tr, MexdTape *t, int i, int epoch, float *pr
     g_autoptr(MexdVar) x = bag_var(tr, i, error);
     gboolean ok = x && (tr->o->stage == MEXD_TRAIN_ADAPTER
                             ? mexd_transmil_t_forward(&tr->tm, t, x, &logits, NULL, error)
-                            : mexd_abmil_t_forward(&tr->ab, t, x, &logits, NULL, error));
+                            : mexd_abmil_forward(&tr->ab, t, x, &logits, NULL, error));
     if (!ok || !(loss = ce_loss(logits, t, sl->label, error)))
       return NULL;
     break;

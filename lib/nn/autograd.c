@@ -19,7 +19,7 @@
  * operand is broadcast (B) or kept (K).  "B K" (a bias over rows) is a sum over rows
  * (mexd_sum_rows); "K B" (a per-row scale) is a GEMM with a column of ones; "B K B" does both;
  * other patterns are refused (the models here do not need them). */
-#include "train/autograd.h"
+#include "nn/autograd.h"
 
 #include "backend/backend.h"
 #include "core/error.h"

@@ -1,5 +1,5 @@
 #version 450
-// abs_sum_max_bwd.comp: the backward of mexd_abs_sum_max (lib/ops/grad.c): for y = max over the
+// abs_sum_max_bwd.comp: the backward of mexd_abs_sum_max (lib/ops/route.c): for y = max over the
 // lines of x [B,R,C] of Σ|x| along the line,
 //   dx = dy·sign(x)/n_max on the n_max lines whose sum equals the maximum, 0 elsewhere
 // (+ dx when accumulating); sign(0) = 0, sign(NaN) = NaN; when the maximum is NaN (a NaN in x)

@@ -1,6 +1,6 @@
 #version 450
 // conv2d_dw_bwd.comp: the backward of a depthwise conv2d (groups = C, stride 1, dilation 1;
-// mexd_conv2d_backward_input / _weight, lib/ops/grad.c), in three modes chosen by pc.mode.
+// mexd_conv2d_backward_input / _weight, lib/ops/conv2d.c), in three modes chosen by pc.mode.
 // x [N,C,H,W], w [C,1,KH,KW], dy [N,C,OH,OW] with OH = H + 2·pad_h − KH + 1 (likewise OW).
 // - 0 (input): one invocation per element of dx:
 //     dx[n,c,i,j] = Σ_{u,v} dy[n,c, i−u+pad_h, j−v+pad_w]·w[c,0,u,v]   (+ dx when accumulating),

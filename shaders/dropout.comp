@@ -1,6 +1,6 @@
 #version 450
 // dropout.comp: y = x·keep·scale (+ y when accumulating) with the keep mask drawn from
-// Philox4x32-10 exactly as lib/ops/grad.c documents (mexd_dropout): key = seed, element i uses
+// Philox4x32-10 exactly as lib/ops/grad.h documents (mexd_dropout): key = seed, element i uses
 // counter (i/4, stream lo, stream hi, "drop") and output word i%4, kept when (w >> 8) ≥ thr.
 // One invocation per element (the four of a block each run the ten rounds: cheaper than sharing).
 // y may be x.

@@ -1,5 +1,5 @@
 #version 450
-// mse.comp: loss = mean of (y − target)² over n elements (mexd_mse, lib/ops/grad.c), in two
+// mse.comp: loss = mean of (y − target)² over n elements (mexd_mse, lib/ops/loss.c), in two
 // dispatches chosen by pc.mode:
 // - 0: workgroup g sums the squares of elements [g·per_group, (g+1)·per_group) (strided over its
 //   256 threads, then a tree) into part[g] (f32);

@@ -1,6 +1,6 @@
 #version 450
 // mse_bwd.comp: dy = dloss·(2/n)·(y − target) (+ dy when accumulating) (mexd_mse_backward,
-// lib/ops/grad.c).  One invocation per element.
+// lib/ops/loss.c).  One invocation per element.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 

@@ -1,6 +1,6 @@
 #version 450
 // slice.comp: y = x[..., start:start + len, ...] along one axis (+ y when accumulating)
-// (mexd_slice, lib/ops/grad.c; the backward of concat).  x is viewed as [outer, xrow] and y as
+// (mexd_slice, lib/ops/concat.c; the backward of concat).  x is viewed as [outer, xrow] and y as
 // [outer, yrow] with xrow = x_axis·inner, yrow = len·inner; y[o, k] = x[o, xoff + k] with
 // xoff = start·inner.  One invocation per element of y.
 #extension GL_GOOGLE_include_directive : require

@@ -1,6 +1,6 @@
 #version 450
 // sum_rows.comp: y[j] = Σ_rows x[r,j] (+ y[j] when accumulating) for x [M,N] (mexd_sum_rows,
-// lib/ops/grad.c), in one or two dispatches chosen by pc.mode:
+// lib/ops/reduce.c), in one or two dispatches chosen by pc.mode:
 // - 0: the rows are cut into kpc chunks of `chunk` rows; a workgroup of 64 columns × 4 row lanes
 //   sums one chunk for 64 columns (coalesced) and reduces its lanes in shared memory; with kpc = 1
 //   the sum goes straight to y, otherwise to part [kpc, N] (f32);

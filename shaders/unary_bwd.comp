@@ -1,9 +1,9 @@
 #version 450
 // unary_bwd.comp: dx[i] = f'(x[i])·dy[i] (+ dx[i] when accumulating) for the unary ops of
-// mexd_unary_backward (lib/ops/grad.c), chosen by pc.op (MexdUnaryOp numbering).  One invocation
+// mexd_unary_backward (lib/ops/unary.c), chosen by pc.op (MexdUnaryOp numbering).  One invocation
 // per element; dx may be dy (each invocation reads its elements before writing).  Arithmetic is
 // f32 in both variants; erf, tanh and sigmoid come from mathfn.glsl.  GELU's x·φ(x) is taken as 0
-// where φ(x) underflows (|x| ≳ 14), so f'(±inf) is 1 and 0 rather than inf·0 = NaN (grad.c).
+// where φ(x) underflows (|x| ≳ 14), so f'(±inf) is 1 and 0 rather than inf·0 = NaN (unary.c).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "mathfn.glsl"

@@ -1,6 +1,6 @@
 #version 450
 // xent_bwd.comp: dlogits = dloss·(softmax(logits) − onehot(label))/R (+ dlogits when
-// accumulating) for logits [R,C] (mexd_cross_entropy_backward, lib/ops/grad.c).  One workgroup
+// accumulating) for logits [R,C] (mexd_cross_entropy_backward, lib/ops/loss.c).  One workgroup
 // per row; the max and the sum of exponentials reduced through shared memory in f32.  A label
 // outside [0,C) sets STATUS_INDEX_RANGE and leaves out the one-hot term.
 #extension GL_GOOGLE_include_directive : require

@@ -29,15 +29,7 @@ TENSOR_RW(2, DX, TYPE)
 TENSOR_RW(3, Scratch, float)
 #define scr_ TENSOR(Scratch, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint B, R, C;
-  uint axis;
-  uint nseg, seg;
-  uint n; // elements of x
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_ABS_SUM_MAX_BWD } pc; // push.h
 
 shared float red[256];
 shared uint cnt[256];

@@ -30,17 +30,7 @@ TENSOR_RW(2, Cv, TYPE)
 TENSOR_RW(3, Part, float)
 #define part_ TENSOR(Part, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint N, C, H, W;
-  uint OH, OW, KH, KW;
-  int pad_h, pad_w;
-  uint total; // mode 0: elements of dx; 1: workgroups (taps·nchunks); 2: taps
-  uint taps;  // C·KH·KW, + C with db
-  uint acc;   // mode 0: add to dx
-  uint chunk, nchunks;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_CONV2D_DW_BWD } pc; // push.h
 
 shared float red[256];
 

@@ -19,13 +19,7 @@ TENSOR_RO(2, DY, TYPE)
 TENSOR_RW(3, DX, TYPE)
 #define dx_ TENSOR(DX, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint rows, D;
-  float eps;
-  uint has_gamma;
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_LAYERNORM_BWD } pc; // push.h
 
 shared vec2 red[gl_WorkGroupSize.x];
 

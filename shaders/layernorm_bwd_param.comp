@@ -24,15 +24,7 @@ TENSOR_RW(2, Stats, float)
 TENSOR_RW(3, Part, float)
 #define part_ TENSOR(Part, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint rows, D;
-  float eps;
-  uint chunk, kpc;
-  uint n_colblk; // ceil(D/64)
-  uint has_dgamma, has_dbeta;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_LAYERNORM_BWD_PARAM } pc; // push.h
 
 shared vec2 red[256];
 

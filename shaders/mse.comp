@@ -19,13 +19,7 @@ TENSOR_RW(2, Part, float)
 TENSOR_RW(3, Loss, TYPE)
 #define loss_ TENSOR(Loss, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint n;
-  uint per_group;
-  uint n_groups;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_MSE } pc; // push.h
 
 shared float red[256];
 

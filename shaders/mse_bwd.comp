@@ -15,13 +15,7 @@ TENSOR_RO(2, DLoss, TYPE)
 TENSOR_RW(3, DY, TYPE)
 #define dy_ TENSOR(DY, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint n;
-  float two_over_n;
-  uint has_dloss;
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_MSE_BWD } pc; // push.h
 
 void main()
 {

@@ -33,13 +33,7 @@ TENSOR_RW(3, Acc, float)
 #define acc_ TENSOR(Acc, 3)
 STATUS_BUFFER
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint M, N;
-  uint k0, k1;   // the indices of this dispatch
-  uint n_colblk; // ceil(N/256)
-  uint flags;    // 1 FIRST, 2 LAST, 4 ACC
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_SCATTER_ADD } pc; // push.h
 
 shared uint hits; // matches seen so far by the workgroup (only ever incremented)
 shared uint scan[256];

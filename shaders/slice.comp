@@ -13,12 +13,7 @@ TENSOR_RO(0, X, TYPE)
 TENSOR_RW(1, Y, TYPE)
 #define y_ TENSOR(Y, 1)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint n; // elements of y
-  uint xrow, yrow, xoff;
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_SLICE } pc; // push.h
 
 void main()
 {

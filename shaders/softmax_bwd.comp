@@ -15,11 +15,7 @@ TENSOR_RO(1, DY, TYPE)
 TENSOR_RW(2, DX, TYPE)
 #define dx_ TENSOR(DX, 2)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint rows, D;
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_SOFTMAX_BWD } pc; // push.h
 
 shared float red[gl_WorkGroupSize.x];
 

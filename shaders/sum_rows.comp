@@ -18,14 +18,7 @@ TENSOR_RW(1, Y, TYPE)
 TENSOR_RW(2, Part, float)
 #define part_ TENSOR(Part, 2)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint M, N;
-  uint chunk, kpc;
-  uint n_colblk; // ceil(N/64)
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_SUM_ROWS } pc; // push.h
 
 shared float lanes[4][64];
 

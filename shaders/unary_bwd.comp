@@ -17,12 +17,7 @@ TENSOR_RO(1, DY, TYPE)
 TENSOR_RW(2, DX, TYPE)
 #define dx_ TENSOR(DX, 2)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint n;
-  uint op; // 0 relu, 1 gelu, 2 softplus, 5 tanh, 6 sigmoid
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_UNARY_BWD } pc; // push.h
 
 float dfdx(float v)
 {

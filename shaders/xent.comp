@@ -20,11 +20,7 @@ TENSOR_RW(3, Loss, TYPE)
 #define loss_ TENSOR(Loss, 3)
 STATUS_BUFFER
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint R, C;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_XENT } pc; // push.h
 
 shared float red[gl_WorkGroupSize.x];
 

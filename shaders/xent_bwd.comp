@@ -18,12 +18,7 @@ TENSOR_RW(3, DL, TYPE)
 #define dlogits_ TENSOR(DL, 3)
 STATUS_BUFFER
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint R, C;
-  uint has_dloss;
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_XENT_BWD } pc; // push.h
 
 shared float red[gl_WorkGroupSize.x];
 

@@ -12,13 +12,16 @@
  *   bound range (descriptor offsets must be aligned, tensor views need not be); the op's own
  *   parameters follow, in at most 128 − 32 bytes (the MEXD_BDA builds, chosen by the backend when
  *   a bound tensor exceeds maxStorageBufferRange, take 16 bytes more: one 64-bit address per
- *   binding instead of the offsets; the op's push struct stays the same);
+ *   binding instead of the offsets; the op's push struct stays the same).  The parameters of
+ *   each shader are written once, in shaders/push.h, for the shader and for the op's struct
+ *   (MEXD_VK_PUSH_STRUCT);
  * - specialization constants 0..n−1 are the op's tile sizes / workgroup sizes;
  * - every shader exists as "<name>.f32" and "<name>.f16" (float storage type; arithmetic and
  *   accumulation are f32 in both). */
 #pragma once
 
 #include "backend/backend-private.h"
+#include "push.h" /* shaders/push.h: each shader's push-constant fields, shared with the GLSL */
 
 G_BEGIN_DECLS
 
@@ -26,6 +29,18 @@ G_BEGIN_DECLS
 #define MEXD_VK_STATUS_BINDING 4
 #define MEXD_VK_PUSH_HEADER    16 /* bytes of binding offsets at the start of the push constants */
 #define MEXD_VK_MAX_PUSH       128
+
+/* The push-constant struct `Name` of a shader: the binding offsets (MEXD_VK_PUSH_HEADER bytes,
+ * which mexd_vk_dispatch() fills), then FIELDS, the shader's MEXD_PUSH_<NAME> from push.h.  It
+ * must fit with the 16 bytes more of the MEXD_BDA builds' addresses.
+ *   MEXD_VK_PUSH_STRUCT(SoftmaxPush, MEXD_PUSH_SOFTMAX); */
+#define MEXD_VK_PUSH_STRUCT(Name, FIELDS)                                                          \
+  typedef struct {                                                                                 \
+    uint32_t off[MEXD_VK_MAX_BINDINGS];                                                            \
+    FIELDS                                                                                         \
+  } Name;                                                                                          \
+  _Static_assert(sizeof(Name) + MEXD_VK_PUSH_HEADER <= MEXD_VK_MAX_PUSH,                           \
+                 #Name ": the push constants do not fit in the MEXD_BDA builds")
 
 /* Bits a shader may set in the status word (shaders/common.glsl has the same values). */
 enum {

@@ -204,12 +204,7 @@ fail:
 
 /* ---- the fused step (vulkan) ---- */
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t F, C, S, T, t, mode, noise_row;
-  float c[3];
-  float a[5];
-} StepPush;
+MEXD_VK_PUSH_STRUCT(StepPush, MEXD_PUSH_DIFFC_STEP);
 
 enum { MODE_F0 = 1u, MODE_UPDATE = 2u, MODE_EPS = 4u };
 

@@ -20,10 +20,7 @@
 
 #define CONCAT_GROUP 256 /* local_size_x of concat.comp */
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n, xrow, yrow, yoff;
-} ConcatPush;
+MEXD_VK_PUSH_STRUCT(ConcatPush, MEXD_PUSH_CONCAT);
 
 static gboolean concat_vulkan(MexdTensor *y, MexdTensor *x, int64_t xrow, int64_t yrow,
                               int64_t yoff, GError **error)
@@ -145,10 +142,7 @@ gboolean mexd_concat(MexdTensor *y, MexdTensor *const *xs, int n, int axis, GErr
 
 /* ---- backward: slice (grad.h) ---- */
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n, xrow, yrow, xoff, acc;
-} SlicePush;
+MEXD_VK_PUSH_STRUCT(SlicePush, MEXD_PUSH_SLICE);
 
 gboolean mexd_slice(MexdTensor *y, MexdTensor *x, int axis, int64_t start, gboolean accumulate,
                     GError **error)

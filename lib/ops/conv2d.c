@@ -220,17 +220,7 @@ static void conv2d_cpu(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTens
     g_free((float *)bv);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t total; /* direct: elements of y; implicit GEMM: workgroup tiles */
-  uint32_t C, H, W;
-  uint32_t O, OH, OW;
-  uint32_t KH, KW;
-  uint32_t cpg, opg;
-  int32_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
-  uint32_t has_bias;
-  uint32_t ncols, mtiles, ntiles; /* K = cpg·KH·KW and P = OH·OW the shader derives */
-} ConvPush;
+MEXD_VK_PUSH_STRUCT(ConvPush, MEXD_PUSH_CONV2D);
 
 static gboolean conv2d_vulkan(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTensor *w,
                               MexdTensor *bias, GError **error)
@@ -500,15 +490,7 @@ static void dw_input_cpu(const DwGeom *g, MexdTensor *dx, MexdTensor *dy, MexdTe
   mexd_op_free_in(Wt, ow);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t mode;
-  uint32_t N, C, H, W;
-  uint32_t OH, OW, KH, KW;
-  int32_t pad_h, pad_w;
-  uint32_t total, taps, acc;
-  uint32_t chunk, nchunks;
-} DwPush;
+MEXD_VK_PUSH_STRUCT(DwPush, MEXD_PUSH_CONV2D_DW_BWD);
 
 static DwPush dw_push(const DwGeom *g)
 {

@@ -40,15 +40,7 @@ gboolean mexd_dropout_keep(float p, uint64_t seed, uint64_t stream, uint64_t i)
   return (w[i % 4] >> 8) >= dropout_thr(p);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n;
-  uint32_t key0, key1;
-  uint32_t stream0, stream1;
-  uint32_t thr;
-  float scale;
-  uint32_t acc;
-} DropoutPush;
+MEXD_VK_PUSH_STRUCT(DropoutPush, MEXD_PUSH_DROPOUT);
 
 gboolean mexd_dropout(MexdTensor *y, MexdTensor *x, float p, uint64_t seed, uint64_t stream,
                       gboolean accumulate, GError **error)

@@ -57,12 +57,7 @@ static gboolean gather_cpu(MexdTensor *y, MexdTensor *x, MexdTensor *idx, GError
   return TRUE;
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t M, N;
-  uint32_t total;
-  uint32_t n_groups;
-} GatherPush;
+MEXD_VK_PUSH_STRUCT(GatherPush, MEXD_PUSH_GATHER);
 
 static gboolean gather_vulkan(MexdTensor *y, MexdTensor *x, MexdTensor *idx, GError **error)
 {
@@ -170,13 +165,7 @@ static gboolean scatter_add_cpu(MexdTensor *y, MexdTensor *x, MexdTensor *idx, g
   return TRUE;
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t M, N;
-  uint32_t k0, k1;
-  uint32_t n_colblk;
-  uint32_t flags; /* 1 first chunk, 2 last chunk, 4 accumulate into y */
-} ScatterPush;
+MEXD_VK_PUSH_STRUCT(ScatterPush, MEXD_PUSH_SCATTER_ADD);
 
 static gboolean scatter_add_vulkan(MexdTensor *y, MexdTensor *x, MexdTensor *idx, gboolean acc,
                                    GError **error)

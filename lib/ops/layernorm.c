@@ -78,12 +78,7 @@ static void layernorm_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x,
     g_free((float *)j.B);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t rows, D;
-  float eps;
-  uint32_t has_gamma, has_beta;
-} LayernormPush;
+MEXD_VK_PUSH_STRUCT(LayernormPush, MEXD_PUSH_LAYERNORM);
 
 static gboolean layernorm_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x,
                                  MexdTensor *gamma, MexdTensor *beta, float eps, GError **error)
@@ -212,22 +207,9 @@ static void layernorm_bwd_cpu(int64_t rows, int64_t D, MexdTensor *dx, MexdTenso
   mexd_op_free_in(G, og);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t rows, D;
-  float eps;
-  uint32_t has_gamma, acc;
-} LayernormBwdPush;
+MEXD_VK_PUSH_STRUCT(LayernormBwdPush, MEXD_PUSH_LAYERNORM_BWD);
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t mode;
-  uint32_t rows, D;
-  float eps;
-  uint32_t chunk, kpc;
-  uint32_t n_colblk;
-  uint32_t has_dgamma, has_dbeta;
-} LayernormParamPush;
+MEXD_VK_PUSH_STRUCT(LayernormParamPush, MEXD_PUSH_LAYERNORM_BWD_PARAM);
 
 /* dgamma, dbeta: row statistics (mode 0), chunk partial sums (1), chunks in order (2). */
 static gboolean layernorm_param_vulkan(int64_t rows, int64_t D, MexdTensor *dgamma,

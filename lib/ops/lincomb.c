@@ -11,14 +11,7 @@
 
 #define LINCOMB_GROUP 256
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n;
-  uint32_t nk[3];
-  uint32_t mask;
-  float a[3];
-  float beta;
-} LincombPush;
+MEXD_VK_PUSH_STRUCT(LincombPush, MEXD_PUSH_LINCOMB);
 
 static gboolean is_suffix(const MexdTensor *x, const MexdTensor *y)
 {

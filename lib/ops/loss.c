@@ -60,11 +60,7 @@ static void xent_row(const float *row, int64_t C, double *m, double *lse)
   *lse = mx + log(s);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t mode;
-  uint32_t R, C;
-} XentPush;
+MEXD_VK_PUSH_STRUCT(XentPush, MEXD_PUSH_XENT);
 
 gboolean mexd_cross_entropy(MexdTensor *loss, MexdTensor *logits, MexdTensor *labels,
                             GError **error)
@@ -122,11 +118,7 @@ gboolean mexd_cross_entropy(MexdTensor *loss, MexdTensor *logits, MexdTensor *la
   return mexd_vk_dispatch(be, &d, error);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t R, C;
-  uint32_t has_dloss, acc;
-} XentBwdPush;
+MEXD_VK_PUSH_STRUCT(XentBwdPush, MEXD_PUSH_XENT_BWD);
 
 gboolean mexd_cross_entropy_backward(MexdTensor *dlogits, MexdTensor *logits, MexdTensor *labels,
                                      MexdTensor *dloss, gboolean accumulate, GError **error)
@@ -181,11 +173,7 @@ gboolean mexd_cross_entropy_backward(MexdTensor *dlogits, MexdTensor *logits, Me
 
 /* ---- mse ---- */
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t mode;
-  uint32_t n, per_group, n_groups;
-} MsePush;
+MEXD_VK_PUSH_STRUCT(MsePush, MEXD_PUSH_MSE);
 
 gboolean mexd_mse(MexdTensor *loss, MexdTensor *y, MexdTensor *target, GError **error)
 {
@@ -239,12 +227,7 @@ gboolean mexd_mse(MexdTensor *loss, MexdTensor *y, MexdTensor *target, GError **
   return mexd_vk_dispatch(be, &d, error);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n;
-  float two_over_n;
-  uint32_t has_dloss, acc;
-} MseBwdPush;
+MEXD_VK_PUSH_STRUCT(MseBwdPush, MEXD_PUSH_MSE_BWD);
 
 gboolean mexd_mse_backward(MexdTensor *dy, MexdTensor *y, MexdTensor *target, MexdTensor *dloss,
                            gboolean accumulate, GError **error)

@@ -143,12 +143,7 @@ static void permute_cpu(const PermuteGeom *g, MexdTensor *y, MexdTensor *x)
                     &j);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n;
-  uint32_t d1, d2, d3;
-  uint32_t s[4];
-} PermutePush;
+MEXD_VK_PUSH_STRUCT(PermutePush, MEXD_PUSH_PERMUTE);
 
 static gboolean permute_vulkan(const PermuteGeom *g, MexdTensor *y, MexdTensor *x, GError **error)
 {

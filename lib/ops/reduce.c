@@ -72,21 +72,9 @@ static void segment_mean_cpu(MexdTensor *y, MexdTensor *x, int64_t M, int64_t N,
     g_free((float *)j.X);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t mode;
-  uint32_t M, N;
-  uint32_t seg_len, n_seg;
-  uint32_t chunk, kpc;
-  uint32_t n_colblk;
-} MeanRowsPush;
+MEXD_VK_PUSH_STRUCT(MeanRowsPush, MEXD_PUSH_MEAN_ROWS);
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t M, N;
-  uint32_t seg_len;
-  uint32_t n_out;
-} SegmentMeanPush;
+MEXD_VK_PUSH_STRUCT(SegmentMeanPush, MEXD_PUSH_SEGMENT_MEAN);
 
 /* shaders/mean_rows.comp: pass 1 over (chunk, column block) workgroups, pass 2 when a segment
  * has more than one chunk. */
@@ -213,14 +201,7 @@ gboolean mexd_segment_mean(MexdTensor *y, MexdTensor *x, int64_t seg_len, GError
 
 /* ---- sum_rows (grad.h) ---- */
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t mode;
-  uint32_t M, N;
-  uint32_t chunk, kpc;
-  uint32_t n_colblk;
-  uint32_t acc;
-} SumRowsPush;
+MEXD_VK_PUSH_STRUCT(SumRowsPush, MEXD_PUSH_SUM_ROWS);
 
 gboolean mexd_sum_rows(MexdTensor *y, MexdTensor *x, gboolean accumulate, GError **error)
 {

@@ -19,11 +19,7 @@
 
 #include <math.h>
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t B, R, C;
-  uint32_t axis;
-} AbsSumMaxPush;
+MEXD_VK_PUSH_STRUCT(AbsSumMaxPush, MEXD_PUSH_ABS_SUM_MAX);
 
 gboolean mexd_abs_sum_max(MexdTensor *y, MexdTensor *x, int axis, GError **error)
 {
@@ -83,10 +79,7 @@ gboolean mexd_abs_sum_max(MexdTensor *y, MexdTensor *x, int axis, GError **error
   return mexd_vk_dispatch(be, &d, error);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t R, E;
-} RouteKeepPush;
+MEXD_VK_PUSH_STRUCT(RouteKeepPush, MEXD_PUSH_ROUTE_KEEP);
 
 gboolean mexd_route_keep(MexdTensor *gate, MexdTensor *masked, MexdTensor *counts,
                          MexdTensor *probs, GError **error)
@@ -192,14 +185,7 @@ static void abs_sum_max_bwd_cpu(MexdTensor *dx, MexdTensor *x, MexdTensor *dy, i
   mexd_op_free_in(X, ox);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t mode;
-  uint32_t B, R, C;
-  uint32_t axis;
-  uint32_t nseg, seg;
-  uint32_t n, acc;
-} AbsSumMaxBwdPush;
+MEXD_VK_PUSH_STRUCT(AbsSumMaxBwdPush, MEXD_PUSH_ABS_SUM_MAX_BWD);
 
 gboolean mexd_abs_sum_max_backward(MexdTensor *dx, MexdTensor *x, MexdTensor *dy, int axis,
                                    gboolean accumulate, GError **error)

@@ -46,10 +46,7 @@ static void softmax_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x)
     g_free((float *)j.X);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t rows, D;
-} SoftmaxPush;
+MEXD_VK_PUSH_STRUCT(SoftmaxPush, MEXD_PUSH_SOFTMAX);
 
 static gboolean softmax_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x,
                                GError **error)
@@ -119,10 +116,7 @@ static void softmax_bwd_cpu(int64_t rows, int64_t D, MexdTensor *dx, MexdTensor 
   mexd_op_free_in(DY, ody);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t rows, D, acc;
-} SoftmaxBwdPush;
+MEXD_VK_PUSH_STRUCT(SoftmaxBwdPush, MEXD_PUSH_SOFTMAX_BWD);
 
 gboolean mexd_softmax_rows_backward(MexdTensor *dx, MexdTensor *y, MexdTensor *dy,
                                     gboolean accumulate, GError **error)

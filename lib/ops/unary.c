@@ -100,13 +100,7 @@ static void unary_cpu(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, flo
     g_free((float *)j.X);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n;
-  uint32_t op;
-  float a, b;
-  uint32_t m; /* MEXD_UNARY_SCALE_EYE: the matrix size */
-} UnaryPush;
+MEXD_VK_PUSH_STRUCT(UnaryPush, MEXD_PUSH_UNARY);
 
 static gboolean unary_vulkan(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float b,
                              GError **error)
@@ -243,10 +237,7 @@ static void unary_bwd_cpu(MexdTensor *dx, MexdTensor *dy, MexdTensor *x, MexdUna
   mexd_op_free_in(X, ox);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n, op, acc;
-} UnaryBwdPush;
+MEXD_VK_PUSH_STRUCT(UnaryBwdPush, MEXD_PUSH_UNARY_BWD);
 
 gboolean mexd_unary_backward(MexdTensor *dx, MexdTensor *dy, MexdTensor *x, MexdUnaryOp op,
                              gboolean accumulate, GError **error)

@@ -228,7 +228,7 @@ static gboolean fused_step(MexdDiffc *dc, MexdDiffcCond *cond, MexdTensor *state
   for (int i = 0; i < 5; i++)
     pc.a[i] = a ? (float)a[i] : 0.0f;
   MexdVkDispatch d = {
-      .shader = "diffc_step",
+      .shader = MEXD_SHADER_DIFFC_STEP,
       .variant = MEXD_DTYPE_F32,
       .spec = {fmax, cmax},
       .n_spec = 2,

@@ -137,7 +137,7 @@ static gboolean binary_vulkan(const BinaryGeom *g, MexdTensor *y, MexdTensor *a,
     pc.sb[p] = (uint32_t)g->sb[p];
   }
   MexdVkDispatch d = {
-      .shader = "binary",
+      .shader = MEXD_SHADER_BINARY,
       .variant = y->dtype,
       .bind = {a, b, y},
       .n_bind = 3,

@@ -34,7 +34,7 @@ static gboolean concat_vulkan(MexdTensor *y, MexdTensor *x, int64_t xrow, int64_
       .yoff = (uint32_t)yoff,
   };
   MexdVkDispatch d = {
-      .shader = "concat",
+      .shader = MEXD_SHADER_CONCAT,
       /* 32-bit words for f32 and i32, 16-bit ones for f16 */
       .variant = y->dtype == MEXD_DTYPE_F16 ? MEXD_DTYPE_F16 : MEXD_DTYPE_F32,
       .bind = {x, y},
@@ -209,7 +209,7 @@ gboolean mexd_slice(MexdTensor *y, MexdTensor *x, int axis, int64_t start, gbool
       .acc = accumulate != 0,
   };
   MexdVkDispatch d = {
-      .shader = "slice",
+      .shader = MEXD_SHADER_SLICE,
       .variant = y->dtype,
       .bind = {x, y},
       .n_bind = 2,

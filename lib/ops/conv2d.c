@@ -249,7 +249,7 @@ static gboolean conv2d_vulkan(const ConvGeom *g, MexdTensor *y, MexdTensor *x, M
       .ncols = (uint32_t)ncols,
   };
   MexdVkDispatch d = {
-      .shader = "conv2d",
+      .shader = MEXD_SHADER_CONV2D,
       .variant = y->dtype,
       .bind = {x, w, bias, y},
       .n_bind = 4,
@@ -549,7 +549,7 @@ gboolean mexd_conv2d_backward_input(MexdTensor *dx, MexdTensor *dy, MexdTensor *
   pc.total = (uint32_t)mexd_tensor_numel(dx);
   pc.acc = accumulate != 0;
   MexdVkDispatch d = {
-      .shader = "conv2d_dw_bwd",
+      .shader = MEXD_SHADER_CONV2D_DW_BWD,
       .variant = dx->dtype,
       .bind = {dy, w, dx},
       .n_bind = 4,
@@ -628,7 +628,7 @@ static gboolean dw_weight_vulkan(const DwGeom *g, MexdTensor *dw, MexdTensor *db
   pc.chunk = (uint32_t)chunk;
   pc.nchunks = (uint32_t)nchunks;
   MexdVkDispatch d = {
-      .shader = "conv2d_dw_bwd",
+      .shader = MEXD_SHADER_CONV2D_DW_BWD,
       .variant = dw->dtype,
       .bind = {dy, x, NULL, part},
       .n_bind = 4,

@@ -88,7 +88,7 @@ gboolean mexd_dropout(MexdTensor *y, MexdTensor *x, float p, uint64_t seed, uint
       .acc = accumulate != 0,
   };
   MexdVkDispatch d = {
-      .shader = "dropout",
+      .shader = MEXD_SHADER_DROPOUT,
       .variant = y->dtype,
       .bind = {x, y},
       .n_bind = 2,

@@ -73,7 +73,7 @@ static gboolean gather_vulkan(MexdTensor *y, MexdTensor *x, MexdTensor *idx, GEr
       .n_groups = (uint32_t)n_groups,
   };
   MexdVkDispatch d = {
-      .shader = "gather",
+      .shader = MEXD_SHADER_GATHER,
       .variant = y->dtype,
       .spec = {threads},
       .n_spec = 1,
@@ -182,7 +182,7 @@ static gboolean scatter_add_vulkan(MexdTensor *y, MexdTensor *x, MexdTensor *idx
     return FALSE;
   ScatterPush pc = {.M = (uint32_t)M, .N = (uint32_t)N, .n_colblk = (uint32_t)n_colblk};
   MexdVkDispatch d = {
-      .shader = "scatter_add",
+      .shader = MEXD_SHADER_SCATTER_ADD,
       .variant = y->dtype,
       .bind = {x, idx, y, run},
       .n_bind = 4,

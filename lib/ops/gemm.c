@@ -266,7 +266,7 @@ static gboolean gemm_vulkan(const GemmGeom *g, MexdTensor *c, MexdTensor *a, Mex
       .has_bias = bias != NULL,
   };
   MexdVkDispatch d = {
-      .shader = "gemm",
+      .shader = MEXD_SHADER_GEMM,
       .variant = c->dtype,
       .spec = {bm, bn, bk, tm, tn, threads},
       .n_spec = 6,

@@ -92,7 +92,7 @@ static gboolean layernorm_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTen
       .has_beta = beta != NULL,
   };
   MexdVkDispatch d = {
-      .shader = "layernorm",
+      .shader = MEXD_SHADER_LAYERNORM,
       .variant = y->dtype,
       .spec = {mexd_vk_row_workgroup(be, D)},
       .n_spec = 1,
@@ -236,7 +236,7 @@ static gboolean layernorm_param_vulkan(int64_t rows, int64_t D, MexdTensor *dgam
       .has_dbeta = dbeta != NULL,
   };
   MexdVkDispatch d = {
-      .shader = "layernorm_bwd_param",
+      .shader = MEXD_SHADER_LAYERNORM_BWD_PARAM,
       .variant = x->dtype,
       .bind = {x, dy, stats, part},
       .n_bind = 4,
@@ -311,7 +311,7 @@ gboolean mexd_layernorm_backward(MexdTensor *dx, MexdTensor *dgamma, MexdTensor 
         .acc = accumulate != 0,
     };
     MexdVkDispatch d = {
-        .shader = "layernorm_bwd",
+        .shader = MEXD_SHADER_LAYERNORM_BWD,
         .variant = dy->dtype,
         .spec = {mexd_vk_row_workgroup(be, D)},
         .n_spec = 1,

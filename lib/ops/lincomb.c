@@ -86,7 +86,7 @@ gboolean mexd_lincomb(MexdTensor *y, float a0, MexdTensor *x0, float a1, MexdTen
     return FALSE;
   LincombPush pc = {.n = (uint32_t)n, .beta = beta};
   MexdVkDispatch d = {
-      .shader = "lincomb",
+      .shader = MEXD_SHADER_LINCOMB,
       .variant = y->dtype,
       .bind = {x0, x1, x2, y},
       .n_bind = 4,

@@ -101,7 +101,7 @@ gboolean mexd_cross_entropy(MexdTensor *loss, MexdTensor *logits, MexdTensor *la
     return FALSE;
   XentPush pc = {.R = (uint32_t)R, .C = (uint32_t)C};
   MexdVkDispatch d = {
-      .shader = "xent",
+      .shader = MEXD_SHADER_XENT,
       .variant = loss->dtype,
       .spec = {wg},
       .n_spec = 1,
@@ -158,7 +158,7 @@ gboolean mexd_cross_entropy_backward(MexdTensor *dlogits, MexdTensor *logits, Me
   XentBwdPush pc = {
       .R = (uint32_t)R, .C = (uint32_t)C, .has_dloss = dloss != NULL, .acc = accumulate != 0};
   MexdVkDispatch d = {
-      .shader = "xent_bwd",
+      .shader = MEXD_SHADER_XENT_BWD,
       .variant = dlogits->dtype,
       .spec = {mexd_vk_row_workgroup(be, C)},
       .n_spec = 1,
@@ -213,7 +213,7 @@ gboolean mexd_mse(MexdTensor *loss, MexdTensor *y, MexdTensor *target, GError **
   MsePush pc = {
       .n = (uint32_t)n, .per_group = (uint32_t)per_group, .n_groups = (uint32_t)n_groups};
   MexdVkDispatch d = {
-      .shader = "mse",
+      .shader = MEXD_SHADER_MSE,
       .variant = loss->dtype,
       .bind = {y, target, part, loss},
       .n_bind = 4,
@@ -265,7 +265,7 @@ gboolean mexd_mse_backward(MexdTensor *dy, MexdTensor *y, MexdTensor *target, Me
       .acc = accumulate != 0,
   };
   MexdVkDispatch d = {
-      .shader = "mse_bwd",
+      .shader = MEXD_SHADER_MSE_BWD,
       .variant = dy->dtype,
       .bind = {y, target, dloss, dy},
       .n_bind = 4,

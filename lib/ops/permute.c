@@ -161,7 +161,7 @@ static gboolean permute_vulkan(const PermuteGeom *g, MexdTensor *y, MexdTensor *
       pc.s[p] = (uint32_t)g->s[p];
   }
   MexdVkDispatch d = {
-      .shader = "permute",
+      .shader = MEXD_SHADER_PERMUTE,
       /* 32-bit words for f32 and i32, 16-bit ones for f16 */
       .variant = y->dtype == MEXD_DTYPE_F16 ? MEXD_DTYPE_F16 : MEXD_DTYPE_F32,
       .bind = {x, y},

@@ -108,7 +108,7 @@ static gboolean mean_rows_vulkan(const char *op, MexdTensor *y, MexdTensor *x, i
       .n_colblk = (uint32_t)n_colblk,
   };
   MexdVkDispatch d = {
-      .shader = "mean_rows",
+      .shader = MEXD_SHADER_MEAN_ROWS,
       .variant = y->dtype,
       .bind = {x, y, part},
       .n_bind = 3,
@@ -138,7 +138,7 @@ static gboolean segment_mean_short_vulkan(MexdTensor *y, MexdTensor *x, int64_t 
       .n_out = (uint32_t)(n_seg * N),
   };
   MexdVkDispatch d = {
-      .shader = "segment_mean",
+      .shader = MEXD_SHADER_SEGMENT_MEAN,
       .variant = y->dtype,
       .bind = {x, y},
       .n_bind = 2,
@@ -245,7 +245,7 @@ gboolean mexd_sum_rows(MexdTensor *y, MexdTensor *x, gboolean accumulate, GError
       .acc = accumulate != 0,
   };
   MexdVkDispatch d = {
-      .shader = "sum_rows",
+      .shader = MEXD_SHADER_SUM_ROWS,
       .variant = y->dtype,
       .bind = {x, y, part},
       .n_bind = 3,

@@ -68,7 +68,7 @@ gboolean mexd_abs_sum_max(MexdTensor *y, MexdTensor *x, int axis, GError **error
   AbsSumMaxPush pc = {
       .B = (uint32_t)B, .R = (uint32_t)R, .C = (uint32_t)C, .axis = axis == -1 ? 0u : 1u};
   MexdVkDispatch d = {
-      .shader = "abs_sum_max",
+      .shader = MEXD_SHADER_ABS_SUM_MAX,
       .variant = y->dtype,
       .bind = {x, y},
       .n_bind = 2,
@@ -129,7 +129,7 @@ gboolean mexd_route_keep(MexdTensor *gate, MexdTensor *masked, MexdTensor *count
     return FALSE;
   RouteKeepPush pc = {.R = (uint32_t)R, .E = (uint32_t)E};
   MexdVkDispatch d = {
-      .shader = "route_keep",
+      .shader = MEXD_SHADER_ROUTE_KEEP,
       .variant = probs->dtype,
       .bind = {probs, gate, masked, counts},
       .n_bind = 4,
@@ -240,7 +240,7 @@ gboolean mexd_abs_sum_max_backward(MexdTensor *dx, MexdTensor *x, MexdTensor *dy
       .acc = accumulate != 0,
   };
   MexdVkDispatch d = {
-      .shader = "abs_sum_max_bwd",
+      .shader = MEXD_SHADER_ABS_SUM_MAX_BWD,
       .variant = dx->dtype,
       .bind = {x, dy, dx, scratch},
       .n_bind = 4,

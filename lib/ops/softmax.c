@@ -54,7 +54,7 @@ static gboolean softmax_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTenso
   MexdBackend *be = y->backend;
   SoftmaxPush pc = {.rows = (uint32_t)rows, .D = (uint32_t)D};
   MexdVkDispatch d = {
-      .shader = "softmax",
+      .shader = MEXD_SHADER_SOFTMAX,
       .variant = y->dtype,
       .spec = {mexd_vk_row_workgroup(be, D)},
       .n_spec = 1,
@@ -140,7 +140,7 @@ gboolean mexd_softmax_rows_backward(MexdTensor *dx, MexdTensor *y, MexdTensor *d
     return FALSE;
   SoftmaxBwdPush pc = {.rows = (uint32_t)rows, .D = (uint32_t)D, .acc = accumulate != 0};
   MexdVkDispatch d = {
-      .shader = "softmax_bwd",
+      .shader = MEXD_SHADER_SOFTMAX_BWD,
       .variant = dx->dtype,
       .spec = {mexd_vk_row_workgroup(be, D)},
       .n_spec = 1,

@@ -151,7 +151,7 @@ static gboolean topk_vulkan(MexdTensor *values, MexdTensor *indices, MexdTensor 
       .has_values = values != NULL,
   };
   MexdVkDispatch d = {
-      .shader = "topk",
+      .shader = MEXD_SHADER_TOPK,
       .variant = x->dtype,
       .spec = {threads, block},
       .n_spec = 2,

@@ -110,7 +110,7 @@ static gboolean unary_vulkan(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float
   UnaryPush pc = {
       .n = (uint32_t)n, .op = (uint32_t)op, .a = a, .b = b, .m = (uint32_t)x->shape[x->ndim - 1]};
   MexdVkDispatch d = {
-      .shader = "unary",
+      .shader = MEXD_SHADER_UNARY,
       .variant = y->dtype,
       .bind = {x, y},
       .n_bind = 2,
@@ -267,7 +267,7 @@ gboolean mexd_unary_backward(MexdTensor *dx, MexdTensor *dy, MexdTensor *x, Mexd
     return FALSE;
   UnaryBwdPush pc = {.n = (uint32_t)n, .op = (uint32_t)op, .acc = accumulate != 0};
   MexdVkDispatch d = {
-      .shader = "unary_bwd",
+      .shader = MEXD_SHADER_UNARY_BWD,
       .variant = dx->dtype,
       .bind = {x, dy, dx},
       .n_bind = 3,

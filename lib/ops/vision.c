@@ -96,7 +96,7 @@ gboolean mexd_maxpool2d(MexdTensor *y, MexdTensor *x, int k, int stride, int pad
                  .stride = (uint32_t)stride,
                  .pad = pad};
   MexdVkDispatch d = {
-      .shader = "maxpool",
+      .shader = MEXD_SHADER_MAXPOOL,
       .variant = y->dtype,
       .bind = {x, y},
       .n_bind = 2,
@@ -265,7 +265,7 @@ gboolean mexd_image_prep(MexdTensor *y, MexdTensor *pixels, int64_t h, int64_t w
     pc.inv_std[c] = 1.0f / std_[c];
   }
   MexdVkDispatch d = {
-      .shader = "image_prep",
+      .shader = MEXD_SHADER_IMAGE_PREP,
       .variant = y->dtype,
       .bind = {pixels, t_taps, t_wts, y},
       .n_bind = 4,

@@ -14,11 +14,7 @@ TENSOR_RO(0, X, TYPE)
 TENSOR_RW(1, Y, TYPE)
 #define y_ TENSOR(Y, 1)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint B, R, C;
-  uint axis;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_ABS_SUM_MAX } pc; // push.h
 
 shared float part[256];
 shared uint has_nan[1];

@@ -1,5 +1,5 @@
 #version 450
-// abs_sum_max_bwd.comp: the backward of mexd_abs_sum_max (lib/ops/grad.c): for y = max over the
+// abs_sum_max_bwd.comp: the backward of mexd_abs_sum_max (lib/ops/route.c): for y = max over the
 // lines of x [B,R,C] of Σ|x| along the line,
 //   dx = dy·sign(x)/n_max on the n_max lines whose sum equals the maximum, 0 elsewhere
 // (+ dx when accumulating); sign(0) = 0, sign(NaN) = NaN; when the maximum is NaN (a NaN in x)
@@ -29,15 +29,7 @@ TENSOR_RW(2, DX, TYPE)
 TENSOR_RW(3, Scratch, float)
 #define scr_ TENSOR(Scratch, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint B, R, C;
-  uint axis;
-  uint nseg, seg;
-  uint n; // elements of x
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_ABS_SUM_MAX_BWD } pc; // push.h
 
 shared float red[256];
 shared uint cnt[256];

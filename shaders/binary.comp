@@ -16,15 +16,7 @@ TENSOR_RO(1, B, TYPE)
 TENSOR_RW(2, Y, TYPE)
 #define y_ TENSOR(Y, 2)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint n;
-  uint op;    // 0 add, 1 sub, 2 mul, 3 div (MexdBinaryOp)
-  uint flags; // bit 0: a is read at y's index, bit 1: b is
-  uint d1, d2, d3; // y's dims 1..3 (dim 0 follows from n)
-  uint sa0, sa1, sa2, sa3;
-  uint sb0, sb1, sb2, sb3;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_BINARY } pc; // push.h
 
 void main()
 {
@@ -40,9 +32,9 @@ void main()
     uint i1 = r % pc.d1;
     uint i0 = r / pc.d1;
     if ((pc.flags & 1u) == 0u)
-      ia = i0 * pc.sa0 + i1 * pc.sa1 + i2 * pc.sa2 + i3 * pc.sa3;
+      ia = i0 * pc.sa[0] + i1 * pc.sa[1] + i2 * pc.sa[2] + i3 * pc.sa[3];
     if ((pc.flags & 2u) == 0u)
-      ib = i0 * pc.sb0 + i1 * pc.sb1 + i2 * pc.sb2 + i3 * pc.sb3;
+      ib = i0 * pc.sb[0] + i1 * pc.sb[1] + i2 * pc.sb[2] + i3 * pc.sb[3];
   }
   float va = LOAD(a_[O0 + ia]);
   float vb = LOAD(b_[O1 + ib]);

@@ -11,9 +11,13 @@
 //   the element offsets are folded into those addresses (Ok is 0).
 // - Push constants begin with PC_HEADER: the element offset of each bound tensor inside its
 //   descriptor range (o0..o3), or in the MEXD_BDA build the 64-bit address of each tensor's first
-//   element (addr0..addr3; 16 bytes more).  Ops add their own fields after it.
+//   element (addr0..addr3; 16 bytes more).  The shader's own fields follow, from push.h, which
+//   the C side includes too:
+//     layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_SOFTMAX } pc;
 // - MEXD_GROUP_ID is the linear workgroup index of a grid spread over x and y by mexd_vk_grid().
 #extension GL_EXT_shader_16bit_storage : enable
+
+#include "push.h"
 
 #ifdef FLOAT16
 #define TYPE float16_t

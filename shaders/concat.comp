@@ -22,13 +22,7 @@ TENSOR_RO(0, X, WORD)
 TENSOR_WO(1, Y, WORD)
 #define y_ TENSOR(Y, 1)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint n;    // elements of x
-  uint xrow; // x's elements per outer index
-  uint yrow; // y's elements per outer index
-  uint yoff; // where x's row starts inside y's row
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_CONCAT } pc; // push.h
 
 void main()
 {

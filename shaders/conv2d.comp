@@ -32,19 +32,7 @@ TENSOR_RO(2, Bias, TYPE)
 TENSOR_WO(3, Y, TYPE)
 #define y_ TENSOR(Y, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint total; // MODE 0: elements of y; MODE 1: workgroup tiles (groups · mtiles · ntiles)
-  uint C, H, W;
-  uint O, OH, OW;
-  uint KH, KW;
-  uint cpg, opg; // input / output channels per group
-  int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
-  uint has_bias;
-  uint ncols;  // N·OH·OW: the GEMM columns
-  uint mtiles; // tiles of BM over opg
-  uint ntiles; // tiles of BN over ncols
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_CONV2D } pc; // push.h
 #define CK (pc.cpg * pc.KH * pc.KW) // the GEMM depth
 #define CP (pc.OH * pc.OW)           // output pixels per image
 

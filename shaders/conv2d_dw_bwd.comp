@@ -1,6 +1,6 @@
 #version 450
 // conv2d_dw_bwd.comp: the backward of a depthwise conv2d (groups = C, stride 1, dilation 1;
-// mexd_conv2d_backward_input / _weight, lib/ops/grad.c), in three modes chosen by pc.mode.
+// mexd_conv2d_backward_input / _weight, lib/ops/conv2d.c), in three modes chosen by pc.mode.
 // x [N,C,H,W], w [C,1,KH,KW], dy [N,C,OH,OW] with OH = H + 2·pad_h − KH + 1 (likewise OW).
 // - 0 (input): one invocation per element of dx:
 //     dx[n,c,i,j] = Σ_{u,v} dy[n,c, i−u+pad_h, j−v+pad_w]·w[c,0,u,v]   (+ dx when accumulating),
@@ -30,17 +30,7 @@ TENSOR_RW(2, Cv, TYPE)
 TENSOR_RW(3, Part, float)
 #define part_ TENSOR(Part, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint N, C, H, W;
-  uint OH, OW, KH, KW;
-  int pad_h, pad_w;
-  uint total; // mode 0: elements of dx; 1: workgroups (taps·nchunks); 2: taps
-  uint taps;  // C·KH·KW, + C with db
-  uint acc;   // mode 0: add to dx
-  uint chunk, nchunks;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_CONV2D_DW_BWD } pc; // push.h
 
 shared float red[256];
 

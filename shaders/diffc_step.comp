@@ -25,15 +25,7 @@ TENSOR_RO(1, COND, float)
 TENSOR_RW(2, ST, float)
 #define st_ TENSOR(ST, 2)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint F, C, S, T;
-  uint t;
-  uint mode;      // bit 0: write f̂0; bit 1: update f; bit 2: write ε̂ where f̂0 goes (tests)
-  uint noise_row; // the row of ST's noise block used as z (a3 ≠ 0 only)
-  float c0, c1, c2;
-  float a0, a1, a2, a3, a4;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_DIFFC_STEP } pc; // push.h
 
 shared float h[2][FMAX];
 shared float red[256];
@@ -154,16 +146,16 @@ void main()
   barrier();
   for (uint c = lid; c < C; c += 256u) {
     float f = fs[c], rho = cond_[O1 + 2u * F + c], eps = es[c];
-    float f0 = pc.c0 * f + pc.c1 * rho + pc.c2 * eps;
+    float f0 = pc.c[0] * f + pc.c[1] * rho + pc.c[2] * eps;
     if ((pc.mode & 4u) != 0u)
       st_[base0 + c] = eps;
     else if ((pc.mode & 1u) != 0u)
       st_[base0 + c] = f0;
     if ((pc.mode & 2u) != 0u) {
-      float nf = pc.a0 * f0 + pc.a1 * rho + pc.a2 * eps;
-      if (pc.a3 != 0.0)
-        nf += pc.a3 * st_[basez + c];
-      st_[base + c] = nf + pc.a4 * f;
+      float nf = pc.a[0] * f0 + pc.a[1] * rho + pc.a[2] * eps;
+      if (pc.a[3] != 0.0)
+        nf += pc.a[3] * st_[basez + c];
+      st_[base + c] = nf + pc.a[4] * f;
     }
   }
 }

@@ -1,6 +1,6 @@
 #version 450
 // dropout.comp: y = x·keep·scale (+ y when accumulating) with the keep mask drawn from
-// Philox4x32-10 exactly as lib/ops/grad.c documents (mexd_dropout): key = seed, element i uses
+// Philox4x32-10 exactly as lib/ops/grad.h documents (mexd_dropout): key = seed, element i uses
 // counter (i/4, stream lo, stream hi, "drop") and output word i%4, kept when (w >> 8) ≥ thr.
 // One invocation per element (the four of a block each run the ten rounds: cheaper than sharing).
 // y may be x.
@@ -14,15 +14,7 @@ TENSOR_RO(0, X, TYPE)
 TENSOR_RW(1, Y, TYPE)
 #define y_ TENSOR(Y, 1)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint n;
-  uint key0, key1;
-  uint stream0, stream1;
-  uint thr; // drop when the 24-bit draw is below it
-  float scale; // 1/(1 − p), 0 for p = 1
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_DROPOUT } pc; // push.h
 
 const uint DROPOUT_TAG = 0x64726f70u;
 

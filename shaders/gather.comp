@@ -17,12 +17,7 @@ TENSOR_WO(2, Y, TYPE)
 #define y_ TENSOR(Y, 2)
 STATUS_BUFFER
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint M, N;     // x is [M,N]
-  uint total;    // K·N, the elements of y
-  uint n_groups; // workgroups that hold elements (the grid may have a few more)
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_GATHER } pc; // push.h
 
 void main()
 {

@@ -23,15 +23,7 @@ TENSOR_RO(2, Bias, TYPE)
 TENSOR_RW(3, C, TYPE)
 #define c_ TENSOR(C, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint M, N, kb, ke; // the depth range summed by this dispatch: [kb, ke) (gemm.c splits long K)
-  uint sab, sam, sak; // A: batch, row (m), depth (k) strides
-  uint sbb, sbk, sbn; // B: batch, depth (k), column (n) strides
-  uint scb;           // C batch stride (rows are N apart)
-  float alpha, beta;
-  uint has_bias;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_GEMM } pc; // push.h
 
 shared float As[BK * BM]; // [k][m]
 shared float Bs[BK * BN]; // [k][n]

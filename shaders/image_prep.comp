@@ -18,14 +18,7 @@ TENSOR_RO(2, Wts, float)
 TENSOR_WO(3, Y, TYPE)
 #define y_ TENSOR(Y, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint total; // B·3·OH·OW
-  uint H, W, OH, OW;
-  uint KY, KX; // weights per output row / column
-  float mean0, mean1, mean2;
-  float inv_std0, inv_std1, inv_std2;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_IMAGE_PREP } pc; // push.h
 
 float byte_at(uint k)
 {
@@ -52,7 +45,7 @@ void main()
       r += wts_[wx + k] * byte_at(rowbase + 3u * k);
     acc += wts_[wy + j] * r;
   }
-  const float mean = c == 0u ? pc.mean0 : (c == 1u ? pc.mean1 : pc.mean2);
-  const float inv_std = c == 0u ? pc.inv_std0 : (c == 1u ? pc.inv_std1 : pc.inv_std2);
+  const float mean = c == 0u ? pc.mean[0] : (c == 1u ? pc.mean[1] : pc.mean[2]);
+  const float inv_std = c == 0u ? pc.inv_std[0] : (c == 1u ? pc.inv_std[1] : pc.inv_std[2]);
   y_[O3 + i] = STORE((acc * (1.0 / 255.0) - mean) * inv_std);
 }

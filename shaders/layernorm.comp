@@ -19,12 +19,7 @@ TENSOR_RO(2, Beta, TYPE)
 TENSOR_WO(3, Y, TYPE)
 #define y_ TENSOR(Y, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint rows, D;
-  float eps;
-  uint has_gamma, has_beta;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_LAYERNORM } pc; // push.h
 
 shared vec2 red[gl_WorkGroupSize.x];
 

@@ -1,6 +1,6 @@
 #version 450
 // layernorm_bwd.comp: dx of layernorm over rows of D elements (mexd_layernorm_backward,
-// lib/ops/grad.c): with x̂ = (x − mean)·rstd and g = dy·gamma,
+// lib/ops/layernorm.c): with x̂ = (x − mean)·rstd and g = dy·gamma,
 //   dx = rstd·(g − Σg/D − x̂·Σ(g·x̂)/D)   (+ dx when accumulating).
 // One workgroup per row (MEXD_GROUP_ID).  The statistics are recomputed exactly as layernorm.comp
 // takes them (corrected two-pass, f32), then Σg and Σg·x̂ are reduced together through shared
@@ -19,13 +19,7 @@ TENSOR_RO(2, DY, TYPE)
 TENSOR_RW(3, DX, TYPE)
 #define dx_ TENSOR(DX, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint rows, D;
-  float eps;
-  uint has_gamma;
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_LAYERNORM_BWD } pc; // push.h
 
 shared vec2 red[gl_WorkGroupSize.x];
 

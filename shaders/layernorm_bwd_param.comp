@@ -1,6 +1,6 @@
 #version 450
 // layernorm_bwd_param.comp: dgamma += Σ_rows dy·x̂, dbeta += Σ_rows dy for layernorm over rows of
-// D elements (mexd_layernorm_backward, lib/ops/grad.c), in three dispatches chosen by pc.mode:
+// D elements (mexd_layernorm_backward, lib/ops/layernorm.c), in three dispatches chosen by pc.mode:
 // - 0: one workgroup per row takes the row's statistics as layernorm.comp does (m1, the mean's
 //   correction dm, rstd; x̂ = ((x − m1) − dm)·rstd without rounding m1 + dm) into stats [rows,3];
 // - 1: the rows are cut into kpc chunks of `chunk` rows; a workgroup of 64 columns × 4 row lanes
@@ -24,15 +24,7 @@ TENSOR_RW(2, Stats, float)
 TENSOR_RW(3, Part, float)
 #define part_ TENSOR(Part, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint rows, D;
-  float eps;
-  uint chunk, kpc;
-  uint n_colblk; // ceil(D/64)
-  uint has_dgamma, has_dbeta;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_LAYERNORM_BWD_PARAM } pc; // push.h
 
 shared vec2 red[256];
 

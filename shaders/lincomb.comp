@@ -17,13 +17,7 @@ TENSOR_RO(2, X2, TYPE)
 TENSOR_RW(3, Y, TYPE)
 #define y_ TENSOR(Y, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint n;
-  uint n0, n1, n2;
-  uint mask; // bit k: term k present (k = 3: beta·y)
-  float a0, a1, a2, beta;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_LINCOMB } pc; // push.h
 
 void main()
 {
@@ -32,11 +26,11 @@ void main()
     return;
   float acc = 0.0;
   if ((pc.mask & 1u) != 0u)
-    acc = pc.a0 * LOAD(x0_[O0 + i % pc.n0]);
+    acc = pc.a[0] * LOAD(x0_[O0 + i % pc.nk[0]]);
   if ((pc.mask & 2u) != 0u)
-    acc += pc.a1 * LOAD(x1_[O1 + i % pc.n1]);
+    acc += pc.a[1] * LOAD(x1_[O1 + i % pc.nk[1]]);
   if ((pc.mask & 4u) != 0u)
-    acc += pc.a2 * LOAD(x2_[O2 + i % pc.n2]);
+    acc += pc.a[2] * LOAD(x2_[O2 + i % pc.nk[2]]);
   if ((pc.mask & 8u) != 0u)
     acc += pc.beta * LOAD(y_[O3 + i]);
   y_[O3 + i] = STORE(acc);

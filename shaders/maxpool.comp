@@ -11,13 +11,7 @@ TENSOR_RO(0, X, TYPE)
 TENSOR_WO(1, Y, TYPE)
 #define y_ TENSOR(Y, 1)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint total; // N·C·OH·OW
-  uint H, W, OH, OW;
-  uint k, stride;
-  int pad;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_MAXPOOL } pc; // push.h
 
 void main()
 {

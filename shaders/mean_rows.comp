@@ -21,16 +21,7 @@ TENSOR_RW(1, Y, TYPE)
 TENSOR_RW(2, Part, float)
 #define part_ TENSOR(Part, 2)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint M, N;
-  uint seg_len; // rows per segment (the last segment has M − (n_seg−1)·seg_len)
-  uint n_seg;
-  uint chunk;   // rows per chunk
-  uint kpc;     // chunks per segment
-  uint n_colblk; // ceil(N/64)
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_MEAN_ROWS } pc; // push.h
 
 shared float lanes[4][64];
 

@@ -1,5 +1,5 @@
 #version 450
-// mse.comp: loss = mean of (y − target)² over n elements (mexd_mse, lib/ops/grad.c), in two
+// mse.comp: loss = mean of (y − target)² over n elements (mexd_mse, lib/ops/loss.c), in two
 // dispatches chosen by pc.mode:
 // - 0: workgroup g sums the squares of elements [g·per_group, (g+1)·per_group) (strided over its
 //   256 threads, then a tree) into part[g] (f32);
@@ -19,13 +19,7 @@ TENSOR_RW(2, Part, float)
 TENSOR_RW(3, Loss, TYPE)
 #define loss_ TENSOR(Loss, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint n;
-  uint per_group;
-  uint n_groups;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_MSE } pc; // push.h
 
 shared float red[256];
 

@@ -1,6 +1,6 @@
 #version 450
 // mse_bwd.comp: dy = dloss·(2/n)·(y − target) (+ dy when accumulating) (mexd_mse_backward,
-// lib/ops/grad.c).  One invocation per element.
+// lib/ops/loss.c).  One invocation per element.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -15,13 +15,7 @@ TENSOR_RO(2, DLoss, TYPE)
 TENSOR_RW(3, DY, TYPE)
 #define dy_ TENSOR(DY, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint n;
-  float two_over_n;
-  uint has_dloss;
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_MSE_BWD } pc; // push.h
 
 void main()
 {

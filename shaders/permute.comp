@@ -20,12 +20,7 @@ TENSOR_RO(0, X, WORD)
 TENSOR_WO(1, Y, WORD)
 #define y_ TENSOR(Y, 1)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint n;          // elements
-  uint d1, d2, d3; // y's dims 1..3
-  uint s0, s1, s2, s3;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_PERMUTE } pc; // push.h
 
 void main()
 {
@@ -38,5 +33,5 @@ void main()
   r /= pc.d2;
   uint i1 = r % pc.d1;
   uint i0 = r / pc.d1;
-  y_[O1 + i] = x_[O0 + i0 * pc.s0 + i1 * pc.s1 + i2 * pc.s2 + i3 * pc.s3];
+  y_[O1 + i] = x_[O0 + i0 * pc.s[0] + i1 * pc.s[1] + i2 * pc.s[2] + i3 * pc.s[3]];
 }

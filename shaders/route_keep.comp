@@ -18,10 +18,7 @@ TENSOR_RW(2, M, TYPE)
 TENSOR_RW(3, N, int)
 #define counts_ TENSOR(N, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint R, E;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_ROUTE_KEEP } pc; // push.h
 
 shared uint total[1];
 

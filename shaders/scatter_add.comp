@@ -1,6 +1,6 @@
 #version 450
 // scatter_add.comp: y[m,:] = Σ_{i: idx[i] = m} x[i,:] (+ y[m,:] when accumulating), for x [K,N],
-// idx [K], y [M,N] (mexd_scatter_add_rows, lib/ops/grad.c; the backward of gather_rows).
+// idx [K], y [M,N] (mexd_scatter_add_rows, lib/ops/gather.c; the backward of gather_rows).
 //
 // No atomics on floats: a workgroup owns one destination row m and 256 of its columns, and scans
 // the indices [k0, k1) 256 at a time.  Each thread tests one index of the tile; a shared counter
@@ -12,7 +12,7 @@
 // two barriers per workgroup, plus the prefix sum for tiles that hold a match.
 //
 // Chunks: lavapipe ends an invocation's loops after 65,535 iterations in all (lib/ops/gemm.c), so
-// on a CPU device grad.c cuts the index list into dispatches of at most 16,384 indices.  pc.flags
+// on a CPU device gather.c cuts the index list into dispatches of at most 16,384 indices.  pc.flags
 // bit 0 (FIRST): start from 0, else from the running sum in acc [M,N] (f32 scratch); bit 1 (LAST):
 // write y, else the running sum to acc; bit 2 (ACC): add y's old contents when writing y.  One
 // dispatch over all indices has FIRST|LAST and never touches acc.
@@ -33,13 +33,7 @@ TENSOR_RW(3, Acc, float)
 #define acc_ TENSOR(Acc, 3)
 STATUS_BUFFER
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint M, N;
-  uint k0, k1;   // the indices of this dispatch
-  uint n_colblk; // ceil(N/256)
-  uint flags;    // 1 FIRST, 2 LAST, 4 ACC
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_SCATTER_ADD } pc; // push.h
 
 shared uint hits; // matches seen so far by the workgroup (only ever incremented)
 shared uint scan[256];

@@ -14,12 +14,7 @@ TENSOR_RO(0, X, TYPE)
 TENSOR_WO(1, Y, TYPE)
 #define y_ TENSOR(Y, 1)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint M, N;
-  uint seg_len;
-  uint n_out; // n_seg·N
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_SEGMENT_MEAN } pc; // push.h
 
 void main()
 {

@@ -1,6 +1,6 @@
 #version 450
 // slice.comp: y = x[..., start:start + len, ...] along one axis (+ y when accumulating)
-// (mexd_slice, lib/ops/grad.c; the backward of concat).  x is viewed as [outer, xrow] and y as
+// (mexd_slice, lib/ops/concat.c; the backward of concat).  x is viewed as [outer, xrow] and y as
 // [outer, yrow] with xrow = x_axis·inner, yrow = len·inner; y[o, k] = x[o, xoff + k] with
 // xoff = start·inner.  One invocation per element of y.
 #extension GL_GOOGLE_include_directive : require
@@ -13,12 +13,7 @@ TENSOR_RO(0, X, TYPE)
 TENSOR_RW(1, Y, TYPE)
 #define y_ TENSOR(Y, 1)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint n; // elements of y
-  uint xrow, yrow, xoff;
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_SLICE } pc; // push.h
 
 void main()
 {

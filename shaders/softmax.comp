@@ -13,10 +13,7 @@ TENSOR_RO(0, X, TYPE)
 TENSOR_WO(1, Y, TYPE)
 #define y_ TENSOR(Y, 1)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint rows, D;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_SOFTMAX } pc; // push.h
 
 shared float red[gl_WorkGroupSize.x];
 

@@ -1,6 +1,6 @@
 #version 450
 // softmax_bwd.comp: dx = y ⊙ (dy − Σ dy ⊙ y) over rows of D elements (+ dx when accumulating),
-// y the forward output (mexd_softmax_rows_backward, lib/ops/grad.c).  One workgroup per row
+// y the forward output (mexd_softmax_rows_backward, lib/ops/softmax.c).  One workgroup per row
 // (MEXD_GROUP_ID), the dot product reduced through shared memory in f32.  Every thread writes only
 // elements it has read itself before the reduction's barriers, so dx may be dy.
 #extension GL_GOOGLE_include_directive : require
@@ -15,11 +15,7 @@ TENSOR_RO(1, DY, TYPE)
 TENSOR_RW(2, DX, TYPE)
 #define dx_ TENSOR(DX, 2)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint rows, D;
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_SOFTMAX_BWD } pc; // push.h
 
 shared float red[gl_WorkGroupSize.x];
 

@@ -1,6 +1,6 @@
 #version 450
 // sum_rows.comp: y[j] = Σ_rows x[r,j] (+ y[j] when accumulating) for x [M,N] (mexd_sum_rows,
-// lib/ops/grad.c), in one or two dispatches chosen by pc.mode:
+// lib/ops/reduce.c), in one or two dispatches chosen by pc.mode:
 // - 0: the rows are cut into kpc chunks of `chunk` rows; a workgroup of 64 columns × 4 row lanes
 //   sums one chunk for 64 columns (coalesced) and reduces its lanes in shared memory; with kpc = 1
 //   the sum goes straight to y, otherwise to part [kpc, N] (f32);
@@ -18,14 +18,7 @@ TENSOR_RW(1, Y, TYPE)
 TENSOR_RW(2, Part, float)
 #define part_ TENSOR(Part, 2)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint M, N;
-  uint chunk, kpc;
-  uint n_colblk; // ceil(N/64)
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_SUM_ROWS } pc; // push.h
 
 shared float lanes[4][64];
 

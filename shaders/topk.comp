@@ -55,17 +55,7 @@ TENSOR_WO(2, Indices, int)
 TENSOR_WO(3, Values, TYPE)
 #define values_ TENSOR(Values, 3)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint n;        // elements of x
-  uint P;        // pairs sorted (a power of two)
-  uint k;        // outputs
-  uint size;     // GLOBAL, LOCAL_MERGE: the bitonic sequence size of this stage
-  uint stride;   // GLOBAL: the compare distance
-  uint n_groups; // workgroups with work
-  uint has_values;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_TOPK } pc; // push.h
 
 shared uint skey[BLOCK];
 shared uint sidx[BLOCK];

@@ -14,13 +14,7 @@ TENSOR_RO(0, X, TYPE)
 TENSOR_RW(1, Y, TYPE)
 #define y_ TENSOR(Y, 1)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint n;
-  uint op; // 0 relu, 1 gelu, 2 softplus, 3 scale, 4 scale_eye, 5 tanh, 6 sigmoid (MexdUnaryOp)
-  float a, b;
-  uint m; // scale_eye: the size of the square matrices
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_UNARY } pc; // push.h
 
 float apply(float v, uint i)
 {

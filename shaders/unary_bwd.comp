@@ -1,9 +1,9 @@
 #version 450
 // unary_bwd.comp: dx[i] = f'(x[i])·dy[i] (+ dx[i] when accumulating) for the unary ops of
-// mexd_unary_backward (lib/ops/grad.c), chosen by pc.op (MexdUnaryOp numbering).  One invocation
+// mexd_unary_backward (lib/ops/unary.c), chosen by pc.op (MexdUnaryOp numbering).  One invocation
 // per element; dx may be dy (each invocation reads its elements before writing).  Arithmetic is
 // f32 in both variants; erf, tanh and sigmoid come from mathfn.glsl.  GELU's x·φ(x) is taken as 0
-// where φ(x) underflows (|x| ≳ 14), so f'(±inf) is 1 and 0 rather than inf·0 = NaN (grad.c).
+// where φ(x) underflows (|x| ≳ 14), so f'(±inf) is 1 and 0 rather than inf·0 = NaN (unary.c).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "mathfn.glsl"
@@ -17,12 +17,7 @@ TENSOR_RO(1, DY, TYPE)
 TENSOR_RW(2, DX, TYPE)
 #define dx_ TENSOR(DX, 2)
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint n;
-  uint op; // 0 relu, 1 gelu, 2 softplus, 5 tanh, 6 sigmoid
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_UNARY_BWD } pc; // push.h
 
 float dfdx(float v)
 {

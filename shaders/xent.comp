@@ -1,6 +1,6 @@
 #version 450
 // xent.comp: the cross-entropy loss of logits [R,C] against labels [R] (mexd_cross_entropy,
-// lib/ops/grad.c), mean over rows, in two dispatches chosen by pc.mode:
+// lib/ops/loss.c), mean over rows, in two dispatches chosen by pc.mode:
 // - 0: one workgroup per row: rowloss[r] = max + log Σ exp(x − max) − x[label] (f32, reduced
 //   through shared memory); a label outside [0,C) gives NaN and sets STATUS_INDEX_RANGE;
 // - 1: one workgroup adds the R row losses (strided, then a tree: deterministic) → loss = Σ/R.
@@ -20,11 +20,7 @@ TENSOR_RW(3, Loss, TYPE)
 #define loss_ TENSOR(Loss, 3)
 STATUS_BUFFER
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint mode;
-  uint R, C;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_XENT } pc; // push.h
 
 shared float red[gl_WorkGroupSize.x];
 

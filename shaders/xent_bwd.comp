@@ -1,6 +1,6 @@
 #version 450
 // xent_bwd.comp: dlogits = dloss·(softmax(logits) − onehot(label))/R (+ dlogits when
-// accumulating) for logits [R,C] (mexd_cross_entropy_backward, lib/ops/grad.c).  One workgroup
+// accumulating) for logits [R,C] (mexd_cross_entropy_backward, lib/ops/loss.c).  One workgroup
 // per row; the max and the sum of exponentials reduced through shared memory in f32.  A label
 // outside [0,C) sets STATUS_INDEX_RANGE and leaves out the one-hot term.
 #extension GL_GOOGLE_include_directive : require
@@ -18,12 +18,7 @@ TENSOR_RW(3, DL, TYPE)
 #define dlogits_ TENSOR(DL, 3)
 STATUS_BUFFER
 
-layout(push_constant) uniform PC {
-  PC_HEADER
-  uint R, C;
-  uint has_dloss;
-  uint acc;
-} pc;
+layout(push_constant) uniform PC { PC_HEADER MEXD_PUSH_XENT_BWD } pc; // push.h
 
 shared float red[gl_WorkGroupSize.x];
 

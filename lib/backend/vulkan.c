@@ -11,8 +11,9 @@
  *   the shader's MEXD_BDA build, which reaches every tensor through its 64-bit address in the push
  *   constants (shaders/common.glsl), so tensors may be as large as one allocation (at most 2 GiB);
  *   without it such a tensor is refused when it is created, since no shader could bind it;
- * - pipelines built on first use from the SPIR-V embedded in the library, keyed by shader name and
- *   specialization constants, through a VkPipelineCache saved under the user's cache directory;
+ * - pipelines built on first use from the SPIR-V embedded in the library (a table indexed by shader
+ *   id and build, shaders/embed.py), keyed by the build's name and the specialization constants,
+ *   through a VkPipelineCache saved under the user's cache directory;
  * - a recorder: every dispatch goes into one open command buffer (push descriptors, push constants,
  *   a compute→compute memory barrier between dispatches) and is submitted once at sync;
  * - uploads and downloads: directly through the mapping when device memory is host-visible
@@ -92,7 +93,7 @@ typedef struct {
   VkPipelineCache pipe_cache;
   char *pipe_cache_path;
   GHashTable *pipelines; /* "name|s0,s1.." → VkPipeline */
-  GHashTable *modules;   /* "name" → VkShaderModule */
+  GHashTable *modules;   /* "name.build" → VkShaderModule */
   PFN_vkCmdPushDescriptorSetKHR push_descriptor;
 
   VkCommandPool pool;
@@ -966,17 +967,11 @@ static gboolean vk_fill_zero(MexdBackend *be, MexdStorage *s, size_t off, size_t
 
 /* ---- pipelines ---- */
 
-static VkShaderModule get_module(VkBackend *vk, const char *name, GError **error)
+static VkShaderModule get_module(VkBackend *vk, const MexdShaderBlob *blob, GError **error)
 {
-  VkShaderModule m = g_hash_table_lookup(vk->modules, name);
+  VkShaderModule m = g_hash_table_lookup(vk->modules, blob->name);
   if (m)
     return m;
-  const MexdShaderBlob *blob = mexd_shader_find(name);
-  if (!blob) {
-    g_set_error(error, MEXD_ERROR, MEXD_ERROR_NOT_FOUND, "no shader \"%s\" is built into libmexd",
-                name);
-    return VK_NULL_HANDLE;
-  }
   VkShaderModuleCreateInfo ci = {
       .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
       .codeSize = blob->size,
@@ -987,18 +982,23 @@ static VkShaderModule get_module(VkBackend *vk, const char *name, GError **error
     VK_FAIL(error, r, "vkCreateShaderModule");
     return VK_NULL_HANDLE;
   }
-  g_hash_table_insert(vk->modules, g_strdup(name), m);
+  g_hash_table_insert(vk->modules, g_strdup(blob->name), m);
   return m;
 }
 
 static VkPipeline get_pipeline(VkBackend *vk, const MexdVkDispatch *d, gboolean bda,
                                GError **error)
 {
-  GString *key = g_string_new(d->shader);
-  g_string_append(key, d->variant == MEXD_DTYPE_F16 ? ".f16" : ".f32");
-  if (bda)
-    g_string_append(key, ".bda");
-  g_autofree char *module_name = g_strdup(key->str);
+  const gboolean f16 = d->variant == MEXD_DTYPE_F16;
+  const MexdShaderBuild build = bda ? (f16 ? MEXD_SHADER_BUILD_F16_BDA : MEXD_SHADER_BUILD_F32_BDA)
+                                    : (f16 ? MEXD_SHADER_BUILD_F16 : MEXD_SHADER_BUILD_F32);
+  const MexdShaderBlob *blob = mexd_shader_blob(d->shader, build);
+  if (!blob) {
+    g_set_error(error, MEXD_ERROR, MEXD_ERROR_NOT_FOUND, "no shader %d is built into libmexd",
+                (int)d->shader);
+    return VK_NULL_HANDLE;
+  }
+  GString *key = g_string_new(blob->name);
   g_string_append_c(key, '|');
   for (int i = 0; i < d->n_spec; i++)
     g_string_append_printf(key, "%u,", d->spec[i]);
@@ -1007,7 +1007,7 @@ static VkPipeline get_pipeline(VkBackend *vk, const MexdVkDispatch *d, gboolean 
     g_string_free(key, TRUE);
     return p;
   }
-  VkShaderModule m = get_module(vk, module_name, error);
+  VkShaderModule m = get_module(vk, blob, error);
   if (!m) {
     g_string_free(key, TRUE);
     return VK_NULL_HANDLE;
@@ -1078,8 +1078,8 @@ gboolean mexd_vk_dispatch(MexdBackend *be, const MexdVkDispatch *d, GError **err
   for (int i = 0; i < 3; i++)
     if (d->groups[i] == 0 || d->groups[i] > vk->limits.max_group_count[i])
       return mexd_fail(error, MEXD_ERROR_NO_MEMORY,
-                       "%s: %u workgroups in dimension %d exceed the device limit %u", d->shader,
-                       d->groups[i], i, vk->limits.max_group_count[i]);
+                       "%s: %u workgroups in dimension %d exceed the device limit %u",
+                       mexd_shader_name(d->shader), d->groups[i], i, vk->limits.max_group_count[i]);
 
   /* Which build: descriptors, unless a bound tensor's range exceeds maxStorageBufferRange */
   gboolean bda = vk->force_bda;
@@ -1087,7 +1087,7 @@ gboolean mexd_vk_dispatch(MexdBackend *be, const MexdVkDispatch *d, GError **err
     MexdTensor *t = d->bind[i];
     if (t && t->backend != be)
       return mexd_fail(error, MEXD_ERROR_BACKEND, "%s: binding %d is a tensor of another backend",
-                       d->shader, i);
+                       mexd_shader_name(d->shader), i);
     if (t && !bda) {
       Alloc *a = t->storage->priv;
       VkDeviceSize start = a->off + t->offset;
@@ -1097,7 +1097,8 @@ gboolean mexd_vk_dispatch(MexdBackend *be, const MexdVkDispatch *d, GError **err
           return mexd_fail(error, MEXD_ERROR_NO_MEMORY,
                            "%s: a tensor of %zu bytes exceeds the device's maxStorageBufferRange "
                            "(%" G_GUINT64_FORMAT " bytes)",
-                           d->shader, mexd_tensor_nbytes(t), vk->limits.max_storage_range);
+                           mexd_shader_name(d->shader), mexd_tensor_nbytes(t),
+                           vk->limits.max_storage_range);
         bda = TRUE;
       }
     }
@@ -1121,7 +1122,7 @@ gboolean mexd_vk_dispatch(MexdBackend *be, const MexdVkDispatch *d, GError **err
       return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
                        "%s: %zu bytes of push constants with tensor addresses exceed the device's "
                        "limit of %u",
-                       d->shader, push_size,
+                       mexd_shader_name(d->shader), push_size,
                        MIN(vk->props.limits.maxPushConstantsSize, MEXD_VK_MAX_PUSH));
     memcpy(push, addr, sizeof addr);
     memcpy(push + sizeof addr, (const uint8_t *)d->push + MEXD_VK_PUSH_HEADER,

@@ -285,12 +285,7 @@ fail:
 
 /* ---- the fused step (vulkan) ---- */
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t F, C, S, T, t, mode, noise_row;
-  float c[3];
-  float a[5];
-} StepPush;
+MEXD_VK_PUSH_STRUCT(StepPush, MEXD_PUSH_DIFFC_STEP);
 
 enum { MODE_F0 = 1u, MODE_UPDATE = 2u, MODE_EPS = 4u };
 
@@ -314,7 +309,7 @@ static gboolean fused_step(MexdDiffc *dc, MexdDiffcCond *cond, MexdTensor *state
   for (int i = 0; i < 5; i++)
     pc.a[i] = a ? (float)a[i] : 0.0f;
   MexdVkDispatch d = {
-      .shader = "diffc_step",
+      .shader = MEXD_SHADER_DIFFC_STEP,
       .variant = MEXD_DTYPE_F32,
       .spec = {fmax, cmax},
       .n_spec = 2,

@@ -118,15 +118,7 @@ static void binary_cpu(const BinaryGeom *g, MexdTensor *y, MexdTensor *a, MexdTe
     g_free((float *)j.B);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n;
-  uint32_t op;
-  uint32_t flags;
-  uint32_t d1, d2, d3;
-  uint32_t sa[4];
-  uint32_t sb[4];
-} BinaryPush;
+MEXD_VK_PUSH_STRUCT(BinaryPush, MEXD_PUSH_BINARY);
 
 static gboolean binary_vulkan(const BinaryGeom *g, MexdTensor *y, MexdTensor *a, MexdTensor *b,
                               MexdBinaryOp op, GError **error)
@@ -145,7 +137,7 @@ static gboolean binary_vulkan(const BinaryGeom *g, MexdTensor *y, MexdTensor *a,
     pc.sb[p] = (uint32_t)g->sb[p];
   }
   MexdVkDispatch d = {
-      .shader = "binary",
+      .shader = MEXD_SHADER_BINARY,
       .variant = y->dtype,
       .bind = {a, b, y},
       .n_bind = 3,

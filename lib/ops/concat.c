@@ -7,7 +7,11 @@
  * Each input is one "copy x into a slice of y" step, with x viewed as [outer, axis·inner] and y
  * as [outer, y_axis·inner]:
  * cpu: one memcpy per outer index; vulkan: one dispatch of shaders/concat.comp per input.
- * y must not overlap any input. */
+ * y must not overlap any input.
+ *
+ * Its backward, mexd_slice (grad.h): y = a slice of x along one axis, the same [outer, row] view;
+ * cpu: a memcpy per outer index (or an add in double with accumulate); vulkan:
+ * shaders/slice.comp, one invocation per element of y. */
 #include "backend/cpu.h"
 #include "backend/vulkan.h"
 #include "ops/ops-private.h"
@@ -16,10 +20,7 @@
 
 #define CONCAT_GROUP 256 /* local_size_x of concat.comp */
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n, xrow, yrow, yoff;
-} ConcatPush;
+MEXD_VK_PUSH_STRUCT(ConcatPush, MEXD_PUSH_CONCAT);
 
 static gboolean concat_vulkan(MexdTensor *y, MexdTensor *x, int64_t xrow, int64_t yrow,
                               int64_t yoff, GError **error)
@@ -33,7 +34,7 @@ static gboolean concat_vulkan(MexdTensor *y, MexdTensor *x, int64_t xrow, int64_
       .yoff = (uint32_t)yoff,
   };
   MexdVkDispatch d = {
-      .shader = "concat",
+      .shader = MEXD_SHADER_CONCAT,
       /* 32-bit words for f32 and i32, 16-bit ones for f16 */
       .variant = y->dtype == MEXD_DTYPE_F16 ? MEXD_DTYPE_F16 : MEXD_DTYPE_F32,
       .bind = {x, y},
@@ -137,4 +138,83 @@ gboolean mexd_concat(MexdTensor *y, MexdTensor *const *xs, int n, int axis, GErr
     yoff += xrow;
   }
   return TRUE;
+}
+
+/* ---- backward: slice (grad.h) ---- */
+
+MEXD_VK_PUSH_STRUCT(SlicePush, MEXD_PUSH_SLICE);
+
+gboolean mexd_slice(MexdTensor *y, MexdTensor *x, int axis, int64_t start, gboolean accumulate,
+                    GError **error)
+{
+  const char *name = "slice";
+  if (!mexd_op_check_float(name, "y", y, error) ||
+      !mexd_op_check_dtype(name, "x", x, y->backend, y->dtype, error))
+    return FALSE;
+  if (axis < -x->ndim || axis >= x->ndim)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "slice: axis %d is out of range for %d-D tensors (%d..%d)", axis, x->ndim,
+                     -x->ndim, x->ndim - 1);
+  int ax = axis < 0 ? axis + x->ndim : axis;
+  int64_t want[MEXD_MAX_DIMS];
+  memcpy(want, x->shape, sizeof want);
+  want[ax] = -1;
+  if (!mexd_op_check_shape(name, "y", y, x->ndim, want, error))
+    return FALSE;
+  int64_t len = y->shape[ax];
+  if (start < 0 || start > x->shape[ax] - len) {
+    g_autofree char *dx = mexd_tensor_describe(x);
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "slice: [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT
+                     ") along axis %d is not inside x %s",
+                     start, start + len, axis, dx);
+  }
+  if (!mexd_op_check_no_overlap(name, "y", y, "x", x, error))
+    return FALSE;
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < ax; k++)
+    outer *= x->shape[k];
+  for (int k = ax + 1; k < x->ndim; k++)
+    inner *= x->shape[k];
+  const int64_t xrow = x->shape[ax] * inner, yrow = len * inner, xoff = start * inner;
+  MexdBackend *be = y->backend;
+  if (be->kind == MEXD_BACKEND_CPU) {
+    if (!accumulate) { /* a copy in the storage type: exact in f16 too */
+      size_t es = mexd_dtype_size(y->dtype);
+      const char *X = mexd_tensor_host_data(x);
+      char *Y = mexd_tensor_host_data(y);
+      for (int64_t o = 0; o < outer; o++)
+        memcpy(Y + (size_t)(o * yrow) * es, X + (size_t)(o * xrow + xoff) * es,
+               (size_t)yrow * es);
+      return TRUE;
+    }
+    gboolean ox, oy;
+    const float *X = mexd_cpu_f32_in(x, &ox);
+    float *Y = mexd_cpu_f32_out(y, TRUE, &oy);
+    for (int64_t o = 0; o < outer; o++)
+      for (int64_t k = 0; k < yrow; k++)
+        Y[o * yrow + k] = mexd_op_acc_store(Y[o * yrow + k], X[o * xrow + xoff + k], TRUE);
+    mexd_cpu_f32_done(y, Y, oy, TRUE);
+    mexd_op_free_in(X, ox);
+    return TRUE;
+  }
+  if (!mexd_op_check_u32(name, "elements of x", mexd_tensor_numel(x), error))
+    return FALSE;
+  int64_t n = mexd_tensor_numel(y);
+  SlicePush pc = {
+      .n = (uint32_t)n,
+      .xrow = (uint32_t)xrow,
+      .yrow = (uint32_t)yrow,
+      .xoff = (uint32_t)xoff,
+      .acc = accumulate != 0,
+  };
+  MexdVkDispatch d = {
+      .shader = MEXD_SHADER_SLICE,
+      .variant = y->dtype,
+      .bind = {x, y},
+      .n_bind = 2,
+      .push = &pc,
+      .push_size = sizeof pc,
+  };
+  return mexd_op_elem_grid(be, n, d.groups, error) && mexd_vk_dispatch(be, &d, error);
 }

@@ -11,7 +11,12 @@
  * vulkan: shaders/conv2d.comp on a 1-D grid of workgroups (mexd_vk_grid): an implicit GEMM per
  * group (im2col gathered into shared memory tile by tile) when a group has at least 16 output
  * channels and a depth C/groups·KH·KW of at least 16; otherwise (depthwise, thin convolutions)
- * a direct convolution, one invocation per output element. */
+ * a direct convolution, one invocation per output element.
+ *
+ * The backward (grad.h) of the depthwise convolution only (groups = C, stride 1, dilation 1):
+ * mexd_conv2d_backward_input and mexd_conv2d_backward_weight.  cpu in double, each tap's range of
+ * rows and columns from tap_range; vulkan: shaders/conv2d_dw_bwd.comp — dx one invocation per
+ * element, dw/db as partial sums over chunks of output positions, then the chunks in order. */
 #include "backend/cpu.h"
 #include "backend/vulkan.h"
 #include "ops/ops-private.h"
@@ -20,6 +25,12 @@
 #ifdef MEXD_HAVE_CBLAS
 #include <cblas.h>
 #endif
+
+/* conv2d_dw_bwd weight sums: positions per chunk at least (a multiple of 256), chunks at most */
+#define CONV_MIN_CHUNK  4096
+#define CONV_MAX_CHUNKS 1024
+/* conv2d_dw_bwd input gradient: taps per invocation at most on a CPU device (as conv2d_vulkan) */
+#define CONV_CPU_DEVICE_MAX_TAPS 16384
 
 typedef struct {
   int64_t N, C, H, W; /* x */
@@ -209,17 +220,7 @@ static void conv2d_cpu(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTens
     g_free((float *)bv);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t total; /* direct: elements of y; implicit GEMM: workgroup tiles */
-  uint32_t C, H, W;
-  uint32_t O, OH, OW;
-  uint32_t KH, KW;
-  uint32_t cpg, opg;
-  int32_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
-  uint32_t has_bias;
-  uint32_t ncols, mtiles, ntiles; /* K = cpg·KH·KW and P = OH·OW the shader derives */
-} ConvPush;
+MEXD_VK_PUSH_STRUCT(ConvPush, MEXD_PUSH_CONV2D);
 
 static gboolean conv2d_vulkan(const ConvGeom *g, MexdTensor *y, MexdTensor *x, MexdTensor *w,
                               MexdTensor *bias, GError **error)
@@ -248,7 +249,7 @@ static gboolean conv2d_vulkan(const ConvGeom *g, MexdTensor *y, MexdTensor *x, M
       .ncols = (uint32_t)ncols,
   };
   MexdVkDispatch d = {
-      .shader = "conv2d",
+      .shader = MEXD_SHADER_CONV2D,
       .variant = y->dtype,
       .bind = {x, w, bias, y},
       .n_bind = 4,
@@ -382,4 +383,301 @@ gboolean mexd_conv2d(MexdTensor *y, MexdTensor *x, MexdTensor *w, MexdTensor *bi
                      "conv2d: padded input %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT " is too large",
                      hp, wp);
   return conv2d_vulkan(&g, y, x, w, bias, error);
+}
+
+/* ---- backward of the depthwise convolution (grad.h) ---- */
+
+typedef struct {
+  int64_t N, C, H, W, KH, KW, OH, OW;
+  int64_t ph, pw;
+} DwGeom;
+
+/* The parameters the backward supports: depthwise (groups = C), stride 1, dilation 1. */
+static gboolean dw_params(const char *name, const MexdConv2dParams *params, int64_t C,
+                          MexdConv2dParams *p, GError **error)
+{
+  *p = params ? *params : MEXD_CONV2D_PARAMS_DEFAULT;
+  if (p->groups < 1)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: groups is %d, expected >= 1", name,
+                     p->groups);
+  if (p->groups != C)
+    return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
+                     "%s: only depthwise convolutions are supported (groups = C_in = C_out = %"
+                     G_GINT64_FORMAT "), not groups = %d",
+                     name, C, p->groups);
+  if (p->stride_h != 1 || p->stride_w != 1)
+    return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
+                     "%s: only stride 1 is supported, not %dx%d", name, p->stride_h, p->stride_w);
+  if (p->dil_h != 1 || p->dil_w != 1)
+    return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
+                     "%s: only dilation 1 is supported, not %dx%d", name, p->dil_h, p->dil_w);
+  if (p->pad_h < 0 || p->pad_w < 0)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "%s: padding %dx%d, expected >= 0", name,
+                     p->pad_h, p->pad_w);
+  return TRUE;
+}
+
+/* Fills g from x's shape [N,C,H,W] (xs), the kernel size and the padding, and checks dy. */
+static gboolean dw_geom(const char *name, const int64_t *xs, int64_t KH, int64_t KW,
+                        const MexdConv2dParams *p, MexdTensor *dy, DwGeom *g, GError **error)
+{
+  *g = (DwGeom){.N = xs[0], .C = xs[1], .H = xs[2], .W = xs[3], .KH = KH, .KW = KW,
+                .ph = p->pad_h, .pw = p->pad_w};
+  g->OH = g->H + 2 * g->ph - KH + 1;
+  g->OW = g->W + 2 * g->pw - KW + 1;
+  if (g->OH < 1 || g->OW < 1)
+    return mexd_fail(error, MEXD_ERROR_SHAPE,
+                     "%s: the kernel %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+                     " is larger than the input %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+                     " with padding %dx%d: the output would be empty",
+                     name, KH, KW, g->H, g->W, p->pad_h, p->pad_w);
+  if (!mexd_op_check_shape(name, "dy", dy, 4, (int64_t[]){g->N, g->C, g->OH, g->OW}, error))
+    return FALSE;
+  /* the shader forms rows and columns plus padding in int32 */
+  if (g->H + 2 * g->ph + 1 > G_MAXINT32 || g->W + 2 * g->pw + 1 > G_MAXINT32)
+    return mexd_fail(error, MEXD_ERROR_NO_MEMORY,
+                     "%s: padded input %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT " is too large",
+                     name, g->H + 2 * g->ph, g->W + 2 * g->pw);
+  return TRUE;
+}
+
+static gboolean dw_4d(const char *name, const char *arg, const MexdTensor *t, GError **error)
+{
+  if (t->ndim == 4)
+    return TRUE;
+  g_autofree char *dsc = mexd_tensor_describe(t);
+  return mexd_fail(error, MEXD_ERROR_SHAPE, "%s: argument %s is %s, expected a 4-D tensor", name,
+                   arg, dsc);
+}
+
+static void dw_input_cpu(const DwGeom *g, MexdTensor *dx, MexdTensor *dy, MexdTensor *w,
+                         gboolean acc)
+{
+  gboolean ody, ow, odx;
+  const float *DY = mexd_cpu_f32_in(dy, &ody);
+  const float *Wt = mexd_cpu_f32_in(w, &ow);
+  float *DX = mexd_cpu_f32_out(dx, acc, &odx);
+  const int64_t plane = g->H * g->W, oplane = g->OH * g->OW;
+  double *s = g_new(double, plane);
+  for (int64_t nc = 0; nc < g->N * g->C; nc++) {
+    const int64_t c = nc % g->C;
+    const float *dyp = DY + nc * oplane;
+    for (int64_t k = 0; k < plane; k++)
+      s[k] = 0;
+    /* each tap (u,v) scatters the dy plane into dx shifted by (u − pad_h, v − pad_w) */
+    for (int64_t u = 0; u < g->KH; u++) {
+      int64_t a0, a1;
+      tap_range(g->OH, g->H, 1, g->ph, u, &a0, &a1);
+      for (int64_t v = 0; v < g->KW; v++) {
+        int64_t b0, b1;
+        tap_range(g->OW, g->W, 1, g->pw, v, &b0, &b1);
+        const double wv = Wt[(c * g->KH + u) * g->KW + v];
+        for (int64_t a = a0; a < a1; a++) {
+          const float *drow = dyp + a * g->OW;
+          double *srow = s + (a + u - g->ph) * g->W;
+          for (int64_t b = b0; b < b1; b++)
+            srow[b + v - g->pw] += wv * drow[b];
+        }
+      }
+    }
+    float *out = DX + nc * plane;
+    for (int64_t k = 0; k < plane; k++)
+      out[k] = mexd_op_acc_store(out[k], s[k], acc);
+  }
+  g_free(s);
+  mexd_cpu_f32_done(dx, DX, odx, TRUE);
+  mexd_op_free_in(DY, ody);
+  mexd_op_free_in(Wt, ow);
+}
+
+MEXD_VK_PUSH_STRUCT(DwPush, MEXD_PUSH_CONV2D_DW_BWD);
+
+static DwPush dw_push(const DwGeom *g)
+{
+  return (DwPush){
+      .N = (uint32_t)g->N,
+      .C = (uint32_t)g->C,
+      .H = (uint32_t)g->H,
+      .W = (uint32_t)g->W,
+      .OH = (uint32_t)g->OH,
+      .OW = (uint32_t)g->OW,
+      .KH = (uint32_t)g->KH,
+      .KW = (uint32_t)g->KW,
+      .pad_h = (int32_t)g->ph,
+      .pad_w = (int32_t)g->pw,
+  };
+}
+
+gboolean mexd_conv2d_backward_input(MexdTensor *dx, MexdTensor *dy, MexdTensor *w,
+                                    const MexdConv2dParams *params, gboolean accumulate,
+                                    GError **error)
+{
+  const char *name = "conv2d_backward_input";
+  if (!mexd_op_check_float(name, "dx", dx, error))
+    return FALSE;
+  MexdBackend *be = dx->backend;
+  if (!mexd_op_check_dtype(name, "dy", dy, be, dx->dtype, error) ||
+      !mexd_op_check_dtype(name, "w", w, be, dx->dtype, error) ||
+      !dw_4d(name, "dx", dx, error) || !dw_4d(name, "dy", dy, error) ||
+      !dw_4d(name, "w", w, error))
+    return FALSE;
+  MexdConv2dParams p;
+  DwGeom g;
+  if (!dw_params(name, params, dx->shape[1], &p, error) ||
+      !mexd_op_check_shape(name, "w", w, 4, (int64_t[]){dx->shape[1], 1, -1, -1}, error) ||
+      !dw_geom(name, dx->shape, w->shape[2], w->shape[3], &p, dy, &g, error))
+    return FALSE;
+  if (!mexd_op_check_no_overlap(name, "dx", dx, "dy", dy, error) ||
+      !mexd_op_check_no_overlap(name, "dx", dx, "w", w, error))
+    return FALSE;
+  if (be->kind == MEXD_BACKEND_CPU) {
+    dw_input_cpu(&g, dx, dy, w, accumulate);
+    return TRUE;
+  }
+  if (!mexd_op_check_u32(name, "elements of dx", mexd_tensor_numel(dx), error) ||
+      !mexd_op_check_u32(name, "elements of dy", mexd_tensor_numel(dy), error) ||
+      !mexd_op_check_u32(name, "elements of w", mexd_tensor_numel(w), error))
+    return FALSE;
+  /* each invocation loops over the taps: keep that inside lavapipe's loop limit (conv2d.c) */
+  if (!mexd_vk_limits(be)->is_gpu && g.KH * g.KW > CONV_CPU_DEVICE_MAX_TAPS)
+    return mexd_fail(error, MEXD_ERROR_UNSUPPORTED,
+                     "%s: a %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT " kernel is more than %s can "
+                     "run correctly (%d taps at most on a CPU Vulkan device)",
+                     name, g.KH, g.KW, mexd_backend_name(be), CONV_CPU_DEVICE_MAX_TAPS);
+  DwPush pc = dw_push(&g);
+  pc.mode = 0;
+  pc.total = (uint32_t)mexd_tensor_numel(dx);
+  pc.acc = accumulate != 0;
+  MexdVkDispatch d = {
+      .shader = MEXD_SHADER_CONV2D_DW_BWD,
+      .variant = dx->dtype,
+      .bind = {dy, w, dx},
+      .n_bind = 4,
+      .push = &pc,
+      .push_size = sizeof pc,
+  };
+  return mexd_op_elem_grid(be, pc.total, d.groups, error) && mexd_vk_dispatch(be, &d, error);
+}
+
+static void dw_weight_cpu(const DwGeom *g, MexdTensor *dw, MexdTensor *db, MexdTensor *dy,
+                          MexdTensor *x)
+{
+  gboolean ody, ox, odw, odb = FALSE;
+  const float *DY = mexd_cpu_f32_in(dy, &ody);
+  const float *X = mexd_cpu_f32_in(x, &ox);
+  float *DW = mexd_cpu_f32_out(dw, TRUE, &odw);
+  float *DB = db ? mexd_cpu_f32_out(db, TRUE, &odb) : NULL;
+  const int64_t plane = g->H * g->W, oplane = g->OH * g->OW;
+  for (int64_t c = 0; c < g->C; c++) {
+    for (int64_t u = 0; u < g->KH; u++) {
+      int64_t a0, a1;
+      tap_range(g->OH, g->H, 1, g->ph, u, &a0, &a1);
+      for (int64_t v = 0; v < g->KW; v++) {
+        int64_t b0, b1;
+        tap_range(g->OW, g->W, 1, g->pw, v, &b0, &b1);
+        double s = 0;
+        for (int64_t n = 0; n < g->N; n++) {
+          const float *dyp = DY + (n * g->C + c) * oplane, *xp = X + (n * g->C + c) * plane;
+          for (int64_t a = a0; a < a1; a++) {
+            const float *drow = dyp + a * g->OW, *xrow = xp + (a + u - g->ph) * g->W;
+            for (int64_t b = b0; b < b1; b++)
+              s += (double)drow[b] * xrow[b + v - g->pw];
+          }
+        }
+        float *o = DW + (c * g->KH + u) * g->KW + v;
+        *o = mexd_op_acc_store(*o, s, TRUE);
+      }
+    }
+    if (DB) {
+      double s = 0;
+      for (int64_t n = 0; n < g->N; n++) {
+        const float *dyp = DY + (n * g->C + c) * oplane;
+        for (int64_t k = 0; k < oplane; k++)
+          s += dyp[k];
+      }
+      DB[c] = mexd_op_acc_store(DB[c], s, TRUE);
+    }
+  }
+  mexd_cpu_f32_done(dw, DW, odw, TRUE);
+  if (DB)
+    mexd_cpu_f32_done(db, DB, odb, TRUE);
+  mexd_op_free_in(DY, ody);
+  mexd_op_free_in(X, ox);
+}
+
+/* vulkan: partial sums per (tap, chunk of output positions), then the chunks in order. */
+static gboolean dw_weight_vulkan(const DwGeom *g, MexdTensor *dw, MexdTensor *db, MexdTensor *dy,
+                                 MexdTensor *x, GError **error)
+{
+  const char *name = "conv2d_backward_weight";
+  MexdBackend *be = dw->backend;
+  const int64_t P = g->N * g->OH * g->OW;
+  const int64_t taps = g->C * g->KH * g->KW + (db ? g->C : 0);
+  int64_t chunk = MAX(CONV_MIN_CHUNK, (P + CONV_MAX_CHUNKS - 1) / CONV_MAX_CHUNKS);
+  chunk = (chunk + 255) / 256 * 256;
+  const int64_t nchunks = (P + chunk - 1) / chunk;
+  if (!mexd_op_check_u32(name, "workgroups", taps * nchunks, error))
+    return FALSE;
+  g_autoptr(MexdTensor) part = mexd_op_scratch_new(name, be, taps * nchunks, error);
+  if (!part)
+    return FALSE;
+  DwPush pc = dw_push(g);
+  pc.mode = 1;
+  pc.total = (uint32_t)(taps * nchunks);
+  pc.taps = (uint32_t)taps;
+  pc.chunk = (uint32_t)chunk;
+  pc.nchunks = (uint32_t)nchunks;
+  MexdVkDispatch d = {
+      .shader = MEXD_SHADER_CONV2D_DW_BWD,
+      .variant = dw->dtype,
+      .bind = {dy, x, NULL, part},
+      .n_bind = 4,
+      .push = &pc,
+      .push_size = sizeof pc,
+  };
+  if (!mexd_vk_grid(be, (uint64_t)pc.total, d.groups, error) || !mexd_vk_dispatch(be, &d, error))
+    return FALSE;
+  pc.mode = 2;
+  pc.total = (uint32_t)taps;
+  d.bind[0] = db; /* NULL binds a dummy: without db there are no bias taps to write */
+  d.bind[1] = NULL;
+  d.bind[2] = dw;
+  return mexd_op_elem_grid(be, taps, d.groups, error) && mexd_vk_dispatch(be, &d, error);
+}
+
+gboolean mexd_conv2d_backward_weight(MexdTensor *dw, MexdTensor *db, MexdTensor *dy,
+                                     MexdTensor *x, const MexdConv2dParams *params,
+                                     GError **error)
+{
+  const char *name = "conv2d_backward_weight";
+  if (!mexd_op_check_float(name, "dw", dw, error))
+    return FALSE;
+  MexdBackend *be = dw->backend;
+  if (!mexd_op_check_dtype(name, "dy", dy, be, dw->dtype, error) ||
+      !mexd_op_check_dtype(name, "x", x, be, dw->dtype, error) ||
+      (db && !mexd_op_check_dtype(name, "db", db, be, dw->dtype, error)) ||
+      !dw_4d(name, "dw", dw, error) || !dw_4d(name, "dy", dy, error) ||
+      !dw_4d(name, "x", x, error))
+    return FALSE;
+  MexdConv2dParams p;
+  DwGeom g;
+  if (!dw_params(name, params, x->shape[1], &p, error) ||
+      !mexd_op_check_shape(name, "dw", dw, 4, (int64_t[]){x->shape[1], 1, -1, -1}, error) ||
+      (db && !mexd_op_check_shape(name, "db", db, 1, &x->shape[1], error)) ||
+      !dw_geom(name, x->shape, dw->shape[2], dw->shape[3], &p, dy, &g, error))
+    return FALSE;
+  if (!mexd_op_check_no_overlap(name, "dw", dw, "dy", dy, error) ||
+      !mexd_op_check_no_overlap(name, "dw", dw, "x", x, error) ||
+      !mexd_op_check_no_overlap(name, "db", db, "dy", dy, error) ||
+      !mexd_op_check_no_overlap(name, "db", db, "x", x, error) ||
+      !mexd_op_check_no_overlap(name, "dw", dw, "db", db, error))
+    return FALSE;
+  if (be->kind == MEXD_BACKEND_CPU) {
+    dw_weight_cpu(&g, dw, db, dy, x);
+    return TRUE;
+  }
+  if (!mexd_op_check_u32(name, "elements of x", mexd_tensor_numel(x), error) ||
+      !mexd_op_check_u32(name, "elements of dy", mexd_tensor_numel(dy), error))
+    return FALSE;
+  return dw_weight_vulkan(&g, dw, db, dy, x, error);
 }

@@ -209,15 +209,7 @@ static void gemm_cpu(const GemmGeom *g, MexdTensor *c, MexdTensor *a, MexdTensor
  * CPU_DEVICE_K_STEPS tiles of BK (each ≤ ~100 loop iterations), accumulating into C. */
 #define CPU_DEVICE_K_STEPS 256
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t M, N, kb, ke;
-  uint32_t sab, sam, sak;
-  uint32_t sbb, sbk, sbn;
-  uint32_t scb;
-  float alpha, beta;
-  uint32_t has_bias;
-} GemmPush;
+MEXD_VK_PUSH_STRUCT(GemmPush, MEXD_PUSH_GEMM);
 
 static gboolean gemm_vulkan(const GemmGeom *g, MexdTensor *c, MexdTensor *a, MexdTensor *b,
                             MexdTensor *bias, const MexdGemmParams *p, GError **error)
@@ -274,7 +266,7 @@ static gboolean gemm_vulkan(const GemmGeom *g, MexdTensor *c, MexdTensor *a, Mex
       .has_bias = bias != NULL,
   };
   MexdVkDispatch d = {
-      .shader = "gemm",
+      .shader = MEXD_SHADER_GEMM,
       .variant = c->dtype,
       .spec = {bm, bn, bk, tm, tn, threads},
       .n_spec = 6,

@@ -1,5 +1,8 @@
-/* grad.h: the backward ops (lib/ops/grad.c; shaders/<op>_bwd.comp and friends) — the primitives
- * a training tape (lib/nn/autograd.h) is built from.
+/* grad.h: the backward ops — the primitives a training tape (lib/nn/autograd.h) is built from.
+ * Each lives beside its forward: unary.c, softmax.c, layernorm.c, conv2d.c (the depthwise
+ * backward), gather.c (scatter_add_rows), concat.c (slice), reduce.c (sum_rows) and route.c
+ * (abs_sum_max); the losses in loss.c, dropout in dropout.c; the shaders are
+ * shaders/<op>_bwd.comp and friends.  Not installed: ops.h is the public API.
  *
  * The conventions of ops.h hold (output first, one backend, f32 or f16 with f32 arithmetic, checks
  * up front).  In addition:
@@ -15,7 +18,29 @@
  *   never use float atomics, so every result is deterministic (the same bits run to run).
  * - errors found on the device (a bad index or label on vulkan) are reported by the next
  *   mexd_backend_sync() or read, as for mexd_gather_rows.
- * - outputs may not overlap inputs, except where an op says so. */
+ * - outputs may not overlap inputs, except where an op says so.
+ *
+ * How the files above build them:
+ * - every op has a cpu kernel (the reference: f16 tensors widened to f32 on the way in,
+ *   arithmetic and every sum in double, one rounding on the way out) and a vulkan dispatch of its
+ *   shader (f32 arithmetic and sums, no float atomics, so the same bits run to run).
+ * - `accumulate` FALSE never reads the output (old NaN contents do not leak); TRUE reads it once
+ *   and adds (cpu: in double, then one rounding).
+ * - Reductions whose length is data-dependent are cut so that no shader invocation loops more
+ *   than a few thousand times: lavapipe silently ends every loop of an invocation after 65,535
+ *   iterations in all (LP_MAX_TGSI_LOOP_ITERATIONS; lib/ops/gemm.c).  Row reductions over one row
+ *   per workgroup (softmax, layernorm, cross-entropy) loop D/256 times, fine for any row the
+ *   models have; sums over many rows go through chunks and a second pass (sum_rows, dgamma/dbeta,
+ *   conv dw/db, mse); scatter_add's index scan is split into dispatches of 16,384 indices on CPU
+ *   devices (a f32 scratch carries the running sums between them).  Two passes are one
+ *   workgroup over a data-dependent count — cross-entropy's mean over rows, abs_sum_max_bwd's
+ *   maximum over lines — and refuse on CPU devices, with MEXD_ERROR_UNSUPPORTED, the sizes
+ *   (~3.8 million rows or lines) where lavapipe would cut their loops short and give a wrong
+ *   result (MEXD_OP_CPU_DEVICE_MAX_LOOP, ops-private.h).
+ * - Scratch tensors (partial sums, statistics) are f32 on the op's backend, dropped at once: the
+ *   vulkan backend keeps bound tensors alive until the recorded work has run.
+ * - A bad index or label: cpu fails at once and writes nothing; vulkan records, the shader sets
+ *   MEXD_VK_STATUS_INDEX_RANGE and the next sync fails with MEXD_ERROR_INDEX (gather.c). */
 #pragma once
 
 #include "core/tensor.h"

@@ -11,14 +11,7 @@
 
 #define LINCOMB_GROUP 256
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n;
-  uint32_t nk[3];
-  uint32_t mask;
-  float a[3];
-  float beta;
-} LincombPush;
+MEXD_VK_PUSH_STRUCT(LincombPush, MEXD_PUSH_LINCOMB);
 
 static gboolean is_suffix(const MexdTensor *x, const MexdTensor *y)
 {
@@ -93,7 +86,7 @@ gboolean mexd_lincomb(MexdTensor *y, float a0, MexdTensor *x0, float a1, MexdTen
     return FALSE;
   LincombPush pc = {.n = (uint32_t)n, .beta = beta};
   MexdVkDispatch d = {
-      .shader = "lincomb",
+      .shader = MEXD_SHADER_LINCOMB,
       .variant = y->dtype,
       .bind = {x0, x1, x2, y},
       .n_bind = 4,

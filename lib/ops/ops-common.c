@@ -1,6 +1,8 @@
-/* ops-common.c: argument checks shared by the ops (ops-private.h). */
+/* ops-common.c: what the ops share (ops-private.h): argument checks, and the helpers of the
+ * backward ops' cpu kernels and dispatches. */
 #include "ops/ops-private.h"
 
+#include "backend/cpu.h"
 #include "backend/vulkan.h"
 
 gboolean mexd_op_check_tensor(const char *op, const char *arg, const MexdTensor *t,
@@ -96,4 +98,49 @@ uint32_t mexd_vk_row_workgroup(MexdBackend *be, int64_t D)
   while (wg > mexd_vk_limits(be)->max_group_invocations)
     wg /= 2;
   return wg;
+}
+
+gboolean mexd_op_check_like(const char *op, const char *arg, const MexdTensor *t,
+                            const MexdTensor *ref, GError **error)
+{
+  return mexd_op_check_dtype(op, arg, t, ref->backend, ref->dtype, error) &&
+         mexd_op_check_shape(op, arg, t, ref->ndim, ref->shape, error);
+}
+
+gboolean mexd_op_check_out_like(const char *op, const char *on, const MexdTensor *o,
+                                const char *in, const MexdTensor *i, GError **error)
+{
+  return mexd_op_check_dtype(op, in, i, o->backend, o->dtype, error) &&
+         mexd_op_check_shape(op, on, o, i->ndim, i->shape, error);
+}
+
+gboolean mexd_op_check_scalar(const char *op, const char *arg, const MexdTensor *t,
+                              const MexdTensor *ref, GError **error)
+{
+  return mexd_op_check_dtype(op, arg, t, ref->backend, ref->dtype, error) &&
+         mexd_op_check_shape(op, arg, t, 1, (int64_t[]){1}, error);
+}
+
+float mexd_op_cpu_scalar(MexdTensor *t, float dflt)
+{
+  if (!t)
+    return dflt;
+  gboolean o;
+  const float *v = mexd_cpu_f32_in(t, &o);
+  float r = v[0];
+  mexd_op_free_in(v, o);
+  return r;
+}
+
+gboolean mexd_op_elem_grid(MexdBackend *be, int64_t n, uint32_t groups[3], GError **error)
+{
+  return mexd_vk_grid(be, ((uint64_t)n + MEXD_OP_ELEM_GROUP - 1) / MEXD_OP_ELEM_GROUP, groups,
+                      error);
+}
+
+MexdTensor *mexd_op_scratch_new(const char *op, MexdBackend *be, int64_t n, GError **error)
+{
+  if (!mexd_op_check_u32(op, "scratch elements", n, error))
+    return NULL;
+  return mexd_tensor_new_1d(be, MEXD_DTYPE_F32, n, error);
 }

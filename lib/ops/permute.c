@@ -143,12 +143,7 @@ static void permute_cpu(const PermuteGeom *g, MexdTensor *y, MexdTensor *x)
                     &j);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n;
-  uint32_t d1, d2, d3;
-  uint32_t s[4];
-} PermutePush;
+MEXD_VK_PUSH_STRUCT(PermutePush, MEXD_PUSH_PERMUTE);
 
 static gboolean permute_vulkan(const PermuteGeom *g, MexdTensor *y, MexdTensor *x, GError **error)
 {
@@ -166,7 +161,7 @@ static gboolean permute_vulkan(const PermuteGeom *g, MexdTensor *y, MexdTensor *
       pc.s[p] = (uint32_t)g->s[p];
   }
   MexdVkDispatch d = {
-      .shader = "permute",
+      .shader = MEXD_SHADER_PERMUTE,
       /* 32-bit words for f32 and i32, 16-bit ones for f16 */
       .variant = y->dtype == MEXD_DTYPE_F16 ? MEXD_DTYPE_F16 : MEXD_DTYPE_F32,
       .bind = {x, y},

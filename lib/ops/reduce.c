@@ -1,4 +1,5 @@
-/* reduce.c: column means over rows — mexd_mean_rows and mexd_segment_mean (ops.h).
+/* reduce.c: column means over rows — mexd_mean_rows and mexd_segment_mean (ops.h) — and column
+ * sums, mexd_sum_rows (grad.h: the gradient of a bias, or of any operand broadcast over rows).
  *
  * x is read as [M,N]: N its last dimension, M every leading dimension multiplied.
  * mean_rows: y [N] is the mean of all M rows.  segment_mean: y [ceil(M/seg_len),N], row s the mean
@@ -14,14 +15,16 @@
  *   64-column block) in its own workgroup into an f32 scratch tensor, pass 2 adds the chunk sums
  *   of each output and divides.  A segment that fits in one chunk is done in pass 1 alone.
  *   So 100,000 × 512 runs as ~4,000 workgroups of 256 invocations, not 512 serial loops.
+ * sum_rows: cpu in double; vulkan: shaders/sum_rows.comp, chunks of rows as mean_rows.comp
+ *   (MIN_CHUNK, MAX_CHUNKS), the chunk sums added in order by a second pass.
  * y must not overlap x. */
 #include "backend/cpu.h"
 #include "backend/vulkan.h"
 #include "ops/ops-private.h"
 
 #define SHORT_SEG       64  /* segments up to this many rows go to segment_mean.comp */
-#define MIN_CHUNK       64  /* rows per chunk in mean_rows.comp, at least */
-#define MAX_CHUNKS      512 /* chunks per segment in mean_rows.comp, at most */
+#define MIN_CHUNK       64  /* rows per chunk in mean_rows.comp and sum_rows.comp, at least */
+#define MAX_CHUNKS      512 /* chunks per segment in mean_rows.comp and sum_rows.comp, at most */
 #define COLS_PER_GROUP  64  /* mean_rows.comp: local_size_x (columns) */
 #define ELEMS_PER_GROUP 256 /* invocations per workgroup of both shaders */
 
@@ -69,21 +72,9 @@ static void segment_mean_cpu(MexdTensor *y, MexdTensor *x, int64_t M, int64_t N,
     g_free((float *)j.X);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t mode;
-  uint32_t M, N;
-  uint32_t seg_len, n_seg;
-  uint32_t chunk, kpc;
-  uint32_t n_colblk;
-} MeanRowsPush;
+MEXD_VK_PUSH_STRUCT(MeanRowsPush, MEXD_PUSH_MEAN_ROWS);
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t M, N;
-  uint32_t seg_len;
-  uint32_t n_out;
-} SegmentMeanPush;
+MEXD_VK_PUSH_STRUCT(SegmentMeanPush, MEXD_PUSH_SEGMENT_MEAN);
 
 /* shaders/mean_rows.comp: pass 1 over (chunk, column block) workgroups, pass 2 when a segment
  * has more than one chunk. */
@@ -117,7 +108,7 @@ static gboolean mean_rows_vulkan(const char *op, MexdTensor *y, MexdTensor *x, i
       .n_colblk = (uint32_t)n_colblk,
   };
   MexdVkDispatch d = {
-      .shader = "mean_rows",
+      .shader = MEXD_SHADER_MEAN_ROWS,
       .variant = y->dtype,
       .bind = {x, y, part},
       .n_bind = 3,
@@ -147,7 +138,7 @@ static gboolean segment_mean_short_vulkan(MexdTensor *y, MexdTensor *x, int64_t 
       .n_out = (uint32_t)(n_seg * N),
   };
   MexdVkDispatch d = {
-      .shader = "segment_mean",
+      .shader = MEXD_SHADER_SEGMENT_MEAN,
       .variant = y->dtype,
       .bind = {x, y},
       .n_bind = 2,
@@ -206,4 +197,67 @@ gboolean mexd_mean_rows(MexdTensor *y, MexdTensor *x, GError **error)
 gboolean mexd_segment_mean(MexdTensor *y, MexdTensor *x, int64_t seg_len, GError **error)
 {
   return segment_mean_run("segment_mean", y, x, seg_len, FALSE, error);
+}
+
+/* ---- sum_rows (grad.h) ---- */
+
+MEXD_VK_PUSH_STRUCT(SumRowsPush, MEXD_PUSH_SUM_ROWS);
+
+gboolean mexd_sum_rows(MexdTensor *y, MexdTensor *x, gboolean accumulate, GError **error)
+{
+  const char *name = "sum_rows";
+  if (!mexd_op_check_float(name, "y", y, error) ||
+      !mexd_op_check_dtype(name, "x", x, y->backend, y->dtype, error))
+    return FALSE;
+  int64_t M = mexd_tensor_rows_count(x), N = mexd_tensor_row_len(x);
+  if (!mexd_op_check_shape(name, "y", y, 1, &N, error) ||
+      !mexd_op_check_no_overlap(name, "y", y, "x", x, error))
+    return FALSE;
+  MexdBackend *be = y->backend;
+  if (be->kind == MEXD_BACKEND_CPU) {
+    gboolean ox, oy;
+    const float *X = mexd_cpu_f32_in(x, &ox);
+    float *Y = mexd_cpu_f32_out(y, accumulate, &oy);
+    double *s = g_new0(double, N);
+    for (int64_t r = 0; r < M; r++)
+      for (int64_t j = 0; j < N; j++)
+        s[j] += X[r * N + j];
+    for (int64_t j = 0; j < N; j++)
+      Y[j] = mexd_op_acc_store(Y[j], s[j], accumulate);
+    g_free(s);
+    mexd_cpu_f32_done(y, Y, oy, TRUE);
+    mexd_op_free_in(X, ox);
+    return TRUE;
+  }
+  if (!mexd_op_check_u32(name, "elements of x", mexd_tensor_numel(x), error))
+    return FALSE;
+  int64_t chunk = MAX(MIN_CHUNK, (M + MAX_CHUNKS - 1) / MAX_CHUNKS);
+  int64_t kpc = (M + chunk - 1) / chunk, n_colblk = (N + 63) / 64;
+  g_autoptr(MexdTensor) part = NULL;
+  if (kpc > 1 && !(part = mexd_op_scratch_new(name, be, kpc * N, error)))
+    return FALSE;
+  SumRowsPush pc = {
+      .M = (uint32_t)M,
+      .N = (uint32_t)N,
+      .chunk = (uint32_t)chunk,
+      .kpc = (uint32_t)kpc,
+      .n_colblk = (uint32_t)n_colblk,
+      .acc = accumulate != 0,
+  };
+  MexdVkDispatch d = {
+      .shader = MEXD_SHADER_SUM_ROWS,
+      .variant = y->dtype,
+      .bind = {x, y, part},
+      .n_bind = 3,
+      .push = &pc,
+      .push_size = sizeof pc,
+  };
+  if (!mexd_op_check_u32(name, "workgroups", n_colblk * kpc, error) ||
+      !mexd_vk_grid(be, (uint64_t)(n_colblk * kpc), d.groups, error) ||
+      !mexd_vk_dispatch(be, &d, error))
+    return FALSE;
+  if (kpc == 1) /* one chunk: the sums went to y directly */
+    return TRUE;
+  pc.mode = 1;
+  return mexd_op_elem_grid(be, N, d.groups, error) && mexd_vk_dispatch(be, &d, error);
 }

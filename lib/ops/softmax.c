@@ -7,7 +7,11 @@
  * written to y and summed in double, then a scale by the reciprocal; f16 tensors are widened to
  * f32 first.
  * vulkan: shaders/softmax.comp, one workgroup per row reducing through shared memory in f32.
- * y may be x exactly (in place). */
+ * y may be x exactly (in place).
+ *
+ * mexd_softmax_rows_backward (grad.h), dx = y ⊙ (dy − Σ_row dy ⊙ y) from the forward output: cpu
+ * in double; vulkan: shaders/softmax_bwd.comp, one workgroup per row (the row's dot product
+ * through shared memory). */
 #include "backend/cpu.h"
 #include "backend/vulkan.h"
 #include "ops/ops-private.h"
@@ -42,10 +46,7 @@ static void softmax_cpu(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x)
     g_free((float *)j.X);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t rows, D;
-} SoftmaxPush;
+MEXD_VK_PUSH_STRUCT(SoftmaxPush, MEXD_PUSH_SOFTMAX);
 
 static gboolean softmax_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTensor *x,
                                GError **error)
@@ -53,7 +54,7 @@ static gboolean softmax_vulkan(int64_t rows, int64_t D, MexdTensor *y, MexdTenso
   MexdBackend *be = y->backend;
   SoftmaxPush pc = {.rows = (uint32_t)rows, .D = (uint32_t)D};
   MexdVkDispatch d = {
-      .shader = "softmax",
+      .shader = MEXD_SHADER_SOFTMAX,
       .variant = y->dtype,
       .spec = {mexd_vk_row_workgroup(be, D)},
       .n_spec = 1,
@@ -89,4 +90,64 @@ gboolean mexd_softmax_rows(MexdTensor *y, MexdTensor *x, GError **error)
   if (!mexd_op_check_u32(op, "elements of y", mexd_tensor_numel(y), error))
     return FALSE;
   return softmax_vulkan(rows, D, y, x, error);
+}
+
+/* ---- backward (grad.h) ---- */
+
+static void softmax_bwd_cpu(int64_t rows, int64_t D, MexdTensor *dx, MexdTensor *y, MexdTensor *dy,
+                            gboolean acc)
+{
+  gboolean oy, ody, odx;
+  /* dx may be dy: each row's dot product is taken before the row is written */
+  const float *Y = mexd_cpu_f32_in(y, &oy);
+  const float *DY = mexd_cpu_f32_in(dy, &ody);
+  float *DX = mexd_cpu_f32_out(dx, acc, &odx);
+  for (int64_t r = 0; r < rows; r++) {
+    const float *yr = Y + r * D, *gr = DY + r * D;
+    float *out = DX + r * D;
+    double dot = 0;
+    for (int64_t i = 0; i < D; i++)
+      dot += (double)yr[i] * gr[i];
+    for (int64_t i = 0; i < D; i++)
+      out[i] = mexd_op_acc_store(out[i], (double)yr[i] * ((double)gr[i] - dot), acc);
+  }
+  mexd_cpu_f32_done(dx, DX, odx, TRUE);
+  mexd_op_free_in(Y, oy);
+  mexd_op_free_in(DY, ody);
+}
+
+MEXD_VK_PUSH_STRUCT(SoftmaxBwdPush, MEXD_PUSH_SOFTMAX_BWD);
+
+gboolean mexd_softmax_rows_backward(MexdTensor *dx, MexdTensor *y, MexdTensor *dy,
+                                    gboolean accumulate, GError **error)
+{
+  const char *name = "softmax_rows_backward";
+  if (!mexd_op_check_float(name, "dx", dx, error) ||
+      !mexd_op_check_out_like(name, "dx", dx, "y", y, error) ||
+      !mexd_op_check_like(name, "dy", dy, y, error))
+    return FALSE;
+  if ((!mexd_tensor_same_data(dx, dy) &&
+       !mexd_op_check_no_overlap(name, "dx", dx, "dy", dy, error)) ||
+      !mexd_op_check_no_overlap(name, "dx", dx, "y", y, error))
+    return FALSE;
+  MexdBackend *be = dx->backend;
+  int64_t rows = mexd_tensor_rows_count(dx), D = mexd_tensor_row_len(dx);
+  if (be->kind == MEXD_BACKEND_CPU) {
+    softmax_bwd_cpu(rows, D, dx, y, dy, accumulate);
+    return TRUE;
+  }
+  if (!mexd_op_check_u32(name, "elements of dx", mexd_tensor_numel(dx), error))
+    return FALSE;
+  SoftmaxBwdPush pc = {.rows = (uint32_t)rows, .D = (uint32_t)D, .acc = accumulate != 0};
+  MexdVkDispatch d = {
+      .shader = MEXD_SHADER_SOFTMAX_BWD,
+      .variant = dx->dtype,
+      .spec = {mexd_vk_row_workgroup(be, D)},
+      .n_spec = 1,
+      .bind = {y, dy, dx},
+      .n_bind = 3,
+      .push = &pc,
+      .push_size = sizeof pc,
+  };
+  return mexd_vk_grid(be, (uint64_t)rows, d.groups, error) && mexd_vk_dispatch(be, &d, error);
 }

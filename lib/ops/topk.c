@@ -109,14 +109,7 @@ enum {
   MODE_OUTPUT = 3,
 };
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t mode;
-  uint32_t n, P, k;
-  uint32_t size, stride;
-  uint32_t n_groups;
-  uint32_t has_values;
-} TopkPush;
+MEXD_VK_PUSH_STRUCT(TopkPush, MEXD_PUSH_TOPK);
 
 static gboolean topk_pass(MexdBackend *be, MexdVkDispatch *d, TopkPush *pc, uint32_t mode,
                           uint64_t n_groups, GError **error)
@@ -158,7 +151,7 @@ static gboolean topk_vulkan(MexdTensor *values, MexdTensor *indices, MexdTensor 
       .has_values = values != NULL,
   };
   MexdVkDispatch d = {
-      .shader = "topk",
+      .shader = MEXD_SHADER_TOPK,
       .variant = x->dtype,
       .spec = {threads, block},
       .n_spec = 2,

@@ -10,7 +10,11 @@
  * f16 tensors are widened to f32 and rounded once on the way out.
  * vulkan: shaders/unary.comp, one invocation per element, the op picked by a push constant; it
  * carries its own erf, log1p, tanh and sigmoid (shaders/mathfn.glsl).
- * y may be x exactly (in place); any other overlap is refused. */
+ * y may be x exactly (in place); any other overlap is refused.
+ *
+ * mexd_unary_backward (grad.h), dx = f'(x) ⊙ dy for relu, gelu, softplus, tanh and sigmoid: the
+ * cpu kernel in double (the reference); vulkan: shaders/unary_bwd.comp, one invocation per
+ * element, the op picked by a push constant. */
 #include "backend/cpu.h"
 #include "backend/vulkan.h"
 #include "ops/ops-private.h"
@@ -96,13 +100,7 @@ static void unary_cpu(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, flo
     g_free((float *)j.X);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t n;
-  uint32_t op;
-  float a, b;
-  uint32_t m; /* MEXD_UNARY_SCALE_EYE: the matrix size */
-} UnaryPush;
+MEXD_VK_PUSH_STRUCT(UnaryPush, MEXD_PUSH_UNARY);
 
 static gboolean unary_vulkan(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float a, float b,
                              GError **error)
@@ -112,7 +110,7 @@ static gboolean unary_vulkan(MexdTensor *y, MexdTensor *x, MexdUnaryOp op, float
   UnaryPush pc = {
       .n = (uint32_t)n, .op = (uint32_t)op, .a = a, .b = b, .m = (uint32_t)x->shape[x->ndim - 1]};
   MexdVkDispatch d = {
-      .shader = "unary",
+      .shader = MEXD_SHADER_UNARY,
       .variant = y->dtype,
       .bind = {x, y},
       .n_bind = 2,
@@ -183,4 +181,98 @@ gboolean mexd_scale(MexdTensor *y, MexdTensor *x, float a, float b, GError **err
 gboolean mexd_scale_eye(MexdTensor *y, MexdTensor *x, float a, float b, GError **error)
 {
   return mexd_unary(y, x, MEXD_UNARY_SCALE_EYE, a, b, error);
+}
+
+/* ---- backward (grad.h) ---- */
+
+static double sigmoid_d(double v)
+{
+  double e = exp(-fabs(v));
+  double r = 1.0 / (1.0 + e);
+  return v >= 0.0 ? r : e * r; /* NaN takes the second branch and stays NaN */
+}
+
+/* f'(v) for the non-linear unary ops other than relu */
+static double unary_deriv(MexdUnaryOp op, double v)
+{
+  switch (op) {
+  case MEXD_UNARY_GELU: {
+    /* x·φ(x) is 0 where φ underflows, so f'(±inf) = 1, 0 and not inf·0 (unary_bwd.comp too) */
+    double pdf = exp(-0.5 * v * v) * 0.39894228040143268;
+    return 0.5 * (1.0 + erf(v * M_SQRT1_2)) + (pdf == 0.0 ? 0.0 : v * pdf);
+  }
+  case MEXD_UNARY_SOFTPLUS:
+    return v > 20.0 ? 1.0 : sigmoid_d(v);
+  case MEXD_UNARY_TANH: {
+    double t = tanh(v);
+    return 1.0 - t * t;
+  }
+  default: { /* MEXD_UNARY_SIGMOID */
+    double s = sigmoid_d(v);
+    return s * (1.0 - s);
+  }
+  }
+}
+
+static void unary_bwd_cpu(MexdTensor *dx, MexdTensor *dy, MexdTensor *x, MexdUnaryOp op,
+                          gboolean acc)
+{
+  gboolean ody, ox, odx;
+  int64_t n = mexd_tensor_numel(dx);
+  /* dx may be dy: in f32 they are the same memory, and each element is read before it is
+   * written */
+  const float *DY = mexd_cpu_f32_in(dy, &ody);
+  const float *X = mexd_cpu_f32_in(x, &ox);
+  float *DX = mexd_cpu_f32_out(dx, acc, &odx);
+  for (int64_t i = 0; i < n; i++) {
+    double v;
+    if (op == MEXD_UNARY_RELU)
+      v = X[i] > 0.0f ? (double)DY[i] : 0.0; /* exactly 0, not 0·dy (NaN for an infinite dy) */
+    else
+      v = (double)DY[i] * unary_deriv(op, X[i]);
+    DX[i] = mexd_op_acc_store(DX[i], v, acc);
+  }
+  mexd_cpu_f32_done(dx, DX, odx, TRUE);
+  mexd_op_free_in(DY, ody);
+  mexd_op_free_in(X, ox);
+}
+
+MEXD_VK_PUSH_STRUCT(UnaryBwdPush, MEXD_PUSH_UNARY_BWD);
+
+gboolean mexd_unary_backward(MexdTensor *dx, MexdTensor *dy, MexdTensor *x, MexdUnaryOp op,
+                             gboolean accumulate, GError **error)
+{
+  const char *name = "unary_backward";
+  if (!mexd_op_check_float(name, "dx", dx, error) ||
+      !mexd_op_check_out_like(name, "dx", dx, "x", x, error) ||
+      !mexd_op_check_like(name, "dy", dy, x, error))
+    return FALSE;
+  if (op != MEXD_UNARY_RELU && op != MEXD_UNARY_GELU && op != MEXD_UNARY_SOFTPLUS &&
+      op != MEXD_UNARY_TANH && op != MEXD_UNARY_SIGMOID)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "unary_backward: op %d has no backward here (relu, gelu, softplus, tanh and "
+                     "sigmoid do; scale and scale_eye are linear: use mexd_lincomb)",
+                     (int)op);
+  if ((!mexd_tensor_same_data(dx, dy) &&
+       !mexd_op_check_no_overlap(name, "dx", dx, "dy", dy, error)) ||
+      !mexd_op_check_no_overlap(name, "dx", dx, "x", x, error))
+    return FALSE;
+  MexdBackend *be = dx->backend;
+  if (be->kind == MEXD_BACKEND_CPU) {
+    unary_bwd_cpu(dx, dy, x, op, accumulate);
+    return TRUE;
+  }
+  int64_t n = mexd_tensor_numel(dx);
+  if (!mexd_op_check_u32(name, "elements of dx", n, error))
+    return FALSE;
+  UnaryBwdPush pc = {.n = (uint32_t)n, .op = (uint32_t)op, .acc = accumulate != 0};
+  MexdVkDispatch d = {
+      .shader = MEXD_SHADER_UNARY_BWD,
+      .variant = dx->dtype,
+      .bind = {x, dy, dx},
+      .n_bind = 3,
+      .push = &pc,
+      .push_size = sizeof pc,
+  };
+  return mexd_op_elem_grid(be, n, d.groups, error) && mexd_vk_dispatch(be, &d, error);
 }

@@ -52,11 +52,7 @@ static void maxpool_cpu(MexdTensor *y, MexdTensor *x, int k, int s, int p)
     g_free((float *)X);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t total, H, W, OH, OW, k, stride;
-  int32_t pad;
-} PoolPush;
+MEXD_VK_PUSH_STRUCT(PoolPush, MEXD_PUSH_MAXPOOL);
 
 gboolean mexd_maxpool2d(MexdTensor *y, MexdTensor *x, int k, int stride, int pad, GError **error)
 {
@@ -100,7 +96,7 @@ gboolean mexd_maxpool2d(MexdTensor *y, MexdTensor *x, int k, int stride, int pad
                  .stride = (uint32_t)stride,
                  .pad = pad};
   MexdVkDispatch d = {
-      .shader = "maxpool",
+      .shader = MEXD_SHADER_MAXPOOL,
       .variant = y->dtype,
       .bind = {x, y},
       .n_bind = 2,
@@ -211,11 +207,7 @@ static void image_prep_cpu(MexdTensor *y, const uint8_t *px, int64_t H, int64_t 
   mexd_cpu_f32_done(y, Y, oy, TRUE);
 }
 
-typedef struct {
-  uint32_t off[4];
-  uint32_t total, H, W, OH, OW, KY, KX;
-  float mean[3], inv_std[3];
-} PrepPush;
+MEXD_VK_PUSH_STRUCT(PrepPush, MEXD_PUSH_IMAGE_PREP);
 
 gboolean mexd_image_prep(MexdTensor *y, MexdTensor *pixels, int64_t h, int64_t w,
                          const float mean[3], const float std_[3], GError **error)
@@ -273,7 +265,7 @@ gboolean mexd_image_prep(MexdTensor *y, MexdTensor *pixels, int64_t h, int64_t w
     pc.inv_std[c] = 1.0f / std_[c];
   }
   MexdVkDispatch d = {
-      .shader = "image_prep",
+      .shader = MEXD_SHADER_IMAGE_PREP,
       .variant = y->dtype,
       .bind = {pixels, t_taps, t_wts, y},
       .n_bind = 4,

@@ -345,10 +345,15 @@ static int64_t top_count(int64_t n, double alpha)
   return k == 0 ? n : k;
 }
 
-static gboolean route_paper(MexdModel *m, MexdTensor *probs, int64_t R, Block *blk, GError **error)
+gboolean mexd_moe_route_paper(MexdTensor *probs, int E, const double *alpha, int64_t *n_sel,
+                              int32_t **sel, MexdTensor **ti, MexdTensor **tv, GError **error)
 {
-  int E = m->cfg.experts;
-  MexdBackend *be = m->be;
+  if (!probs || probs->ndim != 3 || probs->shape[1] != E || probs->shape[2] != 2 || E < 1 ||
+      E > MEXD_MAX_EXPERTS)
+    return mexd_fail(error, MEXD_ERROR_SHAPE, "Dyn-MoE routing: the probabilities must be [R, %d, 2]",
+                     E);
+  MexdBackend *be = probs->backend;
+  int64_t R = probs->shape[0];
   g_autoptr(MexdTensor) gate = mexd_tensor_new_2d(be, MEXD_DTYPE_F32, E, R, error);
   g_autoptr(MexdTensor) masked = gate ? mexd_tensor_new_2d(be, MEXD_DTYPE_F32, E, R, error) : NULL;
   g_autoptr(MexdTensor) counts = masked ? mexd_tensor_new_1d(be, MEXD_DTYPE_I32, E, error) : NULL;
@@ -357,21 +362,39 @@ static gboolean route_paper(MexdModel *m, MexdTensor *probs, int64_t R, Block *b
       !mexd_tensor_read(counts, cnt, sizeof(int32_t) * E, error))
     return FALSE;
   for (int r = 0; r < E; r++) {
-    int64_t k = cnt[r] == 0 ? 1 : top_count(cnt[r], m->cfg.alpha[r]);
+    int64_t k = cnt[r] == 0 ? 1 : top_count(cnt[r], alpha[r]);
     g_autoptr(MexdTensor) row = mexd_tensor_rows(cnt[r] == 0 ? gate : masked, r, 1, error);
     g_autoptr(MexdTensor) row1 = row ? mexd_tensor_reshape(row, 1, (int64_t[]){R}, error) : NULL;
-    if (!row1 || !(blk[r].ti = mexd_tensor_new_1d(be, MEXD_DTYPE_I32, k, error)) ||
-        !(blk[r].tv = mexd_tensor_new_1d(be, MEXD_DTYPE_F32, k, error)) ||
-        !mexd_topk(blk[r].tv, blk[r].ti, row1, error))
+    g_autoptr(MexdTensor) i1 = row1 ? mexd_tensor_new_1d(be, MEXD_DTYPE_I32, k, error) : NULL;
+    g_autoptr(MexdTensor) v1 = i1 ? mexd_tensor_new_1d(be, MEXD_DTYPE_F32, k, error) : NULL;
+    if (!v1 || !mexd_topk(v1, i1, row1, error))
       return FALSE;
-    blk[r].n = k;
-  }
-  for (int r = 0; r < E; r++) {
-    blk[r].idx = g_new(int32_t, blk[r].n);
-    if (!mexd_tensor_read(blk[r].ti, blk[r].idx, sizeof(int32_t) * blk[r].n, error))
+    n_sel[r] = k;
+    sel[r] = g_new(int32_t, k);
+    if (!mexd_tensor_read(i1, sel[r], sizeof(int32_t) * k, error))
       return FALSE;
+    if (ti)
+      ti[r] = g_steal_pointer(&i1);
+    if (tv)
+      tv[r] = g_steal_pointer(&v1);
   }
   return TRUE;
+}
+
+static gboolean route_paper(MexdModel *m, MexdTensor *probs, Block *blk, GError **error)
+{
+  int E = m->cfg.experts;
+  int64_t n[MEXD_MAX_EXPERTS];
+  int32_t *sel[MEXD_MAX_EXPERTS] = {NULL};
+  MexdTensor *ti[MEXD_MAX_EXPERTS] = {NULL}, *tv[MEXD_MAX_EXPERTS] = {NULL};
+  gboolean ok = mexd_moe_route_paper(probs, E, m->cfg.alpha, n, sel, ti, tv, error);
+  for (int r = 0; r < E; r++) { /* the blocks own what was made, also after a failure */
+    blk[r].n = sel[r] ? n[r] : 0;
+    blk[r].idx = sel[r];
+    blk[r].ti = ti[r];
+    blk[r].tv = tv[r];
+  }
+  return ok;
 }
 
 /* The authors' per-file balancing rules (MEXD.md §2 table).  rule: 0 none, 1 "w < avg",
@@ -629,7 +652,7 @@ static gboolean forward_body(MexdModel *m, const float *x, int64_t n, int64_t d,
         !mexd_trace_put(trace, NULL, "moe.probs", pt, error))
       return FALSE;
   }
-  if (!(paper ? route_paper : route_official)(m, probs, R, blk, error))
+  if (!(paper ? route_paper(m, probs, blk, error) : route_official(m, probs, R, blk, error)))
     return FALSE;
   /* the gates of every routed row, for heatmaps (one read of [R, E, 2] after the routing) */
   {

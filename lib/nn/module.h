@@ -9,9 +9,10 @@
  * which checks its shape and remembers it as taken).  Fused kernels that an inference path runs
  * instead (the samplers of diffc.c) are specialisations of a definition, tested against it.
  *
- * Done so far: Diff-C's denoiser (MexdDiffcNet, diffc.c) and ABMIL (abmil.c).  TransMIL and
- * Dyn-MoE still have their inference forward in layers.c/model.c and their training forward in
- * lib/train/models.c (the next step of issue 18, item 1). */
+ * Done so far: Diff-C's denoiser (MexdDiffcNet, diffc.c), ABMIL (abmil.c) and Dyn-MoE's routing
+ * (mexd_moe_route_paper, model.c).  TransMIL and the rest of Dyn-MoE (blocks, centroids, expert
+ * classifiers) still have their inference forward in layers.c/model.c and their training forward
+ * in lib/train/models.c (the next step of issue 18, item 1). */
 #pragma once
 
 #include "nn/autograd.h"

@@ -105,6 +105,14 @@ gboolean mexd_transmil_forward(MexdTransMil *tm, MexdTensor *x, MexdTensor **log
 gboolean mexd_transmil_forward_attention(MexdTransMil *tm, MexdTensor *x, MexdTensor **logits,
                                          MexdTensor **out, MexdTensor **attention,
                                          MexdTrace *trace, const char *prefix, GError **error);
+/* Dyn-MoE's routing as the paper has it (MEXD.md §2), for inference and training alike: for each
+ * router r the rows whose gate p1 beats p0 (mexd_route_keep), ranked by gate (ties: the lower row
+ * first; mexd_topk), the first floor(n·α_r) of them (all when that is 0); when no row is kept, the
+ * single largest gate.  probs [R, E, 2] (each router's softmax per row).  n_sel[r] and sel[r] (host,
+ * g_free) for each router; ti[r] / tv[r] (optional) the indices and gates on the device.  On
+ * failure what was made is still handed over. */
+gboolean mexd_moe_route_paper(MexdTensor *probs, int E, const double *alpha, int64_t *n_sel,
+                              int32_t **sel, MexdTensor **ti, MexdTensor **tv, GError **error);
 /* The square side S = ceil(sqrt(N)) of a bag of N (exact for any N of int64). */
 int64_t mexd_square_side(int64_t n);
 

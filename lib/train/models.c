@@ -277,49 +277,6 @@ gboolean mexd_moe_t_init(MexdMoeT *moe, MexdParams *ps, const MexdModelConfig *c
   return mexd_transmil_t_init(&moe->a2, ps, "adapter2", cfg->width, cfg->n_classes, &s, error);
 }
 
-static int cmp_rank(const void *pa, const void *pb, void *data)
-{
-  const float *g = data;
-  int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
-  if (g[a] != g[b])
-    return g[a] > g[b] ? -1 : 1;
-  return a < b ? -1 : a > b;
-}
-
-void mexd_moe_route_host(const float *probs, int64_t N, int E, const double *alpha,
-                         int64_t *n_sel, int32_t **sel)
-{
-  float *g = g_new(float, N);
-  int32_t *keep = g_new(int32_t, N);
-  for (int r = 0; r < E; r++) {
-    int64_t nk = 0;
-    for (int64_t i = 0; i < N; i++) {
-      float p0 = probs[(i * E + r) * 2], p1 = probs[(i * E + r) * 2 + 1];
-      g[i] = p1;
-      if (p1 > p0)
-        keep[nk++] = (int32_t)i;
-    }
-    if (nk == 0) { /* the single largest gate, ties to the lower index */
-      int32_t best = 0;
-      for (int64_t i = 1; i < N; i++)
-        if (g[i] > g[best])
-          best = (int32_t)i;
-      n_sel[r] = 1;
-      sel[r] = g_new(int32_t, 1);
-      sel[r][0] = best;
-      continue;
-    }
-    g_qsort_with_data(keep, (gint)nk, sizeof(int32_t), cmp_rank, g);
-    int64_t k = (int64_t)floor((double)nk * alpha[r]);
-    if (k == 0)
-      k = nk;
-    n_sel[r] = k;
-    sel[r] = g_memdup2(keep, sizeof(int32_t) * k);
-  }
-  g_free(g);
-  g_free(keep);
-}
-
 void mexd_moe_out_clear(MexdMoeOut *out)
 {
   g_clear_pointer(&out->loss, mexd_var_unref);
@@ -372,10 +329,11 @@ gboolean mexd_moe_t_forward(MexdMoeT *moe, MexdTape *t, MexdTensor *P, int label
   g_autoptr(V) probs = lg3 ? mexd_ag_softmax(t, lg3, error) : NULL;
   if (!probs)
     return FALSE;
-  g_autofree float *ph = mexd_tensor_dup_f32(mexd_var_value(probs), error);
-  if (!ph)
+  if (!mexd_moe_route_paper(mexd_var_value(probs), E, moe->alpha, out->n_sel, out->sel, NULL, NULL,
+                            error)) {
+    mexd_moe_out_clear(out);
     return FALSE;
-  mexd_moe_route_host(ph, N, E, moe->alpha, out->n_sel, out->sel);
+  }
   g_autoptr(V) pg = mexd_ag_permute(t, probs, (int[]){1, 2, 0}, error);
   g_autoptr(V) pg2 = pg ? mexd_ag_reshape(t, pg, 2, (int64_t[]){2 * E, N}, error) : NULL;
   if (!pg2)

@@ -61,10 +61,7 @@ gboolean mexd_moe_t_init(MexdMoeT *moe, MexdParams *ps, const MexdModelConfig *c
 gboolean mexd_moe_t_forward(MexdMoeT *moe, MexdTape *t, MexdTensor *P, int label, MexdMoeOut *out,
                             GError **error);
 void mexd_moe_out_clear(MexdMoeOut *out);
-/* The paper's keep sets and top-k from the router probabilities probs [N·E·2] (host, the
- * softmax of each router per row, row-major [N, E, 2]); sel[r] (g_free) in block order. */
-void mexd_moe_route_host(const float *probs, int64_t N, int E, const double *alpha,
-                         int64_t *n_sel, int32_t **sel);
+/* (the routing: mexd_moe_route_paper, nn/nn.h, the one inference runs) */
 
 /* ---- Diff-C denoiser ---- */
 typedef struct {

@@ -5,7 +5,7 @@
  * backpropagates; inference runs the same function with tape = NULL, which records nothing and
  * costs the forward ops alone.  A definition asks for each parameter through a MexdParamSource:
  * training's source creates it with its initial values (lib/train/params.c,
- * mexd_params_source), inference's takes it from the model file (mexd_param_source_weights,
+ * MEXD_PARAMS_SOURCE), inference's takes it from the model file (mexd_param_source_weights,
  * which checks its shape and remembers it as taken).  Fused kernels that an inference path runs
  * instead (the samplers of diffc.c) are specialisations of a definition, tested against it.
  *

@@ -413,8 +413,7 @@ gboolean mexd_diffc_t_init(MexdDiffcT *dc, MexdParams *ps, int classes, int z_di
   dc->prior_none = prior_none;
   dc->abar = g_new(double, T);
   mexd_diffc_schedule(T, beta_start, beta_end, NULL, dc->abar);
-  MexdParamSource src = mexd_params_source(ps);
-  return mexd_diffc_net_init(&dc->net, &src, classes, z_dim, width, T, error);
+  return mexd_diffc_net_init(&dc->net, MEXD_PARAMS_SOURCE(ps), classes, z_dim, width, T, error);
 }
 
 void mexd_diffc_t_clear(MexdDiffcT *dc)

@@ -114,31 +114,17 @@ MexdVar *mexd_params_source_get(gpointer ctx, const char *name, int ndim, const 
   return v ? mexd_var_ref(v) : NULL;
 }
 
-MexdParamSource mexd_params_source(MexdParams *ps)
-{
-  return (MexdParamSource){mexd_params_source_get, ps};
-}
-
 gboolean mexd_params_add_linear(MexdParams *ps, const char *prefix, int64_t out, int64_t in,
                                 gboolean bias, MexdVar **w, MexdVar **b, GError **error)
 {
-  double bound = 1.0 / sqrt((double)in);
-  g_autofree char *nw = g_strdup_printf("%s.weight", prefix);
-  g_autofree char *nb = g_strdup_printf("%s.bias", prefix);
-  MexdVar *vw = mexd_params_add(ps, nw, 2, (int64_t[]){out, in}, MEXD_INIT_UNIFORM, bound, error);
-  if (!vw)
+  /* the definitions' helper (nn/module.h), whose references the set already holds */
+  g_autoptr(MexdVar) vw = NULL, vb = NULL;
+  if (!mexd_param_linear(MEXD_PARAMS_SOURCE(ps), prefix, out, in, bias, &vw, &vb, error))
     return FALSE;
   if (w)
     *w = vw;
-  if (bias) {
-    MexdVar *vb = mexd_params_add(ps, nb, 1, (int64_t[]){out}, MEXD_INIT_UNIFORM, bound, error);
-    if (!vb)
-      return FALSE;
-    if (b)
-      *b = vb;
-  } else if (b) {
-    *b = NULL;
-  }
+  if (b)
+    *b = vb;
   return TRUE;
 }
 

@@ -54,12 +54,11 @@ MexdVar *mexd_params_add(MexdParams *ps, const char *name, int ndim, const int64
 gboolean mexd_params_add_linear(MexdParams *ps, const char *prefix, int64_t out, int64_t in,
                                 gboolean bias, MexdVar **w, MexdVar **b, GError **error);
 MexdVar *mexd_params_get(MexdParams *ps, const char *name); /* borrowed, NULL when absent */
-/* Training's source of a model definition's parameters (nn/module.h): each `get` adds the
- * parameter to `ps` as mexd_params_add does and returns a new reference to its Var. */
-MexdParamSource mexd_params_source(MexdParams *ps);
+/* Training's source of a model definition's parameters (nn/module.h), as a pointer to a
+ * temporary for a call's argument: each `get` adds the parameter to `ps` as mexd_params_add does
+ * and returns a new reference to its Var. */
 MexdVar *mexd_params_source_get(gpointer ps, const char *name, int ndim, const int64_t *shape,
                                 MexdInit init, double a, GError **error);
-/* The same as a pointer to a temporary, for a call's argument. */
 #define MEXD_PARAMS_SOURCE(ps) (&(const MexdParamSource){mexd_params_source_get, (ps)})
 MexdParam *mexd_params_find(MexdParams *ps, const char *name);
 guint mexd_params_count(const MexdParams *ps);

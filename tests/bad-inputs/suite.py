@@ -510,6 +510,9 @@ def feature_variants():
     raw("csv-empty-cell", "csv", csv_of(rows[:2] + [[""] + rows[2][1:]] + rows[3:]))
     raw("csv-quoted-comma", "csv", csv_of(rows[:2] + [['"1,5"'] + rows[2][1:]] + rows[3:]))
     raw("csv-nul", "csv", csv_of(rows).replace(b",", b"\0,", 5))
+    # the RFC 4180 tokenizer (io/csv.h): a quote that is never closed, text after a closing quote
+    raw("csv-open-quote", "csv", csv_of(rows[:2] + [['"0.5'] + rows[2][1:]] + rows[3:]))
+    raw("csv-after-quote", "csv", csv_of(rows[:2] + [['"0.5"x'] + rows[2][1:]] + rows[3:]))
 
     good_hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (7, %d), }" % D
     fb = f.tobytes()

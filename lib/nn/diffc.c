@@ -88,28 +88,30 @@ void mexd_diffc_net_clear(MexdDiffcNet *net)
     g_clear_pointer(all[i], mexd_var_unref);
 }
 
-/* CLi(x, t) = softplus(LN_i(emb_i[t] ⊙ (W_i·x + b_i))) */
-static MexdVar *cl(MexdDiffcNet *net, int i, MexdTape *t, MexdVar *x, MexdTensor *ts,
+/* CLi(x, t) = softplus(LN_i(emb_i[t] ⊙ (W_i·x + b_i))); every row at `step` when ts is NULL
+ * (emb_i's row broadcast: a view, nothing written to the device) */
+static MexdVar *cl(MexdDiffcNet *net, int i, MexdTape *t, MexdVar *x, MexdTensor *ts, int step,
                    GError **error)
 {
-  g_autoptr(MexdVar) e = mexd_ag_gather_rows(t, net->emb[i], ts, error);
+  g_autoptr(MexdVar) e = ts ? mexd_ag_gather_rows(t, net->emb[i], ts, error)
+                            : mexd_ag_rows(t, net->emb[i], step, 1, error);
   g_autoptr(MexdVar) l = e ? mexd_ag_linear(t, x, net->w[i], net->b[i], error) : NULL;
-  g_autoptr(MexdVar) h = l ? mexd_ag_mul(t, e, l, error) : NULL;
+  g_autoptr(MexdVar) h = l ? mexd_ag_mul(t, l, e, error) : NULL;
   g_autoptr(MexdVar) n =
       h ? mexd_ag_layernorm(t, h, net->ln_w[i], net->ln_b[i], 1e-5f, error) : NULL;
   return n ? mexd_ag_unary(t, n, MEXD_UNARY_SOFTPLUS, error) : NULL;
 }
 
 MexdVar *mexd_diffc_net_eps(MexdDiffcNet *net, MexdTape *t, MexdVar *x, MexdVar *z,
-                            MexdTensor *ts, GError **error)
+                            MexdTensor *ts, int step, GError **error)
 {
-  g_autoptr(MexdVar) h1 = cl(net, 0, t, x, ts, error);
+  g_autoptr(MexdVar) h1 = cl(net, 0, t, x, ts, step, error);
   g_autoptr(MexdVar) hz0 = h1 ? mexd_ag_linear(t, z, net->wz, net->bz, error) : NULL;
   g_autoptr(MexdVar) hz =
       hz0 ? mexd_ag_layernorm(t, hz0, net->lnz_w, net->lnz_b, 1e-5f, error) : NULL;
   g_autoptr(MexdVar) h1z = hz ? mexd_ag_mul(t, h1, hz, error) : NULL;
-  g_autoptr(MexdVar) h2 = h1z ? cl(net, 1, t, h1z, ts, error) : NULL;
-  g_autoptr(MexdVar) h3 = h2 ? cl(net, 2, t, h2, ts, error) : NULL;
+  g_autoptr(MexdVar) h2 = h1z ? cl(net, 1, t, h1z, ts, step, error) : NULL;
+  g_autoptr(MexdVar) h3 = h2 ? cl(net, 2, t, h2, ts, step, error) : NULL;
   return h3 ? mexd_ag_linear(t, h3, net->wo, net->bo, error) : NULL;
 }
 
@@ -389,7 +391,7 @@ gboolean mexd_diffc_eps(MexdDiffc *dc, MexdDiffcCond *cond, MexdTensor *eps, Mex
     return st && fused_step(dc, cond, st, S, t, MODE_EPS, 0, c, NULL, error) &&
            state_get(st, S, S, eps, error);
   }
-  /* the op path: the definition itself, x = [f, ρ] with ρ on every row, each row at index t */
+  /* the op path: the definition itself, x = [f, ρ] with ρ on every row, every row at index t */
   MexdBackend *be = f->backend;
   int64_t S = f->shape[0], C = dc->classes;
   g_autoptr(MexdTensor) zi = mexd_tensor_new_zeros(be, MEXD_DTYPE_I32, 1, &S, error);
@@ -397,17 +399,12 @@ gboolean mexd_diffc_eps(MexdDiffc *dc, MexdDiffcCond *cond, MexdTensor *eps, Mex
       zi ? mexd_tensor_reshape(cond->rho, 2, (int64_t[]){1, C}, error) : NULL;
   g_autoptr(MexdTensor) rr = r2 ? mexd_tensor_new_2d(be, MEXD_DTYPE_F32, S, C, error) : NULL;
   g_autoptr(MexdTensor) x = rr ? mexd_tensor_new_2d(be, MEXD_DTYPE_F32, S, 2 * C, error) : NULL;
-  g_autofree int32_t *tv = g_new(int32_t, S);
-  for (int64_t i = 0; i < S; i++)
-    tv[i] = t;
-  g_autoptr(MexdTensor) ts = x ? mexd_tensor_new_1d(be, MEXD_DTYPE_I32, S, error) : NULL;
   MexdTensor *parts[2] = {f, rr};
-  if (!ts || !mexd_tensor_write(ts, tv, sizeof(int32_t) * S, error) ||
-      !mexd_gather_rows(rr, r2, zi, error) || !mexd_concat(x, parts, 2, 1, error))
+  if (!x || !mexd_gather_rows(rr, r2, zi, error) || !mexd_concat(x, parts, 2, 1, error))
     return FALSE;
   g_autoptr(MexdVar) xv = mexd_var_new(x, FALSE);
   g_autoptr(MexdVar) zv = mexd_var_new(cond->z, FALSE);
-  g_autoptr(MexdVar) e = mexd_diffc_net_eps(dc->net, NULL, xv, zv, ts, error);
+  g_autoptr(MexdVar) e = mexd_diffc_net_eps(dc->net, NULL, xv, zv, NULL, t, error);
   return e && mexd_copy(eps, mexd_var_value(e), error);
 }
 

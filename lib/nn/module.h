@@ -63,9 +63,10 @@ typedef struct _MexdDiffcNet {
 gboolean mexd_diffc_net_init(MexdDiffcNet *net, const MexdParamSource *src, int classes,
                              int z_dim, int width, int T, GError **error);
 void mexd_diffc_net_clear(MexdDiffcNet *net);
-/* ε̂ [S, C] for x [S, 2C], Z [1, W] and the step index of each row, ts (i32 [S], data). */
+/* ε̂ [S, C] for x [S, 2C], Z [1, W] and the step index of each row, ts (i32 [S], data), or with
+ * ts NULL every row at `step` (a sampler's step: nothing is uploaded). */
 MexdVar *mexd_diffc_net_eps(MexdDiffcNet *net, MexdTape *t, MexdVar *x, MexdVar *z,
-                            MexdTensor *ts, GError **error);
+                            MexdTensor *ts, int step, GError **error);
 /* ---- ABMIL (Ilse et al. 2018, gated attention; CLAM's and the baseline of docs/RESULTS.md) ----
  * h = dropout(ReLU(W_fc·x + b)); A = softmax_N(w_cᵀ(tanh(W_a·h) ⊙ σ(W_b·h)) + c); M = A·h;
  * logits = W_cls·M + b.  Parameters abmil.fc, abmil.attn_a, abmil.attn_b, abmil.attn_c,

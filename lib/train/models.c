@@ -459,7 +459,7 @@ MexdVar *mexd_diffc_t_eps(MexdDiffcT *dc, MexdTape *t, const float *f_t, int S, 
   g_autoptr(MexdTensor) ti = zv ? mexd_tensor_new_1d(be, MEXD_DTYPE_I32, S, error) : NULL;
   if (!ti || !mexd_tensor_write(ti, ts, sizeof(int32_t) * S, error))
     return NULL;
-  return mexd_diffc_net_eps(&dc->net, t, xv, zv, ti, error);
+  return mexd_diffc_net_eps(&dc->net, t, xv, zv, ti, 0, error);
 }
 
 MexdVar *mexd_diffc_t_loss(MexdDiffcT *dc, MexdTape *t, const float *z, const float *rho,

@@ -11,6 +11,7 @@
 #include "mexd.h"
 #include "backend/vulkan.h"
 #include "fixture-dir.h"
+#include "nn/autograd.h"
 #include "nn/nn.h"
 
 #include <glib/gstdio.h>
@@ -63,13 +64,13 @@ typedef struct {
 } BagCase;
 
 /* A backend of MEXD_TEST_BACKENDS, or "cpu-pieces": the cpu backend with Nyström attention's
- * scores made in small pieces (nn.h: mexd_nystrom_set_piece; the default pieces only start at
+ * scores made in small pieces (nn/autograd.h: mexd_ag_set_attend_piece; the default pieces only start at
  * 2^18 scores, more than any fixture has), so that the pieces are checked against the reference
- * too.  The caller calls mexd_nystrom_set_piece(0) after the forward. */
+ * too.  The caller calls mexd_ag_set_attend_piece(0) after the forward. */
 static MexdBackend *open_case_backend(const char *spec, GError **error)
 {
   if (g_str_equal(spec, "cpu-pieces")) {
-    mexd_nystrom_set_piece(100);
+    mexd_ag_set_attend_piece(100);
     return mexd_backend_new("cpu", error);
   }
   return mexd_backend_new(spec, error);
@@ -115,7 +116,7 @@ static void test_bag(gconstpointer data)
   MexdForwardOptions opt = MEXD_FORWARD_OPTIONS_DEFAULT;
   opt.diffusion = FALSE;
   g_autoptr(MexdResult) r = mexd_model_forward(m, x, bc->n, cfg->feature_dim, &opt, trace, &error);
-  mexd_nystrom_set_piece(0);
+  mexd_ag_set_attend_piece(0);
   const char *expect_error = mexd_safetensors_metadata(ref, "error");
   g_autofree char *label = g_strdup_printf("%s %s", bc->backend, cname);
   if (expect_error) {
@@ -671,7 +672,7 @@ static void test_attention(gconstpointer data)
     g_autofree char *what = g_strdup_printf("%s attention n%d", spec, ns[k]);
     mexd_test_assert_close(what, r->attention, ns[k], want, na, 1e-4);
   }
-  mexd_nystrom_set_piece(0);
+  mexd_ag_set_attend_piece(0);
 }
 
 int main(int argc, char **argv)

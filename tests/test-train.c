@@ -366,12 +366,94 @@ static MexdVar *l_losses(MexdTape *t, MexdParams *ps, gpointer d, GError **error
   return l2 ? mexd_ag_add(t, ce, l2, error) : NULL;
 }
 
+static void b_attention(MexdParams *ps)
+{
+  mexd_params_add(ps, "a", 3, (int64_t[]){2, 5, 3}, MEXD_INIT_UNIFORM, 1.0, NULL);
+  mexd_params_add(ps, "b", 3, (int64_t[]){2, 7, 3}, MEXD_INIT_UNIFORM, 1.0, NULL);
+  mexd_params_add(ps, "c", 3, (int64_t[]){2, 7, 4}, MEXD_INIT_UNIFORM, 1.0, NULL);
+  mexd_params_add(ps, "x", 2, (int64_t[]){5, 6}, MEXD_INIT_UNIFORM, 1.0, NULL);
+  mexd_params_add(ps, "w", 2, (int64_t[]){18, 6}, MEXD_INIT_UNIFORM, 0.5, NULL);
+}
+
+/* mexd_ag_attend (twice, the second summed into the first by mexd_ag_add_consume, which on a
+ * tape must not write in place) and mexd_ag_qkv_heads with 3 zero rows in front */
+static MexdVar *l_attention(MexdTape *t, MexdParams *ps, gpointer d, GError **error)
+{
+  MexdVar *y = mexd_ag_attend(t, P("a"), P("b"), P("c"), 0.7f, NULL, NULL, error);
+  g_autoptr(MexdVar) y2 = y ? mexd_ag_attend(t, P("a"), P("b"), P("c"), -1.3f, NULL, NULL, error)
+                            : NULL;
+  g_autoptr(MexdVar) s = y2 ? mexd_ag_add_consume(t, y, y2, error) : NULL;
+  if (!y2 && y)
+    mexd_var_unref(y);
+  g_autoptr(MexdVar) h = s ? mexd_ag_qkv_heads(t, P("x"), P("w"), 8, 2, error) : NULL;
+  if (!h)
+    return NULL;
+  g_assert_cmpint(mexd_var_value(h)->shape[0], ==, 6);
+  g_assert_cmpint(mexd_var_value(h)->shape[1], ==, 8);
+  g_assert_cmpint(mexd_var_value(h)->shape[2], ==, 3);
+  g_autoptr(MexdVar) l1 = readout(t, s, 13, error);
+  g_autoptr(MexdVar) l2 = l1 ? readout(t, h, 14, error) : NULL;
+  return l2 ? mexd_ag_add(t, l1, l2, error) : NULL;
+}
+
 static const AgCase ag_cases[] = {
     {"linear", b_linear, l_linear},     {"matmul", b_matmul, l_matmul},
     {"elementwise", b_elementwise, l_elementwise}, {"norm", b_norm, l_norm},
     {"layout", b_layout, l_layout},     {"conv", b_conv, l_conv},
-    {"losses", b_losses, l_losses},
+    {"losses", b_losses, l_losses},     {"attention", b_attention, l_attention},
 };
+
+/* mexd_ag_attend without a tape: whole, and in pieces of 4 scores (rows of 1 for the long rows
+ * of b, M < N, and of 2 otherwise), with the left weights w, against the values a tape records
+ * (and, for qkv_heads, against linear + zero rows + heads split by hand). */
+static void test_attend_pieces(void)
+{
+  GError *error = NULL;
+  g_autoptr(MexdBackend) be = mexd_backend_new("cpu", &error);
+  g_assert_no_error(error);
+  g_autoptr(MexdParams) ps = mexd_params_new(be, 5);
+  b_attention(ps);
+  mexd_params_add(ps, "b2", 3, (int64_t[]){2, 3, 3}, MEXD_INIT_UNIFORM, 1.0, NULL);
+  mexd_params_add(ps, "c2", 3, (int64_t[]){2, 3, 4}, MEXD_INIT_UNIFORM, 1.0, NULL);
+  g_assert_true(mexd_params_upload(ps, &error));
+  g_autoptr(MexdTensor) w = data_tensor(be, 3, (int64_t[]){2, 1, 5}, 41, 1.0);
+  for (int k = 0; k < 2; k++) { /* long rows (N = 7 > M = 5), short rows (N = 3) */
+    MexdVar *b = P(k ? "b2" : "b"), *c = P(k ? "c2" : "c");
+    g_autoptr(MexdTape) t = mexd_tape_new(be, FALSE, 1);
+    g_autoptr(MexdTensor) wp_ref = NULL, wp_whole = NULL, wp_piece = NULL;
+    g_autoptr(MexdVar) ref = mexd_ag_attend(t, P("a"), b, c, 0.7f, w, &wp_ref, &error);
+    g_assert_cmpuint(mexd_tape_n_nodes(t), ==, 1);
+    g_autoptr(MexdVar) whole = mexd_ag_attend(NULL, P("a"), b, c, 0.7f, w, &wp_whole, &error);
+    mexd_ag_set_attend_piece(4);
+    g_autoptr(MexdVar) piece = mexd_ag_attend(NULL, P("a"), b, c, 0.7f, w, &wp_piece, &error);
+    mexd_ag_set_attend_piece(0);
+    g_assert_no_error(error);
+    MexdTensor *got[4] = {mexd_var_value(whole), mexd_var_value(piece), wp_whole, wp_piece};
+    MexdTensor *want[4] = {mexd_var_value(ref), mexd_var_value(ref), wp_ref, wp_ref};
+    for (int i = 0; i < 4; i++) {
+      g_autofree float *g = mexd_tensor_dup_f32(got[i], NULL);
+      g_autofree float *r = mexd_tensor_dup_f32(want[i], NULL);
+      mexd_test_assert_close(i < 2 ? "attend" : "attend w", g, mexd_tensor_numel(got[i]), r,
+                             mexd_tensor_numel(want[i]), 1e-6);
+    }
+  }
+  /* qkv_heads: part j, head h, row r ≥ 3 is x[r − 3]·w[jW + h·dh + i] */
+  g_autoptr(MexdVar) h = mexd_ag_qkv_heads(NULL, P("x"), P("w"), 8, 2, &error);
+  g_assert_no_error(error);
+  g_autofree float *hv = mexd_tensor_dup_f32(mexd_var_value(h), NULL);
+  MexdParam *x = mexd_params_find(ps, "x"), *wq = mexd_params_find(ps, "w");
+  double worst = 0;
+  for (int j = 0; j < 3; j++)
+    for (int hd = 0; hd < 2; hd++)
+      for (int r = 0; r < 8; r++)
+        for (int i = 0; i < 3; i++) {
+          double want = 0;
+          for (int e = 0; r >= 3 && e < 6; e++)
+            want += (double)x->host[(r - 3) * 6 + e] * wq->host[(j * 6 + hd * 3 + i) * 6 + e];
+          worst = MAX(worst, fabs(want - hv[((j * 2 + hd) * 8 + r) * 3 + i]));
+        }
+  g_assert_cmpfloat(worst, <=, 1e-6);
+}
 
 typedef struct {
   const AgCase *c;
@@ -412,7 +494,7 @@ static void test_ag(gconstpointer data)
 /* ---- models ---- */
 
 typedef struct {
-  MexdTransMilT tm;
+  MexdTransMil tm;
   MexdMoeT moe;
   MexdDiffcT dc;
   MexdAbmil ab;
@@ -427,7 +509,7 @@ static MexdVar *l_transmil(MexdTape *t, MexdParams *ps, gpointer data, GError **
   ModelData *md = data;
   g_autoptr(MexdVar) x = mexd_var_new(md->x, FALSE);
   g_autoptr(MexdVar) logits = NULL, out = NULL;
-  if (!mexd_transmil_t_forward(&md->tm, t, x, &logits, &out, error))
+  if (!mexd_transmil_forward(&md->tm, t, x, &logits, &out, NULL, NULL, "adapter1", error))
     return NULL;
   /* the loss of the class token and (through a readout) of the instance tokens */
   g_autoptr(MexdTensor) lab = mexd_tensor_new_1d(md->x->backend, MEXD_DTYPE_I32, 1, NULL);
@@ -443,7 +525,7 @@ static MexdVar *l_transmil_ce(MexdTape *t, MexdParams *ps, gpointer data, GError
   ModelData *md = data;
   g_autoptr(MexdVar) x = mexd_var_new(md->x, FALSE);
   g_autoptr(MexdVar) logits = NULL;
-  if (!mexd_transmil_t_forward(&md->tm, t, x, &logits, NULL, error))
+  if (!mexd_transmil_forward(&md->tm, t, x, &logits, NULL, NULL, NULL, "adapter1", error))
     return NULL;
   g_autoptr(MexdTensor) lab = mexd_tensor_new_1d(md->x->backend, MEXD_DTYPE_I32, 1, NULL);
   int32_t v = md->label;
@@ -498,7 +580,7 @@ static LossFn build_model(int k, MexdBackend *be, MexdParams *ps, ModelData *md)
   switch (k) {
   case 0:
     md->x = data_tensor(be, 2, (int64_t[]){11, 6}, 31, 1.0);
-    g_assert_true(mexd_transmil_t_init(&md->tm, ps, "adapter1", 6, 3, &s, &error));
+    g_assert_true(mexd_transmil_init(&md->tm, MEXD_PARAMS_SOURCE(ps), "adapter1", 6, 3, &s, &error));
     md->tm.dropout = 0.1f;
     return l_transmil;
   case 1: {
@@ -540,6 +622,8 @@ static void model_data_clear(ModelData *md)
   g_clear_pointer(&md->P, mexd_tensor_unref);
   mexd_diffc_t_clear(&md->dc);
   mexd_abmil_clear(&md->ab);
+  mexd_transmil_clear(&md->tm);
+  mexd_moe_t_clear(&md->moe);
 }
 
 typedef struct {
@@ -659,8 +743,8 @@ static void test_fixture(gconstpointer data)
     MexdAttnShape s;
     g_auto(GStrv) classes = NULL;
     g_assert_true(mexd_transmil_config_parse(json, fc->path, &D, &s, &classes, &error));
-    g_assert_true(mexd_transmil_t_init(&md->tm, ps, "adapter1", D, (int)g_strv_length(classes), &s,
-                                       &error));
+    g_assert_true(mexd_transmil_init(&md->tm, MEXD_PARAMS_SOURCE(ps), "adapter1", D,
+                                     (int)g_strv_length(classes), &s, &error));
     md->tm.dropout = 0;
     md->x = st_tensor(st, "x", be, MEXD_DTYPE_F32);
   } else if (g_str_equal(stage, "1") || g_str_equal(stage, "2")) {
@@ -765,6 +849,7 @@ int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_auto(GStrv) specs = mexd_test_backends();
+  g_test_add_func("/train/autograd/attend-pieces", test_attend_pieces);
   for (int b = 0; specs[b]; b++) {
     for (guint k = 0; k < G_N_ELEMENTS(ag_cases); k++) {
       AgData *d = g_new0(AgData, 1);

@@ -120,10 +120,12 @@ int mexd_bench_train(int argc, char **argv)
   }
   g_autoptr(MexdParams) ps = mexd_params_new(be, (uint64_t)seed);
   MexdAttnShape s = {width, heads, landmarks, 6, 33};
-  MexdTransMilT tm;
+  MexdTransMil tm;
   MexdMoeT moe;
   MexdDiffcT dc;
   MexdAbmil ab;
+  memset(&tm, 0, sizeof tm);
+  memset(&moe, 0, sizeof moe);
   memset(&dc, 0, sizeof dc);
   memset(&ab, 0, sizeof ab);
   MexdModelConfig cfg;
@@ -142,7 +144,9 @@ int mexd_bench_train(int argc, char **argv)
   gboolean ok;
   int stage_opt = 0;
   switch (stage) {
-  case MEXD_TRAIN_ADAPTER: ok = mexd_transmil_t_init(&tm, ps, "adapter1", dim, 2, &s, &error); break;
+  case MEXD_TRAIN_ADAPTER:
+    ok = mexd_transmil_init(&tm, MEXD_PARAMS_SOURCE(ps), "adapter1", dim, 2, &s, &error);
+    break;
   case MEXD_TRAIN_MOE:
     ok = mexd_moe_t_init(&moe, ps, &cfg, FALSE, &error);
     stage_opt = 1;
@@ -182,7 +186,8 @@ int mexd_bench_train(int argc, char **argv)
     switch (stage) {
     case MEXD_TRAIN_ADAPTER:
     case MEXD_TRAIN_ABMIL: {
-      ok = stage == MEXD_TRAIN_ADAPTER ? mexd_transmil_t_forward(&tm, tape, x, &logits, NULL, &error)
+      ok = stage == MEXD_TRAIN_ADAPTER ? mexd_transmil_forward(&tm, tape, x, &logits, NULL, NULL, NULL,
+                                                                 "adapter1", &error)
                                        : mexd_abmil_forward(&ab, tape, x, &logits, NULL, &error);
       g_autoptr(MexdTensor) lab = ok ? mexd_tensor_new_1d(be, MEXD_DTYPE_I32, 1, &error) : NULL;
       int32_t v = label;
@@ -226,6 +231,8 @@ int mexd_bench_train(int argc, char **argv)
   if (stage == MEXD_TRAIN_DIFFUSION)
     mexd_diffc_t_clear(&dc);
   mexd_abmil_clear(&ab);
+  mexd_transmil_clear(&tm);
+  mexd_moe_t_clear(&moe);
   double med = mexd_median(t, steps);
   if (json)
     printf("{\"bench\": \"train\", \"stage\": \"%s\", \"device\": \"%s\", \"n\": %d, \"dim\": %d, "

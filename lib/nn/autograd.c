@@ -1052,3 +1052,250 @@ MexdVar *mexd_ag_mse(MexdTape *t, MexdVar *y, MexdTensor *target, GError **error
     n->aux = mexd_tensor_ref(target);
   return g_steal_pointer(&l);
 }
+
+/* ---- attention ---- */
+
+MexdVar *mexd_ag_add_consume(MexdTape *t, MexdVar *a, MexdVar *b, GError **error)
+{
+  if (!check_var("add", a, error) || !check_var("add", b, error)) {
+    mexd_var_unref(a);
+    return NULL;
+  }
+  gboolean records = t && !t->spent && (a->requires_grad || b->requires_grad);
+  if (!records && a->ref == 1 && !a->parent && mexd_tensor_same_shape(a->value, b->value)) {
+    if (!mexd_add(a->value, a->value, b->value, error)) {
+      mexd_var_unref(a);
+      return NULL;
+    }
+    return a;
+  }
+  MexdVar *y = mexd_ag_add(t, a, b, error);
+  mexd_var_unref(a);
+  return y;
+}
+
+/* Pieces (cpu backend, nothing recorded).  Decision (issue 17): when the scores S [B,M,N] are
+ * larger than a piece they are never whole: per batch, a piece of rows of S is made, soft-maxed
+ * and multiplied on while it is in the cache.  Each score is the same sum as in the whole tensor;
+ * only the GEMMs' blocking differs.  Measured before (2026-12-03, 2 cores): at N = 100,000 each
+ * of Nyström's A1 and A3 is 820 MB per layer, and a third of adapter #1's time went to the kernel
+ * clearing their fresh pages.  The Vulkan backend keeps the whole tensors (one recorded command
+ * buffer; pieces would not free memory before it is submitted); a tape keeps S for backward. */
+#define PIECE_FLOATS ((int64_t)1 << 18) /* 1 MiB of scores */
+/* Long rows (N > M: Nyström's A3, [m, np]) take pieces 128 times larger (128 MiB): every piece
+ * reads all of b and c of its batch again (measured at N = 100,000: whole heads of A3, 102 MB
+ * each, 6.3 s for adapter #1; pieces of 4 MiB 20 s; of 32 MiB 6.4 s). */
+#define LONG_PIECES 128
+static int64_t piece_floats = PIECE_FLOATS;
+
+void mexd_ag_set_attend_piece(int64_t floats)
+{
+  piece_floats = floats > 0 ? floats : PIECE_FLOATS;
+}
+
+/* One piece: rows [r0, r0 + nr) of a (2-D) give s = softmax(scale·a·bᵀ) in the first nr rows of
+ * sc, then the same rows of y = s·c.  Returns s (a view of sc). */
+static MexdTensor *attend_piece(MexdTensor *sc, MexdTensor *a, MexdTensor *b, MexdTensor *c,
+                                MexdTensor *y, int64_t r0, int64_t nr, float scale,
+                                GError **error)
+{
+  MexdGemmParams pq = {FALSE, TRUE, scale, 0.0f};
+  g_autoptr(MexdTensor) ap = mexd_tensor_rows(a, r0, nr, error);
+  g_autoptr(MexdTensor) sp = ap ? mexd_tensor_rows(sc, 0, nr, error) : NULL;
+  g_autoptr(MexdTensor) yp = sp ? mexd_tensor_rows(y, r0, nr, error) : NULL;
+  if (!yp || !mexd_gemm(sp, ap, b, NULL, &pq, error) || !mexd_softmax_rows(sp, sp, error) ||
+      !mexd_gemm(yp, sp, c, NULL, NULL, error))
+    return NULL;
+  return g_steal_pointer(&sp);
+}
+
+static gboolean attend_pieces(MexdTensor *y, MexdTensor *wp, MexdTensor *a, MexdTensor *b,
+                              MexdTensor *c, MexdTensor *w, float scale, GError **error)
+{
+  const int64_t B = a->shape[0], M = a->shape[1], K = a->shape[2], N = b->shape[1],
+                D = c->shape[2];
+  const int64_t rows = N > M ? CLAMP(piece_floats * LONG_PIECES / N, 1, M)
+                             : CLAMP(piece_floats / N, 1, M);
+  g_autoptr(MexdTensor) a2 = mexd_tensor_reshape(a, 2, (int64_t[]){B * M, K}, error);
+  g_autoptr(MexdTensor) b2 = a2 ? mexd_tensor_reshape(b, 2, (int64_t[]){B * N, K}, error) : NULL;
+  g_autoptr(MexdTensor) c2 = b2 ? mexd_tensor_reshape(c, 2, (int64_t[]){B * N, D}, error) : NULL;
+  g_autoptr(MexdTensor) y2 = c2 ? mexd_tensor_reshape(y, 2, (int64_t[]){B * M, D}, error) : NULL;
+  g_autoptr(MexdTensor) sc = y2 ? new_f32(a, 2, (int64_t[]){rows, N}, error) : NULL;
+  /* w as a column [B·M, 1], so that a piece of it is a piece of rows */
+  g_autoptr(MexdTensor) wc = sc && w ? mexd_tensor_reshape(w, 2, (int64_t[]){B * M, 1}, error)
+                                     : NULL;
+  g_autoptr(MexdTensor) wp2 = wc ? mexd_tensor_reshape(wp, 2, (int64_t[]){B, N}, error) : NULL;
+  if (!sc || (w && !wp2))
+    return FALSE;
+  MexdGemmParams acc = {TRUE, FALSE, 1.0f, 1.0f};
+  for (int64_t h = 0; h < B; h++) {
+    g_autoptr(MexdTensor) bh = mexd_tensor_rows(b2, h * N, N, error);
+    g_autoptr(MexdTensor) ch = bh ? mexd_tensor_rows(c2, h * N, N, error) : NULL;
+    g_autoptr(MexdTensor) wph = ch && wp2 ? mexd_tensor_rows(wp2, h, 1, error) : NULL;
+    if (!ch || (wp2 && (!wph || !mexd_tensor_fill_zero(wph, error))))
+      return FALSE;
+    for (int64_t r = 0; r < M; r += rows) {
+      const int64_t nr = MIN(rows, M - r);
+      g_autoptr(MexdTensor) sp = attend_piece(sc, a2, bh, ch, y2, h * M + r, nr, scale, error);
+      if (!sp)
+        return FALSE;
+      if (wph) {
+        g_autoptr(MexdTensor) wpc = mexd_tensor_rows(wc, h * M + r, nr, error);
+        if (!wpc || !mexd_gemm(wph, wpc, sp, NULL, &acc, error))
+          return FALSE;
+      }
+    }
+  }
+  return TRUE;
+}
+
+/* y = S·c with S = softmax(scale·a·bᵀ) kept in aux: dc += Sᵀ·g; dS = g·cᵀ; dL = softmax'(dS);
+ * da += scale·dL·b; db += scale·dLᵀ·a. */
+static gboolean attend_back(Node *n, GError **error)
+{
+  MexdTensor *g = mexd_var_grad(n->out), *S = n->aux;
+  MexdVar *a = n->in[0], *b = n->in[1], *c = n->in[2];
+  float scale = n->fa[0];
+  if (NEED(c)) {
+    MexdTensor *dc = GRAD(c);
+    if (!dc || !mexd_gemm(dc, S, g, NULL, &(MexdGemmParams){TRUE, FALSE, 1.0f, 1.0f}, error))
+      return FALSE;
+  }
+  if (!NEED(a) && !NEED(b))
+    return TRUE;
+  g_autoptr(MexdTensor) dS = new_f32(S, 3, S->shape, error);
+  g_autoptr(MexdTensor) dL = dS ? new_f32(S, 3, S->shape, error) : NULL;
+  if (!dL || !mexd_gemm(dS, g, c->value, NULL, &(MexdGemmParams){FALSE, TRUE, 1.0f, 0.0f}, error) ||
+      !mexd_softmax_rows_backward(dL, S, dS, FALSE, error))
+    return FALSE;
+  if (NEED(a)) {
+    MexdTensor *da = GRAD(a);
+    if (!da ||
+        !mexd_gemm(da, dL, b->value, NULL, &(MexdGemmParams){FALSE, FALSE, scale, 1.0f}, error))
+      return FALSE;
+  }
+  if (NEED(b)) {
+    MexdTensor *db = GRAD(b);
+    if (!db ||
+        !mexd_gemm(db, dL, a->value, NULL, &(MexdGemmParams){TRUE, FALSE, scale, 1.0f}, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+MexdVar *mexd_ag_attend(MexdTape *t, MexdVar *a, MexdVar *b, MexdVar *c, float scale,
+                        MexdTensor *w, MexdTensor **wp, GError **error)
+{
+  if (!check_var("attend", a, error) || !check_var("attend", b, error) ||
+      !check_var("attend", c, error))
+    return NULL;
+  MexdTensor *A = a->value, *Bt = b->value, *Cv = c->value;
+  if (A->ndim != 3 || Bt->ndim != 3 || Cv->ndim != 3 || Bt->shape[0] != A->shape[0] ||
+      Cv->shape[0] != A->shape[0] || Bt->shape[2] != A->shape[2] || Cv->shape[1] != Bt->shape[1])
+    return mexd_fail_null(error, MEXD_ERROR_SHAPE,
+                          "attend: a [B,M,K], b [B,N,K] and c [B,N,D] must agree");
+  const int64_t B = A->shape[0], M = A->shape[1], N = Bt->shape[1];
+  if (w && (w->ndim != 3 || w->shape[0] != B || w->shape[1] != 1 || w->shape[2] != M))
+    return mexd_fail_null(error, MEXD_ERROR_SHAPE, "attend: w must be [%" G_GINT64_FORMAT
+                          ", 1, %" G_GINT64_FORMAT "]", B, M);
+  gboolean records = t && !t->spent && (a->requires_grad || b->requires_grad || c->requires_grad);
+  g_autoptr(MexdVar) y = out_var(A, 3, (int64_t[]){B, M, Cv->shape[2]}, error);
+  g_autoptr(MexdTensor) wpt = y && w ? new_f32(A, 3, (int64_t[]){B, 1, N}, error) : NULL;
+  if (!y || (w && !wpt))
+    return NULL;
+  g_autoptr(MexdTensor) S = NULL;
+  if (!records && mexd_backend_kind(A->backend) == MEXD_BACKEND_CPU && B * M * N > piece_floats) {
+    if (!attend_pieces(y->value, wpt, A, Bt, Cv, w, scale, error))
+      return NULL;
+  } else {
+    S = new_f32(A, 3, (int64_t[]){B, M, N}, error);
+    if (!S || !mexd_gemm(S, A, Bt, NULL, &(MexdGemmParams){FALSE, TRUE, scale, 0.0f}, error) ||
+        !mexd_softmax_rows(S, S, error) || (w && !mexd_gemm(wpt, w, S, NULL, NULL, error)) ||
+        !mexd_gemm(y->value, S, Cv, NULL, NULL, error))
+      return NULL;
+  }
+  Node *n = record(t, attend_back, y, a, b, c);
+  if (n) {
+    n->aux = g_steal_pointer(&S);
+    n->fa[0] = scale;
+  }
+  if (wp)
+    *wp = g_steal_pointer(&wpt);
+  return g_steal_pointer(&y);
+}
+
+/* dY_j = the last n rows of g's part j with the heads merged back; dx += dY_j·w_j,
+ * dw_j += dY_jᵀ·x. */
+static gboolean qkv_back(Node *n, GError **error)
+{
+  MexdTensor *g = mexd_var_grad(n->out);
+  MexdVar *x = n->in[0], *w = n->in[1];
+  const int64_t H = n->la[0], np = g->shape[1], dh = g->shape[2], W = H * dh,
+                N = x->value->shape[0];
+  MexdTensor *dx = NEED(x) ? GRAD(x) : NULL;
+  MexdTensor *dw = NEED(w) ? GRAD(w) : NULL;
+  if ((NEED(x) && !dx) || (NEED(w) && !dw))
+    return FALSE;
+  g_autoptr(MexdTensor) gf = mexd_tensor_reshape(g, 2, (int64_t[]){3 * H * np, dh}, error);
+  g_autoptr(MexdTensor) tmp = gf ? new_f32(g, 3, (int64_t[]){np, H, dh}, error) : NULL;
+  g_autoptr(MexdTensor) tmp2 = tmp ? mexd_tensor_reshape(tmp, 2, (int64_t[]){np, W}, error) : NULL;
+  g_autoptr(MexdTensor) last = tmp2 ? mexd_tensor_rows(tmp2, np - N, N, error) : NULL;
+  if (!last)
+    return FALSE;
+  for (int64_t j = 0; j < 3; j++) {
+    g_autoptr(MexdTensor) gj = mexd_tensor_rows(gf, j * H * np, H * np, error);
+    g_autoptr(MexdTensor) g3 = gj ? mexd_tensor_reshape(gj, 3, (int64_t[]){H, np, dh}, error)
+                                  : NULL;
+    g_autoptr(MexdTensor) wj = g3 ? mexd_tensor_rows(w->value, j * W, W, error) : NULL;
+    if (!wj || !mexd_permute(tmp, g3, (int[]){1, 0, 2}, error))
+      return FALSE;
+    if (dx && !mexd_gemm(dx, last, wj, NULL, &(MexdGemmParams){FALSE, FALSE, 1.0f, 1.0f}, error))
+      return FALSE;
+    if (dw) {
+      g_autoptr(MexdTensor) dwj = mexd_tensor_rows(dw, j * W, W, error);
+      if (!dwj ||
+          !mexd_gemm(dwj, last, x->value, NULL, &(MexdGemmParams){TRUE, FALSE, 1.0f, 1.0f}, error))
+        return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+MexdVar *mexd_ag_qkv_heads(MexdTape *t, MexdVar *x, MexdVar *w, int64_t np, int64_t H,
+                           GError **error)
+{
+  if (!check_var("qkv_heads", x, error) || !check_var("qkv_heads", w, error))
+    return NULL;
+  MexdTensor *X = x->value;
+  const int64_t N = X->shape[0], W = X->ndim == 2 ? X->shape[1] : 0;
+  if (X->ndim != 2 || H < 1 || W % H != 0 || np < N || w->value->ndim != 2 ||
+      w->value->shape[0] != 3 * W || w->value->shape[1] != W)
+    return mexd_fail_null(error, MEXD_ERROR_SHAPE,
+                          "qkv_heads: x [N,W], w [3W,W], np ≥ N and heads dividing W");
+  const int64_t dh = W / H;
+  g_autoptr(MexdVar) y = out_var(X, 3, (int64_t[]){3 * H, np, dh}, error);
+  g_autoptr(MexdTensor) hf =
+      y ? mexd_tensor_reshape(y->value, 2, (int64_t[]){3 * H * np, dh}, error) : NULL;
+  g_autoptr(MexdTensor) part = hf ? new_f32(X, 2, (int64_t[]){np, W}, error) : NULL;
+  g_autoptr(MexdTensor) pad = part && np > N ? mexd_tensor_rows(part, 0, np - N, error) : NULL;
+  g_autoptr(MexdTensor) rows = part ? mexd_tensor_rows(part, np - N, N, error) : NULL;
+  g_autoptr(MexdTensor) p3 = rows ? mexd_tensor_reshape(part, 3, (int64_t[]){np, H, dh}, error)
+                                  : NULL;
+  /* only the pad rows need zeros (the GEMMs write the rest) */
+  if (!p3 || (np > N && (!pad || !mexd_tensor_fill_zero(pad, error))))
+    return NULL;
+  for (int64_t j = 0; j < 3; j++) {
+    g_autoptr(MexdTensor) wj = mexd_tensor_rows(w->value, j * W, W, error);
+    g_autoptr(MexdTensor) dj = wj ? mexd_tensor_rows(hf, j * H * np, H * np, error) : NULL;
+    g_autoptr(MexdTensor) d3 = dj ? mexd_tensor_reshape(dj, 3, (int64_t[]){H, np, dh}, error)
+                                  : NULL;
+    MexdGemmParams p = {FALSE, TRUE, 1.0f, 0.0f};
+    if (!d3 || !mexd_gemm(rows, X, wj, NULL, &p, error) ||
+        !mexd_permute(d3, p3, (int[]){1, 0, 2}, error))
+      return NULL;
+  }
+  Node *n = record(t, qkv_back, y, x, w, NULL);
+  if (n)
+    n->la[0] = H;
+  return g_steal_pointer(&y);
+}

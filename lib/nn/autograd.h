@@ -117,4 +117,27 @@ MexdVar *mexd_ag_cross_entropy(MexdTape *t, MexdVar *logits, MexdTensor *labels,
 /* loss [1] = mean of (y − target)² (target data). */
 MexdVar *mexd_ag_mse(MexdTape *t, MexdVar *y, MexdTensor *target, GError **error);
 
+/* ---- attention (Nyström's pieces; autograd.c) ---- */
+
+/* a + b, given up a (the caller's reference passes to the result): when nothing is recorded and
+ * nobody else holds a, the sum is made in a's value (no new tensor) — the caller must not read
+ * a's value afterwards. */
+MexdVar *mexd_ag_add_consume(MexdTape *t, MexdVar *a, MexdVar *b, GError **error);
+/* y [B,M,D] = softmax(scale·a·bᵀ)·c for a [B,M,K], b [B,N,K], c [B,N,D], the softmax over N.
+ * With w [B,1,M] (data), *wp gets a new [B,1,N] = w·softmax(scale·a·bᵀ) (no gradient).  On the
+ * cpu backend, when nothing is recorded, large scores are made a piece of rows at a time and are
+ * never whole (autograd.c: "Pieces"); otherwise (and on a tape, whose backward needs them) they
+ * are one tensor. */
+MexdVar *mexd_ag_attend(MexdTape *t, MexdVar *a, MexdVar *b, MexdVar *c, float scale,
+                        MexdTensor *w, MexdTensor **wp, GError **error);
+/* The size of a piece of scores (floats) for mexd_ag_attend; ≤ 0: the default.  For the tests:
+ * not thread-safe. */
+void mexd_ag_set_attend_piece(int64_t floats);
+/* Nyström's q, k, v with the heads split: x [N,W] · w [3W,W]ᵀ below np − N zero rows, as
+ * [3·H, np, W/H] (part j = q, k, v; head h within it).  One part at a time: the [np, 3W]
+ * projection is never whole.  (Decision, issue 17: at N = 100,000 the scratch is a third,
+ * 196 MB instead of 589 MB per layer.) */
+MexdVar *mexd_ag_qkv_heads(MexdTape *t, MexdVar *x, MexdVar *w, int64_t np, int64_t H,
+                           GError **error);
+
 G_END_DECLS

@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "nn/config-json.h"
+#include "nn/module.h"
 #include "nn/nn.h"
 
 #include <json-glib/json-glib.h>
@@ -31,9 +32,7 @@ struct _MexdModel {
   MexdBackend *be;
   char *path;
   MexdTransMil a1, a2;
-  MexdTensor *routers; /* [2E, W]: rows 2r, 2r+1 are router r */
-  MexdTensor *cls_w[MEXD_MAX_EXPERTS], *cls_b[MEXD_MAX_EXPERTS];
-  MexdTensor *diag_idx; /* i32 [E]: r·E + r */
+  MexdMoe moe;
   gboolean has_diffc;
   MexdDiffc dc;
 };
@@ -222,12 +221,7 @@ void mexd_model_free(MexdModel *m)
     return;
   mexd_transmil_clear(&m->a1);
   mexd_transmil_clear(&m->a2);
-  g_clear_pointer(&m->routers, mexd_tensor_unref);
-  g_clear_pointer(&m->diag_idx, mexd_tensor_unref);
-  for (int r = 0; r < MEXD_MAX_EXPERTS; r++) {
-    g_clear_pointer(&m->cls_w[r], mexd_tensor_unref);
-    g_clear_pointer(&m->cls_b[r], mexd_tensor_unref);
-  }
+  mexd_moe_clear(&m->moe);
   if (m->has_diffc)
     mexd_diffc_clear(&m->dc);
   mexd_model_config_clear(&m->cfg);
@@ -256,32 +250,12 @@ MexdModel *mexd_model_load(const char *path, MexdBackend *be, GError **error)
   MexdAttnShape s = {c->width, c->heads, c->landmarks, c->pinv_iterations, c->res_conv_taps};
   MexdWeights w;
   mexd_weights_init(&w, st, be);
-  int E = c->experts, W = c->width;
+  int W = c->width;
+  MexdParamSource src = mexd_param_source_weights(&w);
   gboolean ok =
-      mexd_transmil_load(&m->a1, &w, "adapter1", c->feature_dim, c->n_classes, &s, error) &&
-      mexd_transmil_load(&m->a2, &w, "adapter2", W, c->n_classes, &s, error);
-  if (ok) {
-    g_autofree float *rw = g_new(float, (int64_t)2 * E * W);
-    for (int r = 0; ok && r < E; r++) {
-      g_autofree char *nm = g_strdup_printf("moe.router.%d.weight", r);
-      g_autofree float *one = mexd_weights_get_host(&w, nm, 2, (int64_t[]){2, W}, error);
-      if (!one)
-        ok = FALSE;
-      else
-        memcpy(rw + (int64_t)2 * r * W, one, sizeof(float) * 2 * W);
-      g_autofree char *n1 = g_strdup_printf("moe.classifier.%d.weight", r);
-      g_autofree char *n2 = g_strdup_printf("moe.classifier.%d.bias", r);
-      ok = ok && (m->cls_w[r] = mexd_weights_get(&w, n1, 2, (int64_t[]){E, W}, error)) &&
-           (m->cls_b[r] = mexd_weights_get(&w, n2, 1, (int64_t[]){E}, error));
-    }
-    ok = ok && (m->routers = mexd_tensor_new_from_f32(be, MEXD_DTYPE_F32, 2, (int64_t[]){2 * E, W},
-                                                      rw, error));
-    int32_t diag[MEXD_MAX_EXPERTS];
-    for (int r = 0; r < E; r++)
-      diag[r] = r * E + r;
-    ok = ok && (m->diag_idx = mexd_tensor_new_1d(be, MEXD_DTYPE_I32, E, error)) &&
-         mexd_tensor_write(m->diag_idx, diag, sizeof(int32_t) * E, error);
-  }
+      mexd_transmil_init(&m->a1, &src, "adapter1", c->feature_dim, c->n_classes, &s, error) &&
+      mexd_transmil_init(&m->a2, &src, "adapter2", W, c->n_classes, &s, error) &&
+      mexd_moe_init(&m->moe, &src, c->experts, W, error);
   if (ok && c->has_diffusion) {
     ok = mexd_diffc_load(&m->dc, &w, c->n_classes, W, c->diffusion_width, c->T, c->beta_start,
                          c->beta_end, error);
@@ -327,7 +301,6 @@ typedef struct {
   int64_t n;      /* selected rows */
   int32_t *idx;   /* host copy */
   MexdTensor *ti; /* i32 [n] on the device */
-  MexdTensor *tv; /* paper: the gates of the selected rows [n] */
   gboolean zero_row;
 } Block;
 
@@ -335,7 +308,6 @@ static void block_clear(Block *b)
 {
   g_clear_pointer(&b->idx, g_free);
   g_clear_pointer(&b->ti, mexd_tensor_unref);
-  g_clear_pointer(&b->tv, mexd_tensor_unref);
 }
 
 /* k = floor(n·α) in double, like Python's int(); 0 → all n */
@@ -346,7 +318,7 @@ static int64_t top_count(int64_t n, double alpha)
 }
 
 gboolean mexd_moe_route_paper(MexdTensor *probs, int E, const double *alpha, int64_t *n_sel,
-                              int32_t **sel, MexdTensor **ti, MexdTensor **tv, GError **error)
+                              int32_t **sel, MexdTensor **ti, GError **error)
 {
   if (!probs || probs->ndim != 3 || probs->shape[1] != E || probs->shape[2] != 2 || E < 1 ||
       E > MEXD_MAX_EXPERTS)
@@ -375,8 +347,6 @@ gboolean mexd_moe_route_paper(MexdTensor *probs, int E, const double *alpha, int
       return FALSE;
     if (ti)
       ti[r] = g_steal_pointer(&i1);
-    if (tv)
-      tv[r] = g_steal_pointer(&v1);
   }
   return TRUE;
 }
@@ -386,13 +356,12 @@ static gboolean route_paper(MexdModel *m, MexdTensor *probs, Block *blk, GError 
   int E = m->cfg.experts;
   int64_t n[MEXD_MAX_EXPERTS];
   int32_t *sel[MEXD_MAX_EXPERTS] = {NULL};
-  MexdTensor *ti[MEXD_MAX_EXPERTS] = {NULL}, *tv[MEXD_MAX_EXPERTS] = {NULL};
-  gboolean ok = mexd_moe_route_paper(probs, E, m->cfg.alpha, n, sel, ti, tv, error);
+  MexdTensor *ti[MEXD_MAX_EXPERTS] = {NULL};
+  gboolean ok = mexd_moe_route_paper(probs, E, m->cfg.alpha, n, sel, ti, error);
   for (int r = 0; r < E; r++) { /* the blocks own what was made, also after a failure */
     blk[r].n = sel[r] ? n[r] : 0;
     blk[r].idx = sel[r];
     blk[r].ti = ti[r];
-    blk[r].tv = tv[r];
   }
   return ok;
 }
@@ -620,15 +589,14 @@ static gboolean forward_body(MexdModel *m, const float *x, int64_t n, int64_t d,
   const MexdModelConfig *c = &m->cfg;
   MexdBackend *be = m->be;
   int E = c->experts, C = c->n_classes;
-  int64_t W = c->width;
   gboolean paper = c->mode == MEXD_ROUTE_PAPER;
   double t0 = now_ms();
 
   g_autoptr(MexdTensor) tx =
       mexd_tensor_new_from_f32(be, MEXD_DTYPE_F32, 2, (int64_t[]){n, d}, x, error);
   g_autoptr(MexdTensor) logits1 = NULL, out1 = NULL, att1 = NULL;
-  if (!tx || !mexd_transmil_forward_attention(&m->a1, tx, &logits1, &out1, &att1, trace, "a1",
-                                              error))
+  if (!tx ||
+      !mexd_transmil_run(&m->a1, tx, &logits1, &out1, &att1, trace, "a1", error))
     return FALSE;
   if (!(res->attention = mexd_tensor_dup_f32(att1, error)))
     return FALSE;
@@ -640,12 +608,12 @@ static gboolean forward_body(MexdModel *m, const float *x, int64_t n, int64_t d,
   res->ms_adapter1 = t1 - t0;
 
   int64_t Np = out1->shape[0] - 1, R = paper ? n : Np;
-  g_autoptr(MexdTensor) P = mexd_tensor_rows(out1, 1, Np, error);
-  g_autoptr(MexdTensor) PR = P ? mexd_tensor_rows(P, 0, R, error) : NULL;
-  g_autoptr(MexdTensor) lg = PR ? mexd_linear_new(PR, m->routers, NULL, error) : NULL;
-  g_autoptr(MexdTensor) probs = lg ? mexd_tensor_reshape(lg, 3, (int64_t[]){R, E, 2}, error) : NULL;
-  if (!probs || !mexd_softmax_rows(probs, probs, error))
+  g_autoptr(MexdTensor) PR = mexd_tensor_rows(out1, 1, R, error);
+  g_autoptr(MexdVar) P = PR ? mexd_var_new(PR, FALSE) : NULL;
+  g_autoptr(MexdVar) gates = P ? mexd_moe_gates(&m->moe, NULL, P, error) : NULL;
+  if (!gates)
     return FALSE;
+  MexdTensor *probs = mexd_var_value(gates);
   if (trace) {
     g_autoptr(MexdTensor) pt = mexd_tensor_new(be, MEXD_DTYPE_F32, 3, (int64_t[]){E, R, 2}, error);
     if (!pt || !mexd_permute(pt, probs, (int[]){1, 0, 2}, error) ||
@@ -668,60 +636,30 @@ static gboolean forward_body(MexdModel *m, const float *x, int64_t n, int64_t d,
 
   /* blocks (gated in paper mode), centroids, classifier confidences, insight Z */
   {
-    MexdTensor *rows[MEXD_MAX_EXPERTS];
-    memset(rows, 0, sizeof rows);
-    g_autoptr(MexdTensor) cent = mexd_tensor_new_2d(be, MEXD_DTYPE_F32, E, W, error);
-    g_autoptr(MexdTensor) cl = cent ? mexd_tensor_new_2d(be, MEXD_DTYPE_F32, E, E, error) : NULL;
-    gboolean bok = cl != NULL;
-    int64_t M = 0;
-    for (int r = 0; bok && r < E; r++) {
-      int64_t k = blk[r].zero_row ? 1 : blk[r].n;
-      M += k;
-      rows[r] = blk[r].zero_row
-                    ? mexd_tensor_new_zeros(be, MEXD_DTYPE_F32, 2, (int64_t[]){1, W}, error)
-                    : mexd_tensor_new_2d(be, MEXD_DTYPE_F32, k, W, error);
-      g_autoptr(MexdTensor) crow = rows[r] ? mexd_tensor_rows(cent, r, 1, error) : NULL;
-      g_autoptr(MexdTensor) c1 = crow ? mexd_tensor_reshape(crow, 1, (int64_t[]){W}, error) : NULL;
-      bok = c1 != NULL;
-      if (bok && !blk[r].zero_row)
-        bok = mexd_gather_rows(rows[r], P, blk[r].ti, error);
-      if (bok && paper) {
-        g_autoptr(MexdTensor) v2 = mexd_tensor_reshape(blk[r].tv, 2, (int64_t[]){k, 1}, error);
-        g_autoptr(MexdTensor) gm = v2 ? mexd_tensor_new_1d(be, MEXD_DTYPE_F32, 1, error) : NULL;
-        bok = gm && mexd_mul(rows[r], rows[r], v2, error) && mexd_mean_rows(c1, rows[r], error) &&
-              mexd_mean_rows(gm, v2, error) && mexd_binary(c1, c1, gm, MEXD_BINARY_DIV, error);
-      } else if (bok) {
-        bok = mexd_mean_rows(c1, rows[r], error);
-      }
-      g_autoptr(MexdTensor) lrow = bok ? mexd_tensor_rows(cl, r, 1, error) : NULL;
-      bok = lrow && mexd_linear(lrow, crow, m->cls_w[r], m->cls_b[r], error);
-    }
-    g_autoptr(MexdTensor) a2in = bok ? mexd_tensor_new_2d(be, MEXD_DTYPE_F32, M, W, error) : NULL;
-    bok = a2in && mexd_concat(a2in, rows, E, 0, error);
+    MexdMoeBlock mb[MEXD_MAX_EXPERTS];
     for (int r = 0; r < E; r++)
-      g_clear_pointer(&rows[r], mexd_tensor_unref);
-    g_autoptr(MexdTensor) cvec = bok ? mexd_tensor_new_2d(be, MEXD_DTYPE_F32, E, 1, error) : NULL;
-    g_autoptr(MexdTensor) cl1 =
-        cvec ? mexd_tensor_reshape(cl, 2, (int64_t[]){E * E, 1}, error) : NULL;
-    g_autoptr(MexdTensor) z = cl1 ? mexd_tensor_new_2d(be, MEXD_DTYPE_F32, 1, W, error) : NULL;
-    MexdGemmParams gp = MEXD_GEMM_PARAMS_DEFAULT;
-    gp.trans_a = TRUE;
-    bok = z && mexd_softmax_rows(cl, cl, error) &&
-          mexd_gather_rows(cvec, cl1, m->diag_idx, error) &&
-          mexd_gemm(z, cvec, cent, NULL, &gp, error) &&
-          mexd_trace_put(trace, NULL, "moe.centroid", cent, error) &&
-          mexd_trace_put(trace, NULL, "moe.c", cvec, error) &&
-          mexd_trace_put(trace, NULL, "moe.z", z, error) &&
-          mexd_trace_put(trace, NULL, "moe.rows", a2in, error);
+      mb[r] = (MexdMoeBlock){blk[r].ti, blk[r].n, blk[r].zero_row};
+    MexdMoeHead head;
+    if (!mexd_moe_head(&m->moe, NULL, P, gates, mb, paper, TRUE, &head, error))
+      return FALSE;
+    g_autoptr(MexdTensor) a2in = mexd_tensor_ref(mexd_var_value(head.rows));
+    g_autoptr(MexdTensor) cvec = mexd_tensor_ref(mexd_var_value(head.c));
+    g_autoptr(MexdTensor) z = mexd_tensor_ref(mexd_var_value(head.z));
+    gboolean bok = mexd_trace_put(trace, NULL, "moe.centroid", mexd_var_value(head.cent), error) &&
+                   mexd_trace_put(trace, NULL, "moe.c", cvec, error) &&
+                   mexd_trace_put(trace, NULL, "moe.z", z, error) &&
+                   mexd_trace_put(trace, NULL, "moe.rows", a2in, error);
+    mexd_moe_head_clear(&head);
     if (!bok)
       return FALSE;
-    g_clear_pointer(&out1, mexd_tensor_unref);
-    g_clear_pointer(&P, mexd_tensor_unref);
+    g_clear_pointer(&gates, mexd_var_unref);
+    g_clear_pointer(&P, mexd_var_unref);
     g_clear_pointer(&PR, mexd_tensor_unref);
+    g_clear_pointer(&out1, mexd_tensor_unref);
     double t2 = now_ms();
     g_autoptr(MexdTensor) logits2 = NULL;
     g_autoptr(MexdTensor) rho = NULL;
-    if (!mexd_transmil_forward(&m->a2, a2in, &logits2, NULL, trace, "a2", error))
+    if (!mexd_transmil_run(&m->a2, a2in, &logits2, NULL, NULL, trace, "a2", error))
       return FALSE;
     if (!(rho = mexd_tensor_new_2d(be, MEXD_DTYPE_F32, 1, C, error)) ||
         !mexd_softmax_rows(rho, logits2, error) || !mexd_trace_put(trace, NULL, "rho", rho, error))

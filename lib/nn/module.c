@@ -18,7 +18,8 @@ gboolean mexd_param_linear(const MexdParamSource *src, const char *prefix, int64
   g_autofree char *nw = g_strdup_printf("%s.weight", prefix);
   g_autofree char *nb = g_strdup_printf("%s.bias", prefix);
   *w = mexd_param(src, nw, 2, (int64_t[]){out, in}, MEXD_INIT_UNIFORM, bound, error);
-  *b = NULL;
+  if (b)
+    *b = NULL;
   if (!*w)
     return FALSE;
   if (bias && !(*b = mexd_param(src, nb, 1, (int64_t[]){out}, MEXD_INIT_UNIFORM, bound, error)))

@@ -58,61 +58,16 @@ typedef struct {
   int width, heads, landmarks, iterations, taps;
 } MexdAttnShape;
 
-typedef struct {
-  MexdAttnShape s;
-  MexdTensor *qkv_w;  /* [3W, W] */
-  MexdTensor *out_w;  /* [W, W] */
-  MexdTensor *out_b;  /* [W] */
-  MexdTensor *conv_w; /* [H, 1, taps, 1] */
-} MexdNystrom;
+/* Nyström attention and TransMIL are defined once for inference and training: nn/module.h. */
 
-gboolean mexd_nystrom_load(MexdNystrom *ny, MexdWeights *w, const char *prefix,
-                           const MexdAttnShape *s, GError **error);
-void mexd_nystrom_clear(MexdNystrom *ny);
-/* A new [n, W] tensor: the attention of x [n, W] (already layer-normed). */
-MexdTensor *mexd_nystrom_forward(MexdNystrom *ny, MexdTensor *x, GError **error);
-/* The same; with cls_row ≥ 0, *cls_att gets a new [n_p] tensor: token cls_row's attention
- * A1[row]·Z·A3 over the n_p padded rows (the n rows of x are the last n), mean over the heads —
- * the attention weights TransMIL heatmaps show (they sum to ~1: Z is A2's pseudo-inverse). */
-MexdTensor *mexd_nystrom_forward_cls(MexdNystrom *ny, MexdTensor *x, int64_t cls_row,
-                                     MexdTensor **cls_att, GError **error);
-/* The size of a piece of attention scores (floats) on the cpu backend, where A1 and A3 are made
- * piece by piece when larger (layers.c); ≤ 0: the default.  For the tests: not thread-safe. */
-void mexd_nystrom_set_piece(int64_t floats);
-
-/* ---- TransMIL (MEXD.md §1) ---- */
-typedef struct {
-  int in_dim, classes;
-  MexdAttnShape s;
-  MexdTensor *fc1_w, *fc1_b;
-  MexdTensor *cls; /* [W] */
-  MexdTensor *ln1_w, *ln1_b, *ln2_w, *ln2_b, *norm_w, *norm_b;
-  MexdNystrom attn1, attn2;
-  MexdTensor *conv_w[3], *conv_b[3]; /* PPEG 7, 5, 3: [W,1,k,k] */
-  MexdTensor *head_w, *head_b;
-} MexdTransMil;
-
-gboolean mexd_transmil_load(MexdTransMil *tm, MexdWeights *w, const char *prefix, int in_dim,
-                            int classes, const MexdAttnShape *s, GError **error);
-void mexd_transmil_clear(MexdTransMil *tm);
-/* x [N, in] → logits [1, C] (new) and, when `out` is not NULL, the final tokens [Np+1, W] (new;
- * row 0 the cls token).  Trace names: <prefix>.h, .layer1, .ppeg, .layer2, .out, .logits. */
-gboolean mexd_transmil_forward(MexdTransMil *tm, MexdTensor *x, MexdTensor **logits,
-                               MexdTensor **out, MexdTrace *trace, const char *prefix,
-                               GError **error);
-/* The same and (attention != NULL) a new [N] tensor: the class token's attention over the N
- * instances in the first Nyström layer (mean over heads).  Trace name: <prefix>.attention. */
-gboolean mexd_transmil_forward_attention(MexdTransMil *tm, MexdTensor *x, MexdTensor **logits,
-                                         MexdTensor **out, MexdTensor **attention,
-                                         MexdTrace *trace, const char *prefix, GError **error);
 /* Dyn-MoE's routing as the paper has it (MEXD.md §2), for inference and training alike: for each
  * router r the rows whose gate p1 beats p0 (mexd_route_keep), ranked by gate (ties: the lower row
  * first; mexd_topk), the first floor(n·α_r) of them (all when that is 0); when no row is kept, the
  * single largest gate.  probs [R, E, 2] (each router's softmax per row).  n_sel[r] and sel[r] (host,
- * g_free) for each router; ti[r] / tv[r] (optional) the indices and gates on the device.  On
- * failure what was made is still handed over. */
+ * g_free) for each router; ti[r] (optional) the indices on the device.  On failure what was made
+ * is still handed over. */
 gboolean mexd_moe_route_paper(MexdTensor *probs, int E, const double *alpha, int64_t *n_sel,
-                              int32_t **sel, MexdTensor **ti, MexdTensor **tv, GError **error);
+                              int32_t **sel, MexdTensor **ti, GError **error);
 /* The square side S = ceil(sqrt(N)) of a bag of N (exact for any N of int64). */
 int64_t mexd_square_side(int64_t n);
 

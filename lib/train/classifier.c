@@ -164,7 +164,8 @@ static gboolean load_transmil(MexdClassifier *c, MexdSafetensors *st, const char
   c->n_classes = (int)g_strv_length(c->classes);
   MexdWeights w;
   mexd_weights_init(&w, st, c->be);
-  gboolean ok = mexd_transmil_load(&c->tm, &w, "adapter1", D, c->n_classes, &s, error) &&
+  MexdParamSource src = mexd_param_source_weights(&w);
+  gboolean ok = mexd_transmil_init(&c->tm, &src, "adapter1", D, c->n_classes, &s, error) &&
                 mexd_weights_check_all_taken(&w, error);
   mexd_weights_clear(&w);
   return ok;
@@ -334,7 +335,7 @@ gboolean mexd_classifier_predict(MexdClassifier *c, const float *x, int64_t n, i
     return FALSE;
   if (c->kind == MEXD_CLASSIFIER_TRANSMIL) {
     g_autoptr(MexdTensor) logits = NULL;
-    return mexd_transmil_forward(&c->tm, tx, &logits, NULL, NULL, "a1", error) &&
+    return mexd_transmil_run(&c->tm, tx, &logits, NULL, NULL, NULL, "a1", error) &&
            softmax_host(logits, C, probs, error);
   }
   g_autoptr(MexdVar) xv = mexd_var_take(g_steal_pointer(&tx), FALSE);

@@ -1,49 +1,29 @@
-/* models.h: the trainable models, written over the tape (autograd.h): TransMIL (adapters #1, #2
- * and the TransMIL baseline), the Dyn-MoE stage, the Diff-C denoiser and the ABMIL baseline
- * (docs/TRAINING.md).  Parameters live in a MexdParams under the names of docs/MODEL-FORMAT.md,
- * so a trained set is written straight into a model file.
+/* models.h: the training stages over the models' one definitions (nn/module.h; docs/TRAINING.md):
+ * what each stage adds to a definition — the Dyn-MoE stage's routing and losses, the diffusion
+ * stage's noising, draws and loss.  TransMIL (adapters #1, #2 and the baseline) and ABMIL train
+ * straight from their definitions (MexdTransMil, MexdAbmil).  Parameters live in a MexdParams
+ * under the names of docs/MODEL-FORMAT.md, so a trained set is written straight into a model file.
  *
- * The forward passes compute what lib/nn's inference code computes (tests/test-train.c checks
- * it, and the losses and gradients against tests/reference/gen_train.py's PyTorch).  With a NULL
- * tape they are plain forward passes (no dropout, nothing recorded). */
+ * tests/test-train.c checks the losses and gradients against tests/reference/gen_train.py's
+ * PyTorch.  With a NULL tape nothing is recorded (evaluation). */
 #pragma once
 
 #include "nn/model.h"
+#include "nn/module.h"
 #include "nn/nn.h"
 #include "nn/autograd.h"
 #include "train/params.h"
 
 G_BEGIN_DECLS
 
-/* ---- TransMIL ---- */
+/* ---- the Dyn-MoE stage (paper routing) with adapter #2 ---- */
 typedef struct {
-  int in_dim, classes;
-  MexdAttnShape s;
-  float dropout; /* after each attention's output (0.1 in training) */
-  MexdVar *fc1_w, *fc1_b, *cls;
-  MexdVar *ln_w[3], *ln_b[3]; /* layer1.norm, layer2.norm, norm */
-  MexdVar *qkv_w[2], *out_w[2], *out_b[2], *res_w[2];
-  MexdVar *conv_w[3], *conv_b[3]; /* PPEG 7, 5, 3 */
-  MexdVar *head_w, *head_b;
-} MexdTransMilT;
-
-/* Adds the parameters `prefix`.* (initialised as docs/TRAINING.md says). */
-gboolean mexd_transmil_t_init(MexdTransMilT *tm, MexdParams *ps, const char *prefix, int in_dim,
-                              int classes, const MexdAttnShape *s, GError **error);
-/* x [N, in] → logits [1, C] and (out != NULL) the final tokens [Np+1, W] (row 0 the class
- * token), both new. */
-gboolean mexd_transmil_t_forward(MexdTransMilT *tm, MexdTape *t, MexdVar *x, MexdVar **logits,
-                                 MexdVar **out, GError **error);
-
-/* ---- Dyn-MoE (paper mode) with adapter #2 ---- */
-typedef struct {
-  int experts, classes, width;
+  int experts, classes;
   double alpha[MEXD_MAX_EXPERTS];
   int expert_of_class[MEXD_MAX_CLASSES];
   gboolean no_routing; /* the ablation: adapter #2 sees all rows, ungated */
-  MexdVar *router[MEXD_MAX_EXPERTS];
-  MexdVar *cls_w[MEXD_MAX_EXPERTS], *cls_b[MEXD_MAX_EXPERTS];
-  MexdTransMilT a2;
+  MexdMoe moe;
+  MexdTransMil a2;
 } MexdMoeT;
 
 typedef struct {
@@ -57,11 +37,12 @@ typedef struct {
 
 gboolean mexd_moe_t_init(MexdMoeT *moe, MexdParams *ps, const MexdModelConfig *cfg,
                          gboolean no_routing, GError **error);
-/* P [N, W]: adapter #1's instance rows (data); label < 0: no loss. */
+void mexd_moe_t_clear(MexdMoeT *moe);
+/* P [N, W]: adapter #1's instance rows (data); label < 0: no loss.  The loss is adapter #2's
+ * cross-entropy + expert 0's on class 0 + (label's expert ≥ 1) that expert's on its own index. */
 gboolean mexd_moe_t_forward(MexdMoeT *moe, MexdTape *t, MexdTensor *P, int label, MexdMoeOut *out,
                             GError **error);
 void mexd_moe_out_clear(MexdMoeOut *out);
-/* (the routing: mexd_moe_route_paper, nn/nn.h, the one inference runs) */
 
 /* ---- Diff-C denoiser ---- */
 typedef struct {

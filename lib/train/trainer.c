@@ -97,7 +97,7 @@ typedef struct {
   MexdBackend *be;
   MexdParams *ps;
   MexdOptim *opt;
-  MexdTransMilT tm;
+  MexdTransMil tm;
   MexdAbmil ab;
   MexdMoeT moe;
   MexdDiffcT dc;
@@ -142,6 +142,8 @@ static void trainer_clear(Trainer *tr)
   if (tr->have_dc)
     mexd_diffc_t_clear(&tr->dc);
   mexd_abmil_clear(&tr->ab);
+  mexd_transmil_clear(&tr->tm);
+  mexd_moe_t_clear(&tr->moe);
   if (tr->have_cfg)
     mexd_model_config_clear(&tr->cfg);
   if (tr->opt)
@@ -312,7 +314,8 @@ static gboolean load_adapter(Trainer *tr, GError **error)
   tr->s = s; /* adapter #2 has adapter #1's shape */
   MexdWeights w;
   mexd_weights_init(&w, tr->init_st, tr->be);
-  gboolean ok = mexd_transmil_load(&tr->a1, &w, "adapter1", D, tr->ds->n_classes, &s, error);
+  MexdParamSource src = mexd_param_source_weights(&w);
+  gboolean ok = mexd_transmil_init(&tr->a1, &src, "adapter1", D, tr->ds->n_classes, &s, error);
   mexd_weights_clear(&w);
   tr->have_a1 = ok;
   return ok && moe_config(tr, D, error);
@@ -326,7 +329,7 @@ static MexdTensor *adapter_rows(Trainer *tr, int i, GError **error)
                                                      (int64_t[]){bag->n, bag->d}, bag->features,
                                                      error);
   g_autoptr(MexdTensor) logits = NULL, out = NULL;
-  if (!x || !mexd_transmil_forward(&tr->a1, x, &logits, &out, NULL, "a1", error))
+  if (!x || !mexd_transmil_run(&tr->a1, x, &logits, &out, NULL, NULL, "a1", error))
     return NULL;
   g_autoptr(MexdTensor) rows = mexd_tensor_rows(out, 1, bag->n, error);
   g_autoptr(MexdTensor) P =
@@ -479,8 +482,8 @@ static gboolean setup(Trainer *tr, GError **error)
   int stage_opt = 0;
   switch (o->stage) {
   case MEXD_TRAIN_ADAPTER:
-    if (!mexd_transmil_t_init(&tr->tm, tr->ps, "adapter1", (int)ds->d, ds->n_classes, &tr->s,
-                              error))
+    if (!mexd_transmil_init(&tr->tm, MEXD_PARAMS_SOURCE(tr->ps), "adapter1", (int)ds->d,
+                            ds->n_classes, &tr->s, error))
       return FALSE;
     tr->tm.dropout = o->dropout;
     break;
@@ -556,7 +559,8 @@ static MexdVar *slide_loss(Trainer *tr, MexdTape *t, int i, int epoch, float *pr
   case MEXD_TRAIN_ABMIL: {
     g_autoptr(MexdVar) x = bag_var(tr, i, error);
     gboolean ok = x && (tr->o->stage == MEXD_TRAIN_ADAPTER
-                            ? mexd_transmil_t_forward(&tr->tm, t, x, &logits, NULL, error)
+                            ? mexd_transmil_forward(&tr->tm, t, x, &logits, NULL, NULL, NULL, "adapter1",
+                                                    error)
                             : mexd_abmil_forward(&tr->ab, t, x, &logits, NULL, error));
     if (!ok || !(loss = ce_loss(logits, t, sl->label, error)))
       return NULL;

@@ -1055,14 +1055,39 @@ MexdVar *mexd_ag_mse(MexdTape *t, MexdVar *y, MexdTensor *target, GError **error
 
 /* ---- attention ---- */
 
+/* a's value may be overwritten: nothing would record an op on a and b, and only the caller holds
+ * a (not a view, whose parent someone else may read). */
+static gboolean overwritable(MexdTape *t, MexdVar *a, MexdVar *b)
+{
+  gboolean records = t && !t->spent && (a->requires_grad || (b && b->requires_grad));
+  return !records && a->ref == 1 && !a->parent;
+}
+
+MexdVar *mexd_ag_unary_consume(MexdTape *t, MexdVar *x, MexdUnaryOp op, GError **error)
+{
+  if (!check_var("unary", x, error)) {
+    mexd_var_unref(x);
+    return NULL;
+  }
+  if (overwritable(t, x, NULL) && op != MEXD_UNARY_SCALE && op != MEXD_UNARY_SCALE_EYE) {
+    if (!mexd_unary(x->value, x->value, op, 0, 0, error)) {
+      mexd_var_unref(x);
+      return NULL;
+    }
+    return x;
+  }
+  MexdVar *y = mexd_ag_unary(t, x, op, error);
+  mexd_var_unref(x);
+  return y;
+}
+
 MexdVar *mexd_ag_add_consume(MexdTape *t, MexdVar *a, MexdVar *b, GError **error)
 {
   if (!check_var("add", a, error) || !check_var("add", b, error)) {
     mexd_var_unref(a);
     return NULL;
   }
-  gboolean records = t && !t->spent && (a->requires_grad || b->requires_grad);
-  if (!records && a->ref == 1 && !a->parent && mexd_tensor_same_shape(a->value, b->value)) {
+  if (overwritable(t, a, b) && mexd_tensor_same_shape(a->value, b->value)) {
     if (!mexd_add(a->value, a->value, b->value, error)) {
       mexd_var_unref(a);
       return NULL;

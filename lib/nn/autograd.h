@@ -123,6 +123,8 @@ MexdVar *mexd_ag_mse(MexdTape *t, MexdVar *y, MexdTensor *target, GError **error
  * nobody else holds a, the sum is made in a's value (no new tensor) — the caller must not read
  * a's value afterwards. */
 MexdVar *mexd_ag_add_consume(MexdTape *t, MexdVar *a, MexdVar *b, GError **error);
+/* f(x), given up x, likewise (in x's value when nothing records it and nobody else holds it). */
+MexdVar *mexd_ag_unary_consume(MexdTape *t, MexdVar *x, MexdUnaryOp op, GError **error);
 /* y [B,M,D] = softmax(scale·a·bᵀ)·c for a [B,M,K], b [B,N,K], c [B,N,D], the softmax over N.
  * With w [B,1,M] (data), *wp gets a new [B,1,N] = w·softmax(scale·a·bᵀ) (no gradient).  On the
  * cpu backend, when nothing is recorded, large scores are made a piece of rows at a time and are

@@ -259,14 +259,27 @@ static RefSlide *ref_plan(const MexdSynthOptions *o)
     perm[r] = perm[j];
     perm[j] = t;
   }
-  int count[3] = {0, 0, 0};
-  for (int r = 0; r < S; r++)
-    count[r % C]++;
+  /* the class sequence of the ratio: c_r maximises a_c·(r+1) − A·k_c(r), ties to the lower c */
+  int count[3] = {0, 0, 0}, A = 0;
+  g_autofree int *cls = g_new(int, S), *nth = g_new(int, S);
+  for (int c = 0; c < C; c++)
+    A += o->class_ratio[c];
   for (int r = 0; r < S; r++) {
-    int c = r % C;
+    int best = -1;
+    double bv = 0;
+    for (int c = 0; c < C; c++) {
+      double v = (double)o->class_ratio[c] * (r + 1) - (double)A * count[c];
+      if (best < 0 || v > bv)
+        best = c, bv = v;
+    }
+    cls[r] = best;
+    nth[r] = count[best]++;
+  }
+  for (int r = 0; r < S; r++) {
+    int c = cls[r];
     int t = MIN((int)floor(o->test_fraction * count[c] + 0.5), count[c] - 1);
     p[perm[r]].label = c;
-    p[perm[r]].test = r / C < t;
+    p[perm[r]].test = nth[r] < t;
   }
   for (int i = 0; i < S; i++) {
     uint32_t x[4];
@@ -364,6 +377,8 @@ EDIT(delta_nan, o->lesion_distance = NAN)
 EDIT(noise_neg, o->noise = -1e-9)
 EDIT(noise_nan, o->noise = NAN)
 EDIT(noise_big, o->noise = 1e6)
+EDIT(ratio_0, o->class_ratio[1] = 0)
+EDIT(ratio_big, o->class_ratio[0] = 1001)
 EDIT(dim_and_noise, (o->dim = 1, o->noise = -1.0))
 
 static const BadCase bad_cases[] = {
@@ -393,12 +408,14 @@ static const BadCase bad_cases[] = {
     {"negative radius", r_neg, "radius"},
     {"NaN radius", r_nan, "radius"},
     {"radius 1e6", r_big, "the centre radius must be in (0, 1e6)"},
-    {"lesion distance 0", delta_0, "lesion distance"},
-    {"lesion distance over 2R", delta_big, "lesion distance"},
-    {"NaN lesion distance", delta_nan, "lesion distance"},
+    {"lesion distance 0", delta_0, "--lesion-distance"},
+    {"lesion distance over 2R", delta_big, "--lesion-distance"},
+    {"NaN lesion distance", delta_nan, "--lesion-distance"},
     {"negative noise", noise_neg, "noise"},
     {"NaN noise", noise_nan, "noise"},
-    {"noise 1e6", noise_big, "the noise must be in [0, 1e6)"},
+    {"noise 1e6", noise_big, "--noise must be in [0, 1e6)"},
+    {"class ratio 0", ratio_0, "--class-ratio"},
+    {"class ratio 1001", ratio_big, "--class-ratio"},
     {"the first bad option", dim_and_noise, "--dim"},
 };
 
@@ -422,11 +439,12 @@ EDIT(ok_noise_big, o->noise = 999999.0)
 EDIT(ok_r_big, o->radius = 999999.0)
 EDIT(ok_seed_max, o->seed = UINT64_MAX)
 EDIT(ok_slides_max, o->n_slides = MEXD_SYNTH_MAX_SLIDES)
+EDIT(ok_ratio, (o->class_ratio[0] = 1000, o->class_ratio[1] = 1, o->class_ratio[2] = 7))
 
 static void (*const good_edits[])(MexdSynthOptions *) = {
     ok_slides_c, ok_tau_0,     ok_tau_high, ok_dim_2,    ok_dim_max,    ok_n_1,  ok_n_max,
     ok_f_1,      ok_f_tiny,    ok_k_1,      ok_k_64,     ok_l_1,        ok_l_16, ok_delta_2r,
-    ok_noise_0,  ok_noise_big, ok_r_big,    ok_seed_max, ok_slides_max,
+    ok_noise_0,  ok_noise_big, ok_r_big,    ok_seed_max, ok_slides_max, ok_ratio,
 };
 
 static void test_options(void)
@@ -549,16 +567,26 @@ static void check_plan_properties(const MexdSynth *s, const MexdSynthOptions *o)
       g_assert_true(m == 1 || frac >= o->min_fraction - 0.5 / (double)N - 1e-12);
     }
   }
-  int lo = S, hi = 0;
+  int lo = S, hi = 0, A = 0;
+  gboolean even = TRUE;
+  for (int c = 0; c < C; c++) {
+    A += o->class_ratio[c];
+    even = even && o->class_ratio[c] == o->class_ratio[0];
+  }
   for (int c = 0; c < C; c++) {
     lo = MIN(lo, n_c[c]);
     hi = MAX(hi, n_c[c]);
     int t = MIN((int)floor(o->test_fraction * n_c[c] + 0.5), n_c[c] - 1);
     g_assert_cmpint(test_c[c], ==, t);
-    g_assert_cmpint(n_c[c] - test_c[c], >=, 1); /* every class has a train slide */
+    if (n_c[c] > 0)
+      g_assert_cmpint(n_c[c] - test_c[c], >=, 1); /* every class has a train slide */
+    /* the ratio's share, within one slide */
+    g_assert_cmpfloat(fabs((double)n_c[c] - (double)S * o->class_ratio[c] / A), <, 1.0);
   }
-  g_assert_cmpint(hi - lo, <=, 1);
-  g_assert_cmpint(lo, >=, 1);
+  if (even) {
+    g_assert_cmpint(hi - lo, <=, 1);
+    g_assert_cmpint(lo, >=, 1);
+  }
 }
 
 static void check_plan(const MexdSynthOptions *o)
@@ -579,6 +607,46 @@ static void check_plan(const MexdSynthOptions *o)
               o->seed, i, sl->label, sl->test, sl->n_instances, sl->n_lesion, ref[i].label,
               ref[i].test, ref[i].n, ref[i].m);
   }
+}
+
+/* The presets set what synth.c says, keep the seed, and are valid; an unknown name is refused. */
+static void test_presets(void)
+{
+  const char *const *names = mexd_synth_preset_names();
+  g_assert_cmpstr(names[0], ==, "camelyon16-like");
+  g_assert_cmpstr(names[1], ==, "bracs-like");
+  g_assert_null(names[2]);
+  static const struct {
+    int classes, slides, train_min, ratio[3];
+  } want[] = {{2, 400, 270, {3, 2, 1}}, {3, 450, 270, {3, 1, 2}}};
+  for (int k = 0; names[k]; k++) {
+    MexdSynthOptions o;
+    mexd_synth_options_init(&o, 2);
+    o.seed = 77;
+    GError *error = NULL;
+    g_assert_true(mexd_synth_options_preset(&o, names[k], &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(o.seed, ==, 77);
+    g_assert_cmpint(o.n_classes, ==, want[k].classes);
+    g_assert_cmpint(o.n_slides, ==, want[k].slides);
+    for (int c = 0; c < o.n_classes; c++)
+      g_assert_cmpint(o.class_ratio[c], ==, want[k].ratio[c]);
+    g_assert_true(mexd_synth_options_check(&o, &error));
+    g_autoptr(MexdSynth) s = mexd_synth_new(&o, &error);
+    g_assert_no_error(error);
+    check_plan(&o);
+    int train = 0;
+    for (int i = 0; i < o.n_slides; i++)
+      train += !mexd_synth_slide(s, i)->test;
+    g_test_message("%s: %d slides, %d train", names[k], o.n_slides, train);
+    g_assert_cmpint(train, >=, want[k].train_min); /* the issue: ≥ 400 slides, ≥ 270 train */
+  }
+  MexdSynthOptions o;
+  mexd_synth_options_init(&o, 2);
+  GError *error = NULL;
+  g_assert_false(mexd_synth_options_preset(&o, "camelyon17", &error));
+  expect_error(&error, MEXD_ERROR_INVALID_ARGUMENT, "unknown preset", "--preset", "camelyon17",
+               NULL);
 }
 
 static void test_plan(void)
@@ -623,6 +691,38 @@ static void test_plan(void)
     g_autoptr(MexdSynth) s = mexd_synth_new(&o, NULL);
     for (int i = 0; i < 7; i++)
       g_assert_cmpint(mexd_synth_slide(s, i)->n_instances, ==, 77);
+  }
+
+  /* class ratios: the presets' (exact counts) and a lopsided one */
+  {
+    MexdSynthOptions r = small_options(2, 5);
+    r.n_slides = 400;
+    r.test_fraction = 0.32;
+    r.class_ratio[0] = 3;
+    r.class_ratio[1] = 2;
+    check_plan(&r);
+    g_autoptr(MexdSynth) s = mexd_synth_new(&r, NULL);
+    int n[2] = {0, 0}, t[2] = {0, 0};
+    for (int i = 0; i < 400; i++) {
+      n[mexd_synth_slide(s, i)->label]++;
+      t[mexd_synth_slide(s, i)->label] += mexd_synth_slide(s, i)->test;
+    }
+    g_assert_cmpint(n[0], ==, 240);
+    g_assert_cmpint(n[1], ==, 160);
+    g_assert_cmpint(t[0], ==, 77); /* ⌊0.32·240 + 0.5⌋ */
+    g_assert_cmpint(t[1], ==, 51); /* ⌊0.32·160 + 0.5⌋ */
+    MexdSynthOptions b3 = small_options(3, 6);
+    b3.n_slides = 450;
+    b3.test_fraction = 0.2;
+    b3.class_ratio[0] = 3;
+    b3.class_ratio[1] = 1;
+    b3.class_ratio[2] = 2;
+    check_plan(&b3);
+    b3.n_slides = 23;
+    b3.class_ratio[0] = 1;
+    b3.class_ratio[1] = 20;
+    b3.class_ratio[2] = 1; /* 1 slide of class 0 and of class 2: no test slide of theirs */
+    check_plan(&b3);
   }
 
   /* the classes are shuffled: not every seed gives the same labels */
@@ -1329,6 +1429,7 @@ int main(int argc, char **argv)
   }
   g_test_add_func("/train/synth/options", test_options);
   g_test_add_func("/train/synth/plan", test_plan);
+  g_test_add_func("/train/synth/presets", test_presets);
   g_test_add_func("/train/synth/centres", test_centres);
   g_test_add_func("/train/synth/bags", test_bags);
   g_test_add_func("/train/synth/write", test_write);

@@ -6,7 +6,8 @@
  * Parameters (MexdSynthOptions; defaults from mexd_synth_options_init): C classes (2 or 3), S
  * slides, feature size D (>= 2), K background clusters (8), L lesion clusters per lesion class (2),
  * centre radius R (6), lesion distance Δ (3.5), noise σ (1), bag sizes [Nmin, Nmax] (200..5000),
- * lesion fractions [fmin, fmax] (0.005..0.10), test fraction τ (0.3), seed s.
+ * lesion fractions [fmin, fmax] (0.005..0.10), test fraction τ (0.3), class ratio a_0 : … : a_{C−1}
+ * (1 : … : 1), seed s.  Presets (mexd_synth_options_preset) set several at once.
  *
  * Class names: C = 2 (Camelyon16-like) 0 "normal", 1 "tumor"; C = 3 (BRACS-like) 0 "benign",
  * 1 "atypical", 2 "malignant".
@@ -35,10 +36,13 @@
  *               they coincide or mirror each other).
  * Slides i = 0 … S−1, named slide_000 … (zero-padded to at least 3 digits).
  *   class       π = a permutation of 0 … S−1 by Fisher–Yates: for r = S−1 down to 1, swap π[r]
- *               with π[⌊x·(r+1) / 2^32⌋], x word 0 at (3, r, 0, 0).  Slide π[r] has class r mod C
- *               (class counts differ by at most 1).
+ *               with π[⌊x·(r+1) / 2^32⌋], x word 0 at (3, r, 0, 0).  Slide π[r] has class c_r,
+ *               the class sequence of the ratio (integers a_c, A = Σ a_c): c_r is the c with the
+ *               largest a_c·(r+1) − A·k_c(r), ties to the lower c, k_c(r) the count of class c
+ *               among c_0 … c_{r−1} (every prefix as near the ratio as integers allow; for
+ *               1 : … : 1 it is r mod C, and class counts differ by at most 1).
  *   split       stratified: with n_c slides of class c, t_c = min(⌊τ·n_c + 0.5⌋, n_c − 1) test
- *               slides, the slides π[r] of class c with ⌊r / C⌋ < t_c; the others are train.
+ *               slides, the slides π[r] of class c with k_c(r) < t_c; the others are train.
  *   size        words x0…x3 at (2, i, 0, 0): N = Nmin + ⌊x0·(Nmax − Nmin + 1) / 2^32⌋;
  *               f = fmin + (fmax − fmin)·u(x1); lesion count m = 0 for class 0, else
  *               m = min(max(⌊f·N + 0.5⌋, 1), N).
@@ -106,10 +110,19 @@ typedef struct {
   double radius;           /* R in (0, 1e6) */
   double lesion_distance;  /* Δ in (0, 2R] */
   double noise;            /* σ in [0, 1e6) */
+  int class_ratio[3];      /* a_c in 1..1000 for c < n_classes (1 each by default) */
 } MexdSynthOptions;
 
 /* The defaults above for `n_classes` (2 or 3; S = 60 for 2 classes, 90 for 3). */
 void mexd_synth_options_init(MexdSynthOptions *o, int n_classes);
+
+/* The cohorts at the scale of the paper's data sets (issue 19), `name` one of
+ * mexd_synth_preset_names(): every option but the seed (and the output) set as the preset says
+ * (lib/train/synth.c has each preset's reasons).  FALSE with MEXD_ERROR_INVALID_ARGUMENT naming
+ * the presets for an unknown name. */
+gboolean mexd_synth_options_preset(MexdSynthOptions *o, const char *name, GError **error);
+/* NULL-terminated, static. */
+const char *const *mexd_synth_preset_names(void);
 
 /* MEXD_ERROR_INVALID_ARGUMENT naming the first option out of range ("--dim must be …", in the
  * command's flag names). */

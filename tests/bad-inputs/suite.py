@@ -1209,6 +1209,12 @@ def fam_options(c):
                        Opt("max-instances", "int", lo=10, hi=1000000),
                        Opt("min-fraction", "double", lo=0, lo_open=True, hi=0.3),
                        Opt("max-fraction", "double", lo=0.1, hi=1),
+                       Opt("lesion-distance", "double", lo=0, lo_open=True, hi=12),
+                       Opt("noise", "double", lo=0, hi=999999),
+                       Opt("class-ratio", "list", values=("0:1", "1", "a:b", "1:2:3", "1001:1", "2:-1", ""),
+                           usage=("0:1", "1", "a:b", "1:2:3", "1001:1", "2:-1", "")),
+                       Opt("preset", "list", values=("nope", "", "bracs-like"),
+                           usage=("nope", "", "bracs-like")),
                        Opt("seed", "seed")], sb, lambda cd: ((os.path.join(cd, "out"), "dir"),))
     # bench
     gen("bench-gemm", [Opt("reps", "list", values=("-1", "0", "abc", "1.5", "1e9", ""),

@@ -7,7 +7,11 @@
  * /train/metrics/brute-force: the sorted tie-group count against all pairs, on heavily tied
  * random scores (bit-equal: both count the same integer).
  * /train/metrics/errors: bad input gives MEXD_ERROR_INVALID_ARGUMENT naming what is wrong.
- * /train/metrics/format, /train/metrics/json: the report and the JSON object. */
+ * /train/metrics/format, /train/metrics/json: the report and the JSON object.
+ * /train/metrics/uncertainty: risk–coverage, calibration, temperature scaling and the bootstrap
+ * interval against tests/fixtures/metrics/uncertainty.json (tests/reference/gen_uncertainty.py:
+ * risk–coverage averaged over every order of tied slides, numpy's ECE, scipy's temperature,
+ * philox.py's resamples), and their errors. */
 #include "fixture-dir.h"
 #include "mexd.h"
 
@@ -387,6 +391,150 @@ static void test_json(void)
   json_node_unref(un);
 }
 
+/* ---- uncertainty ---- */
+
+static double jd(JsonObject *o, const char *k)
+{
+  return json_object_get_double_member(o, k);
+}
+
+static void close_to(const char *what, int k, double got, double want, double tol)
+{
+  if (!(fabs(got - want) <= tol))
+    g_error("case %d: %s = %.17g, the reference %.17g (diff %.3g)", k, what, got, want,
+            got - want);
+}
+
+typedef struct {
+  const gboolean *right;
+} AccData;
+
+static double acc_stat(const int64_t *idx, int64_t n, gpointer data)
+{
+  const AccData *a = data;
+  double s = 0;
+  for (int64_t j = 0; j < n; j++)
+    s += a->right[idx[j]];
+  return s / (double)n;
+}
+
+static double nan_stat(const int64_t *idx, int64_t n, gpointer data)
+{
+  (void)idx;
+  (void)n;
+  (void)data;
+  return NAN;
+}
+
+static void test_uncertainty(void)
+{
+  g_autofree char *dir = mexd_test_fixture_dir("metrics");
+  g_autofree char *path = g_build_filename(dir, "uncertainty.json", NULL);
+  g_autoptr(JsonParser) jp = json_parser_new();
+  g_autoptr(GError) error = NULL;
+  if (!json_parser_load_from_file(jp, path, &error))
+    g_error("%s: %s", path, error->message);
+  JsonArray *uc =
+      json_object_get_array_member(json_node_get_object(json_parser_get_root(jp)), "cases");
+  g_assert_cmpuint(json_array_get_length(uc), >=, 6);
+  for (guint k = 0; k < json_array_get_length(uc); k++) {
+    JsonObject *o = json_array_get_object_element(uc, k);
+    const int64_t n = json_object_get_int_member(o, "n");
+    const int C = (int)json_object_get_int_member(o, "C");
+    JsonArray *rows = json_object_get_array_member(o, "probs");
+    JsonArray *lab = json_object_get_array_member(o, "labels");
+    JsonArray *sc = json_object_get_array_member(o, "score");
+    g_autofree double *p = g_new(double, n * C), *conf = g_new(double, n),
+                      *score = g_new(double, n), *pt = g_new(double, n * C);
+    g_autofree int *y = g_new(int, n);
+    g_autofree gboolean *right = g_new(gboolean, n);
+    for (int64_t i = 0; i < n; i++) {
+      JsonArray *r = json_array_get_array_element(rows, (guint)i);
+      for (int c = 0; c < C; c++)
+        p[i * C + c] = json_array_get_double_element(r, c);
+      y[i] = (int)json_array_get_int_element(lab, (guint)i);
+      score[i] = json_array_get_double_element(sc, (guint)i);
+      int a = mexd_metrics_argmax(p + i * C, C);
+      conf[i] = p[i * C + a];
+      right[i] = a == y[i];
+    }
+    const char *which[2] = {"rc_confidence", "rc_score"};
+    for (int w = 0; w < 2; w++) {
+      MexdRiskCoverage rc;
+      g_assert_true(mexd_risk_coverage(w ? score : conf, right, n, &rc, &error));
+      JsonObject *want = json_object_get_object_member(o, which[w]);
+      close_to("aurc", (int)k, rc.aurc, jd(want, "aurc"), 1e-12);
+      close_to("acc_at_80", (int)k, rc.acc_at_80, jd(want, "acc_at_80"), 1e-12);
+      close_to("acc_at_90", (int)k, rc.acc_at_90, jd(want, "acc_at_90"), 1e-12);
+      close_to("accuracy", (int)k, rc.accuracy, jd(want, "accuracy"), 1e-12);
+    }
+    g_autoptr(MexdCalibration) cal = mexd_calibration_compute(p, y, n, C, 15, &error);
+    g_assert_no_error(error);
+    close_to("ece", (int)k, cal->ece, jd(o, "ece"), 1e-12);
+    JsonArray *cnt = json_object_get_array_member(o, "bin_count");
+    JsonArray *bc = json_object_get_array_member(o, "bin_confidence");
+    JsonArray *ba = json_object_get_array_member(o, "bin_accuracy");
+    for (int b = 0; b < 15; b++) {
+      g_assert_cmpint(cal->count[b], ==, json_array_get_int_element(cnt, b));
+      if (cal->count[b] == 0) {
+        g_assert_true(isnan(cal->bin_confidence[b]) && isnan(cal->bin_accuracy[b]));
+        continue;
+      }
+      close_to("bin confidence", (int)k, cal->bin_confidence[b],
+               json_array_get_double_element(bc, b), 1e-12);
+      close_to("bin accuracy", (int)k, cal->bin_accuracy[b], json_array_get_double_element(ba, b),
+               1e-12);
+    }
+    const double T = mexd_fit_temperature(p, y, n, C), Tw = jd(o, "temperature");
+    if (json_object_get_boolean_member(o, "flat")) { /* no unique minimiser: the NLL reached */
+      mexd_probs_temperature(p, n, C, T, pt);
+      double nll = 0;
+      for (int64_t i = 0; i < n; i++)
+        nll -= log(pt[i * C + y[i]]) / (double)n;
+      g_assert_cmpfloat(nll, <=, jd(o, "nll") + 1e-9);
+    } else {
+      close_to("temperature", (int)k, T, Tw, 1e-5 * Tw);
+    }
+    mexd_probs_temperature(p, n, C, Tw, pt);
+    JsonArray *tw = json_object_get_array_member(o, "tempered");
+    for (int64_t i = 0; i < n; i++)
+      for (int c = 0; c < C; c++)
+        close_to("tempered", (int)k, pt[i * C + c],
+                 json_array_get_double_element(json_array_get_array_element(tw, (guint)i), c),
+                 1e-12);
+    double lo, hi;
+    AccData ad = {right};
+    g_assert_true(mexd_bootstrap_interval(n, 200, 7, acc_stat, &ad, &lo, &hi));
+    JsonArray *bi = json_object_get_array_member(o, "boot_acc");
+    close_to("bootstrap lo", (int)k, lo, json_array_get_double_element(bi, 0), 1e-12);
+    close_to("bootstrap hi", (int)k, hi, json_array_get_double_element(bi, 1), 1e-12);
+    g_test_message("case %u: n %" G_GINT64_FORMAT " C %d: ECE %.4f T %.4f boot [%.3f, %.3f]", k,
+                   n, C, cal->ece, T, lo, hi);
+  }
+  /* errors */
+  double c1[2] = {0.5, NAN};
+  gboolean r1[2] = {TRUE, FALSE};
+  MexdRiskCoverage rc;
+  g_assert_false(mexd_risk_coverage(c1, r1, 2, &rc, &error));
+  g_assert_error(error, MEXD_ERROR, MEXD_ERROR_INVALID_ARGUMENT);
+  g_assert_nonnull(strstr(error->message, "NaN"));
+  g_clear_error(&error);
+  g_assert_false(mexd_risk_coverage(c1, r1, 0, &rc, &error));
+  g_clear_error(&error);
+  double pbad[2] = {1.5, -0.5};
+  int ybad[1] = {0};
+  g_assert_null(mexd_calibration_compute(pbad, ybad, 1, 2, 15, &error));
+  g_assert_nonnull(strstr(error->message, "outside [0, 1]"));
+  g_clear_error(&error);
+  double pok[2] = {0.3, 0.7};
+  g_assert_null(mexd_calibration_compute(pok, ybad, 1, 2, 0, &error));
+  g_assert_nonnull(strstr(error->message, "bins"));
+  g_clear_error(&error);
+  double lo, hi;
+  g_assert_false(mexd_bootstrap_interval(5, 10, 1, nan_stat, NULL, &lo, &hi));
+  g_assert_true(isnan(lo) && isnan(hi));
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -404,5 +552,6 @@ int main(int argc, char **argv)
   g_test_add_func("/train/metrics/errors", test_errors);
   g_test_add_func("/train/metrics/format", test_format);
   g_test_add_func("/train/metrics/json", test_json);
+  g_test_add_func("/train/metrics/uncertainty", test_uncertainty);
   return g_test_run();
 }

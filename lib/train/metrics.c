@@ -3,6 +3,7 @@
 #include "train/metrics.h"
 
 #include "core/error.h"
+#include "nn/philox.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -344,4 +345,235 @@ JsonNode *mexd_metrics_to_json(const MexdMetrics *m, const char *const *class_na
   json_builder_end_array(b);
   json_builder_end_object(b);
   return json_builder_get_root(b);
+}
+
+/* ---- risk–coverage ---- */
+
+typedef struct {
+  double conf;
+  gboolean correct;
+} Ranked;
+
+static int ranked_desc(const void *pa, const void *pb)
+{
+  double a = ((const Ranked *)pa)->conf, b = ((const Ranked *)pb)->conf;
+  return (a < b) - (a > b);
+}
+
+gboolean mexd_risk_coverage(const double *confidence, const gboolean *correct, int64_t n,
+                            MexdRiskCoverage *out, GError **error)
+{
+  if (!confidence || !correct || !out || n < 1)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "risk–coverage: NULL arguments or no slide (n = %" PRId64 ")", n);
+  g_autofree Ranked *r = g_try_new(Ranked, n);
+  if (!r)
+    return mexd_fail(error, MEXD_ERROR_NO_MEMORY, "risk–coverage: %" PRId64 " slides", n);
+  for (int64_t i = 0; i < n; i++) {
+    if (isnan(confidence[i]))
+      return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                       "risk–coverage: the confidence of slide %" PRId64 " is NaN", i);
+    r[i] = (Ranked){confidence[i], correct[i] != FALSE};
+  }
+  qsort(r, (size_t)n, sizeof *r, ranked_desc);
+  const int64_t k80 = (8 * n + 9) / 10, k90 = (9 * n + 9) / 10;
+  double area = 0, errors_before = 0;
+  for (int64_t a = 0; a < n;) {
+    int64_t b = a + 1;
+    while (b < n && r[b].conf == r[a].conf)
+      b++;
+    double e = 0;
+    for (int64_t j = a; j < b; j++)
+      e += !r[j].correct;
+    const double rate = e / (double)(b - a);
+    for (int64_t k = a + 1; k <= b; k++) {
+      const double risk = (errors_before + (double)(k - a) * rate) / (double)k;
+      area += risk;
+      if (k == k80)
+        out->acc_at_80 = 1.0 - risk;
+      if (k == k90)
+        out->acc_at_90 = 1.0 - risk;
+      if (k == n)
+        out->accuracy = 1.0 - risk;
+    }
+    errors_before += e;
+    a = b;
+  }
+  out->aurc = area / (double)n;
+  return TRUE;
+}
+
+/* ---- calibration ---- */
+
+void mexd_calibration_free(MexdCalibration *cal)
+{
+  if (!cal)
+    return;
+  g_free(cal->count);
+  g_free(cal->bin_confidence);
+  g_free(cal->bin_accuracy);
+  g_free(cal);
+}
+
+MexdCalibration *mexd_calibration_compute(const double *probs, const int *labels, int64_t n,
+                                          int n_classes, int bins, GError **error)
+{
+  g_autoptr(MexdMetrics) m = mexd_metrics_compute(probs, labels, n, n_classes, error);
+  if (!m)
+    return NULL;
+  if (bins < 1 || bins > 1000)
+    return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT,
+                          "calibration: bins must be 1..1000, not %d", bins);
+  for (int64_t i = 0; i < n * n_classes; i++)
+    if (probs[i] < 0.0 || probs[i] > 1.0)
+      return mexd_fail_null(error, MEXD_ERROR_INVALID_ARGUMENT,
+                            "calibration: probability %g of slide %" PRId64 " is outside [0, 1]",
+                            probs[i], i / n_classes);
+  MexdCalibration *cal = g_new0(MexdCalibration, 1);
+  cal->bins = bins;
+  cal->n = n;
+  cal->count = g_new0(int64_t, bins);
+  cal->bin_confidence = g_new0(double, bins);
+  cal->bin_accuracy = g_new0(double, bins);
+  double conf_all = 0, right_all = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const double *row = probs + i * n_classes;
+    const int p = mexd_metrics_argmax(row, n_classes);
+    const double conf = row[p];
+    int b = (int)ceil(conf * bins) - 1;
+    b = CLAMP(b, 0, bins - 1);
+    cal->count[b]++;
+    cal->bin_confidence[b] += conf;
+    cal->bin_accuracy[b] += p == labels[i];
+    conf_all += conf;
+    right_all += p == labels[i];
+  }
+  double ece = 0;
+  for (int b = 0; b < bins; b++) {
+    if (cal->count[b] == 0) {
+      cal->bin_confidence[b] = cal->bin_accuracy[b] = NAN;
+      continue;
+    }
+    ece += fabs(cal->bin_accuracy[b] - cal->bin_confidence[b]) / (double)n;
+    cal->bin_confidence[b] /= (double)cal->count[b];
+    cal->bin_accuracy[b] /= (double)cal->count[b];
+  }
+  cal->ece = ece;
+  cal->accuracy = right_all / (double)n;
+  cal->confidence = conf_all / (double)n;
+  return cal;
+}
+
+static double scaled_log(double p, double T)
+{
+  return log(MAX(p, 1e-12)) / T;
+}
+
+void mexd_probs_temperature(const double *probs, int64_t n, int n_classes, double T, double *out)
+{
+  for (int64_t i = 0; i < n; i++) {
+    const double *row = probs + i * n_classes;
+    double *o = out + i * n_classes, mx = -INFINITY, s = 0;
+    for (int c = 0; c < n_classes; c++)
+      mx = MAX(mx, scaled_log(row[c], T));
+    for (int c = 0; c < n_classes; c++)
+      s += (o[c] = exp(scaled_log(row[c], T) - mx));
+    for (int c = 0; c < n_classes; c++)
+      o[c] /= s;
+  }
+}
+
+static double temperature_nll(const double *probs, const int *labels, int64_t n, int n_classes,
+                              double T)
+{
+  double nll = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const double *row = probs + i * n_classes;
+    double mx = -INFINITY, s = 0;
+    for (int c = 0; c < n_classes; c++)
+      mx = MAX(mx, scaled_log(row[c], T));
+    for (int c = 0; c < n_classes; c++)
+      s += exp(scaled_log(row[c], T) - mx);
+    nll += mx + log(s) - scaled_log(row[labels[i]], T);
+  }
+  return nll / (double)n;
+}
+
+double mexd_fit_temperature(const double *probs, const int *labels, int64_t n, int n_classes)
+{
+  /* golden-section search on u = log T */
+  const double g = (sqrt(5.0) - 1.0) / 2.0;
+  double a = log(0.05), b = log(20.0);
+  double x1 = b - g * (b - a), x2 = a + g * (b - a);
+  double f1 = temperature_nll(probs, labels, n, n_classes, exp(x1));
+  double f2 = temperature_nll(probs, labels, n, n_classes, exp(x2));
+  while (b - a > 1e-6) {
+    if (f1 <= f2) {
+      b = x2;
+      x2 = x1;
+      f2 = f1;
+      x1 = b - g * (b - a);
+      f1 = temperature_nll(probs, labels, n, n_classes, exp(x1));
+    } else {
+      a = x1;
+      x1 = x2;
+      f1 = f2;
+      x2 = a + g * (b - a);
+      f2 = temperature_nll(probs, labels, n, n_classes, exp(x2));
+    }
+  }
+  return exp((a + b) / 2.0);
+}
+
+/* ---- bootstrap ---- */
+
+#define BOOT_TAG 0x626f6f74u /* "boot" */
+
+static int double_cmp(const void *pa, const void *pb)
+{
+  double a = *(const double *)pa, b = *(const double *)pb;
+  return (a > b) - (a < b);
+}
+
+static double percentile(const double *sorted, int B, double q)
+{
+  double pos = q * (B - 1);
+  int lo = (int)floor(pos);
+  int hi = MIN(lo + 1, B - 1);
+  return sorted[lo] + (pos - lo) * (sorted[hi] - sorted[lo]);
+}
+
+gboolean mexd_bootstrap_interval(int64_t n, int B, uint64_t seed, MexdSlideStat stat,
+                                 gpointer data, double *lo, double *hi)
+{
+  *lo = *hi = NAN;
+  if (n < 1 || B < 1 || !stat)
+    return FALSE;
+  g_autofree int64_t *idx = g_try_new(int64_t, n);
+  g_autofree double *v = g_try_new(double, B);
+  if (!idx || !v)
+    return FALSE;
+  const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+  int64_t draws = 0;
+  for (int r = 0; r < B; r++) {
+    double x = NAN;
+    for (uint32_t attempt = 0; isnan(x); attempt++) {
+      if (++draws > (int64_t)100 * B)
+        return FALSE;
+      uint32_t w[4];
+      for (int64_t j = 0; j < n; j++) {
+        if (j % 4 == 0) {
+          const uint32_t ctr[4] = {(uint32_t)(j / 4), (uint32_t)r, attempt, BOOT_TAG};
+          mexd_philox4x32_10(ctr, key, w);
+        }
+        idx[j] = (int64_t)(((uint64_t)w[j % 4] * (uint64_t)n) >> 32);
+      }
+      x = stat(idx, n, data);
+    }
+    v[r] = x;
+  }
+  qsort(v, (size_t)B, sizeof *v, double_cmp);
+  *lo = percentile(v, B, 0.025);
+  *hi = percentile(v, B, 0.975);
+  return TRUE;
 }

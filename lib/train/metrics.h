@@ -110,4 +110,60 @@ JsonNode *mexd_metrics_to_json(const MexdMetrics *metrics, const char *const *cl
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdMetrics, mexd_metrics_free)
 
+/* ---- uncertainty a user can act on (issue 19) ----
+ *
+ * Selective classification (risk–coverage).  The n slides are ranked by a confidence score
+ * (higher: more certain; e.g. the top-class probability, or minus the spread of Diff-C's chains);
+ * the risk at coverage k/n is the error rate of the k most confident.  Slides of equal confidence
+ * enter together: within a tied group, risk(k) counts the group's errors pro rata (the expected
+ * risk over the group's orders), so the result does not depend on the slides' order.
+ *   aurc       (1/n) Σ_{k=1..n} risk(k): the area under the risk–coverage curve (Geifman et al.),
+ *              lower is better; 0 when every slide is right, the error rate when the ranking is
+ *              no better than chance (in expectation)
+ *   acc_at_80  1 − risk(⌈0.8·n⌉): the accuracy on the most confident 80 % (acc_at_90: 90 %)
+ *   accuracy   1 − risk(n)
+ * Errors (MEXD_ERROR_INVALID_ARGUMENT): NULL arguments, n < 1, a confidence that is NaN. */
+typedef struct {
+  double aurc, acc_at_80, acc_at_90, accuracy;
+} MexdRiskCoverage;
+
+gboolean mexd_risk_coverage(const double *confidence, const gboolean *correct, int64_t n,
+                            MexdRiskCoverage *out, GError **error);
+
+/* Calibration of the top-class probability (Guo et al. 2017): confidence = max_c probs[i, c]
+ * (the argmax as mexd_metrics_argmax), correct = that class is the label; `bins` equal-width bins
+ * (b/B, (b+1)/B] (a confidence of 0 in the first); ECE = Σ_b (n_b / n)·|acc_b − conf_b|. */
+typedef struct {
+  int bins;
+  int64_t n;
+  double ece;
+  double accuracy, confidence; /* over all slides */
+  int64_t *count;              /* [bins] */
+  double *bin_confidence;      /* [bins], the mean confidence (NaN in an empty bin) */
+  double *bin_accuracy;        /* [bins], NaN in an empty bin */
+} MexdCalibration;
+
+/* bins 1..1000; errors as mexd_metrics_compute (and a probability outside [0, 1]). */
+MexdCalibration *mexd_calibration_compute(const double *probs, const int *labels, int64_t n,
+                                          int n_classes, int bins, GError **error);
+void mexd_calibration_free(MexdCalibration *cal);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdCalibration, mexd_calibration_free)
+
+/* Temperature scaling of probabilities: p_T[c] = p[c]^(1/T) / Σ_k p[k]^(1/T) (softmax of log p / T;
+ * a probability below 1e-12 counts as 1e-12).  `out` may be `probs`. */
+void mexd_probs_temperature(const double *probs, int64_t n, int n_classes, double T, double *out);
+/* The T in [0.05, 20] that minimises the mean negative log-likelihood of the labels under
+ * p_T (golden-section search on log T to 1e-6; the NLL is convex in 1/T). */
+double mexd_fit_temperature(const double *probs, const int *labels, int64_t n, int n_classes);
+
+/* A statistic of the slides idx[0 … n−1] (a bootstrap resample: indices may repeat); NaN when it
+ * is undefined on that resample (such resamples are drawn again, at most 100·B draws). */
+typedef double (*MexdSlideStat)(const int64_t *idx, int64_t n, gpointer data);
+/* The 95 % percentile interval of stat over B resamples of the n slides (numpy's percentile,
+ * linear interpolation, of the B values at 2.5 and 97.5).  Resample r takes slide j's place from
+ * word j % 4 of Philox4x32-10 under key (seed) at counter (j / 4, r, attempt, 0x626f6f74 "boot"),
+ * ⌊w·n / 2^32⌋.  FALSE (lo = hi = NaN) when fewer than B resamples were defined. */
+gboolean mexd_bootstrap_interval(int64_t n, int B, uint64_t seed, MexdSlideStat stat,
+                                 gpointer data, double *lo, double *hi);
+
 G_END_DECLS

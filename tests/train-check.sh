@@ -129,7 +129,40 @@ for name in ["a", "m", "x", "xp", "xn", "mn", "ab", "ab3"]:
             roc_auc_score(y, p / p.sum(1, keepdims=True), multi_class="ovr")
         assert abs(m["auc"] - auc) < 1e-6, (name, m["auc"], auc)
     print(f"  {name}: {len(rows)} test slides, ACC {acc:.3f} AUC {m['auc']} F1 {f1:.3f} = sklearn's")
+    # selective classification and calibration (issue 19), recomputed here from the CSV
+    conf = p[np.arange(len(y)), pred]
+    right = pred == y
+    def rc(score):  # risk at coverage k, ties pro rata (metrics.h)
+        order = sorted(set(score), reverse=True)
+        risks, before, k = [], 0.0, 0
+        for s in order:
+            g = right[score == s]
+            e = float((~g).sum())
+            for j in range(1, len(g) + 1):
+                risks.append((before + j * e / len(g)) / (k + j))
+            before += e
+            k += len(g)
+        n = len(score)
+        return sum(risks) / n, 1 - risks[-(-8 * n // 10) - 1], 1 - risks[-(-9 * n // 10) - 1]
+    sel = {s["ranked_by"]: s for s in m["selective"]}
+    aurc, a80, a90 = rc(conf)
+    assert abs(sel["confidence"]["aurc"] - aurc) < 1e-6, (name, sel["confidence"], aurc)
+    assert abs(sel["confidence"]["accuracy_at_80"] - a80) < 1e-9, (name, sel, a80)
+    assert abs(sel["confidence"]["accuracy_at_90"] - a90) < 1e-9, (name, sel, a90)
+    lo, hi = sel["confidence"]["aurc_interval"]
+    assert lo <= aurc + 1e-9 and aurc - 1e-9 <= hi or lo == hi, (name, lo, aurc, hi)
+    diffusion = name in ("x", "xn")
+    assert ("spread" in sel) == diffusion, (name, list(sel))
+    b = np.clip(np.ceil(conf * 15).astype(int) - 1, 0, 14)
+    ece = sum(abs(right[b == i].mean() - conf[b == i].mean()) * (b == i).sum()
+              for i in range(15) if (b == i).any()) / len(y)
+    assert abs(m["calibration"]["ece"] - ece) < 1e-6, (name, m["calibration"]["ece"], ece)
+    assert [r["count"] for r in m["calibration"]["reliability"]] == np.bincount(b, minlength=15).tolist()
+    print(f"  {name}: AURC {aurc:.4f} ECE {ece:.4f}{' (and by spread)' if diffusion else ''} = recomputed")
 PY
+ev "$tmp/x/model.safetensors" "$tmp/d2" "$tmp/p-x2.csv" --reliability "$tmp/rel.png"
+[ "$(head -c 8 "$tmp/rel.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] ||
+  fail "--reliability did not write a PNG"
 
 # ---- errors: one line, non-zero exit ----
 expect() { # code needle command...
@@ -160,6 +193,10 @@ expect 1 "Diff-C already" "$mexd" train diffusion $data --out "$tmp/z" \
   --moe "$tmp/x/model.safetensors"
 expect 1 "classes" "$mexd" eval --model "$tmp/ab3/model.safetensors" $data
 expect 2 "--split" "$mexd" eval --model "$tmp/a/model.safetensors" $data --split sometimes
+expect 2 "same file" "$mexd" eval --model "$tmp/a/model.safetensors" $data --out "$tmp/same" \
+  --reliability "$tmp/same"
+expect 1 "model" "$mexd" eval --model "$tmp/a/model.safetensors" $data \
+  --reliability "$tmp/a/model.safetensors"
 # a slide whose features hold a NaN: named; with --skip-bad a warning and the run goes on
 cp -r "$tmp/d2" "$tmp/bad"
 /usr/bin/python3 - "$tmp/bad/h5_files/slide_003.h5" <<'PY'

@@ -17,6 +17,7 @@
  * --json prints each epoch's report as a JSON line on stdout instead.  Exit 0 done, 1 a failure
  * (bad data, a file that cannot be read or written, a device error), 2 bad usage. */
 #include "mexd.h"
+#include "uncertainty.h"
 #include "opts.h"
 
 #include "../lib/mexd.h"
@@ -504,7 +505,7 @@ int mexd_cmd_eval(int argc, char **argv)
 {
   const char *cmd = "mexd eval";
   g_autofree char *model = NULL, *data = NULL, *labels = NULL, *split_s = NULL, *preset = NULL;
-  g_autofree char *outp = NULL, *device = NULL, *sampler = NULL, *seed_s = NULL;
+  g_autofree char *outp = NULL, *device = NULL, *sampler = NULL, *seed_s = NULL, *png = NULL;
   double val_fraction = 0;
   gint64 sample_seed = 0;
   int steps = G_MININT, chains = 32; /* G_MININT: --steps not given (50) */
@@ -522,6 +523,10 @@ int mexd_cmd_eval(int argc, char **argv)
        "the training seed (for --val-fraction; 0..18446744073709551615)", "S"},
       {"out", 'o', 0, G_OPTION_ARG_FILENAME, &outp,
        "per-slide predictions as CSV (written atomically; never one of the inputs)", "FILE"},
+      {"reliability", 0, 0, G_OPTION_ARG_FILENAME, &png,
+       "the reliability diagram as PNG (accuracy per confidence bin in blue, the gap to the "
+       "bin's confidence in red, the diagonal in grey, slides per bin at the bottom)",
+       "FILE"},
       {"prior-only", 0, 0, G_OPTION_ARG_NONE, &prior_only,
        "MExD: report the Dyn-MoE prior ρ, not the diffusion's probabilities", NULL},
       {"sampler", 0, 0, G_OPTION_ARG_STRING, &sampler, "card (default) or ddim", "NAME"},
@@ -541,7 +546,10 @@ int mexd_cmd_eval(int argc, char **argv)
   g_option_context_set_summary(
       ctx, "ACC, AUC (one-vs-rest per class, macro mean; binary: the positive class), macro-F1,\n"
            "the per-class table and the confusion matrix of a split, as scikit-learn computes\n"
-           "them; --out writes each slide's probabilities.  A slide whose features or\n"
+           "them; --out writes each slide's probabilities.  Then selective classification (the\n"
+           "risk–coverage of the slides ranked by the top-class probability and, for MExD with\n"
+           "Diff-C, by the spread of its chains: AURC, accuracy at 80 %% and 90 %% coverage) and\n"
+           "calibration (ECE), with 95 %% bootstrap intervals.  A slide whose features or\n"
            "probabilities are not finite is an error naming it (--skip-bad: a warning, and the\n"
            "slide is left out).  Exit 0 done, 1 a failure, 2 bad usage.");
   g_autoptr(GError) error = NULL;
@@ -591,7 +599,8 @@ int mexd_cmd_eval(int argc, char **argv)
   const char *inputs[] = {model, labels, NULL};
   if (!mexd_file_check_regular(model, "model file", &error) ||
       !mexd_file_check_regular(labels, "labels CSV", &error) ||
-      (outp && !mexd_file_check_output(outp, inputs, &error))) {
+      (outp && !mexd_file_check_output(outp, inputs, &error)) ||
+      (png && !mexd_file_check_output(png, inputs, &error))) {
     fprintf(stderr, "%s: %s\n", cmd, error->message);
     return 1;
   }
@@ -613,7 +622,11 @@ int mexd_cmd_eval(int argc, char **argv)
   dopt.seed = seed;
   dopt.skip_bad = skip_bad;
   dopt.expected_dim = mexd_classifier_feature_dim(clf);
-  const char *outputs[] = {outp, NULL};
+  if (outp && png && g_str_equal(outp, png)) {
+    fprintf(stderr, "%s: --out and --reliability are the same file (%s)\n", cmd, outp);
+    return 2;
+  }
+  const char *outputs[] = {outp ? outp : png, outp ? png : NULL, NULL};
   dopt.outputs = outputs;
   dopt.warn = warn_slide;
   dopt.warn_data = (gpointer)cmd;
@@ -647,7 +660,9 @@ int mexd_cmd_eval(int argc, char **argv)
   g_autofree double *probs = g_new(double, (size_t)n_all * C);
   g_autofree int *lab = g_new(int, n_all);
   g_autofree int *kept = g_new(int, n_all);
-  float p[MEXD_MAX_CLASSES];
+  g_autofree double *spread_pred = g_new(double, n_all);
+  gboolean have_spread = TRUE; /* every slide's chains ran (MExD with Diff-C, not --prior-only) */
+  float p[MEXD_MAX_CLASSES], sp[MEXD_MAX_CLASSES];
   gboolean tty = isatty(2);
   int n = 0, skipped = 0;
   for (int j = 0; j < n_all; j++) {
@@ -655,7 +670,7 @@ int mexd_cmd_eval(int argc, char **argv)
     const MexdDatasetSlide *sl = &ds->slides[i];
     GError *perr = NULL;
     gboolean ok = mexd_classifier_predict(clf, sl->bag->features, sl->bag->n, sl->bag->d, &fo,
-                                          prior_only, p, &perr);
+                                          prior_only, p, sp, &perr);
     for (int c = 0; ok && c < C; c++)
       if (!isfinite(p[c]))
         ok = mexd_fail(&perr, MEXD_ERROR_FORMAT,
@@ -683,6 +698,8 @@ int mexd_cmd_eval(int argc, char **argv)
     }
     for (int c = 0; c < C; c++)
       probs[(size_t)n * C + c] = p[c];
+    spread_pred[n] = sp[mexd_metrics_argmax(probs + (size_t)n * C, C)];
+    have_spread = have_spread && isfinite(spread_pred[n]);
     lab[n] = sl->label;
     kept[n++] = i;
     if (tty && !quiet)
@@ -707,8 +724,24 @@ int mexd_cmd_eval(int argc, char **argv)
       return 1;
     }
   }
+  g_autoptr(JsonBuilder) ub = json ? json_builder_new() : NULL;
+  g_autoptr(GString) utext = json ? NULL : g_string_new(NULL);
+  if (ub)
+    json_builder_begin_object(ub);
+  if (!mexd_eval_uncertainty(probs, lab, have_spread ? spread_pred : NULL, n, C, ub, utext, png,
+                             &error)) {
+    fprintf(stderr, "%s: %s\n", cmd, error->message);
+    return 1;
+  }
   if (json) {
     g_autoptr(JsonNode) node = mexd_metrics_to_json(m, (const char *const *)ds->classes);
+    json_builder_end_object(ub);
+    g_autoptr(JsonNode) un = json_builder_get_root(ub);
+    JsonObject *uo = json_node_get_object(un);
+    g_autoptr(GList) members = json_object_get_members(uo);
+    for (GList *l = members; l; l = l->next)
+      json_object_set_member(json_node_get_object(node), l->data,
+                             json_node_copy(json_object_get_member(uo, l->data)));
     g_autoptr(JsonGenerator) gen = json_generator_new();
     json_generator_set_root(gen, node);
     json_generator_set_pretty(gen, TRUE);
@@ -718,6 +751,7 @@ int mexd_cmd_eval(int argc, char **argv)
     g_autofree char *txt = mexd_metrics_format(m, (const char *const *)ds->classes);
     printf("%s: %s (%s) on the %s split\n%s", cmd, model,
            mexd_classifier_kind_name(mexd_classifier_kind(clf)), split_s ? split_s : "test", txt);
+    printf("%s", utext->str);
   }
   if (skipped || ds->n_skipped)
     fprintf(stderr, "%s: %d slide%s skipped (--skip-bad): %d while loading, %d while predicting\n",

@@ -312,8 +312,10 @@ static gboolean softmax_host(MexdTensor *logits, int C, float *probs, GError **e
 
 gboolean mexd_classifier_predict(MexdClassifier *c, const float *x, int64_t n, int64_t d,
                                  const MexdForwardOptions *opt, gboolean prior_only, float *probs,
-                                 GError **error)
+                                 float *spread, GError **error)
 {
+  for (int k = 0; spread && k < c->n_classes; k++)
+    spread[k] = NAN;
   if (n < 1 || d != c->feature_dim)
     return mexd_fail(error, MEXD_ERROR_SHAPE,
                      "%s: a bag of %" G_GINT64_FORMAT " × %" G_GINT64_FORMAT
@@ -327,6 +329,8 @@ gboolean mexd_classifier_predict(MexdClassifier *c, const float *x, int64_t n, i
     if (!r)
       return FALSE;
     memcpy(probs, r->has_probs ? r->probs : r->rho, sizeof(float) * C);
+    if (spread && r->has_probs)
+      memcpy(spread, r->spread, sizeof(float) * C);
     return TRUE;
   }
   g_autoptr(MexdTensor) tx =

@@ -36,10 +36,11 @@ MexdModel *mexd_classifier_model(MexdClassifier *c);
 
 /* The class probabilities probs [C] of one bag x [n, d]: MExD → Diff-C's (opt's sampler, chains,
  * seed) when it has Diff-C and !prior_only, else ρ; TransMIL / ABMIL → the softmax of the
- * logits. */
+ * logits.  spread [C] (may be NULL): the population standard deviation of each class's f̂₀ over
+ * Diff-C's chains, NaN where no chains ran. */
 gboolean mexd_classifier_predict(MexdClassifier *c, const float *x, int64_t n, int64_t d,
                                  const MexdForwardOptions *opt, gboolean prior_only, float *probs,
-                                 GError **error);
+                                 float *spread, GError **error);
 
 /* The TransMIL-only configuration: feature_dim, width, heads, landmarks, pinv_iterations,
  * res_conv_taps, classes (g_free). */

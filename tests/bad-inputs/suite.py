@@ -1328,6 +1328,10 @@ def fam_outputs(c):
     add("eval-out-bag", "bag", lambda o, s, b, m, t, d, ad: M(
         c, "eval", "--model", m, "--data", d, "--labels", os.path.join(d, "labels.csv"),
         "--device", "cpu", "-q", "--chains", "2", "--out", o), (), "csv")
+    for tk in ("model", "labels", "bag"):
+        add("eval-reliability-" + tk, tk, lambda o, s, b, m, t, d, ad: M(
+            c, "eval", "--model", m, "--data", d, "--labels", os.path.join(d, "labels.csv"),
+            "--device", "cpu", "-q", "--chains", "2", "--reliability", o), (), "png")
     add("train-out-data", "data", lambda o, s, b, m, t, d, ad: M(
         c, "train", "adapter", "--data", d, "--labels", os.path.join(d, "labels.csv"),
         "--device", "cpu", "-q", "--epochs", "1", *TINY, "--out", o), (), "dir")
@@ -1394,6 +1398,10 @@ def fam_outputs(c):
         ("eval", lambda o: M(c, "eval", "--model", c.model, "--data", c.cohort, "--labels", labels,
                              "--device", "cpu", "-q", "--chains", "2", "--out", o),
          (c.model, c.cohort), (), "p.csv", False),
+        ("eval-reliability", lambda o: M(c, "eval", "--model", c.model, "--data", c.cohort,
+                                         "--labels", labels, "--device", "cpu", "-q", "--chains",
+                                         "2", "--reliability", o),
+         (c.model, c.cohort), (), "r.png", False),
         ("train", lambda o: M(c, "train", "adapter", "--data", c.cohort, "--labels", labels,
                               "--device", "cpu", "-q", "--epochs", "1", *TINY, "--out", o),
          (c.cohort,), (), "run", True),

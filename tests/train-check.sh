@@ -160,6 +160,67 @@ for name in ["a", "m", "x", "xp", "xn", "mn", "ab", "ab3"]:
     assert [r["count"] for r in m["calibration"]["reliability"]] == np.bincount(b, minlength=15).tolist()
     print(f"  {name}: AURC {aurc:.4f} ECE {ece:.4f}{' (and by spread)' if diffusion else ''} = recomputed")
 PY
+# ---- calibration (issue 19): fitted on the train split, used on the test split ----
+for k in x ab; do
+  "$mexd" eval --model "$tmp/$k/model.safetensors" --data "$tmp/d2" --labels "$tmp/d2/labels.csv" \
+    --split train $dev --chains 4 --sampler ddim --steps 10 -q --out "$tmp/cal-$k.csv" \
+    --calibrate "$tmp/$k-cal.safetensors"
+  ev "$tmp/$k-cal.safetensors" "$tmp/d2" "$tmp/p-${k}c.csv"
+  # a calibrated model predicts what the model did
+  cmp -s "$tmp/p-$k.csv" "$tmp/p-${k}c.csv" || fail "the calibrated $k model predicts differently"
+done
+/usr/bin/python3 - "$tmp" <<'PY' || fail "the calibration differs from its recomputation"
+import csv, json, math, struct, sys
+try:
+    import numpy as np
+    from scipy.optimize import minimize_scalar
+except ImportError:
+    print("no scipy: the calibration is not recomputed"); sys.exit(0)
+tmp = sys.argv[1]
+def load(path):
+    rows = list(csv.DictReader(open(path)))
+    classes = [k[2:] for k in rows[0] if k.startswith("p_")]
+    y = np.array([classes.index(r["label"]) for r in rows])
+    p = np.array([[float(r["p_" + c]) for c in classes] for r in rows])
+    sp = np.array([float(r["spread"]) for r in rows]) if "spread" in rows[0] else None
+    return y, p, sp
+def tempered(p, T):
+    l = np.log(np.maximum(p, 1e-12)) / T
+    e = np.exp(l - l.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+for k in ("x", "ab"):
+    with open(f"{tmp}/{k}-cal.safetensors", "rb") as f:
+        hl = struct.unpack("<Q", f.read(8))[0]
+        meta = json.loads(f.read(hl))["__metadata__"]
+    cal = json.loads(meta["mexd.calibration"])
+    y, p, sp = load(f"{tmp}/cal-{k}.csv")
+    nll = lambda u: -np.mean(np.log(tempered(p, math.exp(u))[np.arange(len(y)), y]))
+    r = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20)), method="bounded",
+                        options={"xatol": 1e-9})
+    T = cal["temperature"]
+    # the CSV's 8 digits move the optimum a little; a flat NLL has no unique minimiser
+    assert abs(math.log(T) - r.x) < 1e-3 or abs(nll(math.log(T)) - r.fun) < 1e-7, (k, T, math.exp(r.x))
+    assert cal["slides"] == len(y), (k, cal["slides"], len(y))
+    assert (sp is not None) == (k == "x") == ("refer_spread" in cal), (k, list(cal))
+    yt, pt, spt = load(f"{tmp}/p-{k}c.csv")
+    m = json.load(open(f"{tmp}/p-{k}c.csv.json"))
+    q = tempered(pt, T)
+    pred = q.argmax(1)
+    conf = q[np.arange(len(yt)), pred]
+    right = pred == yt
+    b = np.clip(np.ceil(conf * 15).astype(int) - 1, 0, 14)
+    ece = sum(abs(right[b == i].mean() - conf[b == i].mean()) * (b == i).sum()
+              for i in range(15) if (b == i).any()) / len(yt)
+    assert abs(m["calibration"]["temperature"] - T) < 1e-12
+    assert abs(m["calibration"]["ece_calibrated"] - ece) < 1e-6, (k, m["calibration"], ece)
+    if sp is not None:
+        n = len(sp)
+        s = sorted(sp)[math.ceil(0.9 * n - 1e-9) - 1]
+        assert abs(cal["refer_spread"] - s) <= 1e-6 * max(s, 1e-30), (cal["refer_spread"], s)
+        assert m["referral"]["referred"] == int((spt > cal["refer_spread"]).sum()), m["referral"]
+    print(f"  {k}: T {T:.4f} = scipy's, calibrated ECE {ece:.4f}"
+          f"{', referral above %.4g' % cal['refer_spread'] if sp is not None else ''} = recomputed")
+PY
 ev "$tmp/x/model.safetensors" "$tmp/d2" "$tmp/p-x2.csv" --reliability "$tmp/rel.png"
 [ "$(head -c 8 "$tmp/rel.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] ||
   fail "--reliability did not write a PNG"
@@ -197,6 +258,12 @@ expect 2 "same file" "$mexd" eval --model "$tmp/a/model.safetensors" $data --out
   --reliability "$tmp/same"
 expect 1 "model" "$mexd" eval --model "$tmp/a/model.safetensors" $data \
   --reliability "$tmp/a/model.safetensors"
+expect 1 "model" "$mexd" eval --model "$tmp/a/model.safetensors" $data \
+  --calibrate "$tmp/a/model.safetensors"
+expect 2 "same file" "$mexd" eval --model "$tmp/a/model.safetensors" $data --out "$tmp/same" \
+  --calibrate "$tmp/same"
+expect 2 "--coverage" "$mexd" eval --model "$tmp/a/model.safetensors" $data --coverage 0.3 \
+  --calibrate "$tmp/c.safetensors"
 # a slide whose features hold a NaN: named; with --skip-bad a warning and the run goes on
 cp -r "$tmp/d2" "$tmp/bad"
 /usr/bin/python3 - "$tmp/bad/h5_files/slide_003.h5" <<'PY'

@@ -476,8 +476,10 @@ static gboolean slide_error(const GError *e)
 }
 
 /* The predictions CSV (lib/io/csv.h: slide ids with commas, quotes or line breaks survive):
- * slide_id,label,predicted,p_<class>… */
-static char *predictions_csv(const MexdDataset *ds, const int *slides, int n, const double *probs)
+ * slide_id,label,predicted,p_<class>…[,spread] (spread: the predicted class's spread of the
+ * chains, for MExD with Diff-C) */
+static char *predictions_csv(const MexdDataset *ds, const int *slides, int n, const double *probs,
+                             const double *spread)
 {
   const int C = ds->n_classes;
   GString *s = g_string_new(NULL);
@@ -487,6 +489,8 @@ static char *predictions_csv(const MexdDataset *ds, const int *slides, int n, co
   g_ptr_array_add(row, g_strdup("predicted"));
   for (int c = 0; c < C; c++)
     g_ptr_array_add(row, g_strdup_printf("p_%s", ds->classes[c]));
+  if (spread)
+    g_ptr_array_add(row, g_strdup("spread"));
   mexd_csv_append_row(s, (const char *const *)row->pdata, (int)row->len);
   for (int j = 0; j < n; j++) {
     const MexdDatasetSlide *sl = &ds->slides[slides[j]];
@@ -496,9 +500,101 @@ static char *predictions_csv(const MexdDataset *ds, const int *slides, int n, co
     g_ptr_array_add(row, g_strdup(ds->classes[mexd_metrics_argmax(probs + (size_t)j * C, C)]));
     for (int c = 0; c < C; c++)
       g_ptr_array_add(row, g_strdup_printf("%.8g", probs[(size_t)j * C + c]));
+    if (spread)
+      g_ptr_array_add(row, g_strdup_printf("%.9g", spread[j]));
     mexd_csv_append_row(s, (const char *const *)row->pdata, (int)row->len);
   }
   return g_string_free(s, FALSE);
+}
+
+static double mean_nll(const double *probs, const int *lab, int n, int C)
+{
+  double s = 0;
+  for (int i = 0; i < n; i++)
+    s -= log(MAX(probs[(size_t)i * C + lab[i]], 1e-12));
+  return s / n;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* --calibrate: fits the temperature (and, with spreads, the referral spread that keeps
+ * `coverage` of the slides) on these n slides and writes the model with them to `out`
+ * (docs/MODEL-FORMAT.md, "mexd.calibration"); *note is the line eval prints. */
+static gboolean write_calibration(const char *model, const char *out, const double *probs,
+                                  const int *lab, const double *spread, int n, int C,
+                                  double coverage, const char *split, const char *labels,
+                                  const MexdForwardOptions *fo, char **note, GError **error)
+{
+  const double T = mexd_fit_temperature(probs, lab, n, C);
+  g_autofree double *pt = g_new(double, (size_t)n * C);
+  mexd_probs_temperature(probs, n, C, T, pt);
+  g_autoptr(MexdCalibration) before = mexd_calibration_compute(probs, lab, n, C, 15, error);
+  g_autoptr(MexdCalibration) after = before ? mexd_calibration_compute(pt, lab, n, C, 15, error)
+                                            : NULL;
+  if (!after)
+    return FALSE;
+  double refer = NAN;
+  if (spread) { /* the ⌈coverage·n⌉-th smallest spread: that many slides are kept */
+    g_autofree double *s = g_memdup2(spread, sizeof(double) * n);
+    qsort(s, (size_t)n, sizeof *s, cmp_double);
+    int k = (int)ceil(coverage * n - 1e-9);
+    refer = s[CLAMP(k, 1, n) - 1];
+  }
+  g_autoptr(JsonBuilder) b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "temperature");
+  json_builder_add_double_value(b, T);
+  if (spread) {
+    json_builder_set_member_name(b, "refer_spread");
+    json_builder_add_double_value(b, refer);
+    json_builder_set_member_name(b, "coverage");
+    json_builder_add_double_value(b, coverage);
+  }
+  json_builder_set_member_name(b, "slides");
+  json_builder_add_int_value(b, n);
+  json_builder_set_member_name(b, "nll");
+  json_builder_begin_array(b);
+  json_builder_add_double_value(b, mean_nll(probs, lab, n, C));
+  json_builder_add_double_value(b, mean_nll(pt, lab, n, C));
+  json_builder_end_array(b);
+  json_builder_set_member_name(b, "ece");
+  json_builder_begin_array(b);
+  json_builder_add_double_value(b, before->ece);
+  json_builder_add_double_value(b, after->ece);
+  json_builder_end_array(b);
+  json_builder_set_member_name(b, "fitted_on");
+  json_builder_begin_object(b);
+  g_autofree char *mb = g_path_get_basename(model), *lb = g_path_get_basename(labels);
+  json_builder_set_member_name(b, "model");
+  json_builder_add_string_value(b, mb);
+  json_builder_set_member_name(b, "labels");
+  json_builder_add_string_value(b, lb);
+  json_builder_set_member_name(b, "split");
+  json_builder_add_string_value(b, split);
+  json_builder_set_member_name(b, "sampler");
+  json_builder_add_string_value(b, fo->sampler == MEXD_SAMPLER_DDIM ? "ddim" : "card");
+  json_builder_set_member_name(b, "chains");
+  json_builder_add_int_value(b, fo->chains);
+  json_builder_set_member_name(b, "sample_seed");
+  json_builder_add_int_value(b, (gint64)fo->seed);
+  json_builder_end_object(b);
+  json_builder_end_object(b);
+  g_autoptr(JsonNode) root = json_builder_get_root(b);
+  g_autofree char *json = json_to_string(root, FALSE);
+  if (!mexd_classifier_write_calibrated(model, out, json, error))
+    return FALSE;
+  g_autofree char *rs = spread ? g_strdup_printf("; referral above spread %.4g (keeps %.0f %%)",
+                                                 refer, 100 * coverage)
+                               : g_strdup("");
+  *note = g_strdup_printf("calibration fitted on %d slides of the %s split: temperature %.4f "
+                          "(NLL %.4f → %.4f, ECE %.4f → %.4f)%s; written to %s\n",
+                          n, split, T, mean_nll(probs, lab, n, C), mean_nll(pt, lab, n, C),
+                          before->ece, after->ece, rs, out);
+  return TRUE;
 }
 
 int mexd_cmd_eval(int argc, char **argv)
@@ -506,6 +602,8 @@ int mexd_cmd_eval(int argc, char **argv)
   const char *cmd = "mexd eval";
   g_autofree char *model = NULL, *data = NULL, *labels = NULL, *split_s = NULL, *preset = NULL;
   g_autofree char *outp = NULL, *device = NULL, *sampler = NULL, *seed_s = NULL, *png = NULL;
+  g_autofree char *calibrate = NULL;
+  double coverage = 0.9;
   double val_fraction = 0;
   gint64 sample_seed = 0;
   int steps = G_MININT, chains = 32; /* G_MININT: --steps not given (50) */
@@ -527,6 +625,13 @@ int mexd_cmd_eval(int argc, char **argv)
        "the reliability diagram as PNG (accuracy per confidence bin in blue, the gap to the "
        "bin's confidence in red, the diagonal in grey, slides per bin at the bottom)",
        "FILE"},
+      {"calibrate", 0, 0, G_OPTION_ARG_FILENAME, &calibrate,
+       "fit the calibration on this split (use the validation split) and write the model with "
+       "it to FILE: a temperature for the probabilities and, for MExD with Diff-C, the spread "
+       "above which a slide is referred (never one of the inputs)",
+       "FILE"},
+      {"coverage", 0, 0, G_OPTION_ARG_DOUBLE, &coverage,
+       "with --calibrate: the share of the split's slides the referral keeps (0.9; 0.5..1)", "C"},
       {"prior-only", 0, 0, G_OPTION_ARG_NONE, &prior_only,
        "MExD: report the Dyn-MoE prior ρ, not the diffusion's probabilities", NULL},
       {"sampler", 0, 0, G_OPTION_ARG_STRING, &sampler, "card (default) or ddim", "NAME"},
@@ -579,6 +684,7 @@ int mexd_cmd_eval(int argc, char **argv)
       !mexd_opt_double(cmd, "--val-fraction", val_fraction, 0, 1, FALSE) ||
       (steps != G_MININT && !mexd_opt_int(cmd, "--steps", steps, 2, 100000)) ||
       !mexd_opt_int(cmd, "--chains", chains, 1, 4096) ||
+      !mexd_opt_double(cmd, "--coverage", coverage, 0.5, 1, FALSE) ||
       !mexd_opt_int(cmd, "--sample-seed", sample_seed, 0, G_MAXINT64))
     return 2;
   MexdForwardOptions fo = MEXD_FORWARD_OPTIONS_DEFAULT;
@@ -600,7 +706,8 @@ int mexd_cmd_eval(int argc, char **argv)
   if (!mexd_file_check_regular(model, "model file", &error) ||
       !mexd_file_check_regular(labels, "labels CSV", &error) ||
       (outp && !mexd_file_check_output(outp, inputs, &error)) ||
-      (png && !mexd_file_check_output(png, inputs, &error))) {
+      (png && !mexd_file_check_output(png, inputs, &error)) ||
+      (calibrate && !mexd_file_check_output(calibrate, inputs, &error))) {
     fprintf(stderr, "%s: %s\n", cmd, error->message);
     return 1;
   }
@@ -622,11 +729,19 @@ int mexd_cmd_eval(int argc, char **argv)
   dopt.seed = seed;
   dopt.skip_bad = skip_bad;
   dopt.expected_dim = mexd_classifier_feature_dim(clf);
-  if (outp && png && g_str_equal(outp, png)) {
-    fprintf(stderr, "%s: --out and --reliability are the same file (%s)\n", cmd, outp);
-    return 2;
-  }
-  const char *outputs[] = {outp ? outp : png, outp ? png : NULL, NULL};
+  const char *outs[3] = {outp, png, calibrate}, *out_names[3] = {"--out", "--reliability",
+                                                                  "--calibrate"};
+  for (int a = 0; a < 3; a++)
+    for (int b = a + 1; b < 3; b++)
+      if (outs[a] && outs[b] && g_str_equal(outs[a], outs[b])) {
+        fprintf(stderr, "%s: %s and %s are the same file (%s)\n", cmd, out_names[a],
+                out_names[b], outs[a]);
+        return 2;
+      }
+  const char *outputs[4] = {NULL};
+  for (int a = 0, k = 0; a < 3; a++)
+    if (outs[a])
+      outputs[k++] = outs[a];
   dopt.outputs = outputs;
   dopt.warn = warn_slide;
   dopt.warn_data = (gpointer)cmd;
@@ -718,7 +833,7 @@ int mexd_cmd_eval(int argc, char **argv)
     return 1;
   }
   if (outp) {
-    g_autofree char *text = predictions_csv(ds, kept, n, probs);
+    g_autofree char *text = predictions_csv(ds, kept, n, probs, have_spread ? spread_pred : NULL);
     if (!mexd_file_write_atomic(outp, text, -1, &error)) {
       fprintf(stderr, "%s: %s\n", cmd, error->message);
       return 1;
@@ -728,11 +843,22 @@ int mexd_cmd_eval(int argc, char **argv)
   g_autoptr(GString) utext = json ? NULL : g_string_new(NULL);
   if (ub)
     json_builder_begin_object(ub);
-  if (!mexd_eval_uncertainty(probs, lab, have_spread ? spread_pred : NULL, n, C, ub, utext, png,
-                             &error)) {
+  const MexdClassifierCalibration *mc = mexd_classifier_calibration(clf);
+  if (!mexd_eval_uncertainty(probs, lab, have_spread ? spread_pred : NULL, n, C,
+                             mc->present ? mc->temperature : NAN,
+                             mc->present ? mc->refer_spread : NAN, ub, utext, png, &error)) {
     fprintf(stderr, "%s: %s\n", cmd, error->message);
     return 1;
   }
+  g_autofree char *cal_note = NULL;
+  if (calibrate && !write_calibration(model, calibrate, probs, lab, have_spread ? spread_pred : NULL,
+                                      n, C, coverage, split_s ? split_s : "test", labels, &fo,
+                                      &cal_note, &error)) {
+    fprintf(stderr, "%s: %s\n", cmd, error->message);
+    return 1;
+  }
+  if (cal_note && !quiet)
+    fprintf(stderr, "%s: %s", cmd, cal_note);
   if (json) {
     g_autoptr(JsonNode) node = mexd_metrics_to_json(m, (const char *const *)ds->classes);
     json_builder_end_object(ub);

@@ -126,8 +126,8 @@ static gboolean reliability_png(const char *path, const MexdCalibration *cal, GE
 }
 
 gboolean mexd_eval_uncertainty(const double *probs, const int *labels, const double *spread,
-                               int64_t n, int C, JsonBuilder *json, GString *text,
-                               const char *png, GError **error)
+                               int64_t n, int C, double temperature, double refer_spread,
+                               JsonBuilder *json, GString *text, const char *png, GError **error)
 {
   g_autofree double *conf = g_new(double, n), *neg_spread = spread ? g_new(double, n) : NULL;
   g_autofree gboolean *right = g_new(gboolean, n);
@@ -189,11 +189,60 @@ gboolean mexd_eval_uncertainty(const double *probs, const int *labels, const dou
                            "calibration: ECE %.4f [%.4f, %.4f] (top class, %d bins; mean "
                            "confidence %.4f, accuracy %.4f)\n",
                            cal->ece, lo, hi, BINS, cal->confidence, cal->accuracy);
+  /* the model's own calibration (mexd eval --calibrate): the tempered probabilities' ECE */
+  g_autoptr(MexdCalibration) tcal = NULL;
+  double tlo = NAN, thi = NAN;
+  if (isfinite(temperature)) {
+    g_autofree double *pt = g_new(double, n * C);
+    mexd_probs_temperature(probs, n, C, temperature, pt);
+    if (!(tcal = mexd_calibration_compute(pt, labels, n, C, BINS, error)))
+      return FALSE;
+    Slides st = {conf, right, pt, labels, C};
+    mexd_bootstrap_interval(n, BOOT, BOOT_SEED, ece_stat, &st, &tlo, &thi);
+    if (text)
+      g_string_append_printf(text,
+                             "calibrated (the model's temperature T = %.4f): ECE %.4f [%.4f, "
+                             "%.4f] (mean confidence %.4f)\n",
+                             temperature, tcal->ece, tlo, thi, tcal->confidence);
+  }
+  /* the model's referral rule: slides whose spread exceeds refer_spread go to a pathologist */
+  int64_t referred = 0, kept_right = 0;
+  if (spread && isfinite(refer_spread)) {
+    for (int64_t i = 0; i < n; i++) {
+      if (spread[i] > refer_spread)
+        referred++;
+      else
+        kept_right += right[i];
+    }
+    if (text)
+      g_string_append_printf(text,
+                             "referral (spread above %.4g): %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT
+                             " slides referred (%.1f %%); accuracy on the others %.4f (on all "
+                             "%.4f)\n",
+                             refer_spread, referred, n, 100.0 * (double)referred / (double)n,
+                             n > referred ? (double)kept_right / (double)(n - referred) : NAN,
+                             cal->accuracy);
+  }
+  if (json && spread && isfinite(refer_spread)) {
+    json_builder_set_member_name(json, "referral");
+    json_builder_begin_object(json);
+    json_double(json, "refer_spread", refer_spread);
+    json_builder_set_member_name(json, "referred");
+    json_builder_add_int_value(json, referred);
+    json_double(json, "kept_accuracy",
+                n > referred ? (double)kept_right / (double)(n - referred) : NAN);
+    json_builder_end_object(json);
+  }
   if (json) {
     json_builder_set_member_name(json, "calibration");
     json_builder_begin_object(json);
     json_double(json, "ece", cal->ece);
     json_interval(json, "ece_interval", lo, hi);
+    if (tcal) {
+      json_double(json, "temperature", temperature);
+      json_double(json, "ece_calibrated", tcal->ece);
+      json_interval(json, "ece_calibrated_interval", tlo, thi);
+    }
     json_builder_set_member_name(json, "bins");
     json_builder_add_int_value(json, BINS);
     json_double(json, "mean_confidence", cal->confidence);

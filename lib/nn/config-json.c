@@ -109,10 +109,12 @@ MexdSafetensors *mexd_cfg_open(const char *path, const char *format, const char 
   return NULL;
 }
 
-JsonNode *mexd_cfg_parse(const char *json, const char *file, JsonObject **obj, GError **error)
+/* Parses `json`, which must be a JSON object; the errors say "<file>: <what>". */
+static JsonNode *parse_object(const char *json, const char *file, const char *what,
+                              JsonObject **obj, GError **error)
 {
   g_autoptr(GError) jerr = NULL;
-  g_autofree char *where = g_strdup_printf("%s: the configuration (mexd.config)", file);
+  g_autofree char *where = g_strdup_printf("%s: %s", file, what);
   JsonNode *root = mexd_json_parse(json, -1, where, &jerr);
   if (!root) {
     g_propagate_error(error, g_steal_pointer(&jerr));
@@ -120,11 +122,22 @@ JsonNode *mexd_cfg_parse(const char *json, const char *file, JsonObject **obj, G
   }
   if (!JSON_NODE_HOLDS_OBJECT(root)) {
     json_node_unref(root);
-    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: the configuration is not a JSON object",
-                          file);
+    return mexd_fail_null(error, MEXD_ERROR_FORMAT, "%s: %s is not a JSON object", file, what);
   }
   *obj = json_node_get_object(root);
   return root;
+}
+
+JsonNode *mexd_cfg_parse(const char *json, const char *file, JsonObject **obj, GError **error)
+{
+  return parse_object(json, file, "the configuration (mexd.config)", obj, error);
+}
+
+JsonNode *mexd_cfg_parse_entry(const char *json, const char *file, const char *entry,
+                               JsonObject **obj, GError **error)
+{
+  g_autofree char *what = g_strdup_printf("the %s entry", entry);
+  return parse_object(json, file, what, obj, error);
 }
 
 gboolean mexd_cfg_get_int_array(JsonObject *o, const char *key, guint len, const int *def, int lo,

@@ -15,6 +15,9 @@ gboolean mexd_cfg_get_int_array(JsonObject *o, const char *key, guint len, const
  * json_node_unref it when done), nesting at most MEXD_JSON_MAX_DEPTH deep (io/json.h), or NULL
  * with an error naming the file. */
 JsonNode *mexd_cfg_parse(const char *json, const char *file, JsonObject **obj, GError **error);
+/* The same for another metadata entry (named in the errors: "mexd.calibration"). */
+JsonNode *mexd_cfg_parse_entry(const char *json, const char *file, const char *entry,
+                               JsonObject **obj, GError **error);
 /* An integer in lo..hi; absent: `def`, or an error when def is G_MININT. */
 gboolean mexd_cfg_get_int(JsonObject *o, const char *key, int def, int lo, int hi, int *out,
                           const char *file, GError **error);

@@ -21,7 +21,73 @@ struct _MexdClassifier {
   MexdTransMil tm;     /* TRANSMIL */
   MexdParams *ps;      /* ABMIL */
   MexdAbmil ab;
+  MexdClassifierCalibration cal;
 };
+
+const MexdClassifierCalibration *mexd_classifier_calibration(const MexdClassifier *c)
+{
+  return &c->cal;
+}
+
+/* "mexd.calibration": {"temperature": T in [0.05, 20], "refer_spread": s ≥ 0 or absent,
+ * "coverage": (0, 1] with refer_spread, "slides": ≥ 1, "fitted_on": {…} (not read)} */
+static gboolean load_calibration(MexdClassifier *c, MexdSafetensors *st, GError **error)
+{
+  c->cal = (MexdClassifierCalibration){FALSE, 1.0, NAN, NAN, 0};
+  const char *json = mexd_safetensors_metadata(st, "mexd.calibration");
+  if (!json)
+    return TRUE;
+  JsonObject *o;
+  g_autoptr(JsonNode) root = mexd_cfg_parse_entry(json, c->path, "mexd.calibration", &o, error);
+  /* the errors of the key readers name "<file>: mexd.calibration" as their file */
+  g_autofree char *where = g_strdup_printf("%s: mexd.calibration", c->path);
+  static const char *const keys[] = {"temperature", "refer_spread", "coverage", "slides",
+                                     "fitted_on", "nll", "ece", NULL};
+  int slides;
+  const gboolean refer = root && json_object_has_member(o, "refer_spread");
+  if (!root || !mexd_cfg_check_keys(o, keys, "mexd.calibration", where, error) ||
+      !mexd_cfg_get_num(o, "temperature", NAN, &c->cal.temperature, where, error) ||
+      (refer && !mexd_cfg_get_num(o, "refer_spread", NAN, &c->cal.refer_spread, where, error)) ||
+      !mexd_cfg_get_int(o, "slides", G_MININT, 1, G_MAXINT, &slides, where, error))
+    return FALSE;
+  c->cal.slides = slides;
+  if (!(c->cal.temperature >= 0.05 && c->cal.temperature <= 20.0))
+    return mexd_fail(error, MEXD_ERROR_FORMAT,
+                     "%s: mexd.calibration: temperature %g is outside 0.05..20", c->path,
+                     c->cal.temperature);
+  if (refer) {
+    if (!mexd_cfg_get_num(o, "coverage", NAN, &c->cal.coverage, where, error))
+      return FALSE;
+    if (!(c->cal.refer_spread >= 0.0 && c->cal.refer_spread < 1e30) ||
+        !(c->cal.coverage > 0.0 && c->cal.coverage <= 1.0))
+      return mexd_fail(error, MEXD_ERROR_FORMAT,
+                       "%s: mexd.calibration: refer_spread %g must be 0 or more and coverage %g "
+                       "in (0, 1]",
+                       c->path, c->cal.refer_spread, c->cal.coverage);
+  }
+  c->cal.present = TRUE;
+  return TRUE;
+}
+
+gboolean mexd_classifier_write_calibrated(const char *in, const char *out, const char *json,
+                                          GError **error)
+{
+  g_autoptr(MexdSafetensors) st = mexd_safetensors_open(in, error);
+  if (!st)
+    return FALSE;
+  g_autoptr(MexdSafetensorsWriter) w = mexd_safetensors_writer_new();
+  for (guint i = 0; i < mexd_safetensors_n_tensors(st); i++) {
+    const MexdStTensor *t = mexd_safetensors_index(st, i);
+    if (!mexd_safetensors_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, t->nbytes,
+                                     error))
+      return FALSE;
+  }
+  g_auto(GStrv) keys = mexd_safetensors_metadata_keys(st);
+  for (int k = 0; keys && keys[k]; k++)
+    mexd_safetensors_writer_set_metadata(w, keys[k], mexd_safetensors_metadata(st, keys[k]));
+  mexd_safetensors_writer_set_metadata(w, "mexd.calibration", json);
+  return mexd_safetensors_writer_write(w, out, error);
+}
 
 const char *mexd_classifier_kind_name(MexdClassifierKind kind)
 {
@@ -222,6 +288,8 @@ MexdClassifier *mexd_classifier_load(const char *path, MexdBackend *be, GError *
   g_autoptr(MexdClassifier) c = g_new0(MexdClassifier, 1);
   c->path = g_strdup(path);
   c->be = mexd_backend_ref(be);
+  if (!load_calibration(c, st, error))
+    return NULL;
   if (g_str_equal(fmt, "mexd-model/1")) {
     c->kind = MEXD_CLASSIFIER_MEXD;
     if (!(c->model = mexd_model_load(path, be, error)))

@@ -34,6 +34,28 @@ gboolean mexd_classifier_has_diffusion(const MexdClassifier *c);
 /* The MExD model (NULL for the other kinds; borrowed). */
 MexdModel *mexd_classifier_model(MexdClassifier *c);
 
+/* A classifier's calibration (issue 19), fitted on a validation split by `mexd eval --calibrate`
+ * and stored in the model file's metadata as "mexd.calibration" (docs/MODEL-FORMAT.md):
+ *   temperature   T of the calibrated probabilities p^(1/T) / Σ p^(1/T) (mexd_probs_temperature)
+ *   refer_spread  for MExD with Diff-C: refer a slide to a pathologist when the spread of its
+ *                 predicted class's chains exceeds this (chosen so that `coverage` of the fitting
+ *                 split is kept); NaN when there is none
+ * and what it was fitted on (split, slides; fitted_on is the JSON object as stored). */
+typedef struct {
+  gboolean present;
+  double temperature;
+  double refer_spread, coverage;
+  int64_t slides;
+} MexdClassifierCalibration;
+
+/* The file's calibration (present FALSE when it has none; checked on load: a bad one is an
+ * error naming the file). */
+const MexdClassifierCalibration *mexd_classifier_calibration(const MexdClassifier *c);
+/* Writes the model file `in` again at `out` (atomically; never over `in`: the caller checks)
+ * with every tensor and metadata entry as they are, and "mexd.calibration" set to `json`. */
+gboolean mexd_classifier_write_calibrated(const char *in, const char *out, const char *json,
+                                          GError **error);
+
 /* The class probabilities probs [C] of one bag x [n, d]: MExD → Diff-C's (opt's sampler, chains,
  * seed) when it has Diff-C and !prior_only, else ρ; TransMIL / ABMIL → the softmax of the
  * logits.  spread [C] (may be NULL): the population standard deviation of each class's f̂₀ over

@@ -703,6 +703,10 @@ def generate(c, what=("all",), log=print):
     # F16 weights are legal (converted at load): a right-answer case
     f16 = [[n, "F16", s, np.frombuffer(b, "<f4").astype("<f2").tobytes()] for n, _, s, b in T]
     open(os.path.join(g, "model", "good-f16.safetensors"), "wb").write(st_bytes(meta, f16))
+    # a crafted calibration (issue 19: mexd eval --calibrate writes it, mexd eval reads it)
+    for name, cal in CAL_VARIANTS:
+        open(os.path.join(g, "model", "cal-%s.safetensors" % name), "wb").write(
+            st_bytes(dict(meta, **{"mexd.calibration": cal}), T))
     for name, data in st_variants(open(c.bb, "rb").read(), "backbone"):
         open(os.path.join(g, "backbone", name + ".safetensors"), "wb").write(data)
     for name, data in st_variants(open(c.resnet, "rb").read(), "backbone"):
@@ -763,6 +767,18 @@ def generate(c, what=("all",), log=print):
     return missing
 
 
+CAL_VARIANTS = [
+    ("not-json", '{"temperature":'), ("array", "[1]"), ("nested", "[" * 100000),
+    ("no-temperature", '{"slides": 5}'), ("temperature-0", '{"temperature": 0, "slides": 5}'),
+    ("temperature-1e999", '{"temperature": 1e999, "slides": 5}'),
+    ("temperature-string", '{"temperature": "1", "slides": 5}'),
+    ("refer-negative", '{"temperature": 1, "slides": 5, "refer_spread": -1, "coverage": 0.9}'),
+    ("refer-no-coverage", '{"temperature": 1, "slides": 5, "refer_spread": 0.1}'),
+    ("coverage-2", '{"temperature": 1, "slides": 5, "refer_spread": 0.1, "coverage": 2}'),
+    ("slides-0", '{"temperature": 1, "slides": 0}'), ("extra-key", '{"temperature": 1, "slides": 5, "x": 1}'),
+]
+
+
 def generate_trained(c, env):
     """Tiny trained models (stage adapter and moe) on the cohort, for stage moe / diffusion."""
     run_quiet(M(c, "train", "adapter", "--data", c.cohort, "--labels",
@@ -799,6 +815,13 @@ def fam_model(c):
                                                "--labels", labels, "--device", "cpu", "-q",
                                                "--chains", "2"),
                           needles=(n + ".safetensors",), inputs=(mp(n), c.cohort)))
+    for name, _ in CAL_VARIANTS:
+        n = "cal-" + name
+        cases.append(Case("model/eval-" + n, M(c, "eval", "--model", mp(n), "--data", c.cohort,
+                                               "--labels", labels, "--device", "cpu", "-q",
+                                               "--chains", "2"),
+                          needles_all=(n + ".safetensors", "mexd.calibration"),
+                          inputs=(mp(n), c.cohort)))
     for n in ["empty", "trunc-data-100", "hdr-nested-100000-brackets", "config-nested-100000",
               "config-classes-empty", "nan-weights", "config-no-diffusion-tensors-kept",
               "off-huge"]:

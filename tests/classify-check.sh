@@ -72,6 +72,53 @@ except ImportError:
 print(f"classify: slide2 = extract + forward (max |Δp| {err:.1e}); {r['tiles']} scored tiles; heatmap 384 x 288")
 PY
 
+# ---- a calibrated model (issue 19: mexd eval --calibrate writes one): calibrated probabilities
+# and the referral in result.json; the model file is this test's own copy with the entry added ----
+/usr/bin/python3 - "$tmp" "$model" <<'PY' || fail "making the calibrated model"
+import json, struct, sys
+tmp, model = sys.argv[1], sys.argv[2]
+sp = sorted(json.load(open(f"{tmp}/a/slide{k}/result.json"))["spread"][
+    json.load(open(f"{tmp}/a/slide{k}/result.json"))["class_index"]] for k in (1, 2, 3))
+thr = (sp[0] + sp[1]) / 2  # slide with the smallest spread kept, the two others referred
+b = open(model, "rb").read()
+hl = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + hl])
+for name, cal in (("cal", {"temperature": 2.5, "refer_spread": thr, "coverage": 0.5, "slides": 3}),
+                  ("badcal", {"temperature": 0, "slides": 3})):
+    h["__metadata__"]["mexd.calibration"] = json.dumps(cal)
+    hb = json.dumps(h).encode()
+    hb += b" " * (-len(hb) % 8)
+    open(f"{tmp}/{name}.safetensors", "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + hl:])
+PY
+"$mexd" classify $S --backbone "$bb" --model "$tmp/cal.safetensors" --out "$tmp/k" $opts \
+  2>"$tmp/clog"
+/usr/bin/python3 - "$tmp" <<'PY' || fail "the calibrated results"
+import json, math, sys
+tmp = sys.argv[1]
+cal = None
+for k in (1, 2, 3):
+    r = json.load(open(f"{tmp}/k/slide{k}/result.json"))
+    a = json.load(open(f"{tmp}/a/slide{k}/result.json"))
+    assert r["probabilities"] == a["probabilities"], k  # the same model otherwise
+    c = r["calibration"]
+    T = c["temperature"]
+    l = [math.log(max(p, 1e-12)) / T for p in r["probabilities"]]
+    z = sum(math.exp(v - max(l)) for v in l)
+    want = [math.exp(v - max(l)) / z for v in l]
+    assert max(abs(x - y) for x, y in zip(c["probabilities"], want)) < 1e-12, (c, want)
+    assert c["refer"] == (r["spread"][r["class_index"]] > c["refer_spread"]), (k, c)
+    assert "calibration" not in a
+print("classify: a calibrated model's results carry tempered probabilities and the referral")
+PY
+[ "$(grep -c "REFER" "$tmp/clog")" -eq 2 ] || fail "expected 2 slides flagged REFER: $(cat "$tmp/clog")"
+set +e
+"$mexd" classify "$tmp/slide1.svs" --backbone "$bb" --model "$tmp/badcal.safetensors" \
+  --out "$tmp/kb" $opts --quiet 2>"$tmp/err"
+rc=$?
+set -e
+[ "$rc" -eq 1 ] && grep -q "mexd.calibration" "$tmp/err" && [ ! -e "$tmp/kb/slide1" ] ||
+  fail "a bad calibration: exit $rc, $(cat "$tmp/err")"
+
 # ---- killed after the first slide, rerun ----
 set +e
 MEXD_CLASSIFY_KILL_AFTER=1 "$mexd" classify $S --backbone "$bb" --model "$model" --out "$tmp/b" \

@@ -42,6 +42,7 @@
 #include "mexd.h"
 
 #include "../lib/mexd.h"
+#include "../lib/train/classifier.h"
 #include "gstmexdmeta.h"
 
 #include <errno.h>
@@ -65,6 +66,7 @@ typedef struct {
   /* the run */
   char **classes;
   int T; /* the model's diffusion steps (0: no Diff-C) */
+  MexdClassifierCalibration cal; /* the model file's (mexd eval --calibrate), if any */
   MexdIdentity *run;
   gboolean tty;
 } Opts;
@@ -488,6 +490,12 @@ static Outcome classify_one(const Opts *o, const MexdSlideEntry *e, const MexdId
     r->path = g_strdup(e->path);
     r->seconds = seconds;
     r->identity = mexd_identity_copy(want);
+    if (o->cal.present) { /* the model's calibration: tempered probabilities, the referral */
+      g_autofree double *p = g_new(double, r->n_classes);
+      mexd_probs_temperature(r->probabilities ? r->probabilities : r->prior, 1, r->n_classes,
+                             o->cal.temperature, p);
+      mexd_slide_result_set_calibration(r, o->cal.temperature, p, o->cal.refer_spread);
+    }
     *result = g_steal_pointer(&r);
   }
   if (rs)
@@ -516,7 +524,7 @@ static gboolean model_classes(Opts *o, GError **error)
   o->classes = g_strdupv(cfg.classes);
   o->T = cfg.has_diffusion ? cfg.T : 0;
   mexd_model_config_clear(&cfg);
-  return TRUE;
+  return mexd_classifier_read_calibration(st, o->model, &o->cal, error);
 }
 
 /* Refuses, before any work, an output of the run that is one of its inputs (links count). */
@@ -670,8 +678,11 @@ static int classify_all(Opts *o, GArray *slides, int shard_i, int shard_n, gbool
       print_json_line(r);
     if (!o->quiet) {
       double s = (g_get_monotonic_time() - t0) / 1e6;
-      fprintf(stderr, "[%d/%d] %s: %s (%" G_GINT64_FORMAT " tiles in %.1f s, %.0f tiles/s)\n", k,
-              mine, e->id, r->classes[r->class_index], r->tiles, s, r->tiles / MAX(s, 1e-3));
+      fprintf(stderr, "[%d/%d] %s: %s (%" G_GINT64_FORMAT " tiles in %.1f s, %.0f tiles/s)%s\n",
+              k, mine, e->id, r->classes[r->class_index], r->tiles, s, r->tiles / MAX(s, 1e-3),
+              r->calibrated && r->refer == 1
+                  ? "; REFER: the chains disagree more than the model's referral threshold"
+                  : "");
     }
   }
   if (!o->quiet)

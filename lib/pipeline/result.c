@@ -171,6 +171,7 @@ void mexd_slide_result_free(MexdSlideResult *r)
   g_free(r->probabilities);
   g_free(r->spread);
   g_free(r->prior);
+  g_free(r->calibrated);
   g_free(r->sampler);
   g_free(r->mode);
   g_free(r->device);
@@ -205,6 +206,18 @@ static gboolean check_finite(const MexdSlideResult *r, const char *name, const d
   return TRUE;
 }
 
+void mexd_slide_result_set_calibration(MexdSlideResult *r, double temperature,
+                                       const double *calibrated, double refer_spread)
+{
+  g_free(r->calibrated);
+  r->calibrated = g_memdup2(calibrated, sizeof(double) * r->n_classes);
+  r->temperature = temperature;
+  r->refer_spread = refer_spread;
+  r->refer = -1;
+  if (isfinite(refer_spread) && r->spread)
+    r->refer = r->spread[r->class_index] > refer_spread;
+}
+
 gboolean mexd_slide_result_check(const MexdSlideResult *r, GError **error)
 {
   if (!r || r->n_classes < 1 || !r->classes || !r->prior)
@@ -216,9 +229,13 @@ gboolean mexd_slide_result_check(const MexdSlideResult *r, GError **error)
   if (r->class_index < 0 || r->class_index >= r->n_classes)
     return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: class index %d outside 0..%d", what_of(r),
                      r->class_index, r->n_classes - 1);
+  if (r->calibrated && !(isfinite(r->temperature) && r->temperature > 0))
+    return mexd_fail(error, MEXD_ERROR_FORMAT, "%s: the calibration's temperature is %g",
+                     what_of(r), r->temperature);
   return check_finite(r, "prior", r->prior, error) &&
          check_finite(r, "probabilities", r->probabilities, error) &&
-         check_finite(r, "spread", r->spread, error);
+         check_finite(r, "spread", r->spread, error) &&
+         check_finite(r, "calibrated probabilities", r->calibrated, error);
 }
 
 static void add_float_array(JsonBuilder *b, const char *name, const float *v, int64_t n)
@@ -360,6 +377,24 @@ char *mexd_slide_result_to_json(const MexdSlideResult *r, gboolean pretty)
   json_builder_set_member_name(b, "seconds");
   json_builder_add_double_value(b, r->seconds);
   add_string(b, "device", r->device);
+  if (r->calibrated) {
+    json_builder_set_member_name(b, "calibration");
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "temperature");
+    json_builder_add_double_value(b, r->temperature);
+    add_doubles(b, "probabilities", r->calibrated, r->n_classes);
+    json_builder_set_member_name(b, "refer");
+    if (r->refer < 0)
+      json_builder_add_null_value(b);
+    else
+      json_builder_add_boolean_value(b, r->refer == 1);
+    json_builder_set_member_name(b, "refer_spread");
+    if (isfinite(r->refer_spread))
+      json_builder_add_double_value(b, r->refer_spread);
+    else
+      json_builder_add_null_value(b);
+    json_builder_end_object(b);
+  }
   if (r->identity) {
     json_builder_set_member_name(b, "identity");
     mexd_identity_to_json(r->identity, b);
@@ -550,6 +585,26 @@ MexdSlideResult *mexd_slide_result_from_json(const char *text, gssize len, const
   }
   r->seconds = get_double(&rd, rd.o, "seconds");
   r->device = get_string(&rd, "device", FALSE);
+  JsonNode *caln = member(&rd, "calibration", FALSE);
+  if (caln && !JSON_NODE_HOLDS_NULL(caln)) {
+    if (!JSON_NODE_HOLDS_OBJECT(caln))
+      return bad_type(&rd, "calibration", "an object"), NULL;
+    Reader cr = {json_node_get_object(caln), display, error, rd.ok};
+    r->temperature = get_double(&cr, cr.o, "temperature");
+    r->calibrated = get_doubles(&cr, "probabilities", r->n_classes, FALSE);
+    JsonNode *rf = member(&cr, "refer", TRUE), *rs = member(&cr, "refer_spread", TRUE);
+    r->refer = -1;
+    r->refer_spread = NAN;
+    if (cr.ok && !JSON_NODE_HOLDS_NULL(rf)) {
+      if (!JSON_NODE_HOLDS_VALUE(rf) || json_node_get_value_type(rf) != G_TYPE_BOOLEAN)
+        return bad_type(&cr, "refer", "true, false or null"), NULL;
+      r->refer = json_node_get_boolean(rf);
+    }
+    if (cr.ok && !JSON_NODE_HOLDS_NULL(rs))
+      r->refer_spread = get_double(&cr, cr.o, "refer_spread");
+    if (!cr.ok)
+      return NULL;
+  }
   JsonNode *idn = member(&rd, "identity", FALSE);
   if (rd.ok && idn && !(r->identity = mexd_identity_from_json(idn, display, error)))
     return NULL;

@@ -15,6 +15,11 @@
  *   ms            {adapter1, moe, diffusion}: milliseconds of each stage
  *   seconds       wall time of the whole slide (classify; 0 elsewhere)
  *   device        the compute device (information only)
+ *   calibration   (optional; classify, with a model file holding "mexd.calibration") {
+ *                 temperature, probabilities: the calibrated ones [C] (of `probabilities`, or of
+ *                 `prior` without Diff-C), refer: true when the predicted class's spread exceeds
+ *                 refer_spread (the slide should go to a pathologist; null without a rule),
+ *                 refer_spread: the rule's threshold or null}
  *   identity      {key: string}: what produced it (result identity, below)
  *   detail        (forward only) adapter logits, the experts' selections, Z
  * Every number in probabilities, spread and prior is finite: a result with NaN or Inf is not a
@@ -75,7 +80,17 @@ typedef struct {
   char *device;
   MexdIdentity *identity; /* may be NULL */
   JsonNode *detail;       /* may be NULL */
+  /* calibration (NULL calibrated: none) */
+  double *calibrated; /* [C] */
+  double temperature, refer_spread; /* refer_spread NaN: no referral rule */
+  int refer;                        /* 1 referred, 0 not, -1 no rule */
 } MexdSlideResult;
+
+/* Sets r's calibration: the model's temperature, the calibrated probabilities [C] (copied) and
+ * its referral spread (NaN: no rule; then refer is -1); refer is 1 when the predicted class's
+ * spread exceeds it, 0 when not. */
+void mexd_slide_result_set_calibration(MexdSlideResult *r, double temperature,
+                                       const double *calibrated, double refer_spread);
 
 void mexd_slide_result_free(MexdSlideResult *r);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MexdSlideResult, mexd_slide_result_free)

@@ -31,41 +31,42 @@ const MexdClassifierCalibration *mexd_classifier_calibration(const MexdClassifie
 
 /* "mexd.calibration": {"temperature": T in [0.05, 20], "refer_spread": s ≥ 0 or absent,
  * "coverage": (0, 1] with refer_spread, "slides": ≥ 1, "fitted_on": {…} (not read)} */
-static gboolean load_calibration(MexdClassifier *c, MexdSafetensors *st, GError **error)
+gboolean mexd_classifier_read_calibration(MexdSafetensors *st, const char *path,
+                                          MexdClassifierCalibration *cal, GError **error)
 {
-  c->cal = (MexdClassifierCalibration){FALSE, 1.0, NAN, NAN, 0};
+  *cal = (MexdClassifierCalibration){FALSE, 1.0, NAN, NAN, 0};
   const char *json = mexd_safetensors_metadata(st, "mexd.calibration");
   if (!json)
     return TRUE;
   JsonObject *o;
-  g_autoptr(JsonNode) root = mexd_cfg_parse_entry(json, c->path, "mexd.calibration", &o, error);
+  g_autoptr(JsonNode) root = mexd_cfg_parse_entry(json, path, "mexd.calibration", &o, error);
   /* the errors of the key readers name "<file>: mexd.calibration" as their file */
-  g_autofree char *where = g_strdup_printf("%s: mexd.calibration", c->path);
+  g_autofree char *where = g_strdup_printf("%s: mexd.calibration", path);
   static const char *const keys[] = {"temperature", "refer_spread", "coverage", "slides",
                                      "fitted_on", "nll", "ece", NULL};
   int slides;
   const gboolean refer = root && json_object_has_member(o, "refer_spread");
   if (!root || !mexd_cfg_check_keys(o, keys, "mexd.calibration", where, error) ||
-      !mexd_cfg_get_num(o, "temperature", NAN, &c->cal.temperature, where, error) ||
-      (refer && !mexd_cfg_get_num(o, "refer_spread", NAN, &c->cal.refer_spread, where, error)) ||
+      !mexd_cfg_get_num(o, "temperature", NAN, &cal->temperature, where, error) ||
+      (refer && !mexd_cfg_get_num(o, "refer_spread", NAN, &cal->refer_spread, where, error)) ||
       !mexd_cfg_get_int(o, "slides", G_MININT, 1, G_MAXINT, &slides, where, error))
     return FALSE;
-  c->cal.slides = slides;
-  if (!(c->cal.temperature >= 0.05 && c->cal.temperature <= 20.0))
+  cal->slides = slides;
+  if (!(cal->temperature >= 0.05 && cal->temperature <= 20.0))
     return mexd_fail(error, MEXD_ERROR_FORMAT,
-                     "%s: mexd.calibration: temperature %g is outside 0.05..20", c->path,
-                     c->cal.temperature);
+                     "%s: mexd.calibration: temperature %g is outside 0.05..20", path,
+                     cal->temperature);
   if (refer) {
-    if (!mexd_cfg_get_num(o, "coverage", NAN, &c->cal.coverage, where, error))
+    if (!mexd_cfg_get_num(o, "coverage", NAN, &cal->coverage, where, error))
       return FALSE;
-    if (!(c->cal.refer_spread >= 0.0 && c->cal.refer_spread < 1e30) ||
-        !(c->cal.coverage > 0.0 && c->cal.coverage <= 1.0))
+    if (!(cal->refer_spread >= 0.0 && cal->refer_spread < 1e30) ||
+        !(cal->coverage > 0.0 && cal->coverage <= 1.0))
       return mexd_fail(error, MEXD_ERROR_FORMAT,
                        "%s: mexd.calibration: refer_spread %g must be 0 or more and coverage %g "
                        "in (0, 1]",
-                       c->path, c->cal.refer_spread, c->cal.coverage);
+                       path, cal->refer_spread, cal->coverage);
   }
-  c->cal.present = TRUE;
+  cal->present = TRUE;
   return TRUE;
 }
 
@@ -288,7 +289,7 @@ MexdClassifier *mexd_classifier_load(const char *path, MexdBackend *be, GError *
   g_autoptr(MexdClassifier) c = g_new0(MexdClassifier, 1);
   c->path = g_strdup(path);
   c->be = mexd_backend_ref(be);
-  if (!load_calibration(c, st, error))
+  if (!mexd_classifier_read_calibration(st, path, &c->cal, error))
     return NULL;
   if (g_str_equal(fmt, "mexd-model/1")) {
     c->kind = MEXD_CLASSIFIER_MEXD;

@@ -51,6 +51,9 @@ typedef struct {
 /* The file's calibration (present FALSE when it has none; checked on load: a bad one is an
  * error naming the file). */
 const MexdClassifierCalibration *mexd_classifier_calibration(const MexdClassifier *c);
+/* The same from an open model file `st` (path names it in the errors), without loading it. */
+gboolean mexd_classifier_read_calibration(MexdSafetensors *st, const char *path,
+                                          MexdClassifierCalibration *cal, GError **error);
 /* Writes the model file `in` again at `out` (atomically; never over `in`: the caller checks)
  * with every tensor and metadata entry as they are, and "mexd.calibration" set to `json`. */
 gboolean mexd_classifier_write_calibrated(const char *in, const char *out, const char *json,

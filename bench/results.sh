@@ -11,6 +11,9 @@
 #             ROOT/COHORT for every seed (the same splits), SEED the training seed, runs in
 #             ROOT/COHORT/sSEED
 #   EPOCHS    of the slide-level stages (40; diffusion: 100); PATIENCE: early stop (12; diffusion 20)
+#   MEXD_RESULTS_SYNTH="OPTIONS" (presets only): more `mexd synth-bags` options for making the
+#   cohort, e.g. "--min-fraction 0.01 --max-fraction 0.05" (docs/RESULTS.md's moderate cohort);
+#   give the cohort its own ROOT, since an existing ROOT/COHORT is used as it is
 #   MEXD_RESULTS_SIZE=paper (width 512, 8 heads, 256 landmarks, lr 2e-4, the paper's; the default
 #   for the small cohorts) or small (width 64, 2 heads, 32 landmarks, lr 1e-3 for the slide-level
 #   stages: `mexd demo`'s sizes, minutes a run instead of up to an hour; the default for presets)
@@ -35,7 +38,7 @@ camelyon16-like | bracs-like)
   data="$root/$cohort"
   out="$root/$cohort/s$seed"
   tag="$cohort-s$seed"
-  make="--preset $cohort --seed 1"
+  make="--preset $cohort --seed 1 ${MEXD_RESULTS_SYNTH:-}"
   default_size=small ;;
 *) echo "results.sh: COHORT is 2, 3, camelyon16-like or bracs-like, not $cohort" >&2; exit 2 ;;
 esac

@@ -83,7 +83,9 @@ thr = (sp[0] + sp[1]) / 2  # slide with the smallest spread kept, the two others
 b = open(model, "rb").read()
 hl = struct.unpack("<Q", b[:8])[0]
 h = json.loads(b[8:8 + hl])
-for name, cal in (("cal", {"temperature": 2.5, "refer_spread": thr, "coverage": 0.5, "slides": 3}),
+fitted = {"sampler": "card", "chains": 8, "sample_seed": 3}  # those of $opts
+for name, cal in (("cal", {"temperature": 2.5, "refer_spread": thr, "coverage": 0.5, "slides": 3,
+                           "fitted_on": fitted}),
                   ("badcal", {"temperature": 0, "slides": 3})):
     h["__metadata__"]["mexd.calibration"] = json.dumps(cal)
     hb = json.dumps(h).encode()
@@ -111,6 +113,22 @@ for k in (1, 2, 3):
 print("classify: a calibrated model's results carry tempered probabilities and the referral")
 PY
 [ "$(grep -c "REFER" "$tmp/clog")" -eq 2 ] || fail "expected 2 slides flagged REFER: $(cat "$tmp/clog")"
+# without --chains and --seed the calibrated model runs with those its referral was fitted with
+# (the same results as above); another --seed is refused before any work
+"$mexd" classify "$tmp/slide1.svs" --backbone "$bb" --model "$tmp/cal.safetensors" \
+  --out "$tmp/kd" --preset tcga --device cpu --heatmap-width 384 --quiet ||
+  fail "classify with the calibration's own sampler settings"
+/usr/bin/python3 -c 'import json, sys; a, b = (json.load(open(p)) for p in sys.argv[1:]); \
+assert a["probabilities"] == b["probabilities"] and a["calibration"] == b["calibration"], (a, b)' \
+  "$tmp/k/slide1/result.json" "$tmp/kd/slide1/result.json" ||
+  fail "classify did not use the calibration's sampler settings"
+set +e
+"$mexd" classify "$tmp/slide1.svs" --backbone "$bb" --model "$tmp/cal.safetensors" \
+  --out "$tmp/ks" --preset tcga --device cpu --chains 8 --seed 4 --quiet 2>"$tmp/err"
+rc=$?
+set -e
+[ "$rc" -eq 2 ] && grep -q "fitted with --seed 3" "$tmp/err" && [ ! -e "$tmp/ks" ] ||
+  fail "another --seed than the calibration's: exit $rc, $(cat "$tmp/err")"
 set +e
 "$mexd" classify "$tmp/slide1.svs" --backbone "$bb" --model "$tmp/badcal.safetensors" \
   --out "$tmp/kb" $opts --quiet 2>"$tmp/err"

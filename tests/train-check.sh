@@ -221,9 +221,28 @@ for k in ("x", "ab"):
     print(f"  {k}: T {T:.4f} = scipy's, calibrated ECE {ece:.4f}"
           f"{', referral above %.4g' % cal['refer_spread'] if sp is not None else ''} = recomputed")
 PY
+# without sampler options a calibrated MExD model runs with the settings its referral threshold
+# was fitted with (the spread depends on them); another one given is refused
+"$mexd" eval --model "$tmp/x-cal.safetensors" $data --out "$tmp/p-xd.csv" --json $dev \
+  >"$tmp/p-xd.csv.json"
+cmp -s "$tmp/p-xc.csv" "$tmp/p-xd.csv" || fail "the calibrated model did not use its own sampler settings"
+/usr/bin/python3 -c 'import json, sys; s = json.load(open(sys.argv[1]))["sampling"]; \
+assert s == {"sampler": "ddim", "chains": 4, "steps": 10, "sample_seed": 0}, s' "$tmp/p-xd.csv.json" ||
+  fail "eval --json does not report the calibration's sampler settings"
 ev "$tmp/x/model.safetensors" "$tmp/d2" "$tmp/p-x2.csv" --reliability "$tmp/rel.png"
 [ "$(head -c 8 "$tmp/rel.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] ||
   fail "--reliability did not write a PNG"
+# a calibrated model's diagram: the raw probabilities and the calibrated ones side by side, and
+# the calibrated bins in the JSON
+ev "$tmp/x-cal.safetensors" "$tmp/d2" "$tmp/p-x3.csv" --reliability "$tmp/rel2.png"
+/usr/bin/python3 - "$tmp/rel2.png" "$tmp/p-x3.csv.json" <<'PY' || fail "the calibrated reliability diagram"
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+assert b[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", b[16:24]) == (960, 480), b[16:24]
+c = json.load(open(sys.argv[2]))["calibration"]
+raw, cal = c["reliability"], c["reliability_calibrated"]
+assert sum(r["count"] for r in raw) == sum(r["count"] for r in cal) == 4, (raw, cal)
+PY
 
 # ---- errors: one line, non-zero exit ----
 expect() { # code needle command...
@@ -262,6 +281,11 @@ expect 1 "model" "$mexd" eval --model "$tmp/a/model.safetensors" $data \
   --calibrate "$tmp/a/model.safetensors"
 expect 2 "same file" "$mexd" eval --model "$tmp/a/model.safetensors" $data --out "$tmp/same" \
   --calibrate "$tmp/same"
+expect 2 "fitted with --sample-seed 0" "$mexd" eval --model "$tmp/x-cal.safetensors" $data \
+  --sample-seed 5
+expect 2 "fitted with --chains 4" "$mexd" eval --model "$tmp/x-cal.safetensors" $data --chains 8
+expect 2 "fitted with --sampler ddim" "$mexd" eval --model "$tmp/x-cal.safetensors" $data \
+  --sampler card
 expect 2 "--coverage" "$mexd" eval --model "$tmp/a/model.safetensors" $data --coverage 0.3 \
   --calibrate "$tmp/c.safetensors"
 # a slide whose features hold a NaN: named; with --skip-bad a warning and the run goes on

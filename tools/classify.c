@@ -160,9 +160,9 @@ static gboolean check_ranges(const Opts *o, GError **error)
       {"--level", "openslidesrc", "level", o->level, o->level != G_MININT, FALSE},
       {"--threads", "openslidesrc", "threads", o->threads, TRUE, FALSE},
       {"--batch", "mexdembed", "batch-size", o->batch, TRUE, FALSE},
-      {"--chains", "mexddiffc", "chains", o->chains, TRUE, FALSE},
+      {"--chains", "mexddiffc", "chains", o->chains, o->chains != G_MININT, FALSE},
       {"--steps", "mexddiffc", "steps", o->steps, o->steps != G_MININT, FALSE},
-      {"--seed", "mexddiffc", "seed", (double)o->seed, TRUE, FALSE},
+      {"--seed", "mexddiffc", "seed", (double)o->seed, o->seed != G_MININT64, FALSE},
       {"--eta", "mexddiffc", "eta", o->eta, TRUE, FALSE},
       {"--heatmap-width", "mexdheatmap", "width", o->heatmap_width, TRUE, FALSE},
   };
@@ -179,7 +179,7 @@ static gboolean check_ranges(const Opts *o, GError **error)
       return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "%s %g is outside %g..%g%s", c->option,
                        c->value, lo, hi, c->positive ? " (and must be above 0)" : "");
   }
-  if (o->seed < 0)
+  if (o->seed < 0 && o->seed != G_MININT64)
     return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "--seed %" G_GINT64_FORMAT
                      " is negative (0..2^63−1)", o->seed);
   /* a --steps given is checked against the model's T, also for CARD (which takes all T) */
@@ -702,7 +702,8 @@ int mexd_cmd_classify(int argc, char **argv)
   o.size = 256;
   o.threads = 2;
   o.batch = 64;
-  o.chains = 32;
+  o.chains = G_MININT; /* not given: 32, or a calibrated model's own (and the seed: 0) */
+  o.seed = G_MININT64;
   o.heatmap_width = 1024;
   g_auto(GStrv) rest = NULL;
   g_autofree char *mag_s = NULL, *mpp_s = NULL; /* parsed below: a given NaN is not "not given" */
@@ -728,10 +729,13 @@ int mexd_cmd_classify(int argc, char **argv)
        "CLAM's segmentation preset: default, tcga, bwh_biopsy, bwh_resection", "P"},
       {"threads", 0, 0, G_OPTION_ARG_INT, &o.threads, "slide reading threads (2; 0: the cores)",
        "N"},
-      {"seed", 0, 0, G_OPTION_ARG_INT64, &o.seed, "noise seed of the diffusion chains (0)", "S"},
-      {"chains", 0, 0, G_OPTION_ARG_INT, &o.chains, "diffusion chains (32)", "N"},
-      {"sampler", 0, 0, G_OPTION_ARG_STRING, &o.sampler, "card (default) or ddim", "NAME"},
-      {"steps", 0, 0, G_OPTION_ARG_INT, &o.steps, "DDIM steps (50)", "K"},
+      {"seed", 0, 0, G_OPTION_ARG_INT64, &o.seed,
+       "noise seed of the diffusion chains (0; a model calibrated with a referral: its own)", "S"},
+      {"chains", 0, 0, G_OPTION_ARG_INT, &o.chains, "diffusion chains (32; calibrated: its own)",
+       "N"},
+      {"sampler", 0, 0, G_OPTION_ARG_STRING, &o.sampler,
+       "card (default) or ddim (calibrated: its own)", "NAME"},
+      {"steps", 0, 0, G_OPTION_ARG_INT, &o.steps, "DDIM steps (50; calibrated: its own)", "K"},
       {"eta", 0, 0, G_OPTION_ARG_DOUBLE, &o.eta, "DDIM's eta (0: deterministic)", "E"},
       {"heatmap-width", 0, 0, G_OPTION_ARG_INT, &o.heatmap_width, "heatmap width (1024)", "W"},
       {"force", 0, 0, G_OPTION_ARG_NONE, &o.force, "classify finished slides again", NULL},
@@ -821,6 +825,32 @@ int mexd_cmd_classify(int argc, char **argv)
     rc = 2;
     goto out;
   }
+  /* a calibration's referral threshold holds for the sampler settings it was fitted with only
+   * (lib/train/classifier.h): they are the defaults, and another one given is refused */
+  if (o.T > 0) {
+    MexdSampler smp = o.sampler && g_str_equal(o.sampler, "ddim") ? MEXD_SAMPLER_DDIM
+                                                                   : MEXD_SAMPLER_CARD;
+    int chains = o.chains == G_MININT ? 32 : o.chains, steps = o.steps == G_MININT ? 50 : o.steps;
+    uint64_t seed = o.seed == G_MININT64 ? 0 : (uint64_t)o.seed;
+    if (!mexd_calibration_sampler(&o.cal, o.model, "--seed", &smp, o.sampler != NULL, &chains,
+                                  o.chains != G_MININT, &steps, o.steps != G_MININT, &seed,
+                                  o.seed != G_MININT64, &error)) {
+      fprintf(stderr, "%s: %s\n", cmd, error->message);
+      rc = 2;
+      goto out;
+    }
+    if (isfinite(o.cal.refer_spread)) {
+      g_free(o.sampler);
+      o.sampler = g_strdup(smp == MEXD_SAMPLER_DDIM ? "ddim" : "card");
+      o.chains = chains;
+      o.seed = (gint64)seed;
+      o.steps = steps;
+    }
+  }
+  if (o.chains == G_MININT)
+    o.chains = 32;
+  if (o.seed == G_MININT64)
+    o.seed = 0;
   if (o.steps == G_MININT)
     o.steps = 50;
   if (!run_identity(&o, &error) || !check_outputs(&o, slides, shard_i, shard_n, &error)) {

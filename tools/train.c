@@ -581,6 +581,10 @@ static gboolean write_calibration(const char *model, const char *out, const doub
   json_builder_add_int_value(b, fo->chains);
   json_builder_set_member_name(b, "sample_seed");
   json_builder_add_int_value(b, (gint64)fo->seed);
+  if (fo->sampler == MEXD_SAMPLER_DDIM) {
+    json_builder_set_member_name(b, "steps");
+    json_builder_add_int_value(b, fo->steps);
+  }
   json_builder_end_object(b);
   json_builder_end_object(b);
   g_autoptr(JsonNode) root = json_builder_get_root(b);
@@ -590,10 +594,18 @@ static gboolean write_calibration(const char *model, const char *out, const doub
   g_autofree char *rs = spread ? g_strdup_printf("; referral above spread %.4g (keeps %.0f %%)",
                                                  refer, 100 * coverage)
                                : g_strdup("");
+  /* a temperature at the search's bound: the likelihood wants the probabilities flattened
+   * (or sharpened) without limit — the model's confidence does not rank its errors on this split */
+  const char *bound = T > 19.99 ? "; the temperature is at its upper bound (20): on this split the "
+                                  "model's confidence carries no information about its errors, and "
+                                  "the calibrated probabilities are close to uniform"
+                      : T < 0.0501 ? "; the temperature is at its lower bound (0.05): the "
+                                     "calibrated probabilities are close to 0 and 1"
+                                   : "";
   *note = g_strdup_printf("calibration fitted on %d slides of the %s split: temperature %.4f "
-                          "(NLL %.4f → %.4f, ECE %.4f → %.4f)%s; written to %s\n",
+                          "(NLL %.4f → %.4f, ECE %.4f → %.4f)%s%s; written to %s\n",
                           n, split, T, mean_nll(probs, lab, n, C), mean_nll(pt, lab, n, C),
-                          before->ece, after->ece, rs, out);
+                          before->ece, after->ece, rs, bound, out);
   return TRUE;
 }
 
@@ -605,8 +617,8 @@ int mexd_cmd_eval(int argc, char **argv)
   g_autofree char *calibrate = NULL;
   double coverage = 0.9;
   double val_fraction = 0;
-  gint64 sample_seed = 0;
-  int steps = G_MININT, chains = 32; /* G_MININT: --steps not given (50) */
+  gint64 sample_seed = G_MININT64;   /* not given: 0, or a calibrated model's own */
+  int steps = G_MININT, chains = G_MININT; /* not given: 50 and 32, or the calibration's */
   gboolean json = FALSE, prior_only = FALSE, skip_bad = FALSE, quiet = FALSE;
   GOptionEntry entries[] = {
       {"model", 'm', 0, G_OPTION_ARG_FILENAME, &model,
@@ -622,8 +634,9 @@ int mexd_cmd_eval(int argc, char **argv)
       {"out", 'o', 0, G_OPTION_ARG_FILENAME, &outp,
        "per-slide predictions as CSV (written atomically; never one of the inputs)", "FILE"},
       {"reliability", 0, 0, G_OPTION_ARG_FILENAME, &png,
-       "the reliability diagram as PNG (accuracy per confidence bin in blue, the gap to the "
-       "bin's confidence in red, the diagonal in grey, slides per bin at the bottom)",
+       "the reliability diagram as PNG (per confidence bin the accuracy as a blue bar, its gap "
+       "to the bin's mean confidence hatched red, the diagonal in grey, slides per bin at the "
+       "bottom; a calibrated model: the raw probabilities left, the calibrated right)",
        "FILE"},
       {"calibrate", 0, 0, G_OPTION_ARG_FILENAME, &calibrate,
        "fit the calibration on this split (use the validation split) and write the model with "
@@ -633,12 +646,15 @@ int mexd_cmd_eval(int argc, char **argv)
       {"coverage", 0, 0, G_OPTION_ARG_DOUBLE, &coverage,
        "with --calibrate: the share of the split's slides the referral keeps (0.9; 0.5..1)", "C"},
       {"prior-only", 0, 0, G_OPTION_ARG_NONE, &prior_only,
-       "MExD: report the Dyn-MoE prior ρ, not the diffusion's probabilities", NULL},
-      {"sampler", 0, 0, G_OPTION_ARG_STRING, &sampler, "card (default) or ddim", "NAME"},
-      {"steps", 0, 0, G_OPTION_ARG_INT, &steps, "DDIM steps (50; 2..T, the model's T)", "K"},
-      {"chains", 0, 0, G_OPTION_ARG_INT, &chains, "diffusion chains (32; 1..4096)", "N"},
+       "MExD: report the Dyn-MoE prior rho, not the diffusion's probabilities", NULL},
+      {"sampler", 0, 0, G_OPTION_ARG_STRING, &sampler,
+       "card (default) or ddim (a model calibrated with a referral: its own)", "NAME"},
+      {"steps", 0, 0, G_OPTION_ARG_INT, &steps,
+       "DDIM steps (50; 2..T, the model's T; calibrated: its own)", "K"},
+      {"chains", 0, 0, G_OPTION_ARG_INT, &chains,
+       "diffusion chains (32; 1..4096; calibrated: its own)", "N"},
       {"sample-seed", 0, 0, G_OPTION_ARG_INT64, &sample_seed,
-       "noise seed of the chains (0; 0..9223372036854775807)", "S"},
+       "noise seed of the chains (0; 0..9223372036854775807; calibrated: its own)", "S"},
       {"device", 'd', 0, G_OPTION_ARG_STRING, &device, "cpu | vulkan | vulkan:N", "D"},
       {"skip-bad", 0, 0, G_OPTION_ARG_NONE, &skip_bad,
        "skip slides with bad data or numbers that are not finite (a warning names each)", NULL},
@@ -652,11 +668,14 @@ int mexd_cmd_eval(int argc, char **argv)
       ctx, "ACC, AUC (one-vs-rest per class, macro mean; binary: the positive class), macro-F1,\n"
            "the per-class table and the confusion matrix of a split, as scikit-learn computes\n"
            "them; --out writes each slide's probabilities.  Then selective classification (the\n"
-           "risk–coverage of the slides ranked by the top-class probability and, for MExD with\n"
-           "Diff-C, by the spread of its chains: AURC, accuracy at 80 %% and 90 %% coverage) and\n"
-           "calibration (ECE), with 95 %% bootstrap intervals.  A slide whose features or\n"
-           "probabilities are not finite is an error naming it (--skip-bad: a warning, and the\n"
-           "slide is left out).  Exit 0 done, 1 a failure, 2 bad usage.");
+           "risk-coverage of the slides ranked by the top-class probability and, for MExD with\n"
+           "Diff-C, by the spread of its chains: AURC, accuracy at 80 % and 90 % coverage) and\n"
+           "calibration (ECE), with 95 % bootstrap intervals.  A model calibrated by --calibrate\n"
+           "is evaluated with its calibration too, and a referral threshold only with the\n"
+           "sampler, chains and noise seed it was fitted with (a different one given is refused).\n"
+           "A slide whose features or probabilities are not finite is an error naming it\n"
+           "(--skip-bad: a warning, and the slide is left out).  Exit 0 done, 1 a failure, 2 bad\n"
+           "usage.");
   g_autoptr(GError) error = NULL;
   if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
     fprintf(stderr, "%s: %s\n", cmd, error->message);
@@ -683,12 +702,15 @@ int mexd_cmd_eval(int argc, char **argv)
   if (!opt_seed(cmd, seed_s, &seed) ||
       !mexd_opt_double(cmd, "--val-fraction", val_fraction, 0, 1, FALSE) ||
       (steps != G_MININT && !mexd_opt_int(cmd, "--steps", steps, 2, 100000)) ||
-      !mexd_opt_int(cmd, "--chains", chains, 1, 4096) ||
+      (chains != G_MININT && !mexd_opt_int(cmd, "--chains", chains, 1, 4096)) ||
       !mexd_opt_double(cmd, "--coverage", coverage, 0.5, 1, FALSE) ||
-      !mexd_opt_int(cmd, "--sample-seed", sample_seed, 0, G_MAXINT64))
+      (sample_seed != G_MININT64 && !mexd_opt_int(cmd, "--sample-seed", sample_seed, 0, G_MAXINT64)))
     return 2;
+  const gboolean chains_given = chains != G_MININT, seed_given = sample_seed != G_MININT64;
+  if (!chains_given)
+    chains = 32;
   MexdForwardOptions fo = MEXD_FORWARD_OPTIONS_DEFAULT;
-  fo.seed = (uint64_t)sample_seed;
+  fo.seed = seed_given ? (uint64_t)sample_seed : 0;
   const gboolean steps_given = steps != G_MININT;
   if (!steps_given)
     steps = 50;
@@ -717,9 +739,19 @@ int mexd_cmd_eval(int argc, char **argv)
     fprintf(stderr, "%s: %s\n", cmd, error->message);
     return 1;
   }
+  /* a referral threshold holds for the sampler settings it was fitted with only (lib/train/
+   * classifier.h): those are the defaults, and another one given is refused (not when fitting a
+   * new calibration, nor for the prior, which takes no chains) */
+  if (mexd_classifier_has_diffusion(clf) && !prior_only && !calibrate &&
+      !mexd_calibration_sampler(mexd_classifier_calibration(clf), model, "--sample-seed",
+                                &fo.sampler, sampler != NULL, &fo.chains, chains_given, &fo.steps,
+                                steps_given, &fo.seed, seed_given, &error)) {
+    fprintf(stderr, "%s: %s\n", cmd, error->message);
+    return 2;
+  }
   /* a --steps given is checked against the model's T even for CARD (which takes all T) */
   if (mexd_classifier_has_diffusion(clf) && (steps_given || fo.sampler == MEXD_SAMPLER_DDIM) &&
-      !mexd_opt_int(cmd, "--steps", steps, 2, mexd_model_config(mexd_classifier_model(clf))->T))
+      !mexd_opt_int(cmd, "--steps", fo.steps, 2, mexd_model_config(mexd_classifier_model(clf))->T))
     return 2;
   MexdDatasetOptions dopt;
   mexd_dataset_options_init(&dopt);
@@ -868,6 +900,15 @@ int mexd_cmd_eval(int argc, char **argv)
     for (GList *l = members; l; l = l->next)
       json_object_set_member(json_node_get_object(node), l->data,
                              json_node_copy(json_object_get_member(uo, l->data)));
+    if (have_spread) { /* the settings the chains ran with (a calibration's referral needs them) */
+      JsonObject *so = json_object_new();
+      json_object_set_string_member(so, "sampler", fo.sampler == MEXD_SAMPLER_DDIM ? "ddim" : "card");
+      json_object_set_int_member(so, "chains", fo.chains);
+      if (fo.sampler == MEXD_SAMPLER_DDIM)
+        json_object_set_int_member(so, "steps", fo.steps);
+      json_object_set_int_member(so, "sample_seed", (gint64)fo.seed);
+      json_object_set_object_member(json_node_get_object(node), "sampling", so);
+    }
     g_autoptr(JsonGenerator) gen = json_generator_new();
     json_generator_set_root(gen, node);
     json_generator_set_pretty(gen, TRUE);
@@ -877,6 +918,16 @@ int mexd_cmd_eval(int argc, char **argv)
     g_autofree char *txt = mexd_metrics_format(m, (const char *const *)ds->classes);
     printf("%s: %s (%s) on the %s split\n%s", cmd, model,
            mexd_classifier_kind_name(mexd_classifier_kind(clf)), split_s ? split_s : "test", txt);
+    if (have_spread) {
+      g_autofree char *st = fo.sampler == MEXD_SAMPLER_DDIM
+                                ? g_strdup_printf("DDIM, %d steps", fo.steps)
+                                : g_strdup("CARD");
+      printf("sampling: %s, %d chains, noise seed %" G_GUINT64_FORMAT "%s\n", st, fo.chains,
+             (guint64)fo.seed,
+             isfinite(mexd_classifier_calibration(clf)->refer_spread) && !calibrate
+                 ? " (those the calibration's referral was fitted with)"
+                 : "");
+    }
     printf("%s", utext->str);
   }
   if (skipped || ds->n_skipped)

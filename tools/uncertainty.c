@@ -74,19 +74,21 @@ static void json_double(JsonBuilder *b, const char *name, double v)
     json_builder_add_null_value(b);
 }
 
-/* 480 × 480: the accuracy of each confidence bin as a bar (blue; its gap to the bin's mean
- * confidence in red), the diagonal of perfect calibration in grey, and the share of slides per
- * bin as a strip at the bottom. */
-static gboolean reliability_png(const char *path, const MexdCalibration *cal, GError **error)
+/* One 480 × 480 panel at x offset `ox` of an image `width` wide: the accuracy of each confidence
+ * bin as a bar (blue), the gap between it and the bin's mean confidence hatched in red (above
+ * the bar when the bin is over-confident, over its top when under-confident, so that the bar's
+ * top is the accuracy either way), the diagonal of perfect calibration in grey, and the share of
+ * slides per bin as a strip at the bottom. */
+enum { PANEL = 480 };
+
+static void reliability_panel(uint8_t *px, int width, int ox, const MexdCalibration *cal)
 {
-  enum { S = 480, M = 40, P = S - 2 * M, STRIP = 30 };
-  g_autofree uint8_t *px = g_malloc((size_t)S * S * 3);
-  memset(px, 255, (size_t)S * S * 3);
+  enum { S = PANEL, M = 40, P = S - 2 * M, STRIP = 30 };
 #define PUT(x, y, r, g, b)                                                                         \
   do {                                                                                             \
     int x_ = (x), y_ = (y);                                                                        \
     if (x_ >= 0 && x_ < S && y_ >= 0 && y_ < S) {                                                  \
-      uint8_t *q_ = px + ((size_t)y_ * S + x_) * 3;                                                \
+      uint8_t *q_ = px + ((size_t)y_ * (size_t)width + (size_t)(ox + x_)) * 3;                     \
       q_[0] = (r), q_[1] = (g), q_[2] = (b);                                                       \
     }                                                                                              \
   } while (0)
@@ -104,8 +106,11 @@ static gboolean reliability_png(const char *path, const MexdCalibration *cal, GE
         for (int y = ya; y < y0; y++)
           PUT(x, y, 70, 110, 200);
         for (int y = MIN(ya, yc); y < MAX(ya, yc); y++)
-          PUT(x, y, 220, 80, 70);
+          if ((x + y) % 6 < 3)
+            PUT(x, y, 220, 80, 70);
       }
+      for (int x = xa; x <= xb; x++) /* the accuracy: a dark line on the bar's top */
+        PUT(x, ya, 30, 50, 120);
     }
     const int sh = (int)lround((double)cal->count[b] / (double)most * (STRIP - 6));
     for (int x = xa; x <= xb; x++)
@@ -122,7 +127,40 @@ static gboolean reliability_png(const char *path, const MexdCalibration *cal, GE
     PUT(M + P, y, 200, 200, 200);
   }
 #undef PUT
-  return mexd_png_write(path, px, S, S, 3, error);
+}
+
+/* The diagram of `cal`; with `tcal` (the model's calibration) a second panel on its right: the
+ * same slides' calibrated probabilities. */
+static gboolean reliability_png(const char *path, const MexdCalibration *cal,
+                                const MexdCalibration *tcal, GError **error)
+{
+  const int width = PANEL * (tcal ? 2 : 1);
+  g_autofree uint8_t *px = g_malloc((size_t)width * PANEL * 3);
+  memset(px, 255, (size_t)width * PANEL * 3);
+  reliability_panel(px, width, 0, cal);
+  if (tcal) {
+    reliability_panel(px, width, PANEL, tcal);
+    for (int y = 0; y < PANEL; y++) /* a separator */
+      memset(px + ((size_t)y * (size_t)width + PANEL) * 3, 0, 3);
+  }
+  return mexd_png_write(path, px, width, PANEL, 3, error);
+}
+
+static void json_reliability(JsonBuilder *json, const char *name, const MexdCalibration *cal)
+{
+  json_builder_set_member_name(json, name);
+  json_builder_begin_array(json);
+  for (int b = 0; b < cal->bins; b++) {
+    json_builder_begin_object(json);
+    json_double(json, "lo", (double)b / cal->bins);
+    json_double(json, "hi", (double)(b + 1) / cal->bins);
+    json_builder_set_member_name(json, "count");
+    json_builder_add_int_value(json, cal->count[b]);
+    json_double(json, "confidence", cal->bin_confidence[b]);
+    json_double(json, "accuracy", cal->bin_accuracy[b]);
+    json_builder_end_object(json);
+  }
+  json_builder_end_array(json);
 }
 
 gboolean mexd_eval_uncertainty(const double *probs, const int *labels, const double *spread,
@@ -246,20 +284,10 @@ gboolean mexd_eval_uncertainty(const double *probs, const int *labels, const dou
     json_builder_set_member_name(json, "bins");
     json_builder_add_int_value(json, BINS);
     json_double(json, "mean_confidence", cal->confidence);
-    json_builder_set_member_name(json, "reliability");
-    json_builder_begin_array(json);
-    for (int b = 0; b < BINS; b++) {
-      json_builder_begin_object(json);
-      json_double(json, "lo", (double)b / BINS);
-      json_double(json, "hi", (double)(b + 1) / BINS);
-      json_builder_set_member_name(json, "count");
-      json_builder_add_int_value(json, cal->count[b]);
-      json_double(json, "confidence", cal->bin_confidence[b]);
-      json_double(json, "accuracy", cal->bin_accuracy[b]);
-      json_builder_end_object(json);
-    }
-    json_builder_end_array(json);
+    json_reliability(json, "reliability", cal);
+    if (tcal)
+      json_reliability(json, "reliability_calibrated", tcal);
     json_builder_end_object(json);
   }
-  return !png || reliability_png(png, cal, error);
+  return !png || reliability_png(png, cal, tcal, error);
 }

@@ -30,11 +30,78 @@ const MexdClassifierCalibration *mexd_classifier_calibration(const MexdClassifie
 }
 
 /* "mexd.calibration": {"temperature": T in [0.05, 20], "refer_spread": s ≥ 0 or absent,
- * "coverage": (0, 1] with refer_spread, "slides": ≥ 1, "fitted_on": {…} (not read)} */
+ * "coverage": (0, 1] with refer_spread, "slides": ≥ 1, "fitted_on": {…} (with refer_spread its
+ * "sampler", "chains", "sample_seed" and optional "steps" are read; the rest is not)} */
+static gboolean read_fitted_sampler(JsonObject *o, const char *path, const char *where,
+                                    MexdClassifierCalibration *cal, GError **error)
+{
+  JsonNode *fn = json_object_get_member(o, "fitted_on");
+  JsonObject *f = fn && JSON_NODE_HOLDS_OBJECT(fn) ? json_node_get_object(fn) : NULL;
+  JsonNode *sn = f ? json_object_get_member(f, "sampler") : NULL;
+  const char *s = sn && JSON_NODE_HOLDS_VALUE(sn) && json_node_get_value_type(sn) == G_TYPE_STRING
+                      ? json_node_get_string(sn)
+                      : NULL;
+  if (!s || (!g_str_equal(s, "card") && !g_str_equal(s, "ddim")))
+    return mexd_fail(error, MEXD_ERROR_FORMAT,
+                     "%s: mexd.calibration: a referral threshold needs fitted_on's sampler "
+                     "(\"card\" or \"ddim\"), chains and sample_seed, which the spread depends "
+                     "on (calibrate again with mexd eval --calibrate)",
+                     path);
+  cal->sampler = g_str_equal(s, "ddim") ? MEXD_SAMPLER_DDIM : MEXD_SAMPLER_CARD;
+  g_autofree char *fwhere = g_strdup_printf("%s.fitted_on", where);
+  double seed = 0;
+  if (!mexd_cfg_get_int(f, "chains", G_MININT, 1, 4096, &cal->chains, fwhere, error) ||
+      !mexd_cfg_get_int(f, "steps", 50, 2, 100000, &cal->steps, fwhere, error) ||
+      !mexd_cfg_get_num(f, "sample_seed", NAN, &seed, fwhere, error))
+    return FALSE;
+  /* an integer 0..2^63-1 (JSON numbers beyond 2^53 are not exact: the writer stores the int) */
+  if (!(seed >= 0 && seed <= 9223372036854775807.0 && seed == floor(seed)))
+    return mexd_fail(error, MEXD_ERROR_FORMAT,
+                     "%s: sample_seed %g is not an integer 0..2^63-1", fwhere, seed);
+  JsonNode *sd = json_object_get_member(f, "sample_seed");
+  cal->sample_seed = json_node_get_value_type(sd) == G_TYPE_INT64
+                         ? (uint64_t)json_node_get_int(sd)
+                         : (uint64_t)seed;
+  return TRUE;
+}
+
+gboolean mexd_calibration_sampler(const MexdClassifierCalibration *cal, const char *path,
+                                  const char *seed_option, MexdSampler *sampler,
+                                  gboolean sampler_given, int *chains, gboolean chains_given,
+                                  int *steps, gboolean steps_given, uint64_t *seed,
+                                  gboolean seed_given, GError **error)
+{
+  if (!cal->present || !isfinite(cal->refer_spread))
+    return TRUE;
+  const char *names[2] = {"card", "ddim"};
+  const char *why = "the referral threshold of its calibration was fitted with";
+  const char *fix = "leave the option out, or calibrate again with these settings (mexd eval "
+                    "--calibrate)";
+  if (sampler_given && *sampler != cal->sampler)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "--sampler %s: %s: %s --sampler %s; %s",
+                     names[*sampler == MEXD_SAMPLER_DDIM], path, why,
+                     names[cal->sampler == MEXD_SAMPLER_DDIM], fix);
+  if (chains_given && *chains != cal->chains)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "--chains %d: %s: %s --chains %d; %s",
+                     *chains, path, why, cal->chains, fix);
+  if (seed_given && *seed != cal->sample_seed)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT,
+                     "%s %" G_GUINT64_FORMAT ": %s: %s %s %" G_GUINT64_FORMAT "; %s", seed_option,
+                     *seed, path, why, seed_option, cal->sample_seed, fix);
+  if (cal->sampler == MEXD_SAMPLER_DDIM && steps_given && *steps != cal->steps)
+    return mexd_fail(error, MEXD_ERROR_INVALID_ARGUMENT, "--steps %d: %s: %s --steps %d; %s",
+                     *steps, path, why, cal->steps, fix);
+  *sampler = cal->sampler;
+  *chains = cal->chains;
+  *seed = cal->sample_seed;
+  if (cal->sampler == MEXD_SAMPLER_DDIM)
+    *steps = cal->steps;
+  return TRUE;
+}
 gboolean mexd_classifier_read_calibration(MexdSafetensors *st, const char *path,
                                           MexdClassifierCalibration *cal, GError **error)
 {
-  *cal = (MexdClassifierCalibration){FALSE, 1.0, NAN, NAN, 0};
+  *cal = (MexdClassifierCalibration){FALSE, 1.0, NAN, NAN, 0, MEXD_SAMPLER_CARD, 0, 50, 0};
   const char *json = mexd_safetensors_metadata(st, "mexd.calibration");
   if (!json)
     return TRUE;
@@ -65,6 +132,8 @@ gboolean mexd_classifier_read_calibration(MexdSafetensors *st, const char *path,
                        "%s: mexd.calibration: refer_spread %g must be 0 or more and coverage %g "
                        "in (0, 1]",
                        path, cal->refer_spread, cal->coverage);
+    if (!read_fitted_sampler(o, path, where, cal, error))
+      return FALSE;
   }
   cal->present = TRUE;
   return TRUE;

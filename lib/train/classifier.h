@@ -40,13 +40,33 @@ MexdModel *mexd_classifier_model(MexdClassifier *c);
  *   refer_spread  for MExD with Diff-C: refer a slide to a pathologist when the spread of its
  *                 predicted class's chains exceeds this (chosen so that `coverage` of the fitting
  *                 split is kept); NaN when there is none
- * and what it was fitted on (split, slides; fitted_on is the JSON object as stored). */
+ * and what it was fitted on (split, slides; fitted_on is the JSON object as stored).  With a
+ * referral, fitted_on's sampler settings are read too: the spread the threshold compares is a
+ * function of the chains' noise (the same for every slide), their number and the sampler, so a
+ * threshold means nothing under other settings (on the preset cohorts of docs/RESULTS.md the same
+ * threshold referred 0 to 128 of 128 slides under five noise seeds). */
 typedef struct {
   gboolean present;
   double temperature;
   double refer_spread, coverage;
   int64_t slides;
+  /* with refer_spread: fitted_on's "sampler", "chains", "sample_seed" and "steps" (DDIM's; 50
+   * when absent) */
+  MexdSampler sampler;
+  int chains, steps;
+  uint64_t sample_seed;
 } MexdClassifierCalibration;
+
+/* The sampler settings a run must use with calibration `cal` (from model file `path`): without a
+ * referral nothing changes; with one, each setting not given (its *_given FALSE) takes the
+ * calibration's, and one given that differs is MEXD_ERROR_INVALID_ARGUMENT naming both (the
+ * option names are --sampler, --chains, --steps and `seed_option`).  steps matters for DDIM
+ * only. */
+gboolean mexd_calibration_sampler(const MexdClassifierCalibration *cal, const char *path,
+                                  const char *seed_option, MexdSampler *sampler,
+                                  gboolean sampler_given, int *chains, gboolean chains_given,
+                                  int *steps, gboolean steps_given, uint64_t *seed,
+                                  gboolean seed_given, GError **error);
 
 /* The file's calibration (present FALSE when it has none; checked on load: a bad one is an
  * error naming the file). */

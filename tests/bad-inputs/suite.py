@@ -776,6 +776,14 @@ CAL_VARIANTS = [
     ("refer-no-coverage", '{"temperature": 1, "slides": 5, "refer_spread": 0.1}'),
     ("coverage-2", '{"temperature": 1, "slides": 5, "refer_spread": 0.1, "coverage": 2}'),
     ("slides-0", '{"temperature": 1, "slides": 0}'), ("extra-key", '{"temperature": 1, "slides": 5, "x": 1}'),
+    # a referral threshold without the sampler settings it was fitted with, or with bad ones
+    ("refer-no-fitted-on", '{"temperature": 1, "slides": 5, "refer_spread": 0.1, "coverage": 0.9}'),
+    ("refer-sampler-bad", '{"temperature": 1, "slides": 5, "refer_spread": 0.1, "coverage": 0.9, '
+                          '"fitted_on": {"sampler": "euler", "chains": 2, "sample_seed": 0}}'),
+    ("refer-seed-negative", '{"temperature": 1, "slides": 5, "refer_spread": 0.1, "coverage": 0.9, '
+                            '"fitted_on": {"sampler": "card", "chains": 2, "sample_seed": -1}}'),
+    ("refer-chains-0", '{"temperature": 1, "slides": 5, "refer_spread": 0.1, "coverage": 0.9, '
+                       '"fitted_on": {"sampler": "card", "chains": 0, "sample_seed": 0}}'),
 ]
 
 

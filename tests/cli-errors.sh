@@ -70,4 +70,13 @@ if [ "$got" -ne 0 ] || ! printf '%s' "$out" | grep -q '"probabilities"'; then
 else
   echo "ok: mexd forward on bag-n7.npy"
 fi
+# the help shows its non-ASCII characters under a UTF-8 locale (mexd sets LC_CTYPE from the
+# environment), and stays ASCII under C; C.UTF-8 is built into Debian 12's glibc
+if locale -a 2>/dev/null | grep -qi '^c\.utf-\?8$'; then
+  if LC_ALL=C.UTF-8 "$mexd" synth-bags --help 2>&1 | grep -q "distance Δ of a lesion"; then
+    echo "ok: help in a UTF-8 locale"
+  else
+    echo "FAIL: mexd synth-bags --help under C.UTF-8 does not show Δ"; fails=$((fails + 1))
+  fi
+fi
 exit $fails

@@ -6,6 +6,7 @@
 #include "opts.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -129,6 +130,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+  /* The terminal's character set only (LC_CTYPE), so that GLib's option help and messages show
+   * "Δ", "ρ" and "–" under a UTF-8 locale instead of "?"; numbers keep the C locale's format
+   * (LC_NUMERIC stays "C": CSV, JSON and every printed figure use a decimal point). */
+  setlocale(LC_CTYPE, "");
   if (argc < 2) {
     usage(stderr);
     return 2;

@@ -14,6 +14,8 @@
 #   MEXD_RESULTS_SYNTH="OPTIONS" (presets only): more `mexd synth-bags` options for making the
 #   cohort, e.g. "--min-fraction 0.01 --max-fraction 0.05" (docs/RESULTS.md's moderate cohort);
 #   give the cohort its own ROOT, since an existing ROOT/COHORT is used as it is
+#   MEXD_RESULTS_LANDMARKS=L: TransMIL's Nyström landmarks at the small size (32; the paper's 256:
+#   32 wash a lesion of a few % out on some seeds, docs/RESULTS.md)
 #   MEXD_RESULTS_SIZE=paper (width 512, 8 heads, 256 landmarks, lr 2e-4, the paper's; the default
 #   for the small cohorts) or small (width 64, 2 heads, 32 landmarks, lr 1e-3 for the slide-level
 #   stages: `mexd demo`'s sizes, minutes a run instead of up to an hour; the default for presets)
@@ -66,7 +68,7 @@ fi
 case ${MEXD_RESULTS_SIZE:-$default_size} in
 paper) size="" slr="" ;;
 small)
-  size="--width 64 --heads 2 --landmarks 32 --abmil-width 64 --abmil-attn 32 --diffusion-width 64"
+  size="--width 64 --heads 2 --landmarks ${MEXD_RESULTS_LANDMARKS:-32} --abmil-width 64 --abmil-attn 32 --diffusion-width 64"
   slr="--lr 1e-3" ;;
 *) echo "results.sh: MEXD_RESULTS_SIZE must be paper or small" >&2; exit 2 ;;
 esac

@@ -707,6 +707,9 @@ def generate(c, what=("all",), log=print):
     for name, cal in CAL_VARIANTS:
         open(os.path.join(g, "model", "cal-%s.safetensors" % name), "wb").write(
             st_bytes(dict(meta, **{"mexd.calibration": cal}), T))
+    # a valid referral fitted with noise seed 3 and 2 chains: another seed must be refused
+    open(os.path.join(g, "model", "cal-fitted-seed3.safetensors"), "wb").write(
+        st_bytes(dict(meta, **{"mexd.calibration": CAL_FITTED_SEED3}), T))
     for name, data in st_variants(open(c.bb, "rb").read(), "backbone"):
         open(os.path.join(g, "backbone", name + ".safetensors"), "wb").write(data)
     for name, data in st_variants(open(c.resnet, "rb").read(), "backbone"):
@@ -787,6 +790,10 @@ CAL_VARIANTS = [
 ]
 
 
+CAL_FITTED_SEED3 = ('{"temperature": 1, "slides": 5, "refer_spread": 0.1, "coverage": 0.9, '
+                    '"fitted_on": {"sampler": "card", "chains": 2, "sample_seed": 3}}')
+
+
 def generate_trained(c, env):
     """Tiny trained models (stage adapter and moe) on the cohort, for stage moe / diffusion."""
     run_quiet(M(c, "train", "adapter", "--data", c.cohort, "--labels",
@@ -830,6 +837,22 @@ def fam_model(c):
                                                "--chains", "2"),
                           needles_all=(n + ".safetensors", "mexd.calibration"),
                           inputs=(mp(n), c.cohort)))
+    # a rerun with other sampler settings than a calibration's referral was fitted with: usage
+    # error naming both, before any work (nothing written)
+    n = "cal-fitted-seed3"
+    cases.append(Case("model/eval-" + n + "-other-seed",
+                      M(c, "eval", "--model", mp(n), "--data", c.cohort, "--labels", labels,
+                        "--device", "cpu", "-q", "--sample-seed", "4"),
+                      expect=(2,), needles_all=("--sample-seed 4", "fitted with --sample-seed 3"),
+                      inputs=(mp(n), c.cohort)))
+    out = os.path.join(c.case_dir("model/classify-" + n + "-other-chains"), "out")
+    cases.append(Case("model/classify-" + n + "-other-chains",
+                      M(c, "classify", c.slide, "--backbone", c.bb, "--model", mp(n), "--preset",
+                        "bwh_biopsy", "--device", "cpu", "--chains", "8", "--heatmap-width", "64",
+                        "-q", "--out", out),
+                      expect=(2,), needles_all=("--chains 8", "fitted with --chains 2"),
+                      inputs=(mp(n), c.slide, c.bb), outputs=((out, "dir"),),
+                      requires=("gst", "slides")))
     for n in ["empty", "trunc-data-100", "hdr-nested-100000-brackets", "config-nested-100000",
               "config-classes-empty", "nan-weights", "config-no-diffusion-tensors-kept",
               "off-huge"]:
